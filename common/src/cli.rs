@@ -1,0 +1,262 @@
+//! Argument groups shared by the tools, flattened into each tool's clap `Args`.
+//!
+//! Every connection flag falls back to the environment variable the seed scripts and libpq
+//! use. Passwords are never flags: only `PGPASSWORD` or the password file.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::env;
+use crate::output::OutputFormat;
+use crate::retention::{Gfs, RetentionPolicy};
+
+/// Verbosity and output format, accepted by every tool and subcommand.
+#[derive(Debug, Clone, Args, Default)]
+pub struct GlobalArgs {
+    /// More log detail on stderr (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr, no progress bar.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Format of the results on stdout.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text, global = true)]
+    pub output: OutputFormat,
+}
+
+/// Where the PostgreSQL server is, libpq style.
+#[derive(Debug, Clone, Args, Default)]
+pub struct PgArgs {
+    /// Server host name, or a Unix-socket directory when it starts with '/'.
+    #[arg(long, env = env::PGHOST)]
+    pub host: Option<String>,
+    /// Server port.
+    #[arg(long, env = env::PGPORT)]
+    pub port: Option<u16>,
+    /// Role to connect as [default: the OS user name].
+    #[arg(long, short = 'U', env = env::PGUSER)]
+    pub user: Option<String>,
+    /// Database to connect to [default: the role name].
+    #[arg(long, short = 'd', env = env::PGDATABASE)]
+    pub dbname: Option<String>,
+}
+
+impl PgArgs {
+    /// The host to use: the flag, else the first libpq default socket directory that exists,
+    /// else `localhost`.
+    pub fn host(&self) -> String {
+        if let Some(host) = self.host.as_deref().filter(|h| !h.is_empty()) {
+            return host.to_string();
+        }
+        for dir in ["/var/run/postgresql", "/tmp"] {
+            let socket = format!("{dir}/.s.PGSQL.{}", self.port());
+            if std::path::Path::new(&socket).exists() {
+                return dir.to_string();
+            }
+        }
+        "localhost".to_string()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(5432)
+    }
+
+    pub fn user(&self) -> String {
+        self.user
+            .clone()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(os_user_name)
+    }
+
+    pub fn dbname(&self) -> String {
+        self.dbname
+            .clone()
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| self.user())
+    }
+
+    /// The password from `PGPASSWORD`, else from the password file, else none.
+    pub fn password(&self) -> Option<String> {
+        if let Ok(password) = std::env::var(env::PGPASSWORD) {
+            return Some(password);
+        }
+        crate::pgpass::lookup(&self.host(), self.port(), &self.dbname(), &self.user())
+    }
+
+    /// Environment for a libpq child process (pg_dump, pg_basebackup, psql): the resolved
+    /// connection settings as `PG*` variables, so nothing secret lands in argv.
+    pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
+        let mut vars = vec![
+            (env::PGHOST, self.host()),
+            (env::PGPORT, self.port().to_string()),
+            (env::PGUSER, self.user()),
+            (env::PGDATABASE, self.dbname()),
+        ];
+        if let Ok(password) = std::env::var(env::PGPASSWORD) {
+            vars.push((env::PGPASSWORD, password));
+        }
+        vars
+    }
+
+    /// A short description for logs and manifests, never containing the password.
+    pub fn describe(&self) -> String {
+        format!(
+            "host={} port={} user={} dbname={}",
+            self.host(),
+            self.port(),
+            self.user(),
+            self.dbname()
+        )
+    }
+}
+
+/// The OS user name, libpq's default role.
+pub fn os_user_name() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(current_uid_name)
+        .unwrap_or_else(|| "postgres".to_string())
+}
+
+#[allow(unsafe_code)]
+fn current_uid_name() -> Option<String> {
+    // SAFETY: getpwuid returns a pointer into static storage or null; we copy the name out
+    // immediately and call it from one thread at start-up.
+    unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        if pw.is_null() {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr((*pw).pw_name);
+        Some(name.to_string_lossy().into_owned())
+    }
+}
+
+/// The backup repository location.
+#[derive(Debug, Clone, Args)]
+pub struct RepoArgs {
+    /// Root of the backup repository.
+    #[arg(long, env = env::BACKUP_DIR, default_value = env::DEFAULT_BACKUP_DIR)]
+    pub backup_dir: PathBuf,
+}
+
+/// Retention of complete backup sets. A set is deleted only when no rule keeps it, and the
+/// newest complete set is always kept.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
+    /// Keep sets younger than this many days (0 turns the age rule off).
+    #[arg(long, env = env::RETENTION_DAYS)]
+    pub retention_days: Option<u32>,
+    /// Always keep at least this many newest complete sets.
+    #[arg(long)]
+    pub keep_count: Option<usize>,
+    /// Grandfather-father-son: keep the newest set of each of the last N days.
+    #[arg(long)]
+    pub keep_daily: Option<usize>,
+    /// ... of each of the last N ISO weeks.
+    #[arg(long)]
+    pub keep_weekly: Option<usize>,
+    /// ... of each of the last N months.
+    #[arg(long)]
+    pub keep_monthly: Option<usize>,
+    /// ... of each of the last N years.
+    #[arg(long)]
+    pub keep_yearly: Option<usize>,
+    /// Do not apply retention after the backup.
+    #[arg(long)]
+    pub no_retention: bool,
+    /// Print what retention would delete, delete nothing.
+    #[arg(long)]
+    pub dry_run_retention: bool,
+}
+
+impl RetentionArgs {
+    /// The policy, with `default_days` when neither the flag nor `RETENTION_DAYS` is set.
+    pub fn policy(&self, default_days: u32) -> RetentionPolicy {
+        let days = self.retention_days.unwrap_or(default_days);
+        let gfs = Gfs {
+            daily: self.keep_daily.unwrap_or(0),
+            weekly: self.keep_weekly.unwrap_or(0),
+            monthly: self.keep_monthly.unwrap_or(0),
+            yearly: self.keep_yearly.unwrap_or(0),
+        };
+        RetentionPolicy {
+            max_age_days: (days > 0).then_some(days),
+            keep_count: self.keep_count,
+            gfs,
+            ..RetentionPolicy::default()
+        }
+    }
+}
+
+/// Where the Kafka cluster is and how to talk to it.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Comma-separated host:port list of brokers.
+    #[arg(long, short = 'b', env = env::KAFKA_BOOTSTRAP_SERVERS)]
+    pub bootstrap_servers: String,
+    /// Extra librdkafka property as key=value (repeatable), e.g. -X security.protocol=SASL_SSL.
+    /// Secrets are better given in KAFKA_CLIENT_CONFIG, which is not visible in the process list.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub client_config: Vec<(String, String)>,
+}
+
+impl KafkaArgs {
+    /// All client properties: `KAFKA_CLIENT_CONFIG` first, then `-X` flags.
+    pub fn properties(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut props = Vec::new();
+        if let Ok(text) = std::env::var(env::KAFKA_CLIENT_CONFIG) {
+            for item in text.split(['\n', ';']).map(str::trim).filter(|s| !s.is_empty()) {
+                props.push(parse_key_value(item).map_err(|e| {
+                    anyhow::anyhow!("{}: {e}", env::KAFKA_CLIENT_CONFIG)
+                })?);
+            }
+        }
+        props.extend(self.client_config.iter().cloned());
+        Ok(props)
+    }
+}
+
+/// True for property names whose values must never be logged.
+pub fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "token", "key.pem", "sasl.jaas"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got '{s}'")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_parsing() {
+        assert_eq!(
+            parse_key_value("sasl.password=a=b").unwrap(),
+            ("sasl.password".to_string(), "a=b".to_string())
+        );
+        assert!(parse_key_value("novalue").is_err());
+        assert!(is_secret_property("sasl.password"));
+        assert!(!is_secret_property("bootstrap.servers"));
+    }
+
+    #[test]
+    fn pg_defaults_follow_libpq() {
+        let args = PgArgs {
+            user: Some("alice".into()),
+            ..PgArgs::default()
+        };
+        assert_eq!(args.dbname(), "alice");
+        assert_eq!(args.port(), 5432);
+        assert!(!args.describe().contains("password"));
+    }
+}

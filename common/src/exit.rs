@@ -1,0 +1,106 @@
+//! The exit-code scheme shared by every tool.
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 0    | success |
+//! | 1    | ran fine, but the answer is "no": a check failed, a gap was found, lag over threshold |
+//! | 2    | error: bad input, unreachable server, I/O failure |
+//! | 130  | interrupted (SIGINT) |
+//!
+//! A tool may need a different code at one boundary (`wal-archive fetch` must tell PostgreSQL
+//! "not in the archive" from "archive broken"); it returns a [`CodedError`] for that.
+
+use std::fmt;
+
+/// Text for the `after_help` of every tool's `--help`.
+pub const EXIT_CODES_HELP: &str = "Exit codes:\n  0    success\n  1    a check failed (the tool ran, the answer is no)\n  2    error (bad input, unreachable service, I/O failure)\n  130  interrupted";
+
+/// The outcome of a run that did not fail with an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Everything asked for was done and every check passed.
+    Ok,
+    /// The run completed but a check failed; exit code 1.
+    CheckFailed,
+}
+
+impl Status {
+    pub fn code(self) -> u8 {
+        match self {
+            Status::Ok => 0,
+            Status::CheckFailed => 1,
+        }
+    }
+
+    /// `Ok` when `passed`, otherwise `CheckFailed`.
+    pub fn from_passed(passed: bool) -> Status {
+        if passed {
+            Status::Ok
+        } else {
+            Status::CheckFailed
+        }
+    }
+}
+
+/// Exit code for an error.
+pub const ERROR: u8 = 2;
+/// Exit code after SIGINT.
+pub const INTERRUPTED: u8 = 130;
+
+/// An error that must leave the process with a specific exit code.
+#[derive(Debug)]
+pub struct CodedError {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl CodedError {
+    pub fn new(code: u8, error: anyhow::Error) -> Self {
+        CodedError { code, error }
+    }
+}
+
+impl fmt::Display for CodedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for CodedError {}
+
+/// The exit code for an error chain: a [`CodedError`] anywhere in it wins, a broken pipe on
+/// stdout is a normal end (the reader went away), anything else is [`ERROR`].
+pub fn code_for(error: &anyhow::Error) -> Option<u8> {
+    for cause in error.chain() {
+        if let Some(coded) = cause.downcast_ref::<CodedError>() {
+            return Some(coded.code);
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::BrokenPipe {
+                return None;
+            }
+        }
+    }
+    Some(ERROR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn coded_error_survives_context() {
+        let e: anyhow::Error = CodedError::new(1, anyhow::anyhow!("not archived")).into();
+        let e = e.context("fetching WAL");
+        assert_eq!(code_for(&e), Some(1));
+    }
+
+    #[test]
+    fn broken_pipe_is_not_an_error() {
+        let io = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let e = Err::<(), _>(io).context("writing").unwrap_err();
+        assert_eq!(code_for(&e), None);
+        assert_eq!(code_for(&anyhow::anyhow!("boom")), Some(ERROR));
+    }
+}

@@ -1,0 +1,25 @@
+//! Shared building blocks of the pipeline-backup tools: configuration, logging, exit codes,
+//! the backup repository with its manifests, durable and checksummed streams, and retention.
+//!
+//! Each tool's own logic lives in that tool; only what two or more tools use belongs here.
+
+pub mod cli;
+pub mod durable;
+pub mod entry;
+pub mod env;
+pub mod exit;
+pub mod logging;
+pub mod manifest;
+pub mod output;
+pub mod pgpass;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+pub mod progress;
+pub mod repo;
+pub mod retention;
+pub mod stream;
+pub mod timefmt;
+
+pub use exit::{CodedError, Status};
+pub use manifest::{FileEntry, Manifest};
+pub use repo::{Kind, Repository};

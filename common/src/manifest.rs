@@ -1,0 +1,127 @@
+//! The backup-set manifest: what a set holds and proof that it is complete.
+//!
+//! `manifest.json` is written last and atomically. A set directory without it is incomplete
+//! (crashed or still running) and is never offered for restore.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::durable;
+use crate::stream::{self, Compression};
+use crate::timefmt::rfc3339;
+
+/// File name of the manifest inside a set directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Version of the manifest format; readers refuse newer major versions.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// Whether the set finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetStatus {
+    /// Every file written, verified and listed.
+    Complete,
+}
+
+/// One file of a set, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the set directory, `/`-separated.
+    pub path: String,
+    /// Size of the stored (possibly compressed) file in bytes.
+    pub size: u64,
+    /// SHA-256 of the stored bytes, lower-case hex: `sha256sum` of the file gives the same.
+    pub sha256: String,
+    /// Compression of the stored bytes.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Bytes before compression, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_size: Option<u64>,
+}
+
+/// The manifest of one backup set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    /// Backup kind (`base`, `logical`, `kafka`, `slots`).
+    pub kind: String,
+    /// Set id, also the directory name.
+    pub id: String,
+    /// Tool that wrote the set and its version.
+    pub tool: String,
+    pub tool_version: String,
+    #[serde(with = "rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "rfc3339")]
+    pub finished_at: OffsetDateTime,
+    pub status: SetStatus,
+    /// What was backed up: server, system identifier, database, topics... Never secrets.
+    pub source: serde_json::Value,
+    pub files: Vec<FileEntry>,
+    /// Kind-specific metadata (LSNs, snapshot, offsets...).
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+impl Manifest {
+    /// Total stored bytes.
+    pub fn total_size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    pub fn file(&self, path: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.path == path)
+    }
+
+    /// Reads and parses `manifest.json` of a set directory.
+    pub fn load(set_dir: &Path) -> anyhow::Result<Manifest> {
+        let path = set_dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not a valid manifest: {e}", path.display()))?;
+        if manifest.format_version > MANIFEST_VERSION {
+            anyhow::bail!(
+                "{} has format version {}, this tool reads up to {MANIFEST_VERSION}; upgrade the tools",
+                path.display(),
+                manifest.format_version
+            );
+        }
+        Ok(manifest)
+    }
+
+    /// Writes `manifest.json` atomically and durably, the last step of a backup.
+    pub fn store(&self, set_dir: &Path) -> std::io::Result<()> {
+        let mut text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        text.push(b'\n');
+        durable::write_atomic(&set_dir.join(MANIFEST_FILE), &text)
+    }
+
+    /// Re-reads every listed file and compares size and SHA-256. Returns the problems found,
+    /// one line each; empty means the set is intact.
+    pub fn verify_files(&self, set_dir: &Path) -> Vec<String> {
+        let mut problems = Vec::new();
+        for entry in &self.files {
+            let path = set_dir.join(&entry.path);
+            match stream::checksum_file(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    problems.push(format!("{}: missing", entry.path));
+                }
+                Err(e) => problems.push(format!("{}: unreadable: {e}", entry.path)),
+                Ok(sum) if sum.size != entry.size => problems.push(format!(
+                    "{}: size {} differs from the manifest's {}",
+                    entry.path, sum.size, entry.size
+                )),
+                Ok(sum) if sum.sha256 != entry.sha256 => problems.push(format!(
+                    "{}: SHA-256 mismatch (file changed or corrupted)",
+                    entry.path
+                )),
+                Ok(_) => {}
+            }
+        }
+        problems
+    }
+}

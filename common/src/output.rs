@@ -1,0 +1,57 @@
+//! Data on stdout: plain text for people or JSON lines for programs (`--output json`).
+//!
+//! Every JSON line carries `"type"`; the last line of a run is its summary and carries
+//! `"format_version"`.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+/// Version of the JSON output records; bumped on incompatible changes.
+pub const JSON_FORMAT_VERSION: u32 = 1;
+
+/// How a tool prints its results on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Writes one JSON record as a line on stdout.
+pub fn json_line<T: Serialize>(record: &T) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, record)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+/// Writes one line of text on stdout.
+pub fn text_line(line: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(line.as_bytes())?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+/// Prints the run's summary: JSON with `type: "summary"` and the format version added, or text.
+pub fn summary<T: Serialize>(
+    format: OutputFormat,
+    record: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Json => {
+            let mut value = serde_json::to_value(record)?;
+            if let Some(map) = value.as_object_mut() {
+                map.insert("type".into(), "summary".into());
+                map.insert("format_version".into(), JSON_FORMAT_VERSION.into());
+            }
+            json_line(&value)?;
+        }
+        OutputFormat::Text => text_line(&text())?,
+    }
+    Ok(())
+}

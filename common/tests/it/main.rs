@@ -1,0 +1,5 @@
+//! Integration tests of the backup repository on real directories.
+
+mod lock;
+mod repository;
+mod retention;

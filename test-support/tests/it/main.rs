@@ -1,0 +1,4 @@
+//! Smoke tests of the real services every other crate's tests rely on.
+
+mod broker;
+mod cluster;
