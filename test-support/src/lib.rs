@@ -43,3 +43,21 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port on 127.0.0.1")
 }
+
+/// Path of a workspace tool's binary in the same target directory as the running test, for
+/// tests that drive another crate's tool (`cargo test --workspace` builds every binary).
+pub fn tool_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test binary");
+    // target/<profile>/deps/<test-binary>
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build -p {name}` (scripts/test.sh builds every tool)",
+        path.display()
+    );
+    path
+}
