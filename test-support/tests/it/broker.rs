@@ -18,7 +18,7 @@ async fn broker_accepts_produce_and_fetch() {
         key: "h",
         value: Some("v"),
     });
-    let (partition, offset) = producer
+    let delivery = producer
         .send(
             FutureRecord::to(&topic)
                 .partition(1)
@@ -30,7 +30,8 @@ async fn broker_accepts_produce_and_fetch() {
         )
         .await
         .expect("produce");
-    assert_eq!(partition, 1);
+    assert_eq!(delivery.partition, 1);
+    let offset = delivery.offset;
 
     let consumer: BaseConsumer = client_config()
         .set("group.id", unique_name("smoke-group"))
