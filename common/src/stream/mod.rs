@@ -9,6 +9,9 @@ use std::io::{self, Read, Write};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod parallel_gzip;
+pub use parallel_gzip::ParallelGzEncoder;
+
 /// A compression format.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum,
@@ -59,8 +62,8 @@ impl Compression {
         }
     }
 
-    /// Wraps `inner` in an encoder. `level` None means the default; `threads` > 1 lets zstd
-    /// compress on several cores (gzip parallelism is the caller's, by independent members).
+    /// Wraps `inner` in an encoder. `level` None means the default; `threads` > 1 compresses
+    /// on several cores (zstd natively, gzip as independent members).
     pub fn encoder<W: Write>(
         self,
         inner: W,
@@ -70,6 +73,11 @@ impl Compression {
         let level = level.unwrap_or(self.default_level());
         Ok(match self {
             Compression::None => Encoder::None(inner),
+            Compression::Gzip if threads > 1 => Encoder::ParallelGzip(ParallelGzEncoder::new(
+                inner,
+                level.clamp(0, 9) as u32,
+                threads,
+            )),
             Compression::Gzip => {
                 let level = flate2::Compression::new(level.clamp(0, 9) as u32);
                 Encoder::Gzip(flate2::write::GzEncoder::new(inner, level))
@@ -112,6 +120,7 @@ impl std::fmt::Display for Compression {
 pub enum Encoder<W: Write> {
     None(W),
     Gzip(flate2::write::GzEncoder<W>),
+    ParallelGzip(ParallelGzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     Lz4(lz4_flex::frame::FrameEncoder<W>),
 }
@@ -124,6 +133,7 @@ impl<W: Write> Encoder<W> {
                 Ok(w)
             }
             Encoder::Gzip(e) => e.finish(),
+            Encoder::ParallelGzip(e) => e.finish(),
             Encoder::Zstd(e) => e.finish(),
             Encoder::Lz4(e) => e.finish().map_err(io::Error::other),
         }
@@ -135,6 +145,7 @@ impl<W: Write> Write for Encoder<W> {
         match self {
             Encoder::None(w) => w.write(buf),
             Encoder::Gzip(e) => e.write(buf),
+            Encoder::ParallelGzip(e) => e.write(buf),
             Encoder::Zstd(e) => e.write(buf),
             Encoder::Lz4(e) => e.write(buf),
         }
@@ -143,6 +154,7 @@ impl<W: Write> Write for Encoder<W> {
         match self {
             Encoder::None(w) => w.flush(),
             Encoder::Gzip(e) => e.flush(),
+            Encoder::ParallelGzip(e) => e.flush(),
             Encoder::Zstd(e) => e.flush(),
             Encoder::Lz4(e) => e.flush(),
         }
@@ -252,9 +264,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn round_trip(c: Compression) {
-        let data: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
-        let mut enc = c.encoder(Vec::new(), None, 2).unwrap();
+    fn round_trip(c: Compression, threads: u32) {
+        let data: Vec<u8> = (0..900_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let mut enc = c.encoder(Vec::new(), None, threads).unwrap();
         enc.write_all(&data).unwrap();
         let packed = enc.finish().unwrap();
         let mut out = Vec::new();
@@ -270,7 +282,8 @@ mod tests {
             Compression::Zstd,
             Compression::Lz4,
         ] {
-            round_trip(c);
+            round_trip(c, 1);
+            round_trip(c, 2);
         }
     }
 
