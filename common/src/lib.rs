@@ -19,6 +19,7 @@ pub mod repo;
 pub mod retention;
 pub mod stream;
 pub mod timefmt;
+pub mod topic_archive;
 
 pub use exit::{CodedError, Status};
 pub use manifest::{FileEntry, Manifest};

@@ -1,0 +1,175 @@
+//! The JSON parts of an archive (META and END chunks) and the `details` of a Kafka backup
+//! set's manifest.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// File name suffix of an archive in a backup set: `<topic>.kta`.
+pub const ARCHIVE_EXTENSION: &str = ".kta";
+
+/// What the META chunk says about the topic, captured before its records were read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub topic: String,
+    /// Partition count of the source topic.
+    pub partitions: i32,
+    /// Replicas per partition on the source cluster.
+    pub replication_factor: i32,
+    /// Every config DescribeConfigs returned; sensitive values are null.
+    pub configs: Vec<ConfigEntry>,
+    /// The cut: which offsets of which partition this archive holds.
+    pub ranges: Vec<PartitionRange>,
+    /// Committed offsets of every consumer group with an offset on this topic.
+    pub groups: Vec<GroupOffsets>,
+    /// Id of the backup set this archive continues (incremental backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental_from: Option<String>,
+    /// When the cut was taken.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub captured_at: Option<OffsetDateTime>,
+    /// Name and version of the writing tool.
+    #[serde(default)]
+    pub writer: String,
+}
+
+impl TopicMeta {
+    /// Configs a user or operator set on the topic (not defaults, not read-only), which a
+    /// restore should apply when it creates the topic.
+    pub fn overrides(&self) -> impl Iterator<Item = &ConfigEntry> {
+        self.configs
+            .iter()
+            .filter(|c| !c.is_default && !c.read_only && !c.sensitive && c.value.is_some())
+    }
+
+    /// The range of a partition.
+    pub fn range(&self, partition: i32) -> Option<&PartitionRange> {
+        self.ranges.iter().find(|r| r.partition == partition)
+    }
+}
+
+/// One topic config as DescribeConfigs reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigEntry {
+    pub name: String,
+    /// None when the broker hides it (sensitive) or has no value.
+    pub value: Option<String>,
+    /// True when the value is the broker's default, false when set on the topic or broker.
+    pub is_default: bool,
+    /// Where the value comes from (`dynamic_topic`, `default`, ...).
+    pub source: String,
+    pub read_only: bool,
+    pub sensitive: bool,
+}
+
+/// The offsets of one partition in this archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRange {
+    pub partition: i32,
+    /// Watermarks when the cut was taken.
+    pub low_watermark: i64,
+    pub high_watermark: i64,
+    /// First offset exported (inclusive).
+    pub start_offset: i64,
+    /// Offset the export stops before (exclusive); the next incremental starts here.
+    pub end_offset: i64,
+    /// Records that existed between the previous set and this one but were deleted before
+    /// they could be read (retention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<OffsetGap>,
+}
+
+/// A range of offsets that was lost, kept in the record rather than hidden.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetGap {
+    /// First missing offset (inclusive).
+    pub from: i64,
+    /// End of the missing range (exclusive).
+    pub to: i64,
+}
+
+/// Committed offsets of one consumer group on this topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupOffsets {
+    pub group: String,
+    pub offsets: Vec<GroupPartitionOffset>,
+}
+
+/// A group's committed offset (the next record it will read) on one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupPartitionOffset {
+    pub partition: i32,
+    pub offset: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
+}
+
+/// The END chunk: totals a reader checks against what it read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEnd {
+    /// RECORDS chunks in the stream.
+    pub chunks: u64,
+    /// Records in the stream.
+    pub records: u64,
+    pub partitions: Vec<PartitionEnd>,
+}
+
+/// What was actually exported from one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionEnd {
+    pub partition: i32,
+    pub records: u64,
+    pub first_offset: Option<i64>,
+    pub last_offset: Option<i64>,
+    /// Where the next incremental backup of this partition starts.
+    pub next_offset: i64,
+}
+
+/// The `details` of a Kafka backup set's manifest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KafkaSetDetails {
+    /// Archive format version of the set's files.
+    pub archive_version: u16,
+    pub topics: Vec<SetTopic>,
+}
+
+/// One topic of a Kafka backup set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetTopic {
+    pub topic: String,
+    /// The archive file, relative to the set.
+    pub file: String,
+    pub partition_count: i32,
+    pub replication_factor: i32,
+    /// Set id this topic's export continues from, when incremental.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental_from: Option<String>,
+    pub records: u64,
+    pub partitions: Vec<SetPartition>,
+    /// Consumer groups whose offsets were saved.
+    pub groups: Vec<String>,
+}
+
+impl SetTopic {
+    pub fn partition(&self, partition: i32) -> Option<&SetPartition> {
+        self.partitions.iter().find(|p| p.partition == partition)
+    }
+}
+
+/// One partition of a topic in a backup set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetPartition {
+    pub partition: i32,
+    pub start_offset: i64,
+    pub end_offset: i64,
+    pub records: u64,
+    pub first_offset: Option<i64>,
+    pub last_offset: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<OffsetGap>,
+}
+
+impl KafkaSetDetails {
+    pub fn topic(&self, name: &str) -> Option<&SetTopic> {
+        self.topics.iter().find(|t| t.topic == name)
+    }
+}
