@@ -208,10 +208,15 @@ impl KafkaArgs {
     pub fn properties(&self) -> anyhow::Result<Vec<(String, String)>> {
         let mut props = Vec::new();
         if let Ok(text) = std::env::var(env::KAFKA_CLIENT_CONFIG) {
-            for item in text.split(['\n', ';']).map(str::trim).filter(|s| !s.is_empty()) {
-                props.push(parse_key_value(item).map_err(|e| {
-                    anyhow::anyhow!("{}: {e}", env::KAFKA_CLIENT_CONFIG)
-                })?);
+            for item in text
+                .split(['\n', ';'])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
+                props.push(
+                    parse_key_value(item)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", env::KAFKA_CLIENT_CONFIG))?,
+                );
             }
         }
         props.extend(self.client_config.iter().cloned());

@@ -9,9 +9,12 @@ pub mod entry;
 pub mod env;
 pub mod exit;
 pub mod logging;
+pub mod lsn;
 pub mod manifest;
 pub mod output;
+pub mod pgbin;
 pub mod pgpass;
+pub mod physical;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod progress;
@@ -20,6 +23,7 @@ pub mod retention;
 pub mod stream;
 pub mod timefmt;
 pub mod topic_archive;
+pub mod wal;
 
 pub use exit::{CodedError, Status};
 pub use manifest::{FileEntry, Manifest};

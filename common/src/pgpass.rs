@@ -28,7 +28,11 @@ pub fn lookup(host: &str, port: u16, dbname: &str, user: &str) -> Option<String>
     }
     let text = std::fs::read_to_string(&path).ok()?;
     // libpq matches "localhost" for Unix-socket connections.
-    let host = if host.starts_with('/') { "localhost" } else { host };
+    let host = if host.starts_with('/') {
+        "localhost"
+    } else {
+        host
+    };
     find(&text, host, &port.to_string(), dbname, user)
 }
 
@@ -73,8 +77,14 @@ mod tests {
     #[test]
     fn matches_wildcards_and_escapes() {
         let text = "# comment\ndb1:5432:app:bob:first\n*:*:*:alice:pa\\:ss\\\\w:rd\n";
-        assert_eq!(find(text, "db1", "5432", "app", "bob").as_deref(), Some("first"));
-        assert_eq!(find(text, "x", "1", "y", "alice").as_deref(), Some("pa:ss\\w:rd"));
+        assert_eq!(
+            find(text, "db1", "5432", "app", "bob").as_deref(),
+            Some("first")
+        );
+        assert_eq!(
+            find(text, "x", "1", "y", "alice").as_deref(),
+            Some("pa:ss\\w:rd")
+        );
         assert_eq!(find(text, "x", "1", "y", "carol"), None);
     }
 }

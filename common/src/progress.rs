@@ -9,9 +9,7 @@ use crate::env;
 
 /// Whether bars should be drawn at all.
 pub fn enabled(global: &GlobalArgs) -> bool {
-    !global.quiet
-        && std::io::stderr().is_terminal()
-        && !env::is_set(env::BACKUP_NO_PROGRESS)
+    !global.quiet && std::io::stderr().is_terminal() && !env::is_set(env::BACKUP_NO_PROGRESS)
 }
 
 /// A byte-counting bar; `total` None draws a spinner with a byte counter.

@@ -41,7 +41,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Base, Kind::Wal, Kind::Logical, Kind::Kafka, Kind::Slots];
+    pub const ALL: [Kind; 5] = [
+        Kind::Base,
+        Kind::Wal,
+        Kind::Logical,
+        Kind::Kafka,
+        Kind::Slots,
+    ];
 
     /// The folder name, also the `kind` in manifests.
     pub fn name(self) -> &'static str {
@@ -169,7 +175,10 @@ impl Repository {
         let Ok(file) = File::open(&path) else {
             return false;
         };
-        matches!(file.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+        matches!(
+            file.try_lock_shared(),
+            Err(std::fs::TryLockError::WouldBlock)
+        )
     }
 
     /// Starts a new set of `kind`, in a fresh directory named by the start time.
@@ -186,7 +195,10 @@ impl Repository {
                 format!("{base}-{n}")
             };
             let set_dir = dir.join(&id);
-            match std::fs::DirBuilder::new().mode(durable::DIR_MODE).create(&set_dir) {
+            match std::fs::DirBuilder::new()
+                .mode(durable::DIR_MODE)
+                .create(&set_dir)
+            {
                 Ok(()) => {
                     durable::fsync_dir(&dir)?;
                     return Ok(SetWriter {
@@ -203,7 +215,10 @@ impl Repository {
                 }
             }
         }
-        anyhow::bail!("too many sets started in the same second in {}", dir.display())
+        anyhow::bail!(
+            "too many sets started in the same second in {}",
+            dir.display()
+        )
     }
 
     /// Every set directory of a kind, oldest first, complete or not.
@@ -273,12 +288,16 @@ impl Repository {
                 }
                 set
             }
-            None => sets.into_iter().rev().find(SetInfo::is_complete).with_context(|| {
-                format!(
-                    "no complete {kind} backup set in {}; take one first",
-                    self.kind_dir(kind).display()
-                )
-            })?,
+            None => sets
+                .into_iter()
+                .rev()
+                .find(SetInfo::is_complete)
+                .with_context(|| {
+                    format!(
+                        "no complete {kind} backup set in {}; take one first",
+                        self.kind_dir(kind).display()
+                    )
+                })?,
         };
         let manifest = found.manifest.clone().expect("complete set has a manifest");
         Ok((found, manifest))
@@ -385,10 +404,7 @@ impl SetWriter {
     pub fn add_existing(&mut self, path: &str, compression: Compression) -> io::Result<FileEntry> {
         use std::os::unix::fs::PermissionsExt;
         let full = self.dir.join(path);
-        std::fs::set_permissions(
-            &full,
-            std::fs::Permissions::from_mode(durable::FILE_MODE),
-        )?;
+        std::fs::set_permissions(&full, std::fs::Permissions::from_mode(durable::FILE_MODE))?;
         File::open(&full)?.sync_all()?;
         let sum = crate::stream::checksum_file(&full)?;
         let entry = FileEntry {

@@ -85,7 +85,9 @@ impl RetentionPolicy {
                 let (y, w, _) = t.to_iso_week_date();
                 (y, w as u32)
             }),
-            (self.gfs.monthly, "monthly", |t| (t.year(), t.month() as u32)),
+            (self.gfs.monthly, "monthly", |t| {
+                (t.year(), t.month() as u32)
+            }),
             (self.gfs.yearly, "yearly", |t| (t.year(), 0)),
         ];
         for (count, label, period_of) in periods {
@@ -104,7 +106,8 @@ impl RetentionPolicy {
             .map(|set| {
                 if !set.is_complete() {
                     let old = set_time(set).is_none_or(|t| {
-                        now - t > time::Duration::try_from(self.incomplete_grace).unwrap_or_default()
+                        now - t
+                            > time::Duration::try_from(self.incomplete_grace).unwrap_or_default()
                     });
                     return Decision {
                         id: set.id.clone(),
@@ -148,9 +151,17 @@ impl RetentionPolicy {
                 continue;
             }
             if dry_run {
-                tracing::info!("retention would delete {kind} set {} ({})", set.id, decision.reason);
+                tracing::info!(
+                    "retention would delete {kind} set {} ({})",
+                    set.id,
+                    decision.reason
+                );
             } else {
-                tracing::info!("retention deletes {kind} set {} ({})", set.id, decision.reason);
+                tracing::info!(
+                    "retention deletes {kind} set {} ({})",
+                    set.id,
+                    decision.reason
+                );
                 repo.delete_set(set).map_err(|e| {
                     anyhow::anyhow!("cannot delete {kind} set {}: {e}", set.dir.display())
                 })?;

@@ -29,10 +29,9 @@ pub fn client_config() -> ClientConfig {
 
 /// Creates a topic that never expires records; returns its name.
 pub async fn create_topic(name: &str, partitions: i32) -> String {
-    let admin: AdminClient<DefaultClientContext> =
-        client_config().create().expect("admin client");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1))
-        .set("retention.ms", "-1");
+    let admin: AdminClient<DefaultClientContext> = client_config().create().expect("admin client");
+    let topic =
+        NewTopic::new(name, partitions, TopicReplication::Fixed(1)).set("retention.ms", "-1");
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .create_topics(&[topic], &options)

@@ -5,10 +5,10 @@
 //! PostgreSQL refuses to run as root, and CI runs as root: servers and the tools that touch
 //! their files run as the `postgres` OS user ([`os_user`]).
 
-pub mod os_user;
-pub mod pg;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod os_user;
+pub mod pg;
 
 use std::path::PathBuf;
 

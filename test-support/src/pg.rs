@@ -230,3 +230,20 @@ fn append(path: &Path, text: &str) {
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     file.write_all(text.as_bytes()).unwrap();
 }
+
+/// Settings that archive WAL with the workspace's `wal-archive push` into `backup_dir`
+/// (which the database user must be able to write: see [`crate::os_user::db_tempdir`]).
+pub fn archiving_options(backup_dir: &Path) -> PgOptions {
+    let wal_archive = crate::tool_bin("wal-archive");
+    PgOptions::default()
+        .setting("archive_mode", "on")
+        .setting(
+            "archive_command",
+            &format!(
+                "'{} push %p --backup-dir {} -q'",
+                wal_archive.display(),
+                backup_dir.display()
+            ),
+        )
+        .setting("archive_timeout", "0")
+}

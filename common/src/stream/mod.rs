@@ -13,9 +13,7 @@ mod parallel_gzip;
 pub use parallel_gzip::ParallelGzEncoder;
 
 /// A compression format.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// Stored as is.
@@ -265,12 +263,17 @@ mod tests {
     use super::*;
 
     fn round_trip(c: Compression, threads: u32) {
-        let data: Vec<u8> = (0..900_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..900_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let mut enc = c.encoder(Vec::new(), None, threads).unwrap();
         enc.write_all(&data).unwrap();
         let packed = enc.finish().unwrap();
         let mut out = Vec::new();
-        c.decoder(&packed[..]).unwrap().read_to_end(&mut out).unwrap();
+        c.decoder(&packed[..])
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(out, data, "{c}");
     }
 

@@ -261,8 +261,8 @@ impl<'a> Cursor<'a> {
     fn record(&mut self) -> Result<RecordView<'a>, String> {
         let offset = self.i64()?;
         let code = self.array::<1>()?[0];
-        let timestamp_type =
-            TimestampType::from_code(code).ok_or_else(|| format!("unknown timestamp type {code}"))?;
+        let timestamp_type = TimestampType::from_code(code)
+            .ok_or_else(|| format!("unknown timestamp type {code}"))?;
         let timestamp = self.i64()?;
         let key = self.nullable()?;
         let value = self.nullable()?;

@@ -41,7 +41,9 @@ fn archive(chunks: usize) -> (Vec<u8>, Vec<u64>) {
             );
         }
         starts.push(writer.position());
-        writer.write_chunk(&builder.seal(Codec::Zstd, 3).unwrap()).unwrap();
+        writer
+            .write_chunk(&builder.seal(Codec::Zstd, 3).unwrap())
+            .unwrap();
         match ends.iter_mut().find(|e| e.partition == partition) {
             Some(end) => {
                 end.records += 3;
@@ -97,7 +99,10 @@ fn truncated_chunk_is_refused_naming_it() {
     let error = read_all(&bytes[..cut]).unwrap_err();
     assert_eq!(error.chunk(), Some(3), "{error}");
     let text = error.to_string();
-    assert!(text.contains("chunk 3") && text.contains("truncated"), "{text}");
+    assert!(
+        text.contains("chunk 3") && text.contains("truncated"),
+        "{text}"
+    );
     // Cut in a chunk header.
     let error = read_all(&bytes[..starts[2] as usize + 5]).unwrap_err();
     assert_eq!(error.chunk(), Some(2), "{error}");
@@ -107,7 +112,10 @@ fn truncated_chunk_is_refused_naming_it() {
 fn missing_end_is_refused() {
     let (bytes, starts) = archive(4);
     let error = read_all(&bytes[..*starts.last().unwrap() as usize]).unwrap_err();
-    assert!(matches!(error, ArchiveError::MissingEnd { last_chunk: 4 }), "{error}");
+    assert!(
+        matches!(error, ArchiveError::MissingEnd { last_chunk: 4 }),
+        "{error}"
+    );
     assert!(error.to_string().contains("without its END chunk"));
 }
 
@@ -133,7 +141,10 @@ fn corrupted_header_and_reordered_chunks_are_refused() {
     let mut spliced = bytes[..starts[2] as usize].to_vec();
     spliced.extend_from_slice(&bytes[starts[3] as usize..]);
     let error = read_all(&spliced).unwrap_err();
-    assert!(error.to_string().contains("sequence number 3 where 2"), "{error}");
+    assert!(
+        error.to_string().contains("sequence number 3 where 2"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -157,7 +168,9 @@ fn end_summary_must_match() {
     let mut writer = ArchiveWriter::new(Vec::new(), &meta()).unwrap();
     let mut builder = RecordsChunkBuilder::new(0, 1024);
     builder.push(0, TimestampType::CreateTime, 0, None, None, []);
-    writer.write_chunk(&builder.seal(Codec::None, 0).unwrap()).unwrap();
+    writer
+        .write_chunk(&builder.seal(Codec::None, 0).unwrap())
+        .unwrap();
     let lying = StreamEnd {
         chunks: 1,
         records: 2,

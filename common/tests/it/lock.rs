@@ -18,8 +18,14 @@ fn second_writer_of_a_kind_is_refused_until_the_first_ends() {
     assert!(repo.is_locked(Kind::Base));
     let err = repo.lock(Kind::Base).unwrap_err();
     let text = format!("{err:#}");
-    assert!(text.contains("another base run holds the repository lock"), "{text}");
-    assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+    assert!(
+        text.contains("another base run holds the repository lock"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())),
+        "{text}"
+    );
 
     // Another kind is independent.
     let other = repo.lock(Kind::Logical).unwrap();
@@ -46,7 +52,10 @@ fn lock_held_by_another_process_is_seen() {
         .expect("flock(1) is in util-linux");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !repo.is_locked(Kind::Slots) {
-        assert!(std::time::Instant::now() < deadline, "flock never took the lock");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock never took the lock"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(repo.lock(Kind::Slots).is_err());

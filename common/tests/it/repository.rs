@@ -19,7 +19,9 @@ fn meta() -> SetMeta {
 
 fn write_set(repo: &Repository) -> (String, Vec<u8>) {
     let mut set = repo.create_set(Kind::Logical).unwrap();
-    let payload: Vec<u8> = (0..300_000u32).flat_map(|i| (i % 97).to_le_bytes()).collect();
+    let payload: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| (i % 97).to_le_bytes())
+        .collect();
     let mut file = set
         .create_file("data/payload.gz", Compression::Gzip, None, 1)
         .unwrap();

@@ -1,0 +1,271 @@
+//! WAL file names, segment arithmetic and the WAL archive layout under `BACKUP_DIR/wal`.
+//!
+//! The archive is flat: `wal/<name><ext>`, where `<name>` is PostgreSQL's file name (segment,
+//! `.partial`, `.history`, `.backup`) and `<ext>` the compression suffix. Every stored file's
+//! integrity is covered by its compression format's own checksum (zstd content checksum,
+//! gzip CRC-32, lz4 content checksum), checked on every fetch and verify.
+
+use std::path::{Path, PathBuf};
+
+use crate::lsn::Lsn;
+use crate::repo::{Kind, Repository};
+use crate::stream::Compression;
+
+/// The default WAL segment size (initdb's `--wal-segsize` default).
+pub const DEFAULT_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
+
+/// What a WAL archive file name denotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WalFile {
+    /// A full segment of a timeline: `000000010000000000000003`.
+    Segment { timeline: u32, log: u32, seg: u32 },
+    /// The last, partial segment of a timeline that was left at a promotion.
+    Partial { timeline: u32, log: u32, seg: u32 },
+    /// A timeline history file: `00000002.history`.
+    History { timeline: u32 },
+    /// A backup history file: `000000010000000000000003.00000028.backup`.
+    Backup { timeline: u32, log: u32, seg: u32 },
+}
+
+fn hex8(s: &str) -> Option<u32> {
+    (s.len() == 8
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)))
+    .then(|| u32::from_str_radix(s, 16).ok())
+    .flatten()
+}
+
+fn parse_segment(name: &str) -> Option<(u32, u32, u32)> {
+    if name.len() != 24 {
+        return None;
+    }
+    Some((hex8(&name[..8])?, hex8(&name[8..16])?, hex8(&name[16..])?))
+}
+
+impl WalFile {
+    /// Parses a PostgreSQL WAL file name (without compression suffix).
+    pub fn parse(name: &str) -> Option<WalFile> {
+        if let Some(tli) = name.strip_suffix(".history") {
+            return Some(WalFile::History {
+                timeline: hex8(tli)?,
+            });
+        }
+        if let Some(rest) = name.strip_suffix(".partial") {
+            let (timeline, log, seg) = parse_segment(rest)?;
+            return Some(WalFile::Partial { timeline, log, seg });
+        }
+        if let Some(rest) = name.strip_suffix(".backup") {
+            let (segment, offset) = rest.split_once('.')?;
+            hex8(offset)?;
+            let (timeline, log, seg) = parse_segment(segment)?;
+            return Some(WalFile::Backup { timeline, log, seg });
+        }
+        let (timeline, log, seg) = parse_segment(name)?;
+        Some(WalFile::Segment { timeline, log, seg })
+    }
+
+    pub fn timeline(&self) -> u32 {
+        match *self {
+            WalFile::Segment { timeline, .. }
+            | WalFile::Partial { timeline, .. }
+            | WalFile::History { timeline }
+            | WalFile::Backup { timeline, .. } => timeline,
+        }
+    }
+
+    /// The segment number, for files that belong to a segment.
+    pub fn segno(&self, segment_size: u64) -> Option<u64> {
+        match *self {
+            WalFile::Segment { log, seg, .. }
+            | WalFile::Partial { log, seg, .. }
+            | WalFile::Backup { log, seg, .. } => {
+                Some(u64::from(log) * segments_per_log(segment_size) + u64::from(seg))
+            }
+            WalFile::History { .. } => None,
+        }
+    }
+}
+
+fn segments_per_log(segment_size: u64) -> u64 {
+    0x1_0000_0000 / segment_size
+}
+
+/// The segment number holding `lsn`.
+pub fn segno_of(lsn: Lsn, segment_size: u64) -> u64 {
+    lsn.0 / segment_size
+}
+
+/// The file name of a segment.
+pub fn segment_name(timeline: u32, segno: u64, segment_size: u64) -> String {
+    let per = segments_per_log(segment_size);
+    format!("{:08X}{:08X}{:08X}", timeline, segno / per, segno % per)
+}
+
+/// One file in the archive.
+#[derive(Debug, Clone)]
+pub struct ArchivedFile {
+    /// PostgreSQL's name, without our suffix.
+    pub name: String,
+    pub kind: WalFile,
+    pub path: PathBuf,
+    pub compression: Compression,
+    /// Stored (compressed) size.
+    pub size: u64,
+}
+
+/// The continuous WAL archive of a repository.
+#[derive(Debug, Clone)]
+pub struct WalArchive {
+    dir: PathBuf,
+}
+
+/// Suffixes tried, in order, when looking a file up.
+const SUFFIXES: [Compression; 4] = [
+    Compression::Zstd,
+    Compression::Gzip,
+    Compression::Lz4,
+    Compression::None,
+];
+
+impl WalArchive {
+    pub fn new(repo: &Repository) -> WalArchive {
+        WalArchive {
+            dir: repo.kind_dir(Kind::Wal),
+        }
+    }
+
+    pub fn at(backup_dir: &Path) -> WalArchive {
+        WalArchive {
+            dir: backup_dir.join(Kind::Wal.name()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where a new file of this name is stored.
+    pub fn path_for(&self, name: &str, compression: Compression) -> PathBuf {
+        self.dir.join(format!("{name}{}", compression.extension()))
+    }
+
+    /// The stored file for a PostgreSQL WAL file name, whatever its compression.
+    pub fn find(&self, name: &str) -> Option<(PathBuf, Compression)> {
+        SUFFIXES.iter().find_map(|&c| {
+            let path = self.path_for(name, c);
+            path.is_file().then_some((path, c))
+        })
+    }
+
+    /// Every archived file, sorted by name (so by timeline, then position).
+    pub fn list(&self) -> std::io::Result<Vec<ArchivedFile>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            if file_name.starts_with('.') {
+                continue;
+            }
+            let compression = Compression::from_file_name(&file_name);
+            let name = file_name
+                .strip_suffix(compression.extension())
+                .unwrap_or(&file_name)
+                .to_string();
+            let Some(kind) = WalFile::parse(&name) else {
+                continue;
+            };
+            files.push(ArchivedFile {
+                name,
+                kind,
+                path: entry.path(),
+                compression,
+                size: entry.metadata()?.len(),
+            });
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(files)
+    }
+
+    /// Deletes segments (full, partial, backup history) of every timeline below `keep_from`;
+    /// history files are always kept. Returns the names deleted (or that would be).
+    pub fn expire_before(
+        &self,
+        keep_from: u64,
+        segment_size: u64,
+        dry_run: bool,
+    ) -> std::io::Result<Vec<String>> {
+        let mut gone = Vec::new();
+        for file in self.list()? {
+            let Some(segno) = file.kind.segno(segment_size) else {
+                continue;
+            };
+            if segno < keep_from {
+                if !dry_run {
+                    std::fs::remove_file(&file.path)?;
+                }
+                gone.push(file.name);
+            }
+        }
+        if !gone.is_empty() && !dry_run {
+            crate::durable::fsync_dir(&self.dir)?;
+        }
+        Ok(gone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_round_trip() {
+        let seg = WalFile::parse("00000002000000010000003F").unwrap();
+        assert_eq!(
+            seg,
+            WalFile::Segment {
+                timeline: 2,
+                log: 1,
+                seg: 0x3F
+            }
+        );
+        let segno = seg.segno(DEFAULT_SEGMENT_SIZE).unwrap();
+        assert_eq!(segno, 256 + 0x3F);
+        assert_eq!(
+            segment_name(2, segno, DEFAULT_SEGMENT_SIZE),
+            "00000002000000010000003F"
+        );
+        assert_eq!(
+            WalFile::parse("00000002.history"),
+            Some(WalFile::History { timeline: 2 })
+        );
+        assert!(matches!(
+            WalFile::parse("000000010000000000000003.partial"),
+            Some(WalFile::Partial { seg: 3, .. })
+        ));
+        assert!(matches!(
+            WalFile::parse("000000010000000000000003.00000028.backup"),
+            Some(WalFile::Backup { seg: 3, .. })
+        ));
+        for bad in [
+            "0000000100000000000003",
+            "00000001000000000000000g",
+            "x.history",
+        ] {
+            assert_eq!(WalFile::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn segment_of_lsn() {
+        let lsn: Lsn = "1/3F000028".parse().unwrap();
+        assert_eq!(
+            segment_name(1, segno_of(lsn, DEFAULT_SEGMENT_SIZE), DEFAULT_SEGMENT_SIZE),
+            "00000001000000010000003F"
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! Runs `pg_basebackup` and streams its tarball into the set: one pass that compresses on
+//! every core, checksums, and walks the tar headers to pick out PostgreSQL's `backup_manifest`
+//! (injected into the stream when writing to stdout) and count the files.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context;
+use common::lsn::Lsn;
+use common::manifest::FileEntry;
+use common::physical::{WalMethod, BASE_TAR, PG_BACKUP_MANIFEST};
+use common::repo::{SetFile, SetWriter};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::Args;
+
+/// The WAL range the backup needs, from PostgreSQL's backup manifest.
+#[derive(Debug, Clone, Copy)]
+pub struct WalRange {
+    pub timeline: u32,
+    pub start: Lsn,
+    pub stop: Lsn,
+}
+
+/// What came out of one pg_basebackup run.
+#[derive(Debug)]
+pub struct Captured {
+    pub tar_entry: FileEntry,
+    pub pg_manifest: String,
+    pub range: WalRange,
+    pub file_count: u64,
+    pub finished_at: OffsetDateTime,
+}
+
+#[derive(Deserialize)]
+struct PgManifest {
+    #[serde(rename = "WAL-Ranges")]
+    wal_ranges: Vec<PgWalRange>,
+}
+
+#[derive(Deserialize)]
+struct PgWalRange {
+    #[serde(rename = "Timeline")]
+    timeline: u32,
+    #[serde(rename = "Start-LSN")]
+    start: String,
+    #[serde(rename = "End-LSN")]
+    end: String,
+}
+
+/// Copies everything read into the set file, counting for the progress bar.
+struct Tee<'a, R> {
+    inner: R,
+    sink: &'a mut SetFile,
+    progress: &'a indicatif::ProgressBar,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sink.write_all(&buf[..n])?;
+        self.progress.inc(n as u64);
+        Ok(n)
+    }
+}
+
+fn spawn(args: &Args, wal_method: WalMethod) -> anyhow::Result<Child> {
+    let program = common::pgbin::program("pg_basebackup");
+    let mut cmd = Command::new(&program);
+    cmd.args(["-D", "-", "-F", "t", "-w", "--manifest-checksums=CRC32C"])
+        .arg(match wal_method {
+            WalMethod::Fetch => "--wal-method=fetch",
+            WalMethod::Archive => "--wal-method=none",
+        })
+        .arg(format!("--checkpoint={}", args.checkpoint))
+        .arg(format!("--label={}", args.label))
+        .envs(args.pg.libpq_env())
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn()
+        .with_context(|| common::pgbin::missing_hint(&program.display().to_string()))
+}
+
+pub fn run_pg_basebackup(
+    args: &Args,
+    set: &SetWriter,
+    wal_method: WalMethod,
+    threads: u32,
+    expected_bytes: u64,
+) -> anyhow::Result<Captured> {
+    let name = format!("{BASE_TAR}{}", args.compress.extension());
+    let mut file = set.create_file(&name, args.compress, args.compress_level, threads)?;
+    let mut child = spawn(args, wal_method)?;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let stderr_tail = std::thread::spawn(move || {
+        let mut tail: Vec<String> = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            tracing::debug!("pg_basebackup: {line}");
+            tail.push(line);
+            if tail.len() > 20 {
+                tail.remove(0);
+            }
+        }
+        tail
+    });
+    let progress = common::progress::bytes(&args.global, Some(expected_bytes), "base backup");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let walked = walk_tar(Tee {
+        inner: BufReader::with_capacity(1 << 20, stdout),
+        sink: &mut file,
+        progress: &progress,
+    });
+    let status = child.wait().context("waiting for pg_basebackup")?;
+    progress.finish_and_clear();
+    let tail = stderr_tail.join().unwrap_or_default();
+    if !status.success() {
+        anyhow::bail!(
+            "pg_basebackup failed ({status}): {}",
+            tail.last().map_or("no message", String::as_str)
+        );
+    }
+    let (pg_manifest, file_count) = walked.context("reading pg_basebackup's tar stream")?;
+    let finished_at = common::timefmt::now();
+    let pg_manifest = pg_manifest.with_context(|| {
+        format!("pg_basebackup's stream has no {PG_BACKUP_MANIFEST} (was --no-manifest set?)")
+    })?;
+    let parsed: PgManifest = serde_json::from_str(&pg_manifest)
+        .with_context(|| format!("cannot parse PostgreSQL's {PG_BACKUP_MANIFEST}"))?;
+    let wal = parsed
+        .wal_ranges
+        .last()
+        .with_context(|| format!("{PG_BACKUP_MANIFEST} lists no WAL range"))?;
+    let first = parsed.wal_ranges.first().expect("non-empty");
+    let range = WalRange {
+        timeline: wal.timeline,
+        start: first.start.parse().map_err(anyhow::Error::msg)?,
+        stop: wal.end.parse().map_err(anyhow::Error::msg)?,
+    };
+    let tar_entry = file.finish().context("writing the tarball")?;
+    Ok(Captured {
+        tar_entry,
+        pg_manifest,
+        range,
+        file_count,
+        finished_at,
+    })
+}
+
+/// Walks the tar stream to its end, returning the backup manifest's text and the number of
+/// regular files; everything read passes through the tee into the set.
+fn walk_tar<R: Read>(reader: R) -> anyhow::Result<(Option<String>, u64)> {
+    let mut archive = tar::Archive::new(reader);
+    let mut manifest = None;
+    let mut files = 0;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if entry.header().entry_type().is_file() {
+            files += 1;
+        }
+        let path = entry.path()?.to_string_lossy().into_owned();
+        if path.trim_start_matches("./") == PG_BACKUP_MANIFEST {
+            let mut text = String::new();
+            entry.read_to_string(&mut text)?;
+            manifest = Some(text);
+        }
+    }
+    // The end-of-archive blocks and padding after them belong to the file too.
+    io::copy(&mut archive.into_inner(), &mut io::sink())?;
+    Ok((manifest, files))
+}

@@ -1,0 +1,218 @@
+//! Physical base backups: `pg_basebackup` streams a tarball over the replication protocol;
+//! this tool compresses it on every core, checksums it, keeps PostgreSQL's own
+//! `backup_manifest`, makes sure the WAL needed for consistency is available, writes the
+//! set's manifest last, and applies retention to base backups and archived WAL.
+
+mod capture;
+mod retention;
+mod server;
+mod walcheck;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use common::cli::{GlobalArgs, PgArgs, RepoArgs, RetentionArgs};
+use common::output;
+use common::physical::{PhysicalDetails, WalMethod, PG_BACKUP_MANIFEST};
+use common::repo::{Kind, Repository, SetMeta};
+use common::stream::Compression;
+use common::Status;
+use serde::Serialize;
+
+/// Take a physical base backup of a running PostgreSQL cluster into BACKUP_DIR/base.
+///
+/// The connection uses libpq settings (flags or PGHOST, PGPORT, PGUSER, PGDATABASE); the
+/// password comes only from PGPASSWORD or ~/.pgpass. The role needs the REPLICATION attribute.
+#[derive(Debug, Parser)]
+#[command(name = "pg-base-backup", version, after_help = common::exit::EXIT_CODES_HELP)]
+pub struct Args {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(flatten)]
+    pub pg: PgArgs,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// Compression of the tarball.
+    #[arg(long, value_enum, default_value_t = Compression::Gzip)]
+    pub compress: Compression,
+    /// Compression level [default: gzip 6, zstd 3].
+    #[arg(long)]
+    pub compress_level: Option<i32>,
+    /// Compression threads [default: all cores].
+    #[arg(long)]
+    pub jobs: Option<u32>,
+    /// Where the WAL that makes the backup consistent is kept: inside the tarball (fetch), or
+    /// in BACKUP_DIR/wal, verified before the set is complete (archive). Default: archive
+    /// when the server archives (archive_mode on) and BACKUP_DIR/wal exists, else fetch.
+    #[arg(long, value_enum)]
+    pub wal_method: Option<WalMethod>,
+    /// How long to wait for the backup's WAL to reach the archive.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub wal_timeout: Duration,
+    /// Checkpoint mode at the start: fast (immediate) or spread (gentle on the server).
+    #[arg(long, default_value = "fast", value_parser = ["fast", "spread"])]
+    pub checkpoint: String,
+    /// Label stored in the backup.
+    #[arg(long, default_value = "pg-base-backup")]
+    pub label: String,
+}
+
+impl common::entry::ToolArgs for Args {
+    fn global(&self) -> &GlobalArgs {
+        &self.global
+    }
+}
+
+/// The JSON summary of a backup.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub id: String,
+    pub path: String,
+    pub start_lsn: String,
+    pub stop_lsn: String,
+    pub timeline: u32,
+    pub bytes: u64,
+    pub raw_bytes: u64,
+    pub duration_s: f64,
+    pub compression: Compression,
+    pub wal_method: WalMethod,
+    pub deleted_sets: Vec<String>,
+    pub expired_wal_files: usize,
+}
+
+pub fn run(args: Args) -> anyhow::Result<Status> {
+    let started = Instant::now();
+    let runtime = common::postgres::runtime()?;
+    let client = runtime.block_on(common::postgres::connect(&args.pg, "pg-base-backup"))?;
+    let info = runtime.block_on(server::ServerInfo::query(&client))?;
+    tracing::info!(
+        "backing up {} (PostgreSQL {}, system {})",
+        args.pg.describe(),
+        info.server_version,
+        info.system_identifier
+    );
+
+    let repo = Repository::create(&args.repo.backup_dir)?;
+    let wal_method = args.wal_method.unwrap_or_else(|| {
+        if info.archiving && repo.kind_dir(Kind::Wal).is_dir() {
+            WalMethod::Archive
+        } else {
+            WalMethod::Fetch
+        }
+    });
+    if wal_method == WalMethod::Archive && !info.archiving {
+        anyhow::bail!(
+            "--wal-method archive needs WAL archiving on the server (archive_mode = on, archive_command = 'wal-archive push %p --backup-dir {}'); or use --wal-method fetch",
+            args.repo.backup_dir.display()
+        );
+    }
+    let _lock = repo.lock(Kind::Base)?;
+    let mut set = repo.create_set(Kind::Base)?;
+    let set_dir = set.dir().to_path_buf();
+    tracing::info!(
+        "writing base backup {} (WAL method {wal_method:?})",
+        set.id()
+    );
+
+    let result = (|| -> anyhow::Result<PhysicalDetails> {
+        let threads = args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+        let captured =
+            capture::run_pg_basebackup(&args, &set, wal_method, threads, info.database_bytes)?;
+        set.add(captured.tar_entry.clone());
+        common::durable::write_atomic(
+            &set.dir().join(PG_BACKUP_MANIFEST),
+            captured.pg_manifest.as_bytes(),
+        )?;
+        set.add_existing(PG_BACKUP_MANIFEST, Compression::None)?;
+        if wal_method == WalMethod::Archive {
+            runtime.block_on(walcheck::wait_for_archive(
+                &client,
+                &repo,
+                captured.range,
+                info.wal_segment_size,
+                args.wal_timeout,
+            ))?;
+        }
+        Ok(PhysicalDetails {
+            start_lsn: captured.range.start,
+            stop_lsn: captured.range.stop,
+            timeline: captured.range.timeline,
+            start_time: set.started_at(),
+            stop_time: captured.finished_at,
+            system_identifier: info.system_identifier.clone(),
+            server_version_num: info.server_version_num,
+            server_version: info.server_version.clone(),
+            wal_segment_size: info.wal_segment_size,
+            wal_method,
+            compression: args.compress,
+            raw_bytes: captured.tar_entry.raw_size.unwrap_or(0),
+            stored_bytes: captured.tar_entry.size,
+            duration_s: started.elapsed().as_secs_f64(),
+            file_count: captured.file_count,
+        })
+    })();
+    let details = match result {
+        Ok(details) => details,
+        Err(error) => {
+            // Our own failed set is removed; one killed mid-run stays incomplete (no
+            // manifest) and retention removes it after the grace period.
+            let _ = std::fs::remove_dir_all(&set_dir);
+            return Err(error);
+        }
+    };
+
+    let id = set.id().to_string();
+    let manifest = set
+        .commit(SetMeta {
+            tool: "pg-base-backup",
+            tool_version: env!("CARGO_PKG_VERSION"),
+            source: serde_json::json!({
+                "host": args.pg.host(),
+                "port": args.pg.port(),
+                "user": args.pg.user(),
+                "system_identifier": info.system_identifier,
+                "server_version": info.server_version,
+            }),
+            details: serde_json::to_value(&details)?,
+        })
+        .context("the backup was written but failed verification")?;
+    tracing::info!(
+        "base backup {id} complete: {} bytes stored, LSN {} .. {}",
+        manifest.total_size(),
+        details.start_lsn,
+        details.stop_lsn
+    );
+
+    let (deleted_sets, expired_wal_files) = retention::apply(&args, &repo)?;
+    let summary = Summary {
+        id: id.clone(),
+        path: set_dir.display().to_string(),
+        start_lsn: details.start_lsn.to_string(),
+        stop_lsn: details.stop_lsn.to_string(),
+        timeline: details.timeline,
+        bytes: manifest.total_size(),
+        raw_bytes: details.raw_bytes,
+        duration_s: started.elapsed().as_secs_f64(),
+        compression: details.compression,
+        wal_method,
+        deleted_sets,
+        expired_wal_files,
+    };
+    output::summary(args.global.output, &summary, || {
+        format!(
+            "{id}\t{}\t{}..{}\ttimeline {}\t{} bytes\t{:.1}s",
+            summary.path,
+            summary.start_lsn,
+            summary.stop_lsn,
+            summary.timeline,
+            summary.bytes,
+            summary.duration_s
+        )
+    })?;
+    Ok(Status::Ok)
+}

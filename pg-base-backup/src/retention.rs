@@ -1,0 +1,47 @@
+//! After a good backup: retention of base sets, then expiry of archived WAL that no retained
+//! base backup needs.
+
+use common::physical::PhysicalDetails;
+use common::repo::{Kind, Repository};
+use common::wal::{segno_of, WalArchive};
+
+use crate::Args;
+
+/// Default age limit of base backups (seed 000: 7 days).
+pub const DEFAULT_RETENTION_DAYS: u32 = 7;
+
+/// Returns the deleted set ids and the number of expired WAL files.
+pub fn apply(args: &Args, repo: &Repository) -> anyhow::Result<(Vec<String>, usize)> {
+    if args.retention.no_retention {
+        return Ok((Vec::new(), 0));
+    }
+    let dry_run = args.retention.dry_run_retention;
+    let policy = args.retention.policy(DEFAULT_RETENTION_DAYS);
+    let decisions = policy.apply(repo, Kind::Base, dry_run)?;
+    let deleted: Vec<String> = decisions
+        .into_iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.id)
+        .collect();
+    // WAL before the oldest remaining base backup's start can restore nothing.
+    let remaining = repo.complete_sets(Kind::Base)?;
+    let oldest = remaining
+        .iter()
+        .find(|s| !(dry_run && deleted.contains(&s.id)));
+    let Some(oldest) = oldest else {
+        return Ok((deleted, 0));
+    };
+    let details = PhysicalDetails::from_manifest(oldest.manifest.as_ref().expect("complete"))?;
+    let keep_from = segno_of(details.start_lsn, details.wal_segment_size);
+    let expired =
+        WalArchive::new(repo).expire_before(keep_from, details.wal_segment_size, dry_run)?;
+    if !expired.is_empty() {
+        tracing::info!(
+            "{} {} archived WAL files older than base backup {}",
+            if dry_run { "would expire" } else { "expired" },
+            expired.len(),
+            oldest.id
+        );
+    }
+    Ok((deleted, expired.len()))
+}

@@ -1,0 +1,52 @@
+//! What the backup records about the server before it starts.
+
+use anyhow::Context;
+use tokio_postgres::Client;
+
+/// Identity and settings of the server being backed up.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub system_identifier: String,
+    pub server_version: String,
+    pub server_version_num: u32,
+    pub wal_segment_size: u64,
+    /// archive_mode is on (or always) and archive_command is set.
+    pub archiving: bool,
+    /// Sum of database sizes: the expected tarball size, for progress.
+    pub database_bytes: u64,
+}
+
+impl ServerInfo {
+    pub async fn query(client: &Client) -> anyhow::Result<ServerInfo> {
+        let row = client
+            .query_one(
+                "SELECT (SELECT system_identifier::text FROM pg_control_system()),
+                        current_setting('server_version'),
+                        current_setting('server_version_num')::int,
+                        (SELECT setting::bigint * CASE unit WHEN 'B' THEN 1 WHEN 'kB' THEN 1024
+                                 WHEN 'MB' THEN 1048576 ELSE 1 END
+                           FROM pg_settings WHERE name = 'wal_segment_size'),
+                        current_setting('archive_mode') <> 'off'
+                          AND current_setting('archive_command') NOT IN ('', '(disabled)'),
+                        (SELECT sum(pg_database_size(oid))::bigint FROM pg_database)",
+                &[],
+            )
+            .await
+            .context("cannot read the server's identity (is the role allowed to read pg_control_system()?)")?;
+        let version_num: i32 = row.get(2);
+        if version_num < 150000 {
+            anyhow::bail!(
+                "server version {} is not supported: PostgreSQL 15 or newer is required",
+                row.get::<_, String>(1)
+            );
+        }
+        Ok(ServerInfo {
+            system_identifier: row.get(0),
+            server_version: row.get(1),
+            server_version_num: version_num as u32,
+            wal_segment_size: row.get::<_, i64>(3) as u64,
+            archiving: row.get(4),
+            database_bytes: row.get::<_, Option<i64>>(5).unwrap_or(0) as u64,
+        })
+    }
+}

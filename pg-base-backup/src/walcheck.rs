@@ -1,0 +1,50 @@
+//! For `--wal-method archive`: the set is complete only once every WAL segment from the
+//! backup's start to its stop LSN is in the repository's archive.
+
+use std::time::{Duration, Instant};
+
+use common::repo::Repository;
+use common::wal::{segment_name, segno_of, WalArchive};
+use tokio_postgres::Client;
+
+use crate::capture::WalRange;
+
+pub async fn wait_for_archive(
+    client: &Client,
+    repo: &Repository,
+    range: WalRange,
+    segment_size: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let archive = WalArchive::new(repo);
+    let needed: Vec<String> = (segno_of(range.start, segment_size)
+        ..=segno_of(range.stop, segment_size))
+        .map(|segno| segment_name(range.timeline, segno, segment_size))
+        .collect();
+    let deadline = Instant::now() + timeout;
+    let mut switched = false;
+    loop {
+        let missing: Vec<&String> = needed
+            .iter()
+            .filter(|n| archive.find(n).is_none())
+            .collect();
+        if missing.is_empty() {
+            tracing::info!("WAL {} .. {} archived", needed[0], needed[needed.len() - 1]);
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "WAL {} did not reach the archive {} within {}s; check archive_command and pg_stat_archiver (or use --wal-method fetch)",
+                missing[0],
+                archive.dir().display(),
+                timeout.as_secs()
+            );
+        }
+        if !switched {
+            // The stop segment is archived only once it is full or switched away from.
+            client.simple_query("SELECT pg_switch_wal()").await.ok();
+            switched = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

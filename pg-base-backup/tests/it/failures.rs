@@ -1,0 +1,83 @@
+//! Failures leave nothing that looks like a good backup.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::repo::{Kind, Repository};
+use test_support::os_user::{as_db_user, db_tempdir};
+use test_support::pg::PgCluster;
+
+use crate::{base_backup, summary};
+
+#[test]
+fn unreachable_server_exits_2_without_a_set() {
+    let backups = db_tempdir("bb-");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pg-base-backup"));
+    cmd.arg("--backup-dir")
+        .arg(backups.path())
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &test_support::free_port().to_string(),
+        ])
+        .args(["--user", "postgres"]);
+    let out = as_db_user(&mut cmd).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("pg-base-backup: cannot connect"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one-line error: {stderr}"
+    );
+    let repo = Repository::create(backups.path()).unwrap();
+    assert!(repo.list(Kind::Base).unwrap().is_empty());
+}
+
+#[test]
+fn kill_9_mid_run_leaves_no_complete_set_and_the_next_run_works() {
+    let pg = PgCluster::start();
+    // Enough data that the backup takes a moment.
+    pg.psql("CREATE TABLE big AS SELECT g, repeat(md5(g::text), 8) AS v FROM generate_series(1, 400000) g");
+    let backups = db_tempdir("bb-");
+    let mut cmd = pg.command(env!("CARGO_BIN_EXE_pg-base-backup"));
+    cmd.arg("--backup-dir")
+        .arg(backups.path())
+        .args(["--compress-level", "9"]);
+    let mut child = cmd.spawn().unwrap();
+    let repo = Repository::create(backups.path()).unwrap();
+    // Wait until the set directory has data, then kill.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let started = repo.list(Kind::Base).unwrap().first().is_some_and(|s| {
+            std::fs::read_dir(&s.dir)
+                .map(|d| d.count() > 0)
+                .unwrap_or(false)
+        });
+        if started {
+            break;
+        }
+        assert!(Instant::now() < deadline, "backup never started writing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let sets = repo.list(Kind::Base).unwrap();
+    assert_eq!(sets.len(), 1);
+    assert!(
+        !sets[0].is_complete(),
+        "a killed run must not look complete"
+    );
+    assert!(repo.find(Kind::Base, None).is_err());
+
+    let json = summary(&base_backup(&pg, backups.path(), &[]));
+    let (good, _) = repo.find(Kind::Base, None).unwrap();
+    assert_eq!(good.id, json["id"].as_str().unwrap());
+    // The leftover is still there (younger than the grace period) and still incomplete.
+    assert_eq!(repo.list(Kind::Base).unwrap().len(), 2);
+    let _ = as_db_user;
+}

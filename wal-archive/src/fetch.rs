@@ -1,0 +1,90 @@
+//! `fetch`: give PostgreSQL one archived WAL file during recovery.
+//!
+//! Exit 1 means "not in the archive", which recovery reads as the end of the archive. Any
+//! other failure (damaged copy, unreadable repository) exits 126, above 125, which makes
+//! PostgreSQL stop recovery instead of ending it early at a wrong point.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::Path;
+
+use anyhow::Context;
+use common::durable::AtomicFile;
+use common::stream::Compression;
+use common::wal::{WalArchive, WalFile, DEFAULT_SEGMENT_SIZE};
+use common::{CodedError, Status};
+
+use crate::header::SegmentHeader;
+
+/// Exit code for an archive that exists but cannot be trusted.
+pub const BROKEN: u8 = 126;
+
+pub fn fetch(name: &str, dest: &Path, backup_dir: &Path) -> anyhow::Result<Status> {
+    let archive = WalArchive::at(backup_dir);
+    if !archive.dir().is_dir() {
+        return Err(CodedError::new(
+            BROKEN,
+            anyhow::anyhow!(
+                "WAL archive {} does not exist (check --backup-dir / BACKUP_DIR)",
+                archive.dir().display()
+            ),
+        )
+        .into());
+    }
+    let Some((path, compression)) = archive.find(name) else {
+        return Err(CodedError::new(1, anyhow::anyhow!("{name} is not in the archive")).into());
+    };
+    copy_out(name, &path, compression, dest)
+        .map_err(|e| CodedError::new(BROKEN, e).into())
+        .map(|()| Status::Ok)
+}
+
+fn copy_out(name: &str, path: &Path, compression: Compression, dest: &Path) -> anyhow::Result<()> {
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = compression.decoder(BufReader::with_capacity(1 << 20, file))?;
+    let mut out =
+        AtomicFile::create(dest).with_context(|| format!("cannot write {}", dest.display()))?;
+    let mut first = [0u8; 40];
+    let head = read_up_to(&mut reader, &mut first)?;
+    if let Some(segno) = WalFile::parse(name).and_then(|w| match w {
+        WalFile::Segment { .. } | WalFile::Partial { .. } => w.segno(DEFAULT_SEGMENT_SIZE),
+        _ => None,
+    }) {
+        check_header(name, &first[..head], segno)?;
+    }
+    out.write_all(&first[..head])?;
+    io::copy(&mut reader, &mut out)
+        .with_context(|| format!("archived copy {} is damaged", path.display()))?;
+    out.commit()
+        .with_context(|| format!("cannot write {}", dest.display()))?;
+    tracing::debug!("restored {name}");
+    Ok(())
+}
+
+/// The segment number in the name assumes 16 MiB segments; the header carries the real size,
+/// so the number is recomputed from it before comparing.
+fn check_header(name: &str, bytes: &[u8], segno_16m: u64) -> anyhow::Result<()> {
+    let header = SegmentHeader::parse(bytes)
+        .with_context(|| format!("{name}: the archived copy does not start with a WAL header"))?;
+    let segno = match WalFile::parse(name) {
+        Some(w) => w
+            .segno(u64::from(header.segment_size.max(1)))
+            .unwrap_or(segno_16m),
+        None => segno_16m,
+    };
+    if let Some(problem) = header.mismatch(segno) {
+        anyhow::bail!("{name}: {problem}");
+    }
+    Ok(())
+}
+
+fn read_up_to(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}

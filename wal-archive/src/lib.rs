@@ -1,0 +1,93 @@
+//! Continuous WAL archiving into the backup repository.
+//!
+//! `push` is PostgreSQL's `archive_command`, `fetch` its `restore_command`; `verify` checks the
+//! archive is continuous from the oldest base backup on, and `list` shows what is there.
+
+mod fetch;
+mod header;
+mod push;
+mod verify;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use common::cli::{GlobalArgs, RepoArgs};
+use common::stream::Compression;
+use common::Status;
+
+pub use header::SegmentHeader;
+
+/// Archive and restore PostgreSQL WAL files in the backup repository.
+#[derive(Debug, Parser)]
+#[command(
+    name = "wal-archive",
+    version,
+    after_help = "In postgresql.conf:\n  archive_mode = on\n  archive_command = 'wal-archive push %p --backup-dir /backups'\n  restore_command = 'wal-archive fetch %f %p --backup-dir /backups'\n\nExit codes:\n  0    success\n  1    fetch: the file is not in the archive; verify: a gap or a damaged file\n  2    error (bad input, unreadable repository, different content already archived)\n  126  fetch: the archive copy is damaged or unreadable (recovery must stop, not end)\n  130  interrupted"
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Archive one WAL file (archive_command = 'wal-archive push %p').
+    Push {
+        /// The file to archive (PostgreSQL's %p, relative to the data directory).
+        path: PathBuf,
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Compression of the archived copy.
+        #[arg(long, value_enum, default_value_t = Compression::Zstd)]
+        compress: Compression,
+        /// Compression level [default: the format's default].
+        #[arg(long)]
+        compress_level: Option<i32>,
+    },
+    /// Restore one WAL file (restore_command = 'wal-archive fetch %f %p').
+    Fetch {
+        /// The WAL file name PostgreSQL asks for (%f).
+        name: String,
+        /// Where to write it (%p).
+        dest: PathBuf,
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Check the archive is continuous from the oldest base backup's start on each timeline,
+    /// and that every file decompresses and has a valid WAL header. Exit 1 on a gap.
+    Verify {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Check names only: skip decompressing and reading every file.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// List the archived files.
+    List {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+}
+
+impl common::entry::ToolArgs for Args {
+    fn global(&self) -> &GlobalArgs {
+        &self.global
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<Status> {
+    let output = args.global.output;
+    match args.command {
+        Command::Push {
+            path,
+            repo,
+            compress,
+            compress_level,
+        } => push::push(&path, &repo.backup_dir, compress, compress_level),
+        Command::Fetch { name, dest, repo } => fetch::fetch(&name, &dest, &repo.backup_dir),
+        Command::Verify { repo, quick } => verify::verify(&repo.backup_dir, quick, output),
+        Command::List { repo } => verify::list(&repo.backup_dir, output),
+    }
+}
