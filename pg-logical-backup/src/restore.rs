@@ -1,0 +1,488 @@
+//! Restoring a set: the whole database (pg_restore) or selected tables (their own dumps,
+//! replayed through one psql transaction, so a failed table restore changes nothing), into
+//! an existing or new database; then ANALYZE and a row-count comparison with the manifest.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+
+use common::cli::{GlobalArgs, PgArgs, RepoArgs};
+use common::output::OutputFormat;
+use common::{Kind, Repository, Status};
+
+use crate::catalog;
+use crate::details::{DatabaseEntry, LogicalDetails, TableEntry};
+use crate::patterns;
+use crate::pgbin::{self, PgBin, PgBinArgs};
+use crate::safety;
+
+/// Settings of a restore.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub pg: PgArgs,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub bin: PgBinArgs,
+    /// Set to restore [default: the newest complete set].
+    #[arg(long, value_name = "ID")]
+    pub backup_id: Option<String>,
+    /// Database to restore into; created (from template0) when it does not exist.
+    #[arg(long, value_name = "NAME")]
+    pub target_db: String,
+    /// Database of the set to restore [default: the set's only database].
+    #[arg(long, value_name = "NAME")]
+    pub source_db: Option<String>,
+    /// Restore only the tables matching this pattern ([schema.]table, * and ? wildcards;
+    /// repeatable), each from its own dump, with its indexes and constraints.
+    #[arg(long, short = 't', value_name = "PATTERN")]
+    pub table: Vec<String>,
+    /// Restore definitions only, no rows.
+    #[arg(long)]
+    pub schema_only: bool,
+    /// Replace objects that already exist in the target (a safety dump of them is taken
+    /// first). Without it, a restore over existing tables is refused.
+    #[arg(long)]
+    pub clean: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// End other sessions on the target database before restoring.
+    #[arg(long)]
+    pub terminate_connections: bool,
+    /// Parallel pg_restore workers for a whole-database restore. With more than one the
+    /// restore is no longer a single transaction.
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<NonZeroUsize>,
+    /// Do not restore object ownership (for a server without the original roles).
+    #[arg(long)]
+    pub no_owner: bool,
+    /// Skip the safety dump before replacing existing objects.
+    #[arg(long)]
+    pub no_safety_dump: bool,
+    /// Where safety dumps go [default: BACKUP_DIR/logical-safety].
+    #[arg(long, value_name = "DIR")]
+    pub safety_dir: Option<PathBuf>,
+    /// Skip ANALYZE after the restore.
+    #[arg(long)]
+    pub no_analyze: bool,
+}
+
+/// One restored table in the output.
+#[derive(Debug, Serialize)]
+struct TableRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    schema: &'a str,
+    table: &'a str,
+    /// Rows now in the table (None for a schema-only restore).
+    rows: Option<u64>,
+    /// Rows the manifest recorded in the snapshot.
+    expected: u64,
+    present: bool,
+    matches: bool,
+}
+
+/// The summary of a restore.
+#[derive(Debug, Serialize)]
+struct Summary {
+    id: String,
+    source_db: String,
+    target_db: String,
+    created: bool,
+    schema_only: bool,
+    tables: usize,
+    rows: u64,
+    mismatched: Vec<String>,
+    safety_dump: Option<PathBuf>,
+    duration_secs: f64,
+}
+
+/// Restores.
+pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
+    let runtime = common::postgres::runtime()?;
+    runtime.block_on(restore(args, global))
+}
+
+async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
+    let started = Instant::now();
+    let bin = PgBin::resolve(&args.bin, &args.pg)?;
+    let repo = Repository::open(&args.repo.backup_dir)?;
+    let (set, manifest) = repo.find(Kind::Logical, args.backup_id.as_deref())?;
+    let details = LogicalDetails::from_manifest(&manifest)?;
+    let db = details.database(args.source_db.as_deref(), &manifest.id)?;
+    let target = pgbin::plain_dbname(&args.target_db)?.to_string();
+    let tables = select(db, &args.table)?;
+    let files = files_needed(db, &tables, &args);
+    check_files(&manifest, &set.dir, &files)?;
+
+    let admin = common::postgres::connect(&args.pg, crate::TOOL).await?;
+    let exists = catalog::database_exists(&admin, &target).await?;
+    let target_pg = catalog::for_database(&args.pg, &target);
+    let conflicts: Vec<(String, String)> = if exists {
+        let client = common::postgres::connect(&target_pg, crate::TOOL).await?;
+        let present = catalog::list_tables(&client).await?;
+        tables
+            .iter()
+            .filter(|t| present.iter().any(|p| p.schema == t.schema && p.name == t.name))
+            .map(|t| (t.schema.clone(), t.name.clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if !conflicts.is_empty() && !args.clean {
+        anyhow::bail!(
+            "{} table(s) to restore already exist in database '{target}' ({}); pass --clean to replace them (a safety dump is taken first) or restore into a new database",
+            conflicts.len(),
+            names(&conflicts)
+        );
+    }
+    let what = if args.table.is_empty() {
+        format!("database '{}'", db.name)
+    } else {
+        format!("{} table(s) of '{}'", tables.len(), db.name)
+    };
+    let replacing = if conflicts.is_empty() {
+        String::new()
+    } else {
+        format!(", replacing {}", names(&conflicts))
+    };
+    let question = format!(
+        "restore {what}{} from set {} into {} database '{target}'{replacing}",
+        if args.schema_only { " (schema only)" } else { "" },
+        manifest.id,
+        if exists { "existing" } else { "new" },
+    );
+    let destructive = (exists && args.clean && !conflicts.is_empty())
+        || (exists && args.terminate_connections);
+    safety::confirm(&question, destructive, args.yes)?;
+    tracing::info!("{question}");
+
+    let mut safety_dump = None;
+    if exists && args.clean && !conflicts.is_empty() && !args.no_safety_dump {
+        let dir = args
+            .safety_dir
+            .clone()
+            .unwrap_or_else(|| args.repo.backup_dir.join(safety::DEFAULT_SAFETY_SUBDIR));
+        // A whole-database restore may replace any object, so keep all of it.
+        let scope = if args.table.is_empty() { &[][..] } else { &conflicts[..] };
+        let path = safety::safety_dump(&bin, &dir, &target, scope).await?;
+        tracing::info!("safety dump of what gets replaced: {}", path.display());
+        safety_dump = Some(path);
+    }
+    if exists && args.terminate_connections {
+        let ended = catalog::terminate_sessions(&admin, &target).await?;
+        tracing::info!("terminated {ended} session(s) on '{target}'");
+    }
+    if !exists {
+        catalog::create_database(&admin, &target, Some(&db.encoding)).await?;
+        tracing::info!("created database '{target}'");
+    }
+
+    let result = if args.table.is_empty() {
+        restore_database(&bin, &set.dir, db, &target, &args, exists).await
+    } else {
+        let dumps: Vec<PathBuf> = files.iter().map(|f| set.dir.join(f)).collect();
+        restore_tables(&bin, &dumps, &target, &args, exists).await
+    };
+    if let Err(e) = result {
+        if !exists {
+            // We made it; an empty or half-filled database is no use to anyone.
+            if let Err(drop_error) = catalog::drop_database(&admin, &target).await {
+                tracing::warn!("{drop_error:#}");
+            }
+        }
+        return Err(e);
+    }
+
+    let client = common::postgres::connect(&target_pg, crate::TOOL).await?;
+    if !args.no_analyze {
+        analyze(&client, &tables, args.table.is_empty()).await?;
+    }
+    let present = catalog::list_tables(&client).await?;
+    let mut mismatched = Vec::new();
+    let mut total_rows = 0;
+    for table in &tables {
+        let is_present = present
+            .iter()
+            .any(|p| p.schema == table.schema && p.name == table.name);
+        let rows = if is_present && !args.schema_only {
+            Some(catalog::count_rows(&client, &table.schema, &table.name).await?)
+        } else {
+            None
+        };
+        let matches = is_present && (args.schema_only || rows == Some(table.rows));
+        if !matches {
+            tracing::warn!(
+                "{}: {} after restore, the backup recorded {} rows",
+                table.display_name(),
+                match rows {
+                    Some(n) => format!("{n} rows"),
+                    None if is_present => "present".to_string(),
+                    None => "missing".to_string(),
+                },
+                table.rows
+            );
+            mismatched.push(table.display_name());
+        }
+        total_rows += rows.unwrap_or(0);
+        let record = TableRecord {
+            kind: "table",
+            schema: &table.schema,
+            table: &table.name,
+            rows,
+            expected: table.rows,
+            present: is_present,
+            matches,
+        };
+        match global.output {
+            OutputFormat::Json => common::output::json_line(&record)?,
+            OutputFormat::Text => common::output::text_line(&format!(
+                "{} {}: {} (backup: {})",
+                if matches { "ok  " } else { "FAIL" },
+                table.display_name(),
+                match rows {
+                    Some(n) => format!("{n} rows"),
+                    None if is_present => "restored".to_string(),
+                    None => "missing".to_string(),
+                },
+                table.rows
+            ))?,
+        }
+    }
+    let summary = Summary {
+        id: manifest.id.clone(),
+        source_db: db.name.clone(),
+        target_db: target.clone(),
+        created: !exists,
+        schema_only: args.schema_only,
+        tables: tables.len(),
+        rows: total_rows,
+        mismatched,
+        safety_dump,
+        duration_secs: started.elapsed().as_secs_f64(),
+    };
+    common::output::summary(global.output, &summary, || {
+        format!(
+            "restored {what} from set {} into '{target}': {} tables, {} rows{}{}",
+            summary.id,
+            summary.tables,
+            summary.rows,
+            if summary.mismatched.is_empty() {
+                String::new()
+            } else {
+                format!(", MISMATCH in {}", summary.mismatched.join(", "))
+            },
+            summary
+                .safety_dump
+                .as_ref()
+                .map(|p| format!(" (safety dump: {})", p.display()))
+                .unwrap_or_default()
+        )
+    })?;
+    Ok(Status::from_passed(summary.mismatched.is_empty()))
+}
+
+/// The tables to restore: those matching the patterns (each must match one that has its own
+/// dump), or all of the database.
+fn select<'a>(db: &'a DatabaseEntry, patterns: &[String]) -> anyhow::Result<Vec<&'a TableEntry>> {
+    if patterns.is_empty() {
+        return Ok(db.tables.iter().collect());
+    }
+    let parsed = patterns::parse_all(patterns)?;
+    for pattern in &parsed {
+        if !db.tables.iter().any(|t| pattern.matches(&t.schema, &t.name)) {
+            anyhow::bail!(
+                "--table '{pattern}' matches no table of database '{}' in the set (tables: {})",
+                db.name,
+                db.tables
+                    .iter()
+                    .map(TableEntry::display_name)
+                    .take(20)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let tables: Vec<&TableEntry> = db
+        .tables
+        .iter()
+        .filter(|t| parsed.iter().any(|p| p.matches(&t.schema, &t.name)))
+        .collect();
+    if let Some(t) = tables.iter().find(|t| t.file.is_none()) {
+        anyhow::bail!(
+            "table {} has no dump of its own in this set (it was excluded at backup time); restore the whole database into a new one instead",
+            t.display_name()
+        );
+    }
+    Ok(tables)
+}
+
+/// Files (relative to the set) the restore reads.
+fn files_needed(db: &DatabaseEntry, tables: &[&TableEntry], args: &RestoreArgs) -> Vec<String> {
+    if !args.table.is_empty() {
+        tables.iter().filter_map(|t| t.file.clone()).collect()
+    } else if args.schema_only {
+        vec![db.schema_dump.clone()]
+    } else {
+        vec![db.full_dump.clone()]
+    }
+}
+
+/// Refuses to restore from damaged files: checksums of everything the restore reads.
+fn check_files(manifest: &common::Manifest, dir: &Path, files: &[String]) -> anyhow::Result<()> {
+    let mut subset = manifest.clone();
+    subset.files.retain(|f| {
+        files
+            .iter()
+            .any(|want| f.path == *want || f.path.starts_with(&format!("{want}/")))
+    });
+    if subset.files.is_empty() {
+        anyhow::bail!("set {} lists none of the files to restore ({})", manifest.id, files.join(", "));
+    }
+    let problems = subset.verify_files(dir);
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "set {} is damaged, nothing restored: {} (run `pg-logical-backup verify --backup-id {}`)",
+            manifest.id,
+            problems.join("; "),
+            manifest.id
+        );
+    }
+    Ok(())
+}
+
+fn names(tables: &[(String, String)]) -> String {
+    let mut list: Vec<String> = tables.iter().take(10).map(|(s, t)| format!("{s}.{t}")).collect();
+    if tables.len() > 10 {
+        list.push(format!("and {} more", tables.len() - 10));
+    }
+    list.join(", ")
+}
+
+/// Whole database with pg_restore: one transaction, or `--jobs` workers.
+async fn restore_database(
+    bin: &PgBin,
+    set_dir: &Path,
+    db: &DatabaseEntry,
+    target: &str,
+    args: &RestoreArgs,
+    exists: bool,
+) -> anyhow::Result<()> {
+    let dump = set_dir.join(if args.schema_only { &db.schema_dump } else { &db.full_dump });
+    let mut cmd = bin.command("pg_restore", target);
+    cmd.arg(format!("--dbname={target}")).arg("--exit-on-error");
+    match args.jobs.map(NonZeroUsize::get) {
+        Some(jobs) if jobs > 1 => cmd.arg(format!("--jobs={jobs}")),
+        _ => cmd.arg("--single-transaction"),
+    };
+    if exists && args.clean {
+        cmd.args(["--clean", "--if-exists"]);
+    }
+    if args.no_owner {
+        cmd.arg("--no-owner");
+    }
+    cmd.arg(&dump);
+    pgbin::run(&mut cmd, &format!("pg_restore into '{target}'")).await?;
+    Ok(())
+}
+
+/// Selected tables from their own dumps, all in one psql transaction: first every table's
+/// definition and rows, then every index, constraint and trigger, so foreign keys between
+/// restored tables find their targets whatever the order. Any error rolls everything back.
+async fn restore_tables(
+    bin: &PgBin,
+    dumps: &[PathBuf],
+    target: &str,
+    args: &RestoreArgs,
+    exists: bool,
+) -> anyhow::Result<()> {
+    let mut psql = bin.command("psql", target);
+    psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--file=-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = psql.spawn().map_err(|e| pgbin::spawn_error(e, "psql"))?;
+    let mut stdin = child.stdin.take().context("psql stdin")?;
+    let mut stderr = child.stderr.take().context("psql stderr")?;
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let pre: &[&str] = if args.schema_only {
+        &["--section=pre-data"]
+    } else {
+        &["--section=pre-data", "--section=data"]
+    };
+    let passes: [(&[&str], bool); 2] = [(pre, exists && args.clean), (&["--section=post-data"], false)];
+    let mut feed_error = None;
+    'feed: for (sections, clean) in passes {
+        for dump in dumps {
+            let mut cmd = bin.command("pg_restore", "postgres");
+            cmd.arg("--file=-").args(sections);
+            if clean {
+                cmd.args(["--clean", "--if-exists"]);
+            }
+            if args.no_owner {
+                cmd.arg("--no-owner");
+            }
+            cmd.arg(dump).stdout(Stdio::piped()).stderr(Stdio::piped());
+            let mut reader = cmd.spawn().map_err(|e| pgbin::spawn_error(e, "pg_restore"))?;
+            let mut out = reader.stdout.take().context("pg_restore stdout")?;
+            let copied = tokio::io::copy(&mut out, &mut stdin).await;
+            drop(out);
+            let output = reader.wait_with_output().await.context("cannot wait for pg_restore")?;
+            if let Err(e) = copied {
+                // psql stopped reading: it hit an error, reported below.
+                feed_error = Some(anyhow::Error::new(e).context("psql stopped reading"));
+                break 'feed;
+            }
+            if let Err(e) = pgbin::check(&output, &format!("pg_restore of {}", dump.display())) {
+                feed_error = Some(e);
+                let _ = child.start_kill();
+                break 'feed;
+            }
+        }
+    }
+    drop(stdin);
+    let status = child.wait().await.context("cannot wait for psql")?;
+    let psql_errors = errors.await.unwrap_or_default();
+    if !status.success() && (feed_error.is_none() || !psql_errors.trim().is_empty()) {
+        anyhow::bail!(
+            "restoring the tables into '{target}' failed and was rolled back, nothing changed: {}",
+            pgbin::last_lines(&psql_errors, 3)
+        );
+    }
+    if let Some(e) = feed_error {
+        return Err(e.context(format!(
+            "restoring the tables into '{target}' failed and was rolled back, nothing changed"
+        )));
+    }
+    Ok(())
+}
+
+/// Fresh planner statistics for what was restored (seed 001's post-restore step).
+async fn analyze(
+    client: &tokio_postgres::Client,
+    tables: &[&TableEntry],
+    whole_database: bool,
+) -> anyhow::Result<()> {
+    if whole_database {
+        return client.batch_execute("ANALYZE").await.context("ANALYZE failed");
+    }
+    for table in tables {
+        let name = patterns::qualified(&table.schema, &table.name);
+        client
+            .batch_execute(&format!("ANALYZE {name}"))
+            .await
+            .with_context(|| format!("ANALYZE {} failed", table.display_name()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,505 @@
+//! Verifying a set at three levels (seed 003): `quick` checks checksums and that pg_restore
+//! can list every dump; `standard` also counts the rows in every table dump and restores the
+//! whole-database dump into a temporary database to compare tables and row counts with the
+//! manifest; `deep` also checks foreign keys, indexes (amcheck where available) and
+//! constraints there (seed 001's checks). The temporary database is always dropped.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use common::cli::{GlobalArgs, PgArgs, RepoArgs};
+use common::output::OutputFormat;
+use common::{Kind, Manifest, Repository, Status};
+
+use crate::catalog;
+use crate::details::{DatabaseEntry, DumpFormat, LogicalDetails};
+use crate::patterns::{qualified, quote_ident};
+use crate::pgbin::{self, PgBin, PgBinArgs};
+use crate::toc;
+
+/// How thorough a verification is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Checksums and `pg_restore --list` of every dump; needs no server.
+    Quick,
+    /// Also row counts of the table dumps, and a test restore compared with the manifest.
+    Standard,
+    /// Also foreign keys, indexes and constraints of the test restore.
+    Deep,
+}
+
+/// Settings of a verification.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub pg: PgArgs,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub bin: PgBinArgs,
+    /// Set to verify [default: the newest complete set].
+    #[arg(long, value_name = "ID")]
+    pub backup_id: Option<String>,
+    /// How thorough: quick, standard or deep.
+    #[arg(long, value_enum, default_value_t = Level::Standard)]
+    pub level: Level,
+}
+
+/// The result of one check.
+#[derive(Debug, Serialize)]
+pub struct Check {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    pub check: &'static str,
+    pub database: Option<String>,
+    pub passed: bool,
+    pub detail: String,
+    pub problems: Vec<String>,
+}
+
+impl Check {
+    fn new(check: &'static str, database: Option<&str>, detail: String, problems: Vec<String>) -> Check {
+        Check {
+            kind: "check",
+            check,
+            database: database.map(str::to_string),
+            passed: problems.is_empty(),
+            detail,
+            problems,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    id: String,
+    level: Level,
+    passed: bool,
+    checks: usize,
+    failed: Vec<String>,
+    duration_secs: f64,
+}
+
+/// Verifies a set; exit 1 when a check fails.
+pub fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
+    let started = Instant::now();
+    let bin = PgBin::resolve(&args.bin, &args.pg)?;
+    let repo = Repository::open(&args.repo.backup_dir)?;
+    let (set, manifest) = repo.find(Kind::Logical, args.backup_id.as_deref())?;
+    let details = LogicalDetails::from_manifest(&manifest)?;
+    let runtime = common::postgres::runtime()?;
+    let mut checks = Vec::new();
+    runtime.block_on(async {
+        let problems = manifest.verify_files(&set.dir);
+        let detail = format!("{} files", manifest.files.len());
+        emit(global, Check::new("checksums", None, detail, problems), &mut checks)?;
+        for db in &details.databases {
+            for check in quick(&bin, &set.dir, db).await {
+                emit(global, check, &mut checks)?;
+            }
+            if args.level >= Level::Standard {
+                emit(global, table_dumps(&bin, &set.dir, db).await, &mut checks)?;
+                for check in test_restore(&bin, &args, &set.dir, db).await? {
+                    emit(global, check, &mut checks)?;
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| match &c.database {
+            Some(db) => format!("{} ({db})", c.check),
+            None => c.check.to_string(),
+        })
+        .collect();
+    let summary = Summary {
+        id: manifest.id.clone(),
+        level: args.level,
+        passed: failed.is_empty(),
+        checks: checks.len(),
+        failed,
+        duration_secs: started.elapsed().as_secs_f64(),
+    };
+    print_summary(global, &summary, &manifest)?;
+    Ok(Status::from_passed(summary.passed))
+}
+
+fn print_summary(global: &GlobalArgs, summary: &Summary, manifest: &Manifest) -> anyhow::Result<()> {
+    common::output::summary(global.output, summary, || {
+        if summary.passed {
+            format!(
+                "set {} verified ({:?} level): all {} checks passed",
+                manifest.id, summary.level, summary.checks
+            )
+            .to_lowercase()
+        } else {
+            format!(
+                "set {} FAILED verification: {}",
+                manifest.id,
+                summary.failed.join(", ")
+            )
+        }
+    })
+}
+
+fn emit(global: &GlobalArgs, check: Check, all: &mut Vec<Check>) -> anyhow::Result<()> {
+    match global.output {
+        OutputFormat::Json => common::output::json_line(&check)?,
+        OutputFormat::Text => {
+            let scope = check
+                .database
+                .as_ref()
+                .map(|d| format!(" [{d}]"))
+                .unwrap_or_default();
+            let mut line = format!(
+                "{} {}{scope}: {}",
+                if check.passed { "ok  " } else { "FAIL" },
+                check.check,
+                check.detail
+            );
+            for problem in &check.problems {
+                line.push_str(&format!("\n       {problem}"));
+            }
+            common::output::text_line(&line)?;
+        }
+    }
+    if !check.passed {
+        tracing::error!("check {} failed: {}", check.check, check.problems.join("; "));
+    }
+    all.push(check);
+    Ok(())
+}
+
+/// `dump_lists`: pg_restore can read every dump, and each holds the data it should.
+async fn quick(bin: &PgBin, set_dir: &Path, db: &DatabaseEntry) -> Vec<Check> {
+    let mut problems = Vec::new();
+    let mut listed = 0;
+    match toc::list(bin, &set_dir.join(&db.full_dump)).await {
+        Ok(list) => {
+            listed += 1;
+            for t in db.tables.iter().filter(|t| t.rows > 0) {
+                if !list.has_table_data(&t.schema, &t.name) {
+                    problems.push(format!("{}: no data for {}", db.full_dump, t.display_name()));
+                }
+            }
+        }
+        Err(e) => problems.push(format!("{e:#}")),
+    }
+    match toc::list(bin, &set_dir.join(&db.schema_dump)).await {
+        Ok(_) => listed += 1,
+        Err(e) => problems.push(format!("{e:#}")),
+    }
+    for t in &db.tables {
+        let Some(file) = &t.file else { continue };
+        match toc::list(bin, &set_dir.join(file)).await {
+            Ok(list) => {
+                listed += 1;
+                if t.rows > 0 && !list.has_table_data(&t.schema, &t.name) {
+                    problems.push(format!("{file}: no data for {}", t.display_name()));
+                }
+            }
+            Err(e) => problems.push(format!("{e:#}")),
+        }
+    }
+    vec![Check::new(
+        "dump_lists",
+        Some(&db.name),
+        format!("{listed} dumps readable by pg_restore"),
+        problems,
+    )]
+}
+
+/// `table_dumps`: the rows in each table's own dump equal the manifest's count.
+async fn table_dumps(bin: &PgBin, set_dir: &Path, db: &DatabaseEntry) -> Check {
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for t in &db.tables {
+        let Some(file) = &t.file else { continue };
+        match toc::count_data_rows(bin, &set_dir.join(file)).await {
+            Ok(counts) => {
+                checked += 1;
+                let found = counts.get(&toc::copy_name(&t.schema, &t.name)).copied().unwrap_or(0);
+                if found != t.rows {
+                    problems.push(format!(
+                        "{}: {file} holds {found} rows, the manifest says {}",
+                        t.display_name(),
+                        t.rows
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("{e:#}")),
+        }
+    }
+    Check::new(
+        "table_dumps",
+        Some(&db.name),
+        format!("{checked} table dumps counted"),
+        problems,
+    )
+}
+
+/// Restores the whole-database dump into a temporary database, runs the comparisons, and
+/// drops the database again whatever happened.
+async fn test_restore(
+    bin: &PgBin,
+    args: &VerifyArgs,
+    set_dir: &Path,
+    db: &DatabaseEntry,
+) -> anyhow::Result<Vec<Check>> {
+    let admin = common::postgres::connect(&args.pg, crate::TOOL)
+        .await
+        .context("the standard and deep levels restore into a temporary database")?;
+    let temp = format!("pglb_verify_{}_{}", std::process::id(), unique());
+    catalog::create_database(&admin, &temp, Some(&db.encoding)).await?;
+    let result = restore_and_compare(bin, args, set_dir, db, &temp).await;
+    let dropped = catalog::drop_database(&admin, &temp).await;
+    let checks = result?;
+    dropped?;
+    Ok(checks)
+}
+
+fn unique() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+async fn restore_and_compare(
+    bin: &PgBin,
+    args: &VerifyArgs,
+    set_dir: &Path,
+    db: &DatabaseEntry,
+    temp: &str,
+) -> anyhow::Result<Vec<Check>> {
+    let mut cmd = bin.command("pg_restore", temp);
+    cmd.arg(format!("--dbname={temp}"))
+        .args(["--exit-on-error", "--no-owner", "--no-privileges"]);
+    match db.format {
+        DumpFormat::Directory => cmd.arg("--jobs=2"),
+        DumpFormat::Custom => cmd.arg("--single-transaction"),
+    };
+    cmd.arg(set_dir.join(&db.full_dump));
+    let restored = pgbin::run(&mut cmd, "test restore").await;
+    let name = Some(db.name.as_str());
+    if let Err(e) = restored {
+        return Ok(vec![Check::new(
+            "restore",
+            name,
+            "into a temporary database".into(),
+            vec![format!("{e:#}")],
+        )]);
+    }
+    let mut checks = vec![Check::new(
+        "restore",
+        name,
+        format!("{} restored into temporary database {temp}", db.full_dump),
+        Vec::new(),
+    )];
+    let client = common::postgres::connect(&catalog::for_database(&args.pg, temp), crate::TOOL).await?;
+    let present = catalog::list_tables(&client).await?;
+
+    let mut problems = Vec::new();
+    for t in &db.tables {
+        if !present.iter().any(|p| p.schema == t.schema && p.name == t.name) {
+            problems.push(format!("{}: in the manifest, missing after restore", t.display_name()));
+        }
+    }
+    for p in &present {
+        if !db.tables.iter().any(|t| t.schema == p.schema && t.name == p.name) {
+            problems.push(format!("{}: restored, not in the manifest", p.display_name()));
+        }
+    }
+    checks.push(Check::new("tables", name, format!("{} tables", db.tables.len()), problems));
+
+    let mut problems = Vec::new();
+    let mut rows = 0;
+    for t in &db.tables {
+        if !present.iter().any(|p| p.schema == t.schema && p.name == t.name) {
+            continue;
+        }
+        let count = catalog::count_rows(&client, &t.schema, &t.name).await?;
+        rows += count;
+        if count != t.rows {
+            problems.push(format!(
+                "{}: {count} rows restored, the manifest says {}",
+                t.display_name(),
+                t.rows
+            ));
+        }
+    }
+    checks.push(Check::new("row_counts", name, format!("{rows} rows"), problems));
+
+    if args.level >= crate::verify::Level::Deep {
+        checks.push(foreign_keys(&client, name).await?);
+        checks.push(indexes(&client, db, &present, name).await?);
+        checks.push(constraints(&client, db, &present, name).await?);
+    }
+    Ok(checks)
+}
+
+/// Every foreign key exists validated, and no row points at a missing parent.
+async fn foreign_keys(client: &Client, db: Option<&str>) -> anyhow::Result<Check> {
+    let rows = client
+        .query(
+            r"SELECT c.conname::text, cn.nspname::text, cl.relname::text, fn.nspname::text, fl.relname::text,
+                     ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
+                           JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
+                     ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
+                           JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i),
+                     c.convalidated
+              FROM pg_constraint c
+              JOIN pg_class cl ON cl.oid = c.conrelid JOIN pg_namespace cn ON cn.oid = cl.relnamespace
+              JOIN pg_class fl ON fl.oid = c.confrelid JOIN pg_namespace fn ON fn.oid = fl.relnamespace
+              WHERE c.contype = 'f'",
+            &[],
+        )
+        .await
+        .context("cannot list foreign keys")?;
+    let mut problems = Vec::new();
+    for row in &rows {
+        let name: String = row.get(0);
+        let child = qualified(row.get(1), row.get(2));
+        let parent = qualified(row.get(3), row.get(4));
+        let cols: Vec<String> = row.get(5);
+        let ref_cols: Vec<String> = row.get(6);
+        let validated: bool = row.get(7);
+        if !validated {
+            problems.push(format!("{name} on {child}: not validated"));
+        }
+        let not_null: Vec<String> = cols
+            .iter()
+            .map(|c| format!("c.{} IS NOT NULL", quote_ident(c)))
+            .collect();
+        let join: Vec<String> = cols
+            .iter()
+            .zip(&ref_cols)
+            .map(|(c, r)| format!("p.{} = c.{}", quote_ident(r), quote_ident(c)))
+            .collect();
+        let sql = format!(
+            "SELECT count(*) FROM ONLY {child} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {})",
+            not_null.join(" AND "),
+            join.join(" AND ")
+        );
+        let orphans: i64 = client
+            .query_one(&sql, &[])
+            .await
+            .with_context(|| format!("cannot check foreign key {name}"))?
+            .get(0);
+        if orphans > 0 {
+            problems.push(format!("{name} on {child}: {orphans} rows without a parent in {parent}"));
+        }
+    }
+    Ok(Check::new("foreign_keys", db, format!("{} foreign keys", rows.len()), problems))
+}
+
+/// Index counts as in the manifest, every index valid, and B-tree structure checked with
+/// amcheck when the server has it.
+async fn indexes(
+    client: &Client,
+    db: &DatabaseEntry,
+    present: &[catalog::TableInfo],
+    name: Option<&str>,
+) -> anyhow::Result<Check> {
+    let mut problems = Vec::new();
+    for t in &db.tables {
+        if let Some(p) = present.iter().find(|p| p.schema == t.schema && p.name == t.name) {
+            if p.indexes != t.indexes {
+                problems.push(format!(
+                    "{}: {} indexes restored, the backup had {}",
+                    t.display_name(),
+                    p.indexes,
+                    t.indexes
+                ));
+            }
+        }
+    }
+    let invalid = client
+        .query(
+            "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE NOT (i.indisvalid AND i.indisready)",
+            &[],
+        )
+        .await
+        .context("cannot list invalid indexes")?;
+    for row in &invalid {
+        problems.push(format!("index {} is invalid", row.get::<_, String>(0)));
+    }
+    let mut detail = format!("{} indexes", db.tables.iter().map(|t| t.indexes).sum::<u32>());
+    if client.batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck").await.is_ok() {
+        let btrees = client
+            .query(
+                "SELECT c.oid, n.nspname::text, c.relname::text FROM pg_index i
+                 JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                 JOIN pg_am am ON am.oid = c.relam
+                 WHERE am.amname = 'btree' AND n.nspname NOT IN ('pg_catalog', 'pg_toast', 'information_schema')",
+                &[],
+            )
+            .await
+            .context("cannot list B-tree indexes")?;
+        for row in &btrees {
+            let oid: u32 = row.get(0);
+            if let Err(e) = client
+                .batch_execute(&format!("SELECT bt_index_check({oid}::oid::regclass, true)"))
+                .await
+            {
+                problems.push(format!(
+                    "index {}.{}: amcheck: {e}",
+                    row.get::<_, String>(1),
+                    row.get::<_, String>(2)
+                ));
+            }
+        }
+        detail.push_str(&format!(", {} B-trees checked with amcheck", btrees.len()));
+    } else {
+        detail.push_str(", amcheck not available");
+    }
+    Ok(Check::new("indexes", name, detail, problems))
+}
+
+/// Constraint counts as in the manifest, and every constraint validated.
+async fn constraints(
+    client: &Client,
+    db: &DatabaseEntry,
+    present: &[catalog::TableInfo],
+    name: Option<&str>,
+) -> anyhow::Result<Check> {
+    let mut problems = Vec::new();
+    for t in &db.tables {
+        if let Some(p) = present.iter().find(|p| p.schema == t.schema && p.name == t.name) {
+            if p.constraints != t.constraints {
+                problems.push(format!(
+                    "{}: {} constraints restored, the backup had {}",
+                    t.display_name(),
+                    p.constraints,
+                    t.constraints
+                ));
+            }
+        }
+    }
+    let unvalidated = client
+        .query(
+            "SELECT conname::text, conrelid::regclass::text FROM pg_constraint WHERE NOT convalidated AND conrelid <> 0",
+            &[],
+        )
+        .await
+        .context("cannot list constraints")?;
+    for row in &unvalidated {
+        problems.push(format!(
+            "constraint {} on {} is not validated",
+            row.get::<_, String>(0),
+            row.get::<_, String>(1)
+        ));
+    }
+    Ok(Check::new(
+        "constraints",
+        name,
+        format!("{} constraints", db.tables.iter().map(|t| t.constraints).sum::<u32>()),
+        problems,
+    ))
+}
