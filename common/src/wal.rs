@@ -191,6 +191,37 @@ impl WalArchive {
         Ok(files)
     }
 
+    /// Segment numbers archived on `timeline` (full or partial), sorted.
+    pub fn segnos(&self, timeline: u32, segment_size: u64) -> std::io::Result<Vec<u64>> {
+        let mut segnos: Vec<u64> = self
+            .list()?
+            .into_iter()
+            .filter(|f| {
+                matches!(f.kind, WalFile::Segment { .. } | WalFile::Partial { .. })
+                    && f.kind.timeline() == timeline
+            })
+            .filter_map(|f| f.kind.segno(segment_size))
+            .collect();
+        segnos.sort_unstable();
+        segnos.dedup();
+        Ok(segnos)
+    }
+
+    /// Names of the segments of `timeline` from `from` to `to` (inclusive) that are missing.
+    pub fn missing(
+        &self,
+        timeline: u32,
+        from: u64,
+        to: u64,
+        segment_size: u64,
+    ) -> std::io::Result<Vec<String>> {
+        let present = self.segnos(timeline, segment_size)?;
+        Ok((from..=to)
+            .filter(|segno| present.binary_search(segno).is_err())
+            .map(|segno| segment_name(timeline, segno, segment_size))
+            .collect())
+    }
+
     /// Deletes segments (full, partial, backup history) of every timeline below `keep_from`;
     /// history files are always kept. Returns the names deleted (or that would be).
     pub fn expire_before(

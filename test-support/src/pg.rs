@@ -247,3 +247,87 @@ pub fn archiving_options(backup_dir: &Path) -> PgOptions {
         )
         .setting("archive_timeout", "0")
 }
+
+impl PgCluster {
+    /// Switches to a new WAL segment and waits until the one that held everything so far is
+    /// archived (by archive_command) — so a restore can replay up to now.
+    pub fn switch_wal_and_wait_archived(&self) {
+        let current = self.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+        self.psql("SELECT pg_switch_wal()");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let archived =
+                self.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
+            if archived.len() >= 24 && archived[..24] >= *current {
+                return;
+            }
+            let failed = self.psql("SELECT coalesce(last_failed_wal, '') FROM pg_stat_archiver");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{current} not archived within 60s (last archived '{archived}', last failed '{failed}')"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+/// A server started by someone else on a data directory (a restored cluster): queried over
+/// its socket, stopped on drop.
+#[derive(Debug)]
+pub struct DataDirServer {
+    pub data_dir: PathBuf,
+    pub port: u16,
+    pub socket_dir: PathBuf,
+}
+
+impl DataDirServer {
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("PGHOST".into(), self.socket_dir.display().to_string()),
+            ("PGPORT".into(), self.port.to_string()),
+            ("PGUSER".into(), "postgres".into()),
+            ("PGDATABASE".into(), "postgres".into()),
+        ]
+    }
+
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.envs(self.env());
+        as_db_user(&mut cmd);
+        cmd
+    }
+
+    pub fn psql_db(&self, db: &str, sql: &str) -> String {
+        let mut cmd = self.command(pg_bin("psql"));
+        cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "-At", "-d", db, "-c", sql]);
+        String::from_utf8_lossy(&run_checked(&mut cmd, "psql").stdout)
+            .trim_end()
+            .to_string()
+    }
+
+    pub fn psql(&self, sql: &str) -> String {
+        self.psql_db("postgres", sql)
+    }
+
+    /// Runs SQL that may fail, returning psql's stderr on failure.
+    pub fn try_psql(&self, sql: &str) -> Result<String, String> {
+        let mut cmd = self.command(pg_bin("psql"));
+        cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql]);
+        let out = cmd.output().expect("run psql");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).to_string())
+        }
+    }
+}
+
+impl Drop for DataDirServer {
+    fn drop(&mut self) {
+        let mut cmd = Command::new(pg_bin("pg_ctl"));
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .args(["-w", "-t", "30", "-m", "immediate", "stop"]);
+        let _ = as_db_user(&mut cmd).output();
+    }
+}

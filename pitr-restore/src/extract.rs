@@ -1,0 +1,85 @@
+//! Unpacks a base-backup tarball into the data directory, checking the stored file's SHA-256
+//! and size as it streams; on a mismatch the extracted files are removed.
+
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::Path;
+
+use anyhow::Context;
+use common::manifest::FileEntry;
+use common::stream::HashingReader;
+
+struct Counting<'a, R> {
+    inner: R,
+    progress: &'a indicatif::ProgressBar,
+}
+
+impl<R: io::Read> io::Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.inc(n as u64);
+        Ok(n)
+    }
+}
+
+pub fn extract(
+    set_dir: &Path,
+    entry: &FileEntry,
+    pgdata: &Path,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
+    let path = set_dir.join(&entry.path);
+    let file = File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hashing = HashingReader::new(Counting {
+        inner: BufReader::with_capacity(1 << 20, file),
+        progress,
+    });
+    let unpacked = (|| -> anyhow::Result<()> {
+        let decoder = entry.compression.decoder(&mut hashing)?;
+        let mut archive = tar::Archive::new(decoder);
+        archive.set_preserve_permissions(true);
+        archive.set_overwrite(true);
+        archive.set_unpack_xattrs(false);
+        archive.unpack(pgdata)?;
+        Ok(())
+    })();
+    let sum = hashing.finish();
+    let problem = match (&unpacked, &sum) {
+        (Err(e), _) => Some(format!("cannot unpack {}: {e:#}", entry.path)),
+        (_, Err(e)) => Some(format!("cannot read {}: {e}", entry.path)),
+        (_, Ok(sum)) if sum.size != entry.size || sum.sha256 != entry.sha256 => Some(format!(
+            "{} does not match its manifest checksum: the backup is damaged",
+            entry.path
+        )),
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        clear(pgdata);
+        anyhow::bail!(
+            "{problem}; removed the partly restored files from {}",
+            pgdata.display()
+        );
+    }
+    // PostgreSQL refuses a data directory others can read.
+    set_mode(pgdata, 0o700)?;
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot chmod {}", path.display()))
+}
+
+fn clear(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
+}

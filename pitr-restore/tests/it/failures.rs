@@ -1,0 +1,107 @@
+//! Damage and bad input make the restore fail loudly, never recover to a wrong point, and
+//! never overwrite data without --force.
+
+use common::repo::{Kind, Repository};
+
+use crate::{Restore, Source};
+
+#[test]
+fn flipped_byte_in_the_backup_fails_and_leaves_no_data_directory_contents() {
+    let src = Source::start();
+    src.pg
+        .psql("CREATE TABLE t AS SELECT generate_series(1, 5000) AS n");
+    src.base_backup(&[]);
+    src.pg.switch_wal_and_wait_archived();
+    let repo = Repository::open(src.backups.path()).unwrap();
+    let (set, _) = repo.find(Kind::Base, None).unwrap();
+    let tar = set.dir.join("base.tar.gz");
+    let mut bytes = std::fs::read(&tar).unwrap();
+    let at = bytes.len() * 2 / 3;
+    bytes[at] ^= 0x40;
+    std::fs::write(&tar, &bytes).unwrap();
+
+    let restore = Restore::new();
+    let (out, _) = restore.run(src.backups.path(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.trim_end().lines().last().unwrap();
+    assert!(last.starts_with("pitr-restore: "), "{stderr}");
+    assert!(
+        stderr.contains("damaged") || stderr.contains("cannot unpack"),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&restore.pgdata).unwrap().collect();
+    assert!(left.is_empty(), "partly restored files left: {left:?}");
+}
+
+#[test]
+fn missing_wal_segment_is_refused_and_never_silently_skipped() {
+    let src = Source::start();
+    src.pg.psql("CREATE TABLE t(n int)");
+    src.base_backup(&["--wal-method", "archive"]);
+    for n in 1..=3 {
+        src.pg.psql(&format!("INSERT INTO t VALUES ({n})"));
+        src.pg.switch_wal_and_wait_archived();
+    }
+    let target = src.now();
+    src.pg.psql("INSERT INTO t VALUES (4)");
+    src.pg.switch_wal_and_wait_archived();
+    // Remove a segment in the middle: the one holding row 2.
+    let archive = common::wal::WalArchive::at(src.backups.path());
+    let segments: Vec<_> = archive
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|f| matches!(f.kind, common::wal::WalFile::Segment { .. }))
+        .collect();
+    assert!(segments.len() >= 4, "{segments:?}");
+    let victim = &segments[segments.len() - 3];
+    std::fs::remove_file(&victim.path).unwrap();
+
+    let restore = Restore::new();
+    let (out, _) = restore.run(src.backups.path(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&victim.name),
+        "names the missing segment: {stderr}"
+    );
+    assert!(!restore.pgdata.exists(), "nothing restored");
+
+    // Forced past the check, recovery cannot reach the target and the server says so.
+    let restore = Restore::new();
+    let (out, server) = restore.run(
+        src.backups.path(),
+        &["--accept-wal-gaps", "--target-time", &target],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(server.is_none());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("recovery"), "{stderr}");
+}
+
+#[test]
+fn non_empty_data_directory_needs_force() {
+    let src = Source::start();
+    src.pg.psql("CREATE TABLE t AS SELECT 7 AS n");
+    src.base_backup(&[]);
+    let restore = Restore::new();
+    std::fs::create_dir_all(&restore.pgdata).unwrap();
+    test_support::os_user::give_to_db_user(&restore.pgdata);
+    let precious = restore.pgdata.join("precious.txt");
+    std::fs::write(&precious, b"keep me").unwrap();
+
+    let out = restore.run_only(src.backups.path(), &[], false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert_eq!(std::fs::read(&precious).unwrap(), b"keep me");
+
+    let (_, server) = restore.ok(src.backups.path(), &["--force", "--target", "immediate"]);
+    assert_eq!(server.psql("SELECT n FROM t"), "7");
+    assert!(!precious.exists());
+}
