@@ -1,0 +1,199 @@
+//! Taking backups: one snapshot for every part, manifest contents, table selection, the
+//! whole server, retention.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use test_support::pg::pg_bin;
+
+use crate::support::{create_shop, manifest_rows, table_entry, Env};
+
+/// A writer commits one row into `a` and one into `b` per transaction, all through the
+/// backup. Only a shared snapshot gives equal counts for `a` and `b` in the manifest and in
+/// both the whole-database dump and the separate per-table dumps (taken by different pg_dump
+/// processes at different moments), and restores of them give back exactly those counts.
+#[test]
+fn one_snapshot_for_every_part_while_inserts_go_on() {
+    let env = Env::new();
+    env.sql(
+        r"CREATE TABLE a (id bigserial PRIMARY KEY, v int NOT NULL);
+          CREATE TABLE b (id bigserial PRIMARY KEY, v int NOT NULL);
+          CREATE PROCEDURE writer(n int) LANGUAGE plpgsql AS $$
+          BEGIN
+            FOR i IN 1..n LOOP
+              INSERT INTO a (v) VALUES (i);
+              PERFORM pg_sleep(0.0005);
+              INSERT INTO b (v) VALUES (i);
+              COMMIT;
+            END LOOP;
+          END $$;",
+    );
+    let mut writer = env
+        .pg
+        .command(pg_bin("psql"))
+        .env("PGAPPNAME", "writer")
+        .args(["-X", "-q", "-d", &env.db, "-c", "CALL writer(100000000)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.count(&env.db, "a") < 200 {
+        assert!(Instant::now() < deadline, "the writer does not insert");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let summary = env.backup(&["--parallel-dumps", "2"]);
+    let after_backup = env.count(&env.db, "a");
+    env.pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'writer'");
+    let _ = writer.kill();
+    let _ = writer.wait();
+
+    let id = summary["id"].as_str().unwrap();
+    let manifest = env.manifest(id);
+    let rows_a = manifest_rows(&manifest, "public", "a");
+    let rows_b = manifest_rows(&manifest, "public", "b");
+    assert!(rows_a >= 200, "{rows_a}");
+    assert_eq!(rows_a, rows_b, "a and b are written in one transaction each");
+    assert!(
+        after_backup > rows_a,
+        "the writer kept inserting during the backup ({after_backup} > {rows_a})"
+    );
+
+    // The whole-database dump holds exactly the snapshot.
+    let full = test_support::unique_name("full");
+    env.run(&["restore", "--backup-id", id, "--target-db", &full, "--yes"])
+        .assert_code(0);
+    assert_eq!(env.count(&full, "a"), rows_a);
+    assert_eq!(env.count(&full, "b"), rows_b);
+
+    // So do the per-table dumps, taken by other pg_dump processes.
+    let tables = test_support::unique_name("tables");
+    env.pg.create_database(&tables);
+    let run = env.run(&[
+        "restore", "--backup-id", id, "--target-db", &tables, "--table", "a", "--table", "b",
+        "--yes", "--output", "json",
+    ]);
+    run.assert_code(0);
+    assert_eq!(env.count(&tables, "a"), rows_a);
+    assert_eq!(env.count(&tables, "b"), rows_b);
+    let records = run.json();
+    assert!(records
+        .iter()
+        .filter(|r| r["type"] == "table")
+        .all(|r| r["matches"] == true && r["rows"] == r["expected"]));
+
+    // The manifest names the snapshot it used.
+    let db = &manifest["details"]["databases"][0];
+    assert!(!db["snapshot"].as_str().unwrap().is_empty());
+    assert!(db["snapshot_lsn"].as_str().unwrap().contains('/'));
+    assert!(db["snapshot_time"].as_str().is_some());
+}
+
+#[test]
+fn manifest_lists_every_part_with_checksums_and_private_files() {
+    let env = Env::new();
+    create_shop(&env);
+    let summary = env.backup(&[]);
+    let id = summary["id"].as_str().unwrap();
+    assert_eq!(summary["databases"], serde_json::json!([env.db]));
+    assert_eq!(summary["tables"], 3);
+    assert_eq!(summary["rows"], 50 + 300 + 3);
+    assert!(summary["bytes"].as_u64().unwrap() > 0);
+    assert!(summary["duration_secs"].as_f64().is_some());
+
+    let manifest = env.manifest(id);
+    assert_eq!(manifest["kind"], "logical");
+    let details = &manifest["details"];
+    assert!(details["server_version"].as_str().unwrap().starts_with("15"));
+    let db = &details["databases"][0];
+    assert_eq!(db["name"], env.db.as_str());
+    assert_eq!(db["format"], "custom");
+    assert_eq!(manifest_rows(&manifest, "public", "orders"), 300);
+    let orders = table_entry(&manifest, "public", "orders");
+    assert_eq!(orders["indexes"], 2);
+    assert_eq!(orders["constraints"], 3);
+    assert!(orders["size_bytes"].as_u64().unwrap() > 0);
+
+    let set = env.set_dir(id);
+    let mut paths: Vec<String> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    let dir = db["dir"].as_str().unwrap();
+    let mut expected = vec![
+        "globals.sql".to_string(),
+        format!("{dir}/full.dump"),
+        format!("{dir}/schema.dump"),
+        format!("{dir}/tables/public.customers.dump"),
+        format!("{dir}/tables/public.notes.dump"),
+        format!("{dir}/tables/public.orders.dump"),
+    ];
+    expected.sort();
+    assert_eq!(paths, expected);
+    for file in manifest["files"].as_array().unwrap() {
+        let path = set.join(file["path"].as_str().unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(file["size"], bytes.len() as u64);
+    }
+    let globals = std::fs::read_to_string(set.join("globals.sql")).unwrap();
+    assert!(globals.contains("CREATE ROLE postgres"), "{globals}");
+}
+
+#[test]
+fn table_patterns_choose_the_table_dumps() {
+    let env = Env::new();
+    create_shop(&env);
+    env.sql("CREATE SCHEMA audit; CREATE TABLE audit.log (id int); INSERT INTO audit.log VALUES (1), (2);");
+    let summary = env.backup(&["--table", "public.*", "--exclude-table", "notes"]);
+    let manifest = env.manifest(summary["id"].as_str().unwrap());
+    assert!(table_entry(&manifest, "public", "customers")["file"].is_string());
+    assert!(table_entry(&manifest, "public", "orders")["file"].is_string());
+    assert!(table_entry(&manifest, "public", "notes")["file"].is_null());
+    let log = table_entry(&manifest, "audit", "log");
+    assert!(log["file"].is_null());
+    // Every table is counted, dumped individually or not: the whole dump holds them all.
+    assert_eq!(log["rows"], 2);
+}
+
+#[test]
+fn all_databases_in_directory_format_with_retention() {
+    let env = Env::new();
+    create_shop(&env);
+    let other = env.pg.create_database(&test_support::unique_name("other"));
+    env.pg.psql_db(&other, "CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 7);");
+
+    let first = env.backup(&["--all-databases", "--jobs", "2", "--no-retention"]);
+    let mut names: Vec<String> = first["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    let mut expected = vec![env.db.clone(), other.clone(), "postgres".to_string()];
+    expected.sort();
+    assert_eq!(names, expected);
+    let manifest = env.manifest(first["id"].as_str().unwrap());
+    let dbs = manifest["details"]["databases"].as_array().unwrap();
+    let other_entry = dbs.iter().find(|d| d["name"] == other.as_str()).unwrap();
+    assert_eq!(other_entry["format"], "directory");
+    assert_eq!(other_entry["tables"][0]["rows"], 7);
+    // Each database has its own snapshot.
+    let snapshots: std::collections::HashSet<&str> =
+        dbs.iter().map(|d| d["snapshot"].as_str().unwrap()).collect();
+    assert_eq!(snapshots.len(), dbs.len());
+
+    // A second backup with count-based retention deletes the first set, keeps the newest.
+    let second = env.backup(&["--retention-days", "0", "--keep-count", "1"]);
+    assert_eq!(second["retention_deleted"], serde_json::json!([first["id"]]));
+    let sets = env.set_dirs();
+    assert_eq!(sets.len(), 1);
+    assert!(sets[0].ends_with(second["id"].as_str().unwrap()));
+}

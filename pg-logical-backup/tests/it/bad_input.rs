@@ -1,0 +1,106 @@
+//! Bad input: a clear one-line error, exit 2, and nothing written that looks like a set.
+
+use std::process::Command;
+
+use test_support::os_user::{as_db_user, db_tempdir};
+use test_support::pg::{PgCluster, PgOptions};
+
+use crate::support::{create_shop, Env, Run};
+
+#[test]
+fn unknown_table_pattern() {
+    let env = Env::new();
+    create_shop(&env);
+    let run = env.run(&["--table", "public.nosuch*"]);
+    run.assert_code(2);
+    let error = run.error_line();
+    assert!(error.contains("'public.nosuch*' matches no table"), "{error}");
+    assert!(env.set_dirs().is_empty(), "no set written");
+
+    // The same for a restore, before anything is touched.
+    env.backup(&[]);
+    let run = env.run(&["restore", "--target-db", &env.db, "--table", "nosuch", "--yes"]);
+    run.assert_code(2);
+    assert!(run.error_line().contains("'nosuch' matches no table"));
+
+    let run = env.run(&["--table", "a.b.c"]);
+    run.assert_code(2);
+    assert!(run.error_line().contains("invalid table pattern"));
+}
+
+#[test]
+fn unreachable_server() {
+    let backup_dir = db_tempdir("pglb-repo-");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pg-logical-backup"));
+    as_db_user(&mut cmd);
+    cmd.env("PGHOST", "127.0.0.1")
+        .env("PGPORT", test_support::free_port().to_string())
+        .env("PGUSER", "postgres")
+        .env("PGDATABASE", "postgres")
+        .env("BACKUP_DIR", backup_dir.path());
+    let run = Run::from(cmd.output().unwrap());
+    run.assert_code(2);
+    let error = run.error_line();
+    assert!(error.contains("cannot connect to PostgreSQL"), "{error}");
+    assert!(!backup_dir.path().join("logical").exists(), "nothing written");
+}
+
+#[test]
+fn wrong_password_and_then_the_right_one() {
+    let secret = "C0rrect-Horse";
+    let pg = PgCluster::start_with(PgOptions {
+        password: Some(secret.to_string()),
+        ..PgOptions::default()
+    });
+    let backup_dir = db_tempdir("pglb-repo-");
+    let tool = |password: &str| {
+        let mut cmd = pg.command(env!("CARGO_BIN_EXE_pg-logical-backup"));
+        cmd.env("PGHOST", "127.0.0.1")
+            .env("PGPASSWORD", password)
+            .env("BACKUP_DIR", backup_dir.path())
+            .args(["--output", "json"]);
+        Run::from(cmd.output().unwrap())
+    };
+    let wrong = "Wr0ng-Battery";
+    let run = tool(wrong);
+    run.assert_code(2);
+    let error = run.error_line();
+    assert!(error.contains("password authentication failed"), "{error}");
+    assert!(!run.stderr.contains(wrong) && !run.stdout.contains(wrong));
+    assert!(!backup_dir.path().join("logical").exists());
+
+    // The right password reaches pg_dump and pg_dumpall through the environment only.
+    let run = tool(secret);
+    run.assert_code(0);
+    let summary = run.summary();
+    let manifest = std::fs::read_to_string(
+        backup_dir
+            .path()
+            .join("logical")
+            .join(summary["id"].as_str().unwrap())
+            .join("manifest.json"),
+    )
+    .unwrap();
+    assert!(!manifest.contains(secret));
+    assert!(!run.stderr.contains(secret));
+}
+
+#[test]
+fn non_existent_backup_id() {
+    let env = Env::new();
+    create_shop(&env);
+    env.backup(&[]);
+    for args in [
+        vec!["restore", "--backup-id", "20000101T000000Z", "--target-db", "x", "--yes"],
+        vec!["verify", "--backup-id", "20000101T000000Z"],
+    ] {
+        let run = env.run(&args);
+        run.assert_code(2);
+        let error = run.error_line();
+        assert!(error.contains("no logical backup set '20000101T000000Z'"), "{error}");
+    }
+    assert_eq!(
+        env.pg.psql("SELECT count(*) FROM pg_database WHERE datname = 'x'"),
+        "0"
+    );
+}

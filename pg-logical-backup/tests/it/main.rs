@@ -1,0 +1,8 @@
+//! Integration tests of `pg-logical-backup`: the real binary, run as the database OS user,
+//! against throwaway PostgreSQL 15 clusters.
+
+mod backup;
+mod bad_input;
+mod restore;
+mod support;
+mod verify;

@@ -1,0 +1,175 @@
+//! Restoring: one table into the live database, a whole database into a new one, schema
+//! only, and the guards around replacing existing tables.
+
+use test_support::pg::pg_bin;
+
+use crate::support::{create_shop, Env};
+
+#[test]
+fn dropped_table_comes_back_and_others_stay_untouched() {
+    let env = Env::new();
+    create_shop(&env);
+    let id = env.backup(&[])["id"].as_str().unwrap().to_string();
+
+    env.sql("DROP TABLE orders; INSERT INTO customers VALUES (51, 'after the backup');");
+    let run = env.run(&[
+        "restore", "--backup-id", &id, "--target-db", &env.db, "--table", "orders", "--yes",
+        "--output", "json",
+    ]);
+    run.assert_code(0);
+    let records = run.json();
+    let orders = records.iter().find(|r| r["type"] == "table").unwrap();
+    assert_eq!(orders["table"], "orders");
+    assert_eq!(orders["rows"], 300);
+    assert_eq!(orders["expected"], 300);
+    assert_eq!(orders["matches"], true);
+    let summary = run.summary();
+    assert_eq!(summary["created"], false);
+    assert_eq!(summary["tables"], 1);
+    assert!(summary["safety_dump"].is_null());
+
+    assert_eq!(env.count(&env.db, "orders"), 300);
+    assert_eq!(env.count(&env.db, "customers"), 51, "customers untouched");
+    assert_eq!(env.count(&env.db, "notes"), 3);
+    // Its index, foreign key and sequence came back with it.
+    assert_eq!(
+        env.sql("SELECT count(*) FROM pg_indexes WHERE indexname = 'orders_customer_idx'"),
+        "1"
+    );
+    assert_eq!(
+        env.sql("SELECT count(*) FROM pg_constraint WHERE conrelid = 'orders'::regclass AND contype = 'f'"),
+        "1"
+    );
+    assert_eq!(
+        env.sql("INSERT INTO orders (customer_id, amount) VALUES (1, 1) RETURNING id")
+            .lines()
+            .next()
+            .unwrap(),
+        "301"
+    );
+    // ANALYZE ran.
+    assert_eq!(
+        env.sql("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'orders'"),
+        "t"
+    );
+}
+
+#[test]
+fn whole_database_into_a_new_database_from_a_parallel_dump() {
+    let env = Env::new();
+    create_shop(&env);
+    let id = env.backup(&["--jobs", "2"])["id"].as_str().unwrap().to_string();
+    let target = test_support::unique_name("copy");
+    let run = env.run(&[
+        "restore", "--target-db", &target, "--jobs", "2", "--output", "json",
+    ]);
+    run.assert_code(0);
+    let summary = run.summary();
+    assert_eq!(summary["id"], id.as_str(), "the newest set by default");
+    assert_eq!(summary["created"], true);
+    assert_eq!(summary["tables"], 3);
+    assert_eq!(summary["rows"], 353);
+    assert_eq!(summary["mismatched"], serde_json::json!([]));
+    for table in ["customers", "orders", "notes"] {
+        assert_eq!(env.count(&target, table), env.count(&env.db, table), "{table}");
+    }
+    let original = env.sql("SELECT string_agg(coalesce(body, '<null>'), '|' ORDER BY id) FROM notes");
+    let copied = env.pg.psql_db(
+        &target,
+        "SELECT string_agg(coalesce(body, '<null>'), '|' ORDER BY id) FROM notes",
+    );
+    assert_eq!(copied, original);
+}
+
+#[test]
+fn schema_only_restore_creates_empty_tables() {
+    let env = Env::new();
+    create_shop(&env);
+    env.backup(&[]);
+    let target = test_support::unique_name("schema");
+    let run = env.run(&["restore", "--target-db", &target, "--schema-only", "--output", "json"]);
+    run.assert_code(0);
+    let summary = run.summary();
+    assert_eq!(summary["schema_only"], true);
+    assert_eq!(summary["tables"], 3);
+    for table in ["customers", "orders", "notes"] {
+        assert_eq!(env.count(&target, table), 0, "{table}");
+    }
+    assert_eq!(
+        env.pg.psql_db(&target, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"),
+        "1"
+    );
+
+    // Schema only for one table, into a database that lacks it.
+    let one = env.pg.create_database(&test_support::unique_name("one"));
+    env.run(&[
+        "restore", "--target-db", &one, "--schema-only", "--table", "notes", "--yes",
+    ])
+    .assert_code(0);
+    assert_eq!(env.count(&one, "notes"), 0);
+}
+
+#[test]
+fn replacing_a_table_needs_clean_and_keeps_a_safety_dump() {
+    let env = Env::new();
+    create_shop(&env);
+    env.backup(&[]);
+    env.sql("DELETE FROM notes WHERE id = 1; INSERT INTO notes VALUES (99, 'written after');");
+    let now = || env.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM notes");
+    assert_eq!(now(), "2,3,99");
+
+    // Without --clean: refused, nothing changed.
+    let run = env.run(&["restore", "--target-db", &env.db, "--table", "notes", "--yes"]);
+    run.assert_code(2);
+    let error = run.error_line();
+    assert!(error.contains("already exist") && error.contains("--clean"), "{error}");
+    assert_eq!(now(), "2,3,99");
+
+    // With --clean but no terminal and no --yes: refused.
+    let run = env.run(&["restore", "--target-db", &env.db, "--table", "notes", "--clean"]);
+    run.assert_code(2);
+    assert!(run.error_line().contains("--yes"));
+    assert_eq!(now(), "2,3,99");
+
+    let run = env.run(&[
+        "restore", "--target-db", &env.db, "--table", "notes", "--clean", "--yes", "--output",
+        "json",
+    ]);
+    run.assert_code(0);
+    assert_eq!(now(), "1,2,3");
+    let summary = run.summary();
+    let safety = std::path::PathBuf::from(summary["safety_dump"].as_str().unwrap());
+    assert!(safety.starts_with(env.backup_dir.path()));
+    // The safety dump holds the replaced rows.
+    let out = env
+        .pg
+        .command(pg_bin("pg_restore"))
+        .args(["--data-only", "--file=-"])
+        .arg(&safety)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("written after"));
+}
+
+#[test]
+fn a_failed_table_restore_changes_nothing() {
+    let env = Env::new();
+    create_shop(&env);
+    env.backup(&[]);
+    env.sql("UPDATE customers SET name = 'changed'; DELETE FROM notes;");
+    // customers is referenced by orders' foreign key, so it cannot be dropped and replaced;
+    // notes comes first in the same transaction and must be rolled back with it.
+    let run = env.run(&[
+        "restore", "--target-db", &env.db, "--table", "notes", "--table", "customers", "--clean",
+        "--yes",
+    ]);
+    run.assert_code(2);
+    let error = run.error_line();
+    assert!(error.contains("rolled back"), "{error}");
+    assert_eq!(env.count(&env.db, "notes"), 0);
+    assert_eq!(
+        env.sql("SELECT count(*) FROM customers WHERE name = 'changed'"),
+        "50"
+    );
+}
