@@ -1,0 +1,1 @@
+//! Integration tests of cdc-slot-tool against real PostgreSQL clusters.
