@@ -1,0 +1,289 @@
+//! One run: connect, choose the topics, take the cut, export each topic into the set (or to
+//! stdout), commit the manifest last, apply retention, report.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+
+use anyhow::Context;
+use common::repo::{Kind, Repository, SetInfo, SetMeta};
+use common::stream::Compression;
+use common::topic_archive::{
+    ArchiveWriter, GroupOffsets, KafkaSetDetails, SetPartition, SetTopic, StreamEnd, TopicMeta,
+    ARCHIVE_EXTENSION, FORMAT_VERSION,
+};
+use common::Status;
+
+use crate::chain;
+use crate::cluster::{client_config, Cluster, TopicInfo};
+use crate::export::{export_topic, ExportOptions};
+use crate::plan::{plan_partition, Note, Previous};
+use crate::report::{self, Summary, TopicReport};
+use crate::Args;
+
+const TOOL: &str = "kafka-topic-backup";
+
+/// Runs a backup as the arguments say.
+pub fn run(args: Args) -> anyhow::Result<Status> {
+    let config = client_config(&args.kafka, TOOL)?;
+    let (cluster, all_topics) = Cluster::connect(&config, &args.kafka.bootstrap_servers)?;
+    let topics = select_topics(&args, &all_topics)?;
+    let mut groups = if args.no_group_offsets {
+        BTreeMap::new()
+    } else {
+        cluster.group_offsets(&topics)?
+    };
+    let options = ExportOptions {
+        parallelism: args.parallelism.get(),
+        chunk_bytes: args.chunk_kib.get() * 1024,
+        level: args.compression_level,
+        idle_timeout: args.timeout,
+    };
+    if args.stdout {
+        let [topic] = topics.as_slice() else {
+            anyhow::bail!(
+                "--stdout writes one topic, {} were selected; name one with --topic",
+                topics.len()
+            );
+        };
+        let groups = groups.remove(&topic.name).unwrap_or_default();
+        let meta = topic_meta(&cluster, topic, None, groups, args.max_messages)?;
+        let out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        let (end, _) = export_one(&args, &config, &options, &meta, out)?;
+        tracing::info!(
+            "{}: {} records from {} partitions written to stdout",
+            topic.name,
+            end.records,
+            end.partitions.len()
+        );
+        return Ok(Status::Ok);
+    }
+
+    let repo = Repository::create(&args.repo.backup_dir)?;
+    let _lock = repo.lock(Kind::Kafka)?;
+    let previous_sets = if args.incremental {
+        repo.complete_sets(Kind::Kafka)?
+    } else {
+        Vec::new()
+    };
+    let previous_details: Vec<(String, KafkaSetDetails)> = previous_sets
+        .iter()
+        .filter_map(|set| details_of(set).map(|d| (set.id.clone(), d)))
+        .collect();
+    let mut set = repo.create_set(Kind::Kafka)?;
+    let set_dir = set.dir().to_path_buf();
+    let result = (|| -> anyhow::Result<(Vec<TopicReport>, KafkaSetDetails)> {
+        let mut details = KafkaSetDetails {
+            archive_version: FORMAT_VERSION,
+            topics: Vec::new(),
+        };
+        let mut reports = Vec::new();
+        for topic in &topics {
+            let previous = previous_details.iter().rev().find_map(|(id, d)| {
+                d.topic(&topic.name).map(|t| Previous {
+                    set_id: id.clone(),
+                    topic: t,
+                })
+            });
+            if args.incremental && previous.is_none() {
+                tracing::info!("{}: no previous set holds it, exporting in full", topic.name);
+            }
+            let groups = groups.remove(&topic.name).unwrap_or_default();
+            let meta = topic_meta(&cluster, topic, previous.as_ref(), groups, args.max_messages)?;
+            let file_name = format!("{}{ARCHIVE_EXTENSION}", topic.name);
+            let file = set
+                .create_file(&file_name, Compression::None, None, 1)
+                .with_context(|| format!("cannot create {}", set_dir.join(&file_name).display()))?;
+            let (end, file) = export_one(&args, &config, &options, &meta, file)?;
+            let entry = file
+                .finish()
+                .with_context(|| format!("cannot finish {file_name}"))?;
+            set.add(entry);
+            let set_topic = set_topic(&meta, &end, file_name);
+            reports.push(TopicReport::new(&set_topic));
+            details.topics.push(set_topic);
+        }
+        Ok((reports, details))
+    })();
+    let (reports, details) = match result {
+        Ok(done) => done,
+        Err(error) => {
+            // Leave nothing that could be mistaken for a backup (it has no manifest anyway).
+            if let Err(e) = std::fs::remove_dir_all(&set_dir) {
+                tracing::warn!("cannot remove the incomplete set {}: {e}", set_dir.display());
+            }
+            return Err(error);
+        }
+    };
+    let id = set.id().to_string();
+    let manifest = set.commit(SetMeta {
+        tool: TOOL,
+        tool_version: env!("CARGO_PKG_VERSION"),
+        source: serde_json::json!({
+            "bootstrap_servers": args.kafka.bootstrap_servers,
+            "topics": topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        }),
+        details: serde_json::to_value(&details)?,
+    })?;
+    let retention = if args.retention.no_retention {
+        Vec::new()
+    } else {
+        let policy = args.retention.policy(30);
+        chain::apply_retention(&repo, &policy, args.retention.dry_run_retention)?
+    };
+    let summary = Summary {
+        id: Some(id),
+        dir: Some(set_dir.display().to_string()),
+        incremental: args.incremental,
+        records: reports.iter().map(|r| r.records).sum(),
+        bytes: manifest.total_size(),
+        topics: reports,
+        retention_deleted: retention,
+        retention_dry_run: args.retention.dry_run_retention,
+    };
+    report::print(args.global.output, &summary)?;
+    Ok(Status::Ok)
+}
+
+pub(crate) fn details_of(set: &SetInfo) -> Option<KafkaSetDetails> {
+    let manifest = set.manifest.as_ref()?;
+    serde_json::from_value(manifest.details.clone()).ok()
+}
+
+fn select_topics(args: &Args, all: &[TopicInfo]) -> anyhow::Result<Vec<TopicInfo>> {
+    if let Some(pattern) = &args.topic_regex {
+        let regex = regex::Regex::new(&format!("^(?:{pattern})$"))
+            .with_context(|| format!("invalid --topic-regex '{pattern}'"))?;
+        let internal_ok = pattern.trim_start_matches('^').starts_with("__");
+        let mut chosen: Vec<TopicInfo> = all
+            .iter()
+            .filter(|t| regex.is_match(&t.name) && (internal_ok || !t.name.starts_with("__")))
+            .cloned()
+            .collect();
+        chosen.sort_by(|a, b| a.name.cmp(&b.name));
+        if chosen.is_empty() {
+            anyhow::bail!(
+                "no topic matches --topic-regex '{pattern}' on {} ({} topics exist)",
+                args.kafka.bootstrap_servers,
+                all.len()
+            );
+        }
+        return Ok(chosen);
+    }
+    let mut chosen = Vec::new();
+    for name in &args.topics {
+        let topic = all.iter().find(|t| &t.name == name).with_context(|| {
+            format!(
+                "topic '{name}' does not exist on {} (check the name, or use --topic-regex)",
+                args.kafka.bootstrap_servers
+            )
+        })?;
+        if !chosen.iter().any(|t: &TopicInfo| t.name == topic.name) {
+            chosen.push(topic.clone());
+        }
+    }
+    Ok(chosen)
+}
+
+/// Describes a topic and takes its cut (watermarks now), before any record is read.
+fn topic_meta(
+    cluster: &Cluster,
+    topic: &TopicInfo,
+    previous: Option<&Previous<'_>>,
+    groups: Vec<GroupOffsets>,
+    max_messages: Option<std::num::NonZeroU64>,
+) -> anyhow::Result<TopicMeta> {
+    let configs = cluster.configs(&topic.name)?;
+    let mut ranges = Vec::new();
+    let mut partitions = topic.partitions.clone();
+    partitions.sort_unstable();
+    for &partition in &partitions {
+        let (low, high) = cluster.watermarks(&topic.name, partition)?;
+        let (range, note) =
+            plan_partition(partition, low, high, previous, max_messages.map(|m| m.get()));
+        match note {
+            Some(Note::NewPartition) => {
+                tracing::info!("{}[{partition}]: new since the previous set", topic.name)
+            }
+            Some(Note::OffsetsWentBack { previous_end }) => tracing::warn!(
+                "{}[{partition}]: the high watermark {high} is below the previous set's end {previous_end} (topic recreated or truncated?); exporting it in full",
+                topic.name
+            ),
+            None => {}
+        }
+        if let Some(gap) = range.gap {
+            tracing::warn!(
+                "{}[{partition}]: offsets {}..{} were deleted (retention) before this backup could read them; recorded as a gap",
+                topic.name,
+                gap.from,
+                gap.to
+            );
+        }
+        ranges.push(range);
+    }
+    Ok(TopicMeta {
+        topic: topic.name.clone(),
+        partitions: partitions.len() as i32,
+        replication_factor: topic.replication_factor,
+        configs,
+        ranges,
+        groups,
+        incremental_from: previous.map(|p| p.set_id.clone()),
+        captured_at: Some(common::timefmt::now()),
+        writer: format!("{TOOL} {}", env!("CARGO_PKG_VERSION")),
+    })
+}
+
+/// Writes one topic's archive stream into `out`; returns the END summary and `out`.
+fn export_one<W: Write>(
+    args: &Args,
+    config: &rdkafka::ClientConfig,
+    options: &ExportOptions,
+    meta: &TopicMeta,
+    out: W,
+) -> anyhow::Result<(StreamEnd, W)> {
+    let total: i64 = meta
+        .ranges
+        .iter()
+        .map(|r| r.end_offset - r.start_offset)
+        .sum();
+    let progress = common::progress::items(&args.global, Some(total.max(0) as u64), &meta.topic, "records");
+    let mut writer = ArchiveWriter::new(out, meta).context("cannot write the archive")?;
+    let ends = export_topic(config, &meta.topic, &meta.ranges, options, &mut writer, &progress)?;
+    progress.finish_and_clear();
+    let end = StreamEnd {
+        chunks: writer.chunks() - 1,
+        records: ends.iter().map(|e| e.records).sum(),
+        partitions: ends,
+    };
+    let out = writer.finish(&end).context("cannot write the archive")?;
+    Ok((end, out))
+}
+
+fn set_topic(meta: &TopicMeta, end: &StreamEnd, file: String) -> SetTopic {
+    let partitions = meta
+        .ranges
+        .iter()
+        .map(|range| {
+            let done = end.partitions.iter().find(|e| e.partition == range.partition);
+            SetPartition {
+                partition: range.partition,
+                start_offset: range.start_offset,
+                end_offset: done.map_or(range.end_offset, |d| d.next_offset),
+                records: done.map_or(0, |d| d.records),
+                first_offset: done.and_then(|d| d.first_offset),
+                last_offset: done.and_then(|d| d.last_offset),
+                gap: range.gap,
+            }
+        })
+        .collect();
+    SetTopic {
+        topic: meta.topic.clone(),
+        file,
+        partition_count: meta.partitions,
+        replication_factor: meta.replication_factor,
+        incremental_from: meta.incremental_from.clone(),
+        records: end.records,
+        partitions,
+        groups: meta.groups.iter().map(|g| g.group.clone()).collect(),
+    }
+}

@@ -1,0 +1,226 @@
+//! Talking to the source cluster: client settings, topic metadata and watermarks, topic
+//! configs (DescribeConfigs) and the committed offsets of every consumer group.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use common::cli::{is_secret_property, KafkaArgs};
+use common::topic_archive::{ConfigEntry, GroupOffsets, GroupPartitionOffset};
+use rdkafka::admin::{AdminClient, AdminOptions, ConfigSource, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// How long a metadata or admin request may take before the cluster counts as unreachable.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The client settings from the flags and `KAFKA_CLIENT_CONFIG`, logged without secrets.
+pub fn client_config(kafka: &KafkaArgs, client_id: &str) -> anyhow::Result<ClientConfig> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.bootstrap_servers);
+    config.set("client.id", client_id);
+    for (key, value) in kafka.properties()? {
+        let shown = if is_secret_property(&key) {
+            "<hidden>"
+        } else {
+            value.as_str()
+        };
+        tracing::debug!("client property {key}={shown}");
+        config.set(key, value);
+    }
+    Ok(config)
+}
+
+/// One topic as the metadata describes it.
+#[derive(Debug, Clone)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: Vec<i32>,
+    pub replication_factor: i32,
+}
+
+/// A connection to the source cluster for everything but reading records.
+pub struct Cluster {
+    config: ClientConfig,
+    consumer: BaseConsumer,
+    admin: AdminClient<DefaultClientContext>,
+    runtime: tokio::runtime::Runtime,
+    bootstrap: String,
+}
+
+impl Cluster {
+    /// Connects and checks that the cluster answers a metadata request.
+    pub fn connect(config: &ClientConfig, bootstrap: &str) -> anyhow::Result<(Cluster, Vec<TopicInfo>)> {
+        let consumer: BaseConsumer = config
+            .create()
+            .context("invalid Kafka client settings (check -X and KAFKA_CLIENT_CONFIG)")?;
+        let admin: AdminClient<DefaultClientContext> = config
+            .create()
+            .context("invalid Kafka client settings (check -X and KAFKA_CLIENT_CONFIG)")?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let cluster = Cluster {
+            config: config.clone(),
+            consumer,
+            admin,
+            runtime,
+            bootstrap: bootstrap.to_string(),
+        };
+        let topics = cluster.topics()?;
+        Ok((cluster, topics))
+    }
+
+    /// Every topic of the cluster.
+    pub fn topics(&self) -> anyhow::Result<Vec<TopicInfo>> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(None, REQUEST_TIMEOUT)
+            .with_context(|| {
+                format!(
+                    "cannot reach Kafka at {} (check --bootstrap-servers / KAFKA_BOOTSTRAP_SERVERS and the client settings)",
+                    self.bootstrap
+                )
+            })?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| TopicInfo {
+                name: t.name().to_string(),
+                partitions: t.partitions().iter().map(|p| p.id()).collect(),
+                replication_factor: t
+                    .partitions()
+                    .iter()
+                    .map(|p| p.replicas().len() as i32)
+                    .max()
+                    .unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// Low and high watermark of a partition.
+    pub fn watermarks(&self, topic: &str, partition: i32) -> anyhow::Result<(i64, i64)> {
+        self.consumer
+            .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
+            .with_context(|| format!("cannot fetch the watermarks of {topic}[{partition}]"))
+    }
+
+    /// The topic's configs, every entry with where its value comes from.
+    pub fn configs(&self, topic: &str) -> anyhow::Result<Vec<ConfigEntry>> {
+        let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+        let resource = ResourceSpecifier::Topic(topic);
+        let results = self
+            .runtime
+            .block_on(self.admin.describe_configs([&resource], &options))
+            .with_context(|| format!("DescribeConfigs of topic {topic} failed"))?;
+        let mut entries = Vec::new();
+        for result in results {
+            let resource = result.map_err(|code| {
+                anyhow::anyhow!("DescribeConfigs of topic {topic} failed: {code}")
+            })?;
+            for entry in resource.entries {
+                entries.push(ConfigEntry {
+                    source: source_name(&entry.source).to_string(),
+                    is_default: entry.is_default || entry.source == ConfigSource::Default,
+                    value: if entry.is_sensitive { None } else { entry.value },
+                    name: entry.name,
+                    read_only: entry.is_read_only,
+                    sensitive: entry.is_sensitive,
+                });
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    /// The committed offsets of every consumer group on the given topics, by topic.
+    ///
+    /// Groups come from ListGroups; each group's offsets are read with a consumer that has
+    /// that `group.id` (OffsetFetch), which neither joins the group nor changes it.
+    pub fn group_offsets(
+        &self,
+        topics: &[TopicInfo],
+    ) -> anyhow::Result<BTreeMap<String, Vec<GroupOffsets>>> {
+        let list = self
+            .consumer
+            .fetch_group_list(None, REQUEST_TIMEOUT)
+            .context("cannot list consumer groups (ListGroups)")?;
+        let mut names: Vec<String> = list
+            .groups()
+            .iter()
+            .filter(|g| g.protocol_type().is_empty() || g.protocol_type() == "consumer")
+            .map(|g| g.name().to_string())
+            .collect();
+        names.sort();
+        names.dedup();
+        drop(list);
+        let mut by_topic: BTreeMap<String, Vec<GroupOffsets>> = BTreeMap::new();
+        for group in names {
+            let found = self.committed(&group, topics)?;
+            for (topic, offsets) in found {
+                by_topic.entry(topic).or_default().push(GroupOffsets {
+                    group: group.clone(),
+                    offsets,
+                });
+            }
+        }
+        Ok(by_topic)
+    }
+
+    fn committed(
+        &self,
+        group: &str,
+        topics: &[TopicInfo],
+    ) -> anyhow::Result<BTreeMap<String, Vec<GroupPartitionOffset>>> {
+        let consumer: BaseConsumer = self
+            .config
+            .clone()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .context("cannot create a consumer to read group offsets")?;
+        let mut request = TopicPartitionList::new();
+        for topic in topics {
+            for &partition in &topic.partitions {
+                request.add_partition(&topic.name, partition);
+            }
+        }
+        let mut found: BTreeMap<String, Vec<GroupPartitionOffset>> = BTreeMap::new();
+        {
+            let committed = consumer
+                .committed_offsets(request, REQUEST_TIMEOUT)
+                .with_context(|| format!("cannot read the committed offsets of group {group}"))?;
+            for element in committed.elements() {
+                if let Offset::Offset(offset) = element.offset() {
+                    let metadata = element.metadata();
+                    found
+                        .entry(element.topic().to_string())
+                        .or_default()
+                        .push(GroupPartitionOffset {
+                            partition: element.partition(),
+                            offset,
+                            metadata: (!metadata.is_empty()).then(|| metadata.to_string()),
+                        });
+                }
+            }
+            // The list must go before its consumer, or dropping the consumer hangs.
+            drop(committed);
+        }
+        drop(consumer);
+        Ok(found)
+    }
+}
+
+fn source_name(source: &ConfigSource) -> &'static str {
+    match source {
+        ConfigSource::Unknown => "unknown",
+        ConfigSource::DynamicTopic => "dynamic_topic",
+        ConfigSource::DynamicBroker => "dynamic_broker",
+        ConfigSource::DynamicDefaultBroker => "dynamic_default_broker",
+        ConfigSource::StaticBroker => "static_broker",
+        ConfigSource::Default => "default",
+    }
+}

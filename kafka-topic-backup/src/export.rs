@@ -1,0 +1,260 @@
+//! Reading the records of the cut: worker threads each take one partition at a time, read it
+//! with an assigned consumer, build and compress chunks, and hand them to the single writer.
+//!
+//! Memory stays bounded whatever the topic size: each worker holds one chunk under
+//! construction plus librdkafka's prefetch queue (capped below), and the channel to the
+//! writer holds at most two finished chunks per worker.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use common::topic_archive::{
+    ArchiveWriter, Codec, EncodedChunk, PartitionEnd, PartitionRange, RecordsChunkBuilder,
+    TimestampType,
+};
+use indicatif::ProgressBar;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message, Timestamp};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// How the export runs.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub parallelism: usize,
+    pub chunk_bytes: usize,
+    pub level: i32,
+    /// Give up on a partition that yields nothing for this long.
+    pub idle_timeout: Duration,
+}
+
+enum Event {
+    Chunk(EncodedChunk, u64),
+    Done(PartitionEnd),
+}
+
+/// Exports the ranges of `topic` into `writer`; returns what each partition yielded.
+pub fn export_topic<W: Write>(
+    config: &ClientConfig,
+    topic: &str,
+    ranges: &[PartitionRange],
+    options: &ExportOptions,
+    writer: &mut ArchiveWriter<W>,
+    progress: &ProgressBar,
+) -> anyhow::Result<Vec<PartitionEnd>> {
+    let queue: Mutex<VecDeque<PartitionRange>> = Mutex::new(ranges.iter().copied().collect());
+    let workers = options.parallelism.clamp(1, ranges.len().max(1));
+    let cancel = AtomicBool::new(false);
+    let (sender, receiver) = sync_channel::<anyhow::Result<Event>>(workers * 2);
+    let mut ends = Vec::new();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        for _ in 0..workers {
+            let sender = sender.clone();
+            let (queue, cancel) = (&queue, &cancel);
+            scope.spawn(move || {
+                let result = worker(config, topic, queue, options, &sender, cancel);
+                if let Err(error) = result {
+                    let _ = sender.send(Err(error));
+                }
+            });
+        }
+        drop(sender);
+        let outcome = (|| -> anyhow::Result<()> {
+            for event in receiver.iter() {
+                match event? {
+                    Event::Chunk(chunk, records) => {
+                        writer
+                            .write_chunk(&chunk)
+                            .context("cannot write the archive")?;
+                        progress.inc(records);
+                    }
+                    Event::Done(end) => ends.push(end),
+                }
+            }
+            Ok(())
+        })();
+        if outcome.is_err() {
+            // Stop the workers; they notice at their next poll or send.
+            cancel.store(true, Ordering::Relaxed);
+            drop(receiver);
+        }
+        outcome
+    })?;
+    ends.sort_by_key(|e| e.partition);
+    Ok(ends)
+}
+
+fn consumer_config(config: &ClientConfig) -> ClientConfig {
+    let mut config = config.clone();
+    config
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
+    // Bounds librdkafka's prefetch queue, the largest memory user (default 64 MiB); a user's
+    // -X setting wins.
+    for (key, value) in [
+        ("queued.max.messages.kbytes", "16384"),
+        ("fetch.max.bytes", "8388608"),
+    ] {
+        if config.get(key).is_none() {
+            config.set(key, value);
+        }
+    }
+    if config.get("group.id").is_none() {
+        // Never used to join or commit (partitions are assigned); librdkafka wants one.
+        config.set("group.id", "kafka-topic-backup");
+    }
+    config
+}
+
+fn worker(
+    config: &ClientConfig,
+    topic: &str,
+    queue: &Mutex<VecDeque<PartitionRange>>,
+    options: &ExportOptions,
+    sender: &SyncSender<anyhow::Result<Event>>,
+    cancel: &AtomicBool,
+) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = consumer_config(config)
+        .create()
+        .context("cannot create the Kafka consumer")?;
+    loop {
+        let next = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
+        let Some(range) = next else { return Ok(()) };
+        let end = read_partition(&consumer, topic, &range, options, sender, cancel)?;
+        match end {
+            Some(end) => {
+                if sender.send(Ok(Event::Done(end))).is_err() {
+                    return Ok(());
+                }
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Reads one partition's range; None when cancelled.
+fn read_partition(
+    consumer: &BaseConsumer,
+    topic: &str,
+    range: &PartitionRange,
+    options: &ExportOptions,
+    sender: &SyncSender<anyhow::Result<Event>>,
+    cancel: &AtomicBool,
+) -> anyhow::Result<Option<PartitionEnd>> {
+    let partition = range.partition;
+    let mut end = PartitionEnd {
+        partition,
+        records: 0,
+        first_offset: None,
+        last_offset: None,
+        next_offset: range.end_offset,
+    };
+    if range.start_offset >= range.end_offset {
+        return Ok(Some(end));
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition, Offset::Offset(range.start_offset))
+        .context("invalid start offset")?;
+    consumer
+        .assign(&assignment)
+        .with_context(|| format!("cannot assign {topic}[{partition}]"))?;
+    let mut builder = RecordsChunkBuilder::new(partition, options.chunk_bytes);
+    let mut last_progress = Instant::now();
+    let send = |builder: &mut RecordsChunkBuilder| -> anyhow::Result<bool> {
+        let records = u64::from(builder.len());
+        let chunk = builder
+            .seal(Codec::Zstd, options.level)
+            .context("cannot compress a chunk")?;
+        Ok(sender.send(Ok(Event::Chunk(chunk, records))).is_ok())
+    };
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let message = match consumer.poll(Duration::from_millis(200)) {
+            None => {
+                if last_progress.elapsed() > options.idle_timeout {
+                    anyhow::bail!(
+                        "{topic}[{partition}]: no record for {} while offsets {}..{} remain to be read (broker unreachable? raise --timeout)",
+                        humantime::format_duration(options.idle_timeout),
+                        end.last_offset.map_or(range.start_offset, |o| o + 1),
+                        range.end_offset
+                    );
+                }
+                continue;
+            }
+            // The end of the log: what is left below the cut are control records (transaction
+            // markers) or compacted offsets, which hold no data.
+            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => {
+                // Under read_committed the log "ends" at the last stable offset; an open
+                // transaction's records must be read by the next incremental run.
+                let position = consumer
+                    .position()
+                    .ok()
+                    .and_then(|list| {
+                        list.find_partition(topic, partition)
+                            .and_then(|element| element.offset().to_raw())
+                    });
+                let read_up_to = end.last_offset.map_or(range.start_offset, |o| o + 1);
+                if let Some(position) = position.filter(|&p| p >= read_up_to) {
+                    end.next_offset = position.min(range.end_offset);
+                }
+                break;
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => continue,
+            Some(Err(error)) => {
+                return Err(error).with_context(|| format!("reading {topic}[{partition}] failed"))
+            }
+            Some(Ok(message)) => message,
+        };
+        last_progress = Instant::now();
+        if message.partition() != partition {
+            continue;
+        }
+        let offset = message.offset();
+        if offset >= range.end_offset {
+            break;
+        }
+        let (timestamp_type, timestamp) = match message.timestamp() {
+            Timestamp::NotAvailable => (TimestampType::NotAvailable, -1),
+            Timestamp::CreateTime(t) => (TimestampType::CreateTime, t),
+            Timestamp::LogAppendTime(t) => (TimestampType::LogAppendTime, t),
+        };
+        let headers = message.headers();
+        builder.push(
+            offset,
+            timestamp_type,
+            timestamp,
+            message.key(),
+            message.payload(),
+            headers
+                .into_iter()
+                .flat_map(|h| h.iter())
+                .map(|h| (h.key.as_bytes(), h.value)),
+        );
+        end.records += 1;
+        end.first_offset.get_or_insert(offset);
+        end.last_offset = Some(offset);
+        if builder.is_full() && !send(&mut builder)? {
+            return Ok(None);
+        }
+        if offset + 1 >= range.end_offset {
+            break;
+        }
+    }
+    if !builder.is_empty() && !send(&mut builder)? {
+        return Ok(None);
+    }
+    consumer
+        .unassign()
+        .with_context(|| format!("cannot unassign {topic}[{partition}]"))?;
+    Ok(Some(end))
+}
