@@ -209,7 +209,6 @@ pub async fn slot_stats(
 
 #[derive(Deserialize)]
 struct PublicationRow {
-    oid: u32,
     pubname: String,
     puballtables: bool,
     pubinsert: bool,
@@ -229,7 +228,7 @@ pub async fn publications(
 ) -> anyhow::Result<Vec<Publication>> {
     let rows = client
         .query(
-            "SELECT row_to_json(p)::text, pg_get_userbyid(p.pubowner)::text
+            "SELECT row_to_json(p)::text, pg_get_userbyid(p.pubowner)::text, p.oid
              FROM pg_publication p ORDER BY p.pubname",
             &[],
         )
@@ -255,8 +254,9 @@ pub async fn publications(
         let json: String = row.get(0);
         let p: PublicationRow = serde_json::from_str(&json)
             .with_context(|| format!("unexpected pg_publication row {json}"))?;
+        let oid: u32 = row.get(2);
         let tables = client
-            .query(members_sql, &[&p.oid])
+            .query(members_sql, &[&oid])
             .await
             .with_context(|| format!("cannot read the tables of publication {}", p.pubname))?
             .iter()
@@ -273,7 +273,7 @@ pub async fn publications(
                     "SELECT n.nspname::text FROM pg_publication_namespace pn
                      JOIN pg_namespace n ON n.oid = pn.pnnspid
                      WHERE pn.pnpubid = $1 ORDER BY 1",
-                    &[&p.oid],
+                    &[&oid],
                 )
                 .await
                 .with_context(|| format!("cannot read the schemas of publication {}", p.pubname))?
@@ -342,18 +342,15 @@ pub async fn collect(server: &Server) -> anyhow::Result<Inventory> {
     let mut publications = Vec::new();
     let mut skipped_databases = Vec::new();
     for database in server::databases(&client).await? {
-        let result = if database == default_db {
-            publications_of(&client, &database, identity.server_version_num).await
-        } else {
-            match server.connect(Some(&database)).await {
-                Ok(db_client) => {
-                    publications_of(&db_client, &database, identity.server_version_num).await
-                }
-                Err(e) => Err(e),
+        if database == default_db {
+            publications.append(&mut publications_of(&client, &database, &identity).await?);
+            continue;
+        }
+        // A database we may not connect to is noted and skipped; anything else is an error.
+        match server.connect(Some(&database)).await {
+            Ok(db_client) => {
+                publications.append(&mut publications_of(&db_client, &database, &identity).await?)
             }
-        };
-        match result {
-            Ok(mut found) => publications.append(&mut found),
             Err(e) => {
                 tracing::warn!("skipping the publications of database {database}: {e:#}");
                 skipped_databases.push(SkippedDatabase {
@@ -378,9 +375,9 @@ pub async fn collect(server: &Server) -> anyhow::Result<Inventory> {
 async fn publications_of(
     client: &Client,
     database: &str,
-    version_num: u32,
+    identity: &Identity,
 ) -> anyhow::Result<Vec<Publication>> {
-    publications(client, database, version_num)
+    publications(client, database, identity.server_version_num)
         .await
         .with_context(|| format!("in database {database}"))
 }

@@ -1,0 +1,144 @@
+//! `backup` records every slot with its positions, the server identity and publications.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::support::{
+    inventory, lsn, Lab, DECODING_SLOT, FILTERED_PUBLICATION, PGOUTPUT_SLOT, PUBLICATION,
+};
+
+#[test]
+fn backup_records_slots_positions_identity_and_publications() {
+    let lab = Lab::with_cdc();
+    // Both slots consumed changes: their confirmed positions moved past where they started.
+    let created_at = lsn(&lab.sql(&format!(
+        "SELECT min(restart_lsn) FROM pg_replication_slots WHERE database = current_database()"
+    )));
+    let decoding_confirmed = lab.confirmed_flush(DECODING_SLOT);
+    let pgoutput_confirmed = lab.confirmed_flush(PGOUTPUT_SLOT);
+    assert!(lsn(&decoding_confirmed) > created_at);
+    assert!(lsn(&pgoutput_confirmed) > created_at);
+    let system_identifier = lab
+        .cluster
+        .psql("SELECT system_identifier FROM pg_control_system()");
+
+    let summary = lab.backup();
+    assert_eq!(summary["slots"], 2);
+    assert_eq!(summary["logical_slots"], 2);
+    assert_eq!(summary["publications"], 2);
+    assert_eq!(summary["timeline"], 1);
+    assert_eq!(summary["system_identifier"], system_identifier.as_str());
+    let server_lsn = lsn(summary["current_lsn"].as_str().unwrap());
+    assert!(server_lsn >= lsn(&decoding_confirmed));
+
+    let set = Path::new(summary["path"].as_str().unwrap());
+    assert!(set.join("manifest.json").exists(), "manifest written");
+    let mode = std::fs::metadata(set.join("slots.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(set.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["kind"], "slots");
+    assert_eq!(manifest["details"]["slots"].as_array().unwrap().len(), 2);
+
+    let saved = inventory(set);
+    assert_eq!(
+        saved["server"]["system_identifier"],
+        system_identifier.as_str()
+    );
+    assert_eq!(saved["server"]["timeline"], 1);
+    assert_eq!(saved["timeline_history"], serde_json::json!([]));
+    let slot = |name: &str| {
+        saved["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["slot_name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not saved"))
+    };
+    let decoding = slot(DECODING_SLOT);
+    assert_eq!(decoding["plugin"], "test_decoding");
+    assert_eq!(decoding["database"], lab.db.as_str());
+    assert_eq!(decoding["slot_type"], "logical");
+    assert_eq!(decoding["temporary"], false);
+    assert_eq!(decoding["two_phase"], false);
+    assert_eq!(decoding["active"], false);
+    assert_eq!(decoding["wal_status"], "reserved");
+    assert_eq!(decoding["confirmed_flush_lsn"], decoding_confirmed.as_str());
+    assert_eq!(
+        decoding["lag_bytes"].as_u64().unwrap(),
+        server_lsn - lsn(&decoding_confirmed)
+    );
+    assert!(decoding["restart_lsn"].is_string());
+    let pgoutput = slot(PGOUTPUT_SLOT);
+    assert_eq!(pgoutput["plugin"], "pgoutput");
+    assert_eq!(pgoutput["confirmed_flush_lsn"], pgoutput_confirmed.as_str());
+
+    let stats = saved["slot_stats"]
+        .as_array()
+        .expect("pg_stat_replication_slots");
+    assert!(stats.iter().any(|s| s["slot_name"] == DECODING_SLOT));
+
+    let publications = saved["publications"].as_array().unwrap();
+    let publication = |name: &str| {
+        publications
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not saved"))
+    };
+    let plain = publication(PUBLICATION);
+    assert_eq!(plain["database"], lab.db.as_str());
+    assert_eq!(plain["owner"], "postgres");
+    assert_eq!(
+        plain["publish"],
+        serde_json::json!(["insert", "update", "delete", "truncate"])
+    );
+    assert_eq!(
+        plain["effective_tables"],
+        serde_json::json!([{"schema": "public", "name": "orders"}])
+    );
+    let filtered = publication(FILTERED_PUBLICATION);
+    assert_eq!(filtered["publish"], serde_json::json!(["insert", "update"]));
+    assert_eq!(
+        filtered["tables"][0]["columns"],
+        serde_json::json!(["id", "total"])
+    );
+    assert_eq!(
+        filtered["tables"][0]["row_filter"],
+        "(total > (100)::numeric)"
+    );
+}
+
+#[test]
+fn unreachable_server_leaves_no_set_behind() {
+    let lab = Lab::new();
+    let mut cmd = std::process::Command::new(crate::support::tool());
+    test_support::os_user::as_db_user(&mut cmd);
+    cmd.env("BACKUP_DIR", lab.backup_dir.path())
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", test_support::free_port().to_string())
+        .env("PGUSER", "postgres")
+        .args(["backup"]);
+    let run = crate::support::run(&mut cmd);
+    run.assert_code(2);
+    assert!(run.stderr.starts_with("cdc-slot-tool: "), "{}", run.stderr);
+    assert!(run.stderr.contains("cannot connect"), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.lines().count(),
+        1,
+        "one-line error: {}",
+        run.stderr
+    );
+    let sets: Vec<_> = std::fs::read_dir(lab.backup_dir.path().join("slots"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(sets.is_empty(), "no set directory: {sets:?}");
+}

@@ -1,0 +1,222 @@
+//! Shared set-up: a logical-decoding cluster with an application database, a publication,
+//! a pgoutput and a test_decoding slot, and a way to run the tool against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use tempfile::TempDir;
+use test_support::os_user::db_tempdir;
+use test_support::pg::{PgCluster, PgOptions};
+use test_support::unique_name;
+
+/// The tool under test.
+pub fn tool() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cdc-slot-tool"))
+}
+
+/// A finished run of a program.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Every stdout line parsed as JSON (panics on a non-JSON line: stdout is data only).
+    pub fn json(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}\n{self:?}"))
+            })
+            .collect()
+    }
+
+    /// The last JSON line, which must be the summary.
+    pub fn summary(&self) -> Value {
+        let last = self.json().pop().expect("a summary line");
+        assert_eq!(last["type"], "summary", "{self:?}");
+        assert_eq!(last["format_version"], 1);
+        last
+    }
+
+    /// JSON records of one type.
+    pub fn records(&self, kind: &str) -> Vec<Value> {
+        self.json()
+            .into_iter()
+            .filter(|v| v["type"] == kind)
+            .collect()
+    }
+
+    /// The record of one slot or publication by name.
+    pub fn record(&self, kind: &str, key: &str, name: &str) -> Value {
+        self.records(kind)
+            .into_iter()
+            .find(|v| v[key] == name)
+            .unwrap_or_else(|| panic!("no {kind} record with {key} = {name}: {self:?}"))
+    }
+
+    pub fn assert_code(&self, code: i32) -> &Run {
+        assert_eq!(self.code, code, "unexpected exit code: {self:?}");
+        self
+    }
+}
+
+/// Runs `cmd` to completion with stdin closed.
+pub fn run(cmd: &mut Command) -> Run {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A logical-decoding cluster with one application database and a backup directory.
+pub struct Lab {
+    pub cluster: PgCluster,
+    pub db: String,
+    pub backup_dir: TempDir,
+}
+
+/// Names used by [`Lab::with_cdc`].
+pub const PGOUTPUT_SLOT: &str = "orders_pgoutput";
+pub const DECODING_SLOT: &str = "orders_decoding";
+pub const PUBLICATION: &str = "orders_pub";
+pub const FILTERED_PUBLICATION: &str = "orders_big";
+
+impl Lab {
+    /// A fresh cluster (wal_level = logical) and an empty application database.
+    pub fn new() -> Lab {
+        Lab::on(PgCluster::start_with(
+            PgOptions::default().setting("wal_level", "logical"),
+        ))
+    }
+
+    /// An application database on an existing cluster.
+    pub fn on(cluster: PgCluster) -> Lab {
+        let db = cluster.create_database(&unique_name("app"));
+        Lab {
+            cluster,
+            db,
+            backup_dir: db_tempdir("slots-backup-"),
+        }
+    }
+
+    /// Table `orders`, publication for it and a filtered one (column list, row filter), a
+    /// pgoutput slot and a test_decoding slot; some changes consumed by both slots.
+    pub fn with_cdc() -> Lab {
+        let lab = Lab::new();
+        lab.setup_cdc();
+        lab
+    }
+
+    pub fn setup_cdc(&self) {
+        self.sql(&format!(
+            "CREATE TABLE orders (id int PRIMARY KEY, item text, total numeric);
+             CREATE PUBLICATION {PUBLICATION} FOR TABLE orders;
+             CREATE PUBLICATION {FILTERED_PUBLICATION} FOR TABLE orders (id, total)
+                 WHERE (total > 100) WITH (publish = 'insert, update');"
+        ));
+        self.sql(&format!(
+            "SELECT pg_create_logical_replication_slot('{PGOUTPUT_SLOT}', 'pgoutput')"
+        ));
+        self.sql(&format!(
+            "SELECT pg_create_logical_replication_slot('{DECODING_SLOT}', 'test_decoding')"
+        ));
+        self.insert_orders(1, 20);
+        self.consume_decoding(DECODING_SLOT);
+        self.consume_pgoutput(PGOUTPUT_SLOT);
+    }
+
+    /// Runs SQL in the application database.
+    pub fn sql(&self, sql: &str) -> String {
+        self.cluster.psql_db(&self.db, sql)
+    }
+
+    pub fn insert_orders(&self, from: i32, to: i32) {
+        self.sql(&format!(
+            "INSERT INTO orders SELECT g, 'item ' || g, g * 10 FROM generate_series({from}, {to}) g"
+        ));
+    }
+
+    /// Consumes everything pending on a test_decoding slot; returns the change lines.
+    pub fn consume_decoding(&self, slot: &str) -> Vec<String> {
+        let out = self.sql(&format!(
+            "SELECT data FROM pg_logical_slot_get_changes('{slot}', NULL, NULL)"
+        ));
+        out.lines().map(str::to_string).collect()
+    }
+
+    /// Consumes everything pending on a pgoutput slot; returns how many messages it got.
+    pub fn consume_pgoutput(&self, slot: &str) -> usize {
+        self.sql(&format!(
+            "SELECT count(*) FROM pg_logical_slot_get_binary_changes('{slot}', NULL, NULL,
+                 'proto_version', '1', 'publication_names', '{PUBLICATION}')"
+        ))
+        .parse()
+        .unwrap()
+    }
+
+    /// `confirmed_flush_lsn` of a slot as text, or "" when the slot does not exist.
+    pub fn confirmed_flush(&self, slot: &str) -> String {
+        self.cluster.psql(&format!(
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"
+        ))
+    }
+
+    /// `plugin` of a slot, or "" when it does not exist.
+    pub fn plugin(&self, slot: &str) -> String {
+        self.cluster.psql(&format!(
+            "SELECT plugin FROM pg_replication_slots WHERE slot_name = '{slot}'"
+        ))
+    }
+
+    pub fn publication_exists(&self, name: &str) -> bool {
+        self.sql(&format!(
+            "SELECT count(*) FROM pg_publication WHERE pubname = '{name}'"
+        )) == "1"
+    }
+
+    /// Runs the tool as the database OS user against this cluster and backup directory.
+    pub fn tool(&self, args: &[&str]) -> Run {
+        self.tool_on(&self.cluster, args)
+    }
+
+    /// Runs the tool against another cluster, with this lab's backup directory.
+    pub fn tool_on(&self, cluster: &PgCluster, args: &[&str]) -> Run {
+        let mut cmd = cluster.command(tool());
+        cmd.env("BACKUP_DIR", self.backup_dir.path())
+            .env_remove("RUST_LOG")
+            .args(args);
+        run(&mut cmd)
+    }
+
+    /// Takes a slot backup and returns its JSON summary.
+    pub fn backup(&self) -> Value {
+        let run = self.tool(&["backup", "--output", "json"]);
+        run.assert_code(0);
+        eprintln!("backup stderr: {}", run.stderr);
+        run.summary()
+    }
+}
+
+/// Reads a backup set's `slots.json`.
+pub fn inventory(set_path: &Path) -> Value {
+    let text = std::fs::read_to_string(set_path.join("slots.json")).expect("slots.json");
+    serde_json::from_str(&text).expect("slots.json is JSON")
+}
+
+/// Parses `X/Y` LSN text into a number, for comparisons.
+pub fn lsn(text: &str) -> u64 {
+    let (high, low) = text
+        .split_once('/')
+        .unwrap_or_else(|| panic!("not an LSN: '{text}'"));
+    (u64::from_str_radix(high, 16).unwrap() << 32) | u64::from_str_radix(low, 16).unwrap()
+}
