@@ -20,7 +20,9 @@ use common::stream::Compression;
 use common::{Kind, Repository, Status};
 
 use crate::catalog::{self, TableInfo};
-use crate::details::{self, DatabaseEntry, DumpFormat, LogicalDetails, TableEntry, DETAILS_VERSION};
+use crate::details::{
+    self, DatabaseEntry, DumpFormat, LogicalDetails, TableEntry, DETAILS_VERSION,
+};
 use crate::patterns::{self, TablePattern};
 use crate::pgbin::{self, PgBin, PgBinArgs};
 use crate::snapshot::SnapshotSession;
@@ -236,7 +238,10 @@ struct PartialSet {
 impl Drop for PartialSet {
     fn drop(&mut self) {
         if let Some(dir) = self.dir.take() {
-            tracing::warn!("backup failed; removing the incomplete set {}", dir.display());
+            tracing::warn!(
+                "backup failed; removing the incomplete set {}",
+                dir.display()
+            );
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 tracing::warn!("cannot remove {}: {e}", dir.display());
             }
@@ -260,8 +265,8 @@ async fn write_set(
     let mut globals = None;
     let mut globals_without_passwords = args.no_role_passwords;
     if !args.no_globals {
-        let (path, no_passwords) = dump_globals(bin, &args.pg, set.dir(), args.no_role_passwords)
-            .await?;
+        let (path, no_passwords) =
+            dump_globals(bin, &args.pg, set.dir(), args.no_role_passwords).await?;
         set.add_existing(&path, Compression::None)
             .with_context(|| format!("cannot record {path}"))?;
         globals = Some(path);
@@ -322,7 +327,8 @@ async fn dump_globals(
     let rel = "globals.sql";
     let run = |no_passwords: bool| {
         let mut cmd = bin.command("pg_dumpall", &pg.dbname());
-        cmd.args(["--globals-only", "--file"]).arg(set_dir.join(rel));
+        cmd.args(["--globals-only", "--file"])
+            .arg(set_dir.join(rel));
         if no_passwords {
             cmd.arg("--no-role-passwords");
         }
@@ -333,7 +339,11 @@ async fn dump_globals(
         Ok(_) => Ok((rel.to_string(), no_role_passwords)),
         Err(e) if !no_role_passwords && format!("{e:#}").contains("permission denied") => {
             tracing::warn!("cannot read role passwords ({e:#}); dumping roles without them");
-            pgbin::run(&mut run(true), "pg_dumpall --globals-only --no-role-passwords").await?;
+            pgbin::run(
+                &mut run(true),
+                "pg_dumpall --globals-only --no-role-passwords",
+            )
+            .await?;
             Ok((rel.to_string(), true))
         }
         Err(e) => Err(e),
@@ -392,8 +402,11 @@ impl DumpPlan {
             DumpJob {
                 what: format!("schema of {}", session.database),
                 output: schema.clone(),
-                args: [common_args.clone(), vec!["--format=custom".into(), "--schema-only".into()]]
-                    .concat(),
+                args: [
+                    common_args.clone(),
+                    vec!["--format=custom".into(), "--schema-only".into()],
+                ]
+                .concat(),
                 must_hold: None,
             },
         ];
@@ -410,7 +423,10 @@ impl DumpPlan {
             table_args.extend([
                 "--format=custom".into(),
                 "--strict-names".into(),
-                format!("--table={}", patterns::qualified(&table.schema, &table.name)),
+                format!(
+                    "--table={}",
+                    patterns::qualified(&table.schema, &table.name)
+                ),
             ]);
             jobs.push(DumpJob {
                 what: format!("table {} of {}", table.display_name(), session.database),
@@ -446,15 +462,17 @@ impl DumpPlan {
             .iter()
             .zip(counts)
             .zip(&self.table_files)
-            .map(|((t, rows), file): ((&TableInfo, u64), &Option<String>)| TableEntry {
-                schema: t.schema.clone(),
-                name: t.name.clone(),
-                rows,
-                size_bytes: t.size_bytes,
-                indexes: t.indexes,
-                constraints: t.constraints,
-                file: file.clone(),
-            })
+            .map(
+                |((t, rows), file): ((&TableInfo, u64), &Option<String>)| TableEntry {
+                    schema: t.schema.clone(),
+                    name: t.name.clone(),
+                    rows,
+                    size_bytes: t.size_bytes,
+                    indexes: t.indexes,
+                    constraints: t.constraints,
+                    file: file.clone(),
+                },
+            )
             .collect();
         DatabaseEntry {
             name: session.database.clone(),
@@ -548,7 +566,11 @@ fn record_files(set: &mut SetWriter, entry: &DatabaseEntry) -> anyhow::Result<()
                 .collect::<Result<_, _>>()
                 .with_context(|| format!("cannot list {}", dir.display()))?;
             names.sort();
-            files.extend(names.into_iter().map(|n| format!("{}/{n}", entry.full_dump)));
+            files.extend(
+                names
+                    .into_iter()
+                    .map(|n| format!("{}/{n}", entry.full_dump)),
+            );
         }
     }
     files.push(entry.schema_dump.clone());

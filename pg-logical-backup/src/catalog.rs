@@ -171,7 +171,9 @@ pub async fn create_database(
     encoding: Option<&str>,
 ) -> anyhow::Result<()> {
     let mut sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(name));
-    if let Some(encoding) = encoding.filter(|e| e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) {
+    if let Some(encoding) =
+        encoding.filter(|e| e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
         sql.push_str(&format!(" ENCODING '{encoding}'"));
     }
     client
@@ -220,7 +222,11 @@ mod tests {
 
     #[test]
     fn selection_applies_include_then_exclude() {
-        let tables = vec![table("public", "a"), table("public", "b"), table("audit", "log")];
+        let tables = vec![
+            table("public", "a"),
+            table("public", "b"),
+            table("audit", "log"),
+        ];
         let include = crate::patterns::parse_all(&["public.*".into()]).unwrap();
         let exclude = crate::patterns::parse_all(&["b".into()]).unwrap();
         let picked = select_tables(&tables, &include, &exclude, "db").unwrap();

@@ -82,10 +82,14 @@ impl LogicalDetails {
     /// Reads the details of a manifest, with a clear error for sets of another tool.
     pub fn from_manifest(manifest: &Manifest) -> anyhow::Result<LogicalDetails> {
         if manifest.kind != common::Kind::Logical.name() {
-            anyhow::bail!("set {} is a {} set, not a logical one", manifest.id, manifest.kind);
+            anyhow::bail!(
+                "set {} is a {} set, not a logical one",
+                manifest.id,
+                manifest.kind
+            );
         }
-        let details: LogicalDetails = serde_json::from_value(manifest.details.clone())
-            .map_err(|e| {
+        let details: LogicalDetails =
+            serde_json::from_value(manifest.details.clone()).map_err(|e| {
                 anyhow::anyhow!("set {} has unreadable logical details: {e}", manifest.id)
             })?;
         if details.details_version > DETAILS_VERSION {
@@ -108,9 +112,13 @@ impl LogicalDetails {
                 .join(", ")
         };
         match name {
-            Some(name) => self.databases.iter().find(|d| d.name == name).ok_or_else(|| {
-                anyhow::anyhow!("set {id} has no database '{name}' (it has: {})", names())
-            }),
+            Some(name) => self
+                .databases
+                .iter()
+                .find(|d| d.name == name)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("set {id} has no database '{name}' (it has: {})", names())
+                }),
             None if self.databases.len() == 1 => Ok(&self.databases[0]),
             None => anyhow::bail!(
                 "set {id} holds several databases ({}); choose one with --source-db",

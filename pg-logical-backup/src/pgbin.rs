@@ -44,8 +44,9 @@ impl PgBin {
                 }
                 Some(dir.clone())
             }
-            None => Some(PathBuf::from(DEFAULT_PG_BIN_DIR))
-                .filter(|dir| dir.join("pg_dump").is_file()),
+            None => {
+                Some(PathBuf::from(DEFAULT_PG_BIN_DIR)).filter(|dir| dir.join("pg_dump").is_file())
+            }
         };
         Ok(PgBin {
             dir,

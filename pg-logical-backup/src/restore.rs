@@ -130,7 +130,11 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
         let present = catalog::list_tables(&client).await?;
         tables
             .iter()
-            .filter(|t| present.iter().any(|p| p.schema == t.schema && p.name == t.name))
+            .filter(|t| {
+                present
+                    .iter()
+                    .any(|p| p.schema == t.schema && p.name == t.name)
+            })
             .map(|t| (t.schema.clone(), t.name.clone()))
             .collect()
     } else {
@@ -155,12 +159,16 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
     };
     let question = format!(
         "restore {what}{} from set {} into {} database '{target}'{replacing}",
-        if args.schema_only { " (schema only)" } else { "" },
+        if args.schema_only {
+            " (schema only)"
+        } else {
+            ""
+        },
         manifest.id,
         if exists { "existing" } else { "new" },
     );
-    let destructive = (exists && args.clean && !conflicts.is_empty())
-        || (exists && args.terminate_connections);
+    let destructive =
+        (exists && args.clean && !conflicts.is_empty()) || (exists && args.terminate_connections);
     safety::confirm(&question, destructive, args.yes)?;
     tracing::info!("{question}");
 
@@ -171,7 +179,11 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
             .clone()
             .unwrap_or_else(|| args.repo.backup_dir.join(safety::DEFAULT_SAFETY_SUBDIR));
         // A whole-database restore may replace any object, so keep all of it.
-        let scope = if args.table.is_empty() { &[][..] } else { &conflicts[..] };
+        let scope = if args.table.is_empty() {
+            &[][..]
+        } else {
+            &conflicts[..]
+        };
         let path = safety::safety_dump(&bin, &dir, &target, scope).await?;
         tracing::info!("safety dump of what gets replaced: {}", path.display());
         safety_dump = Some(path);
@@ -297,7 +309,11 @@ fn select<'a>(db: &'a DatabaseEntry, patterns: &[String]) -> anyhow::Result<Vec<
     }
     let parsed = patterns::parse_all(patterns)?;
     for pattern in &parsed {
-        if !db.tables.iter().any(|t| pattern.matches(&t.schema, &t.name)) {
+        if !db
+            .tables
+            .iter()
+            .any(|t| pattern.matches(&t.schema, &t.name))
+        {
             anyhow::bail!(
                 "--table '{pattern}' matches no table of database '{}' in the set (tables: {})",
                 db.name,
@@ -344,7 +360,11 @@ fn check_files(manifest: &common::Manifest, dir: &Path, files: &[String]) -> any
             .any(|want| f.path == *want || f.path.starts_with(&format!("{want}/")))
     });
     if subset.files.is_empty() {
-        anyhow::bail!("set {} lists none of the files to restore ({})", manifest.id, files.join(", "));
+        anyhow::bail!(
+            "set {} lists none of the files to restore ({})",
+            manifest.id,
+            files.join(", ")
+        );
     }
     let problems = subset.verify_files(dir);
     if !problems.is_empty() {
@@ -359,7 +379,11 @@ fn check_files(manifest: &common::Manifest, dir: &Path, files: &[String]) -> any
 }
 
 fn names(tables: &[(String, String)]) -> String {
-    let mut list: Vec<String> = tables.iter().take(10).map(|(s, t)| format!("{s}.{t}")).collect();
+    let mut list: Vec<String> = tables
+        .iter()
+        .take(10)
+        .map(|(s, t)| format!("{s}.{t}"))
+        .collect();
     if tables.len() > 10 {
         list.push(format!("and {} more", tables.len() - 10));
     }
@@ -375,7 +399,11 @@ async fn restore_database(
     args: &RestoreArgs,
     exists: bool,
 ) -> anyhow::Result<()> {
-    let dump = set_dir.join(if args.schema_only { &db.schema_dump } else { &db.full_dump });
+    let dump = set_dir.join(if args.schema_only {
+        &db.schema_dump
+    } else {
+        &db.full_dump
+    });
     let mut cmd = bin.command("pg_restore", target);
     cmd.arg(format!("--dbname={target}")).arg("--exit-on-error");
     match args.jobs.map(NonZeroUsize::get) {
@@ -404,10 +432,17 @@ async fn restore_tables(
     exists: bool,
 ) -> anyhow::Result<()> {
     let mut psql = bin.command("psql", target);
-    psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--file=-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    psql.args([
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "--single-transaction",
+        "--file=-",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     let mut child = psql.spawn().map_err(|e| pgbin::spawn_error(e, "psql"))?;
     let mut stdin = child.stdin.take().context("psql stdin")?;
     let mut stderr = child.stderr.take().context("psql stderr")?;
@@ -421,7 +456,10 @@ async fn restore_tables(
     } else {
         &["--section=pre-data", "--section=data"]
     };
-    let passes: [(&[&str], bool); 2] = [(pre, exists && args.clean), (&["--section=post-data"], false)];
+    let passes: [(&[&str], bool); 2] = [
+        (pre, exists && args.clean),
+        (&["--section=post-data"], false),
+    ];
     let mut feed_error = None;
     'feed: for (sections, clean) in passes {
         for dump in dumps {
@@ -434,11 +472,16 @@ async fn restore_tables(
                 cmd.arg("--no-owner");
             }
             cmd.arg(dump).stdout(Stdio::piped()).stderr(Stdio::piped());
-            let mut reader = cmd.spawn().map_err(|e| pgbin::spawn_error(e, "pg_restore"))?;
+            let mut reader = cmd
+                .spawn()
+                .map_err(|e| pgbin::spawn_error(e, "pg_restore"))?;
             let mut out = reader.stdout.take().context("pg_restore stdout")?;
             let copied = tokio::io::copy(&mut out, &mut stdin).await;
             drop(out);
-            let output = reader.wait_with_output().await.context("cannot wait for pg_restore")?;
+            let output = reader
+                .wait_with_output()
+                .await
+                .context("cannot wait for pg_restore")?;
             if let Err(e) = copied {
                 // psql stopped reading: it hit an error, reported below.
                 feed_error = Some(anyhow::Error::new(e).context("psql stopped reading"));
@@ -475,7 +518,10 @@ async fn analyze(
     whole_database: bool,
 ) -> anyhow::Result<()> {
     if whole_database {
-        return client.batch_execute("ANALYZE").await.context("ANALYZE failed");
+        return client
+            .batch_execute("ANALYZE")
+            .await
+            .context("ANALYZE failed");
     }
     for table in tables {
         let name = patterns::qualified(&table.schema, &table.name);

@@ -20,7 +20,9 @@ pub fn confirm(question: &str, destructive: bool, yes: bool) -> anyhow::Result<(
     }
     if !std::io::stdin().is_terminal() {
         if destructive {
-            anyhow::bail!("{question}: refusing without confirmation; pass --yes when not on a terminal");
+            anyhow::bail!(
+                "{question}: refusing without confirmation; pass --yes when not on a terminal"
+            );
         }
         return Ok(());
     }
@@ -59,7 +61,8 @@ pub async fn safety_dump(
     let path = dir.join(format!("{name}-{stamp}-{}.dump", std::process::id()));
     let tmp = path.with_extension("dump.partial");
     let mut cmd = bin.command("pg_dump", database);
-    cmd.args(["--format=custom", "--strict-names", "--file"]).arg(&tmp);
+    cmd.args(["--format=custom", "--strict-names", "--file"])
+        .arg(&tmp);
     for (schema, table) in tables {
         cmd.arg(format!("--table={}", patterns::qualified(schema, table)));
     }

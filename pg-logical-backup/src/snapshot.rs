@@ -62,7 +62,10 @@ impl SnapshotSession {
             .with_context(|| format!("unexpected server time '{time_text}'"))?;
         let encoding = catalog::database_encoding(&client).await?;
         let tables = catalog::list_tables(&client).await?;
-        tracing::debug!("database {database}: snapshot {snapshot}, {} tables", tables.len());
+        tracing::debug!(
+            "database {database}: snapshot {snapshot}, {} tables",
+            tables.len()
+        );
         Ok(SnapshotSession {
             client,
             database: database.to_string(),

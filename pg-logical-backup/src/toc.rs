@@ -86,7 +86,10 @@ pub async fn count_data_rows(bin: &PgBin, dump: &Path) -> anyhow::Result<BTreeMa
         .wait_with_output()
         .await
         .context("cannot wait for pg_restore")?;
-    pgbin::check(&output, &format!("pg_restore --data-only {}", dump.display()))?;
+    pgbin::check(
+        &output,
+        &format!("pg_restore --data-only {}", dump.display()),
+    )?;
     if current.is_some() {
         anyhow::bail!("{}: data of a table ends early", dump.display());
     }
@@ -101,7 +104,9 @@ fn copy_target(line: &[u8]) -> Option<String> {
         return None;
     }
     // The target ends before the column list, which starts with " (".
-    let end = rest.find(" (").unwrap_or_else(|| rest.find(" FROM stdin;").unwrap_or(rest.len()));
+    let end = rest
+        .find(" (")
+        .unwrap_or_else(|| rest.find(" FROM stdin;").unwrap_or(rest.len()));
     Some(rest[..end].to_string())
 }
 
@@ -131,13 +136,62 @@ fn maybe_quote(name: &str) -> String {
 fn is_reserved(name: &str) -> bool {
     matches!(
         name,
-        "all" | "analyse" | "analyze" | "and" | "any" | "array" | "as" | "asc" | "both" | "case"
-            | "cast" | "check" | "collate" | "column" | "constraint" | "create" | "default"
-            | "desc" | "distinct" | "do" | "else" | "end" | "except" | "false" | "for"
-            | "foreign" | "from" | "grant" | "group" | "having" | "in" | "into" | "is" | "join"
-            | "limit" | "not" | "null" | "offset" | "on" | "only" | "or" | "order" | "primary"
-            | "references" | "select" | "table" | "then" | "to" | "true" | "union" | "unique"
-            | "user" | "using" | "when" | "where" | "with"
+        "all"
+            | "analyse"
+            | "analyze"
+            | "and"
+            | "any"
+            | "array"
+            | "as"
+            | "asc"
+            | "both"
+            | "case"
+            | "cast"
+            | "check"
+            | "collate"
+            | "column"
+            | "constraint"
+            | "create"
+            | "default"
+            | "desc"
+            | "distinct"
+            | "do"
+            | "else"
+            | "end"
+            | "except"
+            | "false"
+            | "for"
+            | "foreign"
+            | "from"
+            | "grant"
+            | "group"
+            | "having"
+            | "in"
+            | "into"
+            | "is"
+            | "join"
+            | "limit"
+            | "not"
+            | "null"
+            | "offset"
+            | "on"
+            | "only"
+            | "or"
+            | "order"
+            | "primary"
+            | "references"
+            | "select"
+            | "table"
+            | "then"
+            | "to"
+            | "true"
+            | "union"
+            | "unique"
+            | "user"
+            | "using"
+            | "when"
+            | "where"
+            | "with"
     )
 }
 

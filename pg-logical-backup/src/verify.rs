@@ -63,7 +63,12 @@ pub struct Check {
 }
 
 impl Check {
-    fn new(check: &'static str, database: Option<&str>, detail: String, problems: Vec<String>) -> Check {
+    fn new(
+        check: &'static str,
+        database: Option<&str>,
+        detail: String,
+        problems: Vec<String>,
+    ) -> Check {
         Check {
             kind: "check",
             check,
@@ -97,7 +102,11 @@ pub fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     runtime.block_on(async {
         let problems = manifest.verify_files(&set.dir);
         let detail = format!("{} files", manifest.files.len());
-        emit(global, Check::new("checksums", None, detail, problems), &mut checks)?;
+        emit(
+            global,
+            Check::new("checksums", None, detail, problems),
+            &mut checks,
+        )?;
         for db in &details.databases {
             for check in quick(&bin, &set.dir, db).await {
                 emit(global, check, &mut checks)?;
@@ -131,7 +140,11 @@ pub fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     Ok(Status::from_passed(summary.passed))
 }
 
-fn print_summary(global: &GlobalArgs, summary: &Summary, manifest: &Manifest) -> anyhow::Result<()> {
+fn print_summary(
+    global: &GlobalArgs,
+    summary: &Summary,
+    manifest: &Manifest,
+) -> anyhow::Result<()> {
     common::output::summary(global.output, summary, || {
         if summary.passed {
             format!(
@@ -171,7 +184,11 @@ fn emit(global: &GlobalArgs, check: Check, all: &mut Vec<Check>) -> anyhow::Resu
         }
     }
     if !check.passed {
-        tracing::error!("check {} failed: {}", check.check, check.problems.join("; "));
+        tracing::error!(
+            "check {} failed: {}",
+            check.check,
+            check.problems.join("; ")
+        );
     }
     all.push(check);
     Ok(())
@@ -186,7 +203,11 @@ async fn quick(bin: &PgBin, set_dir: &Path, db: &DatabaseEntry) -> Vec<Check> {
             listed += 1;
             for t in db.tables.iter().filter(|t| t.rows > 0) {
                 if !list.has_table_data(&t.schema, &t.name) {
-                    problems.push(format!("{}: no data for {}", db.full_dump, t.display_name()));
+                    problems.push(format!(
+                        "{}: no data for {}",
+                        db.full_dump,
+                        t.display_name()
+                    ));
                 }
             }
         }
@@ -225,7 +246,10 @@ async fn table_dumps(bin: &PgBin, set_dir: &Path, db: &DatabaseEntry) -> Check {
         match toc::count_data_rows(bin, &set_dir.join(file)).await {
             Ok(counts) => {
                 checked += 1;
-                let found = counts.get(&toc::copy_name(&t.schema, &t.name)).copied().unwrap_or(0);
+                let found = counts
+                    .get(&toc::copy_name(&t.schema, &t.name))
+                    .copied()
+                    .unwrap_or(0);
                 if found != t.rows {
                     problems.push(format!(
                         "{}: {file} holds {found} rows, the manifest says {}",
@@ -302,26 +326,48 @@ async fn restore_and_compare(
         format!("{} restored into temporary database {temp}", db.full_dump),
         Vec::new(),
     )];
-    let client = common::postgres::connect(&catalog::for_database(&args.pg, temp), crate::TOOL).await?;
+    let client =
+        common::postgres::connect(&catalog::for_database(&args.pg, temp), crate::TOOL).await?;
     let present = catalog::list_tables(&client).await?;
 
     let mut problems = Vec::new();
     for t in &db.tables {
-        if !present.iter().any(|p| p.schema == t.schema && p.name == t.name) {
-            problems.push(format!("{}: in the manifest, missing after restore", t.display_name()));
+        if !present
+            .iter()
+            .any(|p| p.schema == t.schema && p.name == t.name)
+        {
+            problems.push(format!(
+                "{}: in the manifest, missing after restore",
+                t.display_name()
+            ));
         }
     }
     for p in &present {
-        if !db.tables.iter().any(|t| t.schema == p.schema && t.name == p.name) {
-            problems.push(format!("{}: restored, not in the manifest", p.display_name()));
+        if !db
+            .tables
+            .iter()
+            .any(|t| t.schema == p.schema && t.name == p.name)
+        {
+            problems.push(format!(
+                "{}: restored, not in the manifest",
+                p.display_name()
+            ));
         }
     }
-    checks.push(Check::new("tables", name, format!("{} tables", db.tables.len()), problems));
+    checks.push(Check::new(
+        "tables",
+        name,
+        format!("{} tables", db.tables.len()),
+        problems,
+    ));
 
     let mut problems = Vec::new();
     let mut rows = 0;
     for t in &db.tables {
-        if !present.iter().any(|p| p.schema == t.schema && p.name == t.name) {
+        if !present
+            .iter()
+            .any(|p| p.schema == t.schema && p.name == t.name)
+        {
             continue;
         }
         let count = catalog::count_rows(&client, &t.schema, &t.name).await?;
@@ -334,7 +380,12 @@ async fn restore_and_compare(
             ));
         }
     }
-    checks.push(Check::new("row_counts", name, format!("{rows} rows"), problems));
+    checks.push(Check::new(
+        "row_counts",
+        name,
+        format!("{rows} rows"),
+        problems,
+    ));
 
     if args.level >= crate::verify::Level::Deep {
         checks.push(foreign_keys(&client, name).await?);
@@ -393,10 +444,17 @@ async fn foreign_keys(client: &Client, db: Option<&str>) -> anyhow::Result<Check
             .with_context(|| format!("cannot check foreign key {name}"))?
             .get(0);
         if orphans > 0 {
-            problems.push(format!("{name} on {child}: {orphans} rows without a parent in {parent}"));
+            problems.push(format!(
+                "{name} on {child}: {orphans} rows without a parent in {parent}"
+            ));
         }
     }
-    Ok(Check::new("foreign_keys", db, format!("{} foreign keys", rows.len()), problems))
+    Ok(Check::new(
+        "foreign_keys",
+        db,
+        format!("{} foreign keys", rows.len()),
+        problems,
+    ))
 }
 
 /// Index counts as in the manifest, every index valid, and B-tree structure checked with
@@ -409,7 +467,10 @@ async fn indexes(
 ) -> anyhow::Result<Check> {
     let mut problems = Vec::new();
     for t in &db.tables {
-        if let Some(p) = present.iter().find(|p| p.schema == t.schema && p.name == t.name) {
+        if let Some(p) = present
+            .iter()
+            .find(|p| p.schema == t.schema && p.name == t.name)
+        {
             if p.indexes != t.indexes {
                 problems.push(format!(
                     "{}: {} indexes restored, the backup had {}",
@@ -430,8 +491,15 @@ async fn indexes(
     for row in &invalid {
         problems.push(format!("index {} is invalid", row.get::<_, String>(0)));
     }
-    let mut detail = format!("{} indexes", db.tables.iter().map(|t| t.indexes).sum::<u32>());
-    if client.batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck").await.is_ok() {
+    let mut detail = format!(
+        "{} indexes",
+        db.tables.iter().map(|t| t.indexes).sum::<u32>()
+    );
+    if client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        .await
+        .is_ok()
+    {
         let btrees = client
             .query(
                 "SELECT c.oid, n.nspname::text, c.relname::text FROM pg_index i
@@ -445,7 +513,9 @@ async fn indexes(
         for row in &btrees {
             let oid: u32 = row.get(0);
             if let Err(e) = client
-                .batch_execute(&format!("SELECT bt_index_check({oid}::oid::regclass, true)"))
+                .batch_execute(&format!(
+                    "SELECT bt_index_check({oid}::oid::regclass, true)"
+                ))
                 .await
             {
                 problems.push(format!(
@@ -471,7 +541,10 @@ async fn constraints(
 ) -> anyhow::Result<Check> {
     let mut problems = Vec::new();
     for t in &db.tables {
-        if let Some(p) = present.iter().find(|p| p.schema == t.schema && p.name == t.name) {
+        if let Some(p) = present
+            .iter()
+            .find(|p| p.schema == t.schema && p.name == t.name)
+        {
             if p.constraints != t.constraints {
                 problems.push(format!(
                     "{}: {} constraints restored, the backup had {}",
@@ -499,7 +572,10 @@ async fn constraints(
     Ok(Check::new(
         "constraints",
         name,
-        format!("{} constraints", db.tables.iter().map(|t| t.constraints).sum::<u32>()),
+        format!(
+            "{} constraints",
+            db.tables.iter().map(|t| t.constraints).sum::<u32>()
+        ),
         problems,
     ))
 }

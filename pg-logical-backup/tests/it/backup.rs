@@ -46,7 +46,9 @@ fn one_snapshot_for_every_part_while_inserts_go_on() {
 
     let summary = env.backup(&["--parallel-dumps", "2"]);
     let after_backup = env.count(&env.db, "a");
-    env.pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'writer'");
+    env.pg.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'writer'",
+    );
     let _ = writer.kill();
     let _ = writer.wait();
 
@@ -55,7 +57,10 @@ fn one_snapshot_for_every_part_while_inserts_go_on() {
     let rows_a = manifest_rows(&manifest, "public", "a");
     let rows_b = manifest_rows(&manifest, "public", "b");
     assert!(rows_a >= 200, "{rows_a}");
-    assert_eq!(rows_a, rows_b, "a and b are written in one transaction each");
+    assert_eq!(
+        rows_a, rows_b,
+        "a and b are written in one transaction each"
+    );
     assert!(
         after_backup > rows_a,
         "the writer kept inserting during the backup ({after_backup} > {rows_a})"
@@ -72,8 +77,18 @@ fn one_snapshot_for_every_part_while_inserts_go_on() {
     let tables = test_support::unique_name("tables");
     env.pg.create_database(&tables);
     let run = env.run(&[
-        "restore", "--backup-id", id, "--target-db", &tables, "--table", "a", "--table", "b",
-        "--yes", "--output", "json",
+        "restore",
+        "--backup-id",
+        id,
+        "--target-db",
+        &tables,
+        "--table",
+        "a",
+        "--table",
+        "b",
+        "--yes",
+        "--output",
+        "json",
     ]);
     run.assert_code(0);
     assert_eq!(env.count(&tables, "a"), rows_a);
@@ -106,7 +121,10 @@ fn manifest_lists_every_part_with_checksums_and_private_files() {
     let manifest = env.manifest(id);
     assert_eq!(manifest["kind"], "logical");
     let details = &manifest["details"];
-    assert!(details["server_version"].as_str().unwrap().starts_with("15"));
+    assert!(details["server_version"]
+        .as_str()
+        .unwrap()
+        .starts_with("15"));
     let db = &details["databases"][0];
     assert_eq!(db["name"], env.db.as_str());
     assert_eq!(db["format"], "custom");
@@ -167,7 +185,10 @@ fn all_databases_in_directory_format_with_retention() {
     let env = Env::new();
     create_shop(&env);
     let other = env.pg.create_database(&test_support::unique_name("other"));
-    env.pg.psql_db(&other, "CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 7);");
+    env.pg.psql_db(
+        &other,
+        "CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 7);",
+    );
 
     let first = env.backup(&["--all-databases", "--jobs", "2", "--no-retention"]);
     let mut names: Vec<String> = first["databases"]
@@ -186,13 +207,18 @@ fn all_databases_in_directory_format_with_retention() {
     assert_eq!(other_entry["format"], "directory");
     assert_eq!(other_entry["tables"][0]["rows"], 7);
     // Each database has its own snapshot.
-    let snapshots: std::collections::HashSet<&str> =
-        dbs.iter().map(|d| d["snapshot"].as_str().unwrap()).collect();
+    let snapshots: std::collections::HashSet<&str> = dbs
+        .iter()
+        .map(|d| d["snapshot"].as_str().unwrap())
+        .collect();
     assert_eq!(snapshots.len(), dbs.len());
 
     // A second backup with count-based retention deletes the first set, keeps the newest.
     let second = env.backup(&["--retention-days", "0", "--keep-count", "1"]);
-    assert_eq!(second["retention_deleted"], serde_json::json!([first["id"]]));
+    assert_eq!(
+        second["retention_deleted"],
+        serde_json::json!([first["id"]])
+    );
     let sets = env.set_dirs();
     assert_eq!(sets.len(), 1);
     assert!(sets[0].ends_with(second["id"].as_str().unwrap()));

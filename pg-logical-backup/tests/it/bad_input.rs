@@ -14,12 +14,22 @@ fn unknown_table_pattern() {
     let run = env.run(&["--table", "public.nosuch*"]);
     run.assert_code(2);
     let error = run.error_line();
-    assert!(error.contains("'public.nosuch*' matches no table"), "{error}");
+    assert!(
+        error.contains("'public.nosuch*' matches no table"),
+        "{error}"
+    );
     assert!(env.set_dirs().is_empty(), "no set written");
 
     // The same for a restore, before anything is touched.
     env.backup(&[]);
-    let run = env.run(&["restore", "--target-db", &env.db, "--table", "nosuch", "--yes"]);
+    let run = env.run(&[
+        "restore",
+        "--target-db",
+        &env.db,
+        "--table",
+        "nosuch",
+        "--yes",
+    ]);
     run.assert_code(2);
     assert!(run.error_line().contains("'nosuch' matches no table"));
 
@@ -42,7 +52,10 @@ fn unreachable_server() {
     run.assert_code(2);
     let error = run.error_line();
     assert!(error.contains("cannot connect to PostgreSQL"), "{error}");
-    assert!(!backup_dir.path().join("logical").exists(), "nothing written");
+    assert!(
+        !backup_dir.path().join("logical").exists(),
+        "nothing written"
+    );
 }
 
 #[test]
@@ -91,16 +104,27 @@ fn non_existent_backup_id() {
     create_shop(&env);
     env.backup(&[]);
     for args in [
-        vec!["restore", "--backup-id", "20000101T000000Z", "--target-db", "x", "--yes"],
+        vec![
+            "restore",
+            "--backup-id",
+            "20000101T000000Z",
+            "--target-db",
+            "x",
+            "--yes",
+        ],
         vec!["verify", "--backup-id", "20000101T000000Z"],
     ] {
         let run = env.run(&args);
         run.assert_code(2);
         let error = run.error_line();
-        assert!(error.contains("no logical backup set '20000101T000000Z'"), "{error}");
+        assert!(
+            error.contains("no logical backup set '20000101T000000Z'"),
+            "{error}"
+        );
     }
     assert_eq!(
-        env.pg.psql("SELECT count(*) FROM pg_database WHERE datname = 'x'"),
+        env.pg
+            .psql("SELECT count(*) FROM pg_database WHERE datname = 'x'"),
         "0"
     );
 }

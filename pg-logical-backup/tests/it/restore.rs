@@ -13,8 +13,16 @@ fn dropped_table_comes_back_and_others_stay_untouched() {
 
     env.sql("DROP TABLE orders; INSERT INTO customers VALUES (51, 'after the backup');");
     let run = env.run(&[
-        "restore", "--backup-id", &id, "--target-db", &env.db, "--table", "orders", "--yes",
-        "--output", "json",
+        "restore",
+        "--backup-id",
+        &id,
+        "--target-db",
+        &env.db,
+        "--table",
+        "orders",
+        "--yes",
+        "--output",
+        "json",
     ]);
     run.assert_code(0);
     let records = run.json();
@@ -49,7 +57,9 @@ fn dropped_table_comes_back_and_others_stay_untouched() {
     );
     // ANALYZE ran.
     assert_eq!(
-        env.sql("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'orders'"),
+        env.sql(
+            "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'orders'"
+        ),
         "t"
     );
 }
@@ -58,10 +68,19 @@ fn dropped_table_comes_back_and_others_stay_untouched() {
 fn whole_database_into_a_new_database_from_a_parallel_dump() {
     let env = Env::new();
     create_shop(&env);
-    let id = env.backup(&["--jobs", "2"])["id"].as_str().unwrap().to_string();
+    let id = env.backup(&["--jobs", "2"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let target = test_support::unique_name("copy");
     let run = env.run(&[
-        "restore", "--target-db", &target, "--jobs", "2", "--output", "json",
+        "restore",
+        "--target-db",
+        &target,
+        "--jobs",
+        "2",
+        "--output",
+        "json",
     ]);
     run.assert_code(0);
     let summary = run.summary();
@@ -71,9 +90,14 @@ fn whole_database_into_a_new_database_from_a_parallel_dump() {
     assert_eq!(summary["rows"], 353);
     assert_eq!(summary["mismatched"], serde_json::json!([]));
     for table in ["customers", "orders", "notes"] {
-        assert_eq!(env.count(&target, table), env.count(&env.db, table), "{table}");
+        assert_eq!(
+            env.count(&target, table),
+            env.count(&env.db, table),
+            "{table}"
+        );
     }
-    let original = env.sql("SELECT string_agg(coalesce(body, '<null>'), '|' ORDER BY id) FROM notes");
+    let original =
+        env.sql("SELECT string_agg(coalesce(body, '<null>'), '|' ORDER BY id) FROM notes");
     let copied = env.pg.psql_db(
         &target,
         "SELECT string_agg(coalesce(body, '<null>'), '|' ORDER BY id) FROM notes",
@@ -87,7 +111,14 @@ fn schema_only_restore_creates_empty_tables() {
     create_shop(&env);
     env.backup(&[]);
     let target = test_support::unique_name("schema");
-    let run = env.run(&["restore", "--target-db", &target, "--schema-only", "--output", "json"]);
+    let run = env.run(&[
+        "restore",
+        "--target-db",
+        &target,
+        "--schema-only",
+        "--output",
+        "json",
+    ]);
     run.assert_code(0);
     let summary = run.summary();
     assert_eq!(summary["schema_only"], true);
@@ -96,14 +127,23 @@ fn schema_only_restore_creates_empty_tables() {
         assert_eq!(env.count(&target, table), 0, "{table}");
     }
     assert_eq!(
-        env.pg.psql_db(&target, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"),
+        env.pg.psql_db(
+            &target,
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"
+        ),
         "1"
     );
 
     // Schema only for one table, into a database that lacks it.
     let one = env.pg.create_database(&test_support::unique_name("one"));
     env.run(&[
-        "restore", "--target-db", &one, "--schema-only", "--table", "notes", "--yes",
+        "restore",
+        "--target-db",
+        &one,
+        "--schema-only",
+        "--table",
+        "notes",
+        "--yes",
     ])
     .assert_code(0);
     assert_eq!(env.count(&one, "notes"), 0);
@@ -119,20 +159,44 @@ fn replacing_a_table_needs_clean_and_keeps_a_safety_dump() {
     assert_eq!(now(), "2,3,99");
 
     // Without --clean: refused, nothing changed.
-    let run = env.run(&["restore", "--target-db", &env.db, "--table", "notes", "--yes"]);
+    let run = env.run(&[
+        "restore",
+        "--target-db",
+        &env.db,
+        "--table",
+        "notes",
+        "--yes",
+    ]);
     run.assert_code(2);
     let error = run.error_line();
-    assert!(error.contains("already exist") && error.contains("--clean"), "{error}");
+    assert!(
+        error.contains("already exist") && error.contains("--clean"),
+        "{error}"
+    );
     assert_eq!(now(), "2,3,99");
 
     // With --clean but no terminal and no --yes: refused.
-    let run = env.run(&["restore", "--target-db", &env.db, "--table", "notes", "--clean"]);
+    let run = env.run(&[
+        "restore",
+        "--target-db",
+        &env.db,
+        "--table",
+        "notes",
+        "--clean",
+    ]);
     run.assert_code(2);
     assert!(run.error_line().contains("--yes"));
     assert_eq!(now(), "2,3,99");
 
     let run = env.run(&[
-        "restore", "--target-db", &env.db, "--table", "notes", "--clean", "--yes", "--output",
+        "restore",
+        "--target-db",
+        &env.db,
+        "--table",
+        "notes",
+        "--clean",
+        "--yes",
+        "--output",
         "json",
     ]);
     run.assert_code(0);
@@ -161,7 +225,14 @@ fn a_failed_table_restore_changes_nothing() {
     // customers is referenced by orders' foreign key, so it cannot be dropped and replaced;
     // notes comes first in the same transaction and must be rolled back with it.
     let run = env.run(&[
-        "restore", "--target-db", &env.db, "--table", "notes", "--table", "customers", "--clean",
+        "restore",
+        "--target-db",
+        &env.db,
+        "--table",
+        "notes",
+        "--table",
+        "customers",
+        "--clean",
         "--yes",
     ]);
     run.assert_code(2);

@@ -42,7 +42,12 @@ impl Env {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        Run::from(self.tool().args(args).output().expect("run pg-logical-backup"))
+        Run::from(
+            self.tool()
+                .args(args)
+                .output()
+                .expect("run pg-logical-backup"),
+        )
     }
 
     /// Takes a backup and returns its summary.
@@ -89,7 +94,9 @@ pub fn read_json(path: &Path) -> Value {
 
 /// The row count the manifest recorded for `schema.table` of the set's first database.
 pub fn manifest_rows(manifest: &Value, schema: &str, table: &str) -> u64 {
-    table_entry(manifest, schema, table)["rows"].as_u64().unwrap()
+    table_entry(manifest, schema, table)["rows"]
+        .as_u64()
+        .unwrap()
 }
 
 pub fn table_entry<'a>(manifest: &'a Value, schema: &str, table: &str) -> &'a Value {
@@ -132,9 +139,7 @@ impl Run {
     pub fn json(&self) -> Vec<Value> {
         self.stdout
             .lines()
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"))
-            })
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
             .collect()
     }
 
@@ -151,7 +156,12 @@ impl Run {
             .lines()
             .filter(|l| l.starts_with("pg-logical-backup: "))
             .collect();
-        assert_eq!(lines.len(), 1, "one error line expected, stderr:\n{}", self.stderr);
+        assert_eq!(
+            lines.len(),
+            1,
+            "one error line expected, stderr:\n{}",
+            self.stderr
+        );
         lines[0].to_string()
     }
 }

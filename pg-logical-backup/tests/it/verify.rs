@@ -9,7 +9,12 @@ fn checks(records: &[Value]) -> Vec<(String, bool)> {
     records
         .iter()
         .filter(|r| r["type"] == "check")
-        .map(|r| (r["check"].as_str().unwrap().to_string(), r["passed"].as_bool().unwrap()))
+        .map(|r| {
+            (
+                r["check"].as_str().unwrap().to_string(),
+                r["passed"].as_bool().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -32,18 +37,39 @@ fn a_good_set_passes_every_level() {
     let env = Env::new();
     create_shop(&env);
     let id = env.backup(&[])["id"].as_str().unwrap().to_string();
-    let run = env.run(&["verify", "--backup-id", &id, "--level", "deep", "--output", "json"]);
+    let run = env.run(&[
+        "verify",
+        "--backup-id",
+        &id,
+        "--level",
+        "deep",
+        "--output",
+        "json",
+    ]);
     run.assert_code(0);
     let records = run.json();
-    let names: Vec<String> = checks(&records).into_iter().map(|(n, ok)| {
-        assert!(ok, "{n} failed: {records:?}");
-        n
-    }).collect();
+    let names: Vec<String> = checks(&records)
+        .into_iter()
+        .map(|(n, ok)| {
+            assert!(ok, "{n} failed: {records:?}");
+            n
+        })
+        .collect();
     for expected in [
-        "checksums", "dump_lists", "table_dumps", "restore", "tables", "row_counts",
-        "foreign_keys", "indexes", "constraints",
+        "checksums",
+        "dump_lists",
+        "table_dumps",
+        "restore",
+        "tables",
+        "row_counts",
+        "foreign_keys",
+        "indexes",
+        "constraints",
     ] {
-        assert!(names.iter().any(|n| n == expected), "{expected} not run: {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not run: {names:?}"
+        );
     }
     let summary = run.summary();
     assert_eq!(summary["passed"], true);
@@ -62,9 +88,11 @@ fn a_corrupted_dump_is_caught_and_not_restored() {
     create_shop(&env);
     let id = env.backup(&[])["id"].as_str().unwrap().to_string();
     let manifest = env.manifest(&id);
-    let full = env
-        .set_dir(&id)
-        .join(manifest["details"]["databases"][0]["full_dump"].as_str().unwrap());
+    let full = env.set_dir(&id).join(
+        manifest["details"]["databases"][0]["full_dump"]
+            .as_str()
+            .unwrap(),
+    );
     let mut bytes = std::fs::read(&full).unwrap();
     let middle = bytes.len() / 2;
     for b in &mut bytes[middle..middle + 16] {
@@ -76,10 +104,16 @@ fn a_corrupted_dump_is_caught_and_not_restored() {
     run.assert_code(1);
     let summary = run.summary();
     assert_eq!(summary["passed"], false);
-    assert!(failed(&summary).contains(&"checksums".to_string()), "{summary}");
+    assert!(
+        failed(&summary).contains(&"checksums".to_string()),
+        "{summary}"
+    );
     let records = run.json();
     let checksum = records.iter().find(|r| r["check"] == "checksums").unwrap();
-    assert!(checksum["problems"][0].as_str().unwrap().contains("full.dump"));
+    assert!(checksum["problems"][0]
+        .as_str()
+        .unwrap()
+        .contains("full.dump"));
     assert_eq!(verify_databases_left(&env), "0");
 
     // restore refuses a damaged set before touching the server.
@@ -88,7 +122,9 @@ fn a_corrupted_dump_is_caught_and_not_restored() {
     run.assert_code(2);
     assert!(run.error_line().contains("damaged"));
     assert_eq!(
-        env.pg.psql(&format!("SELECT count(*) FROM pg_database WHERE datname = '{target}'")),
+        env.pg.psql(&format!(
+            "SELECT count(*) FROM pg_database WHERE datname = '{target}'"
+        )),
         "0"
     );
 }
@@ -99,7 +135,9 @@ fn a_missing_table_file_is_caught() {
     create_shop(&env);
     let id = env.backup(&[])["id"].as_str().unwrap().to_string();
     let manifest = env.manifest(&id);
-    let tables = manifest["details"]["databases"][0]["tables"].as_array().unwrap();
+    let tables = manifest["details"]["databases"][0]["tables"]
+        .as_array()
+        .unwrap();
     let notes = tables.iter().find(|t| t["name"] == "notes").unwrap();
     let file = notes["file"].as_str().unwrap();
     std::fs::remove_file(env.set_dir(&id).join(file)).unwrap();
@@ -109,7 +147,10 @@ fn a_missing_table_file_is_caught() {
     let records = run.json();
     let checksum = records.iter().find(|r| r["check"] == "checksums").unwrap();
     assert_eq!(checksum["passed"], false);
-    assert!(checksum["problems"][0].as_str().unwrap().contains(&format!("{file}: missing")));
+    assert!(checksum["problems"][0]
+        .as_str()
+        .unwrap()
+        .contains(&format!("{file}: missing")));
     let f = failed(&run.summary());
     assert!(f.contains(&"checksums".to_string()));
     assert!(f.iter().any(|c| c.starts_with("dump_lists")), "{f:?}");
@@ -128,7 +169,10 @@ fn a_row_count_mismatch_is_caught() {
     // The manifest claims one more order than the snapshot held.
     let path = env.set_dir(&id).join("manifest.json");
     let mut manifest = read_json(&path);
-    for table in manifest["details"]["databases"][0]["tables"].as_array_mut().unwrap() {
+    for table in manifest["details"]["databases"][0]["tables"]
+        .as_array_mut()
+        .unwrap()
+    {
         if table["name"] == "orders" {
             table["rows"] = 301.into();
         }
@@ -145,6 +189,9 @@ fn a_row_count_mismatch_is_caught() {
     let records = run.json();
     let counts = records.iter().find(|r| r["check"] == "row_counts").unwrap();
     let problem = counts["problems"][0].as_str().unwrap();
-    assert!(problem.contains("public.orders") && problem.contains("300") && problem.contains("301"), "{problem}");
+    assert!(
+        problem.contains("public.orders") && problem.contains("300") && problem.contains("301"),
+        "{problem}"
+    );
     assert_eq!(verify_databases_left(&env), "0");
 }
