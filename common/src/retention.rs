@@ -12,6 +12,9 @@ use time::OffsetDateTime;
 
 use crate::repo::{Kind, Repository, SetInfo};
 
+/// Maps a time to its calendar period (day, ISO week, month, year).
+type PeriodOf = fn(OffsetDateTime) -> (i32, u32);
+
 /// Grandfather-father-son counts: keep the newest set in each of the last N periods.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Gfs {
@@ -79,7 +82,7 @@ impl RetentionPolicy {
                 }
             }
         }
-        let periods: [(usize, &str, fn(OffsetDateTime) -> (i32, u32)); 4] = [
+        let periods: [(usize, &str, PeriodOf); 4] = [
             (self.gfs.daily, "daily", |t| (t.year(), t.ordinal() as u32)),
             (self.gfs.weekly, "weekly", |t| {
                 let (y, w, _) = t.to_iso_week_date();

@@ -70,8 +70,8 @@ fn switch_point(archive: &WalArchive, timeline: u32) -> Option<Lsn> {
         .ok()?;
     // Lines: "<parent tli>\t<switch LSN>\t<reason>"; the last one leads to this timeline.
     text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .last()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|lsn| lsn.parse().ok())
 }

@@ -20,7 +20,7 @@ fn flipped_byte_in_the_backup_fails_and_leaves_no_data_directory_contents() {
     bytes[at] ^= 0x40;
     std::fs::write(&tar, &bytes).unwrap();
 
-    let restore = Restore::new();
+    let restore = Restore::in_tempdir();
     let (out, _) = restore.run(src.backups.path(), &[]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -58,7 +58,7 @@ fn missing_wal_segment_is_refused_and_never_silently_skipped() {
     let victim = &segments[segments.len() - 3];
     std::fs::remove_file(&victim.path).unwrap();
 
-    let restore = Restore::new();
+    let restore = Restore::in_tempdir();
     let (out, _) = restore.run(src.backups.path(), &[]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -69,7 +69,7 @@ fn missing_wal_segment_is_refused_and_never_silently_skipped() {
     assert!(!restore.pgdata.exists(), "nothing restored");
 
     // Forced past the check, recovery cannot reach the target and the server says so.
-    let restore = Restore::new();
+    let restore = Restore::in_tempdir();
     let (out, server) = restore.run(
         src.backups.path(),
         &["--accept-wal-gaps", "--target-time", &target],
@@ -90,7 +90,7 @@ fn non_empty_data_directory_needs_force() {
     let src = Source::start();
     src.pg.psql("CREATE TABLE t AS SELECT 7 AS n");
     src.base_backup(&[]);
-    let restore = Restore::new();
+    let restore = Restore::in_tempdir();
     std::fs::create_dir_all(&restore.pgdata).unwrap();
     test_support::os_user::give_to_db_user(&restore.pgdata);
     let precious = restore.pgdata.join("precious.txt");

@@ -69,7 +69,7 @@ pub struct Restore {
 }
 
 impl Restore {
-    pub fn new() -> Restore {
+    pub fn in_tempdir() -> Restore {
         let dir = db_tempdir("pitr-target-");
         let pgdata = dir.path().join("pgdata");
         Restore {

@@ -40,7 +40,7 @@ fn restore_under_pgbench_load_equals_the_source_at_the_target() {
             > 0
     );
 
-    let restore = Restore::new();
+    let restore = Restore::in_tempdir();
     let (json, server) = restore.ok(src.backups.path(), &["--target-lsn", &target_lsn]);
     assert_eq!(json["id"], backup["id"]);
     let mut dump = server.command(pg_bin("pg_dumpall"));

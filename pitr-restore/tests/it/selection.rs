@@ -17,7 +17,7 @@ fn picks_the_newest_backup_that_ended_before_the_target() {
     src.pg.switch_wal_and_wait_archived();
     assert_ne!(first["id"], second["id"]);
 
-    let restore = Restore::new();
+    let restore = Restore::in_tempdir();
     let (json, server) = restore.ok(src.backups.path(), &["--target-time", &between]);
     assert_eq!(
         json["id"], first["id"],
@@ -29,7 +29,7 @@ fn picks_the_newest_backup_that_ended_before_the_target() {
     );
     drop(server);
 
-    let restore = Restore::new();
+    let restore = Restore::in_tempdir();
     let (json, server) = restore.ok(src.backups.path(), &[]);
     assert_eq!(json["id"], second["id"]);
     assert_eq!(
@@ -39,7 +39,7 @@ fn picks_the_newest_backup_that_ended_before_the_target() {
     drop(server);
 
     // A target before every backup is a clear error, and nothing is written.
-    let restore = Restore::new();
+    let restore = Restore::in_tempdir();
     let out = restore.run_only(
         src.backups.path(),
         &["--target-time", "2000-01-01T00:00:00Z"],
@@ -54,7 +54,7 @@ fn picks_the_newest_backup_that_ended_before_the_target() {
     assert!(!restore.pgdata.exists());
 
     // Without --start the directory is left configured for recovery.
-    let restore = Restore::new();
+    let restore = Restore::in_tempdir();
     let out = restore.run_only(
         src.backups.path(),
         &["--backup-id", first["id"].as_str().unwrap()],

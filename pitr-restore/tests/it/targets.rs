@@ -41,7 +41,7 @@ fn restore_to_time_lsn_and_restore_point_stops_before_the_drop() {
         vec!["--target-lsn", s.before_drop_lsn.as_str()],
         vec!["--target-name", "before_drop"],
     ] {
-        let restore = Restore::new();
+        let restore = Restore::in_tempdir();
         let (json, server) = restore.ok(backups, &args);
         assert_eq!(
             server.psql("SELECT count(*), sum(id) FROM t"),
@@ -68,14 +68,14 @@ fn immediate_stops_at_the_backup_and_latest_replays_everything() {
     let s = scenario();
     let backups = s.src.backups.path();
 
-    let restore = Restore::new();
+    let restore = Restore::in_tempdir();
     let (json, server) = restore.ok(backups, &["--target", "immediate"]);
     assert_eq!(json["target"], "immediate");
     assert_eq!(server.psql("SELECT count(*) FROM t"), "100");
     assert!(server.try_psql("SELECT 1 FROM survivor").is_err());
     drop(server);
 
-    let restore = Restore::new();
+    let restore = Restore::in_tempdir();
     let (json, server) = restore.ok(backups, &[]);
     assert_eq!(json["target"], "latest");
     assert!(

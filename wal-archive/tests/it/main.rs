@@ -1,0 +1,51 @@
+//! wal-archive with real WAL from a real cluster.
+
+mod fetch;
+mod push;
+mod verify;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+use test_support::os_user::db_tempdir;
+use test_support::pg::{archiving_options, PgCluster};
+
+pub fn wal_archive(args: &[&str], backup_dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wal-archive"))
+        .args(args)
+        .arg("--backup-dir")
+        .arg(backup_dir)
+        .output()
+        .expect("run wal-archive")
+}
+
+/// A cluster archiving through wal-archive, with a few segments archived.
+pub struct Archived {
+    pub pg: PgCluster,
+    pub backups: TempDir,
+}
+
+impl Archived {
+    pub fn start() -> Archived {
+        let backups = db_tempdir("wal-repo-");
+        let pg = PgCluster::start_with(archiving_options(backups.path()));
+        for n in 0..3 {
+            pg.psql(&format!(
+                "CREATE TABLE t{n} AS SELECT generate_series(1, 1000) AS x"
+            ));
+            pg.switch_wal_and_wait_archived();
+        }
+        Archived { pg, backups }
+    }
+
+    /// Archived full segments, oldest first.
+    pub fn segments(&self) -> Vec<common::wal::ArchivedFile> {
+        common::wal::WalArchive::at(self.backups.path())
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter(|f| matches!(f.kind, common::wal::WalFile::Segment { .. }))
+            .collect()
+    }
+}
