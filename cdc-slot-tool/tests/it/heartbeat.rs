@@ -1,1 +1,49 @@
-//! placeholder
+//! `heartbeat` writes a logical message that the database's slots decode.
+
+use crate::support::{lsn, Lab, DECODING_SLOT};
+
+#[test]
+fn heartbeat_reaches_the_slots_of_each_database() {
+    let lab = Lab::with_cdc();
+    let before = lab.confirmed_flush(DECODING_SLOT);
+    let run = lab.tool(&["heartbeat", "--output", "json"]);
+    run.assert_code(0);
+    let beats = run.records("heartbeat");
+    assert_eq!(beats.len(), 1, "one database has slots: {run:?}");
+    assert_eq!(beats[0]["database"], lab.db.as_str());
+    assert!(lsn(beats[0]["lsn"].as_str().unwrap()) > lsn(&before));
+    assert_eq!(run.summary()["databases"], 1);
+
+    let changes = lab.consume_decoding(DECODING_SLOT).join("\n");
+    assert!(
+        changes.contains("message: transactional: 0 prefix: cdc-slot-tool.heartbeat"),
+        "{changes}"
+    );
+    // Consuming the heartbeat moves the idle slot forward.
+    assert!(lsn(&lab.confirmed_flush(DECODING_SLOT)) > lsn(&before));
+
+    let run = lab.tool(&[
+        "heartbeat",
+        "--database",
+        &lab.db,
+        "--prefix",
+        "probe",
+        "--content",
+        "ping",
+        "--transactional",
+    ]);
+    run.assert_code(0);
+    let changes = lab.consume_decoding(DECODING_SLOT).join("\n");
+    assert!(
+        changes.contains("message: transactional: 1 prefix: probe, sz: 4 content:ping"),
+        "{changes}"
+    );
+}
+
+#[test]
+fn heartbeat_into_a_missing_database_fails() {
+    let lab = Lab::new();
+    let run = lab.tool(&["heartbeat", "--database", "no_such_db"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("no_such_db"), "{}", run.stderr);
+}
