@@ -13,9 +13,9 @@ use common::stream::Compression;
 use common::Status;
 
 use crate::inventory::{self, Inventory, Slot};
-use crate::lsn::Lsn;
 use crate::server::Server;
 use crate::size;
+use common::lsn::Lsn;
 
 /// The file of a slots set holding the whole inventory.
 pub const INVENTORY_FILE: &str = "slots.json";

@@ -9,7 +9,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::history::{HistoryEntry, TimelinePath};
-use crate::lsn::Lsn;
+use common::lsn::Lsn;
 
 /// What the backup knew about the server's history.
 #[derive(Debug, Clone)]
@@ -146,7 +146,7 @@ impl Window {
         Window {
             from,
             to,
-            bytes: to.bytes_since(from),
+            bytes: crate::size::wal_bytes(from, to),
         }
     }
 }
@@ -206,7 +206,7 @@ pub fn assess(placement: &Placement, saved: Option<Lsn>, slot_lsn: Lsn) -> Asses
                 a.message = format!(
                     "slot starts at {slot_lsn}, before the saved position {saved}: the consumer \
                      receives {} of changes again unless the slot is advanced",
-                    crate::size::human(saved.bytes_since(slot_lsn))
+                    crate::size::human(crate::size::wal_bytes(slot_lsn, saved))
                 );
             } else if slot_lsn == saved {
                 a.verdict = Verdict::Continuous;

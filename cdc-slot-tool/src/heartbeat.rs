@@ -11,8 +11,8 @@ use common::cli::{GlobalArgs, PgArgs};
 use common::output::{self, OutputFormat};
 use common::Status;
 
-use crate::lsn::Lsn;
-use crate::server::Server;
+use crate::server::{self, Server};
+use common::lsn::Lsn;
 
 /// Default message prefix; consumers can filter on it.
 pub const DEFAULT_PREFIX: &str = "cdc-slot-tool.heartbeat";
@@ -85,7 +85,7 @@ pub fn run(args: &HeartbeatArgs, global: &GlobalArgs) -> anyhow::Result<Status> 
                          (needs wal_level = logical and superuser or REPLICATION)"
                     )
                 })?;
-            let lsn: Lsn = row.get::<_, String>(0).parse()?;
+            let lsn: Lsn = server::parse_lsn(&row.get::<_, String>(0))?;
             tracing::debug!("heartbeat in {database} at {lsn}");
             emitted.push(Emitted { database, lsn });
         }

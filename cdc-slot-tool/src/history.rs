@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-use crate::lsn::Lsn;
+use common::lsn::Lsn;
 
 /// One ancestor timeline: it was left at `switchpoint` (records from there on belong to
 /// the next timeline).

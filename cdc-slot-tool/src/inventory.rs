@@ -12,8 +12,9 @@ use tokio_postgres::Client;
 use common::timefmt::rfc3339;
 
 use crate::history::{self, HistoryEntry};
-use crate::lsn::Lsn;
 use crate::server::{self, Identity, Server};
+use crate::size;
+use common::lsn::Lsn;
 
 /// Version of `slots.json`; bumped on incompatible changes.
 pub const INVENTORY_VERSION: u32 = 1;
@@ -86,8 +87,8 @@ impl Slot {
     }
 
     fn compute_lag(&mut self, current: Lsn) {
-        self.lag_bytes = self.consumer_lsn().map(|lsn| current.bytes_since(lsn));
-        self.retained_wal_bytes = self.restart_lsn.map(|lsn| current.bytes_since(lsn));
+        self.lag_bytes = self.consumer_lsn().map(|lsn| size::wal_bytes(lsn, current));
+        self.retained_wal_bytes = self.restart_lsn.map(|lsn| size::wal_bytes(lsn, current));
     }
 }
 

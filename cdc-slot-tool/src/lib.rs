@@ -11,7 +11,6 @@ mod continuity;
 mod heartbeat;
 mod history;
 mod inventory;
-mod lsn;
 mod metrics;
 mod publications;
 mod recreate;
@@ -25,10 +24,10 @@ use common::cli::GlobalArgs;
 use common::Status;
 
 pub use backup::{BackupArgs, INVENTORY_FILE};
+pub use common::lsn::Lsn;
 pub use continuity::Verdict;
 pub use heartbeat::HeartbeatArgs;
 pub use inventory::Inventory;
-pub use lsn::Lsn;
 pub use restore::RestoreArgs;
 pub use status::StatusArgs;
 

@@ -10,7 +10,8 @@ use tokio_postgres::Client;
 
 use crate::continuity::{self, Assessment, Placement, SavedHistory, ServerHistory};
 use crate::inventory::Slot;
-use crate::lsn::Lsn;
+use crate::server;
+use common::lsn::Lsn;
 
 /// What happened to one saved slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -325,7 +326,7 @@ async fn advance_if_useful(
         )
         .await
         .with_context(|| format!("cannot advance slot {} to {target}", saved.slot_name))?;
-    let reached: Lsn = row.get::<_, String>(0).parse()?;
+    let reached: Lsn = server::parse_lsn(&row.get::<_, String>(0))?;
     tracing::info!("advanced slot {} to {reached}", saved.slot_name);
     outcome.note.push_str(&format!("; advanced to {reached}"));
     if reached < target {
@@ -373,7 +374,7 @@ async fn create_slot(client: &Client, saved: &Slot, version_num: u32) -> anyhow:
             saved.slot_name
         )
     })?;
-    Ok(row.get::<_, String>(0).parse()?)
+    server::parse_lsn(&row.get::<_, String>(0))
 }
 
 fn plan_reason(plan: &Plan) -> &str {

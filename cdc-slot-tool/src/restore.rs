@@ -18,10 +18,10 @@ use crate::backup;
 use crate::continuity::{SavedHistory, ServerHistory};
 use crate::history;
 use crate::inventory::{self, Inventory, Publication, Slot};
-use crate::lsn::Lsn;
 use crate::publications::{self, PublicationAction, PublicationOutcome};
 use crate::recreate::{self, Plan, Setting, SlotAction, SlotOutcome};
 use crate::server::{self, Server};
+use common::lsn::Lsn;
 
 /// Exit codes of `restore`.
 pub const EXIT_CODES_HELP: &str = "Exit codes:\n  0    every selected slot and publication is in place and consumers resume without loss\n  1    done, but a consumer must act: a window of changes cannot be streamed, the history\n       diverged, or the server is another cluster (see the report)\n  2    error: bad input, unreachable server, or a slot/publication could not be restored\n  130  interrupted";

@@ -7,7 +7,7 @@ use tokio_postgres::Client;
 
 use common::cli::PgArgs;
 
-use crate::lsn::Lsn;
+use common::lsn::Lsn;
 
 /// `application_name` of every connection, so the tool's sessions are recognisable.
 pub const APPLICATION_NAME: &str = "cdc-slot-tool";
@@ -103,7 +103,7 @@ pub async fn identity(client: &Client) -> anyhow::Result<Identity> {
     Ok(Identity {
         system_identifier: row.get(0),
         in_recovery: row.get(1),
-        current_lsn: lsn.as_deref().unwrap_or("0/0").parse()?,
+        current_lsn: parse_lsn(lsn.as_deref().unwrap_or("0/0"))?,
         timeline: u32::from_str_radix(&timeline, 16)
             .with_context(|| format!("unexpected timeline '{timeline}' from the server"))?,
         server_version_num: version_num
@@ -128,6 +128,11 @@ pub async fn databases(client: &Client) -> anyhow::Result<Vec<String>> {
         .await
         .context("cannot list databases")?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// An LSN the server printed.
+pub fn parse_lsn(text: &str) -> anyhow::Result<Lsn> {
+    text.parse().map_err(anyhow::Error::msg)
 }
 
 /// `"name"` quoted as an SQL identifier.

@@ -1,4 +1,6 @@
-//! Byte sizes at the edge: `--max-lag-bytes 512MB` in, `1.5 GiB` out.
+//! Byte sizes: `--max-lag-bytes 512MB` in, `1.5 GiB` out, and WAL distances.
+
+use common::lsn::Lsn;
 
 /// Parses a byte count: a plain integer, or one with a unit (kB, MB, GB, TB as PostgreSQL
 /// uses them, i.e. powers of 1024, and KiB, MiB, GiB, TiB).
@@ -24,6 +26,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         _ => return Err(invalid()),
     };
     number.checked_mul(factor).ok_or_else(invalid)
+}
+
+/// Bytes of WAL from `from` to `to`, zero when `to` is not after `from`.
+pub fn wal_bytes(from: Lsn, to: Lsn) -> u64 {
+    to.0.saturating_sub(from.0)
 }
 
 /// A size for people: `0 B`, `12.0 KiB`, `3.4 GiB`.

@@ -16,10 +16,10 @@ use common::timefmt::{self, rfc3339};
 use common::Status;
 
 use crate::inventory::{self, Slot};
-use crate::lsn::Lsn;
 use crate::metrics;
 use crate::server::{Identity, Server};
 use crate::size;
+use common::lsn::Lsn;
 
 /// Exit codes of `status`.
 pub const EXIT_CODES_HELP: &str = "Exit codes:\n  0    every slot is healthy\n  1    a slot is lost, unreserved, invalidated, over --max-lag-bytes or inactive longer\n       than --max-inactive\n  2    error (unreachable server, bad input); the metrics file then says cdc_slot_up 0\n  130  interrupted";
