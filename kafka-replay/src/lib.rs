@@ -1,0 +1,108 @@
+//! kafka-replay: replays a Kafka topic backup (a set from `kafka-topic-backup`, with the
+//! incremental sets before it, or an archive stream on stdin) into a topic, record for record:
+//! same partition, key, value, headers and timestamp. Verified after producing, resumable
+//! after an interruption, optionally restoring consumer-group offsets.
+
+mod filter;
+mod plan;
+mod produce;
+mod replay;
+mod report;
+mod source;
+mod target;
+
+use std::num::NonZeroI32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use common::cli::{GlobalArgs, KafkaArgs};
+
+pub use filter::OffsetRange;
+pub use replay::run;
+
+/// Replay a Kafka topic backup into a topic, verified and resumable.
+///
+/// Records go to the same partition number with key, value, headers and timestamp (as
+/// CreateTime) preserved. A replay that was interrupted can be re-run: records the target
+/// already holds (its first `high - low` records, checked against the archive) are skipped.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kafka-replay",
+    version,
+    after_help = common::exit::EXIT_CODES_HELP
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Root of the backup repository.
+    #[arg(long, env = common::env::BACKUP_DIR, default_value = common::env::DEFAULT_BACKUP_DIR)]
+    pub backup_dir: PathBuf,
+    /// Backup set to replay [default: the newest complete set holding the topic].
+    #[arg(long, value_name = "ID", conflicts_with = "stdin")]
+    pub backup_id: Option<String>,
+    /// Source topic, as named in the backup.
+    #[arg(long, value_name = "TOPIC", required_unless_present = "stdin")]
+    pub topic: Option<String>,
+    /// Topic to produce into [default: the source topic's name].
+    #[arg(long, value_name = "TOPIC")]
+    pub target_topic: Option<String>,
+    /// Read an archive stream (from `kafka-topic-backup --stdout`) on stdin instead of a set.
+    #[arg(long)]
+    pub stdin: bool,
+    /// Replay only the chosen set, not the incremental sets it continues.
+    #[arg(long)]
+    pub only_set: bool,
+    /// Partition count when the target topic is created [default: the source's].
+    #[arg(long, value_name = "N")]
+    pub partitions: Option<NonZeroI32>,
+    /// Replication factor when the target topic is created [default: the source's, at most
+    /// the number of brokers].
+    #[arg(long, value_name = "N")]
+    pub replication_factor: Option<NonZeroI32>,
+    /// Create the target topic with the broker's defaults instead of the saved configs.
+    #[arg(long)]
+    pub no_topic_configs: bool,
+    /// Send keyed records to the partition Kafka's default partitioner (murmur2) picks,
+    /// instead of the same partition number; for a target with another partition count.
+    #[arg(long)]
+    pub repartition: bool,
+    /// Only records with a timestamp at or after this time: RFC 3339, a duration ago (2h,
+    /// 3days) or epoch milliseconds.
+    #[arg(long, value_name = "TIME", value_parser = filter::parse_time)]
+    pub from_time: Option<i64>,
+    /// Only records with a timestamp before this time (same forms as --from-time).
+    #[arg(long, value_name = "TIME", value_parser = filter::parse_time)]
+    pub to_time: Option<i64>,
+    /// Only these source offsets of a partition, FROM inclusive, TO exclusive, e.g. 0:100..200,
+    /// 1:500.. (repeatable; partitions not named are not replayed).
+    #[arg(long = "offset-range", value_name = "P:FROM..TO")]
+    pub offset_ranges: Vec<OffsetRange>,
+    /// Only this source partition (repeatable; combines with --offset-range).
+    #[arg(long = "partition", value_name = "P")]
+    pub only_partitions: Vec<i32>,
+    /// Set the committed offsets of the saved consumer groups on the target topic, translated
+    /// from source offsets to target offsets.
+    #[arg(long)]
+    pub restore_group_offsets: bool,
+    /// With --restore-group-offsets, only this group (repeatable).
+    #[arg(long = "group", value_name = "GROUP", requires = "restore_group_offsets")]
+    pub groups: Vec<String>,
+    /// Produce every selected record after what the target holds, without resuming.
+    #[arg(long)]
+    pub append: bool,
+    /// Print what would be produced where; create and produce nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long to wait for the last deliveries (e.g. 2m).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+impl common::entry::ToolArgs for Args {
+    fn global(&self) -> &GlobalArgs {
+        &self.global
+    }
+}

@@ -1,0 +1,122 @@
+//! The replay's summary on stdout: a line per partition and a closing line, or one JSON line.
+
+use common::output::{self, OutputFormat};
+use serde::Serialize;
+
+/// One source partition's outcome.
+#[derive(Debug, Serialize)]
+pub struct PartitionReport {
+    pub source_partition: i32,
+    /// None when records were re-hashed (--repartition).
+    pub target_partition: Option<i32>,
+    /// Records the filters select.
+    pub selected: u64,
+    /// Of those, already in the target from an earlier run (resume).
+    pub already_present: u64,
+    pub produced: u64,
+    /// Source offsets of the first and last selected record.
+    pub first_offset: Option<i64>,
+    pub last_offset: Option<i64>,
+    /// The target partition's high watermark the plan expects, and the one found.
+    pub expected_high_watermark: Option<i64>,
+    pub high_watermark: Option<i64>,
+    pub ok: bool,
+}
+
+/// A consumer group's translated offsets.
+#[derive(Debug, Serialize)]
+pub struct GroupReport {
+    pub group: String,
+    /// True once committed on the target.
+    pub committed: bool,
+    pub offsets: Vec<GroupOffsetReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupOffsetReport {
+    /// Target partition.
+    pub partition: i32,
+    pub source_offset: i64,
+    pub target_offset: i64,
+}
+
+/// The whole replay.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// `stdin` or `set ID + ID...`.
+    pub source: String,
+    pub sets: Vec<String>,
+    pub topic: String,
+    pub target_topic: String,
+    /// The target topic was (or, with --dry-run, would be) created.
+    pub created_topic: bool,
+    pub dry_run: bool,
+    /// Deliveries and watermarks matched the plan.
+    pub verified: bool,
+    pub records_selected: u64,
+    pub records_present: u64,
+    pub records_produced: u64,
+    pub partitions: Vec<PartitionReport>,
+    pub groups: Vec<GroupReport>,
+}
+
+/// Prints the summary.
+pub fn print(format: OutputFormat, summary: &Summary) -> anyhow::Result<()> {
+    if format == OutputFormat::Text {
+        let verb = if summary.dry_run { "would produce" } else { "produced" };
+        for p in &summary.partitions {
+            let target = match p.target_partition {
+                Some(tp) => format!("{}[{tp}]", summary.target_topic),
+                None => format!("{} (by key)", summary.target_topic),
+            };
+            let range = match (p.first_offset, p.last_offset) {
+                (Some(first), Some(last)) => format!("source offsets {first}..={last}"),
+                _ => "no records".to_string(),
+            };
+            let check = match (p.expected_high_watermark, p.high_watermark) {
+                (Some(expected), Some(found)) if expected != found => {
+                    format!(", MISMATCH: high watermark {found}, expected {expected}")
+                }
+                _ if !p.ok => ", MISMATCH".to_string(),
+                _ => String::new(),
+            };
+            output::text_line(&format!(
+                "partition {} -> {target}: {} selected ({range}), {} already there, {verb} {}{check}",
+                p.source_partition, p.selected, p.already_present, p.produced
+            ))?;
+        }
+        for group in &summary.groups {
+            let offsets: Vec<String> = group
+                .offsets
+                .iter()
+                .map(|o| format!("{}:{}->{}", o.partition, o.source_offset, o.target_offset))
+                .collect();
+            let verb = if group.committed { "restored" } else { "would restore" };
+            output::text_line(&format!(
+                "group {}: {verb} offsets {}",
+                group.group,
+                offsets.join(" ")
+            ))?;
+        }
+    }
+    output::summary(format, summary, || {
+        if summary.dry_run {
+            format!(
+                "dry run: {} of {} selected records would be produced to {}{}",
+                summary.records_produced,
+                summary.records_selected,
+                summary.target_topic,
+                if summary.created_topic { " (topic to be created)" } else { "" }
+            )
+        } else {
+            format!(
+                "replayed {} records from {} into {} ({} already there): {}",
+                summary.records_produced,
+                summary.source,
+                summary.target_topic,
+                summary.records_present,
+                if summary.verified { "verified" } else { "VERIFICATION FAILED" }
+            )
+        }
+    })
+}

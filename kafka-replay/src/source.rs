@@ -1,0 +1,180 @@
+//! Where the archived records come from: a backup set (with the incremental sets it continues,
+//! oldest first) or one archive stream on stdin.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use common::repo::{Kind, Repository};
+use common::topic_archive::{ArchiveReader, KafkaSetDetails, RecordsChunk, TopicMeta};
+
+type Reader = ArchiveReader<Box<dyn Read>>;
+
+/// One archive file of a set.
+#[derive(Debug, Clone)]
+struct Part {
+    set_id: String,
+    path: PathBuf,
+}
+
+/// The archive(s) a replay reads.
+pub struct Source {
+    parts: Vec<Part>,
+    stdin: Option<Reader>,
+    meta: TopicMeta,
+    /// For reports: `stdin` or the set ids, oldest first.
+    pub description: String,
+    pub set_ids: Vec<String>,
+}
+
+impl Source {
+    /// The newest complete set holding `topic` (or set `id`), preceded by the sets its
+    /// incremental export continues unless `only_set`.
+    pub fn from_repo(
+        repo: &Repository,
+        id: Option<&str>,
+        topic: &str,
+        only_set: bool,
+    ) -> anyhow::Result<Source> {
+        let sets = repo.complete_sets(Kind::Kafka)?;
+        let details = |set: &common::repo::SetInfo| -> Option<KafkaSetDetails> {
+            serde_json::from_value(set.manifest.as_ref()?.details.clone()).ok()
+        };
+        let chosen = match id {
+            Some(id) => {
+                let (set, _) = repo.find(Kind::Kafka, Some(id))?;
+                set
+            }
+            None => sets
+                .iter()
+                .rev()
+                .find(|s| details(s).is_some_and(|d| d.topic(topic).is_some()))
+                .cloned()
+                .with_context(|| {
+                    format!(
+                        "no complete kafka backup set in {} holds topic '{topic}'; take one with kafka-topic-backup first",
+                        repo.kind_dir(Kind::Kafka).display()
+                    )
+                })?,
+        };
+        let mut parts = Vec::new();
+        let mut current = chosen.clone();
+        loop {
+            let set_details = details(&current)
+                .with_context(|| format!("set {} has no readable kafka details", current.id))?;
+            let set_topic = set_details.topic(topic).with_context(|| {
+                format!(
+                    "backup set {} does not hold topic '{topic}' (it holds: {})",
+                    current.id,
+                    set_details
+                        .topics
+                        .iter()
+                        .map(|t| t.topic.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+            parts.push(Part {
+                set_id: current.id.clone(),
+                path: current.dir.join(&set_topic.file),
+            });
+            let Some(previous) = set_topic.incremental_from.clone().filter(|_| !only_set) else {
+                break;
+            };
+            current = sets.iter().find(|s| s.id == previous).cloned().with_context(|| {
+                format!(
+                    "set {} continues set {previous}, which is missing or incomplete; replay with --only-set to replay {} alone",
+                    current.id, current.id
+                )
+            })?;
+        }
+        parts.reverse();
+        let newest = parts.last().expect("at least the chosen set").clone();
+        let meta = open_file(&newest)?.meta().clone();
+        if meta.topic != topic {
+            anyhow::bail!(
+                "{} holds topic '{}', not '{topic}'",
+                newest.path.display(),
+                meta.topic
+            );
+        }
+        let set_ids: Vec<String> = parts.iter().map(|p| p.set_id.clone()).collect();
+        Ok(Source {
+            description: format!("set {}", set_ids.join(" + ")),
+            parts,
+            stdin: None,
+            meta,
+            set_ids,
+        })
+    }
+
+    /// The archive stream on stdin (written by `kafka-topic-backup --stdout`).
+    pub fn stdin() -> anyhow::Result<Source> {
+        let input: Box<dyn Read> = Box::new(BufReader::with_capacity(1 << 20, std::io::stdin()));
+        let reader = ArchiveReader::open(input).context("cannot read the archive on stdin")?;
+        Ok(Source {
+            parts: Vec::new(),
+            meta: reader.meta().clone(),
+            stdin: Some(reader),
+            description: "stdin".to_string(),
+            set_ids: Vec::new(),
+        })
+    }
+
+    /// The topic description of the newest archive.
+    pub fn meta(&self) -> &TopicMeta {
+        &self.meta
+    }
+
+    /// True when the records can be read more than once (files, not a pipe).
+    pub fn rereadable(&self) -> bool {
+        self.stdin.is_none()
+    }
+
+    /// Reads every RECORDS chunk in order, checking every checksum on the way. A stdin source
+    /// can be read once.
+    pub fn pass(
+        &mut self,
+        visit: &mut dyn FnMut(&RecordsChunk) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        if let Some(mut reader) = self.stdin.take() {
+            while let Some(chunk) = reader
+                .next_records()
+                .context("cannot read the archive on stdin")?
+            {
+                visit(&chunk)?;
+            }
+            return Ok(());
+        }
+        if self.parts.is_empty() {
+            anyhow::bail!("the archive on stdin can be read only once");
+        }
+        for part in &self.parts {
+            let mut reader = open_file(part)?;
+            if reader.meta().topic != self.meta.topic {
+                anyhow::bail!(
+                    "{} holds topic '{}', not '{}'",
+                    part.path.display(),
+                    reader.meta().topic,
+                    self.meta.topic
+                );
+            }
+            while let Some(chunk) = reader
+                .next_records()
+                .with_context(|| format!("archive {} is damaged", part.path.display()))?
+            {
+                visit(&chunk)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_file(part: &Part) -> anyhow::Result<Reader> {
+    let file = File::open(&part.path)
+        .with_context(|| format!("cannot open {} of set {}", part.path.display(), part.set_id))?;
+    let input: Box<dyn Read> = Box::new(BufReader::with_capacity(1 << 20, file));
+    ArchiveReader::open(input)
+        .with_context(|| format!("archive {} is damaged", part.path.display()))
+}

@@ -1,0 +1,239 @@
+//! The target cluster: topic metadata and creation, watermarks, reading back a record to
+//! check a resume, and committing consumer-group offsets.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use common::cli::{is_secret_property, KafkaArgs};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message, Timestamp};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::plan::Fingerprint;
+
+/// How long a metadata or admin request may take before the cluster counts as unreachable.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The client settings from the flags and `KAFKA_CLIENT_CONFIG`, logged without secrets.
+pub fn client_config(kafka: &KafkaArgs, client_id: &str) -> anyhow::Result<ClientConfig> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.bootstrap_servers);
+    config.set("client.id", client_id);
+    for (key, value) in kafka.properties()? {
+        let shown = if is_secret_property(&key) {
+            "<hidden>"
+        } else {
+            value.as_str()
+        };
+        tracing::debug!("client property {key}={shown}");
+        config.set(key, value);
+    }
+    Ok(config)
+}
+
+/// A connection to the target cluster for everything but producing.
+pub struct Target {
+    config: ClientConfig,
+    consumer: BaseConsumer,
+    admin: AdminClient<DefaultClientContext>,
+    runtime: tokio::runtime::Runtime,
+    bootstrap: String,
+}
+
+/// What the target knows about a topic.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicShape {
+    pub partitions: i32,
+}
+
+impl Target {
+    /// Connects and checks that the cluster answers.
+    pub fn connect(config: &ClientConfig, bootstrap: &str) -> anyhow::Result<Target> {
+        let hint = "invalid Kafka client settings (check -X and KAFKA_CLIENT_CONFIG)";
+        let mut consumer_config = config.clone();
+        consumer_config
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true");
+        if consumer_config.get("group.id").is_none() {
+            consumer_config.set("group.id", "kafka-replay");
+        }
+        let target = Target {
+            config: config.clone(),
+            consumer: consumer_config.create().context(hint)?,
+            admin: config.create().context(hint)?,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?,
+            bootstrap: bootstrap.to_string(),
+        };
+        target.brokers()?;
+        Ok(target)
+    }
+
+    /// Number of brokers in the cluster.
+    pub fn brokers(&self) -> anyhow::Result<usize> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(None, REQUEST_TIMEOUT)
+            .with_context(|| self.unreachable())?;
+        Ok(metadata.brokers().len())
+    }
+
+    fn unreachable(&self) -> String {
+        format!(
+            "cannot reach Kafka at {} (check --bootstrap-servers / KAFKA_BOOTSTRAP_SERVERS and the client settings)",
+            self.bootstrap
+        )
+    }
+
+    /// The topic's shape, or None when it does not exist.
+    pub fn topic(&self, name: &str) -> anyhow::Result<Option<TopicShape>> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(None, REQUEST_TIMEOUT)
+            .with_context(|| self.unreachable())?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name && t.error().is_none())
+            .map(|t| TopicShape {
+                partitions: t.partitions().len() as i32,
+            }))
+    }
+
+    /// Creates a topic and waits until its metadata shows every partition.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication: i32,
+        configs: &[(String, String)],
+    ) -> anyhow::Result<()> {
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+        for (key, value) in configs {
+            topic = topic.set(key, value);
+        }
+        let options = AdminOptions::new()
+            .operation_timeout(Some(REQUEST_TIMEOUT))
+            .request_timeout(Some(REQUEST_TIMEOUT));
+        let results = self
+            .runtime
+            .block_on(self.admin.create_topics([&topic], &options))
+            .with_context(|| format!("CreateTopics {name} failed"))?;
+        for result in results {
+            result.map_err(|(topic, code)| {
+                anyhow::anyhow!(
+                    "cannot create topic {topic}: {code} (configs tried: {}; --no-topic-configs creates it with the broker's defaults)",
+                    configs
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.topic(name)?.is_some_and(|t| t.partitions >= partitions) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("topic {name} was created but its metadata did not appear within 30s");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Low and high watermark of a partition.
+    pub fn watermarks(&self, topic: &str, partition: i32) -> anyhow::Result<(i64, i64)> {
+        self.consumer
+            .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
+            .with_context(|| format!("cannot fetch the watermarks of {topic}[{partition}]"))
+    }
+
+    /// Reads the record at exactly `offset` of a partition.
+    pub fn read_record(&self, topic: &str, partition: i32, offset: i64) -> anyhow::Result<Fingerprint> {
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, partition, Offset::Offset(offset))
+            .context("invalid offset")?;
+        self.consumer
+            .assign(&assignment)
+            .with_context(|| format!("cannot assign {topic}[{partition}]"))?;
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let found = loop {
+            if Instant::now() > deadline {
+                break Err(anyhow::anyhow!(
+                    "cannot read {topic}[{partition}] at offset {offset} within {}s",
+                    REQUEST_TIMEOUT.as_secs()
+                ));
+            }
+            match self.consumer.poll(Duration::from_millis(200)) {
+                None => continue,
+                Some(Err(KafkaError::PartitionEOF(p))) if p != partition => continue,
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    break Err(anyhow::anyhow!(
+                        "{topic}[{partition}] has no record at offset {offset} (a transaction marker or compacted away); replay into an empty topic, or pass --append"
+                    ))
+                }
+                Some(Err(e)) => break Err(e).context(format!("reading {topic}[{partition}]")),
+                Some(Ok(message)) if message.partition() != partition => continue,
+                Some(Ok(message)) if message.offset() != offset => {
+                    break Err(anyhow::anyhow!(
+                        "{topic}[{partition}] has no record at offset {offset} (next is {}); replay into an empty topic, or pass --append",
+                        message.offset()
+                    ))
+                }
+                Some(Ok(message)) => {
+                    break Ok(Fingerprint {
+                        offset,
+                        key: message.key().map(<[u8]>::to_vec),
+                        value: message.payload().map(<[u8]>::to_vec),
+                        headers: message
+                            .headers()
+                            .map(|h| {
+                                h.iter()
+                                    .map(|h| (h.key.as_bytes().to_vec(), h.value.map(<[u8]>::to_vec)))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        timestamp: match message.timestamp() {
+                            Timestamp::CreateTime(t) => Some(t),
+                            _ => None,
+                        },
+                    })
+                }
+            }
+        };
+        self.consumer
+            .unassign()
+            .with_context(|| format!("cannot unassign {topic}[{partition}]"))?;
+        found
+    }
+
+    /// Commits `offsets` (partition, next offset to read) for `group` on `topic`.
+    pub fn commit_group(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) -> anyhow::Result<()> {
+        let consumer: BaseConsumer = self
+            .config
+            .clone()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .context("cannot create a consumer to commit group offsets")?;
+        let mut list = TopicPartitionList::new();
+        for &(partition, offset) in offsets {
+            list.add_partition_offset(topic, partition, Offset::Offset(offset))
+                .context("invalid offset")?;
+        }
+        let result = consumer.commit(&list, CommitMode::Sync).with_context(|| {
+            format!("cannot commit the offsets of group {group} on {topic} (is the group active on the target? stop its consumers first)")
+        });
+        drop(list);
+        drop(consumer);
+        result
+    }
+}
