@@ -4,14 +4,11 @@
 
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
 use serde::Serialize;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use common::cli::{GlobalArgs, PgArgs, RepoArgs, RetentionArgs};
 use common::output::OutputFormat;
@@ -19,14 +16,12 @@ use common::repo::{SetMeta, SetWriter};
 use common::stream::Compression;
 use common::{Kind, Repository, Status};
 
-use crate::catalog::{self, TableInfo};
-use crate::details::{
-    self, DatabaseEntry, DumpFormat, LogicalDetails, TableEntry, DETAILS_VERSION,
-};
+use crate::catalog::{self};
+use crate::details::{self, LogicalDetails, DETAILS_VERSION};
+use crate::dump::{self, DumpPlan};
 use crate::patterns::{self, TablePattern};
 use crate::pgbin::{self, PgBin, PgBinArgs};
 use crate::snapshot::SnapshotSession;
-use crate::toc;
 
 /// Default of `RETENTION_DAYS` for logical sets (seed 000: 14 days).
 pub const DEFAULT_RETENTION_DAYS: u32 = 14;
@@ -97,6 +92,10 @@ struct Summary {
     bytes: u64,
     files: usize,
     duration_secs: f64,
+    /// Wall time of the whole-database dumps alone.
+    full_dump_secs: f64,
+    /// Peak resident memory of this process (pg_dump children not included).
+    peak_rss_bytes: Option<u64>,
     retention_deleted: Vec<String>,
 }
 
@@ -107,7 +106,18 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let include = patterns::parse_all(&args.table)?;
     let exclude = patterns::parse_all(&args.exclude_table)?;
     let runtime = common::postgres::runtime()?;
-    let (manifest, repo) = runtime.block_on(backup(&args, global, &bin, &include, &exclude))?;
+    let (manifest, repo) = runtime.block_on(async {
+        // On SIGINT the backup future is dropped: pg_dump children are killed and the
+        // incomplete set removed before exiting with 130.
+        tokio::select! {
+            result = backup(&args, global, &bin, &include, &exclude) => result,
+            _ = tokio::signal::ctrl_c() => Err(common::CodedError::new(
+                common::exit::INTERRUPTED,
+                anyhow::anyhow!("interrupted; the incomplete set was removed"),
+            )
+            .into()),
+        }
+    })?;
     let details = LogicalDetails::from_manifest(&manifest)?;
 
     let mut deleted = Vec::new();
@@ -149,6 +159,12 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
         bytes: manifest.total_size(),
         files: manifest.files.len(),
         duration_secs: started.elapsed().as_secs_f64(),
+        full_dump_secs: details
+            .databases
+            .iter()
+            .filter_map(|d| d.full_dump_secs)
+            .sum(),
+        peak_rss_bytes: peak_rss_bytes(),
         retention_deleted: deleted,
     };
     common::output::summary(global.output, &summary, || {
@@ -165,6 +181,14 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
         )
     })?;
     Ok(Status::Ok)
+}
+
+/// `VmHWM` of this process from /proc, when available.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 async fn backup(
@@ -266,7 +290,7 @@ async fn write_set(
     let mut globals_without_passwords = args.no_role_passwords;
     if !args.no_globals {
         let (path, no_passwords) =
-            dump_globals(bin, &args.pg, set.dir(), args.no_role_passwords).await?;
+            dump::dump_globals(bin, &args.pg, set.dir(), args.no_role_passwords).await?;
         set.add_existing(&path, Compression::None)
             .with_context(|| format!("cannot record {path}"))?;
         globals = Some(path);
@@ -281,14 +305,14 @@ async fn write_set(
         let dir = details::file_name(&session.database, &mut taken);
         let plan = DumpPlan::new(args, &dir, &session, &selected);
         let (results, counts) = tokio::join!(
-            run_jobs(bin, set.dir(), &session, plan.jobs.clone(), parallel, &bar),
-            count_all(&session)
+            dump::run_jobs(bin, set.dir(), &session, plan.jobs.clone(), parallel, &bar),
+            dump::count_all(&session)
         );
-        results?;
+        let timings = results?;
         let counts = counts?;
-        let entry = plan.entry(&session, counts);
+        let entry = plan.entry(&session, counts, &timings);
         session.close().await?;
-        record_files(&mut set, &entry)?;
+        dump::record_files(&mut set, &entry)?;
         databases.push(entry);
     }
     bar.finish_and_clear();
@@ -314,278 +338,4 @@ async fn write_set(
         source,
         details: serde_json::to_value(&details)?,
     })
-}
-
-/// `pg_dumpall --globals-only` into `globals.sql`; falls back to `--no-role-passwords` when
-/// the role may not read password hashes. Returns the file and whether passwords are left out.
-async fn dump_globals(
-    bin: &PgBin,
-    pg: &PgArgs,
-    set_dir: &Path,
-    no_role_passwords: bool,
-) -> anyhow::Result<(String, bool)> {
-    let rel = "globals.sql";
-    let run = |no_passwords: bool| {
-        let mut cmd = bin.command("pg_dumpall", &pg.dbname());
-        cmd.args(["--globals-only", "--file"])
-            .arg(set_dir.join(rel));
-        if no_passwords {
-            cmd.arg("--no-role-passwords");
-        }
-        cmd
-    };
-    let first = pgbin::run(&mut run(no_role_passwords), "pg_dumpall --globals-only").await;
-    match first {
-        Ok(_) => Ok((rel.to_string(), no_role_passwords)),
-        Err(e) if !no_role_passwords && format!("{e:#}").contains("permission denied") => {
-            tracing::warn!("cannot read role passwords ({e:#}); dumping roles without them");
-            pgbin::run(
-                &mut run(true),
-                "pg_dumpall --globals-only --no-role-passwords",
-            )
-            .await?;
-            Ok((rel.to_string(), true))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// One pg_dump run of a set.
-#[derive(Debug, Clone)]
-struct DumpJob {
-    what: String,
-    /// Output relative to the set directory.
-    output: String,
-    args: Vec<String>,
-    /// Table whose data the dump must list, checked with `pg_restore --list`.
-    must_hold: Option<(String, String)>,
-}
-
-/// The dumps of one database and where they go.
-struct DumpPlan {
-    dir: String,
-    format: DumpFormat,
-    full: String,
-    schema: String,
-    table_files: Vec<Option<String>>,
-    jobs: Vec<DumpJob>,
-}
-
-impl DumpPlan {
-    fn new(
-        args: &BackupArgs,
-        dir: &str,
-        session: &SnapshotSession,
-        selected: &HashSet<(String, String)>,
-    ) -> DumpPlan {
-        let mut common_args = vec![format!("--snapshot={}", session.snapshot)];
-        if let Some(level) = args.compress_level {
-            common_args.push(format!("--compress={level}"));
-        }
-        let (format, full) = match args.jobs {
-            Some(_) => (DumpFormat::Directory, format!("{dir}/full.dir")),
-            None => (DumpFormat::Custom, format!("{dir}/full.dump")),
-        };
-        let mut full_args = common_args.clone();
-        match args.jobs {
-            Some(jobs) => full_args.extend(["--format=directory".into(), format!("--jobs={jobs}")]),
-            None => full_args.push("--format=custom".into()),
-        }
-        let schema = format!("{dir}/schema.dump");
-        let mut jobs = vec![
-            DumpJob {
-                what: format!("whole database {}", session.database),
-                output: full.clone(),
-                args: full_args,
-                must_hold: None,
-            },
-            DumpJob {
-                what: format!("schema of {}", session.database),
-                output: schema.clone(),
-                args: [
-                    common_args.clone(),
-                    vec!["--format=custom".into(), "--schema-only".into()],
-                ]
-                .concat(),
-                must_hold: None,
-            },
-        ];
-        let mut taken = HashSet::new();
-        let mut table_files = Vec::new();
-        for table in &session.tables {
-            if !selected.contains(&(table.schema.clone(), table.name.clone())) {
-                table_files.push(None);
-                continue;
-            }
-            let name = details::file_name(&table.display_name(), &mut taken);
-            let output = format!("{dir}/tables/{name}.dump");
-            let mut table_args = common_args.clone();
-            table_args.extend([
-                "--format=custom".into(),
-                "--strict-names".into(),
-                format!(
-                    "--table={}",
-                    patterns::qualified(&table.schema, &table.name)
-                ),
-            ]);
-            jobs.push(DumpJob {
-                what: format!("table {} of {}", table.display_name(), session.database),
-                output: output.clone(),
-                args: table_args,
-                must_hold: (table.kind == 'r').then(|| (table.schema.clone(), table.name.clone())),
-            });
-            table_files.push(Some(output));
-        }
-        // Biggest first, so the long dumps start early and the short ones fill the gaps.
-        jobs[2..].sort_by_key(|j| {
-            std::cmp::Reverse(
-                session
-                    .tables
-                    .iter()
-                    .find(|t| j.must_hold.as_ref() == Some(&(t.schema.clone(), t.name.clone())))
-                    .map_or(0, |t| t.size_bytes),
-            )
-        });
-        DumpPlan {
-            dir: dir.to_string(),
-            format,
-            full,
-            schema,
-            table_files,
-            jobs,
-        }
-    }
-
-    fn entry(&self, session: &SnapshotSession, counts: Vec<u64>) -> DatabaseEntry {
-        let tables = session
-            .tables
-            .iter()
-            .zip(counts)
-            .zip(&self.table_files)
-            .map(
-                |((t, rows), file): ((&TableInfo, u64), &Option<String>)| TableEntry {
-                    schema: t.schema.clone(),
-                    name: t.name.clone(),
-                    rows,
-                    size_bytes: t.size_bytes,
-                    indexes: t.indexes,
-                    constraints: t.constraints,
-                    file: file.clone(),
-                },
-            )
-            .collect();
-        DatabaseEntry {
-            name: session.database.clone(),
-            dir: self.dir.clone(),
-            encoding: session.encoding.clone(),
-            snapshot: session.snapshot.clone(),
-            snapshot_lsn: session.lsn.clone(),
-            snapshot_time: session.time,
-            format: self.format,
-            full_dump: self.full.clone(),
-            schema_dump: self.schema.clone(),
-            tables,
-        }
-    }
-}
-
-/// Exact row counts of every table, in the session's snapshot, in table order.
-async fn count_all(session: &SnapshotSession) -> anyhow::Result<Vec<u64>> {
-    let mut counts = Vec::with_capacity(session.tables.len());
-    for table in &session.tables {
-        counts.push(session.count_rows(table).await?);
-    }
-    Ok(counts)
-}
-
-/// Runs the dumps, at most `parallel` at once, each checked with `pg_restore --list`. The
-/// first failure aborts the rest (their pg_dump processes are killed).
-async fn run_jobs(
-    bin: &PgBin,
-    set_dir: &Path,
-    session: &SnapshotSession,
-    jobs: Vec<DumpJob>,
-    parallel: usize,
-    bar: &indicatif::ProgressBar,
-) -> anyhow::Result<()> {
-    let limit = Arc::new(Semaphore::new(parallel.max(1)));
-    let mut running = JoinSet::new();
-    for job in jobs {
-        let limit = Arc::clone(&limit);
-        let bin = bin.clone();
-        let set_dir = set_dir.to_path_buf();
-        let database = session.database.clone();
-        running.spawn(async move {
-            let _slot = limit.acquire_owned().await.context("dump queue closed")?;
-            dump_one(&bin, &set_dir, &database, &job).await
-        });
-    }
-    while let Some(result) = running.join_next().await {
-        let what = result.context("a dump task failed")??;
-        bar.inc(1);
-        tracing::debug!("dumped {what}");
-    }
-    Ok(())
-}
-
-async fn dump_one(
-    bin: &PgBin,
-    set_dir: &Path,
-    database: &str,
-    job: &DumpJob,
-) -> anyhow::Result<String> {
-    let output = set_dir.join(&job.output);
-    if let Some(parent) = output.parent() {
-        common::durable::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    let mut cmd = bin.command("pg_dump", database);
-    cmd.args(&job.args).arg("--file").arg(&output);
-    pgbin::run(&mut cmd, &format!("pg_dump of {}", job.what)).await?;
-    let toc = toc::list(bin, &output)
-        .await
-        .with_context(|| format!("the dump of {} is unreadable", job.what))?;
-    if let Some((schema, table)) = &job.must_hold {
-        if !toc.has_table_data(schema, table) {
-            anyhow::bail!("the dump of {} holds no data entry for it", job.what);
-        }
-    }
-    Ok(job.what.clone())
-}
-
-/// Adds a database's files to the set: the dumps written by pg_dump, hashed in place.
-fn record_files(set: &mut SetWriter, entry: &DatabaseEntry) -> anyhow::Result<()> {
-    let mut files = Vec::new();
-    match entry.format {
-        DumpFormat::Custom => files.push(entry.full_dump.clone()),
-        DumpFormat::Directory => {
-            let dir = set.dir().join(&entry.full_dump);
-            let mut names: Vec<String> = std::fs::read_dir(&dir)
-                .with_context(|| format!("cannot list {}", dir.display()))?
-                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-                .collect::<Result<_, _>>()
-                .with_context(|| format!("cannot list {}", dir.display()))?;
-            names.sort();
-            files.extend(
-                names
-                    .into_iter()
-                    .map(|n| format!("{}/{n}", entry.full_dump)),
-            );
-        }
-    }
-    files.push(entry.schema_dump.clone());
-    files.extend(entry.tables.iter().filter_map(|t| t.file.clone()));
-    for file in files {
-        set.add_existing(&file, Compression::None)
-            .with_context(|| format!("cannot record {file}"))?;
-    }
-    for dir in [
-        set.dir().join(&entry.dir).join("tables"),
-        set.dir().join(&entry.dir),
-    ] {
-        if dir.is_dir() {
-            common::durable::fsync_dir(&dir)?;
-        }
-    }
-    Ok(())
 }

@@ -52,6 +52,9 @@ pub struct DatabaseEntry {
     pub format: DumpFormat,
     /// Whole-database dump: a file (custom) or a folder (directory format).
     pub full_dump: String,
+    /// Wall time of the whole-database pg_dump (for trending and the benchmark).
+    #[serde(default)]
+    pub full_dump_secs: Option<f64>,
     /// Schema-only dump (custom format).
     pub schema_dump: String,
     pub tables: Vec<TableEntry>,

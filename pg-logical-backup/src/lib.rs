@@ -16,6 +16,8 @@ use common::Status;
 pub mod backup;
 pub mod catalog;
 pub mod details;
+pub mod dump;
+pub mod integrity;
 pub mod patterns;
 pub mod pgbin;
 pub mod restore;

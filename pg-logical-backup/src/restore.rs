@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::cli::{GlobalArgs, PgArgs, RepoArgs};
 use common::output::OutputFormat;
@@ -201,7 +201,10 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
         restore_database(&bin, &set.dir, db, &target, &args, exists).await
     } else {
         let dumps: Vec<PathBuf> = files.iter().map(|f| set.dir.join(f)).collect();
-        restore_tables(&bin, &dumps, &target, &args, exists).await
+        let mut schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
+        schemas.sort_unstable();
+        schemas.dedup();
+        restore_tables(&bin, &dumps, &schemas, &target, &args, exists).await
     };
     if let Err(e) = result {
         if !exists {
@@ -427,6 +430,7 @@ async fn restore_database(
 async fn restore_tables(
     bin: &PgBin,
     dumps: &[PathBuf],
+    schemas: &[&str],
     target: &str,
     args: &RestoreArgs,
     exists: bool,
@@ -461,7 +465,23 @@ async fn restore_tables(
         (&["--section=post-data"], false),
     ];
     let mut feed_error = None;
+    // Table dumps do not create their schema; a new database may lack it.
+    let create_schemas: String = schemas
+        .iter()
+        .map(|s| {
+            format!(
+                "CREATE SCHEMA IF NOT EXISTS {};\n",
+                patterns::quote_ident(s)
+            )
+        })
+        .collect();
+    if let Err(e) = stdin.write_all(create_schemas.as_bytes()).await {
+        feed_error = Some(anyhow::Error::new(e).context("psql stopped reading"));
+    }
     'feed: for (sections, clean) in passes {
+        if feed_error.is_some() {
+            break;
+        }
         for dump in dumps {
             let mut cmd = bin.command("pg_restore", "postgres");
             cmd.arg("--file=-").args(sections);

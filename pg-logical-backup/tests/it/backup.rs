@@ -117,6 +117,9 @@ fn manifest_lists_every_part_with_checksums_and_private_files() {
     assert_eq!(summary["rows"], 50 + 300 + 3);
     assert!(summary["bytes"].as_u64().unwrap() > 0);
     assert!(summary["duration_secs"].as_f64().is_some());
+    assert!(summary["full_dump_secs"].as_f64().unwrap() > 0.0);
+    let rss = summary["peak_rss_bytes"].as_u64().unwrap();
+    assert!(rss > 0 && rss < 100 << 20, "peak RSS {rss}");
 
     let manifest = env.manifest(id);
     assert_eq!(manifest["kind"], "logical");

@@ -244,3 +244,35 @@ fn a_failed_table_restore_changes_nothing() {
         "50"
     );
 }
+
+#[test]
+fn a_table_of_another_schema_into_a_new_database() {
+    let env = Env::new();
+    env.sql(
+        r#"CREATE SCHEMA "Audit"; CREATE TABLE "Audit"."Log" (id int PRIMARY KEY, what text);
+           INSERT INTO "Audit"."Log" SELECT g, 'event ' || g FROM generate_series(1, 25) g;
+           CREATE TABLE other (x int);"#,
+    );
+    env.backup(&[]);
+    let target = test_support::unique_name("audit");
+    let run = env.run(&[
+        "restore",
+        "--target-db",
+        &target,
+        "--table",
+        r#""Audit"."Log""#,
+        "--output",
+        "json",
+    ]);
+    run.assert_code(0);
+    assert_eq!(env.count(&target, r#""Audit"."Log""#), 25);
+    assert_eq!(
+        env.pg.psql_db(
+            &target,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'other'"
+        ),
+        "0",
+        "only the chosen table"
+    );
+    assert_eq!(run.summary()["created"], true);
+}
