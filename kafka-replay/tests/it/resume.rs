@@ -1,0 +1,107 @@
+//! An interrupted replay re-run finishes without duplicating a record; a target holding
+//! records the replay did not write is refused rather than mixed.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+#[test]
+fn replay_resumes_after_a_partial_run_without_duplicates() {
+    let source = topic("res_src", 3);
+    produce(&source, (0..6000u64).map(|i| ((i % 3) as i32, varied(i))));
+    let dir = tempfile::tempdir().unwrap();
+    backup(dir.path(), &["--topic", &source]).ok();
+    let original = read_all(&source);
+
+    // What an interrupted run leaves: a prefix of each partition (different lengths).
+    let target = topic("res_dst", 3);
+    let prefix = [700usize, 0, 1999];
+    produce(
+        &target,
+        (0..3).flat_map(|p| {
+            original[&p][..prefix[p as usize]]
+                .iter()
+                .map(move |r| (p, r.rec.clone()))
+                .collect::<Vec<_>>()
+        }),
+    );
+    let run = replay(dir.path(), &["--topic", &source, "--target-topic", &target])
+        .ok()
+        .summary();
+    assert_eq!(run["records_present"], 700 + 1999);
+    assert_eq!(run["records_produced"], 6000 - 700 - 1999);
+    assert_eq!(run["verified"], true);
+    assert_eq!(recs(&read_all(&target)), recs(&original));
+}
+
+#[test]
+fn killed_replay_rerun_has_no_duplicates() {
+    let source = topic("kill_src", 3);
+    produce(&source, (0..30_000u64).map(|i| ((i % 3) as i32, varied(i))));
+    let dir = tempfile::tempdir().unwrap();
+    backup(dir.path(), &["--topic", &source]).ok();
+    let target = test_support::unique_name("kill_dst");
+    let args = ["--topic", source.as_str(), "--target-topic", target.as_str()];
+
+    let mut child = replay_child(dir.path(), &args);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            break;
+        }
+        if partition_count(&target) == 3
+            && watermarks(&target, 3).iter().map(|(_, h)| h).sum::<i64>() > 0
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SIGKILL: no chance to flush or clean up, the worst case.
+    let _ = child.kill();
+    child.wait().unwrap();
+    let partial: i64 = if partition_count(&target) == 3 {
+        watermarks(&target, 3).iter().map(|(_, h)| h).sum()
+    } else {
+        0
+    };
+    eprintln!("killed after {partial} of 30000 records");
+
+    let run = replay(dir.path(), &args).ok().summary();
+    assert_eq!(run["verified"], true);
+    assert_eq!(run["records_present"].as_i64().unwrap() + run["records_produced"].as_i64().unwrap(), 30_000);
+    assert_eq!(recs(&read_all(&target)), recs(&read_all(&source)));
+}
+
+#[test]
+fn foreign_records_in_the_target_are_refused_unless_appending() {
+    let source = topic("frn_src", 2);
+    produce(&source, (0..100u64).map(|i| ((i % 2) as i32, varied(i))));
+    let dir = tempfile::tempdir().unwrap();
+    backup(dir.path(), &["--topic", &source]).ok();
+    let target = topic("frn_dst", 2);
+    let stranger = Rec {
+        key: Some(b"someone else".to_vec()),
+        value: Some(b"was here".to_vec()),
+        headers: vec![],
+        timestamp: 1_700_000_000_000,
+    };
+    produce(&target, [(1, stranger.clone())]);
+
+    let refused = replay(dir.path(), &["--topic", &source, "--target-topic", &target]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(refused.stderr.contains("did not write"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("--append"), "{}", refused.stderr);
+    // Refused before producing anything, into any partition.
+    assert_eq!(watermarks(&target, 2), vec![(0, 0), (0, 1)]);
+
+    let appended = replay(dir.path(), &["--topic", &source, "--target-topic", &target, "--append"])
+        .ok()
+        .summary();
+    assert_eq!(appended["records_produced"], 100);
+    let after = read_all(&target);
+    assert_eq!(after[&1][0].rec, stranger);
+    assert_eq!(after[&1].len(), 51);
+    let original = read_all(&source);
+    assert_eq!(recs(&after)[&0], recs(&original)[&0]);
+    assert_eq!(recs(&after)[&1][1..], recs(&original)[&1][..]);
+}
