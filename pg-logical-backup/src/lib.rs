@@ -18,6 +18,7 @@ pub mod catalog;
 pub mod details;
 pub mod dump;
 pub mod integrity;
+pub mod load;
 pub mod patterns;
 pub mod pgbin;
 pub mod restore;

@@ -4,12 +4,9 @@
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Instant;
 
-use anyhow::Context;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::cli::{GlobalArgs, PgArgs, RepoArgs};
 use common::output::OutputFormat;
@@ -17,6 +14,7 @@ use common::{Kind, Repository, Status};
 
 use crate::catalog;
 use crate::details::{DatabaseEntry, LogicalDetails, TableEntry};
+use crate::load;
 use crate::patterns;
 use crate::pgbin::{self, PgBin, PgBinArgs};
 use crate::safety;
@@ -198,13 +196,13 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
     }
 
     let result = if args.table.is_empty() {
-        restore_database(&bin, &set.dir, db, &target, &args, exists).await
+        load::restore_database(&bin, &set.dir, db, &target, &args, exists).await
     } else {
         let dumps: Vec<PathBuf> = files.iter().map(|f| set.dir.join(f)).collect();
         let mut schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
         schemas.sort_unstable();
         schemas.dedup();
-        restore_tables(&bin, &dumps, &schemas, &target, &args, exists).await
+        load::restore_tables(&bin, &dumps, &schemas, &target, &args, exists).await
     };
     if let Err(e) = result {
         if !exists {
@@ -218,7 +216,7 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
 
     let client = common::postgres::connect(&target_pg, crate::TOOL).await?;
     if !args.no_analyze {
-        analyze(&client, &tables, args.table.is_empty()).await?;
+        load::analyze(&client, &tables, args.table.is_empty()).await?;
     }
     let present = catalog::list_tables(&client).await?;
     let mut mismatched = Vec::new();
@@ -391,164 +389,4 @@ fn names(tables: &[(String, String)]) -> String {
         list.push(format!("and {} more", tables.len() - 10));
     }
     list.join(", ")
-}
-
-/// Whole database with pg_restore: one transaction, or `--jobs` workers.
-async fn restore_database(
-    bin: &PgBin,
-    set_dir: &Path,
-    db: &DatabaseEntry,
-    target: &str,
-    args: &RestoreArgs,
-    exists: bool,
-) -> anyhow::Result<()> {
-    let dump = set_dir.join(if args.schema_only {
-        &db.schema_dump
-    } else {
-        &db.full_dump
-    });
-    let mut cmd = bin.command("pg_restore", target);
-    cmd.arg(format!("--dbname={target}")).arg("--exit-on-error");
-    match args.jobs.map(NonZeroUsize::get) {
-        Some(jobs) if jobs > 1 => cmd.arg(format!("--jobs={jobs}")),
-        _ => cmd.arg("--single-transaction"),
-    };
-    if exists && args.clean {
-        cmd.args(["--clean", "--if-exists"]);
-    }
-    if args.no_owner {
-        cmd.arg("--no-owner");
-    }
-    cmd.arg(&dump);
-    pgbin::run(&mut cmd, &format!("pg_restore into '{target}'")).await?;
-    Ok(())
-}
-
-/// Selected tables from their own dumps, all in one psql transaction: first every table's
-/// definition and rows, then every index, constraint and trigger, so foreign keys between
-/// restored tables find their targets whatever the order. Any error rolls everything back.
-async fn restore_tables(
-    bin: &PgBin,
-    dumps: &[PathBuf],
-    schemas: &[&str],
-    target: &str,
-    args: &RestoreArgs,
-    exists: bool,
-) -> anyhow::Result<()> {
-    let mut psql = bin.command("psql", target);
-    psql.args([
-        "-X",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "--single-transaction",
-        "--file=-",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let mut child = psql.spawn().map_err(|e| pgbin::spawn_error(e, "psql"))?;
-    let mut stdin = child.stdin.take().context("psql stdin")?;
-    let mut stderr = child.stderr.take().context("psql stderr")?;
-    let errors = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
-    let pre: &[&str] = if args.schema_only {
-        &["--section=pre-data"]
-    } else {
-        &["--section=pre-data", "--section=data"]
-    };
-    let passes: [(&[&str], bool); 2] = [
-        (pre, exists && args.clean),
-        (&["--section=post-data"], false),
-    ];
-    let mut feed_error = None;
-    // Table dumps do not create their schema; a new database may lack it.
-    let create_schemas: String = schemas
-        .iter()
-        .map(|s| {
-            format!(
-                "CREATE SCHEMA IF NOT EXISTS {};\n",
-                patterns::quote_ident(s)
-            )
-        })
-        .collect();
-    if let Err(e) = stdin.write_all(create_schemas.as_bytes()).await {
-        feed_error = Some(anyhow::Error::new(e).context("psql stopped reading"));
-    }
-    'feed: for (sections, clean) in passes {
-        if feed_error.is_some() {
-            break;
-        }
-        for dump in dumps {
-            let mut cmd = bin.command("pg_restore", "postgres");
-            cmd.arg("--file=-").args(sections);
-            if clean {
-                cmd.args(["--clean", "--if-exists"]);
-            }
-            if args.no_owner {
-                cmd.arg("--no-owner");
-            }
-            cmd.arg(dump).stdout(Stdio::piped()).stderr(Stdio::piped());
-            let mut reader = cmd
-                .spawn()
-                .map_err(|e| pgbin::spawn_error(e, "pg_restore"))?;
-            let mut out = reader.stdout.take().context("pg_restore stdout")?;
-            let copied = tokio::io::copy(&mut out, &mut stdin).await;
-            drop(out);
-            let output = reader
-                .wait_with_output()
-                .await
-                .context("cannot wait for pg_restore")?;
-            if let Err(e) = copied {
-                // psql stopped reading: it hit an error, reported below.
-                feed_error = Some(anyhow::Error::new(e).context("psql stopped reading"));
-                break 'feed;
-            }
-            if let Err(e) = pgbin::check(&output, &format!("pg_restore of {}", dump.display())) {
-                feed_error = Some(e);
-                let _ = child.start_kill();
-                break 'feed;
-            }
-        }
-    }
-    drop(stdin);
-    let status = child.wait().await.context("cannot wait for psql")?;
-    let psql_errors = errors.await.unwrap_or_default();
-    if !status.success() && (feed_error.is_none() || !psql_errors.trim().is_empty()) {
-        anyhow::bail!(
-            "restoring the tables into '{target}' failed and was rolled back, nothing changed: {}",
-            pgbin::last_lines(&psql_errors, 3)
-        );
-    }
-    if let Some(e) = feed_error {
-        return Err(e.context(format!(
-            "restoring the tables into '{target}' failed and was rolled back, nothing changed"
-        )));
-    }
-    Ok(())
-}
-
-/// Fresh planner statistics for what was restored (seed 001's post-restore step).
-async fn analyze(
-    client: &tokio_postgres::Client,
-    tables: &[&TableEntry],
-    whole_database: bool,
-) -> anyhow::Result<()> {
-    if whole_database {
-        return client
-            .batch_execute("ANALYZE")
-            .await
-            .context("ANALYZE failed");
-    }
-    for table in tables {
-        let name = patterns::qualified(&table.schema, &table.name);
-        client
-            .batch_execute(&format!("ANALYZE {name}"))
-            .await
-            .with_context(|| format!("ANALYZE {} failed", table.display_name()))?;
-    }
-    Ok(())
 }
