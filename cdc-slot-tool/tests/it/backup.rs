@@ -9,11 +9,9 @@ use crate::support::{
 
 #[test]
 fn backup_records_slots_positions_identity_and_publications() {
-    let lab = Lab::with_cdc();
+    let lab = Lab::new();
+    let created_at = lsn(&lab.setup_cdc());
     // Both slots consumed changes: their confirmed positions moved past where they started.
-    let created_at = lsn(&lab.sql(&format!(
-        "SELECT min(restart_lsn) FROM pg_replication_slots WHERE database = current_database()"
-    )));
     let decoding_confirmed = lab.confirmed_flush(DECODING_SLOT);
     let pgoutput_confirmed = lab.confirmed_flush(PGOUTPUT_SLOT);
     assert!(lsn(&decoding_confirmed) > created_at);

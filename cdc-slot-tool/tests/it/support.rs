@@ -101,11 +101,17 @@ impl Lab {
 
     /// An application database on an existing cluster.
     pub fn on(cluster: PgCluster) -> Lab {
+        Lab::with_parts(cluster, db_tempdir("slots-backup-"))
+    }
+
+    /// An application database on `cluster`, backing up into `backup_dir` (which may be
+    /// the cluster's WAL archive repository too).
+    pub fn with_parts(cluster: PgCluster, backup_dir: TempDir) -> Lab {
         let db = cluster.create_database(&unique_name("app"));
         Lab {
             cluster,
             db,
-            backup_dir: db_tempdir("slots-backup-"),
+            backup_dir,
         }
     }
 
@@ -117,7 +123,8 @@ impl Lab {
         lab
     }
 
-    pub fn setup_cdc(&self) {
+    /// Returns where the test_decoding slot was created.
+    pub fn setup_cdc(&self) -> String {
         self.sql(&format!(
             "CREATE TABLE orders (id int PRIMARY KEY, item text, total numeric);
              CREATE PUBLICATION {PUBLICATION} FOR TABLE orders;
@@ -127,12 +134,17 @@ impl Lab {
         self.sql(&format!(
             "SELECT pg_create_logical_replication_slot('{PGOUTPUT_SLOT}', 'pgoutput')"
         ));
-        self.sql(&format!(
-            "SELECT pg_create_logical_replication_slot('{DECODING_SLOT}', 'test_decoding')"
+        let created = self.sql(&format!(
+            "SELECT lsn FROM pg_create_logical_replication_slot('{DECODING_SLOT}', 'test_decoding')"
         ));
         self.insert_orders(1, 20);
-        self.consume_decoding(DECODING_SLOT);
-        self.consume_pgoutput(PGOUTPUT_SLOT);
+        assert_eq!(
+            self.consume_decoding(DECODING_SLOT).len(),
+            22,
+            "BEGIN, 20 rows, COMMIT"
+        );
+        assert!(self.consume_pgoutput(PGOUTPUT_SLOT) > 0);
+        created
     }
 
     /// Runs SQL in the application database.
@@ -191,8 +203,16 @@ impl Lab {
 
     /// Runs the tool against another cluster, with this lab's backup directory.
     pub fn tool_on(&self, cluster: &PgCluster, args: &[&str]) -> Run {
-        let mut cmd = cluster.command(tool());
-        cmd.env("BACKUP_DIR", self.backup_dir.path())
+        self.tool_env(cluster.env(), args)
+    }
+
+    /// Runs the tool as the database OS user with a libpq environment (`PG*`) and this
+    /// lab's backup directory.
+    pub fn tool_env(&self, env: Vec<(String, String)>, args: &[&str]) -> Run {
+        let mut cmd = Command::new(tool());
+        test_support::os_user::as_db_user(&mut cmd);
+        cmd.envs(env)
+            .env("BACKUP_DIR", self.backup_dir.path())
             .env_remove("RUST_LOG")
             .args(args);
         run(&mut cmd)
