@@ -34,6 +34,42 @@ pub fn client_config(kafka: &KafkaArgs, client_id: &str) -> anyhow::Result<Clien
     Ok(config)
 }
 
+/// Producer-only properties, left out of the consumer and admin clients so librdkafka does
+/// not warn that it ignores them.
+const PRODUCER_ONLY: &[&str] = &[
+    "acks",
+    "request.required.acks",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "linger.ms",
+    "queue.buffering.max.ms",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.messages",
+    "batch.num.messages",
+    "batch.size",
+    "compression.type",
+    "compression.codec",
+    "compression.level",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "request.timeout.ms",
+    "transactional.id",
+    "transaction.timeout.ms",
+    "partitioner",
+    "sticky.partitioning.linger.ms",
+    "retries",
+    "message.send.max.retries",
+];
+
+/// The settings without producer-only properties.
+fn without_producer_properties(config: &ClientConfig) -> ClientConfig {
+    let mut config = config.clone();
+    for key in PRODUCER_ONLY {
+        config.remove(key);
+    }
+    config
+}
+
 /// A connection to the target cluster for everything but producing.
 pub struct Target {
     config: ClientConfig,
@@ -53,6 +89,7 @@ impl Target {
     /// Connects and checks that the cluster answers.
     pub fn connect(config: &ClientConfig, bootstrap: &str) -> anyhow::Result<Target> {
         let hint = "invalid Kafka client settings (check -X and KAFKA_CLIENT_CONFIG)";
+        let config = &without_producer_properties(config);
         let mut consumer_config = config.clone();
         consumer_config
             .set("enable.auto.commit", "false")

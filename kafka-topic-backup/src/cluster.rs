@@ -32,6 +32,28 @@ pub fn client_config(kafka: &KafkaArgs, client_id: &str) -> anyhow::Result<Clien
     Ok(config)
 }
 
+/// Whether librdkafka knows `key` as a consumer-only property (it warns when a producer-type
+/// client such as the admin client is given one).
+fn consumer_only(key: &str) -> bool {
+    key.starts_with("fetch.")
+        || key.starts_with("queued.")
+        || key.starts_with("enable.auto.")
+        || key.starts_with("auto.")
+        || [
+            "isolation.level",
+            "enable.partition.eof",
+            "check.crcs",
+            "session.timeout.ms",
+            "heartbeat.interval.ms",
+            "max.poll.interval.ms",
+            "group.instance.id",
+            "partition.assignment.strategy",
+            "group.protocol",
+            "group.remote.assignor",
+        ]
+        .contains(&key)
+}
+
 /// One topic as the metadata describes it.
 #[derive(Debug, Clone)]
 pub struct TopicInfo {
@@ -55,7 +77,17 @@ impl Cluster {
         let consumer: BaseConsumer = config
             .create()
             .context("invalid Kafka client settings (check -X and KAFKA_CLIENT_CONFIG)")?;
-        let admin: AdminClient<DefaultClientContext> = config
+        let mut admin_config = config.clone();
+        let consumer_keys: Vec<String> = admin_config
+            .config_map()
+            .keys()
+            .filter(|k| consumer_only(k))
+            .cloned()
+            .collect();
+        for key in &consumer_keys {
+            admin_config.remove(key);
+        }
+        let admin: AdminClient<DefaultClientContext> = admin_config
             .create()
             .context("invalid Kafka client settings (check -X and KAFKA_CLIENT_CONFIG)")?;
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1,6 +1,7 @@
 //! An interrupted replay re-run finishes without duplicating a record; a target holding
 //! records the replay did not write is refused rather than mixed.
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -39,36 +40,43 @@ fn killed_replay_rerun_has_no_duplicates() {
     let source = topic("kill_src", 3);
     produce(&source, (0..30_000u64).map(|i| ((i % 3) as i32, varied(i))));
     let dir = tempfile::tempdir().unwrap();
-    backup(dir.path(), &["--topic", &source]).ok();
+    let summary = backup(dir.path(), &["--topic", &source, "--chunk-kib", "64"]).ok().summary();
+    let file = std::path::Path::new(summary["dir"].as_str().unwrap())
+        .join(summary["topics"][0]["file"].as_str().unwrap());
+    let archive = std::fs::read(file).unwrap();
     let target = test_support::unique_name("kill_dst");
-    let args = ["--topic", source.as_str(), "--target-topic", target.as_str()];
 
-    let mut child = replay_child(dir.path(), &args);
+    // The replay reads the archive from a pipe that delivers only its first half, so it is
+    // certainly still running when it is killed with some records produced.
+    let mut child = replay_child(dir.path(), &["--stdin", "--target-topic", &target]);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&archive[..archive.len() / 2]).unwrap();
+    stdin.flush().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-            break;
-        }
+        assert!(Instant::now() < deadline, "the replay produced nothing");
+        assert!(child.try_wait().unwrap().is_none(), "the replay ended early");
         if partition_count(&target) == 3
             && watermarks(&target, 3).iter().map(|(_, h)| h).sum::<i64>() > 0
         {
             break;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(20));
     }
     // SIGKILL: no chance to flush or clean up, the worst case.
-    let _ = child.kill();
+    child.kill().unwrap();
     child.wait().unwrap();
-    let partial: i64 = if partition_count(&target) == 3 {
-        watermarks(&target, 3).iter().map(|(_, h)| h).sum()
-    } else {
-        0
-    };
-    eprintln!("killed after {partial} of 30000 records");
+    drop(stdin);
+    std::thread::sleep(Duration::from_millis(300));
+    let partial: i64 = watermarks(&target, 3).iter().map(|(_, h)| h).sum();
+    assert!(partial > 0 && partial < 30_000, "{partial}");
 
-    let run = replay(dir.path(), &args).ok().summary();
+    let run = replay(dir.path(), &["--topic", &source, "--target-topic", &target])
+        .ok()
+        .summary();
     assert_eq!(run["verified"], true);
-    assert_eq!(run["records_present"].as_i64().unwrap() + run["records_produced"].as_i64().unwrap(), 30_000);
+    assert_eq!(run["records_present"].as_i64().unwrap(), partial);
+    assert_eq!(run["records_produced"].as_i64().unwrap(), 30_000 - partial);
     assert_eq!(recs(&read_all(&target)), recs(&read_all(&source)));
 }
 

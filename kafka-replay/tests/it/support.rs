@@ -325,9 +325,10 @@ pub fn replay(dir: &Path, args: &[&str]) -> Run {
     Run::from(tool(replay_bin(), dir, args).output().unwrap())
 }
 
-/// A replay as a child process, for interruption tests.
+/// A replay as a child process reading a pipe, for interruption tests.
 pub fn replay_child(dir: &Path, args: &[&str]) -> std::process::Child {
     tool(replay_bin(), dir, args)
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
