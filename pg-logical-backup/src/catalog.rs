@@ -156,6 +156,14 @@ pub fn select_tables<'a>(
         .collect())
 }
 
+/// The server's message of a failed statement (tokio-postgres' own text is just "db error").
+pub fn db_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    }
+}
+
 /// Settings for connecting to another database of the same server.
 pub fn for_database(pg: &PgArgs, dbname: &str) -> PgArgs {
     PgArgs {

@@ -120,7 +120,8 @@ pub async fn indexes(
                 "SELECT c.oid, n.nspname::text, c.relname::text FROM pg_index i
                  JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
                  JOIN pg_am am ON am.oid = c.relam
-                 WHERE am.amname = 'btree' AND n.nspname NOT IN ('pg_catalog', 'pg_toast', 'information_schema')",
+                 WHERE am.amname = 'btree' AND c.relkind = 'i'
+                   AND n.nspname NOT IN ('pg_catalog', 'pg_toast', 'information_schema')",
                 &[],
             )
             .await
@@ -134,9 +135,10 @@ pub async fn indexes(
                 .await
             {
                 problems.push(format!(
-                    "index {}.{}: amcheck: {e}",
+                    "index {}.{}: amcheck: {}",
                     row.get::<_, String>(1),
-                    row.get::<_, String>(2)
+                    row.get::<_, String>(2),
+                    catalog::db_message(&e)
                 ));
             }
         }

@@ -147,10 +147,11 @@ fn print_summary(
     common::output::summary(global.output, summary, || {
         if summary.passed {
             format!(
-                "set {} verified ({:?} level): all {} checks passed",
-                manifest.id, summary.level, summary.checks
+                "set {} verified ({} level): all {} checks passed",
+                manifest.id,
+                format!("{:?}", summary.level).to_lowercase(),
+                summary.checks
             )
-            .to_lowercase()
         } else {
             format!(
                 "set {} FAILED verification: {}",
