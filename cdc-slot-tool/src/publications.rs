@@ -21,11 +21,17 @@ pub enum PublicationAction {
     Failed,
 }
 
+impl std::fmt::Display for PublicationAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::server::serde_name(self))
+    }
+}
+
 /// The report line of one publication.
 #[derive(Debug, Clone, Serialize)]
 pub struct PublicationOutcome {
     pub database: String,
-    pub publication: String,
+    pub name: String,
     pub action: PublicationAction,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub statement: Option<String>,
@@ -92,6 +98,49 @@ pub fn create_statement(p: &Publication, version_num: u32) -> anyhow::Result<Str
     Ok(sql)
 }
 
+/// How an existing publication differs from the saved one, in words.
+pub fn differences(saved: &Publication, current: &Publication) -> Vec<String> {
+    let mut found = Vec::new();
+    if saved.all_tables != current.all_tables {
+        found.push(format!(
+            "FOR ALL TABLES is {} (saved {})",
+            current.all_tables, saved.all_tables
+        ));
+    }
+    if saved.publish != current.publish {
+        found.push(format!(
+            "publishes {} (saved {})",
+            current.publish.join(", "),
+            saved.publish.join(", ")
+        ));
+    }
+    if saved.via_partition_root != current.via_partition_root {
+        found.push("publish_via_partition_root differs".to_string());
+    }
+    if saved.tables != current.tables {
+        let names = |p: &Publication| {
+            p.tables
+                .iter()
+                .map(|t| format!("{}.{}", t.schema, t.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        found.push(format!(
+            "tables, columns or row filters differ (now [{}], saved [{}])",
+            names(current),
+            names(saved)
+        ));
+    }
+    if saved.schemas != current.schemas {
+        found.push(format!(
+            "schemas [{}] (saved [{}])",
+            current.schemas.join(", "),
+            saved.schemas.join(", ")
+        ));
+    }
+    found
+}
+
 /// Creates (or, in a dry run, plans) every saved publication that the server lacks.
 /// `clients` holds a connection per existing database; databases missing there fail.
 pub async fn restore(
@@ -104,7 +153,7 @@ pub async fn restore(
     for p in saved {
         let mut outcome = PublicationOutcome {
             database: p.database.clone(),
-            publication: p.name.clone(),
+            name: p.name.clone(),
             action: PublicationAction::Failed,
             statement: None,
             message: String::new(),
@@ -144,11 +193,25 @@ async fn restore_one(
         .await?
         .is_some();
     if exists {
-        return Ok((
-            PublicationAction::Exists,
-            None,
-            "exists already; left unchanged".into(),
-        ));
+        let current = crate::inventory::publications(client, &p.database, version_num)
+            .await?
+            .into_iter()
+            .find(|c| c.name == p.name);
+        let differences = current.map(|c| differences(p, &c)).unwrap_or_default();
+        let message = if differences.is_empty() {
+            "exists already, as saved".to_string()
+        } else {
+            tracing::warn!(
+                "publication {} differs from the backup: {}",
+                p.name,
+                differences.join("; ")
+            );
+            format!(
+                "exists already but differs from the backup ({}); left unchanged",
+                differences.join("; ")
+            )
+        };
+        return Ok((PublicationAction::Exists, None, message));
     }
     let statement = create_statement(p, version_num)?;
     if dry_run {
@@ -256,6 +319,19 @@ mod tests {
             "CREATE PUBLICATION \"cdc pub\" FOR TABLE \"public\".\"orders\" \
              WITH (publish = 'insert, update', publish_via_partition_root = false)"
         );
+    }
+
+    #[test]
+    fn differences_are_named() {
+        let saved = publication();
+        assert!(differences(&saved, &saved).is_empty());
+        let mut current = publication();
+        current.publish.push("delete".into());
+        current.tables.pop();
+        let found = differences(&saved, &current);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("insert, update, delete"));
+        assert!(found[1].contains("public.Customers"));
     }
 
     #[test]

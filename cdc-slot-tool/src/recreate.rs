@@ -32,10 +32,16 @@ pub enum SlotAction {
     Failed,
 }
 
+impl std::fmt::Display for SlotAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::server::serde_name(self))
+    }
+}
+
 /// The report line of one slot.
 #[derive(Debug, Clone, Serialize)]
 pub struct SlotOutcome {
-    pub slot: String,
+    pub slot_name: String,
     pub database: Option<String>,
     pub plugin: Option<String>,
     pub action: SlotAction,
@@ -153,7 +159,7 @@ pub async fn carry_out(
     client: Option<&Client>,
 ) -> SlotOutcome {
     let mut outcome = SlotOutcome {
-        slot: saved.slot_name.clone(),
+        slot_name: saved.slot_name.clone(),
         database: saved.database.clone(),
         plugin: saved.plugin.clone(),
         action: SlotAction::Failed,

@@ -66,6 +66,12 @@ struct Position {
     system_identifier: String,
     timeline: u32,
     lsn: Lsn,
+    /// When the slot backup was taken (saved side only).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "common::timefmt::rfc3339::option"
+    )]
+    taken_at: Option<time::OffsetDateTime>,
 }
 
 /// The restore's summary (last JSON line).
@@ -111,17 +117,17 @@ pub fn run(args: &RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
             .as_ref()
             .filter(|a| a.verdict.needs_attention())
         {
-            tracing::warn!("slot {}: {}: {}", outcome.slot, a.verdict, a.message);
+            tracing::warn!("slot {}: {}: {}", outcome.slot_name, a.verdict, a.message);
         }
         if outcome.action == SlotAction::Failed {
-            tracing::error!("slot {}: {}", outcome.slot, outcome.note);
+            tracing::error!("slot {}: {}", outcome.slot_name, outcome.note);
         }
     }
     for outcome in pubs
         .iter()
         .filter(|p| p.action == PublicationAction::Failed)
     {
-        tracing::error!("publication {}: {}", outcome.publication, outcome.message);
+        tracing::error!("publication {}: {}", outcome.name, outcome.message);
     }
     for warning in &summary.warnings {
         tracing::warn!("{warning}");
@@ -303,11 +309,13 @@ async fn restore(
             system_identifier: inventory.server.system_identifier.clone(),
             timeline: inventory.server.timeline,
             lsn: inventory.server.current_lsn,
+            taken_at: Some(inventory.taken_at),
         },
         server: Position {
             system_identifier: identity.system_identifier.clone(),
             timeline: identity.timeline,
             lsn: identity.current_lsn,
+            taken_at: None,
         },
         slots_created: count(&[
             SlotAction::Created,
@@ -398,8 +406,8 @@ fn print_report(
         OutputFormat::Text => {
             for p in pubs {
                 output::text_line(&format!(
-                    "publication {} (database {}): {:?}: {}",
-                    p.publication, p.database, p.action, p.message
+                    "publication {} (database {}): {}: {}",
+                    p.name, p.database, p.action, p.message
                 ))?;
             }
             for s in slots {
@@ -409,8 +417,8 @@ fn print_report(
                     .map(|a| format!(" [{}] {}", a.verdict, a.message))
                     .unwrap_or_default();
                 output::text_line(&format!(
-                    "slot {} (database {}): {:?}: {}{verdict}",
-                    s.slot,
+                    "slot {} (database {}): {}: {}{verdict}",
+                    s.slot_name,
                     s.database.as_deref().unwrap_or("-"),
                     s.action,
                     s.note

@@ -130,6 +130,15 @@ pub async fn databases(client: &Client) -> anyhow::Result<Vec<String>> {
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// The serde name of a unit enum variant (`would_create`), for text output that matches
+/// the JSON.
+pub fn serde_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// An LSN the server printed.
 pub fn parse_lsn(text: &str) -> anyhow::Result<Lsn> {
     text.parse().map_err(anyhow::Error::msg)

@@ -36,7 +36,8 @@ pub struct StatusArgs {
     /// Exit 1 when a slot has had no consumer for longer than this (e.g. 15m, 2h).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub max_inactive: Option<Duration>,
-    /// Write Prometheus textfile-collector metrics to this file (replaced atomically).
+    /// Write Prometheus textfile-collector metrics to this file (replaced atomically);
+    /// `-` prints them on stdout instead of the report (e.g. for a Pushgateway).
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
     /// Remember here when each slot was first seen inactive. PostgreSQL before 17 does not
@@ -79,10 +80,8 @@ pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let (mut slots, identity) = match read {
         Ok(found) => found,
         Err(e) => {
-            if let Some(path) = &args.metrics_file {
-                if let Err(write_error) = metrics::write(path, &metrics::render_down(unix(now))) {
-                    tracing::error!("{write_error:#}");
-                }
+            if let Err(write_error) = emit_metrics(args, &metrics::render_down(unix(now))) {
+                tracing::error!("{write_error:#}");
             }
             return Err(e);
         }
@@ -122,14 +121,10 @@ pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
             identity.server_version
         );
     }
-    if let Some(path) = &args.metrics_file {
-        metrics::write(
-            path,
-            &metrics::render_status(&healths, &identity, unix(now)),
-        )?;
-    }
-
-    print(global.output, &healths)?;
+    emit_metrics(
+        args,
+        &metrics::render_status(&healths, &identity, unix(now)),
+    )?;
     let unhealthy = healths.iter().filter(|h| !h.healthy).count();
     for health in healths.iter().filter(|h| !h.healthy) {
         tracing::warn!(
@@ -138,6 +133,10 @@ pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
             health.problems.join("; ")
         );
     }
+    if metrics_on_stdout(args) {
+        return Ok(Status::from_passed(unhealthy == 0));
+    }
+    print(global.output, &healths)?;
     let summary = Summary {
         system_identifier: identity.system_identifier.clone(),
         timeline: identity.timeline,
@@ -153,6 +152,24 @@ pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
         )
     })?;
     Ok(Status::from_passed(unhealthy == 0))
+}
+
+fn metrics_on_stdout(args: &StatusArgs) -> bool {
+    args.metrics_file.as_deref() == Some(Path::new("-"))
+}
+
+/// Writes the metrics file, or prints the metrics for `--metrics-file -`.
+fn emit_metrics(args: &StatusArgs, text: &str) -> anyhow::Result<()> {
+    match &args.metrics_file {
+        None => Ok(()),
+        Some(_) if metrics_on_stdout(args) => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            Ok(out.flush()?)
+        }
+        Some(path) => metrics::write(path, text),
+    }
 }
 
 fn unix(t: OffsetDateTime) -> f64 {

@@ -3,8 +3,11 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use test_support::os_user::db_tempdir;
+use test_support::pg::{pg_bin, run_checked, PgCluster, PgOptions};
+
 use crate::support::{
-    inventory, lsn, Lab, DECODING_SLOT, FILTERED_PUBLICATION, PGOUTPUT_SLOT, PUBLICATION,
+    inventory, lsn, run, tool, Lab, DECODING_SLOT, FILTERED_PUBLICATION, PGOUTPUT_SLOT, PUBLICATION,
 };
 
 #[test]
@@ -109,6 +112,53 @@ fn backup_records_slots_positions_identity_and_publications() {
         filtered["tables"][0]["row_filter"],
         "(total > (100)::numeric)"
     );
+}
+
+#[test]
+fn password_authentication_keeps_the_secret_out_of_argv_logs_and_files() {
+    let secret = "s3cret-Pa55word";
+    let cluster = PgCluster::start_with(
+        PgOptions {
+            password: Some(secret.to_string()),
+            ..Default::default()
+        }
+        .setting("wal_level", "logical"),
+    );
+    let mut psql = cluster.command(pg_bin("psql"));
+    psql.env("PGPASSWORD", secret).args([
+        "-X",
+        "-c",
+        "SELECT pg_create_logical_replication_slot('guarded', 'test_decoding')",
+    ]);
+    run_checked(&mut psql, "psql");
+    let backups = db_tempdir("slots-backup-");
+    let tool = |password: Option<&str>| {
+        let mut cmd = cluster.command(tool());
+        cmd.env("BACKUP_DIR", backups.path())
+            .env("PGHOST", "127.0.0.1")
+            .args(["backup", "--output", "json", "-v"]);
+        if let Some(password) = password {
+            cmd.env("PGPASSWORD", password);
+        }
+        run(&mut cmd)
+    };
+    // scram over TCP: without PGPASSWORD the server refuses, with it the backup works.
+    let refused = tool(None);
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("cannot connect"),
+        "{}",
+        refused.stderr
+    );
+    let done = tool(Some(secret));
+    done.assert_code(0);
+    assert_eq!(done.summary()["slots"], 1);
+    assert!(!done.stdout.contains(secret) && !done.stderr.contains(secret));
+    let set = Path::new(done.summary()["path"].as_str().unwrap()).to_path_buf();
+    for file in ["slots.json", "manifest.json"] {
+        let text = std::fs::read_to_string(set.join(file)).unwrap();
+        assert!(!text.contains(secret), "{file} holds the password");
+    }
 }
 
 #[test]

@@ -130,17 +130,17 @@ fn drill_pitr_to_latest_then_restore_slots_names_the_lost_window() {
         );
     }
     assert_eq!(
-        report.record("publication", "publication", FILTERED_PUBLICATION)["action"],
+        report.record("publication", "name", FILTERED_PUBLICATION)["action"],
         "created"
     );
     assert_eq!(
-        report.record("publication", "publication", PUBLICATION)["action"],
+        report.record("publication", "name", PUBLICATION)["action"],
         "exists"
     );
 
     // The report names the right lost window: from the saved position to the new start.
     let new_start = decoding.rsplit(' ').next().unwrap().to_string();
-    let slot = report.record("slot", "slot", DECODING_SLOT);
+    let slot = report.record("slot", "slot_name", DECODING_SLOT);
     assert_eq!(slot["action"], "created");
     assert_eq!(slot["verdict"], "gap", "{slot}");
     assert_eq!(slot["lost_window"]["from"], saved.as_str());
@@ -192,7 +192,7 @@ fn drill_pitr_to_latest_then_restore_slots_names_the_lost_window() {
     let before = restored_slot(&restored, DECODING_SLOT);
     let again = lab.tool_env(restored.env(), &["restore", "--output", "json"]);
     assert_eq!(
-        again.record("slot", "slot", DECODING_SLOT)["action"],
+        again.record("slot", "slot_name", DECODING_SLOT)["action"],
         "kept"
     );
     assert_eq!(again.summary()["slots_created"], 0);
@@ -234,7 +234,7 @@ fn drill_pitr_before_the_saved_position_reports_diverged_history() {
     );
     dry.assert_code(1);
     assert_eq!(
-        dry.record("slot", "slot", DECODING_SLOT)["verdict"],
+        dry.record("slot", "slot_name", DECODING_SLOT)["verdict"],
         "diverged"
     );
     assert_eq!(
@@ -249,7 +249,7 @@ fn drill_pitr_before_the_saved_position_reports_diverged_history() {
         .next()
         .unwrap()
         .to_string();
-    let slot = report.record("slot", "slot", DECODING_SLOT);
+    let slot = report.record("slot", "slot_name", DECODING_SLOT);
     assert_eq!(slot["action"], "created");
     assert_eq!(slot["verdict"], "diverged", "{slot}");
     assert_eq!(slot["switchpoint"], switchpoint.as_str());
@@ -263,7 +263,7 @@ fn drill_pitr_before_the_saved_position_reports_diverged_history() {
     );
 
     // The pgoutput consumer had not read past the restore point: only a gap for it.
-    let pgoutput = report.record("slot", "slot", PGOUTPUT_SLOT);
+    let pgoutput = report.record("slot", "slot_name", PGOUTPUT_SLOT);
     assert_eq!(pgoutput["verdict"], "gap", "{pgoutput}");
     assert_eq!(pgoutput["lost_window"]["from"], pgoutput_saved.as_str());
 }

@@ -25,7 +25,8 @@ fn restore_recreates_dropped_slot_and_publication_and_names_the_lost_window() {
     // Changes after the backup, then the slot and a publication disappear.
     lab.insert_orders(21, 30);
     lab.sql(&format!(
-        "SELECT pg_drop_replication_slot('{DECODING_SLOT}'); DROP PUBLICATION {FILTERED_PUBLICATION}"
+        "SELECT pg_drop_replication_slot('{DECODING_SLOT}'); DROP PUBLICATION {FILTERED_PUBLICATION};
+         ALTER PUBLICATION {PUBLICATION} SET (publish = 'insert')"
     ));
     let report_dir = test_support::os_user::db_tempdir("report-");
     let report_file = report_dir.path().join("report.json");
@@ -42,7 +43,7 @@ fn restore_recreates_dropped_slot_and_publication_and_names_the_lost_window() {
 
     let created = lab.confirmed_flush(DECODING_SLOT);
     assert_eq!(lab.plugin(DECODING_SLOT), "test_decoding");
-    let slot = run.record("slot", "slot", DECODING_SLOT);
+    let slot = run.record("slot", "slot_name", DECODING_SLOT);
     assert_eq!(slot["action"], "created");
     assert_eq!(slot["verdict"], "gap");
     assert_eq!(slot["estimated"], false);
@@ -57,17 +58,29 @@ fn restore_recreates_dropped_slot_and_publication_and_names_the_lost_window() {
     assert!(run.stderr.contains("WARN"), "{}", run.stderr);
     assert!(run.stderr.contains(DECODING_SLOT), "{}", run.stderr);
 
-    let kept = run.record("slot", "slot", PGOUTPUT_SLOT);
+    let kept = run.record("slot", "slot_name", PGOUTPUT_SLOT);
     assert_eq!(kept["action"], "kept");
     assert_eq!(kept["verdict"], "continuous");
 
     assert_eq!(
-        run.record("publication", "publication", FILTERED_PUBLICATION)["action"],
+        run.record("publication", "name", FILTERED_PUBLICATION)["action"],
         "created"
     );
+    let existing = run.record("publication", "name", PUBLICATION);
+    assert_eq!(existing["action"], "exists");
+    assert!(
+        existing["message"]
+            .as_str()
+            .unwrap()
+            .contains("publishes insert (saved insert, update, delete, truncate)"),
+        "{existing}"
+    );
     assert_eq!(
-        run.record("publication", "publication", PUBLICATION)["action"],
-        "exists"
+        lab.sql(&format!(
+            "SELECT pubdelete FROM pg_publication WHERE pubname = '{PUBLICATION}'"
+        )),
+        "f",
+        "an existing publication is left unchanged"
     );
     // The publication is back with its column list, row filter and operations.
     assert_eq!(
@@ -111,11 +124,11 @@ fn dry_run_changes_nothing_and_a_real_run_needs_yes() {
 
     let run = lab.tool(&["restore", "--dry-run", "--output", "json"]);
     run.assert_code(1);
-    let slot = run.record("slot", "slot", DECODING_SLOT);
+    let slot = run.record("slot", "slot_name", DECODING_SLOT);
     assert_eq!(slot["action"], "would_create");
     assert_eq!(slot["estimated"], true);
     assert_eq!(slot["verdict"], "gap");
-    let publication = run.record("publication", "publication", FILTERED_PUBLICATION);
+    let publication = run.record("publication", "name", FILTERED_PUBLICATION);
     assert_eq!(publication["action"], "would_create");
     assert!(publication["statement"]
         .as_str()
@@ -147,14 +160,14 @@ fn existing_slot_is_left_alone_without_force_and_replaced_with_it() {
 
     let run = lab.tool(&["restore", "--yes", "--output", "json"]);
     run.assert_code(0);
-    let slot = run.record("slot", "slot", DECODING_SLOT);
+    let slot = run.record("slot", "slot_name", DECODING_SLOT);
     assert_eq!(slot["action"], "kept");
     assert!(slot["note"].as_str().unwrap().contains("--force"), "{slot}");
     assert_eq!(lab.plugin(DECODING_SLOT), "pgoutput", "untouched");
     assert_eq!(lab.confirmed_flush(DECODING_SLOT), before);
 
     let run = lab.tool(&["restore", "--yes", "--force", "--output", "json"]);
-    let slot = run.record("slot", "slot", DECODING_SLOT);
+    let slot = run.record("slot", "slot_name", DECODING_SLOT);
     assert_eq!(slot["action"], "replaced", "{run:?}");
     assert_eq!(lab.plugin(DECODING_SLOT), "test_decoding");
     // The replacement starts later than the saved position: a gap, so exit 1.
@@ -194,7 +207,7 @@ fn force_advances_an_existing_slot_that_is_behind_the_saved_position() {
         DECODING_SLOT,
     ]);
     run.assert_code(0);
-    let slot = run.record("slot", "slot", DECODING_SLOT);
+    let slot = run.record("slot", "slot_name", DECODING_SLOT);
     assert_eq!(slot["action"], "kept");
     assert_eq!(slot["verdict"], "replay");
     assert_eq!(slot["advance_to"], saved.as_str());
@@ -209,7 +222,7 @@ fn force_advances_an_existing_slot_that_is_behind_the_saved_position() {
         DECODING_SLOT,
     ]);
     run.assert_code(0);
-    let slot = run.record("slot", "slot", DECODING_SLOT);
+    let slot = run.record("slot", "slot_name", DECODING_SLOT);
     assert_eq!(slot["action"], "advanced");
     assert_eq!(slot["verdict"], "continuous");
     assert_eq!(lab.confirmed_flush(DECODING_SLOT), saved);

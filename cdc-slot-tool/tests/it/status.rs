@@ -77,6 +77,13 @@ fn status_is_healthy_when_consumers_keep_up_and_metrics_parse() {
         Some(1.0)
     );
     assert!(value(&samples, "cdc_slot_last_run_timestamp_seconds", &[]).unwrap() > 1.7e9);
+
+    // `-` prints the metrics instead of the report.
+    let run = lab.tool(&["status", "--metrics-file", "-"]);
+    run.assert_code(0);
+    let samples = prometheus::parse(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not Prometheus text: {e}\n{}", run.stdout));
+    assert_eq!(value(&samples, "cdc_slot_healthy", &labels), Some(1.0));
 }
 
 #[test]
