@@ -18,6 +18,7 @@ pub mod catalog;
 pub mod details;
 pub mod dump;
 pub mod integrity;
+pub mod list;
 pub mod load;
 pub mod patterns;
 pub mod pgbin;
@@ -64,6 +65,9 @@ pub enum Command {
     /// Check a backup set: checksums and dump lists, a test restore, integrity checks.
     #[command(after_help = common::exit::EXIT_CODES_HELP)]
     Verify(verify::VerifyArgs),
+    /// List the logical backup sets of the repository.
+    #[command(after_help = common::exit::EXIT_CODES_HELP)]
+    List(list::ListArgs),
 }
 
 impl ToolArgs for Args {
@@ -80,6 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         Some(Command::Backup(backup)) => backup::run(backup, &global),
         Some(Command::Restore(restore)) => restore::run(restore, &global),
         Some(Command::Verify(verify)) => verify::run(verify, &global),
+        Some(Command::List(list)) => list::run(list, &global),
     }
 }
 

@@ -138,8 +138,13 @@ pub async fn restore_tables(
     let status = child.wait().await.context("cannot wait for psql")?;
     let psql_errors = errors.await.unwrap_or_default();
     if !status.success() && (feed_error.is_none() || !psql_errors.trim().is_empty()) {
+        let hint = if psql_errors.contains("depends on") {
+            " (other objects depend on a table being replaced: drop or include them, or restore into a new database and copy the rows over)"
+        } else {
+            ""
+        };
         anyhow::bail!(
-            "restoring the tables into '{target}' failed and was rolled back, nothing changed: {}",
+            "restoring the tables into '{target}' failed and was rolled back, nothing changed: {}{hint}",
             pgbin::last_lines(&psql_errors, 3)
         );
     }

@@ -195,3 +195,62 @@ fn a_row_count_mismatch_is_caught() {
     );
     assert_eq!(verify_databases_left(&env), "0");
 }
+
+#[test]
+fn partitions_and_odd_names_pass_deep_verify_and_restore() {
+    let env = Env::new();
+    env.sql(
+        r#"CREATE TABLE events (id int, at date NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+           CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+           CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+           INSERT INTO events SELECT g, date '2025-06-01' + g FROM generate_series(1, 400) g;
+           CREATE TABLE "Weird Name" ("Col" text); INSERT INTO "Weird Name" VALUES (E'a\tb');
+           CREATE TABLE "user" (id int); INSERT INTO "user" VALUES (1), (2);
+           CREATE MATERIALIZED VIEW per_year AS SELECT extract(year FROM at) y, count(*) FROM events GROUP BY 1;"#,
+    );
+    let id = env.backup(&[])["id"].as_str().unwrap().to_string();
+    let run = env.run(&["verify", "--level", "deep", "--output", "json"]);
+    run.assert_code(0);
+    assert_eq!(run.summary()["passed"], true);
+
+    env.sql("DELETE FROM events; DELETE FROM \"user\";");
+    let restore = || {
+        env.run(&[
+            "restore",
+            "--target-db",
+            &env.db,
+            "--table",
+            "events*",
+            "--table",
+            "user",
+            "--clean",
+            "--yes",
+            "--output",
+            "json",
+        ])
+    };
+    // The materialized view depends on events: replacing it is refused, all rolled back.
+    let run = restore();
+    run.assert_code(2);
+    let error = run.error_line();
+    assert!(
+        error.contains("per_year depends on table public.events"),
+        "{error}"
+    );
+    assert!(error.contains("dependent objects"), "{error}");
+    assert_eq!(env.count(&env.db, "\"user\""), 0);
+
+    env.sql("DROP MATERIALIZED VIEW per_year;");
+    restore().assert_code(0);
+    assert_eq!(env.count(&env.db, "events"), 400);
+    assert_eq!(env.count(&env.db, "\"user\""), 2);
+
+    // `list` shows the set as complete.
+    let run = env.run(&["list", "--output", "json"]);
+    run.assert_code(0);
+    let sets = run.json();
+    assert_eq!(sets[0]["id"], id.as_str());
+    assert_eq!(sets[0]["complete"], true);
+    assert_eq!(sets[0]["tables"], 5);
+    assert_eq!(run.summary()["newest_complete"], id.as_str());
+}

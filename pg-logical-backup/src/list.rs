@@ -1,0 +1,109 @@
+//! Listing the logical sets of the repository, oldest first, complete or not, so an operator
+//! can pick a `--backup-id`.
+
+use serde::Serialize;
+
+use common::cli::{GlobalArgs, RepoArgs};
+use common::output::OutputFormat;
+use common::{Kind, Repository, Status};
+
+use crate::details::LogicalDetails;
+
+/// Settings of `list`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+}
+
+#[derive(Debug, Serialize)]
+struct SetRecord {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: String,
+    complete: bool,
+    /// Why the set is not usable, when it is not.
+    problem: Option<String>,
+    databases: Vec<String>,
+    tables: usize,
+    rows: u64,
+    bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    sets: usize,
+    complete: usize,
+    newest_complete: Option<String>,
+}
+
+/// Prints one line per set and a summary.
+pub fn run(args: ListArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
+    let repo = Repository::open(&args.repo.backup_dir)?;
+    let sets = repo.list(Kind::Logical)?;
+    let mut complete = 0;
+    let mut newest = None;
+    for set in &sets {
+        let details = set.manifest.as_ref().map(LogicalDetails::from_manifest);
+        let (databases, tables, rows, problem) = match &details {
+            Some(Ok(d)) => (
+                d.databases.iter().map(|db| db.name.clone()).collect(),
+                d.databases.iter().map(|db| db.tables.len()).sum(),
+                d.databases
+                    .iter()
+                    .flat_map(|db| db.tables.iter().map(|t| t.rows))
+                    .sum(),
+                None,
+            ),
+            Some(Err(e)) => (Vec::new(), 0, 0, Some(format!("{e:#}"))),
+            None => (
+                Vec::new(),
+                0,
+                0,
+                Some(
+                    set.manifest_error
+                        .clone()
+                        .unwrap_or_else(|| "no manifest: running, or a failed run".into()),
+                ),
+            ),
+        };
+        let is_complete = problem.is_none();
+        if is_complete {
+            complete += 1;
+            newest = Some(set.id.clone());
+        }
+        let record = SetRecord {
+            kind: "set",
+            id: set.id.clone(),
+            complete: is_complete,
+            problem,
+            databases,
+            tables,
+            rows,
+            bytes: set.manifest.as_ref().map_or(0, |m| m.total_size()),
+        };
+        match global.output {
+            OutputFormat::Json => common::output::json_line(&record)?,
+            OutputFormat::Text => common::output::text_line(&match &record.problem {
+                None => format!(
+                    "{}  complete    {}  {} tables  {} rows  {} bytes",
+                    record.id,
+                    record.databases.join(","),
+                    record.tables,
+                    record.rows,
+                    record.bytes
+                ),
+                Some(problem) => format!("{}  INCOMPLETE  {problem}", record.id),
+            })?,
+        }
+    }
+    let summary = Summary {
+        sets: sets.len(),
+        complete,
+        newest_complete: newest,
+    };
+    common::output::summary(global.output, &summary, || {
+        format!("{} set(s), {} complete", summary.sets, summary.complete)
+    })?;
+    Ok(Status::Ok)
+}
