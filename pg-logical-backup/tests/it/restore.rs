@@ -276,3 +276,74 @@ fn a_table_of_another_schema_into_a_new_database() {
     );
     assert_eq!(run.summary()["created"], true);
 }
+
+#[test]
+fn whole_database_over_itself_ends_blocking_sessions() {
+    let env = Env::new();
+    create_shop(&env);
+    env.backup(&[]);
+    env.sql("UPDATE customers SET name = 'changed'; INSERT INTO notes VALUES (7, 'new');");
+    // A session holding a lock on notes would block the DROP of --clean for a minute.
+    let mut blocker = env
+        .pg
+        .command(pg_bin("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-d",
+            &env.db,
+            "-c",
+            "BEGIN; LOCK TABLE notes IN ACCESS SHARE MODE; SELECT pg_sleep(120);",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while env.sql(
+        "SELECT count(*) FROM pg_locks WHERE relation = 'notes'::regclass AND mode = 'AccessShareLock' AND pid <> pg_backend_pid()",
+    ) == "0"
+    {
+        assert!(std::time::Instant::now() < deadline, "the blocker never locked notes");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let started = std::time::Instant::now();
+    let run = env.run(&[
+        "restore",
+        "--target-db",
+        &env.db,
+        "--clean",
+        "--yes",
+        "--terminate-connections",
+        "--output",
+        "json",
+    ]);
+    run.assert_code(0);
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert!(
+        !blocker.wait().unwrap().success(),
+        "the blocking session was ended"
+    );
+    assert_eq!(
+        env.sql("SELECT count(*) FROM customers WHERE name = 'changed'"),
+        "0"
+    );
+    assert_eq!(env.count(&env.db, "notes"), 3);
+    // The safety dump of a whole-database restore holds the whole database as it was.
+    let safety = run.summary()["safety_dump"].as_str().unwrap().to_string();
+    let out = env
+        .pg
+        .command(pg_bin("pg_restore"))
+        .arg("--list")
+        .arg(&safety)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    for table in ["customers", "orders", "notes"] {
+        assert!(
+            list.contains(&format!("TABLE DATA public {table} ")),
+            "{list}"
+        );
+    }
+}
