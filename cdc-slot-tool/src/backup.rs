@@ -109,7 +109,7 @@ pub fn run(args: &BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
         details: serde_json::to_value(&details)?,
     })?;
     tracing::info!(
-        "slot backup {id} complete: {} slots, {} publications",
+        "slot backup {id} complete: {} slot(s), {} publication(s)",
         inventory.slots.len(),
         inventory.publications.len()
     );
@@ -141,7 +141,7 @@ pub fn run(args: &BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     };
     output::summary(global.output, &summary, || {
         format!(
-            "slot backup {id}: {} slots, {} publications, server at {} on timeline {}",
+            "slot backup {id}: {} slot(s), {} publication(s), server at {} on timeline {}",
             summary.slots, summary.publications, summary.current_lsn, summary.timeline
         )
     })?;

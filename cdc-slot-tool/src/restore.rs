@@ -427,11 +427,17 @@ fn print_report(
         }
     }
     output::summary(format, summary, || {
+        let verb = if summary.dry_run {
+            "to create"
+        } else {
+            "created"
+        };
         format!(
-            "{}{} slot(s) created, {} advanced, {} kept, {} skipped, {} publication(s) created, {} failed, {} need attention",
+            "{}{} slot(s) {verb}, {} {}, {} kept, {} skipped, {} publication(s) {verb}, {} failed, {} need attention",
             if summary.dry_run { "dry run: " } else { "" },
             summary.slots_created,
             summary.slots_advanced,
+            if summary.dry_run { "to advance" } else { "advanced" },
             summary.slots_kept,
             summary.slots_skipped,
             summary.publications_created,
