@@ -212,6 +212,18 @@ async fn backup(
         pgbin::plain_dbname(name)?;
         sessions.push(SnapshotSession::open(&args.pg, name).await?);
     }
+    for session in &sessions {
+        let unreadable = session.unreadable_tables().await?;
+        if !unreadable.is_empty() {
+            anyhow::bail!(
+                "role '{}' may not read {} table(s) of database '{}' ({}); GRANT SELECT on them (or pg_read_all_data), or back up as a superuser",
+                args.pg.user(),
+                unreadable.len(),
+                session.database,
+                unreadable.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
     let mut selections = Vec::new();
     for pattern in include {
         let matched = sessions
@@ -304,12 +316,12 @@ async fn write_set(
     for (session, selected) in sessions.into_iter().zip(selections) {
         let dir = details::file_name(&session.database, &mut taken);
         let plan = DumpPlan::new(args, &dir, &session, &selected);
-        let (results, counts) = tokio::join!(
+        // The first failure wins and drops the other side (killing its pg_dumps): a failed
+        // count also ends the snapshot, which would only show up as confusing dump errors.
+        let (timings, counts) = tokio::try_join!(
             dump::run_jobs(bin, set.dir(), &session, plan.jobs.clone(), parallel, &bar),
             dump::count_all(&session)
-        );
-        let timings = results?;
-        let counts = counts?;
+        )?;
         let entry = plan.entry(&session, counts, &timings);
         session.close().await?;
         dump::record_files(&mut set, &entry)?;

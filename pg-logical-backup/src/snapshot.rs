@@ -82,6 +82,25 @@ impl SnapshotSession {
         catalog::count_rows(&self.client, &table.schema, &table.name).await
     }
 
+    /// Tables the role may not read (pg_dump would fail on them), as `schema.table`.
+    pub async fn unreadable_tables(&self) -> anyhow::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for table in &self.tables {
+            let row = self
+                .client
+                .query_one(
+                    "SELECT has_table_privilege($1::text::regclass, 'SELECT')",
+                    &[&table.sql_name()],
+                )
+                .await
+                .with_context(|| format!("cannot check access to {}", table.display_name()))?;
+            if !row.get::<_, bool>(0) {
+                names.push(table.display_name());
+            }
+        }
+        Ok(names)
+    }
+
     /// Ends the transaction; the snapshot is gone afterwards.
     pub async fn close(self) -> anyhow::Result<()> {
         self.client

@@ -128,3 +128,52 @@ fn non_existent_backup_id() {
         "0"
     );
 }
+
+#[test]
+fn unreadable_tables_and_failing_dumps_leave_no_set_behind() {
+    let env = Env::new();
+    create_shop(&env);
+    env.sql(
+        "CREATE ROLE reader LOGIN; GRANT SELECT ON customers, orders, notes TO reader;
+         CREATE TABLE secret (x int); INSERT INTO secret VALUES (1);",
+    );
+    let as_reader = |args: &[&str]| {
+        Run::from(
+            env.tool()
+                .env("PGUSER", "reader")
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+    // Found before anything is written.
+    let run = as_reader(&[]);
+    run.assert_code(2);
+    let error = run.error_line();
+    assert!(
+        error.contains("may not read 1 table(s)") && error.contains("public.secret"),
+        "{error}"
+    );
+    assert!(env.set_dirs().is_empty());
+
+    // Found by pg_dump half-way (a sequence it may not read): the set is removed again.
+    env.sql("GRANT SELECT ON secret TO reader;");
+    let run = as_reader(&[]);
+    run.assert_code(2);
+    let error = run.error_line();
+    assert!(
+        error.contains("permission denied for sequence orders_id_seq"),
+        "{error}"
+    );
+    assert!(env.set_dirs().is_empty(), "the incomplete set was removed");
+
+    // With every grant a non-superuser backup works; roles are dumped without password
+    // hashes, which only superusers may read.
+    env.sql("GRANT SELECT ON SEQUENCE orders_id_seq TO reader;");
+    let run = as_reader(&["--output", "json"]);
+    run.assert_code(0);
+    let id = run.summary()["id"].as_str().unwrap().to_string();
+    let manifest = env.manifest(&id);
+    assert_eq!(manifest["details"]["globals_without_passwords"], true);
+    assert_eq!(manifest["source"]["user"], "reader");
+}
