@@ -73,11 +73,19 @@ pub fn run(args: &HeartbeatArgs, global: &GlobalArgs) -> anyhow::Result<Status> 
         let mut emitted = Vec::new();
         for database in databases {
             let client = server.connect(Some(&database)).await?;
+            // A non-transactional message is not flushed by itself before PostgreSQL 17
+            // (the WAL writer does it within wal_writer_delay); 17 can flush at once.
+            let version: String = client
+                .query_one("SELECT current_setting('server_version_num')", &[])
+                .await?
+                .get(0);
+            let sql = if version.parse::<u32>().unwrap_or(0) >= 170000 {
+                "SELECT pg_logical_emit_message($1, $2, $3::text, true)::text"
+            } else {
+                "SELECT pg_logical_emit_message($1, $2, $3::text)::text"
+            };
             let row = client
-                .query_one(
-                    "SELECT pg_logical_emit_message($1, $2, $3)::text",
-                    &[&args.transactional, &args.prefix, &content],
-                )
+                .query_one(sql, &[&args.transactional, &args.prefix, &content])
                 .await
                 .with_context(|| {
                     format!(

@@ -1,6 +1,23 @@
 //! `heartbeat` writes a logical message that the database's slots decode.
 
+use std::time::{Duration, Instant};
+
 use crate::support::{lsn, Lab, DECODING_SLOT};
+
+/// Consumes the decoding slot until `wanted` shows up. A non-transactional message is flushed
+/// by the WAL writer (PostgreSQL 15 has no flush option), so it may take a moment.
+fn consume_until(lab: &Lab, wanted: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut changes = String::new();
+    loop {
+        changes.push_str(&lab.consume_decoding(DECODING_SLOT).join("\n"));
+        if changes.contains(wanted) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no '{wanted}' in: {changes}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
 
 #[test]
 fn heartbeat_reaches_the_slots_of_each_database() {
@@ -14,10 +31,9 @@ fn heartbeat_reaches_the_slots_of_each_database() {
     assert!(lsn(beats[0]["lsn"].as_str().unwrap()) > lsn(&before));
     assert_eq!(run.summary()["databases"], 1);
 
-    let changes = lab.consume_decoding(DECODING_SLOT).join("\n");
-    assert!(
-        changes.contains("message: transactional: 0 prefix: cdc-slot-tool.heartbeat"),
-        "{changes}"
+    consume_until(
+        &lab,
+        "message: transactional: 0 prefix: cdc-slot-tool.heartbeat",
     );
     // Consuming the heartbeat moves the idle slot forward.
     assert!(lsn(&lab.confirmed_flush(DECODING_SLOT)) > lsn(&before));
@@ -33,10 +49,9 @@ fn heartbeat_reaches_the_slots_of_each_database() {
         "--transactional",
     ]);
     run.assert_code(0);
-    let changes = lab.consume_decoding(DECODING_SLOT).join("\n");
-    assert!(
-        changes.contains("message: transactional: 1 prefix: probe, sz: 4 content:ping"),
-        "{changes}"
+    consume_until(
+        &lab,
+        "message: transactional: 1 prefix: probe, sz: 4 content:ping",
     );
 }
 
