@@ -1,0 +1,375 @@
+#!/usr/bin/env bash
+# Tests the deployment files in scripts/deploy against real validators and the real tools:
+#   - yamllint, the Kubernetes schemas (kubernetes-validate ships them, so this works offline),
+#     and policy.py (the schedules, security and resources issue 8 asks for);
+#   - promtool check rules and promtool test rules on the alert rules;
+#   - the Containerfile copies every workspace member and every tool the wrappers call;
+#   - each drop-in wrapper runs its tool (found beside it, and on PATH) with --help;
+#   - on a throwaway PostgreSQL cluster, the wrappers used as the CronJobs and the runbook use
+#     them: backups from the environment alone, validation, promtool check metrics on the
+#     metrics files the tools wrote, and runbook scenario 1 (PITR, then slot restore).
+#
+# Usage: scripts/deploy/check.sh     after `cargo build --bins` (scripts/test.sh does that)
+#   PIPELINE_BACKUP_BIN_DIR  where the tool binaries are [default: $CARGO_TARGET_DIR/debug,
+#                            else target/debug]
+# Installs yamllint and kubernetes-validate into .cache/deploy-venv, and Debian's prometheus
+# package when promtool is missing. The last line is "N passed, M failed, K skipped"; exits 1
+# when a check failed, 2 when the checks could not be set up.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+DEPLOY=$ROOT/scripts/deploy
+VENV=$ROOT/.cache/deploy-venv
+BIN_DIR=${PIPELINE_BACKUP_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}
+PG_BIN=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
+YAMLLINT_VERSION=1.38.0
+KUBERNETES_VALIDATE_VERSION=1.37.0
+# The oldest Kubernetes the manifests are for: CronJob's timeZone is GA since 1.27.
+K8S_OLDEST=1.27.0
+
+# wrapper name -> the tool command it runs (the seed's script names, issue 8).
+WRAPPERS=(
+    "postgresql-base-backup.sh:pg-base-backup"
+    "postgresql-logical-backup.sh:pg-logical-backup"
+    "postgresql-pitr-restore.sh:pitr-restore"
+    "kafka-topic-backup.sh:kafka-topic-backup"
+    "kafka-topic-replay.sh:kafka-replay"
+    "cdc-replication-slot-backup.sh:cdc-slot-tool backup"
+    "cdc-replication-slot-restore.sh:cdc-slot-tool restore"
+    "validate-backups.sh:validate-backups"
+)
+
+passed=0
+failed=0
+skipped=0
+WORK=$(mktemp -d /tmp/deploy-check.XXXXXX)
+chmod 755 "$WORK"
+LOG=$WORK/last.log
+SERVERS=()
+
+cleanup() {
+    local data
+    for data in "${SERVERS[@]}"; do
+        as_db "$PG_BIN/pg_ctl" -D "$data" -m immediate -w stop >/dev/null 2>&1
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+pass() { passed=$((passed + 1)); echo "PASS $1"; }
+skip() { skipped=$((skipped + 1)); echo "SKIP $1: $2"; }
+fail() {
+    failed=$((failed + 1))
+    echo "FAIL $1: $2"
+    [ -s "$LOG" ] && tail -n 25 "$LOG" | sed 's/^/    /'
+}
+
+# check NAME COMMAND...: passes when the command exits 0; its output goes to $LOG.
+check() {
+    local name=$1
+    shift
+    if "$@" >"$LOG" 2>&1; then pass "$name"; else fail "$name" "exit $?"; fi
+}
+
+# Runs a command as the database's OS user when we are root (PostgreSQL refuses root), with
+# the environment kept.
+as_db() {
+    if [ "$(id -u)" = 0 ]; then
+        setpriv --reuid=postgres --regid=postgres --init-groups env HOME=/tmp USER=postgres "$@"
+    else
+        "$@"
+    fi
+}
+
+install_tools() {
+    if ! "$VENV/bin/python" - 2>/dev/null <<EOF
+import importlib.metadata as m
+assert m.version("yamllint") == "$YAMLLINT_VERSION"
+assert m.version("kubernetes-validate") == "$KUBERNETES_VALIDATE_VERSION"
+EOF
+    then
+        echo "check: installing yamllint and kubernetes-validate into $VENV" >&2
+        python3 -m venv "$VENV" &&
+            "$VENV/bin/pip" install -q "yamllint==$YAMLLINT_VERSION" \
+                "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" >&2 ||
+            { echo "check: cannot install the Python validators" >&2; exit 2; }
+    fi
+    if ! command -v promtool >/dev/null; then
+        if [ "$(id -u)" != 0 ]; then
+            echo "check: promtool missing; install Debian's prometheus package" >&2
+            exit 2
+        fi
+        echo "check: installing promtool (Debian package prometheus)" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; } >&2 ||
+            { echo "check: cannot install prometheus" >&2; exit 2; }
+    fi
+}
+
+# --- manifests -------------------------------------------------------------------------------
+
+check_manifests() {
+    check yaml.lint "$VENV/bin/yamllint" --strict -c "$DEPLOY/.yamllint" "$DEPLOY"
+    check k8s.schema.oldest "$VENV/bin/kubernetes-validate" --strict --quiet \
+        -k "$K8S_OLDEST" "$DEPLOY/backup-cronjobs.yaml"
+    check k8s.schema.newest "$VENV/bin/kubernetes-validate" --strict --quiet \
+        -k "$KUBERNETES_VALIDATE_VERSION" "$DEPLOY/backup-cronjobs.yaml"
+    # The validator must really validate (offline, with its bundled schemas): a misspelt field
+    # and a wrong type are both refused.
+    sed 's/concurrencyPolicy: Forbid/concurrencyPolicyy: Forbid/; s/backoffLimit: 1$/backoffLimit: "one"/' \
+        "$DEPLOY/backup-cronjobs.yaml" >"$WORK/broken.yaml"
+    if "$VENV/bin/kubernetes-validate" --strict --quiet "$WORK/broken.yaml" >"$LOG" 2>&1; then
+        fail k8s.schema.rejects-broken "a manifest with a misspelt field passed"
+    elif grep -q "concurrencyPolicyy" "$LOG" && grep -q "'one' is not of type" "$LOG"; then
+        pass k8s.schema.rejects-broken
+    else
+        fail k8s.schema.rejects-broken "rejected, but not for the two planted errors"
+    fi
+    check k8s.policy "$VENV/bin/python" "$DEPLOY/policy.py" \
+        "$DEPLOY/backup-cronjobs.yaml" "$DEPLOY/Containerfile"
+}
+
+check_alert_rules() {
+    check alerts.check-rules promtool check rules "$DEPLOY/alert-rules.yaml"
+    check alerts.test-rules promtool test rules "$DEPLOY/alert-rules.test.yaml"
+}
+
+# The image build cannot run here (no container engine), so check what it copies: every
+# workspace member (else cargo fails in the build), every tool package as a binary, and every
+# tool a wrapper calls.
+check_containerfile() {
+    "$VENV/bin/python" - "$ROOT/Cargo.toml" "$DEPLOY/Containerfile" "${WRAPPERS[@]}" >"$LOG" 2>&1 <<'EOF'
+import re, sys, tomllib
+cargo, containerfile, wrappers = sys.argv[1], sys.argv[2], sys.argv[3:]
+members = set(tomllib.load(open(cargo, "rb"))["workspace"]["members"])
+text = open(containerfile).read()
+copied = set(re.findall(r"^COPY ([\w-]+)/ \1/$", text, re.M))
+loop = re.search(r"for tool in ([^;]+);", text)
+tools = set(loop.group(1).replace("\\", " ").split()) if loop else set()
+wanted = {w.split(":")[1].split()[0] for w in wrappers}
+problems = []
+if members - copied:
+    problems.append(f"members not copied into the build: {sorted(members - copied)}")
+if copied - members:
+    problems.append(f"copied folders that are not members: {sorted(copied - members)}")
+if tools != members - {"common", "test-support"}:
+    problems.append(f"binaries {sorted(tools)} differ from the tool members")
+if wanted - tools:
+    problems.append(f"wrappers call tools the image lacks: {sorted(wanted - tools)}")
+print("\n".join(problems) or f"{len(tools)} tools, {len(members)} members")
+sys.exit(1 if problems else 0)
+EOF
+    if [ $? = 0 ]; then pass image.contents; else fail image.contents "see above"; fi
+}
+
+# --- wrappers --------------------------------------------------------------------------------
+
+check_wrappers() {
+    local entry wrapper command tool usage dir
+    for entry in "${WRAPPERS[@]}"; do
+        wrapper=${entry%%:*}
+        command=${entry#*:}
+        tool=${command%% *}
+        usage="Usage: $command "
+        if [ ! -x "$BIN_DIR/$tool" ]; then
+            : >"$LOG"
+            fail "wrapper.$wrapper" "$BIN_DIR/$tool is not built (cargo build -p $tool)"
+            continue
+        fi
+        # On PATH: the wrapper runs from its own folder, which holds no tool.
+        if PATH="$BIN_DIR:/usr/bin:/bin" "$DEPLOY/wrappers/$wrapper" --help >"$LOG" 2>&1 &&
+            grep -q "^$usage" "$LOG"; then
+            pass "wrapper.$wrapper.path"
+        else
+            fail "wrapper.$wrapper.path" "--help did not exit 0 with '$usage...'"
+        fi
+        # Beside it, as in the image (/usr/local/bin), with the tool not on PATH.
+        dir=$WORK/beside-$tool
+        mkdir -p "$dir"
+        cp "$DEPLOY/wrappers/$wrapper" "$dir/"
+        ln -sf "$BIN_DIR/$tool" "$dir/$tool"
+        if PATH=/usr/bin:/bin "$dir/$wrapper" --help >"$LOG" 2>&1 && grep -q "^$usage" "$LOG"; then
+            pass "wrapper.$wrapper.beside"
+        else
+            fail "wrapper.$wrapper.beside" "--help did not exit 0 with '$usage...'"
+        fi
+        # The tool's exit code comes through: a usage error is 2.
+        PATH="$BIN_DIR:/usr/bin:/bin" "$DEPLOY/wrappers/$wrapper" --no-such-flag >"$LOG" 2>&1
+        local code=$?
+        if [ "$code" = 2 ] && grep -q -- "--no-such-flag" "$LOG"; then
+            pass "wrapper.$wrapper.exit-code"
+        else
+            fail "wrapper.$wrapper.exit-code" "a bad flag gave exit $code, expected the tool's 2"
+        fi
+        # No tool anywhere: a one-line error naming it, exit 2.
+        dir=$WORK/alone
+        mkdir -p "$dir"
+        cp "$DEPLOY/wrappers/$wrapper" "$dir/"
+        PATH=/usr/bin:/bin "$dir/$wrapper" --help >"$LOG" 2>&1
+        code=$?
+        if [ "$code" = 2 ] && grep -q "cannot find $tool" "$LOG"; then
+            pass "wrapper.$wrapper.missing-tool"
+        else
+            fail "wrapper.$wrapper.missing-tool" "exit $code without 'cannot find $tool'"
+        fi
+    done
+}
+
+# --- real runs on a throwaway cluster --------------------------------------------------------
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Starts a cluster in $1 on port $2 with WAL archiving into $BACKUP_DIR and logical decoding.
+start_cluster() {
+    local data=$1 port=$2
+    as_db "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-sync >>"$LOG" 2>&1 || return 1
+    cat >>"$data/postgresql.conf" <<EOF
+listen_addresses = ''
+port = $port
+unix_socket_directories = '$WORK/sock'
+wal_level = logical
+max_wal_senders = 10
+max_replication_slots = 10
+archive_mode = on
+archive_command = 'BACKUP_DIR=$BACKUP_DIR $BIN_DIR/wal-archive push %p'
+fsync = off
+EOF
+    as_db "$PG_BIN/pg_ctl" -D "$data" -l "$WORK/$(basename "$data").log" -w start >>"$LOG" 2>&1 || return 1
+    SERVERS+=("$data")
+}
+
+psql_q() { as_db "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -At "$@"; }
+
+# Runs a wrapper as a CronJob would: found on PATH, configured by the environment alone.
+run_wrapper() {
+    local wrapper=$1
+    shift
+    as_db env PATH="$DEPLOY/wrappers:$BIN_DIR:/usr/bin:/bin" "$wrapper" "$@"
+}
+
+check_real_runs() {
+    local why=""
+    [ -x "$PG_BIN/initdb" ] || why="no PostgreSQL 15 in $PG_BIN"
+    [ "$(id -u)" != 0 ] || id postgres >/dev/null 2>&1 || why="running as root without a postgres user"
+    local tool
+    for tool in pg-base-backup wal-archive pg-logical-backup pitr-restore cdc-slot-tool; do
+        [ -x "$BIN_DIR/$tool" ] || why="${why:-$BIN_DIR/$tool is not built}"
+    done
+    if [ -n "$why" ]; then
+        skip real-runs "$why"
+        skip metrics.promtool "no metrics file from a real tool run ($why)"
+        return
+    fi
+    : >"$LOG"
+    mkdir -p "$WORK/sock" "$WORK/metrics"
+    install -d -m 700 "$WORK/repo"
+    [ "$(id -u)" = 0 ] && chown postgres: "$WORK/sock" "$WORK/metrics" "$WORK/repo"
+    export BACKUP_DIR=$WORK/repo PGHOST=$WORK/sock PGUSER=postgres PGDATABASE=postgres
+    export NO_COLOR=1 BACKUP_NO_PROGRESS=1
+    local port
+    port=$(free_port)
+    export PGPORT=$port
+    if ! start_cluster "$WORK/primary" "$port"; then
+        fail real.cluster "cannot start a PostgreSQL cluster"
+        return
+    fi
+    if psql_q -c "CREATE TABLE orders (id int PRIMARY KEY, item text);
+            INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(1, 1000) g;
+            CREATE PUBLICATION pipeline_pub FOR TABLE orders;
+            SELECT 1 FROM pg_create_logical_replication_slot('pipeline_slot', 'pgoutput');" >>"$LOG" 2>&1; then
+        pass real.cluster
+    else
+        fail real.cluster "cannot create the test data"
+        return
+    fi
+
+    # The CronJobs' commands, from the environment alone (no arguments, like the old scripts).
+    check real.cron.base-backup run_wrapper postgresql-base-backup.sh
+    check real.cron.logical-backup run_wrapper postgresql-logical-backup.sh
+    # A second logical set, so validation has a size change to report.
+    psql_q -c "INSERT INTO orders SELECT g, 'more ' || g FROM generate_series(1001, 1100) g" >>"$LOG" 2>&1
+    check real.cron.logical-backup-again run_wrapper postgresql-logical-backup.sh
+    check real.cron.slot-backup run_wrapper cdc-replication-slot-backup.sh
+    psql_q -c "SELECT pg_switch_wal()" >/dev/null 2>&1
+    sleep 2
+    check real.cron.validate run_wrapper validate-backups.sh \
+        --metrics-file "$WORK/metrics/pipeline-backup.prom"
+    # Slot status exits 1 when a slot needs attention; the metrics are written either way.
+    run_wrapper cdc-slot-tool status --metrics-file "$WORK/metrics/cdc-slots.prom" >"$LOG" 2>&1
+    local code=$?
+    if [ "$code" -le 1 ] && [ -s "$WORK/metrics/cdc-slots.prom" ]; then
+        pass real.cron.slot-status
+    else
+        fail real.cron.slot-status "exit $code, or no metrics file"
+    fi
+    check_metrics
+
+    check_runbook_pitr
+}
+
+# promtool check metrics on what the tools wrote, and every metric the alert rules read exists.
+check_metrics() {
+    local file name
+    for file in pipeline-backup.prom cdc-slots.prom; do
+        if [ ! -s "$WORK/metrics/$file" ]; then
+            fail "metrics.promtool.$file" "the tool wrote no $file"
+            continue
+        fi
+        check "metrics.promtool.$file" promtool check metrics <"$WORK/metrics/$file"
+    done
+    local missing=()
+    for name in $(grep -oE '\b(pipeline_backup|cdc_slot)_[a-z_]+' "$DEPLOY/alert-rules.yaml" | sort -u); do
+        cat "$WORK"/metrics/*.prom 2>/dev/null | grep -q "^$name[{ ]" || missing+=("$name")
+    done
+    if [ ${#missing[@]} = 0 ]; then
+        pass metrics.alert-rule-names
+    else
+        : >"$LOG"
+        fail metrics.alert-rule-names "alert rules read metrics no tool wrote: ${missing[*]}"
+    fi
+}
+
+# Runbook scenario 1, PostgreSQL corruption: point-in-time restore to a new data directory,
+# then the saved slots recreated on the restored server.
+check_runbook_pitr() {
+    local target port restored
+    psql_q -c "INSERT INTO orders VALUES (5000, 'before the disaster')" >>"$LOG" 2>&1
+    target=$(psql_q -c "SELECT now()")
+    sleep 1
+    psql_q -c "DELETE FROM orders; SELECT pg_switch_wal()" >>"$LOG" 2>&1
+    sleep 2
+    port=$(free_port)
+    restored=$WORK/restored
+    if run_wrapper postgresql-pitr-restore.sh --pgdata "$restored" --target-time "$target" \
+        --start --port "$port" --socket-dir "$WORK/sock" --yes >"$LOG" 2>&1; then
+        SERVERS+=("$restored")
+        local rows
+        rows=$(PGPORT=$port psql_q -c "SELECT count(*) FROM orders WHERE id = 5000" 2>>"$LOG")
+        if [ "$rows" = 1 ]; then
+            pass runbook.1.pitr-restore
+        else
+            fail runbook.1.pitr-restore "restored server lacks the row written before the target"
+        fi
+    else
+        fail runbook.1.pitr-restore "postgresql-pitr-restore.sh failed"
+        return
+    fi
+    if PGPORT=$port run_wrapper cdc-replication-slot-restore.sh --yes >"$LOG" 2>&1 &&
+        [ "$(PGPORT=$port psql_q -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pipeline_slot'")" = 1 ]; then
+        pass runbook.1.slot-restore
+    else
+        fail runbook.1.slot-restore "the saved slot is not back on the restored server"
+    fi
+}
+
+install_tools
+check_manifests
+check_alert_rules
+check_containerfile
+check_wrappers
+check_real_runs
+
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" = 0 ]
