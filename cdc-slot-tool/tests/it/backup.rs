@@ -190,3 +190,66 @@ fn unreachable_server_leaves_no_set_behind() {
         .unwrap_or_default();
     assert!(sets.is_empty(), "no set directory: {sets:?}");
 }
+
+#[test]
+fn retention_keeps_slot_sets_for_14_days_by_default() {
+    let lab = Lab::with_cdc();
+    let first = lab.backup();
+    let set = Path::new(first["path"].as_str().unwrap()).to_path_buf();
+    let slots_dir = set.parent().unwrap().to_path_buf();
+    // Age copies of the set: one 20 days old, one 10 days old.
+    let now = time::OffsetDateTime::now_utc();
+    for days in [20, 10] {
+        let when = now - time::Duration::days(days);
+        let id = format!(
+            "{:04}{:02}{:02}T000000Z",
+            when.year(),
+            u8::from(when.month()),
+            when.day()
+        );
+        let copy = slots_dir.join(&id);
+        std::fs::create_dir(&copy).unwrap();
+        std::fs::copy(set.join("slots.json"), copy.join("slots.json")).unwrap();
+        let mut manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(set.join("manifest.json")).unwrap())
+                .unwrap();
+        let stamp = when
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        manifest["id"] = id.clone().into();
+        manifest["started_at"] = stamp.clone().into();
+        manifest["finished_at"] = stamp.into();
+        std::fs::write(copy.join("manifest.json"), manifest.to_string()).unwrap();
+        test_support::os_user::give_to_db_user(&copy);
+    }
+    let second = lab.backup();
+    let deleted = second["retention_deleted"].as_array().unwrap();
+    assert_eq!(deleted.len(), 1, "{second}");
+    let remaining: Vec<String> = std::fs::read_dir(&slots_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(
+        remaining.len(),
+        3,
+        "two fresh sets and the 10-day-old one: {remaining:?}"
+    );
+    assert!(!remaining.contains(&deleted[0].as_str().unwrap().to_string()));
+
+    // An explicit RETENTION_DAYS=5 removes the 10-day-old set too.
+    let mut cmd = lab.cluster.command(tool());
+    cmd.env("BACKUP_DIR", lab.backup_dir.path())
+        .env("RETENTION_DAYS", "5")
+        .args(["backup", "--output", "json"]);
+    let third = run(&mut cmd);
+    third.assert_code(0);
+    assert_eq!(
+        third.summary()["retention_deleted"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
