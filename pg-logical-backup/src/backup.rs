@@ -323,6 +323,14 @@ async fn write_set(
             dump::count_all(&session)
         )?;
         let entry = plan.entry(&session, counts, &timings);
+        tracing::info!(
+            "database {}: {} tables, {} rows, snapshot {} at {}",
+            entry.name,
+            entry.tables.len(),
+            entry.tables.iter().map(|t| t.rows).sum::<u64>(),
+            entry.snapshot,
+            entry.snapshot_lsn
+        );
         session.close().await?;
         dump::record_files(&mut set, &entry)?;
         databases.push(entry);
