@@ -282,7 +282,16 @@ async fn test_restore(
         .context("the standard and deep levels restore into a temporary database")?;
     let temp = format!("pglb_verify_{}_{}", std::process::id(), unique());
     catalog::create_database(&admin, &temp, Some(&db.encoding)).await?;
-    let result = restore_and_compare(bin, args, set_dir, db, &temp).await;
+    // Interrupted or not, the temporary database goes away (pg_restore is killed with the
+    // dropped future, and DROP ... WITH (FORCE) ends its session).
+    let result = tokio::select! {
+        result = restore_and_compare(bin, args, set_dir, db, &temp) => result,
+        _ = tokio::signal::ctrl_c() => Err(common::CodedError::new(
+            common::exit::INTERRUPTED,
+            anyhow::anyhow!("interrupted; the temporary database {temp} was dropped"),
+        )
+        .into()),
+    };
     let dropped = catalog::drop_database(&admin, &temp).await;
     let checks = result?;
     dropped?;
