@@ -11,8 +11,8 @@ use common::cli::PgArgs;
 use tokio::process::Command;
 
 /// Environment variable naming the directory of the PostgreSQL client programs.
-pub const PG_BIN_DIR: &str = "PG_BIN_DIR";
-/// Where Debian's PostgreSQL 15 packages put the programs.
+pub use common::pgbin::PG_BIN_DIR;
+/// Where Debian's PostgreSQL 15 packages put the programs (tried first).
 pub const DEFAULT_PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 
 /// Where the PostgreSQL client programs are.
@@ -32,7 +32,8 @@ pub struct PgBin {
 }
 
 impl PgBin {
-    /// The flag or `PG_BIN_DIR`, else the PostgreSQL 15 directory when it exists, else PATH.
+    /// The flag or `PG_BIN_DIR`, else the PostgreSQL 15 directory when it exists (or another
+    /// known install location, see [`common::pgbin::program`]), else PATH.
     pub fn resolve(args: &PgBinArgs, pg: &PgArgs) -> anyhow::Result<PgBin> {
         let dir = match &args.pg_bin_dir {
             Some(dir) => {
@@ -58,7 +59,7 @@ impl PgBin {
     pub fn program(&self, name: &str) -> PathBuf {
         match &self.dir {
             Some(dir) => dir.join(name),
-            None => PathBuf::from(name),
+            None => common::pgbin::program(name),
         }
     }
 
