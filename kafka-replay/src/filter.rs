@@ -165,13 +165,22 @@ mod tests {
         assert_eq!((r.from, r.to), (None, None));
         assert!("x:1..2".parse::<OffsetRange>().is_err());
         assert!("1:5..2".parse::<OffsetRange>().is_err());
-        assert!("1:5-9".parse::<OffsetRange>().unwrap_err().contains("PARTITION:FROM..TO"));
+        assert!("1:5-9"
+            .parse::<OffsetRange>()
+            .unwrap_err()
+            .contains("PARTITION:FROM..TO"));
     }
 
     #[test]
     fn times_parse() {
-        assert_eq!(parse_time("2026-11-21T00:00:00Z").unwrap(), 1_795_219_200_000);
-        assert_eq!(parse_time("2026-11-21 00:00:00").unwrap(), 1_795_219_200_000);
+        assert_eq!(
+            parse_time("2026-11-21T00:00:00Z").unwrap(),
+            1_795_219_200_000
+        );
+        assert_eq!(
+            parse_time("2026-11-21 00:00:00").unwrap(),
+            1_795_219_200_000
+        );
         assert_eq!(parse_time("1600000000000").unwrap(), 1_600_000_000_000);
         let ago = parse_time("1h").unwrap();
         let now = system_millis(std::time::SystemTime::now());

@@ -88,7 +88,11 @@ pub struct Args {
     #[arg(long)]
     pub restore_group_offsets: bool,
     /// With --restore-group-offsets, only this group (repeatable).
-    #[arg(long = "group", value_name = "GROUP", requires = "restore_group_offsets")]
+    #[arg(
+        long = "group",
+        value_name = "GROUP",
+        requires = "restore_group_offsets"
+    )]
     pub groups: Vec<String>,
     /// Produce every selected record after what the target holds, without resuming.
     #[arg(long)]

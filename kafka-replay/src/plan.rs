@@ -33,7 +33,10 @@ impl Fingerprint {
         if self.value.as_deref() != record.value {
             return Some("value");
         }
-        if self.timestamp.is_some_and(|t| record.timestamp >= 0 && t != record.timestamp) {
+        if self
+            .timestamp
+            .is_some_and(|t| record.timestamp >= 0 && t != record.timestamp)
+        {
             return Some("timestamp");
         }
         let headers: Vec<(&[u8], Option<&[u8]>)> =
@@ -202,7 +205,14 @@ mod tests {
         let mut builder = RecordsChunkBuilder::new(0, 1 << 20);
         for &o in offsets {
             let value = format!("v{o}");
-            builder.push(o, TimestampType::CreateTime, o * 10, None, Some(value.as_bytes()), []);
+            builder.push(
+                o,
+                TimestampType::CreateTime,
+                o * 10,
+                None,
+                Some(value.as_bytes()),
+                [],
+            );
         }
         let encoded = builder.seal(Codec::None, 0).unwrap();
         RecordsChunk::parse(encoded.decode_payload(0, 0).unwrap()).unwrap()
@@ -237,7 +247,12 @@ mod tests {
             .collect();
         assert_eq!(
             actions,
-            [Action::Present, Action::Present, Action::Produce, Action::Produce]
+            [
+                Action::Present,
+                Action::Present,
+                Action::Produce,
+                Action::Produce
+            ]
         );
         let plan = &planner.partitions[&0];
         assert_eq!(plan.to_produce(), 2);
@@ -257,7 +272,9 @@ mod tests {
         let error = planner
             .observe(0, &records.iter().next().unwrap(), "t")
             .unwrap_err();
-        assert!(error.to_string().contains("differs from the archive's (source offset 10) in the value"));
+        assert!(error
+            .to_string()
+            .contains("differs from the archive's (source offset 10) in the value"));
     }
 
     #[test]

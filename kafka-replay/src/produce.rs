@@ -32,7 +32,9 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        let Ok(mut state) = self.state.lock() else { return };
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
         match result {
             Ok(message) => *state.delivered.entry(message.partition()).or_default() += 1,
             Err((error, message)) => {
@@ -58,7 +60,11 @@ pub struct Replayer {
 impl Replayer {
     /// `max_message_bytes` is the largest record the source topic allows, so big records
     /// are not refused by the producer's default limit.
-    pub fn new(config: &ClientConfig, topic: &str, max_message_bytes: Option<u64>) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &ClientConfig,
+        topic: &str,
+        max_message_bytes: Option<u64>,
+    ) -> anyhow::Result<Self> {
         let mut config = config.clone();
         // Idempotence keeps per-partition order and never duplicates on retries; it also
         // means acks=all.
@@ -97,7 +103,10 @@ impl Replayer {
             let mut owned = OwnedHeaders::new_with_capacity(record.header_count() as usize);
             for header in record.headers() {
                 let key = std::str::from_utf8(header.key).with_context(|| {
-                    format!("record at source offset {}: a header key is not UTF-8", record.offset)
+                    format!(
+                        "record at source offset {}: a header key is not UTF-8",
+                        record.offset
+                    )
                 })?;
                 owned = owned.insert(Header {
                     key,
@@ -106,7 +115,8 @@ impl Replayer {
             }
             headers = Some(owned);
         }
-        let mut message: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic).partition(partition);
+        let mut message: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&self.topic).partition(partition);
         if let Some(key) = record.key {
             message = message.key(key);
         }
@@ -128,13 +138,16 @@ impl Replayer {
                 }
                 Err((error, _)) => {
                     return Err(error).with_context(|| {
-                        format!("cannot produce the record of source offset {}", record.offset)
+                        format!(
+                            "cannot produce the record of source offset {}",
+                            record.offset
+                        )
                     })
                 }
             }
         }
         self.sent += 1;
-        if self.sent % 1024 == 0 {
+        if self.sent.is_multiple_of(1024) {
             self.producer.poll(Duration::ZERO);
         }
         Ok(())
@@ -204,8 +217,14 @@ mod tests {
         assert_eq!(murmur2(b"21") as i32, -973_932_308);
         assert_eq!(murmur2(b"foobar") as i32, -790_332_482);
         assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985_981_536);
-        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1_486_304_829);
-        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58_897_971);
+        assert_eq!(
+            murmur2(b"a-little-bit-longer-string") as i32,
+            -1_486_304_829
+        );
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58_897_971
+        );
         assert_eq!(murmur2(b"abc") as i32, 479_470_107);
         assert!((0..3).contains(&murmur2_partition(b"key", 3)));
     }

@@ -33,7 +33,10 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     if let Some(topic) = args.topic.as_deref().filter(|t| *t != meta.topic) {
         anyhow::bail!("the archive holds topic '{}', not '{topic}'", meta.topic);
     }
-    let target_topic = args.target_topic.clone().unwrap_or_else(|| meta.topic.clone());
+    let target_topic = args
+        .target_topic
+        .clone()
+        .unwrap_or_else(|| meta.topic.clone());
     let config = client_config(&args.kafka, "kafka-replay")?;
     let target = Target::connect(&config, &args.kafka.bootstrap_servers)?;
     let existing = target.topic(&target_topic)?;
@@ -44,7 +47,12 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         .max(1);
 
     let mut planner = Planner {
-        filter: Filter::new(args.from_time, args.to_time, &args.offset_ranges, &args.only_partitions),
+        filter: Filter::new(
+            args.from_time,
+            args.to_time,
+            &args.offset_ranges,
+            &args.only_partitions,
+        ),
         ..Planner::default()
     };
     let mut source_partitions: Vec<i32> = (0..meta.partitions).collect();
@@ -217,12 +225,20 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     Ok(Status::from_passed(verified))
 }
 
-fn add_group_points(planner: &mut Planner, meta: &TopicMeta, only: &[String]) -> anyhow::Result<()> {
+fn add_group_points(
+    planner: &mut Planner,
+    meta: &TopicMeta,
+    only: &[String],
+) -> anyhow::Result<()> {
     for name in only {
         if !meta.groups.iter().any(|g| &g.group == name) {
             anyhow::bail!(
                 "the backup holds no offsets of group '{name}' (it holds: {})",
-                meta.groups.iter().map(|g| g.group.as_str()).collect::<Vec<_>>().join(", ")
+                meta.groups
+                    .iter()
+                    .map(|g| g.group.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }
@@ -286,7 +302,11 @@ fn create_target(
         } else {
             format!(
                 ", configs {}",
-                configs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+                configs
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             )
         }
     );
@@ -307,7 +327,9 @@ fn fill_partitions(
                 Some(map) => map.get(&plan.source_partition).copied().unwrap_or(0),
                 None => plan.to_produce(),
             };
-            let expected = plan.target_partition.map(|_| plan.base + plan.selected as i64);
+            let expected = plan
+                .target_partition
+                .map(|_| plan.base + plan.selected as i64);
             let high = match (highs, plan.target_partition) {
                 (Some(highs), Some(tp)) => highs.get(&tp).copied(),
                 _ => None,
@@ -339,7 +361,9 @@ fn fill_partitions(
 fn group_reports(planner: &Planner) -> Vec<GroupReport> {
     let mut groups: std::collections::BTreeMap<String, GroupReport> = Default::default();
     for plan in planner.partitions.values() {
-        let Some(target_partition) = plan.target_partition else { continue };
+        let Some(target_partition) = plan.target_partition else {
+            continue;
+        };
         for point in &plan.groups {
             groups
                 .entry(point.group.clone())

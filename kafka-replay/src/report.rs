@@ -63,7 +63,11 @@ pub struct Summary {
 /// Prints the summary.
 pub fn print(format: OutputFormat, summary: &Summary) -> anyhow::Result<()> {
     if format == OutputFormat::Text {
-        let verb = if summary.dry_run { "would produce" } else { "produced" };
+        let verb = if summary.dry_run {
+            "would produce"
+        } else {
+            "produced"
+        };
         for p in &summary.partitions {
             let target = match p.target_partition {
                 Some(tp) => format!("{}[{tp}]", summary.target_topic),
@@ -91,7 +95,11 @@ pub fn print(format: OutputFormat, summary: &Summary) -> anyhow::Result<()> {
                 .iter()
                 .map(|o| format!("{}:{}->{}", o.partition, o.source_offset, o.target_offset))
                 .collect();
-            let verb = if group.committed { "restored" } else { "would restore" };
+            let verb = if group.committed {
+                "restored"
+            } else {
+                "would restore"
+            };
             output::text_line(&format!(
                 "group {}: {verb} offsets {}",
                 group.group,
@@ -106,7 +114,11 @@ pub fn print(format: OutputFormat, summary: &Summary) -> anyhow::Result<()> {
                 summary.records_produced,
                 summary.records_selected,
                 summary.target_topic,
-                if summary.created_topic { " (topic to be created)" } else { "" }
+                if summary.created_topic {
+                    " (topic to be created)"
+                } else {
+                    ""
+                }
             )
         } else {
             format!(
@@ -115,7 +127,11 @@ pub fn print(format: OutputFormat, summary: &Summary) -> anyhow::Result<()> {
                 summary.source,
                 summary.target_topic,
                 summary.records_present,
-                if summary.verified { "verified" } else { "VERIFICATION FAILED" }
+                if summary.verified {
+                    "verified"
+                } else {
+                    "VERIFICATION FAILED"
+                }
             )
         }
     })

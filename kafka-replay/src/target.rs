@@ -175,11 +175,16 @@ impl Target {
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if self.topic(name)?.is_some_and(|t| t.partitions >= partitions) {
+            if self
+                .topic(name)?
+                .is_some_and(|t| t.partitions >= partitions)
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                anyhow::bail!("topic {name} was created but its metadata did not appear within 30s");
+                anyhow::bail!(
+                    "topic {name} was created but its metadata did not appear within 30s"
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -193,7 +198,12 @@ impl Target {
     }
 
     /// Reads the record at exactly `offset` of a partition.
-    pub fn read_record(&self, topic: &str, partition: i32, offset: i64) -> anyhow::Result<Fingerprint> {
+    pub fn read_record(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> anyhow::Result<Fingerprint> {
         let mut assignment = TopicPartitionList::new();
         assignment
             .add_partition_offset(topic, partition, Offset::Offset(offset))
@@ -253,7 +263,12 @@ impl Target {
     }
 
     /// Commits `offsets` (partition, next offset to read) for `group` on `topic`.
-    pub fn commit_group(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) -> anyhow::Result<()> {
+    pub fn commit_group(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &[(i32, i64)],
+    ) -> anyhow::Result<()> {
         let consumer: BaseConsumer = self
             .config
             .clone()

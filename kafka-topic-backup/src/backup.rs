@@ -85,10 +85,19 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                 })
             });
             if args.incremental && previous.is_none() {
-                tracing::info!("{}: no previous set holds it, exporting in full", topic.name);
+                tracing::info!(
+                    "{}: no previous set holds it, exporting in full",
+                    topic.name
+                );
             }
             let groups = groups.remove(&topic.name).unwrap_or_default();
-            let meta = topic_meta(&cluster, topic, previous.as_ref(), groups, args.max_messages)?;
+            let meta = topic_meta(
+                &cluster,
+                topic,
+                previous.as_ref(),
+                groups,
+                args.max_messages,
+            )?;
             let file_name = format!("{}{ARCHIVE_EXTENSION}", topic.name);
             let file = set
                 .create_file(&file_name, Compression::None, None, 1)
@@ -109,7 +118,10 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         Err(error) => {
             // Leave nothing that could be mistaken for a backup (it has no manifest anyway).
             if let Err(e) = std::fs::remove_dir_all(&set_dir) {
-                tracing::warn!("cannot remove the incomplete set {}: {e}", set_dir.display());
+                tracing::warn!(
+                    "cannot remove the incomplete set {}: {e}",
+                    set_dir.display()
+                );
             }
             return Err(error);
         }
@@ -198,8 +210,13 @@ fn topic_meta(
     partitions.sort_unstable();
     for &partition in &partitions {
         let (low, high) = cluster.watermarks(&topic.name, partition)?;
-        let (range, note) =
-            plan_partition(partition, low, high, previous, max_messages.map(|m| m.get()));
+        let (range, note) = plan_partition(
+            partition,
+            low,
+            high,
+            previous,
+            max_messages.map(|m| m.get()),
+        );
         match note {
             Some(Note::NewPartition) => {
                 tracing::info!("{}[{partition}]: new since the previous set", topic.name)
@@ -246,9 +263,21 @@ fn export_one<W: Write>(
         .iter()
         .map(|r| r.end_offset - r.start_offset)
         .sum();
-    let progress = common::progress::items(&args.global, Some(total.max(0) as u64), &meta.topic, "records");
+    let progress = common::progress::items(
+        &args.global,
+        Some(total.max(0) as u64),
+        &meta.topic,
+        "records",
+    );
     let mut writer = ArchiveWriter::new(out, meta).context("cannot write the archive")?;
-    let ends = export_topic(config, &meta.topic, &meta.ranges, options, &mut writer, &progress)?;
+    let ends = export_topic(
+        config,
+        &meta.topic,
+        &meta.ranges,
+        options,
+        &mut writer,
+        &progress,
+    )?;
     progress.finish_and_clear();
     let end = StreamEnd {
         chunks: writer.chunks() - 1,
@@ -264,7 +293,10 @@ fn set_topic(meta: &TopicMeta, end: &StreamEnd, file: String) -> SetTopic {
         .ranges
         .iter()
         .map(|range| {
-            let done = end.partitions.iter().find(|e| e.partition == range.partition);
+            let done = end
+                .partitions
+                .iter()
+                .find(|e| e.partition == range.partition);
             SetPartition {
                 partition: range.partition,
                 start_offset: range.start_offset,

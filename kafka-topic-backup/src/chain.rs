@@ -22,9 +22,17 @@ pub fn apply_retention(
             continue;
         }
         if dry_run {
-            tracing::info!("retention would delete kafka set {} ({})", set.id, decision.reason);
+            tracing::info!(
+                "retention would delete kafka set {} ({})",
+                set.id,
+                decision.reason
+            );
         } else {
-            tracing::info!("retention deletes kafka set {} ({})", set.id, decision.reason);
+            tracing::info!(
+                "retention deletes kafka set {} ({})",
+                set.id,
+                decision.reason
+            );
             repo.delete_set(set).map_err(|e| {
                 anyhow::anyhow!("cannot delete kafka set {}: {e}", set.dir.display())
             })?;
@@ -41,9 +49,13 @@ fn keep_predecessors(sets: &[SetInfo], decisions: &mut [Decision]) {
             if !decisions[index].keep {
                 continue;
             }
-            let Some(details) = details_of(&sets[index]) else { continue };
+            let Some(details) = details_of(&sets[index]) else {
+                continue;
+            };
             for topic in &details.topics {
-                let Some(previous) = &topic.incremental_from else { continue };
+                let Some(previous) = &topic.incremental_from else {
+                    continue;
+                };
                 if let Some(at) = sets.iter().position(|s| &s.id == previous) {
                     if !decisions[at].keep {
                         decisions[at].keep = true;

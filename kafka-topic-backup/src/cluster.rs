@@ -73,7 +73,10 @@ pub struct Cluster {
 
 impl Cluster {
     /// Connects and checks that the cluster answers a metadata request.
-    pub fn connect(config: &ClientConfig, bootstrap: &str) -> anyhow::Result<(Cluster, Vec<TopicInfo>)> {
+    pub fn connect(
+        config: &ClientConfig,
+        bootstrap: &str,
+    ) -> anyhow::Result<(Cluster, Vec<TopicInfo>)> {
         let consumer: BaseConsumer = config
             .create()
             .context("invalid Kafka client settings (check -X and KAFKA_CLIENT_CONFIG)")?;
@@ -157,7 +160,11 @@ impl Cluster {
                 entries.push(ConfigEntry {
                     source: source_name(&entry.source).to_string(),
                     is_default: entry.is_default || entry.source == ConfigSource::Default,
-                    value: if entry.is_sensitive { None } else { entry.value },
+                    value: if entry.is_sensitive {
+                        None
+                    } else {
+                        entry.value
+                    },
                     name: entry.name,
                     read_only: entry.is_read_only,
                     sensitive: entry.is_sensitive,
@@ -228,14 +235,13 @@ impl Cluster {
             for element in committed.elements() {
                 if let Offset::Offset(offset) = element.offset() {
                     let metadata = element.metadata();
-                    found
-                        .entry(element.topic().to_string())
-                        .or_default()
-                        .push(GroupPartitionOffset {
+                    found.entry(element.topic().to_string()).or_default().push(
+                        GroupPartitionOffset {
                             partition: element.partition(),
                             offset,
                             metadata: (!metadata.is_empty()).then(|| metadata.to_string()),
-                        });
+                        },
+                    );
                 }
             }
             // The list must go before its consumer, or dropping the consumer hangs.

@@ -196,13 +196,10 @@ fn read_partition(
             Some(Err(KafkaError::PartitionEOF(p))) if p == partition => {
                 // Under read_committed the log "ends" at the last stable offset; an open
                 // transaction's records must be read by the next incremental run.
-                let position = consumer
-                    .position()
-                    .ok()
-                    .and_then(|list| {
-                        list.find_partition(topic, partition)
-                            .and_then(|element| element.offset().to_raw())
-                    });
+                let position = consumer.position().ok().and_then(|list| {
+                    list.find_partition(topic, partition)
+                        .and_then(|element| element.offset().to_raw())
+                });
                 let read_up_to = end.last_offset.map_or(range.start_offset, |o| o + 1);
                 if let Some(position) = position.filter(|&p| p >= read_up_to) {
                     end.next_offset = position.min(range.end_offset);

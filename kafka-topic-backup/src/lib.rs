@@ -39,7 +39,12 @@ pub struct Args {
     #[command(flatten)]
     pub retention: RetentionArgs,
     /// Topic to back up (repeatable).
-    #[arg(long = "topic", short = 't', value_name = "TOPIC", required_unless_present = "topic_regex")]
+    #[arg(
+        long = "topic",
+        short = 't',
+        value_name = "TOPIC",
+        required_unless_present = "topic_regex"
+    )]
     pub topics: Vec<String>,
     /// Back up every topic whose whole name matches this regular expression (topics starting
     /// with "__" are internal and only match when the expression names them explicitly).

@@ -9,7 +9,9 @@ use crate::support::*;
 fn small_chunked_set(dir: &Path) -> (String, PathBuf) {
     let source = topic("dmg_src", 3);
     produce(&source, (0..3000u64).map(|i| ((i % 3) as i32, varied(i))));
-    let summary = backup(dir, &["--topic", &source, "--chunk-kib", "16"]).ok().summary();
+    let summary = backup(dir, &["--topic", &source, "--chunk-kib", "16"])
+        .ok()
+        .summary();
     let set_dir = PathBuf::from(summary["dir"].as_str().unwrap());
     let file = set_dir.join(summary["topics"][0]["file"].as_str().unwrap());
     (source, file)
@@ -29,8 +31,15 @@ fn corrupted_archive_is_refused_naming_the_chunk() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     let line = run.stderr.lines().last().unwrap();
     assert!(line.starts_with("kafka-replay: archive "), "{line}");
-    assert!(line.contains("is corrupted") && line.contains("chunk "), "{line}");
-    assert_eq!(partition_count(&target), 0, "nothing may be produced from a damaged archive");
+    assert!(
+        line.contains("is corrupted") && line.contains("chunk "),
+        "{line}"
+    );
+    assert_eq!(
+        partition_count(&target),
+        0,
+        "nothing may be produced from a damaged archive"
+    );
 }
 
 #[test]
@@ -43,7 +52,11 @@ fn truncated_archive_is_refused_naming_the_chunk() {
     let target = test_support::unique_name("trunc_dst");
     let run = replay(dir.path(), &["--topic", &source, "--target-topic", &target]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("is truncated") && run.stderr.contains("chunk "), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("is truncated") && run.stderr.contains("chunk "),
+        "{}",
+        run.stderr
+    );
     assert_eq!(partition_count(&target), 0);
 
     // Cut exactly at a chunk boundary: the missing END chunk gives it away.
@@ -56,7 +69,11 @@ fn truncated_archive_is_refused_naming_the_chunk() {
     std::fs::write(&file, &bytes[..boundary as usize]).unwrap();
     let run = replay(dir.path(), &["--topic", &source, "--target-topic", &target]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("without its END chunk"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("without its END chunk"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -66,7 +83,12 @@ fn unreachable_broker_is_exit_2() {
     let port = test_support::free_port();
     let run = replay(
         dir.path(),
-        &["--topic", &source, "--bootstrap-servers", &format!("127.0.0.1:{port}")],
+        &[
+            "--topic",
+            &source,
+            "--bootstrap-servers",
+            &format!("127.0.0.1:{port}"),
+        ],
     );
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("cannot reach Kafka"), "{}", run.stderr);

@@ -30,7 +30,8 @@ fn timed_topic(dir: &std::path::Path) -> String {
 
 fn iso(millis: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000).unwrap();
-    t.format(&time::format_description::well_known::Rfc3339).unwrap()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
 }
 
 #[test]
@@ -44,7 +45,16 @@ fn time_range_replays_exactly_the_records_in_range() {
     let to = (T0 + 120_000).to_string();
     let run = replay(
         dir.path(),
-        &["--topic", &source, "--target-topic", &target, "--from-time", &from, "--to-time", &to],
+        &[
+            "--topic",
+            &source,
+            "--target-topic",
+            &target,
+            "--from-time",
+            &from,
+            "--to-time",
+            &to,
+        ],
     )
     .ok()
     .summary();
@@ -71,8 +81,14 @@ fn offset_range_replays_exactly_those_offsets() {
     let run = replay(
         dir.path(),
         &[
-            "--topic", &source, "--target-topic", &target,
-            "--offset-range", "1:10..25", "--offset-range", "2:190..",
+            "--topic",
+            &source,
+            "--target-topic",
+            &target,
+            "--offset-range",
+            "1:10..25",
+            "--offset-range",
+            "2:190..",
         ],
     )
     .ok()
@@ -96,11 +112,23 @@ fn offset_range_replays_exactly_those_offsets() {
     let other = test_support::unique_name("flt_dry");
     let dry = replay(
         dir.path(),
-        &["--topic", &source, "--target-topic", &other, "--offset-range", "0:0..5", "--dry-run"],
+        &[
+            "--topic",
+            &source,
+            "--target-topic",
+            &other,
+            "--offset-range",
+            "0:0..5",
+            "--dry-run",
+        ],
     )
     .ok()
     .summary();
     assert_eq!(dry["records_produced"], 5);
     assert_eq!(dry["dry_run"], true);
-    assert_eq!(partition_count(&other), 0, "a dry run must not create the topic");
+    assert_eq!(
+        partition_count(&other),
+        0,
+        "a dry run must not create the topic"
+    );
 }

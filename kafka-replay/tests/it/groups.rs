@@ -43,8 +43,15 @@ fn group_offsets_are_restored_translated() {
     let run = replay(
         dir.path(),
         &[
-            "--topic", &source, "--target-topic", &target, "--from-time", &from,
-            "--restore-group-offsets", "--group", &group,
+            "--topic",
+            &source,
+            "--target-topic",
+            &target,
+            "--from-time",
+            &from,
+            "--restore-group-offsets",
+            "--group",
+            &group,
         ],
     )
     .ok()
@@ -66,7 +73,10 @@ fn group_offsets_are_restored_translated() {
     let mut first = std::collections::BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while first.len() < 2 {
-        assert!(Instant::now() < deadline, "the group consumer got no records");
+        assert!(
+            Instant::now() < deadline,
+            "the group consumer got no records"
+        );
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             first
                 .entry(m.partition())

@@ -40,7 +40,9 @@ fn killed_replay_rerun_has_no_duplicates() {
     let source = topic("kill_src", 3);
     produce(&source, (0..30_000u64).map(|i| ((i % 3) as i32, varied(i))));
     let dir = tempfile::tempdir().unwrap();
-    let summary = backup(dir.path(), &["--topic", &source, "--chunk-kib", "64"]).ok().summary();
+    let summary = backup(dir.path(), &["--topic", &source, "--chunk-kib", "64"])
+        .ok()
+        .summary();
     let file = std::path::Path::new(summary["dir"].as_str().unwrap())
         .join(summary["topics"][0]["file"].as_str().unwrap());
     let archive = std::fs::read(file).unwrap();
@@ -55,7 +57,10 @@ fn killed_replay_rerun_has_no_duplicates() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(Instant::now() < deadline, "the replay produced nothing");
-        assert!(child.try_wait().unwrap().is_none(), "the replay ended early");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the replay ended early"
+        );
         if partition_count(&target) == 3
             && watermarks(&target, 3).iter().map(|(_, h)| h).sum::<i64>() > 0
         {
@@ -97,14 +102,21 @@ fn foreign_records_in_the_target_are_refused_unless_appending() {
 
     let refused = replay(dir.path(), &["--topic", &source, "--target-topic", &target]);
     assert_eq!(refused.code, 2, "{}", refused.stderr);
-    assert!(refused.stderr.contains("did not write"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("did not write"),
+        "{}",
+        refused.stderr
+    );
     assert!(refused.stderr.contains("--append"), "{}", refused.stderr);
     // Refused before producing anything, into any partition.
     assert_eq!(watermarks(&target, 2), vec![(0, 0), (0, 1)]);
 
-    let appended = replay(dir.path(), &["--topic", &source, "--target-topic", &target, "--append"])
-        .ok()
-        .summary();
+    let appended = replay(
+        dir.path(),
+        &["--topic", &source, "--target-topic", &target, "--append"],
+    )
+    .ok()
+    .summary();
     assert_eq!(appended["records_produced"], 100);
     let after = read_all(&target);
     assert_eq!(after[&1][0].rec, stranger);

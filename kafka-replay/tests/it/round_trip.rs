@@ -42,7 +42,11 @@ fn full_fidelity_round_trip_over_three_partitions() {
         assert_eq!(a.len() as u64, RECORDS / 3);
         assert_eq!(a.len(), b.len(), "partition {partition}");
         for (x, y) in a.iter().zip(b) {
-            assert_eq!(x.rec, y.rec, "partition {partition} source offset {}", x.offset);
+            assert_eq!(
+                x.rec, y.rec,
+                "partition {partition} source offset {}",
+                x.offset
+            );
             assert!(y.create_time);
         }
     }
@@ -52,9 +56,15 @@ fn full_fidelity_round_trip_over_three_partitions() {
     assert!(all.iter().any(|r| r.key.is_none()));
     assert!(all.iter().any(|r| r.key.as_deref() == Some(b"".as_slice())));
     assert!(all.iter().any(|r| r.value.is_none()));
-    assert!(all.iter().any(|r| r.value.as_deref() == Some(b"".as_slice())));
-    assert!(all.iter().any(|r| r.headers.iter().any(|(_, v)| v.is_none())));
-    assert!(all.iter().any(|r| r.headers.iter().filter(|(k, _)| k == "dup").count() == 2));
+    assert!(all
+        .iter()
+        .any(|r| r.value.as_deref() == Some(b"".as_slice())));
+    assert!(all
+        .iter()
+        .any(|r| r.headers.iter().any(|(_, v)| v.is_none())));
+    assert!(all
+        .iter()
+        .any(|r| r.headers.iter().filter(|(k, _)| k == "dup").count() == 2));
     assert!(all.iter().any(|r| r.timestamp < 1_100_000_000_000));
 
     // The saved non-default config (retention.ms=-1) was applied to the new topic.
@@ -62,7 +72,10 @@ fn full_fidelity_round_trip_over_three_partitions() {
     let resource = ResourceSpecifier::Topic(&target);
     let configs = block_on(admin.describe_configs([&resource], &AdminOptions::new())).unwrap();
     let configs = configs.into_iter().next().unwrap().unwrap();
-    assert_eq!(configs.get("retention.ms").and_then(|e| e.value.as_deref()), Some("-1"));
+    assert_eq!(
+        configs.get("retention.ms").and_then(|e| e.value.as_deref()),
+        Some("-1")
+    );
 
     // Re-running the finished replay produces nothing and still verifies.
     let again = replay(dir.path(), &["--topic", &source, "--target-topic", &target])

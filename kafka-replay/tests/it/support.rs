@@ -58,16 +58,16 @@ pub fn varied(i: u64) -> Rec {
         _ => Some(format!("value-{i}-{}", "x".repeat((i % 40) as usize)).into_bytes()),
     };
     let mut headers = Vec::new();
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         headers.push(("trace".to_string(), Some(format!("t{i}").into_bytes())));
         headers.push(("dup".to_string(), Some(b"first".to_vec())));
         headers.push(("dup".to_string(), Some(b"second".to_vec())));
     }
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         headers.push(("nullable".to_string(), None));
         headers.push(("empty".to_string(), Some(Vec::new())));
     }
-    let timestamp = if i % 2 == 0 {
+    let timestamp = if i.is_multiple_of(2) {
         // 2001-09-09: an explicit old timestamp.
         1_000_000_000_000 + i as i64
     } else {
@@ -172,7 +172,10 @@ pub fn read_all(topic: &str) -> BTreeMap<i32, Vec<Read>> {
     consumer.assign(&list).unwrap();
     let done = |out: &BTreeMap<i32, Vec<Read>>| {
         marks.iter().enumerate().all(|(p, (low, high))| {
-            high <= low || out[&(p as i32)].last().is_some_and(|r| r.offset + 1 >= *high)
+            high <= low
+                || out[&(p as i32)]
+                    .last()
+                    .is_some_and(|r| r.offset + 1 >= *high)
         })
     };
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -227,7 +230,8 @@ pub fn commit_group(group: &str, topic: &str, offsets: &[(i32, i64)]) {
         .unwrap();
     let mut list = TopicPartitionList::new();
     for &(p, o) in offsets {
-        list.add_partition_offset(topic, p, Offset::Offset(o)).unwrap();
+        list.add_partition_offset(topic, p, Offset::Offset(o))
+            .unwrap();
     }
     consumer.commit(&list, CommitMode::Sync).unwrap();
 }
@@ -278,9 +282,11 @@ impl Run {
 
     /// The summary: the last JSON line on stdout.
     pub fn summary(&self) -> serde_json::Value {
-        let line = self.stdout.lines().last().unwrap_or_else(|| {
-            panic!("no output; stderr: {}", self.stderr)
-        });
+        let line = self
+            .stdout
+            .lines()
+            .last()
+            .unwrap_or_else(|| panic!("no output; stderr: {}", self.stderr));
         let value: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {line}\nstderr: {}", self.stderr));
         assert_eq!(value["type"], "summary");
@@ -288,7 +294,11 @@ impl Run {
     }
 
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 }

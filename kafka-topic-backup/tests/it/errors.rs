@@ -10,11 +10,19 @@ fn unreachable_broker_is_exit_2_without_a_set() {
     let port = test_support::free_port();
     let run = backup(
         dir.path(),
-        &["--bootstrap-servers", &format!("127.0.0.1:{port}"), "--topic", "orders"],
+        &[
+            "--bootstrap-servers",
+            &format!("127.0.0.1:{port}"),
+            "--topic",
+            "orders",
+        ],
     );
     assert_eq!(run.code, 2, "{}", run.stderr);
     let line = run.stderr.lines().last().unwrap();
-    assert!(line.starts_with("kafka-topic-backup: cannot reach Kafka at 127.0.0.1:"), "{line}");
+    assert!(
+        line.starts_with("kafka-topic-backup: cannot reach Kafka at 127.0.0.1:"),
+        "{line}"
+    );
     assert!(line.contains("KAFKA_BOOTSTRAP_SERVERS"), "{line}");
     assert!(run.stdout.is_empty());
     if let Ok(repo) = Repository::open(dir.path()) {
@@ -28,10 +36,19 @@ fn missing_topic_and_bad_regex_are_exit_2() {
     let missing = test_support::unique_name("missing");
     let run = backup(dir.path(), &["--topic", &missing]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains(&format!("topic '{missing}' does not exist")), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("topic '{missing}' does not exist")),
+        "{}",
+        run.stderr
+    );
     let run = backup(dir.path(), &["--topic-regex", "(unclosed"]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("invalid --topic-regex"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("invalid --topic-regex"),
+        "{}",
+        run.stderr
+    );
     let repo = Repository::open(dir.path()).unwrap();
     assert!(repo.complete_sets(Kind::Kafka).unwrap().is_empty());
 }

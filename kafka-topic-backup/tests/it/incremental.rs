@@ -22,8 +22,20 @@ fn incremental_runs_capture_each_record_once() {
     assert_eq!(second["records"], 50);
     assert_eq!(second["topics"][0]["incremental_from"], first["id"]);
     let parts = &second["topics"][0]["partitions"];
-    assert_eq!((parts[0]["start_offset"].as_i64(), parts[0]["end_offset"].as_i64()), (Some(75), Some(100)));
-    assert_eq!((parts[1]["start_offset"].as_i64(), parts[1]["end_offset"].as_i64()), (Some(60), Some(85)));
+    assert_eq!(
+        (
+            parts[0]["start_offset"].as_i64(),
+            parts[0]["end_offset"].as_i64()
+        ),
+        (Some(75), Some(100))
+    );
+    assert_eq!(
+        (
+            parts[1]["start_offset"].as_i64(),
+            parts[1]["end_offset"].as_i64()
+        ),
+        (Some(60), Some(85))
+    );
 
     // Nothing new: an empty incremental set that still continues the chain.
     let third = backup(dir.path(), &["--topic", &topic, "--incremental"]).summary();
@@ -52,7 +64,9 @@ fn records_deleted_between_runs_are_recorded_as_a_gap() {
     // Delete records before offset 30: 20..30 were never backed up.
     let admin: AdminClient<DefaultClientContext> = client_config().create().unwrap();
     let mut before = TopicPartitionList::new();
-    before.add_partition_offset(&topic, 0, Offset::Offset(30)).unwrap();
+    before
+        .add_partition_offset(&topic, 0, Offset::Offset(30))
+        .unwrap();
     block_on(admin.delete_records(&before, &AdminOptions::new())).expect("DeleteRecords");
 
     let next = backup(dir.path(), &["--topic", &topic, "--incremental"]);
@@ -64,5 +78,8 @@ fn records_deleted_between_runs_are_recorded_as_a_gap() {
     assert_eq!(summary["records"], 10);
     assert!(next.stderr.contains("recorded as a gap"), "{}", next.stderr);
     let archive = read_archive(&archive_path(&summary, &topic));
-    assert_eq!(archive.meta.ranges[0].gap.map(|g| (g.from, g.to)), Some((20, 30)));
+    assert_eq!(
+        archive.meta.ranges[0].gap.map(|g| (g.from, g.to)),
+        Some((20, 30))
+    );
 }

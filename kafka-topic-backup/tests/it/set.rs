@@ -10,7 +10,10 @@ fn regex_backup_saves_records_configs_and_group_offsets() {
     let base = test_support::unique_name("rx");
     let a = block_on(test_support::kafka::create_topic(&format!("{base}_a"), 3));
     let b = block_on(test_support::kafka::create_topic(&format!("{base}_b"), 1));
-    let other = block_on(test_support::kafka::create_topic(&format!("{base}_other"), 1));
+    let other = block_on(test_support::kafka::create_topic(
+        &format!("{base}_other"),
+        1,
+    ));
     produce(&a, &[0, 1, 2], 0, 40);
     produce(&b, &[0], 0, 7);
     produce(&other, &[0], 0, 1);
@@ -42,14 +45,32 @@ fn regex_backup_saves_records_configs_and_group_offsets() {
     assert_eq!(archive.meta.partitions, 3);
     assert_eq!(archive.meta.replication_factor, 1);
     assert_eq!(archive.records.len(), 120);
-    let retention = archive.meta.configs.iter().find(|c| c.name == "retention.ms").unwrap();
+    let retention = archive
+        .meta
+        .configs
+        .iter()
+        .find(|c| c.name == "retention.ms")
+        .unwrap();
     assert_eq!(retention.value.as_deref(), Some("-1"));
     assert!(!retention.is_default, "{retention:?}");
     assert!(archive.meta.overrides().any(|c| c.name == "retention.ms"));
-    let saved = archive.meta.groups.iter().find(|g| g.group == group).unwrap();
-    let offsets: Vec<(i32, i64)> = saved.offsets.iter().map(|o| (o.partition, o.offset)).collect();
+    let saved = archive
+        .meta
+        .groups
+        .iter()
+        .find(|g| g.group == group)
+        .unwrap();
+    let offsets: Vec<(i32, i64)> = saved
+        .offsets
+        .iter()
+        .map(|o| (o.partition, o.offset))
+        .collect();
     assert_eq!(offsets, vec![(0, 5), (2, 40)]);
-    let record = archive.records.iter().find(|r| r.0 == 2 && r.1 == 7).unwrap();
+    let record = archive
+        .records
+        .iter()
+        .find(|r| r.0 == 2 && r.1 == 7)
+        .unwrap();
     assert_eq!(record.2.as_deref(), Some(b"k7".as_slice()));
     assert_eq!(record.3.as_deref(), Some(b"v2-7".as_slice()));
 

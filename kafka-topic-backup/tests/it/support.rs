@@ -54,7 +54,8 @@ pub fn commit_group(group: &str, topic: &str, offsets: &[(i32, i64)]) {
         .unwrap();
     let mut list = TopicPartitionList::new();
     for &(p, o) in offsets {
-        list.add_partition_offset(topic, p, Offset::Offset(o)).unwrap();
+        list.add_partition_offset(topic, p, Offset::Offset(o))
+            .unwrap();
     }
     consumer.commit(&list, CommitMode::Sync).unwrap();
 }
@@ -67,7 +68,11 @@ pub struct Run {
 
 impl Run {
     pub fn summary(&self) -> serde_json::Value {
-        assert_eq!(self.code, 0, "stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         let line = self.stdout.lines().last().expect("a summary line");
         let value: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(value["type"], "summary");
@@ -94,11 +99,14 @@ pub fn backup(dir: &Path, args: &[&str]) -> Run {
     }
 }
 
-/// An archive read back: META, END and every record as (partition, offset, key, value).
+/// One archived record: (partition, offset, key, value).
+pub type Archived = (i32, i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// An archive read back: META, END and every record.
 pub struct Archive {
     pub meta: TopicMeta,
     pub end: StreamEnd,
-    pub records: Vec<(i32, i64, Option<Vec<u8>>, Option<Vec<u8>>)>,
+    pub records: Vec<Archived>,
 }
 
 pub fn read_archive(path: &Path) -> Archive {
