@@ -10,7 +10,9 @@
 #     metrics files the tools wrote, and runbook scenario 1 (PITR, then slot restore).
 #
 # Usage: scripts/deploy/check.sh [SECTION...]   after `cargo build --bins` (scripts/test.sh
-#   does that); sections: manifests alerts image wrappers real [default: all]
+#   does that); sections: manifests alerts image wrappers real kafka [default: all]
+#   PIPELINE_BACKUP_TEST_KAFKA  the test broker for runbook scenario 4 (scripts/services.sh
+#                            start prints it); without it that scenario is skipped
 #   PIPELINE_BACKUP_BIN_DIR  where the tool binaries are [default: $CARGO_TARGET_DIR/debug,
 #                            else target/debug]
 #   DEPLOY_CHECK_KEEP=1      keep the scratch directory (clusters, repository, logs)
@@ -26,6 +28,8 @@ BIN_DIR=${PIPELINE_BACKUP_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}
 PG_BIN=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
 YAMLLINT_VERSION=1.38.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
+# The independent Kafka client of the scenario 4 check (kafka_fixture.py).
+CONFLUENT_KAFKA_VERSION=2.16.1
 # The oldest Kubernetes the manifests are for: CronJob's timeZone is GA since 1.27.
 K8S_OLDEST=1.27.0
 
@@ -88,12 +92,14 @@ install_tools() {
 import importlib.metadata as m
 assert m.version("yamllint") == "$YAMLLINT_VERSION"
 assert m.version("kubernetes-validate") == "$KUBERNETES_VALIDATE_VERSION"
+assert m.version("confluent-kafka") == "$CONFLUENT_KAFKA_VERSION"
 EOF
     then
-        echo "check: installing yamllint and kubernetes-validate into $VENV" >&2
+        echo "check: installing yamllint, kubernetes-validate, confluent-kafka into $VENV" >&2
         python3 -m venv "$VENV" &&
             "$VENV/bin/pip" install -q "yamllint==$YAMLLINT_VERSION" \
-                "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" >&2 ||
+                "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+                "confluent-kafka==$CONFLUENT_KAFKA_VERSION" >&2 ||
             { echo "check: cannot install the Python validators" >&2; exit 2; }
     fi
     if ! command -v promtool >/dev/null; then
@@ -377,7 +383,48 @@ check_runbook_pitr() {
 }
 
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(manifests alerts image wrappers real)
+[ ${#sections[@]} -gt 0 ] || sections=(manifests alerts image wrappers real kafka)
+# Runbook scenario 4, the schema registry's `_schemas` topic lost: the weekly backup's command,
+# the topic deleted, the runbook's replay; records and topic configs must come back as they were.
+check_runbook_schemas() {
+    local broker=${PIPELINE_BACKUP_TEST_KAFKA:-}
+    if [ -z "$broker" ]; then
+        skip runbook.4 "no test broker (PIPELINE_BACKUP_TEST_KAFKA; scripts/services.sh start)"
+        return
+    fi
+    if [ ! -x "$BIN_DIR/kafka-topic-backup" ] || [ ! -x "$BIN_DIR/kafka-replay" ]; then
+        : >"$LOG"
+        fail runbook.4 "kafka-topic-backup and kafka-replay are not built in $BIN_DIR"
+        return
+    fi
+    local fixture=("$VENV/bin/python" "$DEPLOY/kafka_fixture.py" "$broker")
+    # A name of its own on the shared broker, with the registry's leading underscore.
+    local topic="_schemas_check_$$_$RANDOM"
+    db_dir "$WORK/kafka-repo" || exit 2
+    if ! "${fixture[@]}" create "$topic" >"$LOG" 2>&1 ||
+        ! "${fixture[@]}" dump "$topic" >"$WORK/before.jsonl" 2>>"$LOG" ||
+        ! "${fixture[@]}" describe "$topic" >"$WORK/before.json" 2>>"$LOG"; then
+        fail runbook.4.fixture "cannot create the $topic topic"
+        return
+    fi
+    KAFKA_BOOTSTRAP_SERVERS=$broker BACKUP_DIR=$WORK/kafka-repo \
+        check runbook.4.backup run_wrapper kafka-topic-backup.sh --topic "$topic"
+    check runbook.4.topic-lost "${fixture[@]}" delete "$topic"
+    KAFKA_BOOTSTRAP_SERVERS=$broker BACKUP_DIR=$WORK/kafka-repo \
+        check runbook.4.replay run_wrapper kafka-topic-replay.sh --topic "$topic"
+    "${fixture[@]}" dump "$topic" >"$WORK/after.jsonl" 2>"$LOG"
+    "${fixture[@]}" describe "$topic" >"$WORK/after.json" 2>>"$LOG"
+    if [ -s "$WORK/before.jsonl" ] && cmp -s "$WORK/before.jsonl" "$WORK/after.jsonl" &&
+        cmp -s "$WORK/before.json" "$WORK/after.json"; then
+        pass runbook.4.records-and-configs
+    else
+        diff "$WORK/before.json" "$WORK/after.json" >>"$LOG"
+        diff "$WORK/before.jsonl" "$WORK/after.jsonl" | head -20 >>"$LOG"
+        fail runbook.4.records-and-configs "the replayed topic differs from the lost one"
+    fi
+    "${fixture[@]}" delete "$topic" >/dev/null 2>&1
+}
+
 install_tools
 for section in "${sections[@]}"; do
     case $section in
@@ -386,7 +433,8 @@ for section in "${sections[@]}"; do
         image) check_containerfile ;;
         wrappers) check_wrappers ;;
         real) check_real_runs ;;
-        *) echo "check: unknown section '$section' (manifests alerts image wrappers real)" >&2; exit 2 ;;
+        kafka) check_runbook_schemas ;;
+        *) echo "check: unknown section '$section' (manifests alerts image wrappers real kafka)" >&2; exit 2 ;;
     esac
 done
 
