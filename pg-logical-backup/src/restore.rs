@@ -165,13 +165,14 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
         manifest.id,
         if exists { "existing" } else { "new" },
     );
-    let destructive =
-        (exists && args.clean && !conflicts.is_empty()) || (exists && args.terminate_connections);
+    // A whole-database --clean may replace any object of the dump, not only tables.
+    let replaces = exists && args.clean && (args.table.is_empty() || !conflicts.is_empty());
+    let destructive = replaces || (exists && args.terminate_connections);
     safety::confirm(&question, destructive, args.yes)?;
     tracing::info!("{question}");
 
     let mut safety_dump = None;
-    if exists && args.clean && !conflicts.is_empty() && !args.no_safety_dump {
+    if replaces && !args.no_safety_dump {
         let dir = args
             .safety_dir
             .clone()
@@ -218,19 +219,61 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
     if !args.no_analyze {
         load::analyze(&client, &tables, args.table.is_empty()).await?;
     }
-    let present = catalog::list_tables(&client).await?;
+    let (mismatched, total_rows) = compare(&client, &tables, args.schema_only, global).await?;
+    let summary = Summary {
+        id: manifest.id.clone(),
+        source_db: db.name.clone(),
+        target_db: target.clone(),
+        created: !exists,
+        schema_only: args.schema_only,
+        tables: tables.len(),
+        rows: total_rows,
+        mismatched,
+        safety_dump,
+        duration_secs: started.elapsed().as_secs_f64(),
+    };
+    common::output::summary(global.output, &summary, || {
+        format!(
+            "restored {what} from set {} into '{target}': {} tables, {} rows{}{}",
+            summary.id,
+            summary.tables,
+            summary.rows,
+            if summary.mismatched.is_empty() {
+                String::new()
+            } else {
+                format!(", MISMATCH in {}", summary.mismatched.join(", "))
+            },
+            summary
+                .safety_dump
+                .as_ref()
+                .map(|p| format!(" (safety dump: {})", p.display()))
+                .unwrap_or_default()
+        )
+    })?;
+    Ok(Status::from_passed(summary.mismatched.is_empty()))
+}
+
+/// Counts what was restored, table by table, and compares it with the manifest; prints one
+/// record per table. Returns the tables that differ and the rows counted.
+async fn compare(
+    client: &tokio_postgres::Client,
+    tables: &[&TableEntry],
+    schema_only: bool,
+    global: &GlobalArgs,
+) -> anyhow::Result<(Vec<String>, u64)> {
+    let present = catalog::list_tables(client).await?;
     let mut mismatched = Vec::new();
     let mut total_rows = 0;
-    for table in &tables {
+    for table in tables {
         let is_present = present
             .iter()
             .any(|p| p.schema == table.schema && p.name == table.name);
-        let rows = if is_present && !args.schema_only {
-            Some(catalog::count_rows(&client, &table.schema, &table.name).await?)
+        let rows = if is_present && !schema_only {
+            Some(catalog::count_rows(client, &table.schema, &table.name).await?)
         } else {
             None
         };
-        let matches = is_present && (args.schema_only || rows == Some(table.rows));
+        let matches = is_present && (schema_only || rows == Some(table.rows));
         if !matches {
             tracing::warn!(
                 "{}: {} after restore, the backup recorded {} rows",
@@ -269,37 +312,7 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
             ))?,
         }
     }
-    let summary = Summary {
-        id: manifest.id.clone(),
-        source_db: db.name.clone(),
-        target_db: target.clone(),
-        created: !exists,
-        schema_only: args.schema_only,
-        tables: tables.len(),
-        rows: total_rows,
-        mismatched,
-        safety_dump,
-        duration_secs: started.elapsed().as_secs_f64(),
-    };
-    common::output::summary(global.output, &summary, || {
-        format!(
-            "restored {what} from set {} into '{target}': {} tables, {} rows{}{}",
-            summary.id,
-            summary.tables,
-            summary.rows,
-            if summary.mismatched.is_empty() {
-                String::new()
-            } else {
-                format!(", MISMATCH in {}", summary.mismatched.join(", "))
-            },
-            summary
-                .safety_dump
-                .as_ref()
-                .map(|p| format!(" (safety dump: {})", p.display()))
-                .unwrap_or_default()
-        )
-    })?;
-    Ok(Status::from_passed(summary.mismatched.is_empty()))
+    Ok((mismatched, total_rows))
 }
 
 /// The tables to restore: those matching the patterns (each must match one that has its own
