@@ -1,10 +1,12 @@
 //! Integration tests of kafka-replay with kafka-topic-backup against the real test broker
 //! (`PIPELINE_BACKUP_TEST_KAFKA`; build kafka-topic-backup first, as scripts/test.sh does).
 
+mod chain;
 mod damaged;
 mod filters;
 mod groups;
 mod pipeline;
+mod repartition;
 mod resume;
 mod round_trip;
 mod support;

@@ -85,3 +85,46 @@ fn full_fidelity_round_trip_over_three_partitions() {
     assert_eq!(again["records_present"], RECORDS);
     assert_eq!(recs(&read_all(&target)), recs(&restored));
 }
+
+#[test]
+fn log_append_time_is_archived_and_replayed_as_create_time() {
+    let name = test_support::unique_name("lat_src");
+    let admin: AdminClient<DefaultClientContext> = client_config().create().unwrap();
+    let new = rdkafka::admin::NewTopic::new(&name, 1, rdkafka::admin::TopicReplication::Fixed(1))
+        .set("retention.ms", "-1")
+        .set("message.timestamp.type", "LogAppendTime");
+    for result in block_on(admin.create_topics([&new], &AdminOptions::new())).unwrap() {
+        result.unwrap();
+    }
+    produce(&name, (0..50u64).map(|i| (0, varied(i))));
+    let original = read_all(&name);
+    assert!(
+        original[&0].iter().all(|r| !r.create_time),
+        "the broker stamps append times"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let summary = backup(dir.path(), &["--topic", &name]).ok().summary();
+    let file = std::path::Path::new(summary["dir"].as_str().unwrap())
+        .join(summary["topics"][0]["file"].as_str().unwrap());
+    let mut reader =
+        common::topic_archive::ArchiveReader::open(std::fs::File::open(file).unwrap()).unwrap();
+    let chunk = reader.next_records().unwrap().unwrap();
+    let first = chunk.iter().next().unwrap();
+    assert_eq!(
+        first.timestamp_type,
+        common::topic_archive::TimestampType::LogAppendTime
+    );
+    assert_eq!(first.timestamp, original[&0][0].rec.timestamp);
+
+    let target = test_support::unique_name("lat_dst");
+    let run = replay(dir.path(), &["--topic", &name, "--target-topic", &target]).ok();
+    assert!(
+        run.stderr.contains("created with CreateTime"),
+        "{}",
+        run.stderr
+    );
+    let restored = read_all(&target);
+    assert!(restored[&0].iter().all(|r| r.create_time));
+    assert_eq!(recs(&restored), recs(&original));
+}
