@@ -168,6 +168,24 @@ print("\n".join(problems) or f"{len(tools)} tools, {len(members)} members")
 sys.exit(1 if problems else 0)
 EOF
     if [ $? = 0 ]; then pass image.contents; else fail image.contents "see above"; fi
+
+    # The runtime stage is debian-slim plus PostgreSQL: the binaries may need glibc and
+    # libgcc_s only (librdkafka, zstd and zlib are linked in).
+    local entry tool libs bad=()
+    : >"$LOG"
+    for entry in "${WRAPPERS[@]}"; do
+        tool=${entry#*:}
+        tool=${tool%% *}
+        [ -x "$BIN_DIR/$tool" ] || continue
+        libs=$(ldd "$BIN_DIR/$tool" | awk '{print $1}' |
+            grep -v -E '^(linux-vdso\.so|/lib64/ld-linux|/lib/ld-linux|lib(c|m|gcc_s|pthread|dl|rt)\.so)')
+        [ -z "$libs" ] || { bad+=("$tool"); echo "$tool: $libs" >>"$LOG"; }
+    done
+    if [ ${#bad[@]} = 0 ]; then
+        pass image.runtime-libraries
+    else
+        fail image.runtime-libraries "${bad[*]} need libraries the runtime image lacks"
+    fi
 }
 
 # --- wrappers --------------------------------------------------------------------------------
