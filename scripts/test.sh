@@ -6,8 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-eval "$(scripts/services.sh start)"
-trap 'scripts/services.sh stop' EXIT
+# Stop the broker afterwards only if this run started it (a developer's may be running).
+if scripts/services.sh env >/dev/null; then
+    eval "$(scripts/services.sh env)"
+else
+    eval "$(scripts/services.sh start)"
+    trap 'scripts/services.sh stop' EXIT
+fi
 # Tests of one crate drive other crates' tools (a CDC drill uses the PITR tools): build all.
 cargo build --workspace --all-features --bins
 cargo test --workspace --all-features "$@"
