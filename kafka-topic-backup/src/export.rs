@@ -96,11 +96,12 @@ fn consumer_config(config: &ClientConfig) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest");
-    // Bounds librdkafka's prefetch queue, the largest memory user (default 64 MiB); a user's
-    // -X setting wins.
+    // Bounds librdkafka's prefetch (by default up to 64 MiB of records plus the fetch
+    // buffers they point into, per consumer): the largest memory user. A -X setting wins.
     for (key, value) in [
-        ("queued.max.messages.kbytes", "16384"),
-        ("fetch.max.bytes", "8388608"),
+        ("queued.max.messages.kbytes", "4096"),
+        ("queued.min.messages", "20000"),
+        ("fetch.max.bytes", "2097152"),
     ] {
         if config.get(key).is_none() {
             config.set(key, value);

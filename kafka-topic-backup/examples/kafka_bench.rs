@@ -1,0 +1,116 @@
+//! Helper of `scripts/bench-kafka.sh`: creates the benchmark topic, and measures the broker's
+//! limit with a bare rdkafka consumer that reads a whole topic and discards every record.
+//!
+//! ```text
+//! kafka_bench create TOPIC PARTITIONS
+//! kafka_bench consume TOPIC
+//! kafka_bench delete TOPIC...
+//! ```
+//! The broker comes from `KAFKA_BOOTSTRAP_SERVERS`.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+fn config() -> ClientConfig {
+    let mut config = ClientConfig::new();
+    let servers = std::env::var("KAFKA_BOOTSTRAP_SERVERS").expect("KAFKA_BOOTSTRAP_SERVERS");
+    config.set("bootstrap.servers", servers);
+    config
+}
+
+fn create(topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
+    let new =
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)).set("retention.ms", "-1");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for result in runtime
+        .block_on(admin.create_topics([&new], &AdminOptions::new()))
+        .expect("CreateTopics")
+    {
+        result.expect("topic created");
+    }
+}
+
+fn delete(topics: &[String]) {
+    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for result in runtime
+        .block_on(admin.delete_topics(&names, &AdminOptions::new()))
+        .expect("DeleteTopics")
+    {
+        if let Err((topic, code)) = result {
+            eprintln!("kafka_bench: cannot delete {topic}: {code}");
+        }
+    }
+}
+
+fn consume(topic: &str) {
+    let consumer: BaseConsumer = config()
+        .set("group.id", "kafka-bench")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let mut remaining = 0i64;
+    let mut list = TopicPartitionList::new();
+    for &p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        remaining += high - low;
+        list.add_partition_offset(topic, p, Offset::Offset(low))
+            .unwrap();
+    }
+    let started = Instant::now();
+    consumer.assign(&list).expect("assign");
+    let (mut records, mut bytes) = (0u64, 0u64);
+    while remaining > 0 {
+        match consumer.poll(Duration::from_secs(10)) {
+            Some(Ok(message)) => {
+                records += 1;
+                bytes += (message.payload_len() + message.key_len()) as u64;
+                remaining -= 1;
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => panic!("consume: {e}"),
+            None => panic!("no record for 10s with {remaining} left"),
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!("records {records} bytes {bytes} seconds {seconds:.3}");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("create") => create(&args[2], args[3].parse().expect("partition count")),
+        Some("consume") => consume(&args[2]),
+        Some("delete") => delete(&args[2..]),
+        _ => {
+            eprintln!(
+                "usage: kafka_bench create TOPIC PARTITIONS | consume TOPIC | delete TOPIC..."
+            );
+            std::process::exit(2);
+        }
+    }
+}
