@@ -186,7 +186,9 @@ impl Cluster {
         let list = self
             .consumer
             .fetch_group_list(None, REQUEST_TIMEOUT)
-            .context("cannot list consumer groups (ListGroups)")?;
+            .context(
+                "cannot list consumer groups (ListGroups); --no-group-offsets skips saving them",
+            )?;
         let mut names: Vec<String> = list
             .groups()
             .iter()
@@ -231,7 +233,9 @@ impl Cluster {
         {
             let committed = consumer
                 .committed_offsets(request, REQUEST_TIMEOUT)
-                .with_context(|| format!("cannot read the committed offsets of group {group}"))?;
+                .with_context(|| {
+                    format!("cannot read the committed offsets of group {group} (--no-group-offsets skips them)")
+                })?;
             for element in committed.elements() {
                 if let Offset::Offset(offset) = element.offset() {
                     let metadata = element.metadata();

@@ -125,3 +125,63 @@ fn foreign_records_in_the_target_are_refused_unless_appending() {
     assert_eq!(recs(&after)[&0], recs(&original)[&0]);
     assert_eq!(recs(&after)[&1][1..], recs(&original)[&1][..]);
 }
+
+#[test]
+fn a_concurrent_writer_fails_verification_with_exit_1() {
+    let source = topic("conc_src", 2);
+    produce(&source, (0..4000u64).map(|i| ((i % 2) as i32, varied(i))));
+    let dir = tempfile::tempdir().unwrap();
+    let summary = backup(dir.path(), &["--topic", &source, "--chunk-kib", "32"])
+        .ok()
+        .summary();
+    let file = std::path::Path::new(summary["dir"].as_str().unwrap())
+        .join(summary["topics"][0]["file"].as_str().unwrap());
+    let archive = std::fs::read(file).unwrap();
+    let target = test_support::unique_name("conc_dst");
+
+    let mut child = std::process::Command::new(replay_bin())
+        .env("KAFKA_BOOTSTRAP_SERVERS", test_support::kafka::bootstrap())
+        .args(["--output", "json", "--stdin", "--target-topic", &target])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&archive[..archive.len() / 2]).unwrap();
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while partition_count(&target) < 2 || watermarks(&target, 2)[0].1 == 0 {
+        assert!(Instant::now() < deadline, "the replay produced nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Someone else writes into the target while the replay runs.
+    produce(
+        &target,
+        [(
+            0,
+            Rec {
+                key: None,
+                value: Some(b"intruder".to_vec()),
+                headers: vec![],
+                timestamp: 1_700_000_000_000,
+            },
+        )],
+    );
+    stdin.write_all(&archive[archive.len() / 2..]).unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["verified"], false);
+    assert_eq!(summary["partitions"][0]["ok"], false);
+    assert_eq!(summary["partitions"][0]["high_watermark"], 2001);
+    assert_eq!(summary["partitions"][0]["expected_high_watermark"], 2000);
+    assert_eq!(summary["partitions"][1]["ok"], true);
+}
