@@ -71,3 +71,75 @@ fn keep_predecessors(sets: &[SetInfo], decisions: &mut [Decision]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::manifest::{Manifest, SetStatus, MANIFEST_VERSION};
+    use common::topic_archive::{KafkaSetDetails, SetTopic};
+
+    fn set(id: &str, incremental_from: Option<&str>) -> SetInfo {
+        let details = KafkaSetDetails {
+            archive_version: 1,
+            topics: vec![SetTopic {
+                topic: "t".into(),
+                file: "t.kta".into(),
+                partition_count: 1,
+                replication_factor: 1,
+                incremental_from: incremental_from.map(str::to_string),
+                records: 0,
+                partitions: vec![],
+                groups: vec![],
+            }],
+        };
+        let started = common::timefmt::parse_id_time(id).unwrap();
+        SetInfo {
+            id: id.into(),
+            dir: std::path::PathBuf::from(id),
+            started: Some(started),
+            manifest: Some(Manifest {
+                format_version: MANIFEST_VERSION,
+                kind: "kafka".into(),
+                id: id.into(),
+                tool: "kafka-topic-backup".into(),
+                tool_version: "0".into(),
+                started_at: started,
+                finished_at: started,
+                status: SetStatus::Complete,
+                source: serde_json::Value::Null,
+                files: vec![],
+                details: serde_json::to_value(details).unwrap(),
+            }),
+            manifest_error: None,
+        }
+    }
+
+    #[test]
+    fn kept_incremental_sets_keep_their_predecessors() {
+        let sets = vec![
+            set("20200101T000000Z", None),
+            set("20200102T000000Z", Some("20200101T000000Z")),
+            set("20200103T000000Z", Some("20200102T000000Z")),
+            set("20200104T000000Z", None),
+        ];
+        let policy = RetentionPolicy {
+            keep_count: Some(2),
+            ..RetentionPolicy::default()
+        };
+        let mut decisions = policy.plan(&sets, common::timefmt::now());
+        assert!(!decisions[0].keep && !decisions[1].keep);
+        keep_predecessors(&sets, &mut decisions);
+        let kept: Vec<bool> = decisions.iter().map(|d| d.keep).collect();
+        assert_eq!(kept, vec![true, true, true, true]);
+        assert!(decisions[0].reason.contains("20200102T000000Z"));
+
+        let policy = RetentionPolicy {
+            keep_count: Some(1),
+            ..RetentionPolicy::default()
+        };
+        let mut decisions = policy.plan(&sets, common::timefmt::now());
+        keep_predecessors(&sets, &mut decisions);
+        let kept: Vec<bool> = decisions.iter().map(|d| d.keep).collect();
+        assert_eq!(kept, vec![false, false, false, true]);
+    }
+}
