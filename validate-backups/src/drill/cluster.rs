@@ -1,0 +1,204 @@
+//! The drill's throwaway PostgreSQL 15 cluster: initdb, a free port on 127.0.0.1, the socket
+//! in the work directory, WAL archived through `wal-archive push`; stopped on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+use common::cli::PgArgs;
+
+use crate::{osuser, tools};
+
+/// A PostgreSQL server the drill started (or restored), stopped on drop.
+#[derive(Debug)]
+pub struct Server {
+    pub data_dir: PathBuf,
+    pub socket_dir: PathBuf,
+    pub port: u16,
+    running: bool,
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn pg_command(program: &str) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(common::pgbin::program(program));
+    osuser::as_db_user(&mut cmd)?;
+    Ok(cmd)
+}
+
+impl Server {
+    /// initdb + start with logical WAL and archiving into `backup_dir`.
+    pub fn create(root: &Path, backup_dir: &Path, wal_archive: &Path) -> anyhow::Result<Server> {
+        let data_dir = root.join("data");
+        let mut initdb = pg_command("initdb")?;
+        initdb.arg("-D").arg(&data_dir).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]);
+        tools::checked(&mut initdb, "initdb")
+            .map_err(|e| e.context(common::pgbin::missing_hint("initdb")))?;
+        let port = free_port()?;
+        let conf = format!(
+            "\n# validate-backups drill\nport = {port}\nlisten_addresses = '127.0.0.1'\n\
+             unix_socket_directories = '{socket}'\nwal_level = logical\nmax_wal_senders = 10\n\
+             max_replication_slots = 10\narchive_mode = on\n\
+             archive_command = '{wal_archive} push %p --backup-dir {backup} -q'\n\
+             fsync = off\n",
+            socket = root.display(),
+            wal_archive = wal_archive.display(),
+            backup = backup_dir.display(),
+        );
+        append(&data_dir.join("postgresql.conf"), &conf)?;
+        append(
+            &data_dir.join("pg_hba.conf"),
+            "local replication all trust\nhost replication all 127.0.0.1/32 trust\n",
+        )?;
+        let mut server = Server {
+            data_dir,
+            socket_dir: root.to_path_buf(),
+            port,
+            running: false,
+        };
+        server.start()?;
+        Ok(server)
+    }
+
+    /// A server pitr-restore left running.
+    pub fn adopt(data_dir: PathBuf, socket_dir: PathBuf, port: u16) -> Server {
+        Server {
+            data_dir,
+            socket_dir,
+            port,
+            running: true,
+        }
+    }
+
+    fn start(&mut self) -> anyhow::Result<()> {
+        let mut cmd = pg_command("pg_ctl")?;
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(self.socket_dir.join("server.log"))
+            .args(["-w", "-t", "60", "start"]);
+        tools::checked(&mut cmd, "pg_ctl start").with_context(|| {
+            format!(
+                "the drill's PostgreSQL did not start (log: {})",
+                self.socket_dir.join("server.log").display()
+            )
+        })?;
+        self.running = true;
+        Ok(())
+    }
+
+    /// Stops the server: `fast` keeps it clean, `immediate` is the simulated crash.
+    pub fn stop(&mut self, mode: &str) -> anyhow::Result<()> {
+        if !self.running {
+            return Ok(());
+        }
+        let mut cmd = pg_command("pg_ctl")?;
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .args(["-w", "-t", "60", "-m", mode, "stop"]);
+        tools::checked(&mut cmd, "pg_ctl stop")?;
+        self.running = false;
+        Ok(())
+    }
+
+    /// Connection settings for this server and database.
+    pub fn pg_args(&self, dbname: &str) -> PgArgs {
+        PgArgs {
+            host: Some(self.socket_dir.display().to_string()),
+            port: Some(self.port),
+            user: Some("postgres".into()),
+            dbname: Some(dbname.into()),
+        }
+    }
+
+    /// Runs SQL and returns the first column of every row as text.
+    pub fn query(&self, dbname: &str, sql: &str) -> anyhow::Result<Vec<String>> {
+        query(&self.pg_args(dbname), sql)
+    }
+
+    /// The single value of a query.
+    pub fn value(&self, dbname: &str, sql: &str) -> anyhow::Result<String> {
+        self.query(dbname, sql)?
+            .into_iter()
+            .next()
+            .with_context(|| format!("no row from: {sql}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop("immediate") {
+            tracing::warn!(
+                "could not stop the drill's server on {}: {e:#}",
+                self.data_dir.display()
+            );
+        }
+    }
+}
+
+/// Runs SQL (simple protocol, several statements allowed) and returns the first column of
+/// every row as text.
+pub fn query(pg: &PgArgs, sql: &str) -> anyhow::Result<Vec<String>> {
+    let runtime = common::postgres::runtime()?;
+    runtime.block_on(async {
+        let client = common::postgres::connect(pg, "validate-backups-drill").await?;
+        let messages = client
+            .simple_query(sql)
+            .await
+            .with_context(|| format!("query failed: {sql}"))?;
+        Ok(messages
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => {
+                    Some(row.get(0).unwrap_or("").to_string())
+                }
+                _ => None,
+            })
+            .collect())
+    })
+}
+
+fn append(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Switches to a new WAL segment and waits until the server has archived the one it left.
+pub fn switch_and_wait(server: &Server) -> anyhow::Result<()> {
+    let segment = server.value("postgres", "SELECT pg_walfile_name(pg_switch_wal())")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let archived = server.value(
+            "postgres",
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        )?;
+        if archived.as_str() >= segment.as_str() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "WAL segment {segment} was not archived within 120s (see {})",
+                server.socket_dir.join("server.log").display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

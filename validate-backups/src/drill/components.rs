@@ -1,0 +1,535 @@
+//! The drill's phases: workload, full pipeline backup, disaster, and the restore and
+//! verification of each component with its measured RTO and RPO.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context;
+use common::cli::PgArgs;
+use common::{Kind, Repository};
+use rdkafka::ClientConfig;
+use time::OffsetDateTime;
+
+use super::cluster::{self, Server};
+use super::{topic, Component, DrillArgs};
+use crate::tools::{self, ToolRun};
+use crate::{broker, osuser};
+
+/// What the drill measured.
+#[derive(Debug)]
+pub struct Outcome {
+    pub components: Vec<Component>,
+    pub total_rto_s: f64,
+    pub backup_s: f64,
+    pub backup_dir: PathBuf,
+}
+
+/// The Kafka side, when a broker is configured.
+struct Kafka {
+    servers: String,
+    properties: Vec<(String, String)>,
+    config: ClientConfig,
+    topic: String,
+}
+
+pub struct Drill<'a> {
+    args: &'a DrillArgs,
+    work: PathBuf,
+    backup_dir: PathBuf,
+    kafka: Option<Kafka>,
+}
+
+const PARTITIONS: i32 = 2;
+const DB: &str = "drill";
+
+/// What the disaster left to recover from.
+struct Disaster {
+    /// Server time just before the table was dropped: the PITR target.
+    target: String,
+    at: OffsetDateTime,
+    /// Rows committed (and archived) before the disaster.
+    rows: u64,
+    last_kafka_record: Option<OffsetDateTime>,
+}
+
+impl<'a> Drill<'a> {
+    pub fn new(args: &'a DrillArgs, work: &Path) -> anyhow::Result<Drill<'a>> {
+        let backup_dir = match &args.backup_dir {
+            Some(dir) => std::path::absolute(dir)?,
+            None => work.join("backups"),
+        };
+        let kafka = match args.bootstrap_servers.as_deref().map(str::trim) {
+            Some(servers) if !servers.is_empty() => {
+                let properties = crate::thresholds::kafka_properties(&args.client_config)?;
+                let config = broker::config(servers, &properties);
+                let topic = format!(
+                    "validate-backups-drill-{}-{}",
+                    std::process::id(),
+                    OffsetDateTime::now_utc().unix_timestamp()
+                );
+                Some(Kafka {
+                    servers: servers.to_string(),
+                    properties,
+                    config,
+                    topic,
+                })
+            }
+            _ => None,
+        };
+        Ok(Drill {
+            args,
+            work: work.to_path_buf(),
+            backup_dir,
+            kafka,
+        })
+    }
+
+    /// Runs a pipeline-backup tool (as the database OS user when root), which must succeed.
+    fn tool(&self, name: &str, args: &[&str], pg: Option<&PgArgs>) -> anyhow::Result<ToolRun> {
+        let mut cmd = Command::new(tools::program(name, self.args.bin_dir.as_deref()));
+        cmd.args(args);
+        if let Some(pg) = pg {
+            cmd.envs(pg.libpq_env());
+        }
+        osuser::as_db_user(&mut cmd)?;
+        tools::checked(&mut cmd, name)
+    }
+
+    fn backup_dir_arg(&self) -> &str {
+        self.backup_dir.to_str().unwrap_or_default()
+    }
+
+    pub fn run(self) -> anyhow::Result<Outcome> {
+        for dir in [
+            self.work.join("origin"),
+            self.work.join("restore"),
+            self.backup_dir.clone(),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            osuser::give_to_db_user(&dir)?;
+        }
+        if !Repository::open(&self.backup_dir)?
+            .complete_sets(Kind::Base)?
+            .is_empty()
+        {
+            anyhow::bail!(
+                "{} already holds base backups; give the drill an empty --backup-dir",
+                self.backup_dir.display()
+            );
+        }
+        let wal_archive = tools::resolve("wal-archive", self.args.bin_dir.as_deref())?;
+        tracing::info!("drill: starting a throwaway PostgreSQL 15 cluster");
+        let mut origin = Server::create(&self.work.join("origin"), &self.backup_dir, &wal_archive)?;
+        let prepared = (|| -> anyhow::Result<(f64, Disaster)> {
+            self.workload(&origin)?;
+            tracing::info!("drill: taking the full pipeline backup");
+            let backup_started = Instant::now();
+            let last_kafka_record = self.backup(&origin)?;
+            let backup_s = backup_started.elapsed().as_secs_f64();
+            Ok((backup_s, self.disaster(&mut origin, last_kafka_record)?))
+        })();
+        drop(origin);
+        let (backup_s, disaster) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                self.delete_topic();
+                return Err(e);
+            }
+        };
+
+        tracing::info!("drill: restoring every component");
+        let restore_started = Instant::now();
+        let mut components = Vec::new();
+        let restored = self.restore_postgres(&disaster);
+        let server = match restored {
+            Ok((component, server)) => {
+                components.push(component);
+                Some(server)
+            }
+            Err(e) => {
+                components.push(Component::failed("postgres-pitr", &e));
+                None
+            }
+        };
+        match &server {
+            Some(server) => {
+                components.push(
+                    self.restore_logical(server, &disaster)
+                        .unwrap_or_else(|e| Component::failed("postgres-logical", &e)),
+                );
+                components.push(
+                    self.restore_slots(server, &disaster)
+                        .unwrap_or_else(|e| Component::failed("cdc-slots", &e)),
+                );
+            }
+            None => {
+                let e = anyhow::anyhow!("no restored server to restore into");
+                components.push(Component::failed("postgres-logical", &e));
+                components.push(Component::failed("cdc-slots", &e));
+            }
+        }
+        components.push(match &self.kafka {
+            None => Component::skipped(
+                "kafka",
+                "no Kafka broker configured (set KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers)",
+            ),
+            Some(kafka) => {
+                let result = self
+                    .restore_kafka(kafka, &disaster)
+                    .unwrap_or_else(|e| Component::failed("kafka", &e));
+                self.delete_topic();
+                result
+            }
+        });
+        let total_rto_s = restore_started.elapsed().as_secs_f64();
+        drop(server);
+        Ok(Outcome {
+            components,
+            total_rto_s,
+            backup_s,
+            backup_dir: self.backup_dir.clone(),
+        })
+    }
+
+    /// Removes the drill's own topic, whatever state the drill ended in.
+    fn delete_topic(&self) {
+        if let Some(kafka) = &self.kafka {
+            if let Err(e) =
+                broker::block_on(broker::delete_topic(&kafka.config, &kafka.topic)).and_then(|r| r)
+            {
+                tracing::warn!("could not delete the drill's topic {}: {e:#}", kafka.topic);
+            }
+        }
+    }
+
+    fn workload(&self, origin: &Server) -> anyhow::Result<()> {
+        origin.query("postgres", &format!("CREATE DATABASE {DB}"))?;
+        origin.query(
+            DB,
+            &format!(
+                "CREATE TABLE drill_orders (id bigint PRIMARY KEY, amount int NOT NULL, \
+                 created_at timestamptz NOT NULL DEFAULT clock_timestamp());
+                 INSERT INTO drill_orders (id, amount) SELECT g, g % 997 FROM generate_series(1, {}) g;
+                 CREATE PUBLICATION drill_pub FOR TABLE drill_orders;",
+                self.args.rows
+            ),
+        )?;
+        origin.query(
+            DB,
+            "SELECT lsn FROM pg_create_logical_replication_slot('drill_slot', 'pgoutput')",
+        )?;
+        if let Some(kafka) = &self.kafka {
+            broker::block_on(broker::create_topic(
+                &kafka.config,
+                &kafka.topic,
+                PARTITIONS,
+            ))??;
+            topic::produce(
+                &kafka.config,
+                &kafka.topic,
+                PARTITIONS,
+                0,
+                self.args.records,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Takes every backup; returns when the last Kafka record that will be backed up was sent.
+    fn backup(&self, origin: &Server) -> anyhow::Result<Option<OffsetDateTime>> {
+        let d = self.backup_dir_arg();
+        let pg = origin.pg_args("postgres");
+        let db = origin.pg_args(DB);
+        self.tool(
+            "pg-base-backup",
+            &["--backup-dir", d, "--no-retention", "-q"],
+            Some(&pg),
+        )?;
+        self.tool(
+            "pg-logical-backup",
+            &["backup", "--backup-dir", d, "--no-retention", "-q"],
+            Some(&db),
+        )?;
+        self.tool(
+            "cdc-slot-tool",
+            &["backup", "--backup-dir", d, "--no-retention", "-q"],
+            Some(&pg),
+        )?;
+        let Some(kafka) = &self.kafka else {
+            return Ok(None);
+        };
+        let last_record = OffsetDateTime::now_utc();
+        let mut args = vec![
+            "--backup-dir",
+            d,
+            "--topic",
+            kafka.topic.as_str(),
+            "--bootstrap-servers",
+            kafka.servers.as_str(),
+            "--no-retention",
+            "-q",
+        ];
+        let props: Vec<String> = kafka
+            .properties
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        for p in &props {
+            args.extend(["-X", p.as_str()]);
+        }
+        self.tool("kafka-topic-backup", &args, None)?;
+        Ok(Some(last_record))
+    }
+
+    /// More changes, then the disaster: the table is dropped, the topic deleted, the server
+    /// crashes.
+    fn disaster(
+        &self,
+        origin: &mut Server,
+        last_kafka_record: Option<OffsetDateTime>,
+    ) -> anyhow::Result<Disaster> {
+        let extra = (self.args.rows / 5).max(1);
+        let rows = self.args.rows + extra;
+        origin.query(
+            DB,
+            &format!(
+                "INSERT INTO drill_orders (id, amount) SELECT g, g % 997 FROM generate_series({}, {rows}) g",
+                self.args.rows + 1
+            ),
+        )?;
+        if let Some(kafka) = &self.kafka {
+            // Records after the topic backup: lost in the disaster (that is the Kafka RPO).
+            topic::produce(
+                &kafka.config,
+                &kafka.topic,
+                PARTITIONS,
+                self.args.records,
+                self.args.records / 5,
+            )?;
+        }
+        cluster::switch_and_wait(origin)?;
+        let target = origin.value(
+            "postgres",
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        )?;
+        let at = common::timefmt::parse_timestamp(&target)?;
+        tracing::info!("drill: disaster at {target}: dropping the table, deleting the topic");
+        origin.query(DB, "DROP TABLE drill_orders")?;
+        // Recovery must see the drop's commit in the archive to stop just before it.
+        cluster::switch_and_wait(origin)?;
+        if let Some(kafka) = &self.kafka {
+            broker::block_on(broker::delete_topic(&kafka.config, &kafka.topic))??;
+        }
+        origin.stop("immediate")?;
+        Ok(Disaster {
+            target,
+            at,
+            rows,
+            last_kafka_record,
+        })
+    }
+
+    fn restore_postgres(&self, disaster: &Disaster) -> anyhow::Result<(Component, Server)> {
+        let started = Instant::now();
+        let root = self.work.join("restore");
+        let pgdata = root.join("data");
+        let port = cluster::free_port()?;
+        let wal_archive = tools::resolve("wal-archive", self.args.bin_dir.as_deref())?;
+        let port_text = port.to_string();
+        self.tool(
+            "pitr-restore",
+            &[
+                "--backup-dir",
+                self.backup_dir_arg(),
+                "--pgdata",
+                pgdata.to_str().unwrap_or_default(),
+                "--target-time",
+                disaster.target.as_str(),
+                "--start",
+                "--yes",
+                "--port",
+                port_text.as_str(),
+                "--socket-dir",
+                root.to_str().unwrap_or_default(),
+                "--wal-archive-bin",
+                wal_archive.to_str().unwrap_or_default(),
+                "--output",
+                "json",
+                "-q",
+            ],
+            None,
+        )?;
+        let server = Server::adopt(pgdata, root, port);
+        let found: u64 = server
+            .value(DB, "SELECT count(*) FROM drill_orders")
+            .context("the dropped table is not back after the point-in-time restore")?
+            .parse()?;
+        if found != disaster.rows {
+            anyhow::bail!(
+                "the restored table holds {found} rows, {} were committed before the disaster",
+                disaster.rows
+            );
+        }
+        let rpo = self.rpo_of_table(&server, DB, disaster)?;
+        Ok((
+            Component {
+                component: "postgres-pitr",
+                status: "ok",
+                rto_s: Some(started.elapsed().as_secs_f64()),
+                rpo_s: Some(rpo),
+                detail: format!(
+                    "base backup + WAL to {}: all {found} rows back, the drop undone",
+                    disaster.target
+                ),
+            },
+            server,
+        ))
+    }
+
+    /// Seconds between the newest row of `drill_orders` in `db` and the disaster.
+    fn rpo_of_table(&self, server: &Server, db: &str, disaster: &Disaster) -> anyhow::Result<f64> {
+        let value = server.value(
+            db,
+            &format!(
+                "SELECT extract(epoch FROM ('{}'::timestamptz - max(created_at))) FROM drill_orders",
+                disaster.target
+            ),
+        )?;
+        value
+            .parse::<f64>()
+            .with_context(|| format!("unexpected RPO value '{value}'"))
+    }
+
+    fn restore_logical(&self, server: &Server, disaster: &Disaster) -> anyhow::Result<Component> {
+        let started = Instant::now();
+        let pg = server.pg_args("postgres");
+        self.tool(
+            "pg-logical-backup",
+            &[
+                "restore",
+                "--backup-dir",
+                self.backup_dir_arg(),
+                "--target-db",
+                "drill_logical",
+                "--yes",
+                "-q",
+            ],
+            Some(&pg),
+        )?;
+        let found: u64 = server
+            .value("drill_logical", "SELECT count(*) FROM drill_orders")?
+            .parse()?;
+        if found != self.args.rows {
+            anyhow::bail!(
+                "the logical restore holds {found} rows, the dump was taken with {}",
+                self.args.rows
+            );
+        }
+        let rpo = self.rpo_of_table(server, "drill_logical", disaster)?;
+        Ok(Component {
+            component: "postgres-logical",
+            status: "ok",
+            rto_s: Some(started.elapsed().as_secs_f64()),
+            rpo_s: Some(rpo),
+            detail: format!(
+                "dump restored into database drill_logical: {found} rows as at the dump"
+            ),
+        })
+    }
+
+    fn restore_slots(&self, server: &Server, disaster: &Disaster) -> anyhow::Result<Component> {
+        let started = Instant::now();
+        let pg = server.pg_args(DB);
+        self.tool(
+            "cdc-slot-tool",
+            &[
+                "restore",
+                "--backup-dir",
+                self.backup_dir_arg(),
+                "--yes",
+                "-q",
+            ],
+            Some(&pg),
+        )?;
+        let plugin = server
+            .query(
+                DB,
+                "SELECT plugin FROM pg_replication_slots WHERE slot_name = 'drill_slot'",
+            )?
+            .pop()
+            .context("slot drill_slot is missing after cdc-slot-tool restore")?;
+        if plugin != "pgoutput" {
+            anyhow::bail!("slot drill_slot came back with plugin {plugin}, not pgoutput");
+        }
+        let publications: u64 = server
+            .value(
+                DB,
+                "SELECT count(*) FROM pg_publication WHERE pubname = 'drill_pub'",
+            )?
+            .parse()?;
+        if publications != 1 {
+            anyhow::bail!("publication drill_pub is missing after the restore");
+        }
+        let repo = Repository::open(&self.backup_dir)?;
+        let (_, manifest) = repo.find(Kind::Slots, None)?;
+        let rpo = (disaster.at - manifest.finished_at)
+            .as_seconds_f64()
+            .max(0.0);
+        Ok(Component {
+            component: "cdc-slots",
+            status: "ok",
+            rto_s: Some(started.elapsed().as_secs_f64()),
+            rpo_s: Some(rpo),
+            detail: "slot drill_slot (pgoutput) and publication drill_pub present".to_string(),
+        })
+    }
+
+    fn restore_kafka(&self, kafka: &Kafka, disaster: &Disaster) -> anyhow::Result<Component> {
+        let started = Instant::now();
+        topic::wait_gone(&kafka.config, &kafka.topic)?;
+        let mut args = vec![
+            "--backup-dir",
+            self.backup_dir_arg(),
+            "--topic",
+            kafka.topic.as_str(),
+            "--bootstrap-servers",
+            kafka.servers.as_str(),
+            "--output",
+            "json",
+            "-q",
+        ];
+        let props: Vec<String> = kafka
+            .properties
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        for p in &props {
+            args.extend(["-X", p.as_str()]);
+        }
+        let run = self.tool("kafka-replay", &args, None)?;
+        let summary = run.summary().context("kafka-replay printed no summary")?;
+        if summary["verified"] != true {
+            anyhow::bail!("kafka-replay could not verify its deliveries");
+        }
+        let expected = self.args.records * PARTITIONS as u64;
+        let found = topic::wait_records(&kafka.config, &kafka.topic, expected)?;
+        if found != expected {
+            anyhow::bail!("the replayed topic holds {found} records, {expected} were backed up");
+        }
+        let rpo = disaster
+            .last_kafka_record
+            .map(|t| (disaster.at - t).as_seconds_f64().max(0.0));
+        Ok(Component {
+            component: "kafka",
+            status: "ok",
+            rto_s: Some(started.elapsed().as_secs_f64()),
+            rpo_s: rpo,
+            detail: format!(
+                "topic {} recreated and replayed: {found} records as at the topic backup",
+                kafka.topic
+            ),
+        })
+    }
+}

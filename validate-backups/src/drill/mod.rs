@@ -1,0 +1,206 @@
+//! `validate-backups drill`: an end-to-end recovery drill on throwaway services. It takes the
+//! full pipeline backup (base backup with archived WAL, logical dump, slot set, topic export),
+//! simulates a disaster (drops a table, deletes a topic, crashes the server), restores every
+//! component to its last good point with the real tools, verifies the data, and reports the
+//! measured RTO (time to restored and verified) and RPO (time between the last change that
+//! survived and the disaster) per component.
+
+mod cluster;
+mod components;
+mod topic;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use common::output::{self, OutputFormat};
+use common::Status;
+use serde::Serialize;
+
+use crate::Format;
+
+/// Options of `validate-backups drill`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DrillArgs {
+    /// Work directory for the drill's cluster, restores and (unless --backup-dir) its backup
+    /// repository [default: a new temporary directory, removed afterwards].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Backup repository the drill writes its sets into [default: WORK_DIR/backups]. Use an
+    /// empty folder: the drill restores the newest sets it finds there.
+    #[arg(long, value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// Keep the work directory (cluster data, restores, logs) for inspection.
+    #[arg(long)]
+    pub keep: bool,
+    /// Kafka brokers for the Kafka component (host:port,...); without them that component is
+    /// skipped. The drill only creates and deletes a topic of its own.
+    #[arg(long, short = 'b', env = common::env::KAFKA_BOOTSTRAP_SERVERS, value_name = "HOSTS")]
+    pub bootstrap_servers: Option<String>,
+    /// Extra librdkafka property as key=value (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = crate::thresholds::parse_key_value)]
+    pub client_config: Vec<(String, String)>,
+    /// Rows in the drill's table at backup time.
+    #[arg(long, default_value_t = 5000)]
+    pub rows: u64,
+    /// Records per partition in the drill's topic at backup time.
+    #[arg(long, default_value_t = 500)]
+    pub records: u64,
+    /// Directory of the other pipeline-backup tools [default: next to this program, else PATH].
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// Result of one restored component.
+#[derive(Debug, Clone, Serialize)]
+pub struct Component {
+    pub component: &'static str,
+    /// `ok`, `failed` or `skipped`.
+    pub status: &'static str,
+    /// Seconds from the start of its restore to restored and verified data.
+    pub rto_s: Option<f64>,
+    /// Seconds between the last change that survived and the disaster.
+    pub rpo_s: Option<f64>,
+    pub detail: String,
+}
+
+impl Component {
+    pub fn skipped(component: &'static str, detail: impl Into<String>) -> Component {
+        Component {
+            component,
+            status: "skipped",
+            rto_s: None,
+            rpo_s: None,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn failed(component: &'static str, error: &anyhow::Error) -> Component {
+        Component {
+            component,
+            status: "failed",
+            rto_s: None,
+            rpo_s: None,
+            detail: format!("{error:#}"),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    passed: bool,
+    backup_dir: String,
+    /// Seconds from the first restore step to the last component verified.
+    total_rto_s: f64,
+    /// The largest RPO of the restored components.
+    worst_rpo_s: Option<f64>,
+    backup_s: f64,
+    components: usize,
+    failed: Vec<&'static str>,
+    skipped: Vec<&'static str>,
+}
+
+pub fn run(args: DrillArgs, format: Format) -> anyhow::Result<Status> {
+    let holder = match &args.work_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            None
+        }
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("validate-backups-drill-")
+                .tempdir()
+                .context("cannot create a work directory (set --work-dir)")?,
+        ),
+    };
+    let work = match (&args.work_dir, &holder) {
+        (Some(dir), _) => std::path::absolute(dir)?,
+        (None, Some(h)) => {
+            // Our own temporary directory: the database OS user must be able to enter it.
+            if let Some((uid, gid)) = crate::osuser::db_user_ids()? {
+                std::os::unix::fs::chown(h.path(), Some(uid), Some(gid))?;
+            }
+            h.path().to_path_buf()
+        }
+        (None, None) => unreachable!("a work directory exists"),
+    };
+    let result = components::Drill::new(&args, &work).and_then(|drill| drill.run());
+    if args.keep {
+        if let Some(h) = holder {
+            let kept = h.keep();
+            tracing::info!("kept the drill's work directory {}", kept.display());
+        }
+    }
+    let outcome = result?;
+    report(format, &outcome)?;
+    Ok(Status::from_passed(
+        outcome.components.iter().all(|c| c.status != "failed"),
+    ))
+}
+
+fn report(format: Format, outcome: &components::Outcome) -> anyhow::Result<()> {
+    let summary = Summary {
+        passed: outcome.components.iter().all(|c| c.status != "failed"),
+        backup_dir: outcome.backup_dir.display().to_string(),
+        total_rto_s: outcome.total_rto_s,
+        worst_rpo_s: outcome
+            .components
+            .iter()
+            .filter_map(|c| c.rpo_s)
+            .reduce(f64::max),
+        backup_s: outcome.backup_s,
+        components: outcome.components.len(),
+        failed: outcome
+            .components
+            .iter()
+            .filter(|c| c.status == "failed")
+            .map(|c| c.component)
+            .collect(),
+        skipped: outcome
+            .components
+            .iter()
+            .filter(|c| c.status == "skipped")
+            .map(|c| c.component)
+            .collect(),
+    };
+    let json = format == Format::Json;
+    if json {
+        for c in &outcome.components {
+            let mut value = serde_json::to_value(c)?;
+            value["type"] = "component".into();
+            output::json_line(&value)?;
+        }
+    } else {
+        output::text_line(&format!(
+            "{:<16} {:<8} {:>9} {:>9}  DETAIL",
+            "COMPONENT", "STATUS", "RTO", "RPO"
+        ))?;
+        let secs = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{s:.1}s"));
+        for c in &outcome.components {
+            output::text_line(&format!(
+                "{:<16} {:<8} {:>9} {:>9}  {}",
+                c.component,
+                c.status,
+                secs(c.rto_s),
+                secs(c.rpo_s),
+                c.detail
+            ))?;
+        }
+    }
+    let format = if json {
+        OutputFormat::Json
+    } else {
+        OutputFormat::Text
+    };
+    output::summary(format, &summary, || {
+        format!(
+            "drill {}: backup {:.1}s, everything restored and verified in {:.1}s (RTO), worst RPO {}",
+            if summary.passed { "passed" } else { "FAILED" },
+            summary.backup_s,
+            summary.total_rto_s,
+            summary
+                .worst_rpo_s
+                .map_or("-".to_string(), |s| format!("{s:.1}s"))
+        )
+    })
+}

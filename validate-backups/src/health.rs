@@ -1,0 +1,145 @@
+//! Health of a kind over time (seeds 001/002): the newest set is fresh, enough sets are kept,
+//! and the newest set's size is not far off the previous one's.
+
+use std::time::Duration;
+
+use common::repo::SetInfo;
+use common::{Kind, Manifest};
+use time::OffsetDateTime;
+
+use crate::check::{CheckResult, Run, Settings};
+use crate::repository::bytes;
+use crate::thresholds::human;
+
+fn names(kind: Kind) -> (&'static str, &'static str, &'static str) {
+    match kind {
+        Kind::Base => ("base.freshness", "base.count", "base.size-change"),
+        Kind::Logical => ("logical.freshness", "logical.count", "logical.size-change"),
+        Kind::Kafka => ("kafka.freshness", "kafka.count", "kafka.size-change"),
+        Kind::Slots | Kind::Wal => ("slots.freshness", "slots.count", "slots.size-change"),
+    }
+}
+
+/// Age of a time, zero when it lies in the future.
+pub fn age(t: OffsetDateTime) -> Duration {
+    let secs = (common::timefmt::now() - t).whole_seconds();
+    Duration::from_secs(secs.max(0) as u64)
+}
+
+/// True for a Kafka set exported incrementally (its size says nothing about the topic's).
+pub fn is_incremental(manifest: &Manifest) -> bool {
+    manifest
+        .details
+        .get("topics")
+        .and_then(|t| t.as_array())
+        .is_some_and(|topics| {
+            topics
+                .iter()
+                .any(|t| t.get("incremental_from").is_some_and(|v| !v.is_null()))
+        })
+}
+
+/// The sets whose sizes are comparable, oldest first.
+pub fn comparable(kind: Kind, complete: &[&Manifest]) -> Vec<u64> {
+    complete
+        .iter()
+        .filter(|m| kind != Kind::Kafka || !is_incremental(m))
+        .map(|m| m.total_size())
+        .collect()
+}
+
+/// Relative change of the newest comparable set against the previous one.
+pub fn size_change(kind: Kind, complete: &[&Manifest]) -> Option<(u64, u64, f64)> {
+    let sizes = comparable(kind, complete);
+    let [.., previous, newest] = sizes.as_slice() else {
+        return None;
+    };
+    if *previous == 0 {
+        return None;
+    }
+    Some((*previous, *newest, *newest as f64 / *previous as f64 - 1.0))
+}
+
+pub fn run(run: &mut Run, settings: &Settings, kind: Kind, sets: &[SetInfo]) {
+    let (fresh_name, count_name, size_name) = names(kind);
+    let complete: Vec<&Manifest> = sets.iter().filter_map(|s| s.manifest.as_ref()).collect();
+    let required = settings.requires(kind);
+    let none = |name: &'static str| {
+        if required {
+            CheckResult::fail(
+                name,
+                format!("no complete {kind} set, and --require {kind} asks for one"),
+            )
+        } else {
+            CheckResult::skip(
+                name,
+                format!("no {kind} sets (use --require {kind} to fail)"),
+            )
+        }
+    };
+
+    run.check(settings, fresh_name, || {
+        let Some(newest) = complete.last() else {
+            return vec![none(fresh_name)];
+        };
+        let max = settings.max_age[kind.name()];
+        let age = age(newest.finished_at);
+        let text = format!(
+            "newest set {} finished {} ago (maximum {})",
+            newest.id,
+            human(age),
+            human(max)
+        );
+        vec![if age > max {
+            CheckResult::fail(
+                fresh_name,
+                format!("{text}: {kind} backups are not running"),
+            )
+        } else {
+            CheckResult::pass(fresh_name, text)
+        }]
+    });
+
+    run.check(settings, count_name, || {
+        if complete.is_empty() {
+            return vec![none(count_name)];
+        }
+        let min = settings.min_sets[kind.name()];
+        let text = format!("{} complete sets (minimum {min})", complete.len());
+        vec![if complete.len() < min {
+            CheckResult::fail(
+                count_name,
+                format!("{text}: retention keeps too few, or backups fail"),
+            )
+        } else {
+            CheckResult::pass(count_name, text)
+        }]
+    });
+
+    run.check(settings, size_name, || {
+        if complete.is_empty() {
+            return vec![none(size_name)];
+        }
+        let Some((previous, newest, change)) = size_change(kind, &complete) else {
+            return vec![CheckResult::skip(
+                size_name,
+                "fewer than two comparable sets",
+            )];
+        };
+        let text = format!(
+            "newest {} vs previous {}: {:+.1}% (limit ±{:.0}%)",
+            bytes(newest),
+            bytes(previous),
+            change * 100.0,
+            settings.max_size_change * 100.0
+        );
+        vec![if change.abs() > settings.max_size_change {
+            CheckResult::fail(
+                size_name,
+                format!("{text}: investigate (lost data, a failed dump, or bloat)"),
+            )
+        } else {
+            CheckResult::pass(size_name, text)
+        }]
+    });
+}

@@ -1,0 +1,105 @@
+//! Running the other pipeline-backup tools (and PostgreSQL's programs) as child processes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use anyhow::Context;
+
+/// Path of a workspace tool: `--bin-dir`, else next to this program, else a PATH lookup.
+pub fn program(name: &str, bin_dir: Option<&Path>) -> PathBuf {
+    if let Some(dir) = bin_dir {
+        return dir.join(name);
+    }
+    if let Some(sibling) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(name)))
+        .filter(|p| p.is_file())
+    {
+        return sibling;
+    }
+    PathBuf::from(name)
+}
+
+/// The result of a tool run: exit code, stdout, stderr.
+#[derive(Debug)]
+pub struct ToolRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ToolRun {
+    /// The last JSON line of stdout (the summary), if any.
+    pub fn summary(&self) -> Option<serde_json::Value> {
+        self.stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    }
+
+    /// Every JSON line of stdout.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The last non-empty line of stderr, for messages.
+    pub fn last_error(&self) -> String {
+        self.stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no error output")
+            .trim()
+            .to_string()
+    }
+}
+
+/// Runs a prepared command to completion, capturing its output.
+pub fn capture(cmd: &mut Command, what: &str) -> anyhow::Result<ToolRun> {
+    let out: Output = cmd.stdin(Stdio::null()).output().with_context(|| {
+        format!(
+            "cannot run {what} ({:?}); install it or pass --bin-dir",
+            cmd.get_program()
+        )
+    })?;
+    Ok(ToolRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Runs a command that must succeed; the error carries its last stderr line.
+pub fn checked(cmd: &mut Command, what: &str) -> anyhow::Result<ToolRun> {
+    let run = capture(cmd, what)?;
+    if run.code != Some(0) {
+        anyhow::bail!(
+            "{what} failed (exit {}): {}",
+            run.code.map_or("signal".to_string(), |c| c.to_string()),
+            run.last_error()
+        );
+    }
+    Ok(run)
+}
+
+/// Like [`program`], but an absolute path (searching PATH), for commands another process runs
+/// (archive_command, restore_command).
+pub fn resolve(name: &str, bin_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let found = program(name, bin_dir);
+    if found.is_absolute() {
+        return Ok(found);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "cannot find {name}: install the pipeline-backup tools on PATH or pass --bin-dir"
+            )
+        })
+}

@@ -1,0 +1,11 @@
+//! validate-backups against real repositories: backups taken by the real tools from real
+//! PostgreSQL 15 clusters and the test Kafka broker, damaged one way per test.
+
+mod cli;
+mod connectivity;
+mod damage;
+mod drill;
+mod health;
+mod outputs;
+mod repository;
+mod support;

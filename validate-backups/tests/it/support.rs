@@ -1,0 +1,319 @@
+//! Helpers: a real repository (base backup with archived WAL, logical dump, slot set and topic
+//! archive, all taken by the real tools from a real cluster and broker), copied per test so
+//! each test can damage its own copy; running validate-backups and reading its JSON.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serde_json::Value;
+use tempfile::TempDir;
+use test_support::os_user::{as_db_user, db_tempdir, give_to_db_user};
+use test_support::pg::{archiving_options, run_checked, PgCluster};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_validate-backups");
+
+/// Records produced into the fixture's topic.
+pub const TOPIC_RECORDS: u64 = 300;
+
+/// A finished run of validate-backups.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The `type: check` lines.
+    pub fn checks(&self) -> Vec<Value> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l["type"] == "check")
+            .collect()
+    }
+
+    pub fn lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}\n{}", self.stderr))
+            })
+            .collect()
+    }
+
+    pub fn summary(&self) -> Value {
+        let last = self.lines().pop().expect("a summary line");
+        assert_eq!(last["type"], "summary", "{}", self.stdout);
+        assert_eq!(last["format_version"], 1);
+        last
+    }
+
+    /// The aggregate status of a check: fail if any result failed, else pass if any passed,
+    /// else skip; panics when the check did not run.
+    pub fn status(&self, check: &str) -> String {
+        let statuses: Vec<String> = self
+            .checks()
+            .iter()
+            .filter(|c| c["check"] == check)
+            .map(|c| c["status"].as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            !statuses.is_empty(),
+            "check {check} did not run:\n{}",
+            self.stdout
+        );
+        for s in ["fail", "pass", "skip"] {
+            if statuses.iter().any(|x| x == s) {
+                return s.to_string();
+            }
+        }
+        unreachable!()
+    }
+
+    /// Every message of a check, joined.
+    pub fn message(&self, check: &str) -> String {
+        self.checks()
+            .iter()
+            .filter(|c| c["check"] == check)
+            .map(|c| c["message"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+
+    /// Names of the failed checks.
+    pub fn failed(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .checks()
+            .iter()
+            .filter(|c| c["status"] == "fail")
+            .map(|c| c["check"].as_str().unwrap().to_string())
+            .collect();
+        names.dedup();
+        names
+    }
+
+    /// Asserts that the run failed exactly because of `check` (exit 1, the check failed and
+    /// its message mentions `why`).
+    pub fn assert_fails(&self, check: &str, why: &str) {
+        assert_eq!(
+            self.code, 1,
+            "expected exit 1\n{}\n{}",
+            self.stdout, self.stderr
+        );
+        assert_eq!(self.status(check), "fail", "{}", self.stdout);
+        let message = self.message(check);
+        assert!(
+            message.contains(why),
+            "{check} failed, but not because of '{why}': {message}"
+        );
+    }
+}
+
+/// A validate-backups command with a clean environment (no server or repository configured
+/// by the caller's environment).
+pub fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    for var in [
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGPASSWORD",
+        "BACKUP_DIR",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "KAFKA_CLIENT_CONFIG",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.args(args);
+    cmd
+}
+
+pub fn finish(out: Output) -> Run {
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// validate-backups on `dir` with JSON output and extra arguments.
+pub fn validate(dir: &Path, extra: &[&str]) -> Run {
+    let mut cmd = command(&["--output", "json"]);
+    cmd.arg("--backup-dir").arg(dir).args(extra);
+    finish(cmd.output().expect("run validate-backups"))
+}
+
+/// Runs a workspace tool as the database user with the cluster's environment, asserting
+/// success.
+pub fn tool(pg: &PgCluster, name: &str, args: &[&str]) -> Output {
+    let mut cmd = pg.command(test_support::tool_bin(name));
+    cmd.args(args);
+    run_checked(&mut cmd, name)
+}
+
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// Produces `count` keyed records to each partition of a topic.
+pub fn produce(topic: &str, partitions: i32, count: u64) {
+    let producer: BaseProducer = test_support::kafka::client_config().create().unwrap();
+    for n in 0..count {
+        for p in 0..partitions {
+            let value = format!("v{p}-{n}");
+            let key = format!("k{n}");
+            let mut record = BaseRecord::to(topic)
+                .partition(p)
+                .key(key.as_str())
+                .payload(value.as_str());
+            while let Err((_, back)) = producer.send(record) {
+                record = back;
+                producer.poll(Duration::from_millis(20));
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// Switches WAL and waits until the server has archived the segment it left.
+pub fn switch_and_archive(pg: &PgCluster) {
+    let segment = pg.psql("SELECT pg_walfile_name(pg_switch_wal())");
+    for _ in 0..300 {
+        let archived = pg.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
+        if archived.as_str() >= segment.as_str() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("segment {segment} was not archived");
+}
+
+/// A cluster that archives into `dir` with wal_level logical (for slots).
+pub fn archiving_cluster(dir: &Path) -> PgCluster {
+    PgCluster::start_with(archiving_options(dir).setting("wal_level", "logical"))
+}
+
+/// Builds the good repository: every kind, taken by the real tools.
+fn build_fixture(dir: &Path) {
+    let mut pg = archiving_cluster(dir);
+    pg.psql(
+        "CREATE TABLE items (id int PRIMARY KEY, v text);
+         INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 2000) g;",
+    );
+    switch_and_archive(&pg);
+    let d = dir.to_str().unwrap();
+    tool(&pg, "pg-base-backup", &["--backup-dir", d, "-q"]);
+    pg.psql("INSERT INTO items SELECT g, 'after' FROM generate_series(2001, 3000) g");
+    switch_and_archive(&pg);
+    pg.psql("INSERT INTO items SELECT g, 'later' FROM generate_series(3001, 3500) g");
+    switch_and_archive(&pg);
+    tool(
+        &pg,
+        "pg-logical-backup",
+        &["--backup-dir", d, "--dbname", "postgres", "-q"],
+    );
+    pg.psql("SELECT pg_create_logical_replication_slot('fixture_slot', 'pgoutput')");
+    pg.psql("CREATE PUBLICATION fixture_pub FOR TABLE items");
+    tool(&pg, "cdc-slot-tool", &["backup", "--backup-dir", d, "-q"]);
+    pg.stop();
+
+    let topic = test_support::unique_name("validate_fixture");
+    block_on(test_support::kafka::create_topic(&topic, 2));
+    produce(&topic, 2, TOPIC_RECORDS / 2);
+    let mut cmd = Command::new(test_support::tool_bin("kafka-topic-backup"));
+    cmd.args(["--backup-dir", d, "--topic", &topic, "-q"])
+        .args(["--bootstrap-servers", &test_support::kafka::bootstrap()]);
+    run_checked(as_db_user(&mut cmd), "kafka-topic-backup");
+}
+
+/// The good repository, built once per test run.
+fn fixture() -> &'static Path {
+    static FIXTURE: OnceLock<PathBuf> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        // Fixtures of earlier runs.
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for e in entries.flatten() {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with("validate-fixture-")
+                {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = root.join(format!("validate-fixture-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        give_to_db_user(&dir);
+        build_fixture(&dir);
+        dir
+    })
+}
+
+/// A private copy of the good repository (owned by the database user, like the original).
+pub fn good_repo() -> (TempDir, PathBuf) {
+    let holder = db_tempdir("validate-repo-");
+    let copy = holder.path().join("backups");
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(fixture())
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cp -a: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (holder, copy)
+}
+
+/// An empty repository folder (mode 0700).
+pub fn empty_repo() -> (TempDir, PathBuf) {
+    let holder = db_tempdir("validate-empty-");
+    let dir = holder.path().join("backups");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    (holder, dir)
+}
+
+/// The single complete set folder of a kind in a repository.
+pub fn only_set(repo: &Path, kind: &str) -> PathBuf {
+    let mut sets: Vec<PathBuf> = std::fs::read_dir(repo.join(kind))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("manifest.json").exists())
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(sets.len(), 1, "{kind} sets: {sets:?}");
+    sets.pop().unwrap()
+}
+
+/// Flips one byte in the middle of a file.
+pub fn flip_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Rewrites a set's manifest.json through a closure.
+pub fn edit_manifest(set: &Path, f: impl FnOnce(&mut Value)) {
+    let path = set.join("manifest.json");
+    let mut value: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    f(&mut value);
+    std::fs::write(&path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+}
