@@ -116,6 +116,8 @@ impl Target {
         let metadata = self
             .consumer
             .fetch_metadata(None, REQUEST_TIMEOUT)
+            // KafkaError repeats its code as its source; one mention is enough.
+            .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| self.unreachable())?;
         Ok(metadata.brokers().len())
     }
@@ -132,6 +134,8 @@ impl Target {
         let metadata = self
             .consumer
             .fetch_metadata(None, REQUEST_TIMEOUT)
+            // KafkaError repeats its code as its source; one mention is enough.
+            .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| self.unreachable())?;
         Ok(metadata
             .topics()

@@ -113,6 +113,8 @@ impl Cluster {
         let metadata = self
             .consumer
             .fetch_metadata(None, REQUEST_TIMEOUT)
+            // KafkaError repeats its code as its source; one mention is enough.
+            .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| {
                 format!(
                     "cannot reach Kafka at {} (check --bootstrap-servers / KAFKA_BOOTSTRAP_SERVERS and the client settings)",
