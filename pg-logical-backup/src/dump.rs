@@ -65,6 +65,8 @@ pub struct DumpJob {
     args: Vec<String>,
     /// Table whose data the dump must list, checked with `pg_restore --list`.
     must_hold: Option<(String, String)>,
+    /// Size of what it dumps, to start the big ones first.
+    size_bytes: u64,
 }
 
 /// The dumps of one database and where they go.
@@ -104,6 +106,7 @@ impl DumpPlan {
                 output: full.clone(),
                 args: full_args,
                 must_hold: None,
+                size_bytes: u64::MAX,
             },
             DumpJob {
                 what: format!("schema of {}", session.database),
@@ -114,6 +117,7 @@ impl DumpPlan {
                 ]
                 .concat(),
                 must_hold: None,
+                size_bytes: u64::MAX,
             },
         ];
         let mut taken = HashSet::new();
@@ -139,19 +143,12 @@ impl DumpPlan {
                 output: output.clone(),
                 args: table_args,
                 must_hold: (table.kind == 'r').then(|| (table.schema.clone(), table.name.clone())),
+                size_bytes: table.size_bytes,
             });
             table_files.push(Some(output));
         }
         // Biggest first, so the long dumps start early and the short ones fill the gaps.
-        jobs[2..].sort_by_key(|j| {
-            std::cmp::Reverse(
-                session
-                    .tables
-                    .iter()
-                    .find(|t| j.must_hold.as_ref() == Some(&(t.schema.clone(), t.name.clone())))
-                    .map_or(0, |t| t.size_bytes),
-            )
-        });
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.size_bytes));
         DumpPlan {
             dir: dir.to_string(),
             format,
