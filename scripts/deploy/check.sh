@@ -274,6 +274,19 @@ db_dir() {
 
 psql_q() { as_db "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 
+# Runs a CronJob's command line from backup-cronjobs.yaml (cronjob_commands.py: its env
+# entries, $(VAR)s expanded, volume paths moved under $WORK) against the test services.
+run_cronjob() {
+    local name=$1 argv=() envs=()
+    if [ ! -f "$WORK/cron/$name.argv" ]; then
+        "$VENV/bin/python" "$DEPLOY/cronjob_commands.py" "$DEPLOY/backup-cronjobs.yaml" \
+            "$WORK/cron" "$WORK" >"$LOG" 2>&1 || { fail "real.cronjob.$name" "cannot read it"; return; }
+    fi
+    mapfile -d '' argv <"$WORK/cron/$name.argv"
+    mapfile -d '' envs <"$WORK/cron/$name.env"
+    check "real.cronjob.$name" as_db env PATH="$BIN_DIR:/usr/bin:/bin" "${envs[@]}" "${argv[@]}"
+}
+
 # Runs a wrapper as a CronJob would: found on PATH, configured by the environment alone.
 run_wrapper() {
     local wrapper=$1
@@ -295,8 +308,13 @@ check_real_runs() {
         return
     fi
     : >"$LOG"
-    db_dir "$WORK/db" && db_dir "$WORK/sock" && db_dir "$WORK/metrics" && db_dir "$WORK/repo" || exit 2
-    export BACKUP_DIR=$WORK/repo PGHOST=$WORK/sock PGUSER=postgres PGDATABASE=postgres
+    # The pods' volumes of backup-cronjobs.yaml under $WORK: /backups holds the repository,
+    # the metrics textfiles and the slot-status state; /scratch the deep checks' restores.
+    local dir
+    for dir in db sock backups backups/repo backups/metrics backups/state scratch; do
+        db_dir "$WORK/$dir" || exit 2
+    done
+    export BACKUP_DIR=$WORK/backups/repo PGHOST=$WORK/sock PGUSER=postgres PGDATABASE=postgres
     export NO_COLOR=1 BACKUP_NO_PROGRESS=1
     local port
     port=$(free_port)
@@ -316,27 +334,24 @@ check_real_runs() {
         return
     fi
 
-    # The CronJobs' commands, from the environment alone (no arguments, like the old scripts).
-    check real.cron.base-backup run_wrapper postgresql-base-backup.sh
-    check real.cron.logical-backup run_wrapper postgresql-logical-backup.sh
-    # A second logical set, so validation has a size change to report.
+    # Drop-in: the old script names, configured by the environment alone (no arguments).
+    check real.dropin.base-backup run_wrapper postgresql-base-backup.sh
+    check real.dropin.logical-backup run_wrapper postgresql-logical-backup.sh
+    check real.dropin.slot-backup run_wrapper cdc-replication-slot-backup.sh
+    # More rows, so the next logical set differs in size (validation's size change metric).
     psql_q -c "INSERT INTO orders SELECT g, 'more ' || g FROM generate_series(1001, 1100) g" >>"$LOG" 2>&1
-    check real.cron.logical-backup-again run_wrapper postgresql-logical-backup.sh
-    check real.cron.slot-backup run_wrapper cdc-replication-slot-backup.sh
+
+    # The CronJobs' own command lines, in schedule order (the Kafka one in the kafka section).
+    local name
+    for name in base logical slots; do
+        run_cronjob "pipeline-backup-$name"
+    done
     psql_q -c "SELECT pg_switch_wal()" >/dev/null 2>&1
     sleep 2
-    check real.cron.validate run_wrapper validate-backups.sh \
-        --metrics-file "$WORK/metrics/pipeline-backup.prom"
-    # Slot status exits 1 when a slot needs attention; the metrics are written either way.
-    run_wrapper cdc-slot-tool status --max-lag-bytes 1073741824 --max-inactive 30m \
-        --state-file "$WORK/db/cdc-slot-status.json" \
-        --metrics-file "$WORK/metrics/cdc-slots.prom" >"$LOG" 2>&1
-    local code=$?
-    if [ "$code" -le 1 ] && [ -s "$WORK/metrics/cdc-slots.prom" ]; then
-        pass real.cron.slot-status
-    else
-        fail real.cron.slot-status "exit $code, or no metrics file"
-    fi
+    check real.dropin.validate run_wrapper validate-backups.sh
+    for name in validate validate-deep slot-status; do
+        run_cronjob "pipeline-backup-$name"
+    done
     check_metrics
 
     check_runbook_pitr
@@ -352,12 +367,12 @@ KNOWN_LINT=(pipeline_backup_wal_archive_failed_count cdc_slot_count)
 check_metrics() {
     local file name line code unknown
     for file in pipeline-backup.prom cdc-slots.prom; do
-        if [ ! -s "$WORK/metrics/$file" ]; then
+        if [ ! -s "$WORK/backups/metrics/$file" ]; then
             : >"$LOG"
             fail "metrics.promtool.$file" "the tool wrote no $file"
             continue
         fi
-        promtool check metrics <"$WORK/metrics/$file" >"$LOG" 2>&1
+        promtool check metrics <"$WORK/backups/metrics/$file" >"$LOG" 2>&1
         code=$?
         unknown=0
         if [ "$code" = 3 ]; then
@@ -374,7 +389,7 @@ check_metrics() {
     done
     local missing=()
     for name in $(grep -oE '\b(pipeline_backup|cdc_slot)_[a-z_]+' "$DEPLOY/alert-rules.yaml" | sort -u); do
-        grep -q -h "^$name[{ ]" "$WORK"/metrics/*.prom 2>/dev/null || missing+=("$name")
+        grep -q -h "^$name[{ ]" "$WORK"/backups/metrics/*.prom 2>/dev/null || missing+=("$name")
     done
     if [ ${#missing[@]} = 0 ]; then
         pass metrics.alert-rule-names
@@ -449,6 +464,9 @@ check_runbook_schemas() {
     fi
     KAFKA_BOOTSTRAP_SERVERS=$broker BACKUP_DIR=$WORK/kafka-repo \
         check runbook.4.backup run_wrapper kafka-topic-backup.sh --topic "$topic"
+    # The weekly CronJob's command, its topic expression narrowed to this topic.
+    KAFKA_BOOTSTRAP_SERVERS=$broker BACKUP_DIR=$WORK/kafka-repo KAFKA_BACKUP_TOPICS="^$topic\$" \
+        run_cronjob pipeline-backup-kafka
     check runbook.4.topic-lost "${fixture[@]}" delete "$topic"
     KAFKA_BOOTSTRAP_SERVERS=$broker BACKUP_DIR=$WORK/kafka-repo \
         check runbook.4.replay run_wrapper kafka-topic-replay.sh --topic "$topic"

@@ -37,10 +37,15 @@ def hour_of(schedule):
     return int(fields[1]) if len(fields) == 5 and fields[1].isdigit() else None
 
 
-def check_pod(where, pod, tools, problems):
+def check_pod(where, pod, tools, image_user, problems):
     sec = pod.get("securityContext", {})
     if sec.get("runAsNonRoot") is not True or not sec.get("runAsUser"):
         problems.append(f"{where}: pod must set runAsNonRoot and a non-zero runAsUser")
+    elif image_user and (sec.get("runAsUser"), sec.get("runAsGroup")) != image_user:
+        # PostgreSQL (pitr-restore --start, the deep checks) needs the uid in /etc/passwd,
+        # which the image creates for its own user only.
+        problems.append(f"{where}: runs as {sec.get('runAsUser')}:{sec.get('runAsGroup')}, "
+                        f"the image's user is {image_user[0]}:{image_user[1]}")
     if sec.get("seccompProfile", {}).get("type") != "RuntimeDefault":
         problems.append(f"{where}: pod must use the RuntimeDefault seccomp profile")
     if pod.get("automountServiceAccountToken") is not False:
@@ -88,7 +93,11 @@ def main():
         containerfile = f.read()
     loop = re.search(r"for tool in ([^;]+);", containerfile)
     tools = set(loop.group(1).replace("\\", " ").split()) if loop else set()
+    user = re.search(r"^USER (\d+):(\d+)$", containerfile, re.M)
+    image_user = (int(user.group(1)), int(user.group(2))) if user else None
     problems = []
+    if not image_user:
+        problems.append("Containerfile: no numeric USER uid:gid")
     if not tools:
         problems.append("Containerfile: cannot find the list of tool binaries it copies")
     by_kind = {}
@@ -130,7 +139,7 @@ def main():
         pod = spec["jobTemplate"]["spec"]["template"]["spec"]
         if pod.get("restartPolicy") != "Never":
             problems.append(f"{name}: restartPolicy must be Never (the Job retries)")
-        check_pod(name, pod, tools, problems)
+        check_pod(name, pod, tools, image_user, problems)
         container = pod["containers"][0]
         argv = container.get("command", []) + container.get("args", [])
         if tool not in " ".join(argv):
@@ -153,7 +162,7 @@ def main():
         problems.append("validation must be scheduled after the daily backups")
 
     for name, dep in by_kind.get("Deployment", {}).items():
-        check_pod(name, dep["spec"]["template"]["spec"], tools, problems)
+        check_pod(name, dep["spec"]["template"]["spec"], tools, image_user, problems)
 
     for p in problems:
         print(f"policy: {p}")
