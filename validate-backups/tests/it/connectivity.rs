@@ -133,8 +133,13 @@ fn lagging_slot_fails_slot_health() {
 #[test]
 fn deep_mode_test_restores_every_kind_and_cleans_up() {
     let (h, dir) = good_repo();
-    // A server for the logical test restore; the broker for the topic replay.
-    let pg = PgCluster::start();
+    // A server for the logical test restore (archiving, so pg.archiver passes); the broker
+    // for the topic replay.
+    let pg = PgCluster::start_with(
+        PgOptions::default()
+            .setting("archive_mode", "on")
+            .setting("archive_command", "'/bin/true'"),
+    );
     let scratch = h.path().join("scratch");
     std::fs::create_dir(&scratch).unwrap();
     let mut cmd = command(&["--output", "json", "--deep"]);

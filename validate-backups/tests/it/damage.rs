@@ -157,12 +157,9 @@ fn manifest_of_another_set_fails_manifest_check() {
 fn corrupted_topic_archive_fails_archive_check() {
     let (_h, dir) = good_repo();
     let set = only_set(&dir, "kafka");
-    let archive = std::fs::read_dir(&set)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "kta"))
-        .expect("a topic archive");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(set.join("manifest.json")).unwrap()).unwrap();
+    let archive = set.join(manifest["details"]["topics"][0]["file"].as_str().unwrap());
     flip_byte(&archive);
     let run = validate(&dir, &["--only", "kafka"]);
     run.assert_fails("kafka.archive", "corrupted");
