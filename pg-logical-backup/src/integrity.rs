@@ -10,8 +10,64 @@ use crate::details::DatabaseEntry;
 use crate::patterns::{qualified, quote_ident};
 use crate::verify::Check;
 
-/// Every foreign key exists validated, and no row points at a missing parent.
-pub async fn foreign_keys(client: &Client, db: Option<&str>) -> anyhow::Result<Check> {
+/// A foreign key of the connected database.
+#[derive(Debug, Clone)]
+pub struct ForeignKey {
+    pub name: String,
+    /// (schema, table) of the referencing side.
+    pub child: (String, String),
+    /// (schema, table) of the referenced side.
+    pub parent: (String, String),
+    pub columns: Vec<String>,
+    pub ref_columns: Vec<String>,
+    pub validated: bool,
+}
+
+impl ForeignKey {
+    /// `SELECT <what>` over the referencing rows whose parent row is missing (MATCH SIMPLE:
+    /// rows with a NULL in the key reference nothing).
+    pub fn orphans_query(&self, what: &str) -> String {
+        let not_null: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("c.{} IS NOT NULL", quote_ident(c)))
+            .collect();
+        let join: Vec<String> = self
+            .columns
+            .iter()
+            .zip(&self.ref_columns)
+            .map(|(c, r)| format!("p.{} = c.{}", quote_ident(r), quote_ident(c)))
+            .collect();
+        format!(
+            "SELECT {what} FROM ONLY {} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {})",
+            qualified(&self.child.0, &self.child.1),
+            not_null.join(" AND "),
+            qualified(&self.parent.0, &self.parent.1),
+            join.join(" AND ")
+        )
+    }
+
+    /// A statement that fails (and so rolls back its transaction) when a reference is broken.
+    pub fn check_statement(&self) -> String {
+        let message = format!(
+            "foreign key {} of {}.{}: rows without a parent in {}.{}",
+            self.name, self.child.0, self.child.1, self.parent.0, self.parent.1
+        )
+        .replace('\'', "''");
+        format!(
+            "DO $pglb$ BEGIN IF EXISTS ({}) THEN RAISE EXCEPTION '%', '{message}'; END IF; END $pglb$;",
+            self.orphans_query("1")
+        )
+    }
+
+    /// True when either side is one of `tables`.
+    pub fn touches(&self, tables: &[(String, String)]) -> bool {
+        tables.contains(&self.child) || tables.contains(&self.parent)
+    }
+}
+
+/// Every foreign key of the connected database.
+pub async fn list_foreign_keys(client: &Client) -> anyhow::Result<Vec<ForeignKey>> {
     let rows = client
         .query(
             r"SELECT c.conname::text, cn.nspname::text, cl.relname::text, fn.nspname::text, fl.relname::text,
@@ -28,46 +84,44 @@ pub async fn foreign_keys(client: &Client, db: Option<&str>) -> anyhow::Result<C
         )
         .await
         .context("cannot list foreign keys")?;
+    Ok(rows
+        .iter()
+        .map(|row| ForeignKey {
+            name: row.get(0),
+            child: (row.get(1), row.get(2)),
+            parent: (row.get(3), row.get(4)),
+            columns: row.get(5),
+            ref_columns: row.get(6),
+            validated: row.get(7),
+        })
+        .collect())
+}
+
+/// Every foreign key exists validated, and no row points at a missing parent.
+pub async fn foreign_keys(client: &Client, db: Option<&str>) -> anyhow::Result<Check> {
+    let keys = list_foreign_keys(client).await?;
     let mut problems = Vec::new();
-    for row in &rows {
-        let name: String = row.get(0);
-        let child = qualified(row.get(1), row.get(2));
-        let parent = qualified(row.get(3), row.get(4));
-        let cols: Vec<String> = row.get(5);
-        let ref_cols: Vec<String> = row.get(6);
-        let validated: bool = row.get(7);
-        if !validated {
-            problems.push(format!("{name} on {child}: not validated"));
+    for key in &keys {
+        let child = format!("{}.{}", key.child.0, key.child.1);
+        if !key.validated {
+            problems.push(format!("{} on {child}: not validated", key.name));
         }
-        let not_null: Vec<String> = cols
-            .iter()
-            .map(|c| format!("c.{} IS NOT NULL", quote_ident(c)))
-            .collect();
-        let join: Vec<String> = cols
-            .iter()
-            .zip(&ref_cols)
-            .map(|(c, r)| format!("p.{} = c.{}", quote_ident(r), quote_ident(c)))
-            .collect();
-        let sql = format!(
-            "SELECT count(*) FROM ONLY {child} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {})",
-            not_null.join(" AND "),
-            join.join(" AND ")
-        );
         let orphans: i64 = client
-            .query_one(&sql, &[])
+            .query_one(&key.orphans_query("count(*)"), &[])
             .await
-            .with_context(|| format!("cannot check foreign key {name}"))?
+            .with_context(|| format!("cannot check foreign key {}", key.name))?
             .get(0);
         if orphans > 0 {
             problems.push(format!(
-                "{name} on {child}: {orphans} rows without a parent in {parent}"
+                "{} on {child}: {orphans} rows without a parent in {}.{}",
+                key.name, key.parent.0, key.parent.1
             ));
         }
     }
     Ok(Check::new(
         "foreign_keys",
         db,
-        format!("{} foreign keys", rows.len()),
+        format!("{} foreign keys", keys.len()),
         problems,
     ))
 }

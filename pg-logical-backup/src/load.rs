@@ -44,6 +44,13 @@ pub async fn restore_database(
     Ok(())
 }
 
+/// One piece of a psql script: SQL text, or the SQL pg_restore makes of a dump.
+#[derive(Debug, Clone)]
+pub enum Part {
+    Sql(String),
+    Dump { path: PathBuf, args: Vec<String> },
+}
+
 /// Selected tables from their own dumps, all in one psql transaction: first every table's
 /// definition and rows, then every index, constraint and trigger, so foreign keys between
 /// restored tables find their targets whatever the order. Any error rolls everything back.
@@ -55,6 +62,84 @@ pub async fn restore_tables(
     args: &RestoreArgs,
     exists: bool,
 ) -> anyhow::Result<()> {
+    // Table dumps do not create their schema; a new database may lack it.
+    let mut parts = vec![Part::Sql(
+        schemas
+            .iter()
+            .map(|s| {
+                format!(
+                    "CREATE SCHEMA IF NOT EXISTS {};\n",
+                    patterns::quote_ident(s)
+                )
+            })
+            .collect(),
+    )];
+    let pre: &[&str] = if args.schema_only {
+        &["--section=pre-data"]
+    } else {
+        &["--section=pre-data", "--section=data"]
+    };
+    let mut owner: Vec<String> = Vec::new();
+    if args.no_owner {
+        owner.push("--no-owner".into());
+    }
+    for dump in dumps {
+        let mut dump_args: Vec<String> = pre.iter().map(|s| s.to_string()).collect();
+        if exists && args.clean {
+            dump_args.extend(["--clean".into(), "--if-exists".into()]);
+        }
+        dump_args.extend(owner.iter().cloned());
+        parts.push(Part::Dump {
+            path: dump.clone(),
+            args: dump_args,
+        });
+    }
+    for dump in dumps {
+        let mut dump_args = vec!["--section=post-data".to_string()];
+        dump_args.extend(owner.iter().cloned());
+        parts.push(Part::Dump {
+            path: dump.clone(),
+            args: dump_args,
+        });
+    }
+    run_script(bin, target, parts).await
+}
+
+/// Replaces the rows of existing tables with those of their dumps, keeping the tables, their
+/// dependents and grants: in one transaction with triggers and foreign-key enforcement off
+/// (`session_replication_role = replica`, superuser only), delete the rows, load the dump's
+/// data, then `fk_checks` must find no broken reference, else everything rolls back.
+pub async fn replace_rows(
+    bin: &PgBin,
+    tables: &[(String, String, PathBuf)],
+    fk_checks: &[String],
+    target: &str,
+) -> anyhow::Result<()> {
+    let mut parts = vec![Part::Sql(
+        "SET LOCAL session_replication_role = replica;\n".to_string(),
+    )];
+    for (schema, table, _) in tables {
+        parts.push(Part::Sql(format!(
+            "DELETE FROM ONLY {};\n",
+            patterns::qualified(schema, table)
+        )));
+    }
+    for (_, _, dump) in tables {
+        parts.push(Part::Dump {
+            path: dump.clone(),
+            args: vec!["--data-only".into()],
+        });
+    }
+    parts.extend(fk_checks.iter().map(|sql| Part::Sql(format!("{sql}\n"))));
+    parts.push(Part::Sql(
+        "SET LOCAL session_replication_role = origin;\n".to_string(),
+    ));
+    run_script(bin, target, parts).await
+}
+
+/// Streams the parts into one `psql --single-transaction` session on `target`. Any error, in
+/// psql or in a pg_restore producing a part, leaves the database as it was.
+async fn run_script(bin: &PgBin, target: &str, parts: Vec<Part>) -> anyhow::Result<()> {
     let mut psql = bin.command("psql", target);
     psql.args([
         "-X",
@@ -75,62 +160,44 @@ pub async fn restore_tables(
         let _ = stderr.read_to_string(&mut text).await;
         text
     });
-    let pre: &[&str] = if args.schema_only {
-        &["--section=pre-data"]
-    } else {
-        &["--section=pre-data", "--section=data"]
-    };
-    let passes: [(&[&str], bool); 2] = [
-        (pre, exists && args.clean),
-        (&["--section=post-data"], false),
-    ];
     let mut feed_error = None;
-    // Table dumps do not create their schema; a new database may lack it.
-    let create_schemas: String = schemas
-        .iter()
-        .map(|s| {
-            format!(
-                "CREATE SCHEMA IF NOT EXISTS {};\n",
-                patterns::quote_ident(s)
-            )
-        })
-        .collect();
-    if let Err(e) = stdin.write_all(create_schemas.as_bytes()).await {
-        feed_error = Some(anyhow::Error::new(e).context("psql stopped reading"));
-    }
-    'feed: for (sections, clean) in passes {
-        if feed_error.is_some() {
-            break;
-        }
-        for dump in dumps {
-            let mut cmd = bin.command("pg_restore", "postgres");
-            cmd.arg("--file=-").args(sections);
-            if clean {
-                cmd.args(["--clean", "--if-exists"]);
+    for part in parts {
+        match part {
+            Part::Sql(sql) => {
+                if let Err(e) = stdin.write_all(sql.as_bytes()).await {
+                    // psql stopped reading: it hit an error, reported below.
+                    feed_error = Some(anyhow::Error::new(e).context("psql stopped reading"));
+                    break;
+                }
             }
-            if args.no_owner {
-                cmd.arg("--no-owner");
-            }
-            cmd.arg(dump).stdout(Stdio::piped()).stderr(Stdio::piped());
-            let mut reader = cmd
-                .spawn()
-                .map_err(|e| pgbin::spawn_error(e, "pg_restore"))?;
-            let mut out = reader.stdout.take().context("pg_restore stdout")?;
-            let copied = tokio::io::copy(&mut out, &mut stdin).await;
-            drop(out);
-            let output = reader
-                .wait_with_output()
-                .await
-                .context("cannot wait for pg_restore")?;
-            if let Err(e) = copied {
-                // psql stopped reading: it hit an error, reported below.
-                feed_error = Some(anyhow::Error::new(e).context("psql stopped reading"));
-                break 'feed;
-            }
-            if let Err(e) = pgbin::check(&output, &format!("pg_restore of {}", dump.display())) {
-                feed_error = Some(e);
-                let _ = child.start_kill();
-                break 'feed;
+            Part::Dump { path, args } => {
+                let mut cmd = bin.command("pg_restore", "postgres");
+                cmd.arg("--file=-")
+                    .args(&args)
+                    .arg(&path)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                let mut reader = cmd
+                    .spawn()
+                    .map_err(|e| pgbin::spawn_error(e, "pg_restore"))?;
+                let mut out = reader.stdout.take().context("pg_restore stdout")?;
+                let copied = tokio::io::copy(&mut out, &mut stdin).await;
+                drop(out);
+                let output = reader
+                    .wait_with_output()
+                    .await
+                    .context("cannot wait for pg_restore")?;
+                if let Err(e) = copied {
+                    feed_error = Some(anyhow::Error::new(e).context("psql stopped reading"));
+                    break;
+                }
+                if let Err(e) = pgbin::check(&output, &format!("pg_restore of {}", path.display()))
+                {
+                    feed_error = Some(e);
+                    // Killed before its input ends, psql never commits.
+                    let _ = child.start_kill();
+                    break;
+                }
             }
         }
     }
@@ -139,7 +206,9 @@ pub async fn restore_tables(
     let psql_errors = errors.await.unwrap_or_default();
     if !status.success() && (feed_error.is_none() || !psql_errors.trim().is_empty()) {
         let hint = if psql_errors.contains("depends on") {
-            " (other objects depend on a table being replaced: drop or include them, or restore into a new database and copy the rows over)"
+            " (other objects depend on a table being replaced: drop or include them, replace only the rows with --data-only, or restore into a new database)"
+        } else if psql_errors.contains("session_replication_role") {
+            " (--data-only needs a superuser)"
         } else {
             ""
         };

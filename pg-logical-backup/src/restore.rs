@@ -14,6 +14,7 @@ use common::{Kind, Repository, Status};
 
 use crate::catalog;
 use crate::details::{DatabaseEntry, LogicalDetails, TableEntry};
+use crate::integrity;
 use crate::load;
 use crate::patterns;
 use crate::pgbin::{self, PgBin, PgBinArgs};
@@ -44,6 +45,11 @@ pub struct RestoreArgs {
     /// Restore definitions only, no rows.
     #[arg(long)]
     pub schema_only: bool,
+    /// Replace only the rows of existing tables (with --table), keeping the tables, their
+    /// views, grants and the foreign keys pointing at them; one transaction that rolls back if
+    /// any reference would break. Needs a superuser (triggers are off while loading).
+    #[arg(long, requires = "table", conflicts_with_all = ["schema_only", "clean"])]
+    pub data_only: bool,
     /// Replace objects that already exist in the target (a safety dump of them is taken
     /// first). Without it, a restore over existing tables is refused.
     #[arg(long)]
@@ -138,7 +144,19 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
     } else {
         Vec::new()
     };
-    if !conflicts.is_empty() && !args.clean {
+    if args.data_only && conflicts.len() < tables.len() {
+        let missing: Vec<String> = tables
+            .iter()
+            .filter(|t| !conflicts.contains(&(t.schema.clone(), t.name.clone())))
+            .map(|t| t.display_name())
+            .collect();
+        anyhow::bail!(
+            "--data-only replaces the rows of existing tables, but {} not in database '{target}' ({}); restore without --data-only to create them",
+            if missing.len() == 1 { "this one is" } else { "these are" },
+            missing.join(", ")
+        );
+    }
+    if !conflicts.is_empty() && !args.clean && !args.data_only {
         anyhow::bail!(
             "{} table(s) to restore already exist in database '{target}' ({}); pass --clean to replace them (a safety dump is taken first) or restore into a new database",
             conflicts.len(),
@@ -152,6 +170,8 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
     };
     let replacing = if conflicts.is_empty() {
         String::new()
+    } else if args.data_only {
+        format!(", replacing the rows of {}", names(&conflicts))
     } else {
         format!(", replacing {}", names(&conflicts))
     };
@@ -166,7 +186,8 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
         if exists { "existing" } else { "new" },
     );
     // A whole-database --clean may replace any object of the dump, not only tables.
-    let replaces = exists && args.clean && (args.table.is_empty() || !conflicts.is_empty());
+    let replaces = exists
+        && (args.data_only || (args.clean && (args.table.is_empty() || !conflicts.is_empty())));
     let destructive = replaces || (exists && args.terminate_connections);
     safety::confirm(&question, destructive, args.yes)?;
     tracing::info!("{question}");
@@ -198,6 +219,8 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
 
     let result = if args.table.is_empty() {
         load::restore_database(&bin, &set.dir, db, &target, &args, exists).await
+    } else if args.data_only {
+        replace_rows(&bin, &set.dir, &tables, &target_pg, &target).await
     } else {
         let dumps: Vec<PathBuf> = files.iter().map(|f| set.dir.join(f)).collect();
         let mut schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
@@ -251,6 +274,38 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
         )
     })?;
     Ok(Status::from_passed(summary.mismatched.is_empty()))
+}
+
+/// `--data-only`: the tables' rows from their dumps, checked against every foreign key that
+/// involves them before the transaction commits.
+async fn replace_rows(
+    bin: &PgBin,
+    set_dir: &Path,
+    tables: &[&TableEntry],
+    target_pg: &PgArgs,
+    target: &str,
+) -> anyhow::Result<()> {
+    let names: Vec<(String, String)> = tables
+        .iter()
+        .map(|t| (t.schema.clone(), t.name.clone()))
+        .collect();
+    let client = common::postgres::connect(target_pg, crate::TOOL).await?;
+    let checks: Vec<String> = integrity::list_foreign_keys(&client)
+        .await?
+        .iter()
+        .filter(|k| k.touches(&names))
+        .map(|k| k.check_statement())
+        .collect();
+    drop(client);
+    let work: Vec<(String, String, PathBuf)> = tables
+        .iter()
+        .filter_map(|t| {
+            t.file
+                .as_ref()
+                .map(|f| (t.schema.clone(), t.name.clone(), set_dir.join(f)))
+        })
+        .collect();
+    load::replace_rows(bin, &work, &checks, target).await
 }
 
 /// Counts what was restored, table by table, and compares it with the manifest; prints one

@@ -347,3 +347,87 @@ fn whole_database_over_itself_ends_blocking_sessions() {
         );
     }
 }
+
+#[test]
+fn data_only_replaces_rows_under_foreign_keys_or_rolls_back() {
+    let env = Env::new();
+    create_shop(&env);
+    env.sql("CREATE VIEW named AS SELECT id, name FROM customers;");
+    env.backup(&[]);
+    env.sql("UPDATE customers SET name = 'damaged' WHERE id <= 10;");
+    let damaged = || env.sql("SELECT count(*) FROM customers WHERE name = 'damaged'");
+
+    // Replacing the table is impossible: orders' foreign key and the view depend on it.
+    let run = env.run(&[
+        "restore",
+        "--target-db",
+        &env.db,
+        "--table",
+        "customers",
+        "--clean",
+        "--yes",
+    ]);
+    run.assert_code(2);
+    let error = run.error_line();
+    assert!(error.contains("--data-only"), "{error}");
+    assert_eq!(damaged(), "10");
+
+    // A new customer with an order, both missing from the backup: replacing the customers'
+    // rows would orphan that order, so nothing changes.
+    env.sql("INSERT INTO customers VALUES (51, 'new'); INSERT INTO orders (customer_id, amount) VALUES (51, 5);");
+    let run = env.run(&[
+        "restore",
+        "--target-db",
+        &env.db,
+        "--table",
+        "customers",
+        "--data-only",
+        "--yes",
+    ]);
+    run.assert_code(2);
+    let error = run.error_line();
+    assert!(
+        error.contains("rows without a parent") && error.contains("rolled back"),
+        "{error}"
+    );
+    assert_eq!(damaged(), "10");
+    assert_eq!(env.count(&env.db, "customers"), 51);
+
+    // Without it the rows are replaced; the view, the foreign key and orders stay.
+    env.sql("DELETE FROM orders WHERE customer_id = 51;");
+    let run = env.run(&[
+        "restore",
+        "--target-db",
+        &env.db,
+        "--table",
+        "customers",
+        "--data-only",
+        "--yes",
+        "--output",
+        "json",
+    ]);
+    run.assert_code(0);
+    assert_eq!(damaged(), "0");
+    assert_eq!(env.count(&env.db, "customers"), 50);
+    assert_eq!(env.count(&env.db, "orders"), 300);
+    assert_eq!(env.count(&env.db, "named"), 50);
+    assert_eq!(
+        env.sql("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND confrelid = 'customers'::regclass"),
+        "1"
+    );
+    assert!(run.summary()["safety_dump"].is_string());
+
+    // --data-only only replaces rows of tables that exist.
+    env.sql("DROP TABLE notes;");
+    let run = env.run(&[
+        "restore",
+        "--target-db",
+        &env.db,
+        "--table",
+        "notes",
+        "--data-only",
+        "--yes",
+    ]);
+    run.assert_code(2);
+    assert!(run.error_line().contains("not in database"));
+}
