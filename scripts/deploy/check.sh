@@ -426,14 +426,25 @@ check_runbook_pitr() {
         fail runbook.1.pitr-restore "postgresql-pitr-restore.sh failed"
         return
     fi
-    # Exit 1 is expected here: the report says which changes the new slot cannot stream.
-    PGPORT=$port run_wrapper cdc-replication-slot-restore.sh --yes >"$LOG" 2>&1
+    local slots="SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pipeline_slot'"
+    PGPORT=$port run_wrapper cdc-replication-slot-restore.sh --dry-run >"$LOG" 2>&1
     local code=$?
-    if [ "$code" -le 1 ] &&
-        [ "$(PGPORT=$port psql_q -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pipeline_slot'")" = 1 ]; then
+    if [ "$code" -le 1 ] && [ "$(PGPORT=$port psql_q -c "$slots")" = 0 ]; then
+        pass runbook.1.slot-restore-dry-run
+    else
+        fail runbook.1.slot-restore-dry-run "exit $code, or the dry run created the slot"
+    fi
+    # Exit 1 is expected here: the report says which changes the new slot cannot stream.
+    PGPORT=$port run_wrapper cdc-replication-slot-restore.sh --yes \
+        --report-file "$WORK/db/slot-restore-report.json" >"$LOG" 2>&1
+    code=$?
+    if [ "$code" -le 1 ] && [ "$(PGPORT=$port psql_q -c "$slots")" = 1 ] &&
+        grep -q '"pipeline_slot"' "$WORK/db/slot-restore-report.json" &&
+        "$VENV/bin/python" -c 'import json,sys; json.load(open(sys.argv[1]))' \
+            "$WORK/db/slot-restore-report.json" 2>>"$LOG"; then
         pass runbook.1.slot-restore
     else
-        fail runbook.1.slot-restore "exit $code; the saved slot is not back on the restored server"
+        fail runbook.1.slot-restore "exit $code; the slot is not back, or no JSON report naming it"
     fi
 }
 
