@@ -250,3 +250,30 @@ pub async fn constraints(
         problems,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphan_checks_quote_names_and_skip_null_keys() {
+        let key = ForeignKey {
+            name: "it's".into(),
+            child: ("public".into(), "Order Lines".into()),
+            parent: ("public".into(), "orders".into()),
+            columns: vec!["order_id".into(), "Shop".into()],
+            ref_columns: vec!["id".into(), "shop".into()],
+            validated: true,
+        };
+        let sql = key.orphans_query("1");
+        assert_eq!(
+            sql,
+            "SELECT 1 FROM ONLY \"public\".\"Order Lines\" c WHERE c.\"order_id\" IS NOT NULL AND c.\"Shop\" IS NOT NULL AND NOT EXISTS (SELECT 1 FROM \"public\".\"orders\" p WHERE p.\"id\" = c.\"order_id\" AND p.\"shop\" = c.\"Shop\")"
+        );
+        assert!(key
+            .check_statement()
+            .contains("'foreign key it''s of public.Order Lines"));
+        assert!(key.touches(&[("public".into(), "orders".into())]));
+        assert!(!key.touches(&[("public".into(), "other".into())]));
+    }
+}
