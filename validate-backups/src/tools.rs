@@ -60,9 +60,10 @@ impl ToolRun {
 /// Runs a prepared command to completion, capturing its output.
 pub fn capture(cmd: &mut Command, what: &str) -> anyhow::Result<ToolRun> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let out: Output = cmd.stdin(Stdio::null()).output().with_context(|| {
-        format!("cannot run {what} ({program}); install it or pass --bin-dir")
-    })?;
+    let out: Output = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {what} ({program}); install it or pass --bin-dir"))?;
     Ok(ToolRun {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -442,17 +442,32 @@ impl<'a> Drill<'a> {
     fn restore_slots(&self, server: &Server, disaster: &Disaster) -> anyhow::Result<Component> {
         let started = Instant::now();
         let pg = server.pg_args(DB);
-        self.tool(
+        // Exit 1 means restored, but a consumer must act (typically: the changes between the
+        // slot backup and the restore point cannot be streamed and need a new snapshot).
+        let mut cmd = Command::new(tools::program(
             "cdc-slot-tool",
-            &[
-                "restore",
-                "--backup-dir",
-                self.backup_dir_arg(),
-                "--yes",
-                "-q",
-            ],
-            Some(&pg),
-        )?;
+            self.args.bin_dir.as_deref(),
+        ));
+        cmd.args(["restore", "--backup-dir", self.backup_dir_arg(), "--yes"])
+            .args(["--output", "json", "-q"])
+            .envs(pg.libpq_env());
+        osuser::as_db_user(&mut cmd)?;
+        let run = tools::capture(&mut cmd, "cdc-slot-tool restore")?;
+        if !matches!(run.code, Some(0) | Some(1)) {
+            anyhow::bail!("cdc-slot-tool restore failed: {}", run.last_error());
+        }
+        let notes: Vec<String> = run
+            .json_lines()
+            .iter()
+            .filter(|l| l["slot_name"] == "drill_slot")
+            .filter_map(|l| {
+                l["message"]
+                    .as_str()
+                    .or(l["note"].as_str())
+                    .map(str::to_string)
+            })
+            .filter(|n| !n.is_empty())
+            .collect();
         let plugin = server
             .query(
                 DB,
@@ -482,7 +497,15 @@ impl<'a> Drill<'a> {
             status: "ok",
             rto_s: Some(started.elapsed().as_secs_f64()),
             rpo_s: Some(rpo),
-            detail: "slot drill_slot (pgoutput) and publication drill_pub present".to_string(),
+            detail: if run.code == Some(0) {
+                "slot drill_slot (pgoutput) and publication drill_pub back, consumers resume without loss"
+                    .to_string()
+            } else {
+                format!(
+                    "slot drill_slot (pgoutput) and publication drill_pub back; consumer must act: {}",
+                    if notes.is_empty() { "see cdc-slot-tool restore".to_string() } else { notes.join("; ") }
+                )
+            },
         })
     }
 

@@ -19,6 +19,7 @@ fn archiving_server_passes_and_failing_archive_command_fails() {
     let holder = db_tempdir("validate-conn-");
     let dir = holder.path().join("backups");
     std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     test_support::os_user::give_to_db_user(&dir);
     let pg = archiving_cluster(&dir);
     switch_and_archive(&pg);

@@ -77,8 +77,17 @@ fn truncated_dump_fails_size_and_pg_restore_list() {
         .unwrap()
         .set_len(len / 2)
         .unwrap();
+    // Cut in the data section: the checksum catches it (pg_restore --list reads only the TOC).
     let run = validate(&dir, &["--only", "logical"]);
     run.assert_fails("logical.files", "differs from the manifest");
+    // Cut inside the table of contents: pg_restore cannot list it either.
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(64)
+        .unwrap();
+    let run = validate(&dir, &["--only", "logical"]);
     run.assert_fails("logical.dump-list", &full);
 }
 
