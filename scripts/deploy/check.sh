@@ -119,9 +119,9 @@ EOF
 check_manifests() {
     check yaml.lint "$VENV/bin/yamllint" --strict -c "$DEPLOY/.yamllint" "$DEPLOY"
     check k8s.schema.oldest "$VENV/bin/kubernetes-validate" --strict --quiet \
-        -k "$K8S_OLDEST" "$DEPLOY/backup-cronjobs.yaml"
+        -k "$K8S_OLDEST" "$DEPLOY/backup-cronjobs.yaml" "$DEPLOY/toolbox-pod.yaml"
     check k8s.schema.newest "$VENV/bin/kubernetes-validate" --strict --quiet \
-        -k "$KUBERNETES_VALIDATE_VERSION" "$DEPLOY/backup-cronjobs.yaml"
+        -k "$KUBERNETES_VALIDATE_VERSION" "$DEPLOY/backup-cronjobs.yaml" "$DEPLOY/toolbox-pod.yaml"
     # The validator must really validate (offline, with its bundled schemas): a misspelt field
     # and a wrong type are both refused.
     sed 's/concurrencyPolicy: Forbid/concurrencyPolicyy: Forbid/; s/backoffLimit: 1$/backoffLimit: "one"/' \
@@ -134,7 +134,7 @@ check_manifests() {
         fail k8s.schema.rejects-broken "rejected, but not for the two planted errors"
     fi
     check k8s.policy "$VENV/bin/python" "$DEPLOY/policy.py" \
-        "$DEPLOY/backup-cronjobs.yaml" "$DEPLOY/Containerfile"
+        "$DEPLOY/backup-cronjobs.yaml" "$DEPLOY/Containerfile" "$DEPLOY/toolbox-pod.yaml"
 }
 
 check_alert_rules() {

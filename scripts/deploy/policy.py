@@ -5,7 +5,8 @@ seed's schedules, Forbid concurrency, UTC, a non-root read-only container with r
 requests and limits, credentials from the Secret, the backup volume, a token-less
 ServiceAccount, and every command a tool of ours. Prints one line per problem, exits 1 on any.
 
-Usage: python policy.py backup-cronjobs.yaml Containerfile
+Usage: python policy.py backup-cronjobs.yaml Containerfile [toolbox-pod.yaml ...]
+(Pods of the extra files get the same pod checks.)
 """
 
 import re
@@ -163,11 +164,23 @@ def main():
 
     for name, dep in by_kind.get("Deployment", {}).items():
         check_pod(name, dep["spec"]["template"]["spec"], tools, image_user, problems)
+    if not by_kind.get("NetworkPolicy"):
+        problems.append("no NetworkPolicy limiting ingress to the backup pods")
+
+    pods = 0
+    for extra in sys.argv[3:]:
+        with open(extra) as f:
+            for d in yaml.safe_load_all(f):
+                if d and d["kind"] == "Pod":
+                    pods += 1
+                    check_pod(d["metadata"]["name"], d["spec"], tools | {"sleep"}, image_user,
+                              problems)
 
     for p in problems:
         print(f"policy: {p}")
     if not problems:
-        print(f"policy: {len(docs)} resources, {len(cronjobs)} CronJobs as expected")
+        print(f"policy: {len(docs)} resources, {len(cronjobs)} CronJobs, {pods} extra pods "
+              "as expected")
     return 1 if problems else 0
 
 
