@@ -27,7 +27,12 @@ fn archiving_server_passes_and_failing_archive_command_fails() {
     let run = validate_with_pg(
         &pg,
         &dir,
-        &["--only", "wal", "--metrics-file", metrics.to_str().unwrap()],
+        &[
+            "--only",
+            "wal,base",
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ],
     );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.status("pg.reachable"), "pass");
