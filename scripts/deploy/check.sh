@@ -10,7 +10,7 @@
 #     metrics files the tools wrote, and runbook scenario 1 (PITR, then slot restore).
 #
 # Usage: scripts/deploy/check.sh [SECTION...]   after `cargo build --bins` (scripts/test.sh
-#   does that); sections: manifests alerts image wrappers real kafka [default: all]
+#   does that); sections: manifests alerts image wrappers docs real kafka [default: all]
 #   PIPELINE_BACKUP_TEST_KAFKA  the test broker for runbook scenario 4 (scripts/services.sh
 #                            start prints it); without it that scenario is skipped
 #   PIPELINE_BACKUP_BIN_DIR  where the tool binaries are [default: $CARGO_TARGET_DIR/debug,
@@ -449,7 +449,7 @@ check_runbook_pitr() {
 }
 
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(manifests alerts image wrappers real kafka)
+[ ${#sections[@]} -gt 0 ] || sections=(manifests alerts image wrappers docs real kafka)
 # Runbook scenario 4, the schema registry's `_schemas` topic lost: the weekly backup's command,
 # the topic deleted, the runbook's replay; records and topic configs must come back as they were.
 check_runbook_schemas() {
@@ -494,6 +494,33 @@ check_runbook_schemas() {
     "${fixture[@]}" delete "$topic" >/dev/null 2>&1
 }
 
+# Every command of our tools in the runbook parses (flags, subcommands, values) with the
+# built binaries; a planted unknown flag must be caught.
+check_runbook_commands() {
+    local code line error
+    printf '```sh\npitr-restore --target-tiem 2026-11-21T01:55:00Z\n```\n' >"$WORK/bad-runbook.md"
+    "$VENV/bin/python" "$DEPLOY/runbook_commands.py" "$WORK/bad-runbook.md" "$BIN_DIR" \
+        "$DEPLOY/wrappers" >"$LOG" 2>&1
+    if [ "$(cut -f1 "$LOG")" = 2 ]; then
+        pass runbook.commands.rejects-bad-flag
+    else
+        fail runbook.commands.rejects-bad-flag "a misspelt flag was not refused"
+    fi
+    "$VENV/bin/python" "$DEPLOY/runbook_commands.py" "$ROOT/docs/runbook.md" "$BIN_DIR" \
+        "$DEPLOY/wrappers" >"$WORK/runbook-commands.tsv" 2>"$LOG" ||
+        { fail runbook.commands "cannot read docs/runbook.md"; return; }
+    while IFS=$'\t' read -r code line error; do
+        line=${line%%#*}
+        line=${line%"${line##*[![:space:]]}"}
+        if [ "$code" = 0 ]; then
+            pass "runbook.command: $line"
+        else
+            echo "$error" >"$LOG"
+            fail "runbook.command: $line" "exit $code"
+        fi
+    done <"$WORK/runbook-commands.tsv"
+}
+
 install_tools
 for section in "${sections[@]}"; do
     case $section in
@@ -502,8 +529,9 @@ for section in "${sections[@]}"; do
         image) check_containerfile ;;
         wrappers) check_wrappers ;;
         real) check_real_runs ;;
+        docs) check_runbook_commands ;;
         kafka) check_runbook_schemas ;;
-        *) echo "check: unknown section '$section' (manifests alerts image wrappers real kafka)" >&2; exit 2 ;;
+        *) echo "check: unknown section '$section' (manifests alerts image wrappers docs real kafka)" >&2; exit 2 ;;
     esac
 done
 
