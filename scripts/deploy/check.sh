@@ -20,7 +20,7 @@
 # package when promtool is missing. The last line is "N passed, M failed, K skipped"; exits 1
 # when a check failed, 2 when the checks could not be set up.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 2
 ROOT=$PWD
 DEPLOY=$ROOT/scripts/deploy
 VENV=$ROOT/.cache/deploy-venv
@@ -96,11 +96,13 @@ assert m.version("confluent-kafka") == "$CONFLUENT_KAFKA_VERSION"
 EOF
     then
         echo "check: installing yamllint, kubernetes-validate, confluent-kafka into $VENV" >&2
-        python3 -m venv "$VENV" &&
+        if ! { python3 -m venv "$VENV" &&
             "$VENV/bin/pip" install -q "yamllint==$YAMLLINT_VERSION" \
                 "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
-                "confluent-kafka==$CONFLUENT_KAFKA_VERSION" >&2 ||
-            { echo "check: cannot install the Python validators" >&2; exit 2; }
+                "confluent-kafka==$CONFLUENT_KAFKA_VERSION" >&2; }; then
+            echo "check: cannot install the Python validators" >&2
+            exit 2
+        fi
     fi
     if ! command -v promtool >/dev/null; then
         if [ "$(id -u)" != 0 ]; then
@@ -146,7 +148,7 @@ check_alert_rules() {
 # workspace member (else cargo fails in the build), every tool package as a binary, and every
 # tool a wrapper calls.
 check_containerfile() {
-    "$VENV/bin/python" - "$ROOT/Cargo.toml" "$DEPLOY/Containerfile" "${WRAPPERS[@]}" >"$LOG" 2>&1 <<'EOF'
+    if "$VENV/bin/python" - "$ROOT/Cargo.toml" "$DEPLOY/Containerfile" "${WRAPPERS[@]}" >"$LOG" 2>&1 <<'EOF'
 import re, sys, tomllib
 cargo, containerfile, wrappers = sys.argv[1], sys.argv[2], sys.argv[3:]
 members = set(tomllib.load(open(cargo, "rb"))["workspace"]["members"])
@@ -167,7 +169,11 @@ if wanted - tools:
 print("\n".join(problems) or f"{len(tools)} tools, {len(members)} members")
 sys.exit(1 if problems else 0)
 EOF
-    if [ $? = 0 ]; then pass image.contents; else fail image.contents "see above"; fi
+    then
+        pass image.contents
+    else
+        fail image.contents "see above"
+    fi
 
     # The runtime stage is debian-slim plus PostgreSQL: the binaries may need glibc and
     # libgcc_s only (librdkafka, zstd and zlib are linked in).
@@ -388,8 +394,9 @@ check_metrics() {
         fi
     done
     local missing=()
+    # shellcheck disable=SC2013 # metric names are words
     for name in $(grep -oE '\b(pipeline_backup|cdc_slot)_[a-z_]+' "$DEPLOY/alert-rules.yaml" | sort -u); do
-        grep -q -h "^$name[{ ]" "$WORK"/backups/metrics/*.prom 2>/dev/null || missing+=("$name")
+        grep -q -h "^${name}[{ ]" "$WORK"/backups/metrics/*.prom 2>/dev/null || missing+=("$name")
     done
     if [ ${#missing[@]} = 0 ]; then
         pass metrics.alert-rule-names
@@ -498,6 +505,7 @@ check_runbook_schemas() {
 # built binaries; a planted unknown flag must be caught.
 check_runbook_commands() {
     local code line error
+    # shellcheck disable=SC2016 # the backquotes are Markdown
     printf '```sh\npitr-restore --target-tiem 2026-11-21T01:55:00Z\n```\n' >"$WORK/bad-runbook.md"
     "$VENV/bin/python" "$DEPLOY/runbook_commands.py" "$WORK/bad-runbook.md" "$BIN_DIR" \
         "$DEPLOY/wrappers" >"$LOG" 2>&1
