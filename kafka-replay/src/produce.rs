@@ -70,12 +70,13 @@ impl Replayer {
         // means acks=all.
         config.set("enable.idempotence", "true");
         for (key, value) in [
-            ("linger.ms", "20"),
+            ("linger.ms", "5"),
             ("batch.num.messages", "10000"),
             ("batch.size", "1000000"),
-            // Bounds the producer's queue (default 1 GiB) so memory stays small.
-            ("queue.buffering.max.kbytes", "32768"),
-            ("queue.buffering.max.messages", "200000"),
+            // Bounds the producer's queue (default 1 GiB and 100k records, each with
+            // librdkafka's own bookkeeping) so memory stays well under 100 MB.
+            ("queue.buffering.max.kbytes", "16384"),
+            ("queue.buffering.max.messages", "50000"),
         ] {
             if config.get(key).is_none() {
                 config.set(key, value);

@@ -15,6 +15,9 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 /// How long a metadata or admin request may take before the cluster counts as unreachable.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Consumer groups whose offsets are fetched at the same time.
+const GROUP_FETCHERS: usize = 8;
+
 /// The client settings from the flags and `KAFKA_CLIENT_CONFIG`, logged without secrets.
 pub fn client_config(kafka: &KafkaArgs, client_id: &str) -> anyhow::Result<ClientConfig> {
     let mut config = ClientConfig::new();
@@ -200,15 +203,45 @@ impl Cluster {
         names.sort();
         names.dedup();
         drop(list);
+        // One client per group (OffsetFetch is per group); a few at a time, since a cluster
+        // may have hundreds of groups.
+        let workers = names.len().clamp(1, GROUP_FETCHERS);
+        let per_worker = names.len().div_ceil(workers);
+        let results: Vec<
+            anyhow::Result<Vec<(String, BTreeMap<String, Vec<GroupPartitionOffset>>)>>,
+        > = std::thread::scope(|scope| {
+            let handles: Vec<_> = names
+                .chunks(per_worker.max(1))
+                .map(|batch| {
+                    scope.spawn(move || {
+                        batch
+                            .iter()
+                            .map(|group| Ok((group.clone(), self.committed(group, topics)?)))
+                            .collect()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a group-offset fetcher panicked")))
+                })
+                .collect()
+        });
         let mut by_topic: BTreeMap<String, Vec<GroupOffsets>> = BTreeMap::new();
-        for group in names {
-            let found = self.committed(&group, topics)?;
-            for (topic, offsets) in found {
-                by_topic.entry(topic).or_default().push(GroupOffsets {
-                    group: group.clone(),
-                    offsets,
-                });
+        for batch in results {
+            for (group, found) in batch? {
+                for (topic, offsets) in found {
+                    by_topic.entry(topic).or_default().push(GroupOffsets {
+                        group: group.clone(),
+                        offsets,
+                    });
+                }
             }
+        }
+        for groups in by_topic.values_mut() {
+            groups.sort_by(|a, b| a.group.cmp(&b.group));
         }
         Ok(by_topic)
     }

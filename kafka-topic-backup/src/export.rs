@@ -102,6 +102,9 @@ fn consumer_config(config: &ClientConfig) -> ClientConfig {
         ("queued.max.messages.kbytes", "4096"),
         ("queued.min.messages", "20000"),
         ("fetch.max.bytes", "2097152"),
+        // With a small queue, librdkafka's default 1 s pause after "queue full" would idle
+        // the fetcher most of the time.
+        ("fetch.queue.backoff.ms", "10"),
     ] {
         if config.get(key).is_none() {
             config.set(key, value);
