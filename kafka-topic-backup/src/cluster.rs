@@ -15,6 +15,9 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 /// How long a metadata or admin request may take before the cluster counts as unreachable.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A group's committed offsets, by topic.
+type Committed = BTreeMap<String, Vec<GroupPartitionOffset>>;
+
 /// Consumer groups whose offsets are fetched at the same time.
 const GROUP_FETCHERS: usize = 8;
 
@@ -207,9 +210,7 @@ impl Cluster {
         // may have hundreds of groups.
         let workers = names.len().clamp(1, GROUP_FETCHERS);
         let per_worker = names.len().div_ceil(workers);
-        let results: Vec<
-            anyhow::Result<Vec<(String, BTreeMap<String, Vec<GroupPartitionOffset>>)>>,
-        > = std::thread::scope(|scope| {
+        let results: Vec<anyhow::Result<Vec<(String, Committed)>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = names
                 .chunks(per_worker.max(1))
                 .map(|batch| {
@@ -246,11 +247,7 @@ impl Cluster {
         Ok(by_topic)
     }
 
-    fn committed(
-        &self,
-        group: &str,
-        topics: &[TopicInfo],
-    ) -> anyhow::Result<BTreeMap<String, Vec<GroupPartitionOffset>>> {
+    fn committed(&self, group: &str, topics: &[TopicInfo]) -> anyhow::Result<Committed> {
         let consumer: BaseConsumer = self
             .config
             .clone()
