@@ -175,6 +175,8 @@ EOF
         fail image.contents "see above"
     fi
 
+    check_image_postgres_programs
+
     # The runtime stage is debian-slim plus PostgreSQL: the binaries may need glibc and
     # libgcc_s only (librdkafka, zstd and zlib are linked in).
     local entry tool libs bad=()
@@ -191,6 +193,36 @@ EOF
         pass image.runtime-libraries
     else
         fail image.runtime-libraries "${bad[*]} need libraries the runtime image lacks"
+    fi
+}
+
+# Every PostgreSQL program the tools run (a string literal naming a program of $PG_BIN in
+# their sources) comes from a Debian package the runtime stage installs.
+check_image_postgres_programs() {
+    if ! command -v dpkg >/dev/null || [ ! -d "$PG_BIN" ]; then
+        skip image.postgres-programs "needs dpkg and PostgreSQL 15 in $PG_BIN to map programs"
+        return
+    fi
+    local dirs=() member program package missing=() programs=()
+    for member in $("$VENV/bin/python" -c 'import sys, tomllib
+print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["workspace"]["members"]))' "$ROOT/Cargo.toml"); do
+        [ "$member" = test-support ] || dirs+=("$ROOT/$member/src")
+    done
+    for program in $(grep -rhoE '"(pg_[a-z_]+|psql|initdb|postgres)"' --include='*.rs' "${dirs[@]}" |
+        tr -d '"' | sort -u); do
+        [ -x "$PG_BIN/$program" ] || continue
+        programs+=("$program")
+        package=$(dpkg -S "$PG_BIN/$program" 2>/dev/null | cut -d: -f1)
+        grep -qE "apt-get install .*\b$package\b" "$DEPLOY/Containerfile" ||
+            missing+=("$program ($package)")
+    done
+    : >"$LOG"
+    if [ ${#programs[@]} = 0 ]; then
+        fail image.postgres-programs "found no PostgreSQL program in the tools' sources"
+    elif [ ${#missing[@]} = 0 ]; then
+        pass image.postgres-programs
+    else
+        fail image.postgres-programs "the image lacks the packages of: ${missing[*]}"
     fi
 }
 
