@@ -514,9 +514,13 @@ check_runbook_schemas() {
     fi
     KAFKA_BOOTSTRAP_SERVERS=$broker BACKUP_DIR=$WORK/kafka-repo \
         check runbook.4.backup run_wrapper kafka-topic-backup.sh --topic "$topic"
-    # The weekly CronJob's command, its topic expression narrowed to this topic.
-    KAFKA_BOOTSTRAP_SERVERS=$broker BACKUP_DIR=$WORK/kafka-repo KAFKA_BACKUP_TOPICS="^$topic\$" \
-        run_cronjob pipeline-backup-kafka
+    # The weekly and the daily incremental CronJobs' commands, their topic expression narrowed
+    # to this topic; the replay below then goes through the incremental chain.
+    local name
+    for name in kafka kafka-incremental; do
+        KAFKA_BOOTSTRAP_SERVERS=$broker BACKUP_DIR=$WORK/kafka-repo KAFKA_BACKUP_TOPICS="^$topic\$" \
+            run_cronjob "pipeline-backup-$name"
+    done
     check runbook.4.topic-lost "${fixture[@]}" delete "$topic"
     KAFKA_BOOTSTRAP_SERVERS=$broker BACKUP_DIR=$WORK/kafka-repo \
         check runbook.4.replay run_wrapper kafka-topic-replay.sh --topic "$topic"

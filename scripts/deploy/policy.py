@@ -20,6 +20,7 @@ EXPECTED = {
     "pipeline-backup-logical": ("0 3 * * *", "pg-logical-backup", "14"),
     "pipeline-backup-slots": ("0 4 * * *", "cdc-slot-tool", "14"),
     "pipeline-backup-kafka": ("0 1 * * 0", "kafka-topic-backup", "30"),
+    "pipeline-backup-kafka-incremental": ("0 1 * * 1-6", "kafka-topic-backup", "30"),
     "pipeline-backup-validate": ("30 5 * * 1-6", "validate-backups", None),
     "pipeline-backup-validate-deep": ("30 5 * * 0", "validate-backups", None),
     "pipeline-backup-slot-status": ("*/5 * * * *", "cdc-slot-tool", None),
