@@ -387,7 +387,7 @@ check_real_runs() {
     psql_q -c "SELECT pg_switch_wal()" >/dev/null 2>&1
     sleep 2
     check real.dropin.validate run_wrapper validate-backups.sh
-    for name in validate validate-deep slot-status; do
+    for name in validate validate-deep slot-status drill; do
         run_cronjob "pipeline-backup-$name"
     done
     check_metrics

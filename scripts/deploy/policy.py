@@ -24,6 +24,7 @@ EXPECTED = {
     "pipeline-backup-validate": ("30 5 * * 1-6", "validate-backups", None),
     "pipeline-backup-validate-deep": ("30 5 * * 0", "validate-backups", None),
     "pipeline-backup-slot-status": ("*/5 * * * *", "cdc-slot-tool", None),
+    "pipeline-backup-drill": ("0 6 1 1,4,7,10 *", "validate-backups", None),
 }
 SECRET = "pipeline-backup-credentials"
 CONFIG = "pipeline-backup-config"
@@ -158,7 +159,7 @@ def main():
             problems.append(f"{name}: RETENTION_DAYS {env.get('RETENTION_DAYS')}, expected {retention}")
 
     # Validation runs after every daily backup has started (and had an hour).
-    daily = [hour_of(EXPECTED[n][0]) for n in EXPECTED if "validate" not in n]
+    daily = [hour_of(EXPECTED[n][0]) for n in EXPECTED if "validate" not in n and "drill" not in n]
     validate = hour_of(EXPECTED["pipeline-backup-validate"][0])
     if max(h for h in daily if h is not None) >= validate:
         problems.append("validation must be scheduled after the daily backups")
