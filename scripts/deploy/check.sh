@@ -489,8 +489,9 @@ check_runbook_pitr() {
 
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=(manifests alerts image wrappers docs real kafka)
-# Runbook scenario 4, the schema registry's `_schemas` topic lost: the weekly backup's command,
+# Runbook scenario 4, the schema registry's `_schemas` topic lost: the backup CronJobs' commands,
 # the topic deleted, the runbook's replay; records and topic configs must come back as they were.
+# Then scenario 3's time-range replay into a side topic.
 check_runbook_schemas() {
     local broker=${PIPELINE_BACKUP_TEST_KAFKA:-}
     if [ -z "$broker" ]; then
@@ -534,6 +535,28 @@ check_runbook_schemas() {
         diff "$WORK/before.jsonl" "$WORK/after.jsonl" | head -20 >>"$LOG"
         fail runbook.4.records-and-configs "the replayed topic differs from the lost one"
     fi
+    # Scenario 3's time-range replay into a side topic: exactly the records of [from, to).
+    local ranged="${topic}_range"
+    KAFKA_BOOTSTRAP_SERVERS=$broker BACKUP_DIR=$WORK/kafka-repo \
+        check runbook.3.time-range-replay run_wrapper kafka-topic-replay.sh --topic "$topic" \
+        --from-time 2023-11-14T22:13:31Z --to-time 2023-11-14T22:13:41Z --target-topic "$ranged"
+    "${fixture[@]}" dump "$ranged" >"$WORK/ranged.jsonl" 2>"$LOG"
+    if "$VENV/bin/python" - "$WORK/before.jsonl" "$WORK/ranged.jsonl" >>"$LOG" 2>&1 <<'EOF'
+import json, sys
+fields = lambda r: (r["key"], r["value"], r["headers"], r["timestamp"])
+source = [json.loads(l) for l in open(sys.argv[1])]
+# 2023-11-14T22:13:31Z .. 22:13:41Z in epoch milliseconds: the fixture's records 11 to 20.
+wanted = [fields(r) for r in source if 1_700_000_011_000 <= r["timestamp"][1] < 1_700_000_021_000]
+got = [fields(json.loads(l)) for l in open(sys.argv[2])]
+print(f"wanted {len(wanted)} records, got {len(got)}")
+sys.exit(0 if len(wanted) == 10 and got == wanted else 1)
+EOF
+    then
+        pass runbook.3.time-range-records
+    else
+        fail runbook.3.time-range-records "the side topic does not hold exactly the records in range"
+    fi
+    "${fixture[@]}" delete "$ranged" >/dev/null 2>&1
     "${fixture[@]}" delete "$topic" >/dev/null 2>&1
 }
 
