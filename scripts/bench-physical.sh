@@ -22,7 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 scripts/install-deps.sh
-cargo build --release --bins -q
+cargo build --release -q -p pg-base-backup -p wal-archive -p pitr-restore
 BIN=$ROOT/target/release
 
 WORK=$(mktemp -d /tmp/bench-physical.XXXXXX)

@@ -11,7 +11,7 @@ ROOT=$PWD
 
 scripts/install-deps.sh
 echo "quickstart: building the tools (release)" >&2
-cargo build --release --bins -q
+cargo build --release -q -p pg-base-backup -p wal-archive -p pitr-restore
 BIN=$ROOT/target/release
 PG_BIN=/usr/lib/postgresql/15/bin
 

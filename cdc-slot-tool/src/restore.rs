@@ -2,7 +2,6 @@
 //! restored by pitr-restore) and reports, per slot, what its consumer lost.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -12,7 +11,7 @@ use tokio_postgres::Client;
 use common::cli::{GlobalArgs, PgArgs, RepoArgs};
 use common::output::{self, OutputFormat};
 use common::repo::Repository;
-use common::{CodedError, Status};
+use common::Status;
 
 use crate::backup;
 use crate::continuity::{SavedHistory, ServerHistory};
@@ -364,24 +363,11 @@ fn confirm(server: &Server, slots: usize, pubs: usize, force: bool) -> anyhow::R
         },
         server.describe()
     );
-    if !std::io::stdin().is_terminal() {
-        return Err(CodedError::new(
-            common::exit::ERROR,
-            anyhow::anyhow!(
-                "refusing to {what} without confirmation: pass --yes, or --dry-run to preview"
-            ),
-        )
-        .into());
-    }
-    eprint!("{what}? [y/N] ");
-    std::io::stderr().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
-        Ok(())
-    } else {
-        anyhow::bail!("cancelled, nothing changed")
-    }
+    common::prompt::confirm(
+        &format!("{what} (--dry-run previews)"),
+        false,
+        common::prompt::Unattended::Refuse,
+    )
 }
 
 fn print_report(

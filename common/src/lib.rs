@@ -18,6 +18,7 @@ pub mod physical;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod progress;
+pub mod prompt;
 pub mod repo;
 pub mod retention;
 pub mod stream;

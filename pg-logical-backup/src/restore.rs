@@ -189,7 +189,12 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
     let replaces = exists
         && (args.data_only || (args.clean && (args.table.is_empty() || !conflicts.is_empty())));
     let destructive = replaces || (exists && args.terminate_connections);
-    safety::confirm(&question, destructive, args.yes)?;
+    let unattended = if destructive {
+        common::prompt::Unattended::Refuse
+    } else {
+        common::prompt::Unattended::Proceed
+    };
+    common::prompt::confirm(&question, args.yes, unattended)?;
     tracing::info!("{question}");
 
     let mut safety_dump = None;

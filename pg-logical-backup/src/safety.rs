@@ -1,7 +1,6 @@
 //! Guards before a restore overwrites anything: confirmation on a terminal, and a safety dump
 //! of what is about to be replaced (seed 002), so a wrong restore can itself be undone.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -11,35 +10,6 @@ use crate::pgbin::{self, PgBin};
 
 /// Folder of safety dumps under the backup directory when `--safety-dir` is not given.
 pub const DEFAULT_SAFETY_SUBDIR: &str = "logical-safety";
-
-/// Asks on the terminal whether to go on. Without a terminal a destructive restore needs
-/// `--yes`; a non-destructive one goes ahead.
-pub fn confirm(question: &str, destructive: bool, yes: bool) -> anyhow::Result<()> {
-    if yes {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() {
-        if destructive {
-            anyhow::bail!(
-                "{question}: refusing without confirmation; pass --yes when not on a terminal"
-            );
-        }
-        return Ok(());
-    }
-    let mut stderr = std::io::stderr().lock();
-    write!(stderr, "{question}. Continue? [y/N] ")?;
-    stderr.flush()?;
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .context("cannot read the answer")?;
-    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-        Ok(())
-    } else {
-        anyhow::bail!("restore cancelled, nothing changed")
-    }
-}
 
 /// Dumps `tables` of `database` (all of it when `tables` is empty) into a custom-format file
 /// under `dir` before they are replaced; returns its path. The file is private (0600).

@@ -154,14 +154,15 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         details.timeline,
         target.describe()
     );
-    safety::confirm(
+    common::prompt::confirm(
         &format!(
-            "Restore base backup {} into {} (target {})?",
+            "Restore base backup {} into {} (target {})",
             set.id,
             args.pgdata.display(),
             target.describe()
         ),
         args.yes,
+        common::prompt::Unattended::Proceed,
     )?;
     if !args.accept_wal_gaps {
         walcheck::check_continuity(&repo, &details, &target)?;

@@ -1,7 +1,6 @@
 //! Checks before anything is written: the data directory is empty (or `--force`), no server
 //! runs on it, the user agreed, and the disk has room.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -80,23 +79,6 @@ pub fn prepare_pgdata(pgdata: &Path, force: bool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot remove {}", path.display()))?;
     }
     Ok(())
-}
-
-/// On a terminal, asks before restoring unless `--yes`; elsewhere (CronJobs, pipelines) the
-/// flags alone decide.
-pub fn confirm(question: &str, yes: bool) -> anyhow::Result<()> {
-    if yes || !std::io::stdin().is_terminal() {
-        return Ok(());
-    }
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
-        Ok(())
-    } else {
-        anyhow::bail!("not confirmed; nothing was changed (pass --yes to skip the question)")
-    }
 }
 
 /// Fails when the file system of `dir` has less than `needed` bytes available.

@@ -43,11 +43,17 @@ impl PgOptions {
 #[derive(Debug)]
 pub struct PgCluster {
     dir: TempDir,
-    pub port: u16,
-    /// Directory of the Unix socket, usable as PGHOST.
-    pub socket_dir: PathBuf,
+    /// Port and socket directory (usable as PGHOST); psql and commands come from it.
+    endpoint: Endpoint,
     pub data_dir: PathBuf,
     running: bool,
+}
+
+impl std::ops::Deref for PgCluster {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 impl PgCluster {
@@ -99,8 +105,7 @@ impl PgCluster {
         );
         let mut cluster = PgCluster {
             dir,
-            port,
-            socket_dir,
+            endpoint: Endpoint { socket_dir, port },
             data_dir,
             running: false,
         };
@@ -152,45 +157,6 @@ impl PgCluster {
     pub fn restart(&mut self) {
         self.stop();
         self.pg_ctl_start();
-    }
-
-    /// libpq environment for a tool or client: PGHOST (socket dir), PGPORT, PGUSER,
-    /// PGDATABASE.
-    pub fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("PGHOST".into(), self.socket_dir.display().to_string()),
-            ("PGPORT".into(), self.port.to_string()),
-            ("PGUSER".into(), "postgres".into()),
-            ("PGDATABASE".into(), "postgres".into()),
-        ]
-    }
-
-    /// A command with the cluster's libpq environment, run as the database user.
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.envs(self.env());
-        as_db_user(&mut cmd);
-        cmd
-    }
-
-    /// Runs SQL with psql in database `db`, returning unaligned tuples-only output; panics on
-    /// error with psql's message.
-    pub fn psql_db(&self, db: &str, sql: &str) -> String {
-        let mut cmd = self.command(pg_bin("psql"));
-        cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "-At", "-d", db, "-c", sql]);
-        let out = run_checked(&mut cmd, "psql");
-        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
-    }
-
-    /// [`PgCluster::psql_db`] on the `postgres` database.
-    pub fn psql(&self, sql: &str) -> String {
-        self.psql_db("postgres", sql)
-    }
-
-    /// Creates a database and returns its name.
-    pub fn create_database(&self, name: &str) -> String {
-        self.psql(&format!("CREATE DATABASE \"{name}\""));
-        name.to_string()
     }
 }
 
@@ -276,11 +242,34 @@ impl PgCluster {
 #[derive(Debug)]
 pub struct DataDirServer {
     pub data_dir: PathBuf,
-    pub port: u16,
-    pub socket_dir: PathBuf,
+    endpoint: Endpoint,
 }
 
 impl DataDirServer {
+    pub fn new(data_dir: PathBuf, port: u16, socket_dir: PathBuf) -> DataDirServer {
+        DataDirServer {
+            data_dir,
+            endpoint: Endpoint { socket_dir, port },
+        }
+    }
+}
+
+impl std::ops::Deref for DataDirServer {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+/// A server's Unix socket and port: how clients and tools reach it as `postgres`.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub socket_dir: PathBuf,
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// PGHOST (socket dir), PGPORT, PGUSER, PGDATABASE.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
             ("PGHOST".into(), self.socket_dir.display().to_string()),
@@ -290,6 +279,7 @@ impl DataDirServer {
         ]
     }
 
+    /// A command with this libpq environment, run as the database user.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
         cmd.envs(self.env());
@@ -297,23 +287,36 @@ impl DataDirServer {
         cmd
     }
 
-    pub fn psql_db(&self, db: &str, sql: &str) -> String {
+    fn psql_command(&self, db: &str, sql: &str) -> Command {
         let mut cmd = self.command(pg_bin("psql"));
         cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "-At", "-d", db, "-c", sql]);
-        String::from_utf8_lossy(&run_checked(&mut cmd, "psql").stdout)
-            .trim_end()
-            .to_string()
+        cmd
     }
 
+    /// Runs SQL with psql in database `db`, returning unaligned tuples-only output; panics
+    /// on error with psql's message.
+    pub fn psql_db(&self, db: &str, sql: &str) -> String {
+        let out = run_checked(&mut self.psql_command(db, sql), "psql");
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    }
+
+    /// [`Endpoint::psql_db`] on the `postgres` database.
     pub fn psql(&self, sql: &str) -> String {
         self.psql_db("postgres", sql)
     }
 
+    /// Creates a database and returns its name.
+    pub fn create_database(&self, name: &str) -> String {
+        self.psql(&format!("CREATE DATABASE \"{name}\""));
+        name.to_string()
+    }
+
     /// Runs SQL that may fail, returning psql's stderr on failure.
     pub fn try_psql(&self, sql: &str) -> Result<String, String> {
-        let mut cmd = self.command(pg_bin("psql"));
-        cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql]);
-        let out = cmd.output().expect("run psql");
+        let out = self
+            .psql_command("postgres", sql)
+            .output()
+            .expect("run psql");
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
         } else {

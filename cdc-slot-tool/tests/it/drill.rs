@@ -49,11 +49,7 @@ fn pitr(backups: &Path, target: &[&str]) -> (TempDir, DataDirServer) {
         .arg(dir.path())
         .args(target);
     let restore = run(as_db_user(&mut cmd));
-    let server = DataDirServer {
-        data_dir: pgdata,
-        port,
-        socket_dir: dir.path().to_path_buf(),
-    };
+    let server = DataDirServer::new(pgdata, port, dir.path().to_path_buf());
     restore.assert_code(0);
     (dir, server)
 }

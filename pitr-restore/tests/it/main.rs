@@ -83,20 +83,19 @@ impl Restore {
     /// summary and the running server.
     pub fn run(&self, backups: &Path, args: &[&str]) -> (Output, Option<DataDirServer>) {
         let out = self.run_only(backups, args, true);
-        let server = out.status.success().then(|| DataDirServer {
-            data_dir: self.pgdata.clone(),
-            port: self.port,
-            socket_dir: self.dir.path().to_path_buf(),
-        });
+        let server = || {
+            DataDirServer::new(
+                self.pgdata.clone(),
+                self.port,
+                self.dir.path().to_path_buf(),
+            )
+        };
+        let running = out.status.success().then(server);
         if !out.status.success() {
             // A failed recovery may leave a server behind; make sure it is stopped.
-            drop(DataDirServer {
-                data_dir: self.pgdata.clone(),
-                port: self.port,
-                socket_dir: self.dir.path().to_path_buf(),
-            });
+            drop(server());
         }
-        (out, server)
+        (out, running)
     }
 
     pub fn run_only(&self, backups: &Path, args: &[&str], start: bool) -> Output {
