@@ -20,6 +20,18 @@ fn config() -> ClientConfig {
     let mut config = ClientConfig::new();
     let servers = std::env::var("KAFKA_BOOTSTRAP_SERVERS").expect("KAFKA_BOOTSTRAP_SERVERS");
     config.set("bootstrap.servers", servers);
+    // The same extra settings the tools read, `key=value` separated by `;` or newlines.
+    let extra = std::env::var("KAFKA_CLIENT_CONFIG").unwrap_or_default();
+    for item in extra
+        .split([';', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let (key, value) = item
+            .split_once('=')
+            .expect("KAFKA_CLIENT_CONFIG: key=value");
+        config.set(key.trim(), value);
+    }
     config
 }
 
