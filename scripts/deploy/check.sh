@@ -393,6 +393,30 @@ check_real_runs() {
     check_metrics
 
     check_runbook_pitr
+    check_runbook_lost_slot
+}
+
+# Runbook scenario 2, a lost slot on the running server: recreated from the newest slot backup
+# with the runbook's dry run, then --force --yes.
+check_runbook_lost_slot() {
+    local slots="SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pipeline_slot'"
+    psql_q -c "SELECT pg_drop_replication_slot('pipeline_slot')" >"$LOG" 2>&1
+    run_wrapper cdc-replication-slot-restore.sh --slot pipeline_slot --dry-run >"$LOG" 2>&1
+    local code=$?
+    if [ "$code" -le 1 ] && [ "$(psql_q -c "$slots")" = 0 ]; then
+        pass runbook.2.slot-restore-dry-run
+    else
+        fail runbook.2.slot-restore-dry-run "exit $code, or the dry run created the slot"
+    fi
+    run_wrapper cdc-replication-slot-restore.sh --slot pipeline_slot --force --yes \
+        --report-file "$WORK/db/lost-slot-report.json" >"$LOG" 2>&1
+    code=$?
+    if [ "$code" -le 1 ] && [ "$(psql_q -c "$slots")" = 1 ] &&
+        grep -q '"pipeline_slot"' "$WORK/db/lost-slot-report.json"; then
+        pass runbook.2.lost-slot-restore
+    else
+        fail runbook.2.lost-slot-restore "exit $code; the slot is not back, or no report naming it"
+    fi
 }
 
 # Metric names promtool's linter objects to ("_count" belongs to summaries and histograms)
