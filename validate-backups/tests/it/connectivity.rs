@@ -1,10 +1,8 @@
-//! Connectivity checks against a real server and the test broker, and the --deep restores.
+//! Connectivity checks against a real server and the test broker.
 
 use std::process::Command;
 
-use crate::support::{
-    archiving_cluster, command, empty_repo, finish, good_repo, switch_and_archive, Run,
-};
+use crate::support::{archiving_cluster, command, empty_repo, finish, switch_and_archive, Run};
 use test_support::os_user::db_tempdir;
 use test_support::pg::{PgCluster, PgOptions};
 
@@ -134,48 +132,4 @@ fn lagging_slot_fails_slot_health() {
     let run = validate_with_pg(&pg, &dir, &["--only", "slots", "--max-slot-lag", "1kB"]);
     run.assert_fails("slots.healthy", "exceeds --max-lag-bytes");
     pg.psql("SELECT pg_drop_replication_slot('lagging')");
-}
-
-#[test]
-fn deep_mode_test_restores_every_kind_and_cleans_up() {
-    let (h, dir) = good_repo();
-    // A server for the logical test restore (archiving, so pg.archiver passes); the broker
-    // for the topic replay.
-    let pg = PgCluster::start_with(
-        PgOptions::default()
-            .setting("archive_mode", "on")
-            .setting("archive_command", "'/bin/true'"),
-    );
-    let scratch = h.path().join("scratch");
-    std::fs::create_dir(&scratch).unwrap();
-    let mut cmd = command(&["--output", "json", "--deep"]);
-    cmd.arg("--backup-dir")
-        .arg(&dir)
-        .arg("--scratch-dir")
-        .arg(&scratch)
-        .envs(pg.env())
-        .env("KAFKA_BOOTSTRAP_SERVERS", test_support::kafka::bootstrap());
-    let run = finish(cmd.output().unwrap());
-    for check in [
-        "base.verifybackup",
-        "base.test-restore",
-        "logical.test-restore",
-        "kafka.test-replay",
-    ] {
-        assert_eq!(
-            run.status(check),
-            "pass",
-            "{check}: {}\n{}",
-            run.message(check),
-            run.stderr
-        );
-    }
-    assert_eq!(run.code, 0, "{:?}", run.failed());
-    assert_eq!(
-        std::fs::read_dir(&scratch).unwrap().count(),
-        0,
-        "scratch not cleaned up"
-    );
-    let dbs = pg.psql("SELECT count(*) FROM pg_database WHERE datname NOT IN ('postgres', 'template0', 'template1')");
-    assert_eq!(dbs, "0", "the logical test restore left a database behind");
 }

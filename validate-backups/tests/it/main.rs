@@ -4,6 +4,7 @@
 mod cli;
 mod connectivity;
 mod damage;
+mod deep;
 mod drill;
 mod health;
 mod outputs;
