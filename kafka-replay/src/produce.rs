@@ -70,13 +70,14 @@ impl Replayer {
         // means acks=all.
         config.set("enable.idempotence", "true");
         for (key, value) in [
-            ("linger.ms", "5"),
+            ("linger.ms", "10"),
             ("batch.num.messages", "10000"),
             ("batch.size", "1000000"),
-            // Bounds the producer's queue (default 1 GiB and 100k records, each with
-            // librdkafka's own bookkeeping) so memory stays well under 100 MB.
-            ("queue.buffering.max.kbytes", "16384"),
-            ("queue.buffering.max.messages", "50000"),
+            // Bounds the producer's queue (default 1 GiB) so memory stays under 100 MB; the
+            // queue also holds the records in flight, so it must stay deep enough for five
+            // full batches.
+            ("queue.buffering.max.kbytes", "32768"),
+            ("queue.buffering.max.messages", "100000"),
         ] {
             if config.get(key).is_none() {
                 config.set(key, value);
