@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
-# Tests the deployment files in scripts/deploy against real validators and the real tools:
-#   - yamllint, the Kubernetes schemas (kubernetes-validate ships them, so this works offline),
-#     and policy.py (the schedules, security and resources issue 8 asks for);
-#   - promtool check rules and promtool test rules on the alert rules;
-#   - the Containerfile copies every workspace member and every tool the wrappers call;
-#   - each drop-in wrapper runs its tool (found beside it, and on PATH) with --help;
-#   - on a throwaway PostgreSQL cluster, the wrappers used as the CronJobs and the runbook use
-#     them: backups from the environment alone, validation, promtool check metrics on the
-#     metrics files the tools wrote, and runbook scenario 1 (PITR, then slot restore).
+# Tests the deployment files in scripts/deploy against real validators and the real tools,
+# one PASS/FAIL line per check (scripts/deploy/README.md lists them), in sections:
+#   manifests  yamllint; the Kubernetes schemas (kubernetes-validate ships them: offline),
+#              strict, for the oldest and newest supported version; policy.py
+#   alerts     promtool check rules, promtool test rules
+#   image      what the Containerfile copies and installs; the binaries' shared libraries
+#   wrappers   each drop-in wrapper runs its tool (beside it, or on PATH), exit codes included
+#   docs       every tool command of docs/runbook.md parses against the built binaries
+#   real       a throwaway PostgreSQL cluster: the wrappers with no arguments, every CronJob's
+#              command line, promtool check metrics on the files the tools wrote, runbook
+#              scenarios 1 (PITR, slot restore) and 2 (lost slot)
+#   kafka      on the test broker: runbook scenarios 4 (`_schemas` lost) and 3 (time range)
 #
-# Usage: scripts/deploy/check.sh [SECTION...]   after `cargo build --bins` (scripts/test.sh
-#   does that); sections: manifests alerts image wrappers docs real kafka [default: all]
-#   PIPELINE_BACKUP_TEST_KAFKA  the test broker for runbook scenario 4 (scripts/services.sh
-#                            start prints it); without it that scenario is skipped
+# Usage: scripts/deploy/check.sh [SECTION...]   [default: all], after `cargo build --bins`
+#   (scripts/test.sh does that)
 #   PIPELINE_BACKUP_BIN_DIR  where the tool binaries are [default: $CARGO_TARGET_DIR/debug,
 #                            else target/debug]
+#   PIPELINE_BACKUP_TEST_KAFKA  the test broker (scripts/services.sh start prints it); without
+#                            it the kafka section is skipped
 #   DEPLOY_CHECK_KEEP=1      keep the scratch directory (clusters, repository, logs)
-# Installs yamllint and kubernetes-validate into .cache/deploy-venv, and Debian's prometheus
-# package when promtool is missing. The last line is "N passed, M failed, K skipped"; exits 1
-# when a check failed, 2 when the checks could not be set up.
+# Installs yamllint, kubernetes-validate and confluent-kafka into .cache/deploy-venv, and
+# Debian's prometheus package when promtool is missing. Runs as root (the PostgreSQL parts then
+# run as the postgres user) or as a user who can run PostgreSQL. The last line is
+# "N passed, M failed, K skipped"; exits 1 when a check failed, 2 when the checks could not be
+# set up.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 2
 ROOT=$PWD
