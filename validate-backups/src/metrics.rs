@@ -16,12 +16,12 @@ use crate::health;
 
 /// Metric text builder: HELP and TYPE once per family, then samples.
 #[derive(Debug, Default)]
-struct Families {
-    text: String,
+pub(crate) struct Families {
+    pub(crate) text: String,
 }
 
 impl Families {
-    fn family(&mut self, name: &str, help: &str, samples: &[(String, f64)]) {
+    pub(crate) fn family(&mut self, name: &str, help: &str, samples: &[(String, f64)]) {
         if samples.is_empty() {
             return;
         }
@@ -41,7 +41,7 @@ fn number(v: f64) -> String {
     }
 }
 
-fn label(key: &str, value: &str) -> String {
+pub(crate) fn label(key: &str, value: &str) -> String {
     let escaped = value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -203,7 +203,11 @@ pub fn render(settings: &Settings, run: &Run) -> anyhow::Result<String> {
 /// Writes the metrics: a temporary file in the same directory, readable by the exporter
 /// (0644: metrics hold no data), synced, renamed over the target, directory synced.
 pub fn write(path: &Path, settings: &Settings, run: &Run) -> anyhow::Result<()> {
-    let text = render(settings, run)?;
+    write_text(path, &render(settings, run)?)
+}
+
+/// Replaces a textfile-collector file atomically with `text`.
+pub fn write_text(path: &Path, text: &str) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -76,8 +76,11 @@ fn drill_restores_every_component_and_measures_rto_and_rpo() {
 fn drill_without_kafka_skips_that_component_with_a_note() {
     let work = test_support::os_user::db_tempdir("validate-drill-");
     let mut cmd = command(&["drill", "--rows", "100"]);
+    let metrics = work.path().join("drill.prom");
     cmd.arg("--work-dir")
         .arg(work.path().join("w"))
+        .arg("--metrics-file")
+        .arg(&metrics)
         .arg("--bin-dir")
         .arg(test_support::tool_bin("wal-archive").parent().unwrap());
     let run = finish(cmd.output().unwrap());
@@ -106,5 +109,18 @@ fn drill_without_kafka_skips_that_component_with_a_note() {
             .starts_with("drill passed"),
         "{}",
         run.stdout
+    );
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        text.contains("\npipeline_backup_drill_ok{component=\"postgres-pitr\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pipeline_backup_drill_rto_seconds{component=\"cdc-slots\"} "),
+        "{text}"
+    );
+    assert!(
+        !text.contains("component=\"kafka\""),
+        "skipped components are absent: {text}"
     );
 }
