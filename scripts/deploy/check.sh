@@ -315,6 +315,20 @@ db_dir() {
     install -d -m 700 "$1" && { [ "$(id -u)" != 0 ] || chown postgres: "$1"; }
 }
 
+# Ends the current WAL segment and waits (up to 30 s) until the archiver has stored it.
+switch_wal_and_wait() {
+    local segment last
+    segment=$(psql_q -c "SELECT pg_walfile_name(pg_switch_wal())" 2>>"$LOG")
+    for _ in $(seq 1 150); do
+        last=$(psql_q -c "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver" 2>>"$LOG")
+        if [ -n "$last" ] && [[ ! "$last" < "$segment" ]]; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "check: WAL segment $segment was not archived within 30 s" >>"$LOG"
+}
+
 psql_q() { as_db "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 
 # Runs a CronJob's command line from backup-cronjobs.yaml (cronjob_commands.py: its env
@@ -389,8 +403,7 @@ check_real_runs() {
     for name in base logical slots; do
         run_cronjob "pipeline-backup-$name"
     done
-    psql_q -c "SELECT pg_switch_wal()" >/dev/null 2>&1
-    sleep 2
+    switch_wal_and_wait
     check real.dropin.validate run_wrapper validate-backups.sh
     for name in validate validate-deep slot-status drill; do
         run_cronjob "pipeline-backup-$name"
@@ -475,8 +488,8 @@ check_runbook_pitr() {
     target=$(psql_q -c "SELECT now()")
     sleep 1
     # The disaster, committed and archived (recovery stops at the first commit past the target).
-    psql_q -c "DELETE FROM orders" -c "SELECT pg_switch_wal()" >>"$LOG" 2>&1
-    sleep 2
+    psql_q -c "DELETE FROM orders" >>"$LOG" 2>&1
+    switch_wal_and_wait
     port=$(free_port)
     restored=$WORK/db/restored
     if run_wrapper postgresql-pitr-restore.sh --pgdata "$restored" --target-time "$target" \
