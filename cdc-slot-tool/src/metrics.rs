@@ -173,36 +173,8 @@ const METRICS_MODE: u32 = 0o644;
 /// Replaces the metrics file atomically: a temporary file in the same directory, fsync,
 /// rename, fsync the directory.
 pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .with_context(|| format!("metrics file {} has no file name", path.display()))?;
-    let temp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(METRICS_MODE)
-            .open(&temp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        common::durable::fsync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result.with_context(|| format!("cannot write the metrics file {}", path.display()))
+    common::durable::write_atomic_with_mode(path, text.as_bytes(), METRICS_MODE)
+        .with_context(|| format!("cannot write the metrics file {}", path.display()))
 }
 
 #[cfg(test)]

@@ -39,6 +39,12 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Opens a fresh temporary file next to `target` with mode 0600.
     pub fn create(target: &Path) -> io::Result<AtomicFile> {
+        AtomicFile::create_with_mode(target, FILE_MODE)
+    }
+
+    /// Like [`AtomicFile::create`] with another mode, for files that hold no backup data and
+    /// that other users must read (Prometheus textfile metrics: 0644).
+    pub fn create_with_mode(target: &Path, mode: u32) -> io::Result<AtomicFile> {
         let dir = parent(target);
         let name = target
             .file_name()
@@ -52,7 +58,7 @@ impl AtomicFile {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(FILE_MODE)
+            .mode(mode)
             .open(&temp)?;
         Ok(AtomicFile {
             file,
@@ -103,9 +109,14 @@ impl Drop for AtomicFile {
     }
 }
 
-/// Writes `bytes` to `target` atomically and durably.
+/// Writes `bytes` to `target` atomically and durably, mode 0600.
 pub fn write_atomic(target: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = AtomicFile::create(target)?;
+    write_atomic_with_mode(target, bytes, FILE_MODE)
+}
+
+/// Writes `bytes` to `target` atomically and durably with the given mode.
+pub fn write_atomic_with_mode(target: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let mut file = AtomicFile::create_with_mode(target, mode)?;
     file.write_all(bytes)?;
     file.commit()
 }
