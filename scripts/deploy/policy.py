@@ -156,10 +156,12 @@ def main():
             problems.append(f"{name}: must take its environment from {CONFIG} and {SECRET}")
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
         if env.get("RETENTION_DAYS") != retention:
-            problems.append(f"{name}: RETENTION_DAYS {env.get('RETENTION_DAYS')}, expected {retention}")
+            problems.append(
+                f"{name}: RETENTION_DAYS {env.get('RETENTION_DAYS')}, expected {retention}"
+            )
 
     # Validation runs after every daily backup has started (and had an hour).
-    daily = [hour_of(EXPECTED[n][0]) for n in EXPECTED if "validate" not in n and "drill" not in n]
+    daily = [hour_of(s) for n, (s, _, _) in EXPECTED.items() if not re.search("validate|drill", n)]
     validate = hour_of(EXPECTED["pipeline-backup-validate"][0])
     if max(h for h in daily if h is not None) >= validate:
         problems.append("validation must be scheduled after the daily backups")
