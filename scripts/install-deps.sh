@@ -15,6 +15,8 @@ command -v python3 >/dev/null || packages+=(python3 python3-venv)
 command -v cc >/dev/null || packages+=(build-essential)
 command -v make >/dev/null || packages+=(make)
 command -v perl >/dev/null || packages+=(perl)
+# promtool checks the alert rules and the metrics files the tools write.
+command -v promtool >/dev/null || packages+=(prometheus)
 
 if [ ${#packages[@]} -gt 0 ]; then
     echo "install-deps: installing ${packages[*]}" >&2

@@ -16,3 +16,6 @@ fi
 # Tests of one crate drive other crates' tools (a CDC drill uses the PITR tools): build all.
 cargo build --workspace --all-features --bins
 cargo test --workspace --all-features "$@"
+# Deployment: manifests, alert rules, image contents, drop-in wrappers, the CronJobs' command
+# lines and the runbook's scenarios against the binaries built above and the test broker.
+[ $# -gt 0 ] || scripts/deploy/check.sh
