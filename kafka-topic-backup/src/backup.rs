@@ -8,8 +8,8 @@ use anyhow::Context;
 use common::repo::{Kind, Repository, SetInfo, SetMeta};
 use common::stream::Compression;
 use common::topic_archive::{
-    ArchiveWriter, GroupOffsets, KafkaSetDetails, SetPartition, SetTopic, StreamEnd, TopicMeta,
-    ARCHIVE_EXTENSION, FORMAT_VERSION,
+    ArchiveWriter, GroupOffsets, KafkaSetDetails, OffsetGap, SetPartition, SetTopic, StreamEnd,
+    TopicMeta, ARCHIVE_EXTENSION, FORMAT_VERSION,
 };
 use common::Status;
 
@@ -304,7 +304,7 @@ fn set_topic(meta: &TopicMeta, end: &StreamEnd, file: String) -> SetTopic {
                 records: done.map_or(0, |d| d.records),
                 first_offset: done.and_then(|d| d.first_offset),
                 last_offset: done.and_then(|d| d.last_offset),
-                gap: range.gap,
+                gap: merge_gaps(range.gap, done.and_then(|d| d.lost)),
             }
         })
         .collect();
@@ -317,5 +317,17 @@ fn set_topic(meta: &TopicMeta, end: &StreamEnd, file: String) -> SetTopic {
         records: end.records,
         partitions,
         groups: meta.groups.iter().map(|g| g.group.clone()).collect(),
+    }
+}
+
+/// The gap between the previous set and this cut, and offsets of the cut lost while reading,
+/// are contiguous when both exist: one gap.
+fn merge_gaps(before: Option<OffsetGap>, lost: Option<OffsetGap>) -> Option<OffsetGap> {
+    match (before, lost) {
+        (Some(before), Some(lost)) => Some(OffsetGap {
+            from: before.from.min(lost.from),
+            to: before.to.max(lost.to),
+        }),
+        (gap, None) | (None, gap) => gap,
     }
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use common::topic_archive::{
-    ArchiveWriter, Codec, EncodedChunk, PartitionEnd, PartitionRange, RecordsChunkBuilder,
-    TimestampType,
+    ArchiveWriter, Codec, EncodedChunk, OffsetGap, PartitionEnd, PartitionRange,
+    RecordsChunkBuilder, TimestampType,
 };
 use indicatif::ProgressBar;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -159,6 +159,7 @@ fn read_partition(
         first_offset: None,
         last_offset: None,
         next_offset: range.end_offset,
+        lost: None,
     };
     if range.start_offset >= range.end_offset {
         return Ok(Some(end));
@@ -254,8 +255,42 @@ fn read_partition(
     if !builder.is_empty() && !send(&mut builder)? {
         return Ok(None);
     }
+    if end
+        .first_offset
+        .is_none_or(|first| first > range.start_offset)
+    {
+        end.lost = lost_while_reading(consumer, topic, range, end.first_offset);
+    }
     consumer
         .unassign()
         .with_context(|| format!("cannot unassign {topic}[{partition}]"))?;
     Ok(Some(end))
+}
+
+/// When the first record read is past the cut's start, tells whether retention deleted the
+/// records in between during the export (the low watermark moved past them) rather than
+/// compaction or transaction markers leaving offsets without records.
+fn lost_while_reading(
+    consumer: &BaseConsumer,
+    topic: &str,
+    range: &PartitionRange,
+    first_read: Option<i64>,
+) -> Option<OffsetGap> {
+    let (low, _) = consumer
+        .fetch_watermarks(topic, range.partition, Duration::from_secs(15))
+        .ok()?;
+    let to = low
+        .min(first_read.unwrap_or(range.end_offset))
+        .min(range.end_offset);
+    (to > range.start_offset).then(|| {
+        tracing::warn!(
+            "{topic}[{}]: offsets {}..{to} were deleted (retention) while the backup ran; recorded as lost",
+            range.partition,
+            range.start_offset
+        );
+        OffsetGap {
+            from: range.start_offset,
+            to,
+        }
+    })
 }

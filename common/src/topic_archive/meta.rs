@@ -122,6 +122,10 @@ pub struct PartitionEnd {
     pub last_offset: Option<i64>,
     /// Where the next incremental backup of this partition starts.
     pub next_offset: i64,
+    /// Offsets of the cut that retention deleted while the export ran, before they could be
+    /// read: lost, and said so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<OffsetGap>,
 }
 
 /// The `details` of a Kafka backup set's manifest.

@@ -56,6 +56,7 @@ fn archive(chunks: usize) -> (Vec<u8>, Vec<u64>) {
                 first_offset: Some(0),
                 last_offset: Some(2),
                 next_offset: 3,
+                lost: None,
             }),
         }
     }

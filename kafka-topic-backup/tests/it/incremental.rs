@@ -83,3 +83,82 @@ fn records_deleted_between_runs_are_recorded_as_a_gap() {
         Some((20, 30))
     );
 }
+
+#[test]
+fn records_deleted_during_the_export_are_recorded_as_lost() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    let topic = topic("lost", 2);
+    // Partition 0: 4 MB that does not compress, so the stream blocks on a pipe nobody reads.
+    let producer: rdkafka::producer::BaseProducer = client_config().create().unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for n in 0..4000 {
+        let value: Vec<u8> = (0..1024)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let key = format!("k{n}");
+        let mut record = rdkafka::producer::BaseRecord::to(&topic)
+            .partition(0)
+            .key(key.as_str())
+            .payload(&value);
+        while let Err((_, back)) = producer.send(record) {
+            record = back;
+            producer.poll(Duration::from_millis(20));
+        }
+        producer.poll(Duration::ZERO);
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(60)).unwrap();
+    produce(&topic, &[1], 0, 50);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kafka-topic-backup"))
+        .env("KAFKA_BOOTSTRAP_SERVERS", test_support::kafka::bootstrap())
+        .args([
+            "-q",
+            "--stdout",
+            "--parallelism",
+            "1",
+            "--chunk-kib",
+            "64",
+            "--topic",
+            &topic,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The cut is taken and partition 0 is being exported, blocked on the pipe; meanwhile
+    // retention removes the first 30 records of partition 1.
+    std::thread::sleep(Duration::from_secs(2));
+    let admin: AdminClient<DefaultClientContext> = client_config().create().unwrap();
+    let mut before = TopicPartitionList::new();
+    before
+        .add_partition_offset(&topic, 1, Offset::Offset(30))
+        .unwrap();
+    block_on(admin.delete_records(&before, &AdminOptions::new())).expect("DeleteRecords");
+
+    let mut stream = Vec::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stream)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut reader = common::topic_archive::ArchiveReader::open(&stream[..]).unwrap();
+    assert_eq!(reader.meta().range(1).unwrap().start_offset, 0);
+    while reader.next_records().unwrap().is_some() {}
+    let end = reader.end().unwrap();
+    let p1 = end.partitions.iter().find(|p| p.partition == 1).unwrap();
+    assert_eq!(p1.records, 20);
+    assert_eq!(p1.first_offset, Some(30));
+    assert_eq!(p1.lost.map(|g| (g.from, g.to)), Some((0, 30)));
+    let p0 = end.partitions.iter().find(|p| p.partition == 0).unwrap();
+    assert_eq!((p0.records, p0.lost), (4000, None));
+}
