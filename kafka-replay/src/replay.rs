@@ -104,8 +104,19 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     }
 
     let rereadable = source.rereadable();
-    if rereadable || args.dry_run {
-        // Reads and checks the whole archive before anything is produced.
+    // A set's files are checked before anything is produced. When nothing needs the
+    // records themselves beforehand (no resume to check, no dry run), the manifest's
+    // checksums are enough; otherwise, or when they disagree, a first pass reads every chunk
+    // (and names a damaged one).
+    let needs_records = args.dry_run || planner.partitions.values().any(|p| p.present > 0);
+    let checksums_ok = rereadable && {
+        let problems = source.checksum_problems();
+        for problem in &problems {
+            tracing::debug!("checksum: {problem}");
+        }
+        problems.is_empty()
+    };
+    let counted = if (rereadable && (needs_records || !checksums_ok)) || args.dry_run {
         source.pass(&mut |chunk| {
             for record in chunk.iter() {
                 planner.observe(chunk.partition(), &record, &target_topic)?;
@@ -113,7 +124,16 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             Ok(())
         })?;
         planner.check_counts(&target_topic)?;
-    }
+        if rereadable && !checksums_ok {
+            anyhow::bail!(
+                "the archive files of {} do not match their manifest (size or SHA-256) though every chunk reads; refusing to replay a modified set",
+                source.description
+            );
+        }
+        true
+    } else {
+        false
+    };
     let mut summary = Summary {
         source: source.description.clone(),
         sets: source.set_ids.clone(),
@@ -149,7 +169,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         .and_then(|c| c.value.as_deref())
         .and_then(|v| v.parse().ok());
     let mut replayer = Replayer::new(&config, &target_topic, max_message_bytes)?;
-    let total = rereadable.then(|| planner.partitions.values().map(|p| p.to_produce()).sum());
+    let total = counted.then(|| planner.partitions.values().map(|p| p.to_produce()).sum());
     let progress = common::progress::items(&args.global, total, &target_topic, "records");
     let mut produced: std::collections::BTreeMap<i32, u64> = Default::default();
     source.pass(&mut |chunk| {

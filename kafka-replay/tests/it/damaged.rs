@@ -93,3 +93,43 @@ fn unreachable_broker_is_exit_2() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("cannot reach Kafka"), "{}", run.stderr);
 }
+
+#[test]
+fn an_archive_swapped_for_another_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, first) = small_chunked_set(dir.path());
+    produce(&source, [(0, varied(1))]);
+    let summary = backup(dir.path(), &["--topic", &source]).ok().summary();
+    let second = PathBuf::from(summary["dir"].as_str().unwrap())
+        .join(summary["topics"][0]["file"].as_str().unwrap());
+    // A readable archive of the same topic, but not the one the first set's manifest lists.
+    std::fs::copy(&second, &first).unwrap();
+    let first_id = first
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+
+    let target = test_support::unique_name("swap_dst");
+    let run = replay(
+        dir.path(),
+        &[
+            "--topic",
+            &source,
+            "--target-topic",
+            &target,
+            "--backup-id",
+            &first_id,
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("do not match their manifest"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(partition_count(&target), 0);
+}
