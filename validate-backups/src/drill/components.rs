@@ -100,7 +100,7 @@ impl<'a> Drill<'a> {
         self.backup_dir.to_str().unwrap_or_default()
     }
 
-    pub fn run(self) -> anyhow::Result<Outcome> {
+    pub fn run(mut self) -> anyhow::Result<Outcome> {
         for dir in [
             self.work.join("origin"),
             self.work.join("restore"),
@@ -120,6 +120,21 @@ impl<'a> Drill<'a> {
             );
         }
         let wal_archive = tools::resolve("wal-archive", self.args.bin_dir.as_deref())?;
+        // An unusable broker fails the Kafka component, not the whole drill.
+        let mut kafka_failure = None;
+        if let Some(kafka) = &self.kafka {
+            // A quick metadata request first: an unreachable broker fails in seconds.
+            let result = broker::metadata(&kafka.config).and_then(|_| {
+                self.kafka_workload(kafka)
+                    .inspect_err(|_| self.delete_topic())
+            });
+            if let Err(e) = result {
+                kafka_failure = Some(e.context(format!("Kafka at {}", kafka.servers)));
+            }
+        }
+        if kafka_failure.is_some() {
+            self.kafka = None;
+        }
         tracing::info!("drill: starting a throwaway PostgreSQL 15 cluster");
         let mut origin = Server::create(&self.work.join("origin"), &self.backup_dir, &wal_archive)?;
         let prepared = (|| -> anyhow::Result<(f64, Disaster)> {
@@ -171,6 +186,9 @@ impl<'a> Drill<'a> {
             }
         }
         components.push(match &self.kafka {
+            None if kafka_failure.is_some() => {
+                Component::failed("kafka", kafka_failure.as_ref().expect("checked"))
+            }
             None => Component::skipped(
                 "kafka",
                 "no Kafka broker configured (set KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers)",
@@ -220,21 +238,23 @@ impl<'a> Drill<'a> {
             DB,
             "SELECT lsn FROM pg_create_logical_replication_slot('drill_slot', 'pgoutput')",
         )?;
-        if let Some(kafka) = &self.kafka {
-            broker::block_on(broker::create_topic(
-                &kafka.config,
-                &kafka.topic,
-                PARTITIONS,
-            ))??;
-            topic::produce(
-                &kafka.config,
-                &kafka.topic,
-                PARTITIONS,
-                0,
-                self.args.records,
-            )?;
-        }
         Ok(())
+    }
+
+    /// The Kafka workload: the drill's topic with its records.
+    fn kafka_workload(&self, kafka: &Kafka) -> anyhow::Result<()> {
+        broker::block_on(broker::create_topic(
+            &kafka.config,
+            &kafka.topic,
+            PARTITIONS,
+        ))??;
+        topic::produce(
+            &kafka.config,
+            &kafka.topic,
+            PARTITIONS,
+            0,
+            self.args.records,
+        )
     }
 
     /// Takes every backup; returns when the last Kafka record that will be backed up was sent.

@@ -124,3 +124,31 @@ fn drill_without_kafka_skips_that_component_with_a_note() {
         "skipped components are absent: {text}"
     );
 }
+
+#[test]
+fn drill_with_an_unreachable_broker_fails_only_the_kafka_component() {
+    let work = test_support::os_user::db_tempdir("validate-drill-");
+    let mut cmd = command(&["drill", "--output", "json", "--rows", "100"]);
+    cmd.arg("--work-dir").arg(work.path().join("w")).args([
+        "-b",
+        "127.0.0.1:1",
+        "-X",
+        "socket.connection.setup.timeout.ms=1000",
+    ]);
+    let run = finish(cmd.output().unwrap());
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let status = |name: &str| {
+        run.lines()
+            .into_iter()
+            .find(|l| l["type"] == "component" && l["component"] == name)
+            .unwrap_or_else(|| panic!("no {name} line"))["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(status("kafka"), "failed");
+    assert_eq!(status("postgres-pitr"), "ok");
+    let summary = run.summary();
+    assert_eq!(summary["passed"], false);
+    assert_eq!(summary["failed"][0], "kafka");
+}
