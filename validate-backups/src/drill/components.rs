@@ -1,5 +1,5 @@
-//! The drill's phases: workload, full pipeline backup, disaster, and the restore and
-//! verification of each component with its measured RTO and RPO.
+//! The drill's phases: workload, full pipeline backup and disaster, then the restore of every
+//! component (in `restore`) and the outcome.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,31 +26,31 @@ pub struct Outcome {
 }
 
 /// The Kafka side, when a broker is configured.
-struct Kafka {
-    servers: String,
-    properties: Vec<(String, String)>,
-    config: ClientConfig,
-    topic: String,
+pub(super) struct Kafka {
+    pub(super) servers: String,
+    pub(super) properties: Vec<(String, String)>,
+    pub(super) config: ClientConfig,
+    pub(super) topic: String,
 }
 
 pub struct Drill<'a> {
-    args: &'a DrillArgs,
-    work: PathBuf,
-    backup_dir: PathBuf,
-    kafka: Option<Kafka>,
+    pub(super) args: &'a DrillArgs,
+    pub(super) work: PathBuf,
+    pub(super) backup_dir: PathBuf,
+    pub(super) kafka: Option<Kafka>,
 }
 
-const PARTITIONS: i32 = 2;
-const DB: &str = "drill";
+pub(super) const PARTITIONS: i32 = 2;
+pub(super) const DB: &str = "drill";
 
 /// What the disaster left to recover from.
-struct Disaster {
+pub(super) struct Disaster {
     /// Server time just before the table was dropped: the PITR target.
-    target: String,
-    at: OffsetDateTime,
+    pub(super) target: String,
+    pub(super) at: OffsetDateTime,
     /// Rows committed (and archived) before the disaster.
-    rows: u64,
-    last_kafka_record: Option<OffsetDateTime>,
+    pub(super) rows: u64,
+    pub(super) last_kafka_record: Option<OffsetDateTime>,
 }
 
 impl<'a> Drill<'a> {
@@ -86,7 +86,12 @@ impl<'a> Drill<'a> {
     }
 
     /// Runs a pipeline-backup tool (as the database OS user when root), which must succeed.
-    fn tool(&self, name: &str, args: &[&str], pg: Option<&PgArgs>) -> anyhow::Result<ToolRun> {
+    pub(super) fn tool(
+        &self,
+        name: &str,
+        args: &[&str],
+        pg: Option<&PgArgs>,
+    ) -> anyhow::Result<ToolRun> {
         let mut cmd = Command::new(tools::program(name, self.args.bin_dir.as_deref()));
         cmd.args(args);
         if let Some(pg) = pg {
@@ -96,7 +101,7 @@ impl<'a> Drill<'a> {
         tools::checked(&mut cmd, name)
     }
 
-    fn backup_dir_arg(&self) -> &str {
+    pub(super) fn backup_dir_arg(&self) -> &str {
         self.backup_dir.to_str().unwrap_or_default()
     }
 
@@ -348,231 +353,6 @@ impl<'a> Drill<'a> {
             at,
             rows,
             last_kafka_record,
-        })
-    }
-
-    fn restore_postgres(&self, disaster: &Disaster) -> anyhow::Result<(Component, Server)> {
-        let started = Instant::now();
-        let root = self.work.join("restore");
-        let pgdata = root.join("data");
-        let port = cluster::free_port()?;
-        let wal_archive = tools::resolve("wal-archive", self.args.bin_dir.as_deref())?;
-        let port_text = port.to_string();
-        self.tool(
-            "pitr-restore",
-            &[
-                "--backup-dir",
-                self.backup_dir_arg(),
-                "--pgdata",
-                pgdata.to_str().unwrap_or_default(),
-                "--target-time",
-                disaster.target.as_str(),
-                "--start",
-                "--yes",
-                "--port",
-                port_text.as_str(),
-                "--socket-dir",
-                root.to_str().unwrap_or_default(),
-                "--wal-archive-bin",
-                wal_archive.to_str().unwrap_or_default(),
-                "--output",
-                "json",
-                "-q",
-            ],
-            None,
-        )?;
-        let server = Server::adopt(pgdata, root, port);
-        let found: u64 = server
-            .value(DB, "SELECT count(*) FROM drill_orders")
-            .context("the dropped table is not back after the point-in-time restore")?
-            .parse()?;
-        if found != disaster.rows {
-            anyhow::bail!(
-                "the restored table holds {found} rows, {} were committed before the disaster",
-                disaster.rows
-            );
-        }
-        let rpo = self.rpo_of_table(&server, DB, disaster)?;
-        Ok((
-            Component {
-                component: "postgres-pitr",
-                status: "ok",
-                rto_s: Some(started.elapsed().as_secs_f64()),
-                rpo_s: Some(rpo),
-                detail: format!(
-                    "base backup + WAL to {}: all {found} rows back, the drop undone",
-                    disaster.target
-                ),
-            },
-            server,
-        ))
-    }
-
-    /// Seconds between the newest row of `drill_orders` in `db` and the disaster.
-    fn rpo_of_table(&self, server: &Server, db: &str, disaster: &Disaster) -> anyhow::Result<f64> {
-        let value = server.value(
-            db,
-            &format!(
-                "SELECT extract(epoch FROM ('{}'::timestamptz - max(created_at))) FROM drill_orders",
-                disaster.target
-            ),
-        )?;
-        value
-            .parse::<f64>()
-            .with_context(|| format!("unexpected RPO value '{value}'"))
-    }
-
-    fn restore_logical(&self, server: &Server, disaster: &Disaster) -> anyhow::Result<Component> {
-        let started = Instant::now();
-        let pg = server.pg_args("postgres");
-        self.tool(
-            "pg-logical-backup",
-            &[
-                "restore",
-                "--backup-dir",
-                self.backup_dir_arg(),
-                "--target-db",
-                "drill_logical",
-                "--yes",
-                "-q",
-            ],
-            Some(&pg),
-        )?;
-        let found: u64 = server
-            .value("drill_logical", "SELECT count(*) FROM drill_orders")?
-            .parse()?;
-        if found != self.args.rows {
-            anyhow::bail!(
-                "the logical restore holds {found} rows, the dump was taken with {}",
-                self.args.rows
-            );
-        }
-        let rpo = self.rpo_of_table(server, "drill_logical", disaster)?;
-        Ok(Component {
-            component: "postgres-logical",
-            status: "ok",
-            rto_s: Some(started.elapsed().as_secs_f64()),
-            rpo_s: Some(rpo),
-            detail: format!(
-                "dump restored into database drill_logical: {found} rows as at the dump"
-            ),
-        })
-    }
-
-    fn restore_slots(&self, server: &Server, disaster: &Disaster) -> anyhow::Result<Component> {
-        let started = Instant::now();
-        let pg = server.pg_args(DB);
-        // Exit 1 means restored, but a consumer must act (typically: the changes between the
-        // slot backup and the restore point cannot be streamed and need a new snapshot).
-        let mut cmd = Command::new(tools::program(
-            "cdc-slot-tool",
-            self.args.bin_dir.as_deref(),
-        ));
-        cmd.args(["restore", "--backup-dir", self.backup_dir_arg(), "--yes"])
-            .args(["--output", "json", "-q"])
-            .envs(pg.libpq_env());
-        osuser::as_db_user(&mut cmd)?;
-        let run = tools::capture(&mut cmd, "cdc-slot-tool restore")?;
-        if !matches!(run.code, Some(0) | Some(1)) {
-            anyhow::bail!("cdc-slot-tool restore failed: {}", run.last_error());
-        }
-        let notes: Vec<String> = run
-            .json_lines()
-            .iter()
-            .filter(|l| l["slot_name"] == "drill_slot")
-            .filter_map(|l| {
-                l["message"]
-                    .as_str()
-                    .or(l["note"].as_str())
-                    .map(str::to_string)
-            })
-            .filter(|n| !n.is_empty())
-            .collect();
-        let plugin = server
-            .query(
-                DB,
-                "SELECT plugin FROM pg_replication_slots WHERE slot_name = 'drill_slot'",
-            )?
-            .pop()
-            .context("slot drill_slot is missing after cdc-slot-tool restore")?;
-        if plugin != "pgoutput" {
-            anyhow::bail!("slot drill_slot came back with plugin {plugin}, not pgoutput");
-        }
-        let publications: u64 = server
-            .value(
-                DB,
-                "SELECT count(*) FROM pg_publication WHERE pubname = 'drill_pub'",
-            )?
-            .parse()?;
-        if publications != 1 {
-            anyhow::bail!("publication drill_pub is missing after the restore");
-        }
-        let repo = Repository::open(&self.backup_dir)?;
-        let (_, manifest) = repo.find(Kind::Slots, None)?;
-        let rpo = (disaster.at - manifest.finished_at)
-            .as_seconds_f64()
-            .max(0.0);
-        Ok(Component {
-            component: "cdc-slots",
-            status: "ok",
-            rto_s: Some(started.elapsed().as_secs_f64()),
-            rpo_s: Some(rpo),
-            detail: if run.code == Some(0) {
-                "slot drill_slot (pgoutput) and publication drill_pub back, consumers resume without loss"
-                    .to_string()
-            } else {
-                format!(
-                    "slot drill_slot (pgoutput) and publication drill_pub back; consumer must act: {}",
-                    if notes.is_empty() { "see cdc-slot-tool restore".to_string() } else { notes.join("; ") }
-                )
-            },
-        })
-    }
-
-    fn restore_kafka(&self, kafka: &Kafka, disaster: &Disaster) -> anyhow::Result<Component> {
-        let started = Instant::now();
-        topic::wait_gone(&kafka.config, &kafka.topic)?;
-        let mut args = vec![
-            "--backup-dir",
-            self.backup_dir_arg(),
-            "--topic",
-            kafka.topic.as_str(),
-            "--bootstrap-servers",
-            kafka.servers.as_str(),
-            "--output",
-            "json",
-            "-q",
-        ];
-        let props: Vec<String> = kafka
-            .properties
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        for p in &props {
-            args.extend(["-X", p.as_str()]);
-        }
-        let run = self.tool("kafka-replay", &args, None)?;
-        let summary = run.summary().context("kafka-replay printed no summary")?;
-        if summary["verified"] != true {
-            anyhow::bail!("kafka-replay could not verify its deliveries");
-        }
-        let expected = self.args.records * PARTITIONS as u64;
-        let found = topic::wait_records(&kafka.config, &kafka.topic, expected)?;
-        if found != expected {
-            anyhow::bail!("the replayed topic holds {found} records, {expected} were backed up");
-        }
-        let rpo = disaster
-            .last_kafka_record
-            .map(|t| (disaster.at - t).as_seconds_f64().max(0.0));
-        Ok(Component {
-            component: "kafka",
-            status: "ok",
-            rto_s: Some(started.elapsed().as_secs_f64()),
-            rpo_s: rpo,
-            detail: format!(
-                "topic {} recreated and replayed: {found} records as at the topic backup",
-                kafka.topic
-            ),
         })
     }
 }

@@ -7,6 +7,7 @@
 
 mod cluster;
 mod components;
+mod restore;
 mod topic;
 
 use std::path::PathBuf;
