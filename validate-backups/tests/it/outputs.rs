@@ -247,3 +247,47 @@ fn metrics_file_is_written_atomically_with_the_contract_names() {
         Some(1.0)
     );
 }
+
+/// Runs validate-backups on a pseudo-terminal (util-linux `script`), returning its output.
+fn on_terminal(dir: &std::path::Path, no_color: bool) -> Option<String> {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return None; // no util-linux script on this machine
+    }
+    let line = format!(
+        "{} --backup-dir {} --only wal",
+        crate::support::BIN,
+        dir.display()
+    );
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"])
+        .env_remove("NO_COLOR");
+    if no_color {
+        cmd.env("NO_COLOR", "1");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let (_h, dir) = empty_repo();
+    let Some(coloured) = on_terminal(&dir, false) else {
+        return;
+    };
+    assert!(
+        coloured.contains("\x1b[32mPASS\x1b[0m  repo.writable"),
+        "{coloured:?}"
+    );
+    let plain = on_terminal(&dir, true).unwrap();
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+    assert!(plain.contains("PASS  repo.writable"), "{plain:?}");
+}
