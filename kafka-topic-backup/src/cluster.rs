@@ -19,7 +19,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 type Committed = BTreeMap<String, Vec<GroupPartitionOffset>>;
 
 /// Consumer groups whose offsets are fetched at the same time.
-const GROUP_FETCHERS: usize = 8;
+const GROUP_FETCHERS: usize = 16;
 
 /// The client settings from the flags and `KAFKA_CLIENT_CONFIG`, logged without secrets.
 pub fn client_config(kafka: &KafkaArgs, client_id: &str) -> anyhow::Result<ClientConfig> {
