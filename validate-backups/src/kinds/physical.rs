@@ -260,8 +260,31 @@ fn restore_and_check(settings: &Settings, set: &SetInfo, m: &Manifest) -> anyhow
             details.timeline
         );
     }
+    // The restored server answers and is the cluster the manifest describes.
+    let pg = common::cli::PgArgs {
+        host: Some(scratch.path().display().to_string()),
+        port: Some(port),
+        user: Some("postgres".into()),
+        dbname: Some("postgres".into()),
+    };
+    let system_identifier = common::postgres::runtime()?.block_on(async {
+        let client = common::postgres::connect(&pg, "validate-backups").await?;
+        let row = client
+            .query_one(
+                "SELECT system_identifier::text FROM pg_control_system()",
+                &[],
+            )
+            .await?;
+        anyhow::Ok(row.get::<_, String>(0))
+    })?;
+    if system_identifier != details.system_identifier {
+        anyhow::bail!(
+            "the restored server has system identifier {system_identifier}, the manifest says {}",
+            details.system_identifier
+        );
+    }
     Ok(format!(
-        "restored and promoted to timeline {timeline} at {} in {:.1}s",
+        "restored system {system_identifier} and promoted to timeline {timeline} at {} in {:.1}s",
         summary["current_lsn"].as_str().unwrap_or("?"),
         summary["rto_s"].as_f64().unwrap_or(0.0)
     ))

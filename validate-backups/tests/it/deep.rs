@@ -37,6 +37,11 @@ fn deep_mode_test_restores_every_kind_and_cleans_up() {
             run.stderr
         );
     }
+    assert!(
+        run.message("base.test-restore").contains("restored system"),
+        "{}",
+        run.message("base.test-restore")
+    );
     assert_eq!(run.code, 0, "{:?}", run.failed());
     assert_eq!(
         std::fs::read_dir(&scratch).unwrap().count(),
