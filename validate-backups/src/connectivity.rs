@@ -32,9 +32,10 @@ pub fn run(run: &mut Run, settings: &Settings) {
     run.check(settings, "pg.archiver", || {
         vec![match &archiver {
             None => CheckResult::skip("pg.archiver", "no PostgreSQL configured (--host/PGHOST)"),
-            Some(Err(_)) => {
-                CheckResult::fail("pg.archiver", "server unreachable (see pg.reachable)")
-            }
+            Some(Err(e)) => CheckResult::fail(
+                "pg.archiver",
+                format!("cannot read pg_stat_archiver: {e:#}"),
+            ),
             Some(Ok(a)) => judge_archiver(a),
         }]
     });

@@ -143,3 +143,49 @@ pub fn run(run: &mut Run, settings: &Settings, kind: Kind, sets: &[SetInfo]) {
         }]
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(size: u64, incremental: bool) -> Manifest {
+        let now = common::timefmt::now();
+        Manifest {
+            format_version: 1,
+            kind: "kafka".into(),
+            id: common::timefmt::id_string(now),
+            tool: "test".into(),
+            tool_version: "0".into(),
+            started_at: now,
+            finished_at: now,
+            status: common::manifest::SetStatus::Complete,
+            source: serde_json::json!({}),
+            files: vec![common::FileEntry {
+                path: "t.kta".into(),
+                size,
+                sha256: "0".repeat(64),
+                compression: common::stream::Compression::None,
+                raw_size: None,
+            }],
+            details: serde_json::json!({"topics": [{
+                "topic": "t",
+                "incremental_from": if incremental { serde_json::json!("20261120T000000Z") } else { serde_json::Value::Null },
+            }]}),
+        }
+    }
+
+    #[test]
+    fn incremental_kafka_sets_are_not_compared() {
+        let full_a = manifest(1000, false);
+        let incr = manifest(10, true);
+        let full_b = manifest(1100, false);
+        let sets = [&full_a, &incr, &full_b];
+        let (previous, newest, change) = size_change(Kind::Kafka, &sets).unwrap();
+        assert_eq!((previous, newest), (1000, 1100));
+        assert!((change - 0.1).abs() < 1e-9);
+        // Other kinds compare the two newest sets whatever their details say.
+        let (previous, _, _) = size_change(Kind::Logical, &sets).unwrap();
+        assert_eq!(previous, 10);
+        assert!(size_change(Kind::Kafka, &[&full_a, &incr]).is_none());
+    }
+}
