@@ -12,11 +12,10 @@ mod source;
 mod target;
 
 use std::num::NonZeroI32;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use common::cli::{GlobalArgs, KafkaArgs};
+use common::cli::{GlobalArgs, KafkaArgs, RepoArgs};
 
 pub use filter::OffsetRange;
 pub use replay::run;
@@ -37,9 +36,8 @@ pub struct Args {
     pub global: GlobalArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// Root of the backup repository.
-    #[arg(long, env = common::env::BACKUP_DIR, default_value = common::env::DEFAULT_BACKUP_DIR)]
-    pub backup_dir: PathBuf,
+    #[command(flatten)]
+    pub repo: RepoArgs,
     /// Backup set to replay [default: the newest complete set holding the topic].
     #[arg(long, value_name = "ID", conflicts_with = "stdin")]
     pub backup_id: Option<String>,

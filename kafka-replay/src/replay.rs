@@ -25,7 +25,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let mut source = if args.stdin {
         Source::stdin()?
     } else {
-        let repo = Repository::open(&args.backup_dir)?;
+        let repo = Repository::open(&args.repo.backup_dir)?;
         let topic = args.topic.as_deref().context("--topic is required")?;
         Source::from_repo(&repo, args.backup_id.as_deref(), topic, args.only_set)?
     };
