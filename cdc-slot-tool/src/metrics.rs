@@ -95,7 +95,7 @@ pub fn render_status(slots: &[SlotHealth], identity: &Identity, now: f64) -> Str
     server.add(Vec::new(), identity.current_lsn.0 as f64);
     let mut timeline = Family::gauge("server_timeline", "Timeline the server is on.");
     timeline.add(Vec::new(), f64::from(identity.timeline));
-    let mut count = Family::gauge("count", "Number of replication slots.");
+    let mut count = Family::gauge("slots", "Number of replication slots.");
     count.add(Vec::new(), slots.len() as f64);
     let mut info = Family::gauge("info", "Slot definition (always 1).");
     let mut active = Family::gauge("active", "1 when a consumer is connected.");

@@ -187,7 +187,7 @@ pub fn render(settings: &Settings, run: &Run) -> anyhow::Result<String> {
     }
     if let Some(failed) = run.archiver_failed_count {
         m.family(
-            "pipeline_backup_wal_archive_failed_count",
+            "pipeline_backup_wal_archive_failures",
             "pg_stat_archiver.failed_count of the configured server.",
             &[(String::new(), failed as f64)],
         );

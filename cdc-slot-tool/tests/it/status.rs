@@ -45,7 +45,7 @@ fn status_is_healthy_when_consumers_keep_up_and_metrics_parse() {
     let samples = metrics(&file);
     let labels = [("slot", DECODING_SLOT), ("database", lab.db.as_str())];
     assert_eq!(value(&samples, "cdc_slot_up", &[]), Some(1.0));
-    assert_eq!(value(&samples, "cdc_slot_count", &[]), Some(2.0));
+    assert_eq!(value(&samples, "cdc_slot_slots", &[]), Some(2.0));
     assert_eq!(value(&samples, "cdc_slot_healthy", &labels), Some(1.0));
     assert_eq!(value(&samples, "cdc_slot_active", &labels), Some(0.0));
     assert_eq!(
@@ -254,7 +254,7 @@ fn unreachable_server_exits_2_and_the_metrics_say_down() {
     assert!(run.stderr.contains("cannot connect"), "{}", run.stderr);
     let samples = metrics(&file);
     assert_eq!(value(&samples, "cdc_slot_up", &[]), Some(0.0));
-    assert_eq!(value(&samples, "cdc_slot_count", &[]), None);
+    assert_eq!(value(&samples, "cdc_slot_slots", &[]), None);
 }
 
 #[test]

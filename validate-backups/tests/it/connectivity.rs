@@ -48,7 +48,7 @@ fn archiving_server_passes_and_failing_archive_command_fails() {
     );
     let text = std::fs::read_to_string(&metrics).unwrap();
     assert!(
-        text.contains("\npipeline_backup_wal_archive_failed_count 0\n"),
+        text.contains("\npipeline_backup_wal_archive_failures 0\n"),
         "{text}"
     );
 
