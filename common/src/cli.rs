@@ -206,22 +206,27 @@ pub struct KafkaArgs {
 impl KafkaArgs {
     /// All client properties: `KAFKA_CLIENT_CONFIG` first, then `-X` flags.
     pub fn properties(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let mut props = Vec::new();
-        if let Ok(text) = std::env::var(env::KAFKA_CLIENT_CONFIG) {
-            for item in text
-                .split(['\n', ';'])
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-            {
-                props.push(
-                    parse_key_value(item)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", env::KAFKA_CLIENT_CONFIG))?,
-                );
-            }
-        }
-        props.extend(self.client_config.iter().cloned());
-        Ok(props)
+        kafka_properties(&self.client_config)
     }
+}
+
+/// Kafka client properties: `KAFKA_CLIENT_CONFIG` first, then the `-X` flags given.
+pub fn kafka_properties(flags: &[(String, String)]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut props = Vec::new();
+    if let Ok(text) = std::env::var(env::KAFKA_CLIENT_CONFIG) {
+        for item in text
+            .split(['\n', ';'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            props.push(
+                parse_key_value(item)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", env::KAFKA_CLIENT_CONFIG))?,
+            );
+        }
+    }
+    props.extend(flags.iter().cloned());
+    Ok(props)
 }
 
 /// True for property names whose values must never be logged.
@@ -232,7 +237,8 @@ pub fn is_secret_property(key: &str) -> bool {
         .any(|s| key.contains(s))
 }
 
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
+/// Parses one `KEY=VALUE` client property (clap value parser).
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => Err(format!("expected KEY=VALUE, got '{s}'")),

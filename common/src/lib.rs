@@ -8,6 +8,8 @@ pub mod durable;
 pub mod entry;
 pub mod env;
 pub mod exit;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod logging;
 pub mod lsn;
 pub mod manifest;

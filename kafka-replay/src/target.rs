@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use common::cli::{is_secret_property, KafkaArgs};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -17,22 +16,7 @@ use crate::plan::Fingerprint;
 /// How long a metadata or admin request may take before the cluster counts as unreachable.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The client settings from the flags and `KAFKA_CLIENT_CONFIG`, logged without secrets.
-pub fn client_config(kafka: &KafkaArgs, client_id: &str) -> anyhow::Result<ClientConfig> {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &kafka.bootstrap_servers);
-    config.set("client.id", client_id);
-    for (key, value) in kafka.properties()? {
-        let shown = if is_secret_property(&key) {
-            "<hidden>"
-        } else {
-            value.as_str()
-        };
-        tracing::debug!("client property {key}={shown}");
-        config.set(key, value);
-    }
-    Ok(config)
-}
+pub use common::kafka::client_config;
 
 /// Producer-only properties, left out of the consumer and admin clients so librdkafka does
 /// not warn that it ignores them.

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use common::cli::{is_secret_property, KafkaArgs};
 use common::topic_archive::{ConfigEntry, GroupOffsets, GroupPartitionOffset};
 use rdkafka::admin::{AdminClient, AdminOptions, ConfigSource, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
@@ -21,22 +20,7 @@ type Committed = BTreeMap<String, Vec<GroupPartitionOffset>>;
 /// Consumer groups whose offsets are fetched at the same time.
 const GROUP_FETCHERS: usize = 16;
 
-/// The client settings from the flags and `KAFKA_CLIENT_CONFIG`, logged without secrets.
-pub fn client_config(kafka: &KafkaArgs, client_id: &str) -> anyhow::Result<ClientConfig> {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &kafka.bootstrap_servers);
-    config.set("client.id", client_id);
-    for (key, value) in kafka.properties()? {
-        let shown = if is_secret_property(&key) {
-            "<hidden>"
-        } else {
-            value.as_str()
-        };
-        tracing::debug!("client property {key}={shown}");
-        config.set(key, value);
-    }
-    Ok(config)
-}
+pub use common::kafka::client_config;
 
 /// Whether librdkafka knows `key` as a consumer-only property (it warns when a producer-type
 /// client such as the admin client is given one).

@@ -138,32 +138,7 @@ pub fn parse_size(text: &str) -> Result<Size, String> {
     Ok(Size((number * factor).round() as u64))
 }
 
-/// `key=value` of a client property.
-pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(format!("expected KEY=VALUE, got '{s}'")),
-    }
-}
-
-/// Kafka client properties: `KAFKA_CLIENT_CONFIG` first, then `-X` flags.
-pub fn kafka_properties(flags: &[(String, String)]) -> anyhow::Result<Vec<(String, String)>> {
-    let mut props = Vec::new();
-    if let Ok(text) = std::env::var(common::env::KAFKA_CLIENT_CONFIG) {
-        for item in text
-            .split(['\n', ';'])
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            props.push(
-                parse_key_value(item)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", common::env::KAFKA_CLIENT_CONFIG))?,
-            );
-        }
-    }
-    props.extend(flags.iter().cloned());
-    Ok(props)
-}
+pub use common::cli::{kafka_properties, parse_key_value};
 
 /// Human form of a duration in whole units (`26h`, `3d 2h`).
 pub fn human(d: Duration) -> String {

@@ -1,0 +1,22 @@
+//! rdkafka client settings from [`KafkaArgs`], shared by the Kafka tools.
+
+use rdkafka::ClientConfig;
+
+use crate::cli::{is_secret_property, KafkaArgs};
+
+/// The client settings from the flags and `KAFKA_CLIENT_CONFIG`, logged without secrets.
+pub fn client_config(kafka: &KafkaArgs, client_id: &str) -> anyhow::Result<ClientConfig> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.bootstrap_servers);
+    config.set("client.id", client_id);
+    for (key, value) in kafka.properties()? {
+        let shown = if is_secret_property(&key) {
+            "<hidden>"
+        } else {
+            value.as_str()
+        };
+        tracing::debug!("client property {key}={shown}");
+        config.set(key, value);
+    }
+    Ok(config)
+}
