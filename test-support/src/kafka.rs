@@ -42,3 +42,58 @@ pub async fn create_topic(name: &str, partitions: i32) -> String {
     }
     name.to_string()
 }
+
+/// Runs a future to completion on a fresh current-thread runtime (for synchronous tests).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(future)
+}
+
+/// A fresh topic (retention.ms=-1) with a unique name starting with `prefix`.
+pub fn topic(prefix: &str, partitions: i32) -> String {
+    let name = crate::unique_name(prefix);
+    block_on(create_topic(&name, partitions))
+}
+
+/// Produces records key `k<n>`, value `v<partition>-<n>` to each listed partition, for `n`
+/// from `from` to `from + count`, and waits until all are delivered.
+pub fn produce_numbered(topic: &str, partitions: &[i32], from: u64, count: u64) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = client_config().create().expect("producer");
+    for n in from..from + count {
+        for &p in partitions {
+            let value = format!("v{p}-{n}");
+            let key = format!("k{n}");
+            let mut record = BaseRecord::to(topic)
+                .partition(p)
+                .key(key.as_str())
+                .payload(value.as_str());
+            while let Err((_, back)) = producer.send(record) {
+                record = back;
+                producer.poll(Duration::from_millis(20));
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+}
+
+/// Commits offsets `(partition, offset)` of `topic` for a consumer group.
+pub fn commit_group(group: &str, topic: &str, offsets: &[(i32, i64)]) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for &(p, o) in offsets {
+        list.add_partition_offset(topic, p, Offset::Offset(o))
+            .expect("partition offset");
+    }
+    consumer.commit(&list, CommitMode::Sync).expect("commit");
+}

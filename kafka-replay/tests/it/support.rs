@@ -6,11 +6,12 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, Timestamp};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+pub use test_support::kafka::{block_on, commit_group, topic};
 use test_support::kafka::{bootstrap, client_config};
 
 /// A record as produced and as read back.
@@ -28,20 +29,6 @@ pub struct Read {
     pub offset: i64,
     pub create_time: bool,
     pub rec: Rec,
-}
-
-pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
-}
-
-/// Creates a fresh topic (retention.ms=-1) with a unique name.
-pub fn topic(prefix: &str, partitions: i32) -> String {
-    let name = test_support::unique_name(prefix);
-    block_on(test_support::kafka::create_topic(&name, partitions))
 }
 
 /// A varied record number `i`: null and empty keys, tombstones, duplicate and null headers,
@@ -219,21 +206,6 @@ pub fn recs(read: &BTreeMap<i32, Vec<Read>>) -> BTreeMap<i32, Vec<Rec>> {
     read.iter()
         .map(|(p, rs)| (*p, rs.iter().map(|r| r.rec.clone()).collect()))
         .collect()
-}
-
-/// Commits offsets for a consumer group.
-pub fn commit_group(group: &str, topic: &str, offsets: &[(i32, i64)]) {
-    let consumer: BaseConsumer = client_config()
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    for &(p, o) in offsets {
-        list.add_partition_offset(topic, p, Offset::Offset(o))
-            .unwrap();
-    }
-    consumer.commit(&list, CommitMode::Sync).unwrap();
 }
 
 /// The committed offsets of a group (None where it has none).

@@ -3,62 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::topic_archive::{ArchiveReader, StreamEnd, TopicMeta};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
-use test_support::kafka::{bootstrap, client_config};
-
-pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
-}
-
-/// A fresh topic with a unique name starting with `prefix`.
-pub fn topic(prefix: &str, partitions: i32) -> String {
-    let name = test_support::unique_name(prefix);
-    block_on(test_support::kafka::create_topic(&name, partitions))
-}
-
-/// Produces `count` records `v<partition>-<n>` to each listed partition, numbering from `from`.
-pub fn produce(topic: &str, partitions: &[i32], from: u64, count: u64) {
-    let producer: BaseProducer = client_config().create().unwrap();
-    for n in from..from + count {
-        for &p in partitions {
-            let value = format!("v{p}-{n}");
-            let key = format!("k{n}");
-            let mut record = BaseRecord::to(topic)
-                .partition(p)
-                .key(key.as_str())
-                .payload(value.as_str());
-            while let Err((_, back)) = producer.send(record) {
-                record = back;
-                producer.poll(Duration::from_millis(20));
-            }
-        }
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
-}
-
-pub fn commit_group(group: &str, topic: &str, offsets: &[(i32, i64)]) {
-    let consumer: BaseConsumer = client_config()
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    for &(p, o) in offsets {
-        list.add_partition_offset(topic, p, Offset::Offset(o))
-            .unwrap();
-    }
-    consumer.commit(&list, CommitMode::Sync).unwrap();
-}
+use test_support::kafka::bootstrap;
+pub use test_support::kafka::{block_on, commit_group, produce_numbered as produce, topic};
 
 pub struct Run {
     pub code: i32,

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::{archiving_cluster, command, empty_repo, finish, switch_and_archive, Run};
+use crate::support::{archiving_cluster, command, empty_repo, finish, Run};
 use test_support::os_user::db_tempdir;
 use test_support::pg::{PgCluster, PgOptions};
 
@@ -20,7 +20,7 @@ fn archiving_server_passes_and_failing_archive_command_fails() {
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     test_support::os_user::give_to_db_user(&dir);
     let pg = archiving_cluster(&dir);
-    switch_and_archive(&pg);
+    pg.switch_wal_and_wait_archived();
     let metrics = holder.path().join("m.prom");
     let run = validate_with_pg(
         &pg,

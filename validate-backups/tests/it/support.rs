@@ -5,9 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
 use tempfile::TempDir;
 use test_support::os_user::{as_db_user, db_tempdir, give_to_db_user};
@@ -157,48 +155,6 @@ pub fn tool(pg: &PgCluster, name: &str, args: &[&str]) -> Output {
     run_checked(&mut cmd, name)
 }
 
-pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
-}
-
-/// Produces `count` keyed records to each partition of a topic.
-pub fn produce(topic: &str, partitions: i32, count: u64) {
-    let producer: BaseProducer = test_support::kafka::client_config().create().unwrap();
-    for n in 0..count {
-        for p in 0..partitions {
-            let value = format!("v{p}-{n}");
-            let key = format!("k{n}");
-            let mut record = BaseRecord::to(topic)
-                .partition(p)
-                .key(key.as_str())
-                .payload(value.as_str());
-            while let Err((_, back)) = producer.send(record) {
-                record = back;
-                producer.poll(Duration::from_millis(20));
-            }
-        }
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
-}
-
-/// Switches WAL and waits until the server has archived the segment it left.
-pub fn switch_and_archive(pg: &PgCluster) {
-    let segment = pg.psql("SELECT pg_walfile_name(pg_switch_wal())");
-    for _ in 0..300 {
-        let archived = pg.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
-        if archived.as_str() >= segment.as_str() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("segment {segment} was not archived");
-}
-
 /// A cluster that archives into `dir` with wal_level logical (for slots).
 pub fn archiving_cluster(dir: &Path) -> PgCluster {
     PgCluster::start_with(archiving_options(dir).setting("wal_level", "logical"))
@@ -211,13 +167,13 @@ fn build_fixture(dir: &Path) {
         "CREATE TABLE items (id int PRIMARY KEY, v text);
          INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 2000) g;",
     );
-    switch_and_archive(&pg);
+    pg.switch_wal_and_wait_archived();
     let d = dir.to_str().unwrap();
     tool(&pg, "pg-base-backup", &["--backup-dir", d, "-q"]);
     pg.psql("INSERT INTO items SELECT g, 'after' FROM generate_series(2001, 3000) g");
-    switch_and_archive(&pg);
+    pg.switch_wal_and_wait_archived();
     pg.psql("INSERT INTO items SELECT g, 'later' FROM generate_series(3001, 3500) g");
-    switch_and_archive(&pg);
+    pg.switch_wal_and_wait_archived();
     tool(
         &pg,
         "pg-logical-backup",
@@ -229,8 +185,8 @@ fn build_fixture(dir: &Path) {
     pg.stop();
 
     let topic = test_support::unique_name("validate_fixture");
-    block_on(test_support::kafka::create_topic(&topic, 2));
-    produce(&topic, 2, TOPIC_RECORDS / 2);
+    test_support::kafka::block_on(test_support::kafka::create_topic(&topic, 2));
+    test_support::kafka::produce_numbered(&topic, &[0, 1], 0, TOPIC_RECORDS / 2);
     let mut cmd = Command::new(test_support::tool_bin("kafka-topic-backup"));
     cmd.args(["--backup-dir", d, "--topic", &topic, "-q"])
         .args(["--bootstrap-servers", &test_support::kafka::bootstrap()]);
