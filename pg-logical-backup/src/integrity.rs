@@ -126,6 +126,33 @@ pub async fn foreign_keys(client: &Client, db: Option<&str>) -> anyhow::Result<C
     ))
 }
 
+/// `"<table>: N <what> restored, the backup had M"` for every table whose restored count
+/// differs from the manifest's.
+fn count_mismatches(
+    db: &DatabaseEntry,
+    present: &[catalog::TableInfo],
+    what: &str,
+    restored: impl Fn(&catalog::TableInfo) -> u32,
+    saved: impl Fn(&crate::details::TableEntry) -> u32,
+) -> Vec<String> {
+    db.tables
+        .iter()
+        .filter_map(|t| {
+            let p = present
+                .iter()
+                .find(|p| p.schema == t.schema && p.name == t.name)?;
+            (restored(p) != saved(t)).then(|| {
+                format!(
+                    "{}: {} {what} restored, the backup had {}",
+                    t.display_name(),
+                    restored(p),
+                    saved(t)
+                )
+            })
+        })
+        .collect()
+}
+
 /// Index counts as in the manifest, every index valid, and B-tree structure checked with
 /// amcheck when the server has it.
 pub async fn indexes(
@@ -134,22 +161,7 @@ pub async fn indexes(
     present: &[catalog::TableInfo],
     name: Option<&str>,
 ) -> anyhow::Result<Check> {
-    let mut problems = Vec::new();
-    for t in &db.tables {
-        if let Some(p) = present
-            .iter()
-            .find(|p| p.schema == t.schema && p.name == t.name)
-        {
-            if p.indexes != t.indexes {
-                problems.push(format!(
-                    "{}: {} indexes restored, the backup had {}",
-                    t.display_name(),
-                    p.indexes,
-                    t.indexes
-                ));
-            }
-        }
-    }
+    let mut problems = count_mismatches(db, present, "indexes", |p| p.indexes, |t| t.indexes);
     let invalid = client
         .query(
             "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE NOT (i.indisvalid AND i.indisready)",
@@ -210,22 +222,13 @@ pub async fn constraints(
     present: &[catalog::TableInfo],
     name: Option<&str>,
 ) -> anyhow::Result<Check> {
-    let mut problems = Vec::new();
-    for t in &db.tables {
-        if let Some(p) = present
-            .iter()
-            .find(|p| p.schema == t.schema && p.name == t.name)
-        {
-            if p.constraints != t.constraints {
-                problems.push(format!(
-                    "{}: {} constraints restored, the backup had {}",
-                    t.display_name(),
-                    p.constraints,
-                    t.constraints
-                ));
-            }
-        }
-    }
+    let mut problems = count_mismatches(
+        db,
+        present,
+        "constraints",
+        |p| p.constraints,
+        |t| t.constraints,
+    );
     let unvalidated = client
         .query(
             "SELECT conname::text, conrelid::regclass::text FROM pg_constraint WHERE NOT convalidated AND conrelid <> 0",

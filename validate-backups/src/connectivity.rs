@@ -141,25 +141,9 @@ fn slots_healthy(settings: &Settings, pg: &PgArgs) -> CheckResult {
         Ok(run) => run,
         Err(e) => return CheckResult::fail(NAME, format!("{e:#}")),
     };
-    let unhealthy: Vec<String> = run
-        .json_lines()
-        .iter()
-        .filter(|l| l["healthy"] == false && l.get("slot_name").is_some())
-        .map(|l| {
-            format!(
-                "{}: {}",
-                l["slot_name"].as_str().unwrap_or("?"),
-                l["problems"]
-                    .as_array()
-                    .map(|p| p
-                        .iter()
-                        .filter_map(|x| x.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "))
-                    .unwrap_or_default()
-            )
-        })
-        .collect();
+    let unhealthy: Vec<String> = run.failed_items("slot_name", |l| {
+        l["healthy"] == false && l.get("slot_name").is_some()
+    });
     let summary = run.summary();
     match run.code {
         Some(0) => CheckResult::pass(

@@ -45,6 +45,31 @@ impl ToolRun {
             .collect()
     }
 
+    /// `"<name>: <problem>, ..."` for every JSON line `failed` picks, naming it by its
+    /// `name_key` field and listing its `problems` array.
+    pub fn failed_items(
+        &self,
+        name_key: &str,
+        failed: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<String> {
+        self.json_lines()
+            .iter()
+            .filter(|l| failed(l))
+            .map(|l| {
+                let problems = l["problems"]
+                    .as_array()
+                    .map(|p| {
+                        p.iter()
+                            .filter_map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
+                format!("{}: {problems}", l[name_key].as_str().unwrap_or("?"))
+            })
+            .collect()
+    }
+
     /// The last non-empty line of stderr, for messages.
     pub fn last_error(&self) -> String {
         self.stderr

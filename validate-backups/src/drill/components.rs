@@ -33,6 +33,16 @@ pub(super) struct Kafka {
     pub(super) topic: String,
 }
 
+impl Kafka {
+    /// The client properties as `-X key=value` arguments for the Kafka tools.
+    pub(super) fn x_args(&self) -> Vec<String> {
+        self.properties
+            .iter()
+            .flat_map(|(k, v)| ["-X".to_string(), format!("{k}={v}")])
+            .collect()
+    }
+}
+
 pub struct Drill<'a> {
     pub(super) args: &'a DrillArgs,
     pub(super) work: PathBuf,
@@ -296,14 +306,8 @@ impl<'a> Drill<'a> {
             "--no-retention",
             "-q",
         ];
-        let props: Vec<String> = kafka
-            .properties
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        for p in &props {
-            args.extend(["-X", p.as_str()]);
-        }
+        let x_args = kafka.x_args();
+        args.extend(x_args.iter().map(String::as_str));
         self.tool("kafka-topic-backup", &args, None)?;
         Ok(Some(last_record))
     }

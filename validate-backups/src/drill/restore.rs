@@ -219,14 +219,8 @@ impl Drill<'_> {
             "json",
             "-q",
         ];
-        let props: Vec<String> = kafka
-            .properties
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        for p in &props {
-            args.extend(["-X", p.as_str()]);
-        }
+        let x_args = kafka.x_args();
+        args.extend(x_args.iter().map(String::as_str));
         let run = self.tool("kafka-replay", &args, None)?;
         let summary = run.summary().context("kafka-replay printed no summary")?;
         if summary["verified"] != true {

@@ -114,25 +114,8 @@ fn test_restore(settings: &Settings, sets: &[SetInfo]) -> CheckResult {
         Ok(run) => run,
         Err(e) => return CheckResult::fail(NAME, format!("{e:#}")).on(&set.id),
     };
-    let failed: Vec<String> = run
-        .json_lines()
-        .iter()
-        .filter(|l| l["type"] == "check" && l["passed"] == false)
-        .map(|l| {
-            format!(
-                "{}: {}",
-                l["check"].as_str().unwrap_or("?"),
-                l["problems"]
-                    .as_array()
-                    .map(|p| p
-                        .iter()
-                        .filter_map(|x| x.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "))
-                    .unwrap_or_default()
-            )
-        })
-        .collect();
+    let failed: Vec<String> =
+        run.failed_items("check", |l| l["type"] == "check" && l["passed"] == false);
     match run.code {
         Some(0) => CheckResult::pass(
             NAME,
