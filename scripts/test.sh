@@ -15,7 +15,11 @@ else
 fi
 # Tests of one crate drive other crates' tools (a CDC drill uses the PITR tools): build all.
 cargo build --workspace --all-features --bins
-cargo test --workspace --all-features "$@"
+if [ $# -gt 0 ]; then
+    cargo test --all-features "$@"
+else
+    cargo test --workspace --all-features
+fi
 # Deployment: manifests, alert rules, image contents, drop-in wrappers, the CronJobs' command
 # lines and the runbook's scenarios against the binaries built above and the test broker.
 [ $# -gt 0 ] || scripts/deploy/check.sh
