@@ -136,7 +136,9 @@ impl Replayer {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     message = back;
-                    self.producer.poll(Duration::from_millis(50));
+                    // BaseProducer::poll serves delivery reports until the timeout is over,
+                    // so keep it short: the queue has room again as soon as a batch is acked.
+                    self.producer.poll(Duration::from_millis(2));
                 }
                 Err((error, _)) => {
                     return Err(error).with_context(|| {

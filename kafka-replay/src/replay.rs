@@ -162,6 +162,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     }
 
     planner.restart();
+    let started = std::time::Instant::now();
     let max_message_bytes = meta
         .configs
         .iter()
@@ -174,6 +175,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let mut produced: std::collections::BTreeMap<i32, u64> = Default::default();
     source.pass(&mut |chunk| {
         let partition = chunk.partition();
+        let mut sent = 0;
         for record in chunk.iter() {
             if planner.observe(partition, &record, &target_topic)? != Action::Produce {
                 continue;
@@ -187,14 +189,18 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                 partition
             };
             replayer.send(destination, &record)?;
-            *produced.entry(partition).or_default() += 1;
-            progress.inc(1);
+            sent += 1;
         }
+        // Counted per chunk: the progress bar reads the clock on every tick.
+        *produced.entry(partition).or_default() += sent;
+        progress.inc(sent);
         Ok(())
     })?;
     planner.check_counts(&target_topic)?;
+    tracing::debug!("records queued after {:.3?}", started.elapsed());
     let deliveries = replayer.finish(args.timeout)?;
     progress.finish_and_clear();
+    tracing::debug!("records delivered after {:.3?}", started.elapsed());
     if deliveries.failed > 0 {
         anyhow::bail!(
             "{} record(s) could not be delivered to {target_topic}: {}; re-run the same replay to resume",
@@ -208,6 +214,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     for partition in 0..target_partitions {
         highs.insert(partition, target.watermarks(&target_topic, partition)?.1);
     }
+    tracing::debug!("target watermarks read after {:.3?}", started.elapsed());
     fill_partitions(&mut summary, &planner, Some(&produced), Some(&highs));
     let mut verified = summary.partitions.iter().all(|p| p.ok);
     if args.repartition {

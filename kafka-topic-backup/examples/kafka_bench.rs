@@ -2,7 +2,7 @@
 //! limit with a bare rdkafka consumer that reads a whole topic and discards every record.
 //!
 //! ```text
-//! kafka_bench create TOPIC PARTITIONS
+//! kafka_bench create TOPIC PARTITIONS [CONFIG=VALUE...]
 //! kafka_bench consume TOPIC
 //! kafka_bench delete TOPIC...
 //! ```
@@ -35,10 +35,14 @@ fn config() -> ClientConfig {
     config
 }
 
-fn create(topic: &str, partitions: i32) {
+fn create(topic: &str, partitions: i32, configs: &[String]) {
     let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
-    let new =
+    let mut new =
         NewTopic::new(topic, partitions, TopicReplication::Fixed(1)).set("retention.ms", "-1");
+    for item in configs {
+        let (key, value) = item.split_once('=').expect("topic config: key=value");
+        new = new.set(key, value);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -115,12 +119,16 @@ fn consume(topic: &str) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("create") => create(&args[2], args[3].parse().expect("partition count")),
+        Some("create") => create(
+            &args[2],
+            args[3].parse().expect("partition count"),
+            &args[4..],
+        ),
         Some("consume") => consume(&args[2]),
         Some("delete") => delete(&args[2..]),
         _ => {
             eprintln!(
-                "usage: kafka_bench create TOPIC PARTITIONS | consume TOPIC | delete TOPIC..."
+                "usage: kafka_bench create TOPIC PARTITIONS [CONFIG=VALUE...] | consume TOPIC | delete TOPIC..."
             );
             std::process::exit(2);
         }

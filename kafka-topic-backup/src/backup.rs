@@ -103,6 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                 .create_file(&file_name, Compression::None, None, 1)
                 .with_context(|| format!("cannot create {}", set_dir.join(&file_name).display()))?;
             let (end, file) = export_one(&args, &config, &options, &meta, file)?;
+            tracing::debug!("{}: {} records exported", topic.name, end.records);
             let entry = file
                 .finish()
                 .with_context(|| format!("cannot finish {file_name}"))?;
@@ -127,6 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         }
     };
     let id = set.id().to_string();
+    tracing::debug!("committing set {id}");
     let manifest = set.commit(SetMeta {
         tool: TOOL,
         tool_version: env!("CARGO_PKG_VERSION"),
@@ -136,6 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         }),
         details: serde_json::to_value(&details)?,
     })?;
+    tracing::debug!("set {} committed", manifest.id);
     let retention = if args.retention.no_retention {
         Vec::new()
     } else {

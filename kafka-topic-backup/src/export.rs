@@ -173,6 +173,7 @@ fn read_partition(
         .with_context(|| format!("cannot assign {topic}[{partition}]"))?;
     let mut builder = RecordsChunkBuilder::new(partition, options.chunk_bytes);
     let mut last_progress = Instant::now();
+    let mut read_since_idle = false;
     let send = |builder: &mut RecordsChunkBuilder| -> anyhow::Result<bool> {
         let records = u64::from(builder.len());
         let chunk = builder
@@ -186,6 +187,11 @@ fn read_partition(
         }
         let message = match consumer.poll(Duration::from_millis(200)) {
             None => {
+                // The clock is read only when a poll comes back empty, not per record.
+                if read_since_idle {
+                    read_since_idle = false;
+                    last_progress = Instant::now();
+                }
                 if last_progress.elapsed() > options.idle_timeout {
                     anyhow::bail!(
                         "{topic}[{partition}]: no record for {} while offsets {}..{} remain to be read (broker unreachable? raise --timeout)",
@@ -217,7 +223,7 @@ fn read_partition(
             }
             Some(Ok(message)) => message,
         };
-        last_progress = Instant::now();
+        read_since_idle = true;
         if message.partition() != partition {
             continue;
         }
