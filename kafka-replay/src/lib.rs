@@ -4,6 +4,7 @@
 //! after an interruption, optionally restoring consumer-group offsets.
 
 mod filter;
+mod partitioner;
 mod plan;
 mod produce;
 mod replay;
@@ -98,6 +99,10 @@ pub struct Args {
     /// Print what would be produced where; create and produce nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Idempotent producers working in parallel, each owning a share of the target
+    /// partitions (at most one per partition).
+    #[arg(long, value_name = "N", default_value = "4")]
+    pub producers: std::num::NonZeroUsize,
     /// How long to wait for the last deliveries (e.g. 2m).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,

@@ -1,23 +1,42 @@
-//! Producing archived records with an idempotent producer: same partition, key, value,
-//! headers and timestamp; delivery reports counted per partition.
+//! Producing archived records with idempotent producers: same partition, key, value,
+//! headers and timestamp; deliveries counted per partition.
+//!
+//! Several producers work in parallel, each on its own thread, each owning the target
+//! partitions `p` with `p % count == its index`: a partition has one producer, so its order is
+//! kept, while the partitions travel over several connections at once. This matters because
+//! an idempotent producer allows only five requests in flight per connection, and because
+//! the archive holds runs of one partition's records: fed by one thread, a single producer
+//! would mostly send one partition per request.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use common::topic_archive::RecordView;
+use common::topic_archive::{RecordView, RecordsChunk};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext};
 
-/// Counts delivery reports.
+/// Collects the failed deliveries. librdkafka reports only failures
+/// (`delivery.report.only.error`): a record it does not report as failed by the time its
+/// queue is empty was delivered, so the delivered count of a partition is what was sent
+/// there less what failed. This spares the producing thread a report per record.
 #[derive(Default)]
 pub struct Deliveries {
-    state: Mutex<DeliveryState>,
+    state: Mutex<Failures>,
 }
 
+#[derive(Default, Debug, Clone)]
+struct Failures {
+    per_partition: BTreeMap<i32, u64>,
+    first_error: Option<String>,
+}
+
+/// What became of the records sent.
 #[derive(Default, Debug, Clone)]
 pub struct DeliveryState {
     /// Delivered records per target partition.
@@ -32,204 +51,319 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let Err((error, message)) = result else {
+            return;
+        };
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        match result {
-            Ok(message) => *state.delivered.entry(message.partition()).or_default() += 1,
-            Err((error, message)) => {
-                state.failed += 1;
-                if state.first_error.is_none() {
-                    state.first_error = Some(format!(
-                        "delivery to partition {} failed: {error}",
-                        message.partition()
-                    ));
-                }
-            }
+        *state.per_partition.entry(message.partition()).or_default() += 1;
+        if state.first_error.is_none() {
+            state.first_error = Some(format!(
+                "delivery to partition {} failed: {error}",
+                message.partition()
+            ));
         }
     }
 }
 
-/// An idempotent producer into one topic.
+/// What the producers' local queues may hold, all producers together (librdkafka's default is
+/// 1 GiB and 100,000 records per producer); the queues also hold the records in flight. Each
+/// queued record costs about twice its size, so the record count is the tighter bound.
+const QUEUE_KBYTES: usize = 24 * 1024;
+const QUEUE_MESSAGES: usize = 30_000;
+/// Chunks (about 1 MiB each) waiting for each producer thread.
+const CHUNKS_AHEAD: usize = 2;
+
+/// Records of one chunk for one producer: (index in the chunk, target partition), ascending.
+struct Batch {
+    chunk: Arc<RecordsChunk>,
+    picks: Vec<(u32, i32)>,
+}
+
+/// What one producer thread did.
+#[derive(Default)]
+struct Outcome {
+    /// Records accepted into the producer's queue, per target partition.
+    sent_to: BTreeMap<i32, u64>,
+    failures: Failures,
+}
+
+/// The producer threads of one replay.
 pub struct Replayer {
-    producer: BaseProducer<Deliveries>,
-    topic: String,
-    sent: u64,
+    senders: Vec<SyncSender<Batch>>,
+    workers: Vec<JoinHandle<anyhow::Result<Outcome>>>,
 }
 
 impl Replayer {
-    /// `max_message_bytes` is the largest record the source topic allows, so big records
-    /// are not refused by the producer's default limit.
-    pub fn new(
+    /// Starts `count` producer threads into `topic`. `max_message_bytes` is the largest
+    /// record the source topic allows, so big records are not refused by the producer's
+    /// default limit; `timeout` bounds the wait for the last deliveries.
+    pub fn start(
         config: &ClientConfig,
         topic: &str,
         max_message_bytes: Option<u64>,
+        count: usize,
+        timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let mut config = config.clone();
-        // Idempotence keeps per-partition order and never duplicates on retries; it also
-        // means acks=all.
-        config.set("enable.idempotence", "true");
-        for (key, value) in [
-            ("linger.ms", "10"),
-            ("batch.num.messages", "10000"),
-            ("batch.size", "1000000"),
-            // Bounds the producer's queue (default 1 GiB) so memory stays under 100 MB; the
-            // queue also holds the records in flight, so it must stay deep enough for five
-            // full batches.
-            ("queue.buffering.max.kbytes", "32768"),
-            ("queue.buffering.max.messages", "100000"),
-        ] {
-            if config.get(key).is_none() {
-                config.set(key, value);
-            }
+        let count = count.max(1);
+        let config = producer_config(config, max_message_bytes, count);
+        let mut replayer = Replayer {
+            senders: Vec::new(),
+            workers: Vec::new(),
+        };
+        for index in 0..count {
+            let producer: BaseProducer<Deliveries> = config
+                .create_with_context(Deliveries::default())
+                .context("cannot create the Kafka producer (check -X and KAFKA_CLIENT_CONFIG)")?;
+            let (sender, receiver) = sync_channel(CHUNKS_AHEAD);
+            let topic = topic.to_string();
+            let worker = std::thread::Builder::new()
+                .name(format!("producer-{index}"))
+                .spawn(move || {
+                    warm_up(&producer);
+                    produce(&producer, &topic, &receiver, timeout)
+                })
+                .context("cannot start a producer thread")?;
+            replayer.senders.push(sender);
+            replayer.workers.push(worker);
         }
-        if let Some(max) = max_message_bytes.filter(|&m| m > 1_000_000) {
-            if config.get("message.max.bytes").is_none() {
-                config.set("message.max.bytes", (max + 1024).to_string());
-            }
-        }
-        let producer = config
-            .create_with_context(Deliveries::default())
-            .context("cannot create the Kafka producer (check -X and KAFKA_CLIENT_CONFIG)")?;
-        Ok(Replayer {
-            producer,
-            topic: topic.to_string(),
-            sent: 0,
-        })
+        Ok(replayer)
     }
 
-    /// Queues one record for `partition`, waiting while the local queue is full.
-    pub fn send(&mut self, partition: i32, record: &RecordView<'_>) -> anyhow::Result<()> {
-        let mut headers = None;
-        if record.header_count() > 0 {
-            let mut owned = OwnedHeaders::new_with_capacity(record.header_count() as usize);
-            for header in record.headers() {
-                let key = std::str::from_utf8(header.key).with_context(|| {
-                    format!(
-                        "record at source offset {}: a header key is not UTF-8",
-                        record.offset
-                    )
-                })?;
-                owned = owned.insert(Header {
-                    key,
-                    value: header.value,
-                });
+    /// Hands the picked records of `chunk` (index in the chunk, target partition; ascending)
+    /// to the producers of their partitions. Waits while those producers are busy.
+    pub fn dispatch(&mut self, chunk: RecordsChunk, picks: &[(u32, i32)]) -> anyhow::Result<()> {
+        if picks.is_empty() {
+            return Ok(());
+        }
+        let count = self.senders.len();
+        let chunk = Arc::new(chunk);
+        let mut shares: Vec<Vec<(u32, i32)>> = vec![Vec::new(); count];
+        for &(index, partition) in picks {
+            shares[partition.unsigned_abs() as usize % count].push((index, partition));
+        }
+        for (producer, picks) in shares.into_iter().enumerate() {
+            if picks.is_empty() {
+                continue;
             }
-            headers = Some(owned);
-        }
-        let mut message: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(&self.topic).partition(partition);
-        if let Some(key) = record.key {
-            message = message.key(key);
-        }
-        if let Some(value) = record.value {
-            message = message.payload(value);
-        }
-        if record.timestamp >= 0 {
-            message = message.timestamp(record.timestamp);
-        }
-        if let Some(headers) = headers {
-            message = message.headers(headers);
-        }
-        loop {
-            match self.producer.send(message) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    message = back;
-                    // BaseProducer::poll serves delivery reports until the timeout is over,
-                    // so keep it short: the queue has room again as soon as a batch is acked.
-                    self.producer.poll(Duration::from_millis(2));
-                }
-                Err((error, _)) => {
-                    return Err(error).with_context(|| {
-                        format!(
-                            "cannot produce the record of source offset {}",
-                            record.offset
-                        )
-                    })
-                }
+            let batch = Batch {
+                chunk: Arc::clone(&chunk),
+                picks,
+            };
+            if self.senders[producer].send(batch).is_err() {
+                // That producer stopped on an error: report it.
+                return Err(self.stop().err().unwrap_or_else(|| {
+                    anyhow::anyhow!("a producer thread stopped before the replay ended")
+                }));
             }
-        }
-        self.sent += 1;
-        if self.sent.is_multiple_of(1024) {
-            self.producer.poll(Duration::ZERO);
         }
         Ok(())
     }
 
-    /// Waits until every queued record is delivered or failed; returns the counts.
-    pub fn finish(self, timeout: Duration) -> anyhow::Result<DeliveryState> {
-        self.producer
-            .flush(timeout)
-            .context("records were still undelivered when the timeout ran out (raise --timeout)")?;
-        self.producer.poll(Duration::ZERO);
-        let state = self
-            .producer
-            .context()
-            .state
-            .lock()
-            .map(|s| s.clone())
-            .map_err(|_| anyhow::anyhow!("delivery counter poisoned"))?;
-        Ok(state)
+    /// Waits until every record handed over is delivered or failed; returns the counts.
+    pub fn finish(self) -> anyhow::Result<DeliveryState> {
+        let mut this = self;
+        let outcomes = this.stop()?;
+        let mut total = DeliveryState::default();
+        for outcome in outcomes {
+            for (partition, sent) in outcome.sent_to {
+                let failed = outcome
+                    .failures
+                    .per_partition
+                    .get(&partition)
+                    .copied()
+                    .unwrap_or(0);
+                *total.delivered.entry(partition).or_default() += sent.saturating_sub(failed);
+                total.failed += failed;
+            }
+            if total.first_error.is_none() {
+                total.first_error = outcome.failures.first_error;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Closes the queues and joins every producer thread; the first error if any failed.
+    fn stop(&mut self) -> anyhow::Result<Vec<Outcome>> {
+        self.senders.clear();
+        let mut outcomes = Vec::new();
+        let mut first_error = None;
+        for worker in self.workers.drain(..) {
+            match worker.join() {
+                Ok(Ok(outcome)) => outcomes.push(outcome),
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(error);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(anyhow::anyhow!("a producer thread panicked"));
+                }
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(outcomes),
+        }
     }
 }
 
-/// Kafka's default partitioner for keyed records (murmur2, as the Java client), for
-/// `--repartition`.
-pub fn murmur2_partition(key: &[u8], partitions: i32) -> i32 {
-    (murmur2(key) & 0x7fff_ffff) as i32 % partitions
+fn producer_config(
+    config: &ClientConfig,
+    max_message_bytes: Option<u64>,
+    count: usize,
+) -> ClientConfig {
+    let mut config = config.clone();
+    // Idempotence keeps per-partition order and never duplicates on retries; it also means
+    // acks=all. Only failures are reported (see Deliveries).
+    config.set("enable.idempotence", "true");
+    config.set("delivery.report.only.error", "true");
+    // The queue budget is shared, so memory stays under 100 MB whatever the count; each queue
+    // stays deep enough for a few full batches in flight.
+    let queue_kbytes = (QUEUE_KBYTES / count).max(4 * 1024).to_string();
+    let queue_messages = (QUEUE_MESSAGES / count).max(5_000).to_string();
+    for (key, value) in [
+        ("linger.ms", "5"),
+        ("batch.num.messages", "10000"),
+        ("batch.size", "1000000"),
+        ("queue.buffering.max.kbytes", queue_kbytes.as_str()),
+        ("queue.buffering.max.messages", queue_messages.as_str()),
+    ] {
+        if config.get(key).is_none() {
+            config.set(key, value);
+        }
+    }
+    if let Some(max) = max_message_bytes.filter(|&m| m > 1_000_000) {
+        if config.get("message.max.bytes").is_none() {
+            config.set("message.max.bytes", (max + 1024).to_string());
+        }
+    }
+    config
 }
 
-fn murmur2(data: &[u8]) -> u32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let mut h = SEED ^ data.len() as u32;
-    let mut chunks = data.chunks_exact(4);
-    for chunk in &mut chunks {
-        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
+/// Gets the idempotent producer its producer id before the first record. librdkafka asks
+/// for the id when the producer starts, before any broker connection is up, and then only
+/// retries after 500 ms, unless a metadata response comes in: a few metadata requests while
+/// the connection to the leader comes up save most of that wait.
+fn warm_up(producer: &BaseProducer<Deliveries>) {
+    for _ in 0..4 {
+        // All topics (None): asking for the target topic by name could auto-create it.
+        if producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(5))
+            .is_err()
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
     }
-    let rest = chunks.remainder();
-    if rest.len() >= 3 {
-        h ^= u32::from(rest[2]) << 16;
-    }
-    if rest.len() >= 2 {
-        h ^= u32::from(rest[1]) << 8;
-    }
-    if !rest.is_empty() {
-        h ^= u32::from(rest[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// One producer thread: produces every batch it is handed, then waits for the deliveries.
+fn produce(
+    producer: &BaseProducer<Deliveries>,
+    topic: &str,
+    batches: &Receiver<Batch>,
+    timeout: Duration,
+) -> anyhow::Result<Outcome> {
+    let mut outcome = Outcome::default();
+    let mut sent = 0u64;
+    for batch in batches.iter() {
+        let mut picks = batch.picks.iter().peekable();
+        for (index, record) in batch.chunk.iter().enumerate() {
+            let Some(&&(pick, partition)) = picks.peek() else {
+                break;
+            };
+            if pick != index as u32 {
+                continue;
+            }
+            picks.next();
+            send(producer, topic, partition, &record)?;
+            *outcome.sent_to.entry(partition).or_default() += 1;
+            sent += 1;
+            if sent.is_multiple_of(1024) {
+                producer.poll(Duration::ZERO);
+            }
+        }
+    }
+    // Not Producer::flush: it waits in steps of 100 ms.
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "records were still undelivered when the timeout ran out (raise --timeout)"
+            );
+        }
+        producer.poll(Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    producer.poll(Duration::ZERO);
+    let failures = producer
+        .context()
+        .state
+        .lock()
+        .map_err(|_| anyhow::anyhow!("delivery counter poisoned"))?;
+    outcome.failures = Failures {
+        per_partition: failures.per_partition.clone(),
+        first_error: failures.first_error.clone(),
+    };
+    Ok(outcome)
+}
 
-    #[test]
-    fn murmur2_matches_the_java_client() {
-        // Values from Kafka's own partitioner tests (Utils.murmur2).
-        assert_eq!(murmur2(b"21") as i32, -973_932_308);
-        assert_eq!(murmur2(b"foobar") as i32, -790_332_482);
-        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985_981_536);
-        assert_eq!(
-            murmur2(b"a-little-bit-longer-string") as i32,
-            -1_486_304_829
-        );
-        assert_eq!(
-            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
-            -58_897_971
-        );
-        assert_eq!(murmur2(b"abc") as i32, 479_470_107);
-        assert!((0..3).contains(&murmur2_partition(b"key", 3)));
+/// Queues one record for `partition`, waiting while the local queue is full.
+fn send(
+    producer: &BaseProducer<Deliveries>,
+    topic: &str,
+    partition: i32,
+    record: &RecordView<'_>,
+) -> anyhow::Result<()> {
+    let mut headers = None;
+    if record.header_count() > 0 {
+        let mut owned = OwnedHeaders::new_with_capacity(record.header_count() as usize);
+        for header in record.headers() {
+            let key = std::str::from_utf8(header.key).with_context(|| {
+                format!(
+                    "record at source offset {}: a header key is not UTF-8",
+                    record.offset
+                )
+            })?;
+            owned = owned.insert(Header {
+                key,
+                value: header.value,
+            });
+        }
+        headers = Some(owned);
+    }
+    let mut message: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(partition);
+    if let Some(key) = record.key {
+        message = message.key(key);
+    }
+    if let Some(value) = record.value {
+        message = message.payload(value);
+    }
+    if record.timestamp >= 0 {
+        message = message.timestamp(record.timestamp);
+    }
+    if let Some(headers) = headers {
+        message = message.headers(headers);
+    }
+    loop {
+        match producer.send(message) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                message = back;
+                // The queue has room again as soon as a batch is acked. Not a poll with a
+                // timeout: BaseProducer::poll spins through its last millisecond.
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((error, _)) => {
+                return Err(error).with_context(|| {
+                    format!(
+                        "cannot produce the record of source offset {}",
+                        record.offset
+                    )
+                })
+            }
+        }
     }
 }

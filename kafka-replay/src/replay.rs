@@ -9,7 +9,8 @@ use common::Status;
 
 use crate::filter::Filter;
 use crate::plan::{Action, GroupPoint, PartitionPlan, Planner};
-use crate::produce::{murmur2_partition, Replayer};
+use crate::partitioner::murmur2_partition;
+use crate::produce::Replayer;
 use crate::report::{self, GroupReport, PartitionReport, Summary};
 use crate::source::Source;
 use crate::target::{client_config, Target};
@@ -103,6 +104,27 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         add_group_points(&mut planner, &meta, &args.groups)?;
     }
 
+    // The producers start now, so their connections and producer ids are ready when the
+    // checks below are done.
+    let replayer = if args.dry_run {
+        None
+    } else {
+        let max_message_bytes = meta
+            .configs
+            .iter()
+            .find(|c| c.name == "max.message.bytes")
+            .and_then(|c| c.value.as_deref())
+            .and_then(|v| v.parse().ok());
+        let producers = args.producers.get().min(target_partitions.max(1) as usize);
+        Some(Replayer::start(
+            &config,
+            &target_topic,
+            max_message_bytes,
+            producers,
+            args.timeout,
+        )?)
+    };
+
     let rereadable = source.rereadable();
     // A set's files are checked before anything is produced. When nothing needs the
     // records themselves beforehand (no resume to check, no dry run), the manifest's
@@ -163,20 +185,15 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
 
     planner.restart();
     let started = std::time::Instant::now();
-    let max_message_bytes = meta
-        .configs
-        .iter()
-        .find(|c| c.name == "max.message.bytes")
-        .and_then(|c| c.value.as_deref())
-        .and_then(|v| v.parse().ok());
-    let mut replayer = Replayer::new(&config, &target_topic, max_message_bytes)?;
+    let mut replayer = replayer.context("no producers in a dry run")?;
     let total = counted.then(|| planner.partitions.values().map(|p| p.to_produce()).sum());
     let progress = common::progress::items(&args.global, total, &target_topic, "records");
     let mut produced: std::collections::BTreeMap<i32, u64> = Default::default();
+    let mut picks = Vec::new();
     source.pass(&mut |chunk| {
         let partition = chunk.partition();
-        let mut sent = 0;
-        for record in chunk.iter() {
+        picks.clear();
+        for (index, record) in chunk.iter().enumerate() {
             if planner.observe(partition, &record, &target_topic)? != Action::Produce {
                 continue;
             }
@@ -188,9 +205,10 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             } else {
                 partition
             };
-            replayer.send(destination, &record)?;
-            sent += 1;
+            picks.push((index as u32, destination));
         }
+        let sent = picks.len() as u64;
+        replayer.dispatch(chunk, &picks)?;
         // Counted per chunk: the progress bar reads the clock on every tick.
         *produced.entry(partition).or_default() += sent;
         progress.inc(sent);
@@ -198,7 +216,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     })?;
     planner.check_counts(&target_topic)?;
     tracing::debug!("records queued after {:.3?}", started.elapsed());
-    let deliveries = replayer.finish(args.timeout)?;
+    let deliveries = replayer.finish()?;
     progress.finish_and_clear();
     tracing::debug!("records delivered after {:.3?}", started.elapsed());
     if deliveries.failed > 0 {
@@ -249,6 +267,9 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         tracing::warn!("verification failed: consumer group offsets were not restored");
     }
     report::print(args.global.output, &summary)?;
+    tracing::debug!("report printed after {:.3?}", started.elapsed());
+    drop(target);
+    tracing::debug!("target dropped after {:.3?}", started.elapsed());
     Ok(Status::from_passed(verified))
 }
 

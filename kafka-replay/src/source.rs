@@ -169,14 +169,14 @@ impl Source {
     /// can be read once.
     pub fn pass(
         &mut self,
-        visit: &mut dyn FnMut(&RecordsChunk) -> anyhow::Result<()>,
+        visit: &mut dyn FnMut(RecordsChunk) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         if let Some(mut reader) = self.stdin.take() {
             while let Some(chunk) = reader
                 .next_records()
                 .context("cannot read the archive on stdin")?
             {
-                visit(&chunk)?;
+                visit(chunk)?;
             }
             return Ok(());
         }
@@ -197,7 +197,7 @@ impl Source {
                 .next_records()
                 .with_context(|| format!("archive {} is damaged", part.path.display()))?
             {
-                visit(&chunk)?;
+                visit(chunk)?;
             }
         }
         Ok(())

@@ -79,6 +79,7 @@ impl Target {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true");
         if consumer_config.get("group.id").is_none() {
+            // Never joined or committed (partitions are assigned); librdkafka wants one.
             consumer_config.set("group.id", "kafka-replay");
         }
         let target = Target {
@@ -174,7 +175,7 @@ impl Target {
                     "topic {name} was created but its metadata did not appear within 30s"
                 );
             }
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
