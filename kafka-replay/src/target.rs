@@ -7,6 +7,7 @@ use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, Timestamp};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -57,9 +58,14 @@ fn without_producer_properties(config: &ClientConfig) -> ClientConfig {
 /// A connection to the target cluster for everything but producing.
 pub struct Target {
     config: ClientConfig,
-    consumer: BaseConsumer,
-    admin: AdminClient<DefaultClientContext>,
-    runtime: tokio::runtime::Runtime,
+    /// Made when a record must be read back (a resume check): a consumer's drop waits for
+    /// its group to close, which a plain replay should not pay for.
+    consumer: std::cell::OnceCell<BaseConsumer>,
+    /// Metadata and watermarks. A producer that never produces: unlike a consumer or an
+    /// admin client, it closes without waiting for a group or a polling thread.
+    client: BaseProducer,
+    /// Made when a topic must be created.
+    admin: std::cell::OnceCell<(AdminClient<DefaultClientContext>, tokio::runtime::Runtime)>,
     bootstrap: String,
 }
 
@@ -74,22 +80,11 @@ impl Target {
     pub fn connect(config: &ClientConfig, bootstrap: &str) -> anyhow::Result<Target> {
         let hint = "invalid Kafka client settings (check -X and KAFKA_CLIENT_CONFIG)";
         let config = &without_producer_properties(config);
-        let mut consumer_config = config.clone();
-        consumer_config
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true");
-        if consumer_config.get("group.id").is_none() {
-            // Never joined or committed (partitions are assigned); librdkafka wants one.
-            consumer_config.set("group.id", "kafka-replay");
-        }
         let target = Target {
             config: config.clone(),
-            consumer: consumer_config.create().context(hint)?,
-            admin: config.create().context(hint)?,
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?,
+            consumer: std::cell::OnceCell::new(),
+            client: config.create().context(hint)?,
+            admin: std::cell::OnceCell::new(),
             bootstrap: bootstrap.to_string(),
         };
         target.brokers()?;
@@ -99,7 +94,8 @@ impl Target {
     /// Number of brokers in the cluster.
     pub fn brokers(&self) -> anyhow::Result<usize> {
         let metadata = self
-            .consumer
+            .client
+            .client()
             .fetch_metadata(None, REQUEST_TIMEOUT)
             // KafkaError repeats its code as its source; one mention is enough.
             .map_err(|e| anyhow::anyhow!("{e}"))
@@ -117,7 +113,8 @@ impl Target {
     /// The topic's shape, or None when it does not exist.
     pub fn topic(&self, name: &str) -> anyhow::Result<Option<TopicShape>> {
         let metadata = self
-            .consumer
+            .client
+            .client()
             .fetch_metadata(None, REQUEST_TIMEOUT)
             // KafkaError repeats its code as its source; one mention is enough.
             .map_err(|e| anyhow::anyhow!("{e}"))
@@ -146,9 +143,9 @@ impl Target {
         let options = AdminOptions::new()
             .operation_timeout(Some(REQUEST_TIMEOUT))
             .request_timeout(Some(REQUEST_TIMEOUT));
-        let results = self
-            .runtime
-            .block_on(self.admin.create_topics([&topic], &options))
+        let (admin, runtime) = self.admin()?;
+        let results = runtime
+            .block_on(admin.create_topics([&topic], &options))
             .with_context(|| format!("CreateTopics {name} failed"))?;
         for result in results {
             result.map_err(|(topic, code)| {
@@ -181,9 +178,45 @@ impl Target {
 
     /// Low and high watermark of a partition.
     pub fn watermarks(&self, topic: &str, partition: i32) -> anyhow::Result<(i64, i64)> {
-        self.consumer
+        self.client
+            .client()
             .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
             .with_context(|| format!("cannot fetch the watermarks of {topic}[{partition}]"))
+    }
+
+    /// The admin client and the runtime its requests run on, made on first use.
+    fn admin(&self) -> anyhow::Result<&(AdminClient<DefaultClientContext>, tokio::runtime::Runtime)> {
+        if let Some(admin) = self.admin.get() {
+            return Ok(admin);
+        }
+        let admin: AdminClient<DefaultClientContext> = self
+            .config
+            .create()
+            .context("invalid Kafka client settings (check -X and KAFKA_CLIENT_CONFIG)")?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        Ok(self.admin.get_or_init(|| (admin, runtime)))
+    }
+
+    /// The consumer that reads records back, made on first use.
+    fn consumer(&self) -> anyhow::Result<&BaseConsumer> {
+        if let Some(consumer) = self.consumer.get() {
+            return Ok(consumer);
+        }
+        let mut config = self.config.clone();
+        config
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true");
+        if config.get("group.id").is_none() {
+            // Never joined or committed (partitions are assigned); librdkafka wants one.
+            config.set("group.id", "kafka-replay");
+        }
+        let consumer: BaseConsumer = config
+            .create()
+            .context("invalid Kafka client settings (check -X and KAFKA_CLIENT_CONFIG)")?;
+        Ok(self.consumer.get_or_init(|| consumer))
     }
 
     /// Reads the record at exactly `offset` of a partition.
@@ -193,11 +226,12 @@ impl Target {
         partition: i32,
         offset: i64,
     ) -> anyhow::Result<Fingerprint> {
+        let consumer = self.consumer()?;
         let mut assignment = TopicPartitionList::new();
         assignment
             .add_partition_offset(topic, partition, Offset::Offset(offset))
             .context("invalid offset")?;
-        self.consumer
+        consumer
             .assign(&assignment)
             .with_context(|| format!("cannot assign {topic}[{partition}]"))?;
         let deadline = Instant::now() + REQUEST_TIMEOUT;
@@ -208,7 +242,7 @@ impl Target {
                     REQUEST_TIMEOUT.as_secs()
                 ));
             }
-            match self.consumer.poll(Duration::from_millis(200)) {
+            match consumer.poll(Duration::from_millis(200)) {
                 None => continue,
                 Some(Err(KafkaError::PartitionEOF(p))) if p != partition => continue,
                 Some(Err(KafkaError::PartitionEOF(_))) => {
@@ -245,7 +279,7 @@ impl Target {
                 }
             }
         };
-        self.consumer
+        consumer
             .unassign()
             .with_context(|| format!("cannot unassign {topic}[{partition}]"))?;
         found
