@@ -24,8 +24,10 @@ pub use replay::run;
 /// Replay a Kafka topic backup into a topic, verified and resumable.
 ///
 /// Records go to the same partition number with key, value, headers and timestamp (as
-/// CreateTime) preserved. A replay that was interrupted can be re-run: records the target
-/// already holds (its first `high - low` records, checked against the archive) are skipped.
+/// CreateTime) preserved, through idempotent producers working in parallel (each owns a share
+/// of the partitions, so every partition keeps its order). A replay that was interrupted can be
+/// re-run: records the target already holds (its first `high - low` records, checked against
+/// the archive) are skipped.
 #[derive(Debug, Parser)]
 #[command(
     name = "kafka-replay",

@@ -8,8 +8,8 @@ use common::topic_archive::TopicMeta;
 use common::Status;
 
 use crate::filter::Filter;
-use crate::plan::{Action, GroupPoint, PartitionPlan, Planner};
 use crate::partitioner::murmur2_partition;
+use crate::plan::{Action, GroupPoint, PartitionPlan, Planner};
 use crate::produce::Replayer;
 use crate::report::{self, GroupReport, PartitionReport, Summary};
 use crate::source::Source;

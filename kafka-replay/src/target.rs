@@ -7,9 +7,9 @@ use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, Timestamp};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::plan::Fingerprint;
@@ -185,7 +185,9 @@ impl Target {
     }
 
     /// The admin client and the runtime its requests run on, made on first use.
-    fn admin(&self) -> anyhow::Result<&(AdminClient<DefaultClientContext>, tokio::runtime::Runtime)> {
+    fn admin(
+        &self,
+    ) -> anyhow::Result<&(AdminClient<DefaultClientContext>, tokio::runtime::Runtime)> {
         if let Some(admin) = self.admin.get() {
             return Ok(admin);
         }
