@@ -20,3 +20,15 @@ pub fn client_config(kafka: &KafkaArgs, client_id: &str) -> anyhow::Result<Clien
     }
     Ok(config)
 }
+
+/// Drops a Kafka client on a thread of its own. Closing an admin client (or a consumer with a
+/// group) waits up to 100 ms for its polling thread, which a tool about to report and exit
+/// need not sit through; the thread finishes on its own when the process lives on.
+pub fn close_in_background<T: Send + 'static>(client: T) {
+    let spawned = std::thread::Builder::new()
+        .name("kafka-close".into())
+        .spawn(move || drop(client));
+    if let Err(error) = spawned {
+        tracing::debug!("cannot close a Kafka client in the background: {error}");
+    }
+}

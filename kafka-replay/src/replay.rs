@@ -266,6 +266,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     } else if args.restore_group_offsets {
         tracing::warn!("verification failed: consumer group offsets were not restored");
     }
+    common::kafka::close_in_background(target);
     report::print(args.global.output, &summary)?;
     Ok(Status::from_passed(verified))
 }

@@ -48,6 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         let groups = groups.remove(&topic.name).unwrap_or_default();
         let meta = topic_meta(&cluster, topic, None, groups, args.max_messages)?;
         let out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        common::kafka::close_in_background(cluster);
         let (end, _) = export_one(&args, &config, &options, &meta, out)?;
         tracing::info!(
             "{}: {} records from {} partitions written to stdout",
@@ -127,6 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             return Err(error);
         }
     };
+    common::kafka::close_in_background(cluster);
     let id = set.id().to_string();
     tracing::debug!("committing set {id}");
     let manifest = set.commit(SetMeta {
