@@ -32,3 +32,30 @@ pub fn close_in_background<T: Send + 'static>(client: T) {
         tracing::debug!("cannot close a Kafka client in the background: {error}");
     }
 }
+
+/// An admin client with the single-threaded runtime its requests are awaited on, for tools
+/// that are otherwise synchronous.
+pub struct Admin {
+    pub client: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Admin {
+    pub fn new(config: &ClientConfig) -> anyhow::Result<Admin> {
+        use anyhow::Context;
+        Ok(Admin {
+            client: config
+                .create()
+                .context("invalid Kafka client settings (check -X and KAFKA_CLIENT_CONFIG)")?,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?,
+        })
+    }
+
+    /// Waits for an admin request.
+    pub fn block_on<F: std::future::Future>(&self, request: F) -> F::Output {
+        self.runtime.block_on(request)
+    }
+}

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use common::kafka::Admin;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, Timestamp};
@@ -65,7 +65,7 @@ pub struct Target {
     /// admin client, it closes without waiting for a group or a polling thread.
     client: BaseProducer,
     /// Made when a topic must be created.
-    admin: std::cell::OnceCell<(AdminClient<DefaultClientContext>, tokio::runtime::Runtime)>,
+    admin: std::cell::OnceCell<Admin>,
     bootstrap: String,
 }
 
@@ -143,9 +143,9 @@ impl Target {
         let options = AdminOptions::new()
             .operation_timeout(Some(REQUEST_TIMEOUT))
             .request_timeout(Some(REQUEST_TIMEOUT));
-        let (admin, runtime) = self.admin()?;
-        let results = runtime
-            .block_on(admin.create_topics([&topic], &options))
+        let admin = self.admin()?;
+        let results = admin
+            .block_on(admin.client.create_topics([&topic], &options))
             .with_context(|| format!("CreateTopics {name} failed"))?;
         for result in results {
             result.map_err(|(topic, code)| {
@@ -184,22 +184,13 @@ impl Target {
             .with_context(|| format!("cannot fetch the watermarks of {topic}[{partition}]"))
     }
 
-    /// The admin client and the runtime its requests run on, made on first use.
-    fn admin(
-        &self,
-    ) -> anyhow::Result<&(AdminClient<DefaultClientContext>, tokio::runtime::Runtime)> {
+    /// The admin client, made on first use.
+    fn admin(&self) -> anyhow::Result<&Admin> {
         if let Some(admin) = self.admin.get() {
             return Ok(admin);
         }
-        let admin: AdminClient<DefaultClientContext> = self
-            .config
-            .create()
-            .context("invalid Kafka client settings (check -X and KAFKA_CLIENT_CONFIG)")?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        Ok(self.admin.get_or_init(|| (admin, runtime)))
+        let admin = Admin::new(&self.config)?;
+        Ok(self.admin.get_or_init(|| admin))
     }
 
     /// The consumer that reads records back, made on first use.

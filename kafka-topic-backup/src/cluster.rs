@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
+use common::kafka::Admin;
 use common::topic_archive::{ConfigEntry, GroupOffsets, GroupPartitionOffset};
-use rdkafka::admin::{AdminClient, AdminOptions, ConfigSource, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{AdminOptions, ConfigSource, ResourceSpecifier};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -56,8 +56,7 @@ pub struct TopicInfo {
 pub struct Cluster {
     config: ClientConfig,
     consumer: BaseConsumer,
-    admin: AdminClient<DefaultClientContext>,
-    runtime: tokio::runtime::Runtime,
+    admin: Admin,
     bootstrap: String,
 }
 
@@ -80,18 +79,11 @@ impl Cluster {
         for key in &consumer_keys {
             admin_config.remove(key);
         }
-        let admin: AdminClient<DefaultClientContext> = admin_config
-            .create()
-            .context("invalid Kafka client settings (check -X and KAFKA_CLIENT_CONFIG)")?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
+        let admin = Admin::new(&admin_config)?;
         let cluster = Cluster {
             config: config.clone(),
             consumer,
             admin,
-            runtime,
             bootstrap: bootstrap.to_string(),
         };
         let topics = cluster.topics()?;
@@ -140,8 +132,8 @@ impl Cluster {
         let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
         let resource = ResourceSpecifier::Topic(topic);
         let results = self
-            .runtime
-            .block_on(self.admin.describe_configs([&resource], &options))
+            .admin
+            .block_on(self.admin.client.describe_configs([&resource], &options))
             .with_context(|| format!("DescribeConfigs of topic {topic} failed"))?;
         let mut entries = Vec::new();
         for result in results {
