@@ -57,16 +57,20 @@ awk -v n="$RECORDS" 'BEGIN {
     for (i = 0; i < n; i++) printf "user-%06d\tevent-%09d-%s\n", i % 50000, i, pad
 }' | kcat -P -b "$BROKER" "${KCAT_X[@]}" -t "$SRC" -K $'\t' "${HEADERS[@]}"
 
-# measure NAME COMMAND...: appends "wall_seconds peak_rss_kib" to $WORK/NAME.
-# A failed command is reported as such, and the run goes on.
+# measure NAME COMMAND...: appends "wall_seconds peak_rss_kib cpu_seconds" to $WORK/NAME.
+# A failed command is reported as such, and the run goes on. Each measurement starts after a
+# pause, so the broker has finished the work the previous one left (a dropped topic's data).
 measure() {
     local name=$1
     shift
-    if /usr/bin/time -f '%e %M' -o "$WORK/$name.last" "$@"; then
+    sleep 1
+    if /usr/bin/time -f '%e %M %U %S' -o "$WORK/$name.last" "$@"; then
+        awk '{ printf "%s %s %.2f\n", $1, $2, $3 + $4 }' "$WORK/$name.last" >"$WORK/$name.sum"
+        mv "$WORK/$name.sum" "$WORK/$name.last"
         cat "$WORK/$name.last" >>"$WORK/$name"
     else
         echo "bench: $name failed" >&2
-        echo "failed failed" >>"$WORK/$name"
+        echo "failed failed failed" >>"$WORK/$name"
     fi
 }
 
@@ -110,7 +114,8 @@ for run in $(seq 1 "$RUNS"); do
     fi
 done
 
-# median NAME FIELD: the median of column FIELD (1 seconds, 2 KiB) over the runs that worked.
+# median NAME FIELD: the median of column FIELD (1 seconds, 2 KiB, 3 CPU seconds) over the
+# runs that worked.
 median() {
     grep -v failed "$WORK/$1" | cut -d' ' -f"$2" | sort -n |
         awk '{ v[NR] = $1 } END { if (NR == 0) print "failed"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
@@ -122,12 +127,12 @@ verdict() { awk -v r="$1" -v goal="$2" 'BEGIN { if (r == "n/a") print "n/a"; els
 
 printf '\n%d records over 3 partitions, archive %s bytes, medians of %d runs\n\n' \
     "$RECORDS" "$(du -sb "$WORK/repo" | cut -f1)" "$RUNS"
-printf '%-8s %-26s %12s %10s %10s\n' phase tool records/s "median s" "peak MB"
+printf '%-8s %-26s %12s %10s %10s %10s\n' phase tool records/s "median s" "peak MB" "CPU s"
 for row in "export bare-rdkafka-consumer bare" "export kcat-C kcat_export" \
     "export kafka-topic-backup ours_export" "replay kcat-P kcat_replay" \
     "replay kcat-P-idempotent kcat_idem_replay" "replay kafka-replay ours_replay"; do
     set -- $row
-    printf '%-8s %-26s %12s %10s %10s\n' "$1" "$2" "$(rate "$3")" "$(median "$3" 1)" "$(peak "$3")"
+    printf '%-8s %-26s %12s %10s %10s %10s\n' "$1" "$2" "$(rate "$3")" "$(median "$3" 1)" "$(peak "$3")" "$(median "$3" 3)"
 done
 e_kcat=$(ratio ours_export kcat_export)
 e_bare=$(ratio ours_export bare)
@@ -139,6 +144,8 @@ printf '\nexport vs kcat:          %sx (goal >= 1.0: %s)\n' "$e_kcat" "$(verdict
 printf 'export vs bare consumer: %sx (goal >= 0.9: %s)\n' "$e_bare" "$(verdict "$e_bare" 0.9)"
 printf 'replay vs kcat:          %sx (goal >= 1.0: %s)\n' "$r_kcat" "$(verdict "$r_kcat" 1.0)"
 printf 'replay vs idempotent kcat: %sx\n' "$r_kcat_idem"
+printf 'CPU per run, ours vs kcat: export %s s vs %s s, replay %s s vs %s s\n' \
+    "$(median ours_export 3)" "$(median kcat_export 3)" "$(median ours_replay 3)" "$(median kcat_replay 3)"
 printf 'peak memory:             %s MB (goal < 100: %s)\n' "$mem" \
     "$(awk -v m="$mem" 'BEGIN { print (m < 100 ? "ok" : "MISSED") }')"
 printf 'export memory vs bare consumer: %sx\n' "$mem_bare"

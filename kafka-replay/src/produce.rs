@@ -121,8 +121,11 @@ impl Replayer {
             let worker = std::thread::Builder::new()
                 .name(format!("producer-{index}"))
                 .spawn(move || {
-                    warm_up(&producer);
-                    produce(&producer, &topic, &receiver, timeout)
+                    // The warm-up runs beside the producing: records queue meanwhile.
+                    std::thread::scope(|scope| {
+                        scope.spawn(|| warm_up(&producer));
+                        produce(&producer, &topic, &receiver, timeout)
+                    })
                 })
                 .context("cannot start a producer thread")?;
             replayer.senders.push(sender);
