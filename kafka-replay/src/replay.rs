@@ -39,8 +39,32 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         .clone()
         .unwrap_or_else(|| meta.topic.clone());
     let config = client_config(&args.kafka, "kafka-replay")?;
+    tracing::debug!("source opened: {}", source.description);
+    // The producers start first: their connections and producer ids come up while the target
+    // is inspected and the archive checked. One producer per partition at most (the target's
+    // count is not known yet; the source's stands in for it).
+    let replayer = if args.dry_run {
+        None
+    } else {
+        let max_message_bytes = meta
+            .configs
+            .iter()
+            .find(|c| c.name == "max.message.bytes")
+            .and_then(|c| c.value.as_deref())
+            .and_then(|v| v.parse().ok());
+        let partitions = args.partitions.map_or(meta.partitions, |p| p.get());
+        let producers = args.producers.get().min(partitions.max(1) as usize);
+        Some(Replayer::start(
+            &config,
+            &target_topic,
+            max_message_bytes,
+            producers,
+            args.timeout,
+        )?)
+    };
     let target = Target::connect(&config, &args.kafka.bootstrap_servers)?;
     let existing = target.topic(&target_topic)?;
+    tracing::debug!("target cluster answered");
     let target_partitions = existing
         .map(|t| t.partitions)
         .or(args.partitions.map(|p| p.get()))
@@ -104,27 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         add_group_points(&mut planner, &meta, &args.groups)?;
     }
 
-    // The producers start now, so their connections and producer ids are ready when the
-    // checks below are done.
-    let replayer = if args.dry_run {
-        None
-    } else {
-        let max_message_bytes = meta
-            .configs
-            .iter()
-            .find(|c| c.name == "max.message.bytes")
-            .and_then(|c| c.value.as_deref())
-            .and_then(|v| v.parse().ok());
-        let producers = args.producers.get().min(target_partitions.max(1) as usize);
-        Some(Replayer::start(
-            &config,
-            &target_topic,
-            max_message_bytes,
-            producers,
-            args.timeout,
-        )?)
-    };
-
+    tracing::debug!("plan made");
     let rereadable = source.rereadable();
     // A set's files are checked before anything is produced. When nothing needs the
     // records themselves beforehand (no resume to check, no dry run), the manifest's
@@ -183,6 +187,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         summary.created_topic = true;
     }
 
+    tracing::debug!("archive checked");
     planner.restart();
     let started = std::time::Instant::now();
     let mut replayer = replayer.context("no producers in a dry run")?;
