@@ -23,6 +23,7 @@ pub mod progress;
 pub mod prompt;
 pub mod repo;
 pub mod retention;
+pub mod size;
 pub mod stream;
 pub mod timefmt;
 pub mod topic_archive;

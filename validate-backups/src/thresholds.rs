@@ -115,27 +115,7 @@ pub fn min_sets(given: Option<&KindMap<usize>>) -> BTreeMap<&'static str, usize>
 /// `1GiB`, `500MB`, `10G`, `4096`: suffixes are powers of 1024 whatever their spelling (kB,
 /// KiB, K...), as in cdc-slot-tool.
 pub fn parse_size(text: &str) -> Result<Size, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid size '{text}': expected e.g. 1GiB, 500MB or 4096"))?;
-    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" | "tib" => 1024.0f64.powi(4),
-        _ => {
-            return Err(format!(
-                "invalid size unit in '{text}': use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB"
-            ))
-        }
-    };
-    Ok(Size((number * factor).round() as u64))
+    common::size::parse_bytes(text).map(Size)
 }
 
 pub use common::cli::{kafka_properties, parse_key_value};
