@@ -5,6 +5,7 @@
 #   scripts/bench-kafka.sh                       one million ~200-byte records, a key and two
 #                                                headers each, over 3 partitions; 5 runs
 #   RECORDS=200000 RUNS=3 scripts/bench-kafka.sh a smaller run
+#   SCALE_PARTITIONS=0 ...                       without the memory-against-topic-size part
 #
 # Every tool reads or writes the same records: the export tools read the source topic whole;
 # the replays write the same keys, values and headers into a fresh 3-partition topic (kcat -P
@@ -45,7 +46,7 @@ RUN=bench_$$_$(date +%s)
 SRC=${RUN}_src
 HEADERS=(-H trace=0af7651916cd43dd8448eb211c80319c -H source=bench)
 cleanup() {
-    "$BIN/examples/kafka_bench" delete "$SRC" 2>/dev/null || true
+    "$BIN/examples/kafka_bench" delete "$SRC" "${RUN}_wide_1" "${RUN}_wide_2" 2>/dev/null || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -114,6 +115,31 @@ for run in $(seq 1 "$RUNS"); do
     fi
 done
 
+# Memory against topic size. This broker answers a fetch with the rest of a partition whatever
+# the fetch size limits, so a reader holds whole partitions: a bounded reader keeps a bounded
+# number of them at once, whatever the topic size. Two topics with the same partition size,
+# one twice the other (SCALE_RECORDS over SCALE_PARTITIONS, then twice both), exported once
+# each by every tool: peak memory should stay flat for ours and double for the others.
+SCALE_RECORDS=${SCALE_RECORDS:-$RECORDS}
+SCALE_PARTITIONS=${SCALE_PARTITIONS:-30}
+if [ "$SCALE_PARTITIONS" -gt 0 ]; then
+    for factor in 1 2; do
+        topic=${RUN}_wide_$factor
+        echo "bench: memory at $((SCALE_RECORDS * factor)) records over $((SCALE_PARTITIONS * factor)) partitions ..." >&2
+        "$BIN/examples/kafka_bench" create "$topic" $((SCALE_PARTITIONS * factor))
+        awk -v n=$((SCALE_RECORDS * factor)) 'BEGIN {
+            pad = sprintf("%0160d", 0)
+            for (i = 0; i < n; i++) printf "user-%06d\tevent-%09d-%s\n", i % 50000, i, pad
+        }' | kcat -P -b "$BROKER" "${KCAT_X[@]}" -t "$topic" -K $'\t' "${HEADERS[@]}"
+        measure "wide${factor}_bare" "$BIN/examples/kafka_bench" consume "$topic" >/dev/null
+        measure "wide${factor}_kcat" bash -c "kcat -C -b '$BROKER' ${KCAT_X[*]} -t '$topic' -o beginning -e -q -f '%k\t%s\n' > /dev/null"
+        rm -rf "$WORK/wide"
+        measure "wide${factor}_ours" "$BIN/kafka-topic-backup" -q --topic "$topic" --backup-dir "$WORK/wide" --no-retention >/dev/null
+        rm -rf "$WORK/wide"
+        "$BIN/examples/kafka_bench" delete "$topic"
+    done
+fi
+
 # median NAME FIELD: the median of column FIELD (1 seconds, 2 KiB, 3 CPU seconds) over the
 # runs that worked.
 median() {
@@ -149,6 +175,15 @@ printf 'CPU per run, ours vs kcat: export %s s vs %s s, replay %s s vs %s s\n' \
 printf 'peak memory:             %s MB (goal < 100: %s)\n' "$mem" \
     "$(awk -v m="$mem" 'BEGIN { print (m < 100 ? "ok" : "MISSED") }')"
 printf 'export memory vs bare consumer: %sx\n' "$mem_bare"
+if [ "$SCALE_PARTITIONS" -gt 0 ]; then
+    printf '\nexport peak MB by topic size (%s records per partition):\n' $((SCALE_RECORDS / SCALE_PARTITIONS))
+    printf '%-26s %12s %12s %8s\n' tool "$SCALE_RECORDS rec" "$((SCALE_RECORDS * 2)) rec" growth
+    for row in "bare-rdkafka-consumer bare" "kcat-C kcat" "kafka-topic-backup ours"; do
+        set -- $row
+        printf '%-26s %12s %12s %7sx\n' "$1" "$(peak "wide1_$2")" "$(peak "wide2_$2")" \
+            "$(awk -v a="$(peak "wide1_$2")" -v b="$(peak "wide2_$2")" 'BEGIN { if (a == "-" || b == "-") print "n/a"; else printf "%.2f", b / a }')"
+    done
+fi
 if [ "$(awk -v m="$(peak bare)" 'BEGIN { print (m >= 100) }')" = 1 ]; then
     echo "note: the bare consumer alone peaks at $(peak bare) MB: this broker answers a fetch with a whole"
     echo "      partition whatever the fetch size limits, so no librdkafka client stays under 100 MB here."
