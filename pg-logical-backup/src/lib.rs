@@ -17,6 +17,7 @@ pub mod backup;
 pub mod catalog;
 pub mod details;
 pub mod dump;
+pub mod globals;
 pub mod integrity;
 pub mod list;
 pub mod load;
@@ -68,6 +69,11 @@ pub enum Command {
     /// List the logical backup sets of the repository.
     #[command(after_help = common::exit::EXIT_CODES_HELP)]
     List(list::ListArgs),
+    /// Restore the roles and tablespaces of a set (its `pg_dumpall --globals-only` script),
+    /// e.g. before restoring databases onto a new cluster. Exit 1 when a statement failed for
+    /// another reason than the object already existing.
+    #[command(after_help = common::exit::EXIT_CODES_HELP)]
+    RestoreGlobals(globals::RestoreGlobalsArgs),
 }
 
 impl ToolArgs for Args {
@@ -85,6 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         Some(Command::Restore(restore)) => restore::run(restore, &global),
         Some(Command::Verify(verify)) => verify::run(verify, &global),
         Some(Command::List(list)) => list::run(list, &global),
+        Some(Command::RestoreGlobals(args)) => globals::run(args, &global),
     }
 }
 

@@ -426,7 +426,11 @@ fn files_needed(db: &DatabaseEntry, tables: &[&TableEntry], args: &RestoreArgs) 
 }
 
 /// Refuses to restore from damaged files: checksums of everything the restore reads.
-fn check_files(manifest: &common::Manifest, dir: &Path, files: &[String]) -> anyhow::Result<()> {
+pub(crate) fn check_files(
+    manifest: &common::Manifest,
+    dir: &Path,
+    files: &[String],
+) -> anyhow::Result<()> {
     let mut subset = manifest.clone();
     subset.files.retain(|f| {
         files

@@ -3,6 +3,7 @@
 
 mod backup;
 mod bad_input;
+mod globals;
 mod restore;
 mod support;
 mod verify;
