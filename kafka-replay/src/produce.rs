@@ -1,5 +1,5 @@
 //! Producing archived records with idempotent producers: same partition, key, value,
-//! headers and timestamp; deliveries counted per partition.
+//! headers and timestamp; failed deliveries collected.
 //!
 //! Several producers work in parallel, each on its own thread, each owning the target
 //! partitions `p` with `p % count == its index`: a partition has one producer, so its order is
@@ -8,7 +8,6 @@
 //! the archive holds runs of one partition's records: fed by one thread, a single producer
 //! would mostly send one partition per request.
 
-use std::collections::BTreeMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -23,25 +22,17 @@ use rdkafka::{ClientConfig, ClientContext};
 
 /// Collects the failed deliveries. librdkafka reports only failures
 /// (`delivery.report.only.error`): a record it does not report as failed by the time its
-/// queue is empty was delivered, so the delivered count of a partition is what was sent
-/// there less what failed. This spares the producing thread a report per record.
+/// queue is empty was delivered. This spares the producing threads a report per record; the
+/// replay is verified against the target's watermarks afterwards.
 #[derive(Default)]
 pub struct Deliveries {
     state: Mutex<Failures>,
 }
 
+/// The records that could not be delivered.
 #[derive(Default, Debug, Clone)]
-struct Failures {
-    per_partition: BTreeMap<i32, u64>,
-    first_error: Option<String>,
-}
-
-/// What became of the records sent.
-#[derive(Default, Debug, Clone)]
-pub struct DeliveryState {
-    /// Delivered records per target partition.
-    pub delivered: BTreeMap<i32, u64>,
-    pub failed: u64,
+pub struct Failures {
+    pub count: u64,
     pub first_error: Option<String>,
 }
 
@@ -57,7 +48,7 @@ impl ProducerContext for Deliveries {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        *state.per_partition.entry(message.partition()).or_default() += 1;
+        state.count += 1;
         if state.first_error.is_none() {
             state.first_error = Some(format!(
                 "delivery to partition {} failed: {error}",
@@ -81,18 +72,10 @@ struct Batch {
     picks: Vec<(u32, i32)>,
 }
 
-/// What one producer thread did.
-#[derive(Default)]
-struct Outcome {
-    /// Records accepted into the producer's queue, per target partition.
-    sent_to: BTreeMap<i32, u64>,
-    failures: Failures,
-}
-
 /// The producer threads of one replay.
 pub struct Replayer {
     senders: Vec<SyncSender<Batch>>,
-    workers: Vec<JoinHandle<anyhow::Result<Outcome>>>,
+    workers: Vec<JoinHandle<anyhow::Result<Failures>>>,
 }
 
 impl Replayer {
@@ -164,37 +147,26 @@ impl Replayer {
         Ok(())
     }
 
-    /// Waits until every record handed over is delivered or failed; returns the counts.
-    pub fn finish(self) -> anyhow::Result<DeliveryState> {
-        let mut this = self;
-        let outcomes = this.stop()?;
-        let mut total = DeliveryState::default();
-        for outcome in outcomes {
-            for (partition, sent) in outcome.sent_to {
-                let failed = outcome
-                    .failures
-                    .per_partition
-                    .get(&partition)
-                    .copied()
-                    .unwrap_or(0);
-                *total.delivered.entry(partition).or_default() += sent.saturating_sub(failed);
-                total.failed += failed;
-            }
+    /// Waits until every record handed over is delivered or failed; returns the failures.
+    pub fn finish(mut self) -> anyhow::Result<Failures> {
+        let mut total = Failures::default();
+        for failures in self.stop()? {
+            total.count += failures.count;
             if total.first_error.is_none() {
-                total.first_error = outcome.failures.first_error;
+                total.first_error = failures.first_error;
             }
         }
         Ok(total)
     }
 
     /// Closes the queues and joins every producer thread; the first error if any failed.
-    fn stop(&mut self) -> anyhow::Result<Vec<Outcome>> {
+    fn stop(&mut self) -> anyhow::Result<Vec<Failures>> {
         self.senders.clear();
-        let mut outcomes = Vec::new();
+        let mut all = Vec::new();
         let mut first_error = None;
         for worker in self.workers.drain(..) {
             match worker.join() {
-                Ok(Ok(outcome)) => outcomes.push(outcome),
+                Ok(Ok(failures)) => all.push(failures),
                 Ok(Err(error)) => {
                     first_error.get_or_insert(error);
                 }
@@ -205,7 +177,7 @@ impl Replayer {
         }
         match first_error {
             Some(error) => Err(error),
-            None => Ok(outcomes),
+            None => Ok(all),
         }
     }
 }
@@ -267,8 +239,7 @@ fn produce(
     topic: &str,
     batches: &Receiver<Batch>,
     timeout: Duration,
-) -> anyhow::Result<Outcome> {
-    let mut outcome = Outcome::default();
+) -> anyhow::Result<Failures> {
     let mut sent = 0u64;
     for batch in batches.iter() {
         let mut picks = batch.picks.iter().peekable();
@@ -281,7 +252,6 @@ fn produce(
             }
             picks.next();
             send(producer, topic, partition, &record)?;
-            *outcome.sent_to.entry(partition).or_default() += 1;
             sent += 1;
             if sent.is_multiple_of(1024) {
                 producer.poll(Duration::ZERO);
@@ -304,12 +274,9 @@ fn produce(
         .context()
         .state
         .lock()
-        .map_err(|_| anyhow::anyhow!("delivery counter poisoned"))?;
-    outcome.failures = Failures {
-        per_partition: failures.per_partition.clone(),
-        first_error: failures.first_error.clone(),
-    };
-    Ok(outcome)
+        .map_err(|_| anyhow::anyhow!("delivery counter poisoned"))?
+        .clone();
+    Ok(failures)
 }
 
 /// Queues one record for `partition`, waiting while the local queue is full.
