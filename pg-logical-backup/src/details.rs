@@ -81,6 +81,28 @@ impl TableEntry {
     }
 }
 
+/// A complete logical set chosen for restore or verification.
+#[derive(Debug)]
+pub struct ChosenSet {
+    pub dir: std::path::PathBuf,
+    pub manifest: Manifest,
+    pub details: LogicalDetails,
+}
+
+impl ChosenSet {
+    /// Set `id` of the repository at `backup_dir`, or its newest complete logical set.
+    pub fn find(backup_dir: &std::path::Path, id: Option<&str>) -> anyhow::Result<ChosenSet> {
+        let repo = common::repo::Repository::open(backup_dir)?;
+        let (set, manifest) = repo.find(common::Kind::Logical, id)?;
+        let details = LogicalDetails::from_manifest(&manifest)?;
+        Ok(ChosenSet {
+            dir: set.dir,
+            manifest,
+            details,
+        })
+    }
+}
+
 impl LogicalDetails {
     /// Reads the details of a manifest, with a clear error for sets of another tool.
     pub fn from_manifest(manifest: &Manifest) -> anyhow::Result<LogicalDetails> {

@@ -10,11 +10,10 @@
 use std::path::PathBuf;
 
 use common::cli::{GlobalArgs, PgArgs, RepoArgs};
-use common::repo::{Kind, Repository};
 use common::Status;
 use serde::Serialize;
 
-use crate::details::LogicalDetails;
+use crate::details::ChosenSet;
 use crate::pgbin::{self, PgBin, PgBinArgs};
 
 /// Settings of `restore-globals`.
@@ -54,17 +53,19 @@ pub fn run(args: RestoreGlobalsArgs, global: &GlobalArgs) -> anyhow::Result<Stat
 
 async fn restore_globals(args: RestoreGlobalsArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let bin = PgBin::resolve(&args.bin, &args.pg)?;
-    let repo = Repository::open(&args.repo.backup_dir)?;
-    let (set, manifest) = repo.find(Kind::Logical, args.backup_id.as_deref())?;
-    let details = LogicalDetails::from_manifest(&manifest)?;
+    let ChosenSet {
+        dir: set_dir,
+        manifest,
+        details,
+    } = ChosenSet::find(&args.repo.backup_dir, args.backup_id.as_deref())?;
     let Some(file) = details.globals.clone() else {
         anyhow::bail!(
             "set {} holds no globals (it was taken with --no-globals); pick another with --backup-id",
             manifest.id
         );
     };
-    crate::restore::check_files(&manifest, &set.dir, std::slice::from_ref(&file))?;
-    let path = set.dir.join(&file);
+    crate::restore::check_files(&manifest, &set_dir, std::slice::from_ref(&file))?;
+    let path = set_dir.join(&file);
     // Reachable before anything is asked or run.
     drop(common::postgres::connect(&args.pg, crate::TOOL).await?);
 

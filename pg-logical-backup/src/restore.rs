@@ -10,10 +10,10 @@ use serde::Serialize;
 
 use common::cli::{GlobalArgs, PgArgs, RepoArgs};
 use common::output::OutputFormat;
-use common::{Kind, Repository, Status};
+use common::Status;
 
 use crate::catalog;
-use crate::details::{DatabaseEntry, LogicalDetails, TableEntry};
+use crate::details::{ChosenSet, DatabaseEntry, TableEntry};
 use crate::integrity;
 use crate::load;
 use crate::patterns;
@@ -117,14 +117,16 @@ pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
 async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let started = Instant::now();
     let bin = PgBin::resolve(&args.bin, &args.pg)?;
-    let repo = Repository::open(&args.repo.backup_dir)?;
-    let (set, manifest) = repo.find(Kind::Logical, args.backup_id.as_deref())?;
-    let details = LogicalDetails::from_manifest(&manifest)?;
+    let ChosenSet {
+        dir: set_dir,
+        manifest,
+        details,
+    } = ChosenSet::find(&args.repo.backup_dir, args.backup_id.as_deref())?;
     let db = details.database(args.source_db.as_deref(), &manifest.id)?;
     let target = pgbin::plain_dbname(&args.target_db)?.to_string();
     let tables = select(db, &args.table)?;
     let files = files_needed(db, &tables, &args);
-    check_files(&manifest, &set.dir, &files)?;
+    check_files(&manifest, &set_dir, &files)?;
 
     let admin = common::postgres::connect(&args.pg, crate::TOOL).await?;
     let exists = catalog::database_exists(&admin, &target).await?;
@@ -223,11 +225,11 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
     }
 
     let result = if args.table.is_empty() {
-        load::restore_database(&bin, &set.dir, db, &target, &args, exists).await
+        load::restore_database(&bin, &set_dir, db, &target, &args, exists).await
     } else if args.data_only {
-        replace_rows(&bin, &set.dir, &tables, &target_pg, &target).await
+        replace_rows(&bin, &set_dir, &tables, &target_pg, &target).await
     } else {
-        let dumps: Vec<PathBuf> = files.iter().map(|f| set.dir.join(f)).collect();
+        let dumps: Vec<PathBuf> = files.iter().map(|f| set_dir.join(f)).collect();
         let mut schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
         schemas.sort_unstable();
         schemas.dedup();

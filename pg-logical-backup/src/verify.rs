@@ -12,10 +12,10 @@ use serde::Serialize;
 
 use common::cli::{GlobalArgs, PgArgs, RepoArgs};
 use common::output::OutputFormat;
-use common::{Kind, Manifest, Repository, Status};
+use common::{Manifest, Status};
 
 use crate::catalog;
-use crate::details::{DatabaseEntry, DumpFormat, LogicalDetails};
+use crate::details::{ChosenSet, DatabaseEntry, DumpFormat};
 use crate::integrity;
 use crate::pgbin::{self, PgBin, PgBinArgs};
 use crate::toc;
@@ -93,13 +93,15 @@ struct Summary {
 pub fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let started = Instant::now();
     let bin = PgBin::resolve(&args.bin, &args.pg)?;
-    let repo = Repository::open(&args.repo.backup_dir)?;
-    let (set, manifest) = repo.find(Kind::Logical, args.backup_id.as_deref())?;
-    let details = LogicalDetails::from_manifest(&manifest)?;
+    let ChosenSet {
+        dir: set_dir,
+        manifest,
+        details,
+    } = ChosenSet::find(&args.repo.backup_dir, args.backup_id.as_deref())?;
     let runtime = common::postgres::runtime()?;
     let mut checks = Vec::new();
     runtime.block_on(async {
-        let problems = manifest.verify_files(&set.dir);
+        let problems = manifest.verify_files(&set_dir);
         let detail = format!("{} files", manifest.files.len());
         emit(
             global,
@@ -107,12 +109,12 @@ pub fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
             &mut checks,
         )?;
         for db in &details.databases {
-            for check in quick(&bin, &set.dir, db).await {
+            for check in quick(&bin, &set_dir, db).await {
                 emit(global, check, &mut checks)?;
             }
             if args.level >= Level::Standard {
-                emit(global, table_dumps(&bin, &set.dir, db).await, &mut checks)?;
-                for check in test_restore(&bin, &args, &set.dir, db).await? {
+                emit(global, table_dumps(&bin, &set_dir, db).await, &mut checks)?;
+                for check in test_restore(&bin, &args, &set_dir, db).await? {
                     emit(global, check, &mut checks)?;
                 }
             }
