@@ -32,6 +32,8 @@ use std::os::unix::fs::DirBuilderExt;
 #[derive(Debug)]
 pub struct AtomicFile {
     file: File,
+    /// Removes the temporary file if the process is interrupted before the commit.
+    _cleanup: crate::interrupt::Cleanup,
     temp: PathBuf,
     target: PathBuf,
 }
@@ -62,6 +64,7 @@ impl AtomicFile {
             .open(&temp)?;
         Ok(AtomicFile {
             file,
+            _cleanup: crate::interrupt::remove_file_on_interrupt(temp.clone()),
             temp,
             target: target.to_path_buf(),
         })

@@ -17,13 +17,14 @@ pub trait ToolArgs: Parser {
 ///
 /// Errors print once to stderr as `<tool>: <error chain>`; the exit code follows
 /// [`crate::exit`].
-pub fn main<A, F>(tool: &str, run: F) -> ExitCode
+pub fn main<A, F>(tool: &'static str, run: F) -> ExitCode
 where
     A: ToolArgs,
     F: FnOnce(A) -> anyhow::Result<Status>,
 {
     let args = A::parse();
     logging::init(args.global());
+    crate::interrupt::install(tool);
     finish(tool, run(args))
 }
 

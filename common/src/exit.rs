@@ -6,6 +6,7 @@
 //! | 1    | ran fine, but the answer is "no": a check failed, a gap was found, lag over threshold |
 //! | 2    | error: bad input, unreachable server, I/O failure |
 //! | 130  | interrupted (SIGINT) |
+//! | 143  | terminated (SIGTERM, e.g. a Kubernetes job past its deadline) |
 //!
 //! A tool may need a different code at one boundary (`wal-archive fetch` must tell PostgreSQL
 //! "not in the archive" from "archive broken"); it returns a [`CodedError`] for that.
@@ -13,7 +14,7 @@
 use std::fmt;
 
 /// Text for the `after_help` of every tool's `--help`.
-pub const EXIT_CODES_HELP: &str = "Exit codes:\n  0    success\n  1    a check failed (the tool ran, the answer is no)\n  2    error (bad input, unreachable service, I/O failure)\n  130  interrupted";
+pub const EXIT_CODES_HELP: &str = "Exit codes:\n  0    success\n  1    a check failed (the tool ran, the answer is no)\n  2    error (bad input, unreachable service, I/O failure)\n  130  interrupted (SIGINT)\n  143  terminated (SIGTERM); an unfinished backup set is removed first";
 
 /// The outcome of a run that did not fail with an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,8 @@ impl Status {
 pub const ERROR: u8 = 2;
 /// Exit code after SIGINT.
 pub const INTERRUPTED: u8 = 130;
+/// Exit code after SIGTERM.
+pub const TERMINATED: u8 = 143;
 
 /// An error that must leave the process with a specific exit code.
 #[derive(Debug)]

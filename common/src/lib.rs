@@ -8,6 +8,7 @@ pub mod durable;
 pub mod entry;
 pub mod env;
 pub mod exit;
+pub mod interrupt;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod logging;

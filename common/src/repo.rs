@@ -21,6 +21,7 @@ use anyhow::Context;
 use time::OffsetDateTime;
 
 use crate::durable::{self, AtomicFile};
+use crate::interrupt;
 use crate::manifest::{FileEntry, Manifest, SetStatus, MANIFEST_FILE, MANIFEST_VERSION};
 use crate::stream::{Compression, Encoder, HashingWriter};
 use crate::timefmt;
@@ -204,6 +205,7 @@ impl Repository {
                     return Ok(SetWriter {
                         kind,
                         id,
+                        cleanup: Some(interrupt::remove_dir_on_interrupt(set_dir.clone())),
                         dir: set_dir,
                         started_at,
                         files: Vec::new(),
@@ -331,11 +333,17 @@ impl RepoLock {
     }
 }
 
-/// A set being written. Nothing marks it complete until [`SetWriter::commit`].
+/// A set being written. Nothing marks it complete until [`SetWriter::commit`]; a set dropped
+/// before that (the run failed) or interrupted (SIGINT, SIGTERM) is removed, so nothing is
+/// left that could be mistaken for a backup. A run killed outright (SIGKILL, power loss)
+/// leaves a directory without a manifest: incomplete, never chosen, and removed by retention
+/// after its grace period.
 #[derive(Debug)]
 pub struct SetWriter {
     kind: Kind,
     id: String,
+    /// Present until the manifest is written.
+    cleanup: Option<interrupt::Cleanup>,
     dir: PathBuf,
     started_at: OffsetDateTime,
     files: Vec<FileEntry>,
@@ -420,7 +428,7 @@ impl SetWriter {
 
     /// Re-reads every file to check its checksum, then writes the manifest: from here on the
     /// set is complete.
-    pub fn commit(self, meta: SetMeta) -> anyhow::Result<Manifest> {
+    pub fn commit(mut self, meta: SetMeta) -> anyhow::Result<Manifest> {
         let manifest = Manifest {
             format_version: MANIFEST_VERSION,
             kind: self.kind.name().to_string(),
@@ -431,21 +439,38 @@ impl SetWriter {
             finished_at: timefmt::now(),
             status: SetStatus::Complete,
             source: meta.source,
-            files: self.files,
+            files: std::mem::take(&mut self.files),
             details: meta.details,
         };
         let problems = manifest.verify_files(&self.dir);
         if !problems.is_empty() {
             anyhow::bail!(
-                "set {} failed verification after writing, left incomplete: {}",
+                "set {} failed verification after writing and was removed: {}",
                 self.id,
                 problems.join("; ")
             );
         }
-        manifest
-            .store(&self.dir)
-            .with_context(|| format!("cannot write the manifest of {}", self.dir.display()))?;
+        // Written while no interruption can remove the set: it ends whole or not at all.
+        let cleanup = self.cleanup.take().expect("a set is committed once");
+        let stored = cleanup.release_after(|| manifest.store(&self.dir));
+        if let Err(e) = stored {
+            self.cleanup = Some(interrupt::remove_dir_on_interrupt(self.dir.clone()));
+            return Err(e)
+                .with_context(|| format!("cannot write the manifest of {}", self.dir.display()));
+        }
         Ok(manifest)
+    }
+}
+
+impl Drop for SetWriter {
+    fn drop(&mut self) {
+        // The guard stays registered while removing, so an interruption finishes the job.
+        if let Some(_guard) = self.cleanup.take() {
+            tracing::warn!("removing the incomplete set {}", self.dir.display());
+            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                tracing::warn!("cannot remove {}: {e}", self.dir.display());
+            }
+        }
     }
 }
 

@@ -115,19 +115,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         }
         Ok((reports, details))
     })();
-    let (reports, details) = match result {
-        Ok(done) => done,
-        Err(error) => {
-            // Leave nothing that could be mistaken for a backup (it has no manifest anyway).
-            if let Err(e) = std::fs::remove_dir_all(&set_dir) {
-                tracing::warn!(
-                    "cannot remove the incomplete set {}: {e}",
-                    set_dir.display()
-                );
-            }
-            return Err(error);
-        }
-    };
+    // A failed set is removed as its writer is dropped (see common::repo::SetWriter).
+    let (reports, details) = result?;
     common::kafka::close_in_background(cluster);
     let id = set.id().to_string();
     tracing::debug!("committing set {id}");

@@ -94,6 +94,8 @@ pub fn run_pg_basebackup(
     let name = format!("{BASE_TAR}{}", args.compress.extension());
     let mut file = set.create_file(&name, args.compress, args.compress_level, threads)?;
     let mut child = spawn(args, wal_method)?;
+    // Interrupted, we stop pg_basebackup (its backup ends on the server) before exiting.
+    let stop_child = common::interrupt::kill_on_interrupt(child.id());
     let stderr = child.stderr.take().expect("piped stderr");
     let stderr_tail = std::thread::spawn(move || {
         let mut tail: Vec<String> = Vec::new();
@@ -113,6 +115,9 @@ pub fn run_pg_basebackup(
         sink: &mut file,
         progress: &progress,
     });
+    // Its stream has ended (or our end of the pipe is closed): it is exiting, and from here
+    // its pid may be reaped.
+    drop(stop_child);
     let status = child.wait().context("waiting for pg_basebackup")?;
     progress.finish_and_clear();
     let tail = stderr_tail.join().unwrap_or_default();

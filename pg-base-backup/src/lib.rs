@@ -156,15 +156,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             file_count: captured.file_count,
         })
     })();
-    let details = match result {
-        Ok(details) => details,
-        Err(error) => {
-            // Our own failed set is removed; one killed mid-run stays incomplete (no
-            // manifest) and retention removes it after the grace period.
-            let _ = std::fs::remove_dir_all(&set_dir);
-            return Err(error);
-        }
-    };
+    // A failed set is removed as its writer is dropped (see common::repo::SetWriter).
+    let details = result?;
 
     let id = set.id().to_string();
     let manifest = set

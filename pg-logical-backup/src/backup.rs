@@ -107,13 +107,13 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let exclude = patterns::parse_all(&args.exclude_table)?;
     let runtime = common::postgres::runtime()?;
     let (manifest, repo) = runtime.block_on(async {
-        // On SIGINT the backup future is dropped: pg_dump children are killed and the
-        // incomplete set removed before exiting with 130.
+        // On SIGINT or SIGTERM the backup future is dropped: pg_dump children are killed
+        // and the incomplete set removed before exiting with 130 or 143.
         tokio::select! {
             result = backup(&args, global, &bin, &include, &exclude) => result,
-            _ = tokio::signal::ctrl_c() => Err(common::CodedError::new(
-                common::exit::INTERRUPTED,
-                anyhow::anyhow!("interrupted; the incomplete set was removed"),
+            signal = common::interrupt::signalled() => Err(common::CodedError::new(
+                signal.exit_code(),
+                anyhow::anyhow!("interrupted by {}; the incomplete set was removed", signal.name()),
             )
             .into()),
         }
@@ -255,34 +255,11 @@ async fn backup(
 
     let repo = Repository::create(&args.repo.backup_dir)?;
     let _lock = repo.lock(Kind::Logical)?;
+    // Dropped unfinished (a failure, or the future dropped on a signal), the set is removed.
     let set = repo.create_set(Kind::Logical)?;
-    let mut partial = PartialSet {
-        dir: Some(set.dir().to_path_buf()),
-    };
     tracing::info!("backup set {} in {}", set.id(), set.dir().display());
     let manifest = write_set(args, global, bin, &server, sessions, selections, set).await?;
-    partial.dir = None;
     Ok((manifest, repo))
-}
-
-/// Removes a set directory that did not get its manifest, so a failed run leaves nothing
-/// behind that could be mistaken for a backup.
-struct PartialSet {
-    dir: Option<PathBuf>,
-}
-
-impl Drop for PartialSet {
-    fn drop(&mut self) {
-        if let Some(dir) = self.dir.take() {
-            tracing::warn!(
-                "backup failed; removing the incomplete set {}",
-                dir.display()
-            );
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!("cannot remove {}: {e}", dir.display());
-            }
-        }
-    }
 }
 
 async fn write_set(

@@ -288,9 +288,12 @@ async fn test_restore(
     // dropped future, and DROP ... WITH (FORCE) ends its session).
     let result = tokio::select! {
         result = restore_and_compare(bin, args, set_dir, db, &temp) => result,
-        _ = tokio::signal::ctrl_c() => Err(common::CodedError::new(
-            common::exit::INTERRUPTED,
-            anyhow::anyhow!("interrupted; the temporary database {temp} was dropped"),
+        signal = common::interrupt::signalled() => Err(common::CodedError::new(
+            signal.exit_code(),
+            anyhow::anyhow!(
+                "interrupted by {}; the temporary database {temp} was dropped",
+                signal.name()
+            ),
         )
         .into()),
     };

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod osuser;
 pub mod report;
 pub mod repository;
+pub mod scratch;
 pub mod sets;
 pub mod thresholds;
 pub mod tools;

@@ -111,7 +111,8 @@ fn set_without_manifest_is_incomplete_and_never_chosen() {
     let mut f = set.create_file("part", Compression::None, None, 1).unwrap();
     f.write_all(b"half").unwrap();
     f.finish().unwrap();
-    drop(set);
+    // Killed outright: no destructor runs (a dropped writer would remove its directory).
+    std::mem::forget(set);
 
     let sets = repo.list(Kind::Logical).unwrap();
     assert_eq!(sets.len(), 2);
@@ -142,7 +143,28 @@ fn manifest_commit_refuses_a_file_changed_before_commit() {
     set.add(f.finish().unwrap());
     std::fs::write(set.dir().join("x"), b"tampered").unwrap();
     let set_dir = set.dir().to_path_buf();
-    assert!(set.commit(meta()).is_err());
-    assert!(!set_dir.join("manifest.json").exists());
+    let err = set.commit(meta()).unwrap_err();
+    assert!(format!("{err:#}").contains("x: "), "{err:#}");
     assert!(Manifest::load(&set_dir).is_err());
+    assert!(!set_dir.exists(), "a set that failed its check is removed");
+}
+
+#[test]
+fn a_writer_dropped_before_commit_removes_its_set_and_a_committed_one_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::create(dir.path()).unwrap();
+    let (good, _) = write_set(&repo);
+    let set = repo.create_set(Kind::Logical).unwrap();
+    let mut f = set.create_file("part", Compression::Zstd, None, 1).unwrap();
+    f.write_all(b"half written").unwrap();
+    let set_dir = set.dir().to_path_buf();
+    assert!(set_dir.is_dir());
+    // The run fails here: its error unwinds past the writer.
+    drop(f);
+    drop(set);
+    assert!(!set_dir.exists());
+    let sets = repo.list(Kind::Logical).unwrap();
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0].id, good);
+    assert!(sets[0].is_complete());
 }

@@ -50,20 +50,7 @@ fn kill_9_mid_run_leaves_no_complete_set_and_the_next_run_works() {
         .args(["--compress-level", "9"]);
     let mut child = cmd.spawn().unwrap();
     let repo = Repository::create(backups.path()).unwrap();
-    // Wait until the set directory has data, then kill.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let started = repo.list(Kind::Base).unwrap().first().is_some_and(|s| {
-            std::fs::read_dir(&s.dir)
-                .map(|d| d.count() > 0)
-                .unwrap_or(false)
-        });
-        if started {
-            break;
-        }
-        assert!(Instant::now() < deadline, "backup never started writing");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_writing(&repo);
     child.kill().unwrap();
     child.wait().unwrap();
     let sets = repo.list(Kind::Base).unwrap();
@@ -80,4 +67,73 @@ fn kill_9_mid_run_leaves_no_complete_set_and_the_next_run_works() {
     // The leftover is still there (younger than the grace period) and still incomplete.
     assert_eq!(repo.list(Kind::Base).unwrap().len(), 2);
     let _ = as_db_user;
+}
+
+#[test]
+fn sigterm_mid_run_removes_the_set_stops_pg_basebackup_and_exits_143() {
+    let pg = PgCluster::start();
+    pg.psql("CREATE TABLE big AS SELECT g, repeat(md5(g::text), 8) AS v FROM generate_series(1, 400000) g");
+    let backups = db_tempdir("bb-");
+    let mut cmd = pg.command(env!("CARGO_BIN_EXE_pg-base-backup"));
+    cmd.arg("--backup-dir")
+        .arg(backups.path())
+        .args(["--compress-level", "9", "--jobs", "1"])
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let repo = Repository::create(backups.path()).unwrap();
+    wait_until_writing(&repo);
+    let walsenders = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'";
+    assert_eq!(pg.psql(walsenders), "1", "pg_basebackup is streaming");
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(
+        stderr.contains("pg-base-backup: interrupted by SIGTERM"),
+        "{stderr}"
+    );
+    // Nothing is left: neither an incomplete set nor a temporary file.
+    assert!(repo.list(Kind::Base).unwrap().is_empty());
+    let leftovers: Vec<_> = walkdir::WalkDir::new(backups.path())
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().display().to_string())
+        .filter(|p| !p.ends_with(".lock"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // pg_basebackup was stopped with us: its replication connection goes away.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pg.psql(walsenders) != "0" {
+        assert!(Instant::now() < deadline, "pg_basebackup still streaming");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // And the next run works.
+    let json = summary(&base_backup(&pg, backups.path(), &[]));
+    assert_eq!(
+        repo.find(Kind::Base, None).unwrap().0.id,
+        json["id"].as_str().unwrap()
+    );
+}
+
+/// Waits until a set directory has data in it: the backup is under way.
+fn wait_until_writing(repo: &Repository) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let started = repo.list(Kind::Base).unwrap().first().is_some_and(|s| {
+            std::fs::read_dir(&s.dir)
+                .map(|d| d.count() > 0)
+                .unwrap_or(false)
+        });
+        if started {
+            return;
+        }
+        assert!(Instant::now() < deadline, "backup never started writing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

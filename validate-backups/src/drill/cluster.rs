@@ -7,7 +7,9 @@ use std::process::Command;
 use anyhow::Context;
 use common::cli::PgArgs;
 
-use crate::{osuser, tools};
+use common::interrupt::Cleanup;
+
+use crate::{osuser, scratch, tools};
 
 /// A PostgreSQL server the drill started (or restored), stopped on drop.
 #[derive(Debug)]
@@ -15,7 +17,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub socket_dir: PathBuf,
     pub port: u16,
-    running: bool,
+    /// Present while it runs: an interruption stops it too.
+    running: Option<Cleanup>,
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -67,7 +70,7 @@ impl Server {
             data_dir,
             socket_dir: root.to_path_buf(),
             port,
-            running: false,
+            running: None,
         };
         server.start()?;
         Ok(server)
@@ -76,14 +79,15 @@ impl Server {
     /// A server pitr-restore left running.
     pub fn adopt(data_dir: PathBuf, socket_dir: PathBuf, port: u16) -> Server {
         Server {
+            running: Some(scratch::stop_server_on_interrupt(data_dir.clone())),
             data_dir,
             socket_dir,
             port,
-            running: true,
         }
     }
 
     fn start(&mut self) -> anyhow::Result<()> {
+        self.running = Some(scratch::stop_server_on_interrupt(self.data_dir.clone()));
         let mut cmd = pg_command("pg_ctl")?;
         cmd.arg("-D")
             .arg(&self.data_dir)
@@ -96,21 +100,16 @@ impl Server {
                 self.socket_dir.join("server.log").display()
             )
         })?;
-        self.running = true;
         Ok(())
     }
 
     /// Stops the server: `fast` keeps it clean, `immediate` is the simulated crash.
     pub fn stop(&mut self, mode: &str) -> anyhow::Result<()> {
-        if !self.running {
+        if self.running.is_none() {
             return Ok(());
         }
-        let mut cmd = pg_command("pg_ctl")?;
-        cmd.arg("-D")
-            .arg(&self.data_dir)
-            .args(["-w", "-t", "60", "-m", mode, "stop"]);
-        tools::checked(&mut cmd, "pg_ctl stop")?;
-        self.running = false;
+        scratch::stop_server(&self.data_dir, mode)?;
+        self.running = None;
         Ok(())
     }
 

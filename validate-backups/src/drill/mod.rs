@@ -112,9 +112,7 @@ pub fn run(args: DrillArgs, format: Format) -> anyhow::Result<Status> {
             None
         }
         None => Some(
-            tempfile::Builder::new()
-                .prefix("validate-backups-drill-")
-                .tempdir()
+            crate::scratch::ScratchDir::create(None, "validate-backups-drill-")
                 .context("cannot create a work directory (set --work-dir)")?,
         ),
     };

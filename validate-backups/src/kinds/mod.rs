@@ -10,6 +10,7 @@ use common::repo::SetInfo;
 use common::{Kind, Manifest, Repository};
 
 use crate::check::{CheckResult, Run, Settings};
+use crate::scratch::ScratchDir;
 
 pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, kind: Kind, sets: &[SetInfo]) {
     match kind {
@@ -46,12 +47,7 @@ fn per_set(
 }
 
 /// A scratch directory for a test restore, removed on drop.
-fn scratch(settings: &Settings, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(prefix);
-    let dir = match &settings.scratch_dir {
-        Some(dir) => builder.tempdir_in(dir),
-        None => builder.tempdir(),
-    };
-    dir.map_err(|e| anyhow::anyhow!("cannot create a scratch directory: {e} (set --scratch-dir)"))
+fn scratch(settings: &Settings, prefix: &str) -> anyhow::Result<ScratchDir> {
+    ScratchDir::create(settings.scratch_dir.as_deref(), prefix)
+        .map_err(|e| anyhow::anyhow!("cannot create a scratch directory: {e} (set --scratch-dir)"))
 }

@@ -13,7 +13,7 @@ use common::wal::{segno_of, WalArchive};
 use common::{Kind, Manifest, Repository};
 
 use crate::check::{CheckResult, Run, Settings};
-use crate::{osuser, tools};
+use crate::{osuser, scratch, tools};
 
 pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, sets: &[SetInfo]) {
     run.check(settings, "base.details", || {
@@ -243,8 +243,9 @@ fn restore_and_check(settings: &Settings, set: &SetInfo, m: &Manifest) -> anyhow
         cmd.arg("--wal-archive-bin").arg(dir.join("wal-archive"));
     }
     osuser::as_db_user(&mut cmd)?;
+    // Interrupted, or whatever happened, a server started on the scratch copy is stopped.
+    let _stop_if_interrupted = scratch::stop_server_on_interrupt(pgdata.clone());
     let run = tools::capture(&mut cmd, "pitr-restore");
-    // Whatever happened, stop a server that may have started on the scratch copy.
     let _guard = StopServer(pgdata.clone());
     let run = run?;
     if run.code != Some(0) {
@@ -295,15 +296,8 @@ struct StopServer(std::path::PathBuf);
 
 impl Drop for StopServer {
     fn drop(&mut self) {
-        if !self.0.join("postmaster.pid").exists() {
-            return;
-        }
-        let mut cmd = Command::new(common::pgbin::program("pg_ctl"));
-        cmd.arg("-D")
-            .arg(&self.0)
-            .args(["-m", "immediate", "-w", "-t", "60", "stop"]);
-        if osuser::as_db_user(&mut cmd).is_ok() {
-            let _ = tools::capture(&mut cmd, "pg_ctl stop");
+        if let Err(e) = scratch::stop_server(&self.0, "immediate") {
+            tracing::warn!("cannot stop the server on {}: {e:#}", self.0.display());
         }
     }
 }

@@ -1,0 +1,258 @@
+//! SIGINT and SIGTERM: what an interrupted run undoes before it exits.
+//!
+//! A run registers what an interruption must not leave behind: a set directory still being
+//! written, a child process, a scratch server. On SIGINT or SIGTERM a watcher thread runs
+//! those cleanups, newest first, and exits with 130 (SIGINT) or 143 (SIGTERM). A tool that
+//! handles signals in its own async code instead (dropping futures, so their children die
+//! with them) waits on `signalled()`; while it does, the watcher leaves the signal to it.
+//!
+//! A cleanup is dropped when its work is done. [`Cleanup::release_after`] finishes that
+//! work while no cleanup can run, so a signal never undoes something that was just
+//! completed (a set whose manifest is being written is either removed whole or kept whole).
+//!
+//! Kubernetes ends a job past its `activeDeadlineSeconds` with SIGTERM, and our tools run as
+//! the container's process 1, for which the kernel ignores SIGTERM unless a handler is set:
+//! without this, the job would wait out the grace period and be killed with nothing cleaned.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, Once};
+
+use crate::exit;
+
+type Action = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    actions: Vec<(u64, Action)>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    next_id: 0,
+    actions: Vec::new(),
+});
+
+/// Held by the watcher while it runs the cleanups, and by [`Cleanup::release_after`] while
+/// the work completes: one waits for the other. Separate from the registry so that the
+/// completing step may itself register cleanups (a manifest is written through a temporary
+/// file that registers its own).
+static COMPLETING: Mutex<()> = Mutex::new(());
+
+fn completing() -> MutexGuard<'static, ()> {
+    COMPLETING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How many `signalled()` futures are waiting: while any is, the watcher does nothing.
+static ASYNC_WAITERS: AtomicUsize = AtomicUsize::new(0);
+
+fn registry() -> MutexGuard<'static, Registry> {
+    // A cleanup that panicked poisons nothing worth refusing: the list stays usable.
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The signals that interrupt a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Interrupt,
+    Terminate,
+}
+
+impl Signal {
+    fn from_raw(raw: i32) -> Signal {
+        if raw == libc::SIGTERM {
+            Signal::Terminate
+        } else {
+            Signal::Interrupt
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "SIGINT",
+            Signal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// 130 after SIGINT, 143 after SIGTERM (128 + the signal number, as shells report).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Signal::Interrupt => exit::INTERRUPTED,
+            Signal::Terminate => exit::TERMINATED,
+        }
+    }
+}
+
+/// Starts the watcher thread (once per process). Called by [`crate::entry::main`].
+pub fn install(tool: &'static str) {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let signals = match signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM]) {
+            Ok(signals) => signals,
+            Err(e) => {
+                tracing::warn!("cannot watch for SIGINT/SIGTERM: {e}");
+                return;
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("interrupt".into())
+            .spawn(move || watch(tool, signals));
+        if let Err(e) = spawned {
+            tracing::warn!("cannot watch for SIGINT/SIGTERM: {e}");
+        }
+    });
+}
+
+fn watch(tool: &str, mut signals: signal_hook::iterator::Signals) {
+    for raw in signals.forever() {
+        if ASYNC_WAITERS.load(Ordering::SeqCst) > 0 {
+            continue;
+        }
+        let signal = Signal::from_raw(raw);
+        // Held until the exit: no work completes while its cleanup could run.
+        let _completing = completing();
+        let actions = std::mem::take(&mut registry().actions);
+        if !actions.is_empty() {
+            tracing::warn!("{}: cleaning up {} item(s)", signal.name(), actions.len());
+        }
+        for (_, action) in actions.into_iter().rev() {
+            action();
+        }
+        eprintln!("{tool}: interrupted by {}", signal.name());
+        std::process::exit(i32::from(signal.exit_code()));
+    }
+}
+
+/// Something an interruption undoes until this is dropped or released.
+#[must_use = "the cleanup is unregistered as soon as this is dropped"]
+#[derive(Debug)]
+pub struct Cleanup {
+    id: u64,
+}
+
+/// Registers `action` to run if the process is interrupted before the returned guard is
+/// dropped.
+pub fn on_interrupt(action: impl FnOnce() + Send + 'static) -> Cleanup {
+    let mut registry = registry();
+    let id = registry.next_id;
+    registry.next_id += 1;
+    registry.actions.push((id, Box::new(action)));
+    Cleanup { id }
+}
+
+/// An interruption removes `dir` (an unfinished set, a scratch directory) with everything in it.
+pub fn remove_dir_on_interrupt(dir: PathBuf) -> Cleanup {
+    on_interrupt(move || {
+        if dir.exists() {
+            tracing::warn!("removing the unfinished {}", dir.display());
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!("cannot remove {}: {e}", dir.display());
+            }
+        }
+    })
+}
+
+/// An interruption removes the file `path` (a temporary file not yet renamed into place).
+pub fn remove_file_on_interrupt(path: PathBuf) -> Cleanup {
+    on_interrupt(move || {
+        let _ = std::fs::remove_file(&path);
+    })
+}
+
+/// An interruption sends SIGTERM to the child process `pid`.
+pub fn kill_on_interrupt(pid: u32) -> Cleanup {
+    on_interrupt(move || terminate(pid))
+}
+
+/// The pid is a child we spawned and have not reaped (its guard is dropped before we wait
+/// on it), so it cannot have been reused by another process.
+fn terminate(pid: u32) {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(pid) = pid {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+}
+
+impl Cleanup {
+    /// Runs `finish` (the step that completes the work, such as writing a manifest) while
+    /// no interruption can run this cleanup, then unregisters it.
+    /// `finish` must not call `release_after` itself.
+    pub fn release_after<T>(self, finish: impl FnOnce() -> T) -> T {
+        let completing = completing();
+        let result = finish();
+        drop(self);
+        drop(completing);
+        result
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        registry().actions.retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives, for tools that handle interruption in async code
+/// (in a `tokio::select!` beside the work). While it waits, the watcher leaves signals alone.
+#[cfg(any(feature = "postgres", feature = "kafka"))]
+pub async fn signalled() -> Signal {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    struct Waiting;
+    impl Drop for Waiting {
+        fn drop(&mut self) {
+            ASYNC_WAITERS.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    ASYNC_WAITERS.fetch_add(1, Ordering::SeqCst);
+    let _waiting = Waiting;
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // No handler could be set: never resolve, and let the watcher act instead.
+        drop(_waiting);
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => Signal::Interrupt,
+        _ = terminate.recv() => Signal::Terminate,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registered(id: u64) -> bool {
+        registry().actions.iter().any(|(i, _)| *i == id)
+    }
+
+    #[test]
+    fn released_and_dropped_cleanups_are_unregistered_without_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = dir.path().join("kept");
+        std::fs::create_dir(&kept).unwrap();
+        let released = remove_dir_on_interrupt(kept.clone());
+        let released_id = released.id;
+        assert!(registered(released_id));
+        assert_eq!(released.release_after(|| 7), 7);
+        assert!(!registered(released_id));
+
+        let dropped = remove_dir_on_interrupt(kept.clone());
+        let dropped_id = dropped.id;
+        drop(dropped);
+        assert!(!registered(dropped_id));
+        assert!(kept.exists());
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention() {
+        assert_eq!(Signal::Interrupt.exit_code(), 130);
+        assert_eq!(Signal::Terminate.exit_code(), 143);
+        assert_eq!(Signal::from_raw(libc::SIGTERM), Signal::Terminate);
+        assert_eq!(Signal::from_raw(libc::SIGINT), Signal::Interrupt);
+    }
+}
