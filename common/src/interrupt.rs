@@ -15,7 +15,7 @@
 //! without this, the job would wait out the grace period and be killed with nothing cleaned.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 
 use crate::exit;
@@ -42,6 +42,12 @@ static COMPLETING: Mutex<()> = Mutex::new(());
 fn completing() -> MutexGuard<'static, ()> {
     COMPLETING.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Set once a signal is being handled: [`checkpoint`] then parks the calling thread.
+static INTERRUPTING: AtomicBool = AtomicBool::new(false);
+
+/// How long the watcher lets working threads reach a [`checkpoint`] before cleaning up.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How many `signalled()` futures are waiting: while any is, the watcher does nothing.
 static ASYNC_WAITERS: AtomicUsize = AtomicUsize::new(0);
@@ -109,6 +115,8 @@ fn watch(tool: &str, mut signals: signal_hook::iterator::Signals) {
             continue;
         }
         let signal = Signal::from_raw(raw);
+        INTERRUPTING.store(true, Ordering::SeqCst);
+        std::thread::sleep(SETTLE);
         // Held until the exit: no work completes while its cleanup could run.
         let _completing = completing();
         let actions = std::mem::take(&mut registry().actions);
@@ -120,6 +128,17 @@ fn watch(tool: &str, mut signals: signal_hook::iterator::Signals) {
         }
         eprintln!("{tool}: interrupted by {}", signal.name());
         std::process::exit(i32::from(signal.exit_code()));
+    }
+}
+
+/// Called by a loop that writes into something a cleanup removes (a data directory being
+/// filled): once an interruption is being handled, the thread stops here for good, so it
+/// cannot write anew behind the cleanup before the process exits.
+pub fn checkpoint() {
+    if INTERRUPTING.load(Ordering::Relaxed) {
+        loop {
+            std::thread::park();
+        }
     }
 }
 

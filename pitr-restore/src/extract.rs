@@ -1,5 +1,6 @@
 //! Unpacks a base-backup tarball into the data directory, checking the stored file's SHA-256
-//! and size as it streams; on a mismatch the extracted files are removed.
+//! and size as it streams. A mismatch is an error; the caller's `safety::Unfinished` then
+//! removes what was extracted.
 
 use std::fs::File;
 use std::io::{self, BufReader};
@@ -16,6 +17,8 @@ struct Counting<'a, R> {
 
 impl<R: io::Read> io::Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Interrupted, extraction stops here while the data directory is emptied.
+        common::interrupt::checkpoint();
         let n = self.inner.read(buf)?;
         self.progress.inc(n as u64);
         Ok(n)
@@ -54,9 +57,8 @@ pub fn extract(
         _ => None,
     };
     if let Some(problem) = problem {
-        clear(pgdata);
         anyhow::bail!(
-            "{problem}; removed the partly restored files from {}",
+            "{problem}; the partly restored files are removed from {}",
             pgdata.display()
         );
     }
@@ -69,17 +71,4 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot chmod {}", path.display()))
-}
-
-fn clear(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let _ = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-        }
-    }
 }

@@ -105,3 +105,48 @@ fn non_empty_data_directory_needs_force() {
     assert_eq!(server.psql("SELECT n FROM t"), "7");
     assert!(!precious.exists());
 }
+
+#[test]
+fn sigint_mid_extraction_empties_the_data_directory_and_a_rerun_needs_no_force() {
+    let src = Source::start();
+    src.pg.psql(
+        "CREATE TABLE big AS SELECT g, repeat(md5(g::text), 8) AS v FROM generate_series(1, 400000) g",
+    );
+    src.base_backup(&[]);
+    src.pg.switch_wal_and_wait_archived();
+    let restore = Restore::in_tempdir();
+    let mut cmd = std::process::Command::new(test_support::tool_bin("pitr-restore"));
+    cmd.arg("--backup-dir")
+        .arg(src.backups.path())
+        .arg("--pgdata")
+        .arg(&restore.pgdata)
+        .args(["--yes", "--target", "immediate"])
+        .stderr(std::process::Stdio::piped());
+    let child = test_support::os_user::as_db_user(&mut cmd).spawn().unwrap();
+    // Extraction has begun once the data directory has entries.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_dir(&restore.pgdata).map_or(true, |mut d| d.next().is_none()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "extraction never began"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("pitr-restore: interrupted by SIGINT"),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&restore.pgdata).unwrap().collect();
+    assert!(left.is_empty(), "partly restored files left: {left:?}");
+
+    let (_, server) = restore.ok(src.backups.path(), &["--target", "immediate"]);
+    assert_eq!(server.psql("SELECT count(*) FROM big"), "400000");
+}
