@@ -16,6 +16,7 @@
 # The broker: KAFKA_BOOTSTRAP_SERVERS, else PIPELINE_BACKUP_TEST_KAFKA, else the one
 # scripts/services.sh started. Installs kcat and GNU time when missing.
 # Goals: export >= kcat and >= 0.9x the bare consumer; replay >= kcat; peak memory < 100 MB.
+# The memory goal against a broker that honours fetch size limits: scripts/bench-kafka-memory.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,22 +59,7 @@ awk -v n="$RECORDS" 'BEGIN {
     for (i = 0; i < n; i++) printf "user-%06d\tevent-%09d-%s\n", i % 50000, i, pad
 }' | kcat -P -b "$BROKER" "${KCAT_X[@]}" -t "$SRC" -K $'\t' "${HEADERS[@]}"
 
-# measure NAME COMMAND...: appends "wall_seconds peak_rss_kib cpu_seconds" to $WORK/NAME.
-# A failed command is reported as such, and the run goes on. Each measurement starts after a
-# pause, so the broker has finished the work the previous one left (a dropped topic's data).
-measure() {
-    local name=$1
-    shift
-    sleep 1
-    if /usr/bin/time -f '%e %M %U %S' -o "$WORK/$name.last" "$@"; then
-        awk '{ printf "%s %s %.2f\n", $1, $2, $3 + $4 }' "$WORK/$name.last" >"$WORK/$name.sum"
-        mv "$WORK/$name.sum" "$WORK/$name.last"
-        cat "$WORK/$name.last" >>"$WORK/$name"
-    else
-        echo "bench: $name failed" >&2
-        echo "failed failed failed" >>"$WORK/$name"
-    fi
-}
+source scripts/lib/measure.sh
 
 export_bare() { measure bare "$BIN/examples/kafka_bench" consume "$SRC" >/dev/null; }
 export_kcat() {
@@ -140,14 +126,7 @@ if [ "$SCALE_PARTITIONS" -gt 0 ]; then
     done
 fi
 
-# median NAME FIELD: the median of column FIELD (1 seconds, 2 KiB, 3 CPU seconds) over the
-# runs that worked.
-median() {
-    grep -v failed "$WORK/$1" | cut -d' ' -f"$2" | sort -n |
-        awk '{ v[NR] = $1 } END { if (NR == 0) print "failed"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 rate() { awk -v n="$RECORDS" -v s="$(median "$1" 1)" 'BEGIN { if (s == "failed") print "failed"; else printf "%.0f", n / (s > 0 ? s : 0.001) }'; }
-peak() { awk -v k="$(median "$1" 2)" 'BEGIN { if (k == "failed") print "-"; else printf "%.1f", k / 1024 }'; }
 ratio() { awk -v a="$(rate "$1")" -v b="$(rate "$2")" 'BEGIN { if (a == "failed" || b == "failed") print "n/a"; else printf "%.2f", a / b }'; }
 verdict() { awk -v r="$1" -v goal="$2" 'BEGIN { if (r == "n/a") print "n/a"; else print (r >= goal ? "ok" : "MISSED") }'; }
 

@@ -30,6 +30,9 @@ where
 
 /// Turns a run's result into the process exit code, printing the error chain if any.
 pub fn finish(tool: &str, result: anyhow::Result<Status>) -> ExitCode {
+    // A run cut short by a signal (its children stopped under it) ends with the signal's
+    // code, from the watcher, not with the error that followed.
+    crate::interrupt::checkpoint();
     match result {
         Ok(status) => ExitCode::from(status.code()),
         Err(error) => match exit::code_for(&error) {

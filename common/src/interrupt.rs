@@ -178,20 +178,31 @@ pub fn remove_file_on_interrupt(path: PathBuf) -> Cleanup {
     })
 }
 
-/// An interruption sends SIGTERM to the child process `pid`.
+/// An interruption sends SIGTERM to the child process `pid` and waits (up to 10 s) for it to
+/// exit, so that the child's own cleanup is over before older cleanups run.
 pub fn kill_on_interrupt(pid: u32) -> Cleanup {
     on_interrupt(move || terminate(pid))
 }
 
-/// The pid is a child we spawned and have not reaped (its guard is dropped before we wait
-/// on it), so it cannot have been reused by another process.
+/// The pid is a child we spawned and have not reaped: its guard is dropped right after the
+/// wait that reaps it, so another process cannot have been given the pid in between.
 fn terminate(pid: u32) {
-    let pid = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw);
-    if let Some(pid) = pid {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    use rustix::process::{kill_process, waitpid, Pid, Signal, WaitOptions};
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return;
+    };
+    if kill_process(pid, Signal::TERM).is_err() {
+        return;
     }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        // Ok(None): still running. Done, or an error (reaped meanwhile by its owner): gone.
+        match waitpid(Some(pid), WaitOptions::NOHANG) {
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            _ => return,
+        }
+    }
+    tracing::warn!("child process {pid:?} did not end within 10 s of SIGTERM");
 }
 
 impl Cleanup {

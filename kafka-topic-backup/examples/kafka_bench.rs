@@ -4,6 +4,7 @@
 //! ```text
 //! kafka_bench create TOPIC PARTITIONS [CONFIG=VALUE...]
 //! kafka_bench consume TOPIC
+//! kafka_bench produce TOPIC RECORDS
 //! kafka_bench delete TOPIC...
 //! ```
 //! The broker comes from `KAFKA_BOOTSTRAP_SERVERS`.
@@ -116,6 +117,51 @@ fn consume(topic: &str) {
     println!("records {records} bytes {bytes} seconds {seconds:.3}");
 }
 
+/// Produces the benchmark's records (the shape scripts/bench-kafka.sh feeds kcat: a key of
+/// 50,000 users, a ~190-byte value, two headers), partitioned by key; for brokers kcat cannot
+/// reach. Prints how many the broker acknowledged.
+fn produce(topic: &str, count: u64) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let producer: BaseProducer = config()
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .create()
+        .expect("producer");
+    let pad = "0".repeat(160);
+    for i in 0..count {
+        let key = format!("user-{:06}", i % 50_000);
+        let value = format!("event-{i:09}-{pad}");
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "trace",
+                value: Some("0af7651916cd43dd8448eb211c80319c"),
+            })
+            .insert(Header {
+                key: "source",
+                value: Some("bench"),
+            });
+        let mut record = BaseRecord::to(topic)
+            .key(&key)
+            .payload(&value)
+            .headers(headers);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(_), back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => panic!("produce: {e}"),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    println!("produced {count}");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -125,10 +171,11 @@ fn main() {
             &args[4..],
         ),
         Some("consume") => consume(&args[2]),
+        Some("produce") => produce(&args[2], args[3].parse().expect("record count")),
         Some("delete") => delete(&args[2..]),
         _ => {
             eprintln!(
-                "usage: kafka_bench create TOPIC PARTITIONS [CONFIG=VALUE...] | consume TOPIC | delete TOPIC..."
+                "usage: kafka_bench create TOPIC PARTITIONS [CONFIG=VALUE...] | consume TOPIC | produce TOPIC RECORDS | delete TOPIC..."
             );
             std::process::exit(2);
         }

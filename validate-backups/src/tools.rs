@@ -83,12 +83,20 @@ impl ToolRun {
 }
 
 /// Runs a prepared command to completion, capturing its output.
+/// Interrupted meanwhile, the command is stopped (and waited for) before this tool exits.
 pub fn capture(cmd: &mut Command, what: &str) -> anyhow::Result<ToolRun> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let out: Output = cmd
+    let child = cmd
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .with_context(|| format!("cannot run {what} ({program}); install it or pass --bin-dir"))?;
+    let stop_if_interrupted = common::interrupt::kill_on_interrupt(child.id());
+    let out: Output = child
+        .wait_with_output()
+        .with_context(|| format!("waiting for {what}"))?;
+    drop(stop_if_interrupted);
     Ok(ToolRun {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

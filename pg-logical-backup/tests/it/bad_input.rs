@@ -177,3 +177,52 @@ fn unreadable_tables_and_failing_dumps_leave_no_set_behind() {
     assert_eq!(manifest["details"]["globals_without_passwords"], true);
     assert_eq!(manifest["source"]["user"], "reader");
 }
+
+#[test]
+fn sigterm_mid_backup_removes_the_set_stops_pg_dump_and_exits_143() {
+    let env = Env::new();
+    env.sql("CREATE TABLE big AS SELECT g, repeat(md5(g::text), 8) AS v FROM generate_series(1, 400000) g");
+    let child = env
+        .tool()
+        .args(["--compress-level", "9"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The dump is under way once the set directory has files.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !env
+        .set_dirs()
+        .iter()
+        .any(|d| std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_some()))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never started writing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.assert_code(143);
+    assert!(
+        run.error_line().contains("interrupted by SIGTERM"),
+        "{}",
+        run.error_line()
+    );
+    assert!(env.set_dirs().is_empty(), "the incomplete set was removed");
+    // pg_dump was stopped with us: no session of ours is left on the server.
+    let ours = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg-logical-backup'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while env.pg.psql(ours) != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_dump still running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -76,7 +76,7 @@ impl Server {
         Ok(server)
     }
 
-    /// A server pitr-restore left running.
+    /// The server pitr-restore starts (or has started) on `data_dir`.
     pub fn adopt(data_dir: PathBuf, socket_dir: PathBuf, port: u16) -> Server {
         Server {
             running: Some(scratch::stop_server_on_interrupt(data_dir.clone())),

@@ -22,6 +22,8 @@ impl Drill<'_> {
         let port = cluster::free_port()?;
         let wal_archive = tools::resolve("wal-archive", self.args.bin_dir.as_deref())?;
         let port_text = port.to_string();
+        // Stopped when dropped or interrupted, also when pitr-restore fails after starting it.
+        let server = Server::adopt(pgdata.clone(), root.clone(), port);
         self.tool(
             "pitr-restore",
             &[
@@ -45,7 +47,6 @@ impl Drill<'_> {
             ],
             None,
         )?;
-        let server = Server::adopt(pgdata, root, port);
         let found: u64 = server
             .value(DB, "SELECT count(*) FROM drill_orders")
             .context("the dropped table is not back after the point-in-time restore")?

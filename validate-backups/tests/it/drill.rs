@@ -152,3 +152,56 @@ fn drill_with_an_unreachable_broker_fails_only_the_kafka_component() {
     assert_eq!(summary["passed"], false);
     assert_eq!(summary["failed"][0], "kafka");
 }
+
+#[test]
+fn sigterm_during_the_restore_stops_every_server_of_the_drill_and_exits_143() {
+    let work = test_support::os_user::db_tempdir("validate-drill-");
+    let mut cmd = command(&["drill", "--rows", "2000"]);
+    cmd.arg("--work-dir")
+        .arg(work.path().join("w"))
+        .arg("--bin-dir")
+        .arg(test_support::tool_bin("wal-archive").parent().unwrap())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Wait for the point-in-time restore: pitr-restore running as a child of the drill, while
+    // the drill's source server runs too.
+    let restoring = format!("pitr-restore .*{}", work.path().display());
+    let running = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &restoring])
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the drill never reached its restore"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let run = finish(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 143, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("validate-backups: interrupted by SIGTERM"),
+        "{}",
+        run.stderr
+    );
+    // Neither the source server, nor pitr-restore, nor a server it started keeps running.
+    let pids = std::process::Command::new("pgrep")
+        .args(["-f", work.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        pids.stdout.is_empty(),
+        "drill processes left: {}",
+        String::from_utf8_lossy(&pids.stdout)
+    );
+}
