@@ -10,6 +10,7 @@ packages=()
 [ -x "$PG_BIN/initdb" ] || packages+=(postgresql-15)
 [ -x "$PG_BIN/pg_dump" ] || packages+=(postgresql-client-15)
 command -v flock >/dev/null || packages+=(util-linux)
+command -v pgrep >/dev/null || packages+=(procps)
 command -v python3 >/dev/null || packages+=(python3 python3-venv)
 # rdkafka's bundled librdkafka build needs a C toolchain, make and perl.
 command -v cc >/dev/null || packages+=(build-essential)

@@ -9,6 +9,7 @@
 pub mod kafka;
 pub mod os_user;
 pub mod pg;
+pub mod process;
 
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 //! Failures leave nothing that looks like a good backup.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::repo::{Kind, Repository};
 use test_support::os_user::{as_db_user, db_tempdir};
@@ -85,12 +85,7 @@ fn sigterm_mid_run_removes_the_set_stops_pg_basebackup_and_exits_143() {
     let walsenders = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'";
     assert_eq!(pg.psql(walsenders), "1", "pg_basebackup is streaming");
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
+    let out = test_support::process::signal_and_wait(child, "TERM");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(143), "{stderr}");
     assert!(
@@ -108,11 +103,9 @@ fn sigterm_mid_run_removes_the_set_stops_pg_basebackup_and_exits_143() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // pg_basebackup was stopped with us: its replication connection goes away.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while pg.psql(walsenders) != "0" {
-        assert!(Instant::now() < deadline, "pg_basebackup still streaming");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    test_support::process::wait_for("pg_basebackup to end", Duration::from_secs(20), || {
+        pg.psql(walsenders) == "0"
+    });
     // And the next run works.
     let json = summary(&base_backup(&pg, backups.path(), &[]));
     assert_eq!(
@@ -123,17 +116,11 @@ fn sigterm_mid_run_removes_the_set_stops_pg_basebackup_and_exits_143() {
 
 /// Waits until a set directory has data in it: the backup is under way.
 fn wait_until_writing(repo: &Repository) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let started = repo.list(Kind::Base).unwrap().first().is_some_and(|s| {
+    test_support::process::wait_for("the backup to write", Duration::from_secs(60), || {
+        repo.list(Kind::Base).unwrap().first().is_some_and(|s| {
             std::fs::read_dir(&s.dir)
                 .map(|d| d.count() > 0)
                 .unwrap_or(false)
-        });
-        if started {
-            return;
-        }
-        assert!(Instant::now() < deadline, "backup never started writing");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        })
+    });
 }

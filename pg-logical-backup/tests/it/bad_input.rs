@@ -1,6 +1,7 @@
 //! Bad input: a clear one-line error, exit 2, and nothing written that looks like a set.
 
 use std::process::Command;
+use std::time::Duration;
 
 use test_support::os_user::{as_db_user, db_tempdir};
 use test_support::pg::{PgCluster, PgOptions};
@@ -190,24 +191,12 @@ fn sigterm_mid_backup_removes_the_set_stops_pg_dump_and_exits_143() {
         .spawn()
         .unwrap();
     // The dump is under way once the set directory has files.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !env
-        .set_dirs()
-        .iter()
-        .any(|d| std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_some()))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backup never started writing"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let run = Run::from(child.wait_with_output().unwrap());
+    test_support::process::wait_for("the dump", Duration::from_secs(60), || {
+        env.set_dirs()
+            .iter()
+            .any(|d| std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_some()))
+    });
+    let run = Run::from(test_support::process::signal_and_wait(child, "TERM"));
     run.assert_code(143);
     assert!(
         run.error_line().contains("interrupted by SIGTERM"),
@@ -217,12 +206,7 @@ fn sigterm_mid_backup_removes_the_set_stops_pg_dump_and_exits_143() {
     assert!(env.set_dirs().is_empty(), "the incomplete set was removed");
     // pg_dump was stopped with us: no session of ours is left on the server.
     let ours = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg-logical-backup'";
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while env.pg.psql(ours) != "0" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pg_dump still running"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    test_support::process::wait_for("pg_dump to end", Duration::from_secs(20), || {
+        env.pg.psql(ours) == "0"
+    });
 }

@@ -124,20 +124,10 @@ fn sigint_mid_extraction_empties_the_data_directory_and_a_rerun_needs_no_force()
         .stderr(std::process::Stdio::piped());
     let child = test_support::os_user::as_db_user(&mut cmd).spawn().unwrap();
     // Extraction has begun once the data directory has entries.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::read_dir(&restore.pgdata).map_or(true, |mut d| d.next().is_none()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "extraction never began"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
+    test_support::process::wait_for("the extraction", std::time::Duration::from_secs(60), || {
+        std::fs::read_dir(&restore.pgdata).is_ok_and(|mut d| d.next().is_some())
+    });
+    let out = test_support::process::signal_and_wait(child, "INT");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(

@@ -1,5 +1,7 @@
 //! The recovery drill end to end: real cluster, real tools, real broker.
 
+use std::time::Duration;
+
 use crate::support::{command, finish};
 
 #[test]
@@ -61,15 +63,8 @@ fn drill_restores_every_component_and_measures_rto_and_rpo() {
     assert_eq!(summary["passed"], true);
     assert!(summary["total_rto_s"].as_f64().unwrap() > 0.0);
     // Nothing of the drill keeps running: its servers are stopped.
-    let pids = std::process::Command::new("pgrep")
-        .args(["-f", work.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        pids.stdout.is_empty(),
-        "drill processes left: {}",
-        String::from_utf8_lossy(&pids.stdout)
-    );
+    let left = test_support::process::matching(work.path().to_str().unwrap());
+    assert!(left.is_empty(), "drill processes left: {left}");
 }
 
 #[test]
@@ -164,29 +159,12 @@ fn sigterm_during_the_restore_stops_every_server_of_the_drill_and_exits_143() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().unwrap();
-    // Wait for the point-in-time restore: pitr-restore running as a child of the drill, while
-    // the drill's source server runs too.
+    // Wait for the point-in-time restore: pitr-restore running as a child of the drill.
     let restoring = format!("pitr-restore .*{}", work.path().display());
-    let running = || {
-        std::process::Command::new("pgrep")
-            .args(["-f", &restoring])
-            .output()
-            .is_ok_and(|o| !o.stdout.is_empty())
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !running() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the drill never reached its restore"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let run = finish(child.wait_with_output().unwrap());
+    test_support::process::wait_for("the restore", Duration::from_secs(120), || {
+        !test_support::process::matching(&restoring).is_empty()
+    });
+    let run = finish(test_support::process::signal_and_wait(child, "TERM"));
     assert_eq!(run.code, 143, "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stderr
@@ -195,13 +173,6 @@ fn sigterm_during_the_restore_stops_every_server_of_the_drill_and_exits_143() {
         run.stderr
     );
     // Neither the source server, nor pitr-restore, nor a server it started keeps running.
-    let pids = std::process::Command::new("pgrep")
-        .args(["-f", work.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        pids.stdout.is_empty(),
-        "drill processes left: {}",
-        String::from_utf8_lossy(&pids.stdout)
-    );
+    let left = test_support::process::matching(work.path().to_str().unwrap());
+    assert!(left.is_empty(), "drill processes left: {left}");
 }

@@ -1,0 +1,32 @@
+//! Waiting on and signalling the tools a test runs as child processes.
+
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+/// Polls `ready` every 10 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends `signal` ("TERM", "INT", ...) to `child` with kill(1), then collects its output.
+pub fn signal_and_wait(child: Child, signal: &str) -> Output {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {}", child.id());
+    child.wait_with_output().expect("wait for the child")
+}
+
+/// The processes whose command line matches `pattern` (pgrep -f), one `pid command` a line.
+pub fn matching(pattern: &str) -> String {
+    let out = Command::new("pgrep")
+        .args(["-a", "-f", pattern])
+        .output()
+        .expect("run pgrep");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
