@@ -252,6 +252,24 @@ pub async fn signalled() -> Signal {
     }
 }
 
+/// Runs `work` until it ends or SIGINT/SIGTERM arrives. Interrupted, `work` is dropped (its
+/// `kill_on_drop` children die, its guards clean up) and the error carries the signal's exit
+/// code with `aftermath`, what the user finds after it (e.g. "the incomplete set was removed").
+#[cfg(any(feature = "postgres", feature = "kafka"))]
+pub async fn or_interrupted<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+    aftermath: &str,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        result = work => result,
+        signal = signalled() => Err(crate::CodedError::new(
+            signal.exit_code(),
+            anyhow::anyhow!("interrupted by {}; {aftermath}", signal.name()),
+        )
+        .into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,18 +106,12 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let include = patterns::parse_all(&args.table)?;
     let exclude = patterns::parse_all(&args.exclude_table)?;
     let runtime = common::postgres::runtime()?;
-    let (manifest, repo) = runtime.block_on(async {
-        // On SIGINT or SIGTERM the backup future is dropped: pg_dump children are killed
-        // and the incomplete set removed before exiting with 130 or 143.
-        tokio::select! {
-            result = backup(&args, global, &bin, &include, &exclude) => result,
-            signal = common::interrupt::signalled() => Err(common::CodedError::new(
-                signal.exit_code(),
-                anyhow::anyhow!("interrupted by {}; the incomplete set was removed", signal.name()),
-            )
-            .into()),
-        }
-    })?;
+    // On SIGINT or SIGTERM the backup future is dropped: pg_dump children are killed and the
+    // incomplete set removed before exiting with 130 or 143.
+    let (manifest, repo) = runtime.block_on(common::interrupt::or_interrupted(
+        backup(&args, global, &bin, &include, &exclude),
+        "the incomplete set was removed",
+    ))?;
     let details = LogicalDetails::from_manifest(&manifest)?;
 
     let mut deleted = Vec::new();

@@ -48,7 +48,10 @@ struct Summary {
 /// Restores the globals.
 pub fn run(args: RestoreGlobalsArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let runtime = common::postgres::runtime()?;
-    runtime.block_on(restore_globals(args, global))
+    runtime.block_on(common::interrupt::or_interrupted(
+        restore_globals(args, global),
+        "psql was stopped; running restore-globals again completes it",
+    ))
 }
 
 async fn restore_globals(args: RestoreGlobalsArgs, global: &GlobalArgs) -> anyhow::Result<Status> {

@@ -111,7 +111,12 @@ struct Summary {
 /// Restores.
 pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let runtime = common::postgres::runtime()?;
-    runtime.block_on(restore(args, global))
+    // Interrupted, pg_restore or psql is stopped with the dropped future. A table restore
+    // runs in one transaction and leaves nothing; a whole-database restore may be partial.
+    runtime.block_on(common::interrupt::or_interrupted(
+        restore(args, global),
+        "the restore was stopped; a whole-database restore may be partial: run it again with --clean",
+    ))
 }
 
 async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Status> {

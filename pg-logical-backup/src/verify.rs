@@ -286,17 +286,11 @@ async fn test_restore(
     catalog::create_database(&admin, &temp, Some(&db.encoding)).await?;
     // Interrupted or not, the temporary database goes away (pg_restore is killed with the
     // dropped future, and DROP ... WITH (FORCE) ends its session).
-    let result = tokio::select! {
-        result = restore_and_compare(bin, args, set_dir, db, &temp) => result,
-        signal = common::interrupt::signalled() => Err(common::CodedError::new(
-            signal.exit_code(),
-            anyhow::anyhow!(
-                "interrupted by {}; the temporary database {temp} was dropped",
-                signal.name()
-            ),
-        )
-        .into()),
-    };
+    let result = common::interrupt::or_interrupted(
+        restore_and_compare(bin, args, set_dir, db, &temp),
+        &format!("the temporary database {temp} was dropped"),
+    )
+    .await;
     let dropped = catalog::drop_database(&admin, &temp).await;
     let checks = result?;
     dropped?;
