@@ -37,7 +37,23 @@ fn replay_resumes_after_a_partial_run_without_duplicates() {
 
 #[test]
 fn killed_replay_rerun_has_no_duplicates() {
-    let source = topic("kill_src", 3);
+    // SIGKILL: no chance to flush or clean up, the worst case.
+    interrupted_replay_rerun_has_no_duplicates("kill", |mut child| {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    });
+}
+
+#[test]
+fn sigterm_ends_a_replay_with_143_and_the_rerun_has_no_duplicates() {
+    interrupted_replay_rerun_has_no_duplicates("term", |child| {
+        let out = test_support::process::signal_and_wait(child, "TERM");
+        assert_eq!(out.status.code(), Some(143));
+    });
+}
+
+fn interrupted_replay_rerun_has_no_duplicates(name: &str, stop: impl FnOnce(std::process::Child)) {
+    let source = topic(&format!("{name}_src"), 3);
     produce(&source, (0..30_000u64).map(|i| ((i % 3) as i32, varied(i))));
     let dir = tempfile::tempdir().unwrap();
     let summary = backup(dir.path(), &["--topic", &source, "--chunk-kib", "64"])
@@ -46,7 +62,7 @@ fn killed_replay_rerun_has_no_duplicates() {
     let file = std::path::Path::new(summary["dir"].as_str().unwrap())
         .join(summary["topics"][0]["file"].as_str().unwrap());
     let archive = std::fs::read(file).unwrap();
-    let target = test_support::unique_name("kill_dst");
+    let target = test_support::unique_name(&format!("{name}_dst"));
 
     // The replay reads the archive from a pipe that delivers only its first half, so it is
     // certainly still running when it is killed with some records produced.
@@ -68,9 +84,7 @@ fn killed_replay_rerun_has_no_duplicates() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    // SIGKILL: no chance to flush or clean up, the worst case.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    stop(child);
     drop(stdin);
     std::thread::sleep(Duration::from_millis(300));
     let partial: i64 = watermarks(&target, 3).iter().map(|(_, h)| h).sum();
