@@ -109,7 +109,12 @@ pub fn install(tool: &'static str) {
     });
 }
 
+thread_local! {
+    static IS_WATCHER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 fn watch(tool: &str, mut signals: signal_hook::iterator::Signals) {
+    IS_WATCHER.with(|w| w.set(true));
     for raw in signals.forever() {
         if ASYNC_WAITERS.load(Ordering::SeqCst) > 0 {
             continue;
@@ -120,6 +125,10 @@ fn watch(tool: &str, mut signals: signal_hook::iterator::Signals) {
         // Held until the exit: no work completes while its cleanup could run.
         let _completing = completing();
         let actions = std::mem::take(&mut registry().actions);
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            // Below a progress bar that may be on screen.
+            eprintln!();
+        }
         if !actions.is_empty() {
             tracing::warn!("{}: cleaning up {} item(s)", signal.name(), actions.len());
         }
@@ -131,11 +140,14 @@ fn watch(tool: &str, mut signals: signal_hook::iterator::Signals) {
     }
 }
 
-/// Called by a loop that writes into something a cleanup removes (a data directory being
-/// filled): once an interruption is being handled, the thread stops here for good, so it
-/// cannot write anew behind the cleanup before the process exits.
+/// Once an interruption is being handled, the calling thread stops here for good and leaves
+/// the rest to the watcher. Called by loops that write into something a cleanup removes (a
+/// data directory being filled), after waiting on a child (which may have died of the same
+/// signal), and by destructors that undo the same thing as a cleanup: otherwise the run would
+/// unwind and clean up beside the watcher, in another order.
 pub fn checkpoint() {
-    if INTERRUPTING.load(Ordering::Relaxed) {
+    // The watcher's own cleanups pass through the same code (running pg_ctl, say).
+    if INTERRUPTING.load(Ordering::Relaxed) && !IS_WATCHER.with(std::cell::Cell::get) {
         loop {
             std::thread::park();
         }

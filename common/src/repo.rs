@@ -464,6 +464,7 @@ impl SetWriter {
 
 impl Drop for SetWriter {
     fn drop(&mut self) {
+        interrupt::checkpoint();
         // The guard stays registered while removing, so an interruption finishes the job.
         if let Some(_guard) = self.cleanup.take() {
             tracing::warn!("removing the incomplete set {}", self.dir.display());

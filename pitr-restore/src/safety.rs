@@ -120,6 +120,7 @@ impl Unfinished {
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
+        common::interrupt::checkpoint();
         if let Some(_guard) = self.cleanup.take() {
             tracing::warn!(
                 "the restore failed; emptying {} again",

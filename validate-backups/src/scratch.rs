@@ -12,7 +12,8 @@ use crate::{osuser, tools};
 /// A temporary directory, removed on drop or interruption.
 #[derive(Debug)]
 pub struct ScratchDir {
-    dir: tempfile::TempDir,
+    /// Taken out by [`ScratchDir::keep`].
+    dir: Option<tempfile::TempDir>,
     _cleanup: Cleanup,
 }
 
@@ -27,18 +28,25 @@ impl ScratchDir {
         };
         let cleanup = interrupt::remove_dir_on_interrupt(dir.path().to_path_buf());
         Ok(ScratchDir {
-            dir,
+            dir: Some(dir),
             _cleanup: cleanup,
         })
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        self.dir.as_ref().expect("kept only by keep(self)").path()
     }
 
     /// Keeps the directory (`--keep`): it is neither removed on drop nor on interruption.
-    pub fn keep(self) -> PathBuf {
-        self.dir.keep()
+    pub fn keep(mut self) -> PathBuf {
+        self.dir.take().expect("kept once").keep()
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        // Interrupted, the watcher removes it, after stopping the servers that use it.
+        interrupt::checkpoint();
     }
 }
 

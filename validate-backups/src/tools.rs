@@ -97,6 +97,8 @@ pub fn capture(cmd: &mut Command, what: &str) -> anyhow::Result<ToolRun> {
         .wait_with_output()
         .with_context(|| format!("waiting for {what}"))?;
     drop(stop_if_interrupted);
+    // The child may have died of the signal that interrupts us: leave the rest to the watcher.
+    common::interrupt::checkpoint();
     Ok(ToolRun {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -139,6 +139,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        common::interrupt::checkpoint();
         if let Err(e) = self.stop("immediate") {
             tracing::warn!(
                 "could not stop the drill's server on {}: {e:#}",

@@ -296,6 +296,7 @@ struct StopServer(std::path::PathBuf);
 
 impl Drop for StopServer {
     fn drop(&mut self) {
+        common::interrupt::checkpoint();
         if let Err(e) = scratch::stop_server(&self.0, "immediate") {
             tracing::warn!("cannot stop the server on {}: {e:#}", self.0.display());
         }
