@@ -166,4 +166,5 @@ fi
 if [ "$(awk -v m="$(peak bare)" 'BEGIN { print (m >= 100) }')" = 1 ]; then
     echo "note: the bare consumer alone peaks at $(peak bare) MB: this broker answers a fetch with a whole"
     echo "      partition whatever the fetch size limits, so no librdkafka client stays under 100 MB here."
+    echo "      scripts/bench-kafka-memory.sh measures the export on a broker that honours the limits."
 fi
