@@ -10,6 +10,7 @@ pub mod kafka;
 pub mod os_user;
 pub mod pg;
 pub mod process;
+pub mod run;
 
 use std::path::PathBuf;
 

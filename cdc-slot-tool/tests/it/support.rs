@@ -2,7 +2,7 @@
 //! a pgoutput and a test_decoding slot, and a way to run the tool against it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -15,67 +15,11 @@ pub fn tool() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cdc-slot-tool"))
 }
 
-/// A finished run of a program.
-#[derive(Debug)]
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    /// Every stdout line parsed as JSON (panics on a non-JSON line: stdout is data only).
-    pub fn json(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}\n{self:?}"))
-            })
-            .collect()
-    }
-
-    /// The last JSON line, which must be the summary.
-    pub fn summary(&self) -> Value {
-        let last = self.json().pop().expect("a summary line");
-        assert_eq!(last["type"], "summary", "{self:?}");
-        assert_eq!(last["format_version"], 1);
-        last
-    }
-
-    /// JSON records of one type.
-    pub fn records(&self, kind: &str) -> Vec<Value> {
-        self.json()
-            .into_iter()
-            .filter(|v| v["type"] == kind)
-            .collect()
-    }
-
-    /// The record of one slot or publication by name.
-    pub fn record(&self, kind: &str, key: &str, name: &str) -> Value {
-        self.records(kind)
-            .into_iter()
-            .find(|v| v[key] == name)
-            .unwrap_or_else(|| panic!("no {kind} record with {key} = {name}: {self:?}"))
-    }
-
-    pub fn assert_code(&self, code: i32) -> &Run {
-        assert_eq!(self.code, code, "unexpected exit code: {self:?}");
-        self
-    }
-}
+pub use test_support::run::Run;
 
 /// Runs `cmd` to completion with stdin closed.
 pub fn run(cmd: &mut Command) -> Run {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::of(cmd)
 }
 
 /// A logical-decoding cluster with one application database and a backup directory.

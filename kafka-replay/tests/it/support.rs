@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -236,44 +236,7 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> 
     result
 }
 
-/// A finished run of a tool.
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    fn from(output: Output) -> Run {
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    /// The summary: the last JSON line on stdout.
-    pub fn summary(&self) -> serde_json::Value {
-        let line = self
-            .stdout
-            .lines()
-            .last()
-            .unwrap_or_else(|| panic!("no output; stderr: {}", self.stderr));
-        let value: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}\nstderr: {}", self.stderr));
-        assert_eq!(value["type"], "summary");
-        value
-    }
-
-    pub fn ok(self) -> Run {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-}
+pub use test_support::run::Run;
 
 pub fn replay_bin() -> &'static str {
     env!("CARGO_BIN_EXE_kafka-replay")

@@ -14,11 +14,15 @@ fn incremental_runs_capture_each_record_once() {
     produce(&topic, &[0, 1], 0, 60);
     produce(&topic, &[0], 60, 15);
     let dir = tempfile::tempdir().unwrap();
-    let first = backup(dir.path(), &["--topic", &topic, "--incremental"]).summary();
+    let first = backup(dir.path(), &["--topic", &topic, "--incremental"])
+        .ok()
+        .summary();
     assert_eq!(first["records"], 135);
 
     produce(&topic, &[0, 1], 1000, 25);
-    let second = backup(dir.path(), &["--topic", &topic, "--incremental"]).summary();
+    let second = backup(dir.path(), &["--topic", &topic, "--incremental"])
+        .ok()
+        .summary();
     assert_eq!(second["records"], 50);
     assert_eq!(second["topics"][0]["incremental_from"], first["id"]);
     let parts = &second["topics"][0]["partitions"];
@@ -38,7 +42,9 @@ fn incremental_runs_capture_each_record_once() {
     );
 
     // Nothing new: an empty incremental set that still continues the chain.
-    let third = backup(dir.path(), &["--topic", &topic, "--incremental"]).summary();
+    let third = backup(dir.path(), &["--topic", &topic, "--incremental"])
+        .ok()
+        .summary();
     assert_eq!(third["records"], 0);
     assert_eq!(third["topics"][0]["incremental_from"], second["id"]);
 
@@ -59,7 +65,7 @@ fn records_deleted_between_runs_are_recorded_as_a_gap() {
     let topic = topic("gap", 1);
     produce(&topic, &[0], 0, 20);
     let dir = tempfile::tempdir().unwrap();
-    backup(dir.path(), &["--topic", &topic]).summary();
+    backup(dir.path(), &["--topic", &topic]).ok().summary();
     produce(&topic, &[0], 20, 20);
     // Delete records before offset 30: 20..30 were never backed up.
     let admin: AdminClient<DefaultClientContext> = client_config().create().unwrap();
@@ -70,7 +76,7 @@ fn records_deleted_between_runs_are_recorded_as_a_gap() {
     block_on(admin.delete_records(&before, &AdminOptions::new())).expect("DeleteRecords");
 
     let next = backup(dir.path(), &["--topic", &topic, "--incremental"]);
-    let summary = next.summary();
+    let summary = next.assert_code(0).summary();
     let part = &summary["topics"][0]["partitions"][0];
     assert_eq!(part["gap"]["from"], 20);
     assert_eq!(part["gap"]["to"], 30);

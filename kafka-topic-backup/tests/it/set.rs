@@ -22,7 +22,9 @@ fn regex_backup_saves_records_configs_and_group_offsets() {
 
     let dir = tempfile::tempdir().unwrap();
     let pattern = format!("{base}_(a|b)");
-    let summary = backup(dir.path(), &["--topic-regex", &pattern]).summary();
+    let summary = backup(dir.path(), &["--topic-regex", &pattern])
+        .ok()
+        .summary();
     let names: Vec<&str> = summary["topics"]
         .as_array()
         .unwrap()
@@ -87,7 +89,9 @@ fn max_messages_limits_each_partition() {
     let topic = topic("max", 2);
     produce(&topic, &[0, 1], 0, 30);
     let dir = tempfile::tempdir().unwrap();
-    let summary = backup(dir.path(), &["--topic", &topic, "--max-messages", "12"]).summary();
+    let summary = backup(dir.path(), &["--topic", &topic, "--max-messages", "12"])
+        .ok()
+        .summary();
     assert_eq!(summary["records"], 24);
     let archive = read_archive(&archive_path(&summary, &topic));
     assert_eq!(archive.end.records, 24);

@@ -2,49 +2,25 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::topic_archive::{ArchiveReader, StreamEnd, TopicMeta};
 use test_support::kafka::bootstrap;
 pub use test_support::kafka::{block_on, commit_group, produce_numbered as produce, topic};
 
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    pub fn summary(&self) -> serde_json::Value {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        let line = self.stdout.lines().last().expect("a summary line");
-        let value: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_eq!(value["type"], "summary");
-        value
-    }
-}
+pub use test_support::run::Run;
 
 /// Runs kafka-topic-backup with `BACKUP_DIR=dir` and `--output json`.
 pub fn backup(dir: &Path, args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_kafka-topic-backup"))
-        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap())
-        .env("BACKUP_DIR", dir)
-        .env_remove("KAFKA_CLIENT_CONFIG")
-        .env_remove("RETENTION_DAYS")
-        .args(["--output", "json"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    Run::of(
+        Command::new(env!("CARGO_BIN_EXE_kafka-topic-backup"))
+            .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap())
+            .env("BACKUP_DIR", dir)
+            .env_remove("KAFKA_CLIENT_CONFIG")
+            .env_remove("RETENTION_DAYS")
+            .args(["--output", "json"])
+            .args(args),
+    )
 }
 
 /// One archived record: (partition, offset, key, value).

@@ -14,7 +14,7 @@ fn unknown_table_pattern() {
     create_shop(&env);
     let run = env.run(&["--table", "public.nosuch*"]);
     run.assert_code(2);
-    let error = run.error_line();
+    let error = run.error_line("pg-logical-backup");
     assert!(
         error.contains("'public.nosuch*' matches no table"),
         "{error}"
@@ -32,11 +32,15 @@ fn unknown_table_pattern() {
         "--yes",
     ]);
     run.assert_code(2);
-    assert!(run.error_line().contains("'nosuch' matches no table"));
+    assert!(run
+        .error_line("pg-logical-backup")
+        .contains("'nosuch' matches no table"));
 
     let run = env.run(&["--table", "a.b.c"]);
     run.assert_code(2);
-    assert!(run.error_line().contains("invalid table pattern"));
+    assert!(run
+        .error_line("pg-logical-backup")
+        .contains("invalid table pattern"));
 }
 
 #[test]
@@ -51,7 +55,7 @@ fn unreachable_server() {
         .env("BACKUP_DIR", backup_dir.path());
     let run = Run::from(cmd.output().unwrap());
     run.assert_code(2);
-    let error = run.error_line();
+    let error = run.error_line("pg-logical-backup");
     assert!(error.contains("cannot connect to PostgreSQL"), "{error}");
     assert!(
         !backup_dir.path().join("logical").exists(),
@@ -78,7 +82,7 @@ fn wrong_password_and_then_the_right_one() {
     let wrong = "Wr0ng-Battery";
     let run = tool(wrong);
     run.assert_code(2);
-    let error = run.error_line();
+    let error = run.error_line("pg-logical-backup");
     assert!(error.contains("password authentication failed"), "{error}");
     assert!(!run.stderr.contains(wrong) && !run.stdout.contains(wrong));
     assert!(!backup_dir.path().join("logical").exists());
@@ -117,7 +121,7 @@ fn non_existent_backup_id() {
     ] {
         let run = env.run(&args);
         run.assert_code(2);
-        let error = run.error_line();
+        let error = run.error_line("pg-logical-backup");
         assert!(
             error.contains("no logical backup set '20000101T000000Z'"),
             "{error}"
@@ -150,7 +154,7 @@ fn unreadable_tables_and_failing_dumps_leave_no_set_behind() {
     // Found before anything is written.
     let run = as_reader(&[]);
     run.assert_code(2);
-    let error = run.error_line();
+    let error = run.error_line("pg-logical-backup");
     assert!(
         error.contains("may not read 1 table(s)") && error.contains("public.secret"),
         "{error}"
@@ -161,7 +165,7 @@ fn unreadable_tables_and_failing_dumps_leave_no_set_behind() {
     env.sql("GRANT SELECT ON secret TO reader;");
     let run = as_reader(&[]);
     run.assert_code(2);
-    let error = run.error_line();
+    let error = run.error_line("pg-logical-backup");
     assert!(
         error.contains("permission denied for sequence orders_id_seq"),
         "{error}"
@@ -199,9 +203,10 @@ fn sigterm_mid_backup_removes_the_set_stops_pg_dump_and_exits_143() {
     let run = Run::from(test_support::process::signal_and_wait(child, "TERM"));
     run.assert_code(143);
     assert!(
-        run.error_line().contains("interrupted by SIGTERM"),
+        run.error_line("pg-logical-backup")
+            .contains("interrupted by SIGTERM"),
         "{}",
-        run.error_line()
+        run.error_line("pg-logical-backup")
     );
     assert!(env.set_dirs().is_empty(), "the incomplete set was removed");
     // pg_dump was stopped with us: no session of ours is left on the server.

@@ -168,7 +168,7 @@ fn replacing_a_table_needs_clean_and_keeps_a_safety_dump() {
         "--yes",
     ]);
     run.assert_code(2);
-    let error = run.error_line();
+    let error = run.error_line("pg-logical-backup");
     assert!(
         error.contains("already exist") && error.contains("--clean"),
         "{error}"
@@ -185,7 +185,7 @@ fn replacing_a_table_needs_clean_and_keeps_a_safety_dump() {
         "--clean",
     ]);
     run.assert_code(2);
-    assert!(run.error_line().contains("--yes"));
+    assert!(run.error_line("pg-logical-backup").contains("--yes"));
     assert_eq!(now(), "2,3,99");
 
     let run = env.run(&[
@@ -236,7 +236,7 @@ fn a_failed_table_restore_changes_nothing() {
         "--yes",
     ]);
     run.assert_code(2);
-    let error = run.error_line();
+    let error = run.error_line("pg-logical-backup");
     assert!(error.contains("rolled back"), "{error}");
     assert_eq!(env.count(&env.db, "notes"), 0);
     assert_eq!(
@@ -368,7 +368,7 @@ fn data_only_replaces_rows_under_foreign_keys_or_rolls_back() {
         "--yes",
     ]);
     run.assert_code(2);
-    let error = run.error_line();
+    let error = run.error_line("pg-logical-backup");
     assert!(error.contains("--data-only"), "{error}");
     assert_eq!(damaged(), "10");
 
@@ -385,7 +385,7 @@ fn data_only_replaces_rows_under_foreign_keys_or_rolls_back() {
         "--yes",
     ]);
     run.assert_code(2);
-    let error = run.error_line();
+    let error = run.error_line("pg-logical-backup");
     assert!(
         error.contains("rows without a parent") && error.contains("rolled back"),
         "{error}"
@@ -429,5 +429,7 @@ fn data_only_replaces_rows_under_foreign_keys_or_rolls_back() {
         "--yes",
     ]);
     run.assert_code(2);
-    assert!(run.error_line().contains("not in database"));
+    assert!(run
+        .error_line("pg-logical-backup")
+        .contains("not in database"));
 }

@@ -1,7 +1,7 @@
 //! Shared fixtures: a cluster with a test database, a backup directory, and running the tool.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -109,62 +109,7 @@ pub fn table_entry<'a>(manifest: &'a Value, schema: &str, table: &str) -> &'a Va
 }
 
 /// A finished run of the tool.
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl From<Output> for Run {
-    fn from(out: Output) -> Run {
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-}
-
-impl Run {
-    pub fn assert_code(&self, code: i32) -> &Run {
-        assert_eq!(
-            self.code, code,
-            "exit code {} (wanted {code})\nstdout:\n{}\nstderr:\n{}",
-            self.code, self.stdout, self.stderr
-        );
-        self
-    }
-
-    /// Every JSON line of stdout.
-    pub fn json(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-            .collect()
-    }
-
-    pub fn summary(&self) -> Value {
-        let last = self.json().pop().expect("a summary line");
-        assert_eq!(last["type"], "summary", "{last}");
-        last
-    }
-
-    /// The error line printed by the tool (exactly one line).
-    pub fn error_line(&self) -> String {
-        let lines: Vec<&str> = self
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with("pg-logical-backup: "))
-            .collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "one error line expected, stderr:\n{}",
-            self.stderr
-        );
-        lines[0].to_string()
-    }
-}
+pub use test_support::run::Run;
 
 /// A few related tables: customers, orders (foreign key to customers, serial id, index),
 /// and notes with text that needs escaping.

@@ -127,7 +127,7 @@ fn a_corrupted_dump_is_caught_and_not_restored() {
     let target = test_support::unique_name("never");
     let run = env.run(&["restore", "--target-db", &target]);
     run.assert_code(2);
-    assert!(run.error_line().contains("damaged"));
+    assert!(run.error_line("pg-logical-backup").contains("damaged"));
     assert_eq!(
         env.pg.psql(&format!(
             "SELECT count(*) FROM pg_database WHERE datname = '{target}'"
@@ -239,7 +239,7 @@ fn partitions_and_odd_names_pass_deep_verify_and_restore() {
     // The materialized view depends on events: replacing it is refused, all rolled back.
     let run = restore();
     run.assert_code(2);
-    let error = run.error_line();
+    let error = run.error_line("pg-logical-backup");
     assert!(
         error.contains("per_year depends on table public.events"),
         "{error}"

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::{archiving_cluster, command, empty_repo, finish, Run};
+use crate::support::{archiving_cluster, command, empty_repo, finish, Checks, Run};
 use test_support::os_user::db_tempdir;
 use test_support::pg::{PgCluster, PgOptions};
 

@@ -1,6 +1,8 @@
 //! A good repository passes; each kind of damage fails the check meant to catch it.
 
-use crate::support::{edit_manifest, flip_byte, good_repo, only_set, validate, TOPIC_RECORDS};
+use crate::support::{
+    edit_manifest, flip_byte, good_repo, only_set, validate, Checks, TOPIC_RECORDS,
+};
 
 #[test]
 fn good_repository_passes_every_check() {

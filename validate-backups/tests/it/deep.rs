@@ -1,6 +1,6 @@
 //! `--deep`: test restores of every kind into throwaway places, and their failures.
 
-use crate::support::{command, edit_manifest, finish, good_repo, only_set};
+use crate::support::{command, edit_manifest, finish, good_repo, only_set, Checks};
 use test_support::pg::{PgCluster, PgOptions};
 
 #[test]

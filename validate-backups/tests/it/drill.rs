@@ -23,7 +23,7 @@ fn drill_restores_every_component_and_measures_rto_and_rpo() {
         .env("KAFKA_BOOTSTRAP_SERVERS", test_support::kafka::bootstrap());
     let run = finish(cmd.output().unwrap());
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let lines = run.lines();
+    let lines = run.json();
     let components: Vec<_> = lines.iter().filter(|l| l["type"] == "component").collect();
     let names: Vec<&str> = components
         .iter()
@@ -133,7 +133,7 @@ fn drill_with_an_unreachable_broker_fails_only_the_kafka_component() {
     let run = finish(cmd.output().unwrap());
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     let status = |name: &str| {
-        run.lines()
+        run.json()
             .into_iter()
             .find(|l| l["type"] == "component" && l["component"] == name)
             .unwrap_or_else(|| panic!("no {name} line"))["status"]

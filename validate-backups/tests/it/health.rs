@@ -4,7 +4,7 @@ use common::stream::Compression;
 use common::Kind;
 
 use crate::repository::synthetic_set;
-use crate::support::{edit_manifest, empty_repo, good_repo, only_set, validate};
+use crate::support::{edit_manifest, empty_repo, good_repo, only_set, validate, Checks};
 
 #[test]
 fn stale_backup_fails_freshness() {

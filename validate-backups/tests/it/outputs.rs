@@ -7,7 +7,7 @@ use common::stream::Compression;
 use common::Kind;
 
 use crate::repository::synthetic_set;
-use crate::support::{command, empty_repo, finish, good_repo, only_set, validate};
+use crate::support::{command, empty_repo, finish, good_repo, only_set, validate, Checks};
 
 #[test]
 fn text_is_plain_when_piped_and_summarises() {

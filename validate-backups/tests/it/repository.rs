@@ -9,7 +9,7 @@ use common::repo::SetMeta;
 use common::stream::Compression;
 use common::{Kind, Repository};
 
-use crate::support::{empty_repo, finish, validate, BIN};
+use crate::support::{empty_repo, finish, validate, Checks, BIN};
 
 /// Writes a complete set of `kind` holding one file of `size` bytes.
 pub fn synthetic_set(dir: &Path, kind: Kind, size: usize, compression: Compression) -> String {

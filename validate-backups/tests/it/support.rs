@@ -16,43 +16,33 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_validate-backups");
 /// Records produced into the fixture's topic.
 pub const TOPIC_RECORDS: u64 = 300;
 
-/// A finished run of validate-backups.
-#[derive(Debug)]
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
+pub use test_support::run::Run;
+
+/// What the tests read from validate-backups' check lines.
+pub trait Checks {
+    /// The `type: check` lines.
+    fn checks(&self) -> Vec<Value>;
+    /// The aggregate status of a check: fail if any result failed, else pass if any passed,
+    /// else skip; panics when the check did not run.
+    fn status(&self, check: &str) -> String;
+    /// Every message of a check, joined.
+    fn message(&self, check: &str) -> String;
+    /// Names of the failed checks.
+    fn failed(&self) -> Vec<String>;
+    /// Asserts that the run failed exactly because of `check` (exit 1, the check failed and
+    /// its message mentions `why`).
+    fn assert_fails(&self, check: &str, why: &str);
 }
 
-impl Run {
+impl Checks for Run {
     /// The `type: check` lines.
-    pub fn checks(&self) -> Vec<Value> {
-        self.lines()
-            .into_iter()
-            .filter(|l| l["type"] == "check")
-            .collect()
-    }
-
-    pub fn lines(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}\n{}", self.stderr))
-            })
-            .collect()
-    }
-
-    pub fn summary(&self) -> Value {
-        let last = self.lines().pop().expect("a summary line");
-        assert_eq!(last["type"], "summary", "{}", self.stdout);
-        assert_eq!(last["format_version"], 1);
-        last
+    fn checks(&self) -> Vec<Value> {
+        self.records("check")
     }
 
     /// The aggregate status of a check: fail if any result failed, else pass if any passed,
     /// else skip; panics when the check did not run.
-    pub fn status(&self, check: &str) -> String {
+    fn status(&self, check: &str) -> String {
         let statuses: Vec<String> = self
             .checks()
             .iter()
@@ -73,7 +63,7 @@ impl Run {
     }
 
     /// Every message of a check, joined.
-    pub fn message(&self, check: &str) -> String {
+    fn message(&self, check: &str) -> String {
         self.checks()
             .iter()
             .filter(|c| c["check"] == check)
@@ -83,7 +73,7 @@ impl Run {
     }
 
     /// Names of the failed checks.
-    pub fn failed(&self) -> Vec<String> {
+    fn failed(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .checks()
             .iter()
@@ -96,7 +86,7 @@ impl Run {
 
     /// Asserts that the run failed exactly because of `check` (exit 1, the check failed and
     /// its message mentions `why`).
-    pub fn assert_fails(&self, check: &str, why: &str) {
+    fn assert_fails(&self, check: &str, why: &str) {
         assert_eq!(
             self.code, 1,
             "expected exit 1\n{}\n{}",
@@ -133,11 +123,7 @@ pub fn command(args: &[&str]) -> Command {
 }
 
 pub fn finish(out: Output) -> Run {
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 /// validate-backups on `dir` with JSON output and extra arguments.
