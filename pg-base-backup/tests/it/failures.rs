@@ -40,17 +40,8 @@ fn unreachable_server_exits_2_without_a_set() {
 
 #[test]
 fn kill_9_mid_run_leaves_no_complete_set_and_the_next_run_works() {
-    let pg = PgCluster::start();
-    // Enough data that the backup takes a moment.
-    pg.psql("CREATE TABLE big AS SELECT g, repeat(md5(g::text), 8) AS v FROM generate_series(1, 400000) g");
-    let backups = db_tempdir("bb-");
-    let mut cmd = pg.command(env!("CARGO_BIN_EXE_pg-base-backup"));
-    cmd.arg("--backup-dir")
-        .arg(backups.path())
-        .args(["--compress-level", "9"]);
-    let mut child = cmd.spawn().unwrap();
-    let repo = Repository::create(backups.path()).unwrap();
-    wait_until_writing(&repo);
+    let (pg, backups, mut child) = slow_backup_under_way();
+    let repo = Repository::open(backups.path()).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     let sets = repo.list(Kind::Base).unwrap();
@@ -71,17 +62,8 @@ fn kill_9_mid_run_leaves_no_complete_set_and_the_next_run_works() {
 
 #[test]
 fn sigterm_mid_run_removes_the_set_stops_pg_basebackup_and_exits_143() {
-    let pg = PgCluster::start();
-    pg.psql("CREATE TABLE big AS SELECT g, repeat(md5(g::text), 8) AS v FROM generate_series(1, 400000) g");
-    let backups = db_tempdir("bb-");
-    let mut cmd = pg.command(env!("CARGO_BIN_EXE_pg-base-backup"));
-    cmd.arg("--backup-dir")
-        .arg(backups.path())
-        .args(["--compress-level", "9", "--jobs", "1"])
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    let repo = Repository::create(backups.path()).unwrap();
-    wait_until_writing(&repo);
+    let (pg, backups, child) = slow_backup_under_way();
+    let repo = Repository::open(backups.path()).unwrap();
     let walsenders = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'";
     assert_eq!(pg.psql(walsenders), "1", "pg_basebackup is streaming");
 
@@ -114,8 +96,19 @@ fn sigterm_mid_run_removes_the_set_stops_pg_basebackup_and_exits_143() {
     );
 }
 
-/// Waits until a set directory has data in it: the backup is under way.
-fn wait_until_writing(repo: &Repository) {
+/// A cluster with enough data that a backup takes a moment, and a backup of it (stderr
+/// piped) that has begun writing its set.
+fn slow_backup_under_way() -> (PgCluster, tempfile::TempDir, std::process::Child) {
+    let pg = PgCluster::start();
+    pg.psql("CREATE TABLE big AS SELECT g, repeat(md5(g::text), 8) AS v FROM generate_series(1, 400000) g");
+    let backups = db_tempdir("bb-");
+    let mut cmd = pg.command(env!("CARGO_BIN_EXE_pg-base-backup"));
+    cmd.arg("--backup-dir")
+        .arg(backups.path())
+        .args(["--compress-level", "9", "--jobs", "1"])
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let repo = Repository::create(backups.path()).unwrap();
     test_support::process::wait_for("the backup to write", Duration::from_secs(60), || {
         repo.list(Kind::Base).unwrap().first().is_some_and(|s| {
             std::fs::read_dir(&s.dir)
@@ -123,4 +116,5 @@ fn wait_until_writing(repo: &Repository) {
                 .unwrap_or(false)
         })
     });
+    (pg, backups, child)
 }
