@@ -8,6 +8,7 @@
 //! the archive holds runs of one partition's records: fed by one thread, a single producer
 //! would mostly send one partition per request.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -105,9 +106,12 @@ impl Replayer {
                 .name(format!("producer-{index}"))
                 .spawn(move || {
                     // The warm-up runs beside the producing: records queue meanwhile.
+                    let done = AtomicBool::new(false);
                     std::thread::scope(|scope| {
-                        scope.spawn(|| warm_up(&producer));
-                        produce(&producer, &topic, &receiver, timeout)
+                        scope.spawn(|| warm_up(&producer, &topic, &done));
+                        let result = produce(&producer, &topic, &receiver, timeout);
+                        done.store(true, Ordering::Relaxed);
+                        result
                     })
                 })
                 .context("cannot start a producer thread")?;
@@ -218,18 +222,24 @@ fn producer_config(
 /// Gets the idempotent producer its producer id before the first record. librdkafka asks
 /// for the id when the producer starts, before any broker connection is up, and then only
 /// retries after 500 ms, unless a metadata response comes in: a few metadata requests while
-/// the connection to the leader comes up save most of that wait.
-fn warm_up(producer: &BaseProducer<Deliveries>) {
+/// the connection to the leader comes up save most of that wait. They ask for the target
+/// topic alone (a cluster's full metadata can be large), and stop once the producing is done.
+fn warm_up(producer: &BaseProducer<Deliveries>, topic: &str, done: &AtomicBool) {
     for _ in 0..4 {
-        // All topics (None): asking for the target topic by name could auto-create it.
-        if producer
-            .client()
-            .fetch_metadata(None, Duration::from_secs(5))
-            .is_err()
+        if done.load(Ordering::Relaxed)
+            || producer
+                .client()
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+                .is_err()
         {
             return;
         }
-        std::thread::sleep(Duration::from_millis(25));
+        for _ in 0..5 {
+            if done.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 

@@ -62,8 +62,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             args.timeout,
         )?)
     };
-    let target = Target::connect(&config, &args.kafka.bootstrap_servers)?;
-    let existing = target.topic(&target_topic)?;
+    let (target, existing) =
+        Target::connect(&config, &args.kafka.bootstrap_servers, &target_topic)?;
     tracing::debug!("target cluster answered");
     let target_partitions = existing
         .map(|t| t.partitions)
@@ -306,7 +306,7 @@ fn create_target(
     topic: &str,
     partitions: i32,
 ) -> anyhow::Result<()> {
-    let brokers = target.brokers()?.max(1) as i32;
+    let brokers = target.brokers().max(1) as i32;
     let replication = match args.replication_factor {
         Some(rf) => rf.get(),
         None => {

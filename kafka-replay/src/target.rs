@@ -17,7 +17,18 @@ use crate::plan::Fingerprint;
 /// How long a metadata or admin request may take before the cluster counts as unreachable.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub use common::kafka::client_config;
+/// The tools' client settings, with topic auto-creation off unless asked for: the replay
+/// creates its target itself (partitions, configs), and asks for a topic's metadata by name.
+pub fn client_config(
+    kafka: &common::cli::KafkaArgs,
+    client_id: &str,
+) -> anyhow::Result<ClientConfig> {
+    let mut config = common::kafka::client_config(kafka, client_id)?;
+    if config.get("allow.auto.create.topics").is_none() {
+        config.set("allow.auto.create.topics", "false");
+    }
+    Ok(config)
+}
 
 /// Producer-only properties, left out of the consumer and admin clients so librdkafka does
 /// not warn that it ignores them.
@@ -67,6 +78,7 @@ pub struct Target {
     /// Made when a topic must be created.
     admin: std::cell::OnceCell<Admin>,
     bootstrap: String,
+    brokers: usize,
 }
 
 /// What the target knows about a topic.
@@ -76,31 +88,30 @@ pub struct TopicShape {
 }
 
 impl Target {
-    /// Connects and checks that the cluster answers.
-    pub fn connect(config: &ClientConfig, bootstrap: &str) -> anyhow::Result<Target> {
+    /// Connects, checks that the cluster answers, and returns what it knows of `topic`.
+    pub fn connect(
+        config: &ClientConfig,
+        bootstrap: &str,
+        topic: &str,
+    ) -> anyhow::Result<(Target, Option<TopicShape>)> {
         let hint = "invalid Kafka client settings (check -X and KAFKA_CLIENT_CONFIG)";
         let config = &without_producer_properties(config);
-        let target = Target {
+        let mut target = Target {
             config: config.clone(),
             consumer: std::cell::OnceCell::new(),
             client: config.create().context(hint)?,
             admin: std::cell::OnceCell::new(),
             bootstrap: bootstrap.to_string(),
+            brokers: 0,
         };
-        target.brokers()?;
-        Ok(target)
+        let (brokers, shape) = target.metadata(topic)?;
+        target.brokers = brokers;
+        Ok((target, shape))
     }
 
-    /// Number of brokers in the cluster.
-    pub fn brokers(&self) -> anyhow::Result<usize> {
-        let metadata = self
-            .client
-            .client()
-            .fetch_metadata(None, REQUEST_TIMEOUT)
-            // KafkaError repeats its code as its source; one mention is enough.
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| self.unreachable())?;
-        Ok(metadata.brokers().len())
+    /// Number of brokers in the cluster (when connected).
+    pub fn brokers(&self) -> usize {
+        self.brokers
     }
 
     fn unreachable(&self) -> String {
@@ -112,20 +123,28 @@ impl Target {
 
     /// The topic's shape, or None when it does not exist.
     pub fn topic(&self, name: &str) -> anyhow::Result<Option<TopicShape>> {
+        Ok(self.metadata(name)?.1)
+    }
+
+    /// The broker count and the shape of one topic. Only that topic is asked for (a cluster's
+    /// full metadata can be large); `allow.auto.create.topics=false` (see [`client_config`])
+    /// keeps the question from creating it.
+    fn metadata(&self, name: &str) -> anyhow::Result<(usize, Option<TopicShape>)> {
         let metadata = self
             .client
             .client()
-            .fetch_metadata(None, REQUEST_TIMEOUT)
+            .fetch_metadata(Some(name), REQUEST_TIMEOUT)
             // KafkaError repeats its code as its source; one mention is enough.
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| self.unreachable())?;
-        Ok(metadata
+        let shape = metadata
             .topics()
             .iter()
             .find(|t| t.name() == name && t.error().is_none())
             .map(|t| TopicShape {
                 partitions: t.partitions().len() as i32,
-            }))
+            });
+        Ok((metadata.brokers().len(), shape))
     }
 
     /// Creates a topic and waits until its metadata shows every partition.
