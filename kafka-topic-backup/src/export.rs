@@ -128,7 +128,7 @@ fn worker(
     let consumer: BaseConsumer = consumer_config(config)
         .create()
         .context("cannot create the Kafka consumer")?;
-    loop {
+    let result = (|| loop {
         let next = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
         let Some(range) = next else { return Ok(()) };
         let end = read_partition(&consumer, topic, &range, options, sender, cancel)?;
@@ -140,7 +140,10 @@ fn worker(
             }
             None => return Ok(()),
         }
-    }
+    })();
+    // Its close waits up to 100 ms for librdkafka's threads: the export need not.
+    common::kafka::close_in_background(consumer);
+    result
 }
 
 /// Reads one partition's range; None when cancelled.
