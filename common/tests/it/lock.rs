@@ -65,5 +65,10 @@ fn lock_held_by_another_process_is_seen() {
         .status()
         .unwrap();
     holder.wait().unwrap();
-    repo.lock(Kind::Slots).unwrap();
+    // `sleep` may take a moment to die after `flock` was reaped; its descriptor goes with it.
+    test_support::process::wait_for(
+        "the killed holder's lock to be released",
+        std::time::Duration::from_secs(10),
+        || repo.lock(Kind::Slots).is_ok(),
+    );
 }
