@@ -25,7 +25,12 @@ const TOOL: &str = "kafka-topic-backup";
 /// Runs a backup as the arguments say.
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let config = client_config(&args.kafka, TOOL)?;
-    let (cluster, all_topics) = Cluster::connect(&config, &args.kafka.bootstrap_servers)?;
+    let named: &[String] = if args.topic_regex.is_some() {
+        &[]
+    } else {
+        &args.topics
+    };
+    let (cluster, all_topics) = Cluster::connect(&config, &args.kafka.bootstrap_servers, named)?;
     let topics = select_topics(&args, &all_topics)?;
     let mut groups = if args.no_group_offsets {
         BTreeMap::new()

@@ -62,11 +62,21 @@ pub struct Cluster {
 
 impl Cluster {
     /// Connects and checks that the cluster answers a metadata request.
+    /// Connects and reads the metadata of the `named` topics, or of every topic when none is
+    /// named (a `--topic-regex` run): a large cluster's full metadata is not asked for without
+    /// need.
     pub fn connect(
         config: &ClientConfig,
         bootstrap: &str,
+        named: &[String],
     ) -> anyhow::Result<(Cluster, Vec<TopicInfo>)> {
-        let consumer: BaseConsumer = config
+        let mut consumer_config = config.clone();
+        if consumer_config.get("allow.auto.create.topics").is_none() {
+            // Asking for a named topic's metadata must not create it (librdkafka's consumer
+            // default, made explicit).
+            consumer_config.set("allow.auto.create.topics", "false");
+        }
+        let consumer: BaseConsumer = consumer_config
             .create()
             .context("invalid Kafka client settings (check -X and KAFKA_CLIENT_CONFIG)")?;
         let mut admin_config = config.clone();
@@ -86,15 +96,24 @@ impl Cluster {
             admin,
             bootstrap: bootstrap.to_string(),
         };
-        let topics = cluster.topics()?;
+        let topics = if named.is_empty() {
+            cluster.topics(None)?
+        } else {
+            let mut found = Vec::new();
+            for name in named {
+                found.extend(cluster.topics(Some(name))?);
+            }
+            found
+        };
         Ok((cluster, topics))
     }
 
-    /// Every topic of the cluster.
-    pub fn topics(&self) -> anyhow::Result<Vec<TopicInfo>> {
+    /// Every topic of the cluster, or the one named (none when it does not exist: a
+    /// consumer's metadata request never creates a topic).
+    fn topics(&self, name: Option<&str>) -> anyhow::Result<Vec<TopicInfo>> {
         let metadata = self
             .consumer
-            .fetch_metadata(None, REQUEST_TIMEOUT)
+            .fetch_metadata(name, REQUEST_TIMEOUT)
             // KafkaError repeats its code as its source; one mention is enough.
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| {
@@ -106,7 +125,7 @@ impl Cluster {
         Ok(metadata
             .topics()
             .iter()
-            .filter(|t| t.error().is_none())
+            .filter(|t| t.error().is_none() && name.is_none_or(|n| t.name() == n))
             .map(|t| TopicInfo {
                 name: t.name().to_string(),
                 partitions: t.partitions().iter().map(|p| p.id()).collect(),
