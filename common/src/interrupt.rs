@@ -6,9 +6,10 @@
 //! handles signals in its own async code instead (dropping futures, so their children die
 //! with them) waits on `signalled()`; while it does, the watcher leaves the signal to it.
 //!
-//! A cleanup is dropped when its work is done. [`Cleanup::release_after`] finishes that
-//! work while no cleanup can run, so a signal never undoes something that was just
-//! completed (a set whose manifest is being written is either removed whole or kept whole).
+//! A cleanup is dropped when its work is done. An [`Undo`] undoes its work when dropped
+//! unfinished too (a failed run), and [`Undo::done_if_ok`] finishes the work while no cleanup
+//! can run, so a signal never undoes something that was just completed (a set whose manifest
+//! is being written is either removed whole or kept whole).
 //!
 //! Kubernetes ends a job past its `activeDeadlineSeconds` with SIGTERM, and our tools run as
 //! the container's process 1, for which the kernel ignores SIGTERM unless a handler is set:
@@ -22,7 +23,6 @@ use crate::exit;
 
 type Action = Box<dyn FnOnce() + Send>;
 
-#[derive(Default)]
 struct Registry {
     next_id: u64,
     actions: Vec<(u64, Action)>,
@@ -33,7 +33,7 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     actions: Vec::new(),
 });
 
-/// Held by the watcher while it runs the cleanups, and by [`Cleanup::release_after`] while
+/// Held by the watcher while it runs the cleanups, and by [`Undo::done_if_ok`] while
 /// the work completes: one waits for the other. Separate from the registry so that the
 /// completing step may itself register cleanups (a manifest is written through a temporary
 /// file that registers its own).
@@ -217,16 +217,57 @@ fn terminate(pid: u32) {
     tracing::warn!("child process {pid:?} did not end within 10 s of SIGTERM");
 }
 
-impl Cleanup {
-    /// Runs `finish` (the step that completes the work, such as writing a manifest) while
-    /// no interruption can run this cleanup, then unregisters it.
-    /// `finish` must not call `release_after` itself.
-    pub fn release_after<T>(self, finish: impl FnOnce() -> T) -> T {
-        let completing = completing();
+/// Work that is undone unless it is finished: when this is dropped unfinished (the run
+/// failed) and when the run is interrupted. The same `undo` serves both.
+pub struct Undo {
+    undo: std::sync::Arc<dyn Fn() + Send + Sync>,
+    /// Present until the work is finished.
+    cleanup: Option<Cleanup>,
+}
+
+impl std::fmt::Debug for Undo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Undo")
+            .field("finished", &self.cleanup.is_none())
+            .finish()
+    }
+}
+
+impl Undo {
+    pub fn new(undo: impl Fn() + Send + Sync + 'static) -> Undo {
+        let undo: std::sync::Arc<dyn Fn() + Send + Sync> = std::sync::Arc::new(undo);
+        let on_signal = std::sync::Arc::clone(&undo);
+        Undo {
+            undo,
+            cleanup: Some(on_interrupt(move || on_signal())),
+        }
+    }
+
+    /// The work is finished: nothing is undone any more.
+    pub fn done(mut self) {
+        self.cleanup.take();
+    }
+
+    /// Runs `finish` (the step that completes the work, such as writing a manifest) while no
+    /// interruption can undo it; the work counts as finished if `finish` succeeds.
+    pub fn done_if_ok<T, E>(&mut self, finish: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let _completing = completing();
         let result = finish();
-        drop(self);
-        drop(completing);
+        if result.is_ok() {
+            self.cleanup.take();
+        }
         result
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        // Interrupted meanwhile, the watcher undoes it (in order, with the rest).
+        checkpoint();
+        // The cleanup stays registered while undoing, so an interruption finishes the job.
+        if let Some(_cleanup) = self.cleanup.take() {
+            (self.undo)();
+        }
     }
 }
 
@@ -291,21 +332,45 @@ mod tests {
     }
 
     #[test]
-    fn released_and_dropped_cleanups_are_unregistered_without_running() {
+    fn dropped_cleanups_are_unregistered_without_running() {
         let dir = tempfile::tempdir().unwrap();
         let kept = dir.path().join("kept");
         std::fs::create_dir(&kept).unwrap();
-        let released = remove_dir_on_interrupt(kept.clone());
-        let released_id = released.id;
-        assert!(registered(released_id));
-        assert_eq!(released.release_after(|| 7), 7);
-        assert!(!registered(released_id));
-
         let dropped = remove_dir_on_interrupt(kept.clone());
         let dropped_id = dropped.id;
+        assert!(registered(dropped_id));
         drop(dropped);
         assert!(!registered(dropped_id));
         assert!(kept.exists());
+    }
+
+    #[test]
+    fn undo_runs_when_dropped_unfinished_and_not_once_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("work");
+        let undo_of = |path: &std::path::Path| {
+            std::fs::create_dir(path).unwrap();
+            let path = path.to_path_buf();
+            Undo::new(move || std::fs::remove_dir_all(&path).unwrap())
+        };
+
+        drop(undo_of(&path));
+        assert!(!path.exists(), "dropped unfinished: undone");
+
+        let mut undo = undo_of(&path);
+        let id = undo.cleanup.as_ref().unwrap().id;
+        assert!(registered(id));
+        assert_eq!(undo.done_if_ok(|| Err::<(), _>("failed")), Err("failed"));
+        assert!(registered(id), "a failed finish leaves it to undo");
+        assert_eq!(undo.done_if_ok(|| Ok::<_, ()>(7)), Ok(7));
+        assert!(!registered(id));
+        drop(undo);
+        assert!(path.exists(), "finished: kept");
+
+        std::fs::remove_dir(&path).unwrap();
+        let undo = undo_of(&path);
+        undo.done();
+        assert!(path.exists());
     }
 
     #[test]

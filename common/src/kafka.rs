@@ -5,10 +5,13 @@ use rdkafka::ClientConfig;
 use crate::cli::{is_secret_property, KafkaArgs};
 
 /// The client settings from the flags and `KAFKA_CLIENT_CONFIG`, logged without secrets.
+/// Topic auto-creation is off unless asked for: the tools ask for topics' metadata by name,
+/// and the replay creates its target itself (partitions, configs).
 pub fn client_config(kafka: &KafkaArgs, client_id: &str) -> anyhow::Result<ClientConfig> {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &kafka.bootstrap_servers);
     config.set("client.id", client_id);
+    config.set("allow.auto.create.topics", "false");
     for (key, value) in kafka.properties()? {
         let shown = if is_secret_property(&key) {
             "<hidden>"

@@ -205,7 +205,7 @@ impl Repository {
                     return Ok(SetWriter {
                         kind,
                         id,
-                        cleanup: Some(interrupt::remove_dir_on_interrupt(set_dir.clone())),
+                        undo: remove_incomplete_set(set_dir.clone()),
                         dir: set_dir,
                         started_at,
                         files: Vec::new(),
@@ -342,8 +342,8 @@ impl RepoLock {
 pub struct SetWriter {
     kind: Kind,
     id: String,
-    /// Present until the manifest is written.
-    cleanup: Option<interrupt::Cleanup>,
+    /// Removes the set until its manifest is written.
+    undo: interrupt::Undo,
     dir: PathBuf,
     started_at: OffsetDateTime,
     files: Vec<FileEntry>,
@@ -439,7 +439,7 @@ impl SetWriter {
             finished_at: timefmt::now(),
             status: SetStatus::Complete,
             source: meta.source,
-            files: std::mem::take(&mut self.files),
+            files: self.files,
             details: meta.details,
         };
         let problems = manifest.verify_files(&self.dir);
@@ -451,28 +451,22 @@ impl SetWriter {
             );
         }
         // Written while no interruption can remove the set: it ends whole or not at all.
-        let cleanup = self.cleanup.take().expect("a set is committed once");
-        let stored = cleanup.release_after(|| manifest.store(&self.dir));
-        if let Err(e) = stored {
-            self.cleanup = Some(interrupt::remove_dir_on_interrupt(self.dir.clone()));
-            return Err(e)
-                .with_context(|| format!("cannot write the manifest of {}", self.dir.display()));
-        }
+        let dir = &self.dir;
+        self.undo
+            .done_if_ok(|| manifest.store(dir))
+            .with_context(|| format!("cannot write the manifest of {}", dir.display()))?;
         Ok(manifest)
     }
 }
 
-impl Drop for SetWriter {
-    fn drop(&mut self) {
-        interrupt::checkpoint();
-        // The guard stays registered while removing, so an interruption finishes the job.
-        if let Some(_guard) = self.cleanup.take() {
-            tracing::warn!("removing the incomplete set {}", self.dir.display());
-            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-                tracing::warn!("cannot remove {}: {e}", self.dir.display());
-            }
+/// Removes a set that did not get its manifest (see [`SetWriter`]).
+fn remove_incomplete_set(dir: PathBuf) -> interrupt::Undo {
+    interrupt::Undo::new(move || {
+        tracing::warn!("removing the incomplete set {}", dir.display());
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!("cannot remove {}: {e}", dir.display());
         }
-    }
+    })
 }
 
 /// A compressing, checksumming file of a set, written under a temporary name.

@@ -17,18 +17,7 @@ use crate::plan::Fingerprint;
 /// How long a metadata or admin request may take before the cluster counts as unreachable.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The tools' client settings, with topic auto-creation off unless asked for: the replay
-/// creates its target itself (partitions, configs), and asks for a topic's metadata by name.
-pub fn client_config(
-    kafka: &common::cli::KafkaArgs,
-    client_id: &str,
-) -> anyhow::Result<ClientConfig> {
-    let mut config = common::kafka::client_config(kafka, client_id)?;
-    if config.get("allow.auto.create.topics").is_none() {
-        config.set("allow.auto.create.topics", "false");
-    }
-    Ok(config)
-}
+pub use common::kafka::client_config;
 
 /// Producer-only properties, left out of the consumer and admin clients so librdkafka does
 /// not warn that it ignores them.

@@ -70,13 +70,7 @@ impl Cluster {
         bootstrap: &str,
         named: &[String],
     ) -> anyhow::Result<(Cluster, Vec<TopicInfo>)> {
-        let mut consumer_config = config.clone();
-        if consumer_config.get("allow.auto.create.topics").is_none() {
-            // Asking for a named topic's metadata must not create it (librdkafka's consumer
-            // default, made explicit).
-            consumer_config.set("allow.auto.create.topics", "false");
-        }
-        let consumer: BaseConsumer = consumer_config
+        let consumer: BaseConsumer = config
             .create()
             .context("invalid Kafka client settings (check -X and KAFKA_CLIENT_CONFIG)")?;
         let mut admin_config = config.clone();
@@ -108,8 +102,8 @@ impl Cluster {
         Ok((cluster, topics))
     }
 
-    /// Every topic of the cluster, or the one named (none when it does not exist: a
-    /// consumer's metadata request never creates a topic).
+    /// Every topic of the cluster, or the one named (none when it does not exist; auto-creation
+    /// is off, see `common::kafka::client_config`).
     fn topics(&self, name: Option<&str>) -> anyhow::Result<Vec<TopicInfo>> {
         let metadata = self
             .consumer

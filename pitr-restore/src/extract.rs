@@ -1,5 +1,5 @@
 //! Unpacks a base-backup tarball into the data directory, checking the stored file's SHA-256
-//! and size as it streams. A mismatch is an error; the caller's `safety::Unfinished` then
+//! and size as it streams. A mismatch is an error; the caller's `safety::emptied_unless_done` then
 //! removes what was extracted.
 
 use std::fs::File;

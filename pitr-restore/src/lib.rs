@@ -168,7 +168,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         walcheck::check_continuity(&repo, &details, &target)?;
     }
     safety::prepare_pgdata(&args.pgdata, args.force)?;
-    let unfinished = safety::Unfinished::new(&args.pgdata);
+    let unfinished = safety::emptied_unless_done(&args.pgdata);
     safety::check_space(&args.pgdata, details.raw_bytes + details.raw_bytes / 10)?;
 
     let progress = common::progress::bytes(&args.global, Some(tar_entry.size), "restore");

@@ -1,11 +1,11 @@
 //! Checks before anything is written: the data directory is empty (or `--force`), no server
 //! runs on it, the user agreed, and the disk has room.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::Context;
-use common::interrupt::Cleanup;
+use common::interrupt::Undo;
 
 /// Whether a postmaster is running on `pgdata` (pg_ctl status exits 0 then).
 pub fn server_running(pgdata: &Path) -> bool {
@@ -88,49 +88,18 @@ fn clear(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A data directory being restored into: until [`Unfinished::done`], a failure (drop) or an
-/// interruption empties it again, so no half-restored cluster is left that a later start
+/// A data directory being restored into: until the returned guard is done, a failure (drop)
+/// or an interruption empties it again, so no half-restored cluster is left that a later start
 /// could take for a whole one, and a re-run needs no `--force`. It was empty, or emptied with
 /// the user's `--force`, before the restore began.
-pub struct Unfinished {
-    pgdata: PathBuf,
-    cleanup: Option<Cleanup>,
-}
-
-impl Unfinished {
-    pub fn new(pgdata: &Path) -> Unfinished {
-        let dir = pgdata.to_path_buf();
-        let cleanup = common::interrupt::on_interrupt(move || {
-            tracing::warn!("emptying the unfinished restore in {}", dir.display());
-            if let Err(e) = clear(&dir) {
-                tracing::warn!("{e:#}");
-            }
-        });
-        Unfinished {
-            pgdata: pgdata.to_path_buf(),
-            cleanup: Some(cleanup),
+pub fn emptied_unless_done(pgdata: &Path) -> Undo {
+    let dir = pgdata.to_path_buf();
+    Undo::new(move || {
+        tracing::warn!("emptying the unfinished restore in {}", dir.display());
+        if let Err(e) = clear(&dir) {
+            tracing::warn!("{e:#}");
         }
-    }
-
-    /// The data directory is complete and configured for recovery.
-    pub fn done(mut self) {
-        self.cleanup.take();
-    }
-}
-
-impl Drop for Unfinished {
-    fn drop(&mut self) {
-        common::interrupt::checkpoint();
-        if let Some(_guard) = self.cleanup.take() {
-            tracing::warn!(
-                "the restore failed; emptying {} again",
-                self.pgdata.display()
-            );
-            if let Err(e) = clear(&self.pgdata) {
-                tracing::warn!("{e:#}");
-            }
-        }
-    }
+    })
 }
 
 /// Fails when the file system of `dir` has less than `needed` bytes available.

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::interrupt::{self, Cleanup};
+use common::interrupt::{self, Cleanup, Undo};
 
 use crate::{osuser, tools};
 
@@ -67,9 +67,17 @@ pub fn stop_server(data_dir: &Path, mode: &str) -> anyhow::Result<()> {
 
 /// An interruption stops the server on `data_dir` (immediate mode) until this is dropped.
 pub fn stop_server_on_interrupt(data_dir: PathBuf) -> Cleanup {
-    interrupt::on_interrupt(move || {
-        if let Err(e) = stop_server(&data_dir, "immediate") {
-            tracing::warn!("cannot stop the server on {}: {e:#}", data_dir.display());
-        }
-    })
+    interrupt::on_interrupt(move || stop_immediately(&data_dir))
+}
+
+/// A server on `data_dir` (started or not yet) is stopped (immediate mode) when this is
+/// dropped, or when the run is interrupted.
+pub fn stopped_at_the_end(data_dir: PathBuf) -> Undo {
+    Undo::new(move || stop_immediately(&data_dir))
+}
+
+fn stop_immediately(data_dir: &Path) {
+    if let Err(e) = stop_server(data_dir, "immediate") {
+        tracing::warn!("cannot stop the server on {}: {e:#}", data_dir.display());
+    }
 }

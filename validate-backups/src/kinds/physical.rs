@@ -244,9 +244,8 @@ fn restore_and_check(settings: &Settings, set: &SetInfo, m: &Manifest) -> anyhow
     }
     osuser::as_db_user(&mut cmd)?;
     // Interrupted, or whatever happened, a server started on the scratch copy is stopped.
-    let _stop_if_interrupted = scratch::stop_server_on_interrupt(pgdata.clone());
+    let _stop = scratch::stopped_at_the_end(pgdata.clone());
     let run = tools::capture(&mut cmd, "pitr-restore");
-    let _guard = StopServer(pgdata.clone());
     let run = run?;
     if run.code != Some(0) {
         anyhow::bail!("pitr-restore failed: {}", run.last_error());
@@ -289,16 +288,4 @@ fn restore_and_check(settings: &Settings, set: &SetInfo, m: &Manifest) -> anyhow
         summary["current_lsn"].as_str().unwrap_or("?"),
         summary["rto_s"].as_f64().unwrap_or(0.0)
     ))
-}
-
-/// Stops a server on a scratch data directory when dropped (immediate mode: it is thrown away).
-struct StopServer(std::path::PathBuf);
-
-impl Drop for StopServer {
-    fn drop(&mut self) {
-        common::interrupt::checkpoint();
-        if let Err(e) = scratch::stop_server(&self.0, "immediate") {
-            tracing::warn!("cannot stop the server on {}: {e:#}", self.0.display());
-        }
-    }
 }
