@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod logging;
 pub mod lsn;
 pub mod manifest;
+pub mod os_user;
 pub mod output;
 pub mod pgbin;
 pub mod pgpass;

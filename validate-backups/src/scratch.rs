@@ -7,7 +7,9 @@ use std::process::Command;
 
 use common::interrupt::{self, Cleanup, Undo};
 
-use crate::{osuser, tools};
+use common::os_user;
+
+use crate::tools;
 
 /// A temporary directory, removed on drop or interruption.
 #[derive(Debug)]
@@ -60,7 +62,7 @@ pub fn stop_server(data_dir: &Path, mode: &str) -> anyhow::Result<()> {
     cmd.arg("-D")
         .arg(data_dir)
         .args(["-w", "-t", "60", "-m", mode, "stop"]);
-    osuser::as_db_user(&mut cmd)?;
+    os_user::as_db_user(&mut cmd)?;
     tools::checked(&mut cmd, "pg_ctl stop")?;
     Ok(())
 }

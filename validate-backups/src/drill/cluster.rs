@@ -9,7 +9,9 @@ use common::cli::PgArgs;
 
 use common::interrupt::Cleanup;
 
-use crate::{osuser, scratch, tools};
+use common::os_user;
+
+use crate::{scratch, tools};
 
 /// A PostgreSQL server the drill started (or restored), stopped on drop.
 #[derive(Debug)]
@@ -30,7 +32,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 fn pg_command(program: &str) -> anyhow::Result<Command> {
     let mut cmd = Command::new(common::pgbin::program(program));
-    osuser::as_db_user(&mut cmd)?;
+    os_user::as_db_user(&mut cmd)?;
     Ok(cmd)
 }
 

@@ -14,7 +14,9 @@ use time::OffsetDateTime;
 use super::cluster::{self, Server};
 use super::{topic, Component, DrillArgs};
 use crate::tools::{self, ToolRun};
-use crate::{broker, osuser};
+use common::os_user;
+
+use crate::broker;
 
 /// What the drill measured.
 #[derive(Debug)]
@@ -107,7 +109,7 @@ impl<'a> Drill<'a> {
         if let Some(pg) = pg {
             cmd.envs(pg.libpq_env());
         }
-        osuser::as_db_user(&mut cmd)?;
+        os_user::as_db_user(&mut cmd)?;
         tools::checked(&mut cmd, name)
     }
 
@@ -123,7 +125,7 @@ impl<'a> Drill<'a> {
         ] {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            osuser::give_to_db_user(&dir)?;
+            os_user::give_to_db_user(&dir)?;
         }
         if !Repository::open(&self.backup_dir)?
             .complete_sets(Kind::Base)?

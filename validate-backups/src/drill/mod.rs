@@ -120,7 +120,7 @@ pub fn run(args: DrillArgs, format: Format) -> anyhow::Result<Status> {
         (Some(dir), _) => std::path::absolute(dir)?,
         (None, Some(h)) => {
             // Our own temporary directory: the database OS user must be able to enter it.
-            if let Some((uid, gid)) = crate::osuser::db_user_ids()? {
+            if let Some((uid, gid)) = common::os_user::db_user_ids()? {
                 std::os::unix::fs::chown(h.path(), Some(uid), Some(gid))?;
             }
             h.path().to_path_buf()

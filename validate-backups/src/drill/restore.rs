@@ -9,7 +9,9 @@ use common::{Kind, Repository};
 use super::cluster::{self, Server};
 use super::components::{Disaster, Drill, Kafka, DB, PARTITIONS};
 use super::{topic, Component};
-use crate::{osuser, tools};
+use common::os_user;
+
+use crate::tools;
 
 impl Drill<'_> {
     pub(super) fn restore_postgres(
@@ -144,7 +146,7 @@ impl Drill<'_> {
         cmd.args(["restore", "--backup-dir", self.backup_dir_arg(), "--yes"])
             .args(["--output", "json", "-q"])
             .envs(pg.libpq_env());
-        osuser::as_db_user(&mut cmd)?;
+        os_user::as_db_user(&mut cmd)?;
         let run = tools::capture(&mut cmd, "cdc-slot-tool restore")?;
         if !matches!(run.code, Some(0) | Some(1)) {
             anyhow::bail!("cdc-slot-tool restore failed: {}", run.last_error());

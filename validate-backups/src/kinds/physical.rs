@@ -13,7 +13,9 @@ use common::wal::{segno_of, WalArchive};
 use common::{Kind, Manifest, Repository};
 
 use crate::check::{CheckResult, Run, Settings};
-use crate::{osuser, scratch, tools};
+use common::os_user;
+
+use crate::{scratch, tools};
 
 pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, sets: &[SetInfo]) {
     run.check(settings, "base.details", || {
@@ -217,7 +219,7 @@ fn test_restore(settings: &Settings, set: &SetInfo, m: &Manifest) -> CheckResult
 fn restore_and_check(settings: &Settings, set: &SetInfo, m: &Manifest) -> anyhow::Result<String> {
     let details = PhysicalDetails::from_manifest(m)?;
     let scratch = super::scratch(settings, "validate-pitr-")?;
-    osuser::give_to_db_user(scratch.path())?;
+    os_user::give_to_db_user(scratch.path())?;
     let pgdata = scratch.path().join("data");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -242,7 +244,7 @@ fn restore_and_check(settings: &Settings, set: &SetInfo, m: &Manifest) -> anyhow
     if let Some(dir) = &settings.bin_dir {
         cmd.arg("--wal-archive-bin").arg(dir.join("wal-archive"));
     }
-    osuser::as_db_user(&mut cmd)?;
+    os_user::as_db_user(&mut cmd)?;
     // Interrupted, or whatever happened, a server started on the scratch copy is stopped.
     let _stop = scratch::stopped_at_the_end(pgdata.clone());
     let run = tools::capture(&mut cmd, "pitr-restore");

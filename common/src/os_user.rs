@@ -1,5 +1,5 @@
-//! Running PostgreSQL as its own OS user: servers refuse root, so when this tool runs as root
-//! it starts them (and the tools that touch their files) as `postgres`.
+//! Running PostgreSQL as its own OS user: servers refuse root, so a tool (or a test) that
+//! runs as root starts them, and the tools that touch their files, as `postgres`.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
