@@ -1,6 +1,11 @@
 //! Failures are clear, exit 2, and leave no set that could pass for a backup.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
 use common::repo::{Kind, Repository};
+use test_support::process::wait_for;
 
 use crate::support::*;
 
@@ -61,4 +66,65 @@ fn missing_topic_and_bad_regex_are_exit_2() {
     );
     let repo = Repository::open(dir.path()).unwrap();
     assert!(repo.complete_sets(Kind::Kafka).unwrap().is_empty());
+}
+
+#[test]
+fn sigterm_mid_export_exits_143_and_leaves_no_set() {
+    let source = topic("sig_src", 3);
+    produce(&source, &[0, 1, 2], 0, 40_000);
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_kafka-topic-backup"))
+        .env("KAFKA_BOOTSTRAP_SERVERS", test_support::kafka::bootstrap())
+        .env("BACKUP_DIR", dir.path())
+        .env_remove("KAFKA_CLIENT_CONFIG")
+        .args(["--output", "json", "--topic", &source, "--chunk-kib", "16"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    wait_for(
+        "the export to write records",
+        Duration::from_secs(60),
+        || files(dir.path()).iter().any(|(_, len)| *len > 0),
+    );
+    // Frozen, the export cannot finish before the signal arrives; it gets it on waking.
+    kill("STOP", &pid);
+    assert!(
+        !files(dir.path())
+            .iter()
+            .any(|(p, _)| p.ends_with("manifest.json")),
+        "the export finished before it could be interrupted"
+    );
+    kill("TERM", &pid);
+    kill("CONT", &pid);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    assert!(out.stdout.is_empty(), "no summary of an unfinished set");
+    assert_eq!(files(dir.path()), vec![], "nothing of the set is left");
+
+    // The next run exports everything.
+    let summary = backup(dir.path(), &["--topic", &source]).ok().summary();
+    let archive = read_archive(&archive_path(&summary, &source));
+    assert_eq!(archive.records.len(), 120_000);
+}
+
+/// Every regular file under `dir`, with its length.
+fn files(dir: &Path) -> Vec<(PathBuf, u64)> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| Some((e.path().to_path_buf(), e.metadata().ok()?.len())))
+        .collect()
+}
+
+fn kill(signal: &str, pid: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
 }
