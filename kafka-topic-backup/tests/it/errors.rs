@@ -83,12 +83,17 @@ fn sigterm_mid_export_exits_143_and_leaves_no_set() {
         .spawn()
         .unwrap();
     let pid = child.id().to_string();
+    // Frozen as soon as its set directory exists, the export cannot finish before the signal
+    // arrives; it gets it on waking, mid-export.
+    let sets = dir.path().join("kafka");
     wait_for(
-        "the export to write records",
+        "the export to start its set",
         Duration::from_secs(60),
-        || files(dir.path()).iter().any(|(_, len)| *len > 0),
+        || {
+            std::fs::read_dir(&sets)
+                .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().is_dir())))
+        },
     );
-    // Frozen, the export cannot finish before the signal arrives; it gets it on waking.
     kill("STOP", &pid);
     assert!(
         !files(dir.path())
@@ -104,6 +109,11 @@ fn sigterm_mid_export_exits_143_and_leaves_no_set() {
     assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
     assert!(out.stdout.is_empty(), "no summary of an unfinished set");
     assert_eq!(files(dir.path()), vec![], "nothing of the set is left");
+    assert_eq!(
+        std::fs::read_dir(&sets).unwrap().count(),
+        1,
+        "only the lock is left"
+    );
 
     // The next run exports everything.
     let summary = backup(dir.path(), &["--topic", &source]).ok().summary();
@@ -111,12 +121,12 @@ fn sigterm_mid_export_exits_143_and_leaves_no_set() {
     assert_eq!(archive.records.len(), 120_000);
 }
 
-/// Every regular file under `dir`, with its length.
+/// Every regular file of the sets under `dir`, with its length (not the repository's lock).
 fn files(dir: &Path) -> Vec<(PathBuf, u64)> {
     walkdir::WalkDir::new(dir)
         .into_iter()
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
+        .filter(|e| e.file_type().is_file() && e.file_name() != ".lock")
         .filter_map(|e| Some((e.path().to_path_buf(), e.metadata().ok()?.len())))
         .collect()
 }
