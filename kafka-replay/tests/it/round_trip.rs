@@ -162,3 +162,57 @@ fn producers_sharing_partitions_keep_each_partition_in_order() {
         }
     }
 }
+
+#[test]
+fn records_over_a_megabyte_round_trip_with_the_topics_size_limit() {
+    let name = test_support::unique_name("big_src");
+    let admin: AdminClient<DefaultClientContext> = client_config().create().unwrap();
+    let new = rdkafka::admin::NewTopic::new(&name, 2, rdkafka::admin::TopicReplication::Fixed(1))
+        .set("retention.ms", "-1")
+        .set("max.message.bytes", "5000000");
+    for result in block_on(admin.create_topics([&new], &AdminOptions::new())).unwrap() {
+        result.unwrap();
+    }
+    // Incompressible values of 1.5 and 3 MB (over the clients' default 1 MB limit), between
+    // small records.
+    let noise = |len: usize, mut state: u64| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    };
+    let mut records = Vec::new();
+    for i in 0..6u64 {
+        let mut big = varied(i);
+        big.value = Some(noise(if i % 2 == 0 { 1_500_000 } else { 3_000_000 }, i + 1));
+        records.push(((i % 2) as i32, varied(100 + i)));
+        records.push(((i % 2) as i32, big));
+    }
+    produce(&name, records);
+    let original = read_all(&name);
+    assert_eq!(original.values().map(Vec::len).sum::<usize>(), 12);
+
+    let dir = tempfile::tempdir().unwrap();
+    backup(dir.path(), &["--topic", &name]).ok();
+    let target = test_support::unique_name("big_dst");
+    let run = replay(dir.path(), &["--topic", &name, "--target-topic", &target])
+        .ok()
+        .summary();
+    assert_eq!(run["verified"], true);
+    assert_eq!(recs(&read_all(&target)), recs(&original));
+
+    // The new topic got the source's limit, so it takes records of that size again.
+    let resource = ResourceSpecifier::Topic(&target);
+    let configs = block_on(admin.describe_configs([&resource], &AdminOptions::new())).unwrap();
+    let configs = configs.into_iter().next().unwrap().unwrap();
+    assert_eq!(
+        configs
+            .get("max.message.bytes")
+            .and_then(|e| e.value.as_deref()),
+        Some("5000000")
+    );
+}

@@ -73,6 +73,8 @@ pub fn produce(topic: &str, records: impl IntoIterator<Item = (i32, Rec)>) {
     let producer: BaseProducer = client_config()
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
+        // Room for the big records of the large-record test (the topic's limit still holds).
+        .set("message.max.bytes", "10000000")
         .create()
         .unwrap();
     for (partition, rec) in records {
