@@ -62,6 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             args.timeout,
         )?)
     };
+    tracing::debug!("producers started");
     let (target, existing) =
         Target::connect(&config, &args.kafka.bootstrap_servers, &target_topic)?;
     tracing::debug!("target cluster answered");
