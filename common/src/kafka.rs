@@ -21,7 +21,38 @@ pub fn client_config(kafka: &KafkaArgs, client_id: &str) -> anyhow::Result<Clien
         tracing::debug!("client property {key}={shown}");
         config.set(key, value);
     }
+    check_settings(&config)?;
     Ok(config)
+}
+
+/// Checks every property with librdkafka (no client is made). Its message for a bad property
+/// repeats the value, which may be a secret: a mistyped `sasl.passwrod` is not known to be
+/// one, so the value of an unknown or secret property is never shown.
+pub fn check_settings(config: &ClientConfig) -> anyhow::Result<()> {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaConfRes;
+    match config.create_native_config() {
+        Ok(_) => Ok(()),
+        Err(KafkaError::ClientConfig(result, description, key, value)) => {
+            let hide = result == RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN || is_secret_property(&key);
+            let (setting, description) = if hide {
+                let hidden = if value.is_empty() {
+                    description
+                } else {
+                    description.replace(&value, "<hidden>")
+                };
+                (key, hidden)
+            } else {
+                (format!("{key}={value}"), description)
+            };
+            Err(anyhow::anyhow!(
+                "invalid Kafka client setting '{setting}': {description} (check -X and KAFKA_CLIENT_CONFIG)"
+            ))
+        }
+        Err(error) => Err(anyhow::anyhow!(
+            "invalid Kafka client settings (check -X and KAFKA_CLIENT_CONFIG): {error}"
+        )),
+    }
 }
 
 /// Drops a Kafka client on a thread of its own. Closing an admin client (or a consumer with a
@@ -60,5 +91,38 @@ impl Admin {
     /// Waits for an admin request.
     pub fn block_on<F: std::future::Future>(&self, request: F) -> F::Output {
         self.runtime.block_on(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::KafkaArgs;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    }
+
+    fn settings(extra: &[&str]) -> anyhow::Result<ClientConfig> {
+        let mut args = vec!["tool", "--bootstrap-servers", "127.0.0.1:9"];
+        args.extend(extra);
+        client_config(&Cli::parse_from(args).kafka, "test")
+    }
+
+    #[test]
+    fn bad_settings_are_refused_without_showing_a_secret() {
+        assert!(settings(&["-X", "linger.ms=7"]).is_ok());
+        // A mistyped secret property is unknown, so its value may be a secret.
+        let typo = settings(&["-X", "sasl.passwrod=hunter2"])
+            .unwrap_err()
+            .to_string();
+        assert!(typo.contains("'sasl.passwrod'"), "{typo}");
+        assert!(!typo.contains("hunter2"), "{typo}");
+        // A bad value of an ordinary property is shown: it helps and is no secret.
+        let bad = settings(&["-X", "acks=several"]).unwrap_err().to_string();
+        assert!(bad.contains("'acks=several'"), "{bad}");
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::config::FromClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
@@ -24,7 +25,7 @@ pub fn config(servers: &str, properties: &[(String, String)]) -> ClientConfig {
 
 /// Brokers and topic count from a metadata request.
 pub fn metadata(config: &ClientConfig) -> anyhow::Result<(usize, usize)> {
-    let consumer: BaseConsumer = config.create().context("cannot create a Kafka client")?;
+    let consumer: BaseConsumer = client(config)?;
     let metadata = consumer
         .fetch_metadata(None, TIMEOUT)
         .context("the Kafka cluster did not answer a metadata request")?;
@@ -34,7 +35,7 @@ pub fn metadata(config: &ClientConfig) -> anyhow::Result<(usize, usize)> {
 /// Total records between the watermarks of every partition of a topic; None when it does not
 /// exist.
 pub fn topic_records(config: &ClientConfig, topic: &str) -> anyhow::Result<Option<u64>> {
-    let consumer: BaseConsumer = config.create().context("cannot create a Kafka client")?;
+    let consumer: BaseConsumer = client(config)?;
     let metadata = consumer
         .fetch_metadata(Some(topic), TIMEOUT)
         .with_context(|| format!("cannot read metadata of topic {topic}"))?;
@@ -55,9 +56,14 @@ pub fn topic_records(config: &ClientConfig, topic: &str) -> anyhow::Result<Optio
 }
 
 fn admin(config: &ClientConfig) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-    config
-        .create()
-        .context("cannot create a Kafka admin client")
+    client(config)
+}
+
+/// A Kafka client of any kind. The settings are checked first, so a bad one is reported
+/// without its value where that may be a secret (see `common::kafka::check_settings`).
+pub fn client<T: FromClientConfig>(config: &ClientConfig) -> anyhow::Result<T> {
+    common::kafka::check_settings(config)?;
+    config.create().context("cannot create a Kafka client")
 }
 
 /// Creates a topic (retention unlimited, so a test broker keeps old records).

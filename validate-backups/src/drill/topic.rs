@@ -17,7 +17,7 @@ pub fn produce(
     from: u64,
     count: u64,
 ) -> anyhow::Result<()> {
-    let producer: BaseProducer = config.create().context("cannot create a Kafka producer")?;
+    let producer: BaseProducer = broker::client(config)?;
     for n in from..from + count {
         for p in 0..partitions {
             let key = format!("order-{n}");
