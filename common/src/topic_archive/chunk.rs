@@ -269,6 +269,9 @@ impl<R: Read> ArchiveReader<R> {
     pub fn open(mut inner: R) -> Result<Self, ArchiveError> {
         let mut header = [0u8; FILE_HEADER_LEN];
         let got = read_full(&mut inner, &mut header)?;
+        if got == 0 {
+            return Err(ArchiveError::Empty);
+        }
         if got < 8 || &header[..8] != MAGIC {
             return Err(ArchiveError::BadMagic);
         }

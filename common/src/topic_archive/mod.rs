@@ -44,6 +44,8 @@ pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
 pub enum ArchiveError {
     #[error("not a topic archive (bad magic at byte 0); is this the right file?")]
     BadMagic,
+    #[error("no archive: the input is empty (in a pipeline: did the command before it fail?)")]
+    Empty,
     #[error("archive header is corrupted (checksum mismatch)")]
     HeaderCorrupt,
     #[error(

@@ -154,6 +154,7 @@ fn foreign_or_newer_files_are_refused() {
         read_all(b"PK\x03\x04 not an archive").unwrap_err(),
         ArchiveError::BadMagic
     ));
+    assert!(matches!(read_all(b"").unwrap_err(), ArchiveError::Empty));
     let (mut bytes, _) = archive(1);
     bytes[8] = 9;
     let crc = crc32c::crc32c(&bytes[..12]);

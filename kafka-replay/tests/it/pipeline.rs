@@ -39,3 +39,17 @@ fn stdout_to_stdin_pipeline_round_trip() {
     assert_eq!(partition_count(&target), 3);
     assert_eq!(recs(&read_all(&target)), recs(&read_all(&source)));
 }
+
+#[test]
+fn empty_input_is_named_as_such_and_creates_nothing() {
+    // What a pipeline gives when the backup before the pipe failed: nothing at all.
+    let dir = tempfile::tempdir().unwrap();
+    let target = test_support::unique_name("pipe_empty");
+    let run = replay(dir.path(), &["--stdin", "--target-topic", &target]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let line = run.stderr.lines().last().unwrap();
+    assert!(line.contains("the input is empty"), "{line}");
+    assert!(line.contains("did the command before it fail?"), "{line}");
+    assert!(run.stdout.is_empty());
+    assert_eq!(partition_count(&target), 0, "no topic was created");
+}
