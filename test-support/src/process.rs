@@ -12,13 +12,18 @@ pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) 
     }
 }
 
-/// Sends `signal` ("TERM", "INT", ...) to `child` with kill(1), then collects its output.
-pub fn signal_and_wait(child: Child, signal: &str) -> Output {
+/// Sends `signal` ("TERM", "STOP", ...) to `child` with kill(1).
+pub fn signal(child: &Child, signal: &str) {
     let status = Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{signal} {}", child.id());
+}
+
+/// Sends `signal` ("TERM", "INT", ...) to `child`, then collects its output.
+pub fn signal_and_wait(child: Child, signal: &str) -> Output {
+    self::signal(&child, signal);
     child.wait_with_output().expect("wait for the child")
 }
 

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::repo::{Kind, Repository};
-use test_support::process::wait_for;
+use test_support::process::{signal, wait_for};
 
 use crate::support::*;
 
@@ -82,7 +82,6 @@ fn sigterm_mid_export_exits_143_and_leaves_no_set() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id().to_string();
     // Frozen as soon as its set directory exists, the export cannot finish before the signal
     // arrives; it gets it on waking, mid-export.
     let sets = dir.path().join("kafka");
@@ -94,15 +93,15 @@ fn sigterm_mid_export_exits_143_and_leaves_no_set() {
                 .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().is_dir())))
         },
     );
-    kill("STOP", &pid);
+    signal(&child, "STOP");
     assert!(
         !files(dir.path())
             .iter()
             .any(|(p, _)| p.ends_with("manifest.json")),
         "the export finished before it could be interrupted"
     );
-    kill("TERM", &pid);
-    kill("CONT", &pid);
+    signal(&child, "TERM");
+    signal(&child, "CONT");
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(143), "{stderr}");
@@ -129,12 +128,4 @@ fn files(dir: &Path) -> Vec<(PathBuf, u64)> {
         .filter(|e| e.file_type().is_file() && e.file_name() != ".lock")
         .filter_map(|e| Some((e.path().to_path_buf(), e.metadata().ok()?.len())))
         .collect()
-}
-
-fn kill(signal: &str, pid: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), pid])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{signal} {pid}");
 }
