@@ -36,12 +36,14 @@ pub fn check_settings(config: &ClientConfig) -> anyhow::Result<()> {
         Err(KafkaError::ClientConfig(result, description, key, value)) => {
             let hide = result == RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN || is_secret_property(&key);
             let (setting, description) = if hide {
-                let hidden = if value.is_empty() {
-                    description
+                // librdkafka quotes a value it repeats; a bare mention is not risked either.
+                let quoted = description.replace(&format!("\"{value}\""), "\"<hidden>\"");
+                let description = if value.len() >= 4 && quoted.contains(value.as_str()) {
+                    "not accepted".to_string()
                 } else {
-                    description.replace(&value, "<hidden>")
+                    quoted
                 };
-                (key, hidden)
+                (key, description)
             } else {
                 (format!("{key}={value}"), description)
             };
@@ -121,6 +123,9 @@ mod tests {
             .to_string();
         assert!(typo.contains("'sasl.passwrod'"), "{typo}");
         assert!(!typo.contains("hunter2"), "{typo}");
+        // A short value is not hunted for inside the message (it would mangle the key).
+        let short = settings(&["-X", "foo=o"]).unwrap_err().to_string();
+        assert!(short.contains("\"foo\""), "{short}");
         // A bad value of an ordinary property is shown: it helps and is no secret.
         let bad = settings(&["-X", "acks=several"]).unwrap_err().to_string();
         assert!(bad.contains("'acks=several'"), "{bad}");
