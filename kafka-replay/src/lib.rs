@@ -25,8 +25,9 @@ pub use replay::run;
 ///
 /// Records go to the same partition number with key, value, headers and timestamp (as
 /// CreateTime) preserved, through idempotent producers working in parallel (each owns a share
-/// of the partitions, so every partition keeps its order), in lz4-compressed batches unless
-/// `-X compression.type=...` says otherwise. A replay that was interrupted can be
+/// of the partitions, so every partition keeps its order), in batches compressed with the
+/// topic's own codec (its saved compression.type), else lz4; `-X compression.type=...` wins.
+/// A replay that was interrupted can be
 /// re-run: records the target already holds (its first `high - low` records, checked against
 /// the archive) are skipped.
 #[derive(Debug, Parser)]

@@ -10,7 +10,7 @@ use common::Status;
 use crate::filter::Filter;
 use crate::partitioner::murmur2_partition;
 use crate::plan::{Action, GroupPoint, PartitionPlan, Planner};
-use crate::produce::Replayer;
+use crate::produce::{Replayer, TopicHints};
 use crate::report::{self, GroupReport, PartitionReport, Summary};
 use crate::source::Source;
 use crate::target::{client_config, Target};
@@ -46,18 +46,12 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let replayer = if args.dry_run {
         None
     } else {
-        let max_message_bytes = meta
-            .configs
-            .iter()
-            .find(|c| c.name == "max.message.bytes")
-            .and_then(|c| c.value.as_deref())
-            .and_then(|v| v.parse().ok());
         let partitions = args.partitions.map_or(meta.partitions, |p| p.get());
         let producers = args.producers.get().min(partitions.max(1) as usize);
         Some(Replayer::start(
             &config,
             &target_topic,
-            max_message_bytes,
+            &TopicHints::from_configs(&meta.configs),
             producers,
             args.timeout,
         )?)

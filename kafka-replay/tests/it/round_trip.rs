@@ -164,12 +164,14 @@ fn producers_sharing_partitions_keep_each_partition_in_order() {
 }
 
 #[test]
-fn records_over_a_megabyte_round_trip_with_the_topics_size_limit() {
+fn records_over_a_megabyte_round_trip_with_the_topics_size_limit_and_codec() {
     let name = test_support::unique_name("big_src");
     let admin: AdminClient<DefaultClientContext> = client_config().create().unwrap();
     let new = rdkafka::admin::NewTopic::new(&name, 2, rdkafka::admin::TopicReplication::Fixed(1))
         .set("retention.ms", "-1")
-        .set("max.message.bytes", "5000000");
+        .set("max.message.bytes", "5000000")
+        // The replay sends batches in the topic's codec: zstd here.
+        .set("compression.type", "zstd");
     for result in block_on(admin.create_topics([&new], &AdminOptions::new())).unwrap() {
         result.unwrap();
     }
@@ -205,7 +207,7 @@ fn records_over_a_megabyte_round_trip_with_the_topics_size_limit() {
     assert_eq!(run["verified"], true);
     assert_eq!(recs(&read_all(&target)), recs(&original));
 
-    // The new topic got the source's limit, so it takes records of that size again.
+    // The new topic got the source's limit and codec, so it takes records of that size again.
     let resource = ResourceSpecifier::Topic(&target);
     let configs = block_on(admin.describe_configs([&resource], &AdminOptions::new())).unwrap();
     let configs = configs.into_iter().next().unwrap().unwrap();
@@ -214,5 +216,11 @@ fn records_over_a_megabyte_round_trip_with_the_topics_size_limit() {
             .get("max.message.bytes")
             .and_then(|e| e.value.as_deref()),
         Some("5000000")
+    );
+    assert_eq!(
+        configs
+            .get("compression.type")
+            .and_then(|e| e.value.as_deref()),
+        Some("zstd")
     );
 }
