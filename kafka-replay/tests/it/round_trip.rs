@@ -1,7 +1,7 @@
 //! A full backup and replay gives back every record field by field, in the same partitions,
 //! with the topic's configs; a second replay adds nothing.
 
-use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use test_support::kafka::client_config;
 
@@ -68,14 +68,7 @@ fn full_fidelity_round_trip_over_three_partitions() {
     assert!(all.iter().any(|r| r.timestamp < 1_100_000_000_000));
 
     // The saved non-default config (retention.ms=-1) was applied to the new topic.
-    let admin: AdminClient<DefaultClientContext> = client_config().create().unwrap();
-    let resource = ResourceSpecifier::Topic(&target);
-    let configs = block_on(admin.describe_configs([&resource], &AdminOptions::new())).unwrap();
-    let configs = configs.into_iter().next().unwrap().unwrap();
-    assert_eq!(
-        configs.get("retention.ms").and_then(|e| e.value.as_deref()),
-        Some("-1")
-    );
+    assert_eq!(topic_config(&target, "retention.ms").as_deref(), Some("-1"));
 
     // Re-running the finished replay produces nothing and still verifies.
     let again = replay(dir.path(), &["--topic", &source, "--target-topic", &target])
@@ -88,14 +81,7 @@ fn full_fidelity_round_trip_over_three_partitions() {
 
 #[test]
 fn log_append_time_is_archived_and_replayed_as_create_time() {
-    let name = test_support::unique_name("lat_src");
-    let admin: AdminClient<DefaultClientContext> = client_config().create().unwrap();
-    let new = rdkafka::admin::NewTopic::new(&name, 1, rdkafka::admin::TopicReplication::Fixed(1))
-        .set("retention.ms", "-1")
-        .set("message.timestamp.type", "LogAppendTime");
-    for result in block_on(admin.create_topics([&new], &AdminOptions::new())).unwrap() {
-        result.unwrap();
-    }
+    let name = topic_with("lat_src", 1, &[("message.timestamp.type", "LogAppendTime")]);
     produce(&name, (0..50u64).map(|i| (0, varied(i))));
     let original = read_all(&name);
     assert!(
@@ -165,16 +151,15 @@ fn producers_sharing_partitions_keep_each_partition_in_order() {
 
 #[test]
 fn records_over_a_megabyte_round_trip_with_the_topics_size_limit_and_codec() {
-    let name = test_support::unique_name("big_src");
-    let admin: AdminClient<DefaultClientContext> = client_config().create().unwrap();
-    let new = rdkafka::admin::NewTopic::new(&name, 2, rdkafka::admin::TopicReplication::Fixed(1))
-        .set("retention.ms", "-1")
-        .set("max.message.bytes", "5000000")
-        // The replay sends batches in the topic's codec: zstd here.
-        .set("compression.type", "zstd");
-    for result in block_on(admin.create_topics([&new], &AdminOptions::new())).unwrap() {
-        result.unwrap();
-    }
+    // The replay sends batches in the topic's codec: zstd here.
+    let name = topic_with(
+        "big_src",
+        2,
+        &[
+            ("max.message.bytes", "5000000"),
+            ("compression.type", "zstd"),
+        ],
+    );
     // Incompressible values of 1.5 and 3 MB (over the clients' default 1 MB limit), between
     // small records.
     let noise = |len: usize, mut state: u64| -> Vec<u8> {
@@ -208,19 +193,35 @@ fn records_over_a_megabyte_round_trip_with_the_topics_size_limit_and_codec() {
     assert_eq!(recs(&read_all(&target)), recs(&original));
 
     // The new topic got the source's limit and codec, so it takes records of that size again.
-    let resource = ResourceSpecifier::Topic(&target);
-    let configs = block_on(admin.describe_configs([&resource], &AdminOptions::new())).unwrap();
-    let configs = configs.into_iter().next().unwrap().unwrap();
     assert_eq!(
-        configs
-            .get("max.message.bytes")
-            .and_then(|e| e.value.as_deref()),
+        topic_config(&target, "max.message.bytes").as_deref(),
         Some("5000000")
     );
     assert_eq!(
-        configs
-            .get("compression.type")
-            .and_then(|e| e.value.as_deref()),
+        topic_config(&target, "compression.type").as_deref(),
         Some("zstd")
     );
+}
+
+/// A fresh topic (retention.ms=-1) with these configs; returns its name.
+fn topic_with(prefix: &str, partitions: i32, configs: &[(&str, &str)]) -> String {
+    let name = test_support::unique_name(prefix);
+    let admin: AdminClient<DefaultClientContext> = client_config().create().unwrap();
+    let mut new = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+    for (key, value) in [("retention.ms", "-1")].iter().chain(configs) {
+        new = new.set(key, value);
+    }
+    for result in block_on(admin.create_topics([&new], &AdminOptions::new())).unwrap() {
+        result.unwrap();
+    }
+    name
+}
+
+/// One config value of a topic, as DescribeConfigs reports it.
+fn topic_config(topic: &str, key: &str) -> Option<String> {
+    let admin: AdminClient<DefaultClientContext> = client_config().create().unwrap();
+    let resource = ResourceSpecifier::Topic(topic);
+    let configs = block_on(admin.describe_configs([&resource], &AdminOptions::new())).unwrap();
+    let configs = configs.into_iter().next().unwrap().unwrap();
+    configs.get(key).and_then(|e| e.value.clone())
 }
