@@ -84,6 +84,6 @@ done
 worst=$(awk -v a="$(peak ours_1)" -v b="$(peak ours_2)" 'BEGIN { print (a > b ? a : b) }')
 growth=$(awk -v a="$(peak ours_1)" -v b="$(peak ours_2)" 'BEGIN { printf "%.2f", b / a }')
 printf '\nkafka-topic-backup peak memory: %s MB at most (goal < 100: %s); twice the records: %sx\n' \
-    "$worst" "$(awk -v m="$worst" 'BEGIN { print (m < 100 ? "ok" : "MISSED") }')" "$growth"
+    "$worst" "$(under100 "$worst")" "$growth"
 [ "${exported[1]}" = "${held[1]}" ] && [ "${exported[2]}" = "${held[2]}" ] ||
     echo "note: kafka-topic-backup exported ${exported[*]} records where the broker held ${held[*]}" >&2

@@ -84,8 +84,9 @@ replay_kcat() {
 }
 # kcat's producer is not idempotent unless asked; kafka-replay's always is (no duplicates on
 # retries), so both kcat variants are shown and the goal is judged against the faster, plain one.
-# kafka-replay compresses its batches with lz4 by default; kcat -P -z lz4 is shown too, so the
-# comparison with kcat given the same compression is in the table.
+# kafka-replay compresses its batches (lz4 for a topic that leaves the codec to the producer,
+# as the bench's does); kcat -P -z lz4 is shown too, so the comparison with kcat given the same
+# compression is in the table.
 replay_kcat_idem() {
     local topic=${RUN}_kcati_$1
     "$BIN/examples/kafka_bench" create "$topic" 3
@@ -179,7 +180,6 @@ printf 'replay vs idempotent kcat: %sx, per run %sx\n' "$r_kcat_idem" "$(paired 
 printf 'replay vs kcat -z lz4:   %sx, per run %sx\n' "$(ratio ours_replay kcat_lz4_replay)" "$(paired ours_replay kcat_lz4_replay)"
 printf 'CPU per run, ours vs kcat: export %s s vs %s s, replay %s s vs %s s\n' \
     "$(median ours_export 3)" "$(median kcat_export 3)" "$(median ours_replay 3)" "$(median kcat_replay 3)"
-under100() { awk -v m="$1" 'BEGIN { if (m == "-") print "n/a"; else print (m < 100 ? "ok" : "MISSED") }'; }
 printf 'replay peak memory:      %s MB (goal < 100: %s)\n' "$(peak ours_replay)" "$(under100 "$(peak ours_replay)")"
 if [ "$(awk -v m="$(peak bare)" 'BEGIN { print (m >= 100) }')" = 1 ]; then
     # See the note below: here the broker, not the reader, sets the export's memory.

@@ -61,7 +61,6 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Connects and checks that the cluster answers a metadata request.
     /// Connects and reads the metadata of the `named` topics, or of every topic when none is
     /// named (a `--topic-regex` run): a large cluster's full metadata is not asked for without
     /// need.

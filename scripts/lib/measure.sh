@@ -46,6 +46,9 @@ median() {
         awk '{ v[NR] = $1 } END { if (NR == 0) print "failed"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# under100 MB: "ok" below the 100 MB memory goal, "MISSED" from it, "n/a" without a number.
+under100() { awk -v m="$1" 'BEGIN { if (m == "-") print "n/a"; else print (m < 100 ? "ok" : "MISSED") }'; }
+
 # peak NAME: the median peak memory in MB.
 peak() { awk -v k="$(median "$1" 2)" 'BEGIN { if (k == "failed") print "-"; else printf "%.1f", k / 1024 }'; }
 

@@ -67,18 +67,38 @@ pub fn produce_numbered(topic: &str, partitions: &[i32], from: u64, count: u64) 
         for &p in partitions {
             let value = format!("v{p}-{n}");
             let key = format!("k{n}");
-            let mut record = BaseRecord::to(topic)
+            let record = BaseRecord::to(topic)
                 .partition(p)
                 .key(key.as_str())
                 .payload(value.as_str());
-            while let Err((_, back)) = producer.send(record) {
-                record = back;
-                producer.poll(Duration::from_millis(20));
-            }
+            send(&producer, record);
         }
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(60)).expect("flush");
+}
+
+/// Queues `record`, polling while the producer's local queue is full; panics on any other
+/// error (a record the producer refuses must not be retried for ever).
+pub fn send<K, P>(
+    producer: &rdkafka::producer::BaseProducer,
+    record: rdkafka::producer::BaseRecord<'_, K, P>,
+) where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    let mut record = record;
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(20));
+            }
+            Err((error, _)) => panic!("produce: {error}"),
+        }
+    }
 }
 
 /// Commits offsets `(partition, offset)` of `topic` for a consumer group.

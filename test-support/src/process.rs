@@ -1,7 +1,9 @@
 //! Waiting on and signalling the tools a test runs as child processes.
 
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+use crate::run::Run;
 
 /// Polls `ready` every 10 ms until it holds; panics naming `what` after `timeout`.
 pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
@@ -22,9 +24,9 @@ pub fn signal(child: &Child, signal: &str) {
 }
 
 /// Sends `signal` ("TERM", "INT", ...) to `child`, then collects its output.
-pub fn signal_and_wait(child: Child, signal: &str) -> Output {
+pub fn signal_and_wait(child: Child, signal: &str) -> Run {
     self::signal(&child, signal);
-    child.wait_with_output().expect("wait for the child")
+    Run::from(child.wait_with_output().expect("wait for the child"))
 }
 
 /// The processes whose command line matches `pattern` (pgrep -f), one `pid command` a line.

@@ -42,6 +42,23 @@ impl Run {
         self
     }
 
+    /// Asserts that `tool` ended on `signal` ("INT" or "TERM") as the tools do: exit 130 or
+    /// 143, and `<tool>: interrupted by SIG<signal>` on stderr.
+    pub fn assert_interrupted(&self, tool: &str, signal: &str) -> &Run {
+        self.assert_code(match signal {
+            "INT" => 130,
+            "TERM" => 143,
+            other => panic!("no exit code for SIG{other}"),
+        });
+        let said = format!("{tool}: interrupted by SIG{signal}");
+        assert!(
+            self.stderr.contains(&said),
+            "no '{said}' in:\n{}",
+            self.stderr
+        );
+        self
+    }
+
     /// Asserts exit 0 and passes the run on.
     pub fn ok(self) -> Run {
         self.assert_code(0);

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::interrupt::{self, Cleanup, Undo};
-
 use common::os_user;
 
 use crate::tools;

@@ -97,16 +97,7 @@ pub fn produce(topic: &str, records: impl IntoIterator<Item = (i32, Rec)>) {
         if let Some(value) = rec.value.as_deref() {
             record = record.payload(value);
         }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(_), back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(20));
-                }
-                Err((e, _)) => panic!("produce: {e}"),
-            }
-        }
+        test_support::kafka::send(&producer, record);
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(60)).expect("flush");

@@ -1,7 +1,7 @@
 //! Failures are clear, exit 2, and leave no set that could pass for a backup.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::repo::{Kind, Repository};
@@ -73,11 +73,8 @@ fn sigterm_mid_export_exits_143_and_leaves_no_set() {
     let source = topic("sig_src", 3);
     produce(&source, &[0, 1, 2], 0, 40_000);
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kafka-topic-backup"))
-        .env("KAFKA_BOOTSTRAP_SERVERS", test_support::kafka::bootstrap())
-        .env("BACKUP_DIR", dir.path())
-        .env_remove("KAFKA_CLIENT_CONFIG")
-        .args(["--output", "json", "--topic", &source, "--chunk-kib", "16"])
+    let child = backup_command(dir.path(), &["--topic", &source, "--chunk-kib", "16"])
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -102,11 +99,9 @@ fn sigterm_mid_export_exits_143_and_leaves_no_set() {
     );
     signal(&child, "TERM");
     signal(&child, "CONT");
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(143), "{stderr}");
-    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
-    assert!(out.stdout.is_empty(), "no summary of an unfinished set");
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.assert_interrupted("kafka-topic-backup", "TERM");
+    assert!(run.stdout.is_empty(), "no summary of an unfinished set");
     assert_eq!(files(dir.path()), vec![], "nothing of the set is left");
     assert_eq!(
         std::fs::read_dir(&sets).unwrap().count(),

@@ -110,14 +110,11 @@ fn records_deleted_during_the_export_are_recorded_as_lost() {
             })
             .collect();
         let key = format!("k{n}");
-        let mut record = rdkafka::producer::BaseRecord::to(&topic)
+        let record = rdkafka::producer::BaseRecord::to(&topic)
             .partition(0)
             .key(key.as_str())
             .payload(&value);
-        while let Err((_, back)) = producer.send(record) {
-            record = back;
-            producer.poll(Duration::from_millis(20));
-        }
+        test_support::kafka::send(&producer, record);
         producer.poll(Duration::ZERO);
     }
     rdkafka::producer::Producer::flush(&producer, Duration::from_secs(60)).unwrap();

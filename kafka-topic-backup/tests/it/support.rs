@@ -12,15 +12,20 @@ pub use test_support::run::Run;
 
 /// Runs kafka-topic-backup with `BACKUP_DIR=dir` and `--output json`.
 pub fn backup(dir: &Path, args: &[&str]) -> Run {
-    Run::of(
-        Command::new(env!("CARGO_BIN_EXE_kafka-topic-backup"))
-            .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap())
-            .env("BACKUP_DIR", dir)
-            .env_remove("KAFKA_CLIENT_CONFIG")
-            .env_remove("RETENTION_DAYS")
-            .args(["--output", "json"])
-            .args(args),
-    )
+    Run::of(&mut backup_command(dir, args))
+}
+
+/// The command [`backup`] runs, for a test that runs it otherwise.
+pub fn backup_command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kafka-topic-backup"));
+    command
+        .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap())
+        .env("BACKUP_DIR", dir)
+        .env_remove("KAFKA_CLIENT_CONFIG")
+        .env_remove("RETENTION_DAYS")
+        .args(["--output", "json"])
+        .args(args);
+    command
 }
 
 /// One archived record: (partition, offset, key, value).

@@ -67,13 +67,8 @@ fn sigterm_mid_run_removes_the_set_stops_pg_basebackup_and_exits_143() {
     let walsenders = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'";
     assert_eq!(pg.psql(walsenders), "1", "pg_basebackup is streaming");
 
-    let out = test_support::process::signal_and_wait(child, "TERM");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(143), "{stderr}");
-    assert!(
-        stderr.contains("pg-base-backup: interrupted by SIGTERM"),
-        "{stderr}"
-    );
+    test_support::process::signal_and_wait(child, "TERM")
+        .assert_interrupted("pg-base-backup", "TERM");
     // Nothing is left: neither an incomplete set nor a temporary file.
     assert!(repo.list(Kind::Base).unwrap().is_empty());
     let leftovers: Vec<_> = walkdir::WalkDir::new(backups.path())

@@ -127,13 +127,7 @@ fn sigint_mid_extraction_empties_the_data_directory_and_a_rerun_needs_no_force()
     test_support::process::wait_for("the extraction", std::time::Duration::from_secs(60), || {
         std::fs::read_dir(&restore.pgdata).is_ok_and(|mut d| d.next().is_some())
     });
-    let out = test_support::process::signal_and_wait(child, "INT");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    assert!(
-        stderr.contains("pitr-restore: interrupted by SIGINT"),
-        "{stderr}"
-    );
+    test_support::process::signal_and_wait(child, "INT").assert_interrupted("pitr-restore", "INT");
     let left: Vec<_> = std::fs::read_dir(&restore.pgdata).unwrap().collect();
     assert!(left.is_empty(), "partly restored files left: {left:?}");
 

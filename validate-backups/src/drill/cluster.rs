@@ -6,9 +6,7 @@ use std::process::Command;
 
 use anyhow::Context;
 use common::cli::PgArgs;
-
 use common::interrupt::Cleanup;
-
 use common::os_user;
 
 use crate::{scratch, tools};

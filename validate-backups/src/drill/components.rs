@@ -7,16 +7,15 @@ use std::time::Instant;
 
 use anyhow::Context;
 use common::cli::PgArgs;
+use common::os_user;
 use common::{Kind, Repository};
 use rdkafka::ClientConfig;
 use time::OffsetDateTime;
 
 use super::cluster::{self, Server};
 use super::{topic, Component, DrillArgs};
-use crate::tools::{self, ToolRun};
-use common::os_user;
-
 use crate::broker;
+use crate::tools::{self, ToolRun};
 
 /// What the drill measured.
 #[derive(Debug)]

@@ -4,13 +4,12 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
+use common::os_user;
 use common::{Kind, Repository};
 
 use super::cluster::{self, Server};
 use super::components::{Disaster, Drill, Kafka, DB, PARTITIONS};
 use super::{topic, Component};
-use common::os_user;
-
 use crate::tools;
 
 impl Drill<'_> {

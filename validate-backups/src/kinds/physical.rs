@@ -7,13 +7,13 @@ use std::io::BufReader;
 use std::path::Path;
 use std::process::Command;
 
+use common::os_user;
 use common::physical::{PhysicalDetails, WalMethod, BASE_TAR, PG_BACKUP_MANIFEST};
 use common::repo::SetInfo;
 use common::wal::{segno_of, WalArchive};
 use common::{Kind, Manifest, Repository};
 
 use crate::check::{CheckResult, Run, Settings};
-use common::os_user;
 
 use crate::{scratch, tools};
 
