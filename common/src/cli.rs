@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::env;
+use crate::storage::Location;
 use crate::output::OutputFormat;
 use crate::retention::{Gfs, RetentionPolicy};
 
@@ -23,6 +24,10 @@ pub struct GlobalArgs {
     /// Format of the results on stdout.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text, global = true)]
     pub output: OutputFormat,
+    /// File of KEY=VALUE lines with the environment variables' names, read first; variables
+    /// already set win [default: /etc/pipeline-backup/env when it exists].
+    #[arg(long, global = true, env = env::PIPELINE_BACKUP_CONFIG, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Where the PostgreSQL server is, libpq style.
@@ -137,9 +142,14 @@ fn current_uid_name() -> Option<String> {
 /// The backup repository location.
 #[derive(Debug, Clone, Args)]
 pub struct RepoArgs {
-    /// Root of the backup repository.
+    /// Root of the backup repository: a local directory, or s3://BUCKET[/PREFIX] (credentials
+    /// and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
+    /// AWS_REGION, AWS_ENDPOINT_URL, web identity, container credentials or instance
+    /// metadata; see the README). Uploads stream in parts of BACKUP_S3_PART_SIZE (default
+    /// 64 MiB), BACKUP_S3_UPLOAD_CONCURRENCY (default 2) in flight: part buffers take up to
+    /// (concurrency + 1) x part size, 192 MiB by default, on top of the tool's own memory.
     #[arg(long, env = env::BACKUP_DIR, default_value = env::DEFAULT_BACKUP_DIR)]
-    pub backup_dir: PathBuf,
+    pub backup_dir: Location,
 }
 
 /// Retention of complete backup sets. A set is deleted only when no rule keeps it, and the

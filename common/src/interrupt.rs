@@ -11,6 +11,9 @@
 //! can run, so a signal never undoes something that was just completed (a set whose manifest
 //! is being written is either removed whole or kept whole).
 //!
+//! After the cleanups, and before it exits, the watcher sends the run's notification (at most
+//! [`crate::notify::SIGNAL_LIMIT`]), so a job stopped at its deadline is still reported.
+//!
 //! Kubernetes ends a job past its `activeDeadlineSeconds` with SIGTERM, and our tools run as
 //! the container's process 1, for which the kernel ignores SIGTERM unless a handler is set:
 //! without this, the job would wait out the grace period and be killed with nothing cleaned.
@@ -136,6 +139,11 @@ fn watch(tool: &str, mut signals: signal_hook::iterator::Signals) {
             action();
         }
         eprintln!("{tool}: interrupted by {}", signal.name());
+        // Within the grace period: bounded by notify::SIGNAL_LIMIT.
+        crate::notify::interrupted(
+            signal.exit_code(),
+            &format!("interrupted by {}", signal.name()),
+        );
         std::process::exit(i32::from(signal.exit_code()));
     }
 }

@@ -4,6 +4,7 @@
 //! Each tool's own logic lives in that tool; only what two or more tools use belongs here.
 
 pub mod cli;
+pub mod config_file;
 pub mod durable;
 pub mod entry;
 pub mod env;
@@ -14,6 +15,7 @@ pub mod kafka;
 pub mod logging;
 pub mod lsn;
 pub mod manifest;
+pub mod notify;
 pub mod os_user;
 pub mod output;
 pub mod pgbin;
@@ -26,6 +28,7 @@ pub mod prompt;
 pub mod repo;
 pub mod retention;
 pub mod size;
+pub mod storage;
 pub mod stream;
 pub mod timefmt;
 pub mod topic_archive;

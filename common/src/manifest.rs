@@ -3,12 +3,11 @@
 //! `manifest.json` is written last and atomically. A set directory without it is incomplete
 //! (crashed or still running) and is never offered for restore.
 
-use std::path::Path;
-
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::durable;
+use crate::storage::{self, Store};
 use crate::stream::{self, Compression};
 use crate::timefmt::rfc3339;
 
@@ -76,17 +75,25 @@ impl Manifest {
         self.files.iter().find(|f| f.path == path)
     }
 
-    /// Reads and parses `manifest.json` of a set directory.
-    pub fn load(set_dir: &Path) -> anyhow::Result<Manifest> {
-        let path = set_dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{} is not a valid manifest: {e}", path.display()))?;
+    /// Reads and parses `manifest.json` of the set at `prefix`; `None` when there is none
+    /// (the set is incomplete).
+    pub fn load(store: &Store, prefix: &str) -> anyhow::Result<Option<Manifest>> {
+        let key = storage::join(prefix, MANIFEST_FILE);
+        let text = match store.read(&key) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => anyhow::bail!("cannot read {}: {e}", store.describe(&key)),
+        };
+        Manifest::parse(&text, &store.describe(&key)).map(Some)
+    }
+
+    /// Parses a manifest's text; `shown` names it in errors.
+    pub fn parse(text: &[u8], shown: &str) -> anyhow::Result<Manifest> {
+        let manifest: Manifest = serde_json::from_slice(text)
+            .with_context(|| format!("{shown} is not a valid manifest"))?;
         if manifest.format_version > MANIFEST_VERSION {
             anyhow::bail!(
-                "{} has format version {}, this tool reads up to {MANIFEST_VERSION}; upgrade the tools",
-                path.display(),
+                "{shown} has format version {}, this tool reads up to {MANIFEST_VERSION}; upgrade the tools",
                 manifest.format_version
             );
         }
@@ -94,19 +101,22 @@ impl Manifest {
     }
 
     /// Writes `manifest.json` atomically and durably, the last step of a backup.
-    pub fn store(&self, set_dir: &Path) -> std::io::Result<()> {
+    pub fn save(&self, store: &Store, prefix: &str) -> std::io::Result<()> {
         let mut text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         text.push(b'\n');
-        durable::write_atomic(&set_dir.join(MANIFEST_FILE), &text)
+        store.put(&storage::join(prefix, MANIFEST_FILE), &text)
     }
 
     /// Re-reads every listed file and compares size and SHA-256. Returns the problems found,
     /// one line each; empty means the set is intact.
-    pub fn verify_files(&self, set_dir: &Path) -> Vec<String> {
+    pub fn verify_files(&self, store: &Store, prefix: &str) -> Vec<String> {
         let mut problems = Vec::new();
         for entry in &self.files {
-            let path = set_dir.join(&entry.path);
-            match stream::checksum_file(&path) {
+            let key = storage::join(prefix, &entry.path);
+            let sum = store
+                .open_read(&key)
+                .and_then(|r| stream::HashingReader::new(r).finish());
+            match sum {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     problems.push(format!("{}: missing", entry.path));
                 }
@@ -120,6 +130,26 @@ impl Manifest {
                     entry.path
                 )),
                 Ok(_) => {}
+            }
+        }
+        problems
+    }
+
+    /// Checks every listed file is stored with its size (one listing, no reading).
+    pub fn verify_sizes(&self, store: &Store, prefix: &str) -> Vec<String> {
+        let stored: std::collections::HashMap<String, u64> = match store.list(prefix) {
+            Ok(list) => list.into_iter().map(|o| (o.key, o.size)).collect(),
+            Err(e) => return vec![format!("cannot list {}: {e}", store.describe(prefix))],
+        };
+        let mut problems = Vec::new();
+        for entry in &self.files {
+            match stored.get(&storage::join(prefix, &entry.path)) {
+                None => problems.push(format!("{}: missing", entry.path)),
+                Some(&size) if size != entry.size => problems.push(format!(
+                    "{}: size {size} differs from the manifest's {}",
+                    entry.path, entry.size
+                )),
+                Some(_) => {}
             }
         }
         problems

@@ -37,6 +37,7 @@ pub fn text_line(line: &str) -> std::io::Result<()> {
 }
 
 /// Prints the run's summary: JSON with `type: "summary"` and the format version added, or text.
+/// Either way the record is kept for the run's notification ([`last_summary`]).
 pub fn summary<T: Serialize>(
     format: OutputFormat,
     record: &T,
@@ -49,9 +50,31 @@ pub fn summary<T: Serialize>(
                 map.insert("type".into(), "summary".into());
                 map.insert("format_version".into(), JSON_FORMAT_VERSION.into());
             }
+            *last() = Some(value.clone());
             json_line(&value)?;
         }
-        OutputFormat::Text => text_line(&text())?,
+        OutputFormat::Text => {
+            keep_summary(record);
+            text_line(&text())?;
+        }
     }
     Ok(())
+}
+
+/// The summary record of this run, for its notification, from a tool that prints its summary
+/// in a format of its own (a JUnit report) rather than through [`summary`].
+pub fn keep_summary<T: Serialize>(record: &T) {
+    if let Ok(value) = serde_json::to_value(record) {
+        *last() = Some(value);
+    }
+}
+
+/// The last summary record printed (or kept) by this run.
+pub fn last_summary() -> Option<serde_json::Value> {
+    last().clone()
+}
+
+fn last() -> std::sync::MutexGuard<'static, Option<serde_json::Value>> {
+    static LAST: std::sync::Mutex<Option<serde_json::Value>> = std::sync::Mutex::new(None);
+    LAST.lock().unwrap_or_else(|e| e.into_inner())
 }

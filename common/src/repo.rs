@@ -12,17 +12,15 @@
 //! Set ids are the UTC start time, so they sort chronologically. A set is complete when its
 //! `manifest.json` exists; that file is written last.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use time::OffsetDateTime;
 
-use crate::durable::{self, AtomicFile};
 use crate::interrupt;
 use crate::manifest::{FileEntry, Manifest, SetStatus, MANIFEST_FILE, MANIFEST_VERSION};
+use crate::storage::{self, Location, ObjectWriter, Store, StoreLock};
 use crate::stream::{Compression, Encoder, HashingWriter};
 use crate::timefmt;
 
@@ -76,17 +74,20 @@ impl std::fmt::Display for Kind {
 /// File name of the per-kind lock.
 pub const LOCK_FILE: &str = ".lock";
 
-/// A backup repository rooted at a directory.
+/// A backup repository: a local directory or an S3 bucket prefix (see [`crate::storage`]).
 #[derive(Debug, Clone)]
 pub struct Repository {
-    root: PathBuf,
+    store: Store,
+    /// Who this process is in lock objects: host, pid and a per-process token.
+    holder: String,
 }
 
-/// What listing finds about one set directory.
+/// What listing finds about one set.
 #[derive(Debug, Clone)]
 pub struct SetInfo {
     pub id: String,
-    pub dir: PathBuf,
+    /// The set's key prefix: `<kind>/<id>`.
+    pub prefix: String,
     /// Start time from the id.
     pub started: Option<OffsetDateTime>,
     /// The manifest, when present and valid: the set is complete.
@@ -99,158 +100,201 @@ impl SetInfo {
     pub fn is_complete(&self) -> bool {
         self.manifest.is_some()
     }
+
+    /// The key of a file of the set.
+    pub fn key(&self, path: &str) -> String {
+        storage::join(&self.prefix, path)
+    }
+}
+
+fn holder_token() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("host {host} pid {} token {nanos:08x}", std::process::id())
 }
 
 impl Repository {
-    /// Opens the repository, creating its root (mode 0700) if missing.
-    pub fn create(root: &Path) -> anyhow::Result<Repository> {
-        durable::create_dir_all(root).with_context(|| {
+    /// Opens the repository for writing: a local root is created (mode 0700) if missing; an
+    /// S3 bucket must exist and accept the credentials.
+    pub fn create(location: &Location) -> anyhow::Result<Repository> {
+        let store = Store::open(location)?;
+        store.create_root().with_context(|| {
             format!(
-                "cannot create backup directory {} (set --backup-dir or BACKUP_DIR to a writable place)",
-                root.display()
+                "cannot create backup directory {location} (set --backup-dir or BACKUP_DIR to a writable place)"
             )
         })?;
-        Ok(Repository {
-            root: root.to_path_buf(),
-        })
+        store.probe()?;
+        Ok(Repository::with_store(store))
     }
 
     /// Opens an existing repository for reading.
-    pub fn open(root: &Path) -> anyhow::Result<Repository> {
-        if !root.is_dir() {
-            anyhow::bail!(
-                "backup directory {} does not exist (set --backup-dir or BACKUP_DIR)",
-                root.display()
-            );
+    pub fn open(location: &Location) -> anyhow::Result<Repository> {
+        let store = Store::open(location)?;
+        if !store.root_exists() {
+            anyhow::bail!("backup directory {location} does not exist (set --backup-dir or BACKUP_DIR)");
         }
-        Ok(Repository {
-            root: root.to_path_buf(),
-        })
+        store.probe()?;
+        Ok(Repository::with_store(store))
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// A repository over an already opened store.
+    pub fn with_store(store: Store) -> Repository {
+        Repository {
+            store,
+            holder: holder_token(),
+        }
     }
 
-    pub fn kind_dir(&self, kind: Kind) -> PathBuf {
-        self.root.join(kind.name())
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn location(&self) -> &Location {
+        self.store.location()
+    }
+
+    /// The local root directory, for a local repository.
+    pub fn local_root(&self) -> Option<PathBuf> {
+        self.store.local_path("")
+    }
+
+    /// How a key of the repository is shown in messages.
+    pub fn describe(&self, key: &str) -> String {
+        self.store.describe(key)
+    }
+
+    /// The key prefix of a kind (its folder).
+    pub fn kind_prefix(&self, kind: Kind) -> &'static str {
+        kind.name()
+    }
+
+    /// Whether the kind's folder holds anything (the WAL archive exists).
+    pub fn kind_exists(&self, kind: Kind) -> io::Result<bool> {
+        let (files, dirs) = self.store.list_dir(kind.name())?;
+        Ok(!files.is_empty() || !dirs.is_empty())
     }
 
     /// Takes the lock of a kind, failing at once if another run holds it. Released on drop
-    /// (and by the kernel if the process dies, so a crash never leaves a stale lock).
+    /// (local: also by the kernel if the process dies; S3: a crashed run's lock expires, see
+    /// [`StoreLock`]).
     pub fn lock(&self, kind: Kind) -> anyhow::Result<RepoLock> {
-        let dir = self.kind_dir(kind);
-        durable::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(durable::FILE_MODE)
-            .open(&path)
-            .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                anyhow::bail!(
-                    "another {kind} run holds the repository lock {} ({}); wait for it to finish",
-                    path.display(),
-                    holder.trim()
-                );
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", path.display()))
-            }
-        }
-        file.set_len(0)?;
-        writeln!(file, "pid {}", std::process::id())?;
-        Ok(RepoLock { _file: file, path })
+        let key = storage::join(kind.name(), LOCK_FILE);
+        self.store.lock(&key, &self.holder, kind.name())
     }
 
     /// True when a run of this kind holds the lock right now.
     pub fn is_locked(&self, kind: Kind) -> bool {
-        let path = self.kind_dir(kind).join(LOCK_FILE);
-        let Ok(file) = File::open(&path) else {
-            return false;
-        };
-        matches!(
-            file.try_lock_shared(),
-            Err(std::fs::TryLockError::WouldBlock)
-        )
+        self.store
+            .is_locked(&storage::join(kind.name(), LOCK_FILE))
     }
 
-    /// Starts a new set of `kind`, in a fresh directory named by the start time.
+    /// Fails unless this process still holds the lock of `kind` (S3: a lock that could not
+    /// be renewed may have been broken by another run).
+    fn check_lock(&self, kind: Kind) -> anyhow::Result<()> {
+        if self.store.is_local() {
+            return Ok(());
+        }
+        let key = storage::join(kind.name(), LOCK_FILE);
+        match self.store.read(&key) {
+            Ok(body) if String::from_utf8_lossy(&body).contains(&self.holder) => Ok(()),
+            Ok(_) => anyhow::bail!(
+                "another run took over the repository lock {}; this run's set is not marked complete",
+                self.describe(&key)
+            ),
+            // Sets written without taking the lock (tests, tools that need none).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot read the lock {}", self.describe(&key))),
+        }
+    }
+
+    /// Starts a new set of `kind`, named by the start time.
     pub fn create_set(&self, kind: Kind) -> anyhow::Result<SetWriter> {
         let started_at = timefmt::now();
-        let dir = self.kind_dir(kind);
-        durable::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
         let base = timefmt::id_string(started_at);
+        let (_, existing) = self
+            .store
+            .list_dir(kind.name())
+            .with_context(|| format!("cannot list {}", self.describe(kind.name())))?;
         for n in 0..1000 {
             let id = if n == 0 {
                 base.clone()
             } else {
                 format!("{base}-{n}")
             };
-            let set_dir = dir.join(&id);
-            match std::fs::DirBuilder::new()
-                .mode(durable::DIR_MODE)
-                .create(&set_dir)
-            {
-                Ok(()) => {
-                    durable::fsync_dir(&dir)?;
-                    return Ok(SetWriter {
-                        kind,
-                        id,
-                        undo: remove_incomplete_set(set_dir.clone()),
-                        dir: set_dir,
-                        started_at,
-                        files: Vec::new(),
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot create {}", set_dir.display()))
-                }
+            if existing.contains(&id) {
+                continue;
             }
+            let prefix = storage::join(kind.name(), &id);
+            if !self.claim_set(&prefix)? {
+                continue;
+            }
+            return Ok(SetWriter {
+                kind,
+                id,
+                undo: remove_incomplete_set(self.store.clone(), prefix.clone()),
+                repo: self.clone(),
+                prefix,
+                started_at,
+                files: Vec::new(),
+            });
         }
         anyhow::bail!(
             "too many sets started in the same second in {}",
-            dir.display()
+            self.describe(kind.name())
         )
     }
 
-    /// Every set directory of a kind, oldest first, complete or not.
+    /// Makes the set's folder exist (local: a new directory; S3: a marker object created
+    /// conditionally), false when another run took the id first.
+    fn claim_set(&self, prefix: &str) -> anyhow::Result<bool> {
+        if let Some(dir) = self.store.local_path(prefix) {
+            use std::os::unix::fs::DirBuilderExt;
+            let parent = dir.parent().expect("a set has a kind folder");
+            crate::durable::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+            return match std::fs::DirBuilder::new()
+                .mode(crate::durable::DIR_MODE)
+                .create(&dir)
+            {
+                Ok(()) => {
+                    crate::durable::fsync_dir(parent)?;
+                    Ok(true)
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e).with_context(|| format!("cannot create {}", dir.display())),
+            };
+        }
+        let marker = storage::join(prefix, STARTED_MARKER);
+        self.store
+            .put_new(&marker, self.holder.as_bytes())
+            .with_context(|| format!("cannot start the set {}", self.describe(prefix)))
+    }
+
+    /// Every set of a kind, oldest first, complete or not.
     pub fn list(&self, kind: Kind) -> anyhow::Result<Vec<SetInfo>> {
-        let dir = self.kind_dir(kind);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
-        };
+        let (_, dirs) = self
+            .store
+            .list_dir(kind.name())
+            .with_context(|| format!("cannot list {}", self.describe(kind.name())))?;
         let mut sets = Vec::new();
-        for entry in entries {
-            let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
-            let id = entry.file_name().to_string_lossy().into_owned();
-            if id.starts_with('.') || !entry.file_type()?.is_dir() {
+        for id in dirs {
+            if id.starts_with('.') {
                 continue;
             }
-            let set_dir = entry.path();
-            let (manifest, manifest_error) = if set_dir.join(MANIFEST_FILE).exists() {
-                match Manifest::load(&set_dir) {
-                    Ok(m) => (Some(m), None),
-                    Err(e) => (None, Some(format!("{e:#}"))),
-                }
-            } else {
-                (None, None)
+            let prefix = storage::join(kind.name(), &id);
+            let (manifest, manifest_error) = match Manifest::load(&self.store, &prefix) {
+                Ok(Some(m)) => (Some(m), None),
+                Ok(None) => (None, None),
+                Err(e) => (None, Some(format!("{e:#}"))),
             };
             sets.push(SetInfo {
                 started: timefmt::parse_id_time(&id),
                 id,
-                dir: set_dir,
+                prefix,
                 manifest,
                 manifest_error,
             });
@@ -270,13 +314,16 @@ impl Repository {
 
     /// The complete set with this id, or the newest complete set when `id` is None.
     pub fn find(&self, kind: Kind, id: Option<&str>) -> anyhow::Result<(SetInfo, Manifest)> {
+        if let Some(id) = id {
+            storage::check_component(id)?;
+        }
         let sets = self.list(kind)?;
         let found = match id {
             Some(id) => {
                 let set = sets.into_iter().find(|s| s.id == id).with_context(|| {
                     format!(
                         "no {kind} backup set '{id}' in {} (list them with --output json or ls)",
-                        self.kind_dir(kind).display()
+                        self.describe(kind.name())
                     )
                 })?;
                 if !set.is_complete() {
@@ -297,7 +344,7 @@ impl Repository {
                 .with_context(|| {
                     format!(
                         "no complete {kind} backup set in {}; take one first",
-                        self.kind_dir(kind).display()
+                        self.describe(kind.name())
                     )
                 })?,
         };
@@ -305,46 +352,43 @@ impl Repository {
         Ok((found, manifest))
     }
 
+    /// Streams a file of a set.
+    pub fn open_file(&self, set: &SetInfo, path: &str) -> io::Result<Box<dyn Read + Send>> {
+        self.store.open_read(&set.key(path))
+    }
+
+    /// Re-reads every file listed in `manifest` under `prefix` and compares size and SHA-256.
+    pub fn verify_files(&self, prefix: &str, manifest: &Manifest) -> Vec<String> {
+        manifest.verify_files(&self.store, prefix)
+    }
+
     /// Deletes a set: the manifest first, so a half-deleted set reads as incomplete.
     pub fn delete_set(&self, set: &SetInfo) -> io::Result<()> {
-        match std::fs::remove_file(set.dir.join(MANIFEST_FILE)) {
-            Ok(()) => durable::fsync_dir(&set.dir)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        std::fs::remove_dir_all(&set.dir)?;
-        if let Some(parent) = set.dir.parent() {
-            durable::fsync_dir(parent)?;
-        }
+        self.store.delete(&set.key(MANIFEST_FILE))?;
+        self.store.delete_prefix(&set.prefix)?;
         Ok(())
     }
 }
 
-/// Held while a run writes a kind; dropping it releases the lock.
-#[derive(Debug)]
-pub struct RepoLock {
-    _file: File,
-    path: PathBuf,
-}
+/// Marker object of a set being written on object storage (where folders do not exist).
+pub const STARTED_MARKER: &str = ".started";
 
-impl RepoLock {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
+/// Held while a run writes a kind; dropping it releases the lock.
+pub type RepoLock = StoreLock;
 
 /// A set being written. Nothing marks it complete until [`SetWriter::commit`]; a set dropped
 /// before that (the run failed) or interrupted (SIGINT, SIGTERM) is removed, so nothing is
 /// left that could be mistaken for a backup. A run killed outright (SIGKILL, power loss)
-/// leaves a directory without a manifest: incomplete, never chosen, and removed by retention
-/// after its grace period.
+/// leaves a set without a manifest: incomplete, never chosen, and removed by retention after
+/// its grace period (with any multipart upload it left open on S3).
 #[derive(Debug)]
 pub struct SetWriter {
     kind: Kind,
     id: String,
     /// Removes the set until its manifest is written.
     undo: interrupt::Undo,
-    dir: PathBuf,
+    repo: Repository,
+    prefix: String,
     started_at: OffsetDateTime,
     files: Vec<FileEntry>,
 }
@@ -363,8 +407,18 @@ impl SetWriter {
         &self.id
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The set's key prefix, `<kind>/<id>`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Where the set is, for messages and summaries.
+    pub fn describe(&self) -> String {
+        self.repo.describe(&self.prefix)
+    }
+
+    pub fn store(&self) -> &Store {
+        self.repo.store()
     }
 
     pub fn kind(&self) -> Kind {
@@ -388,12 +442,8 @@ impl SetWriter {
         level: Option<i32>,
         threads: u32,
     ) -> io::Result<SetFile> {
-        let target = self.dir.join(path);
-        if let Some(parent) = target.parent() {
-            durable::create_dir_all(parent)?;
-        }
-        let file = AtomicFile::create(&target)?;
-        let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+        let object = self.repo.store.create(&storage::join(&self.prefix, path))?;
+        let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, object));
         Ok(SetFile {
             path: path.to_string(),
             compression,
@@ -407,27 +457,19 @@ impl SetWriter {
         self.files.push(entry);
     }
 
-    /// Records a file that something else (pg_dump, pg_basebackup) wrote into the set
-    /// directory: hashes it and makes it private.
-    pub fn add_existing(&mut self, path: &str, compression: Compression) -> io::Result<FileEntry> {
-        use std::os::unix::fs::PermissionsExt;
-        let full = self.dir.join(path);
-        std::fs::set_permissions(&full, std::fs::Permissions::from_mode(durable::FILE_MODE))?;
-        File::open(&full)?.sync_all()?;
-        let sum = crate::stream::checksum_file(&full)?;
-        let entry = FileEntry {
-            path: path.to_string(),
-            size: sum.size,
-            sha256: sum.sha256,
-            compression,
-            raw_size: None,
-        };
+    /// Stores a small file given whole (a manifest of PostgreSQL's, a list) and records it.
+    pub fn put_file(&mut self, path: &str, bytes: &[u8]) -> io::Result<FileEntry> {
+        let mut file = self.create_file(path, Compression::None, None, 1)?;
+        file.write_all(bytes)?;
+        let entry = file.finish()?;
         self.files.push(entry.clone());
         Ok(entry)
     }
 
-    /// Re-reads every file to check its checksum, then writes the manifest: from here on the
-    /// set is complete.
+    /// Verifies every file, then writes the manifest: from here on the set is complete.
+    /// Local files are re-read and hashed; on S3 each object's size is checked against what
+    /// was hashed while it streamed up (every request's payload SHA-256 was checked by the
+    /// server through the SigV4 signature).
     pub fn commit(mut self, meta: SetMeta) -> anyhow::Result<Manifest> {
         let manifest = Manifest {
             format_version: MANIFEST_VERSION,
@@ -442,7 +484,11 @@ impl SetWriter {
             files: self.files,
             details: meta.details,
         };
-        let problems = manifest.verify_files(&self.dir);
+        let problems = if self.repo.store.is_local() {
+            manifest.verify_files(&self.repo.store, &self.prefix)
+        } else {
+            manifest.verify_sizes(&self.repo.store, &self.prefix)
+        };
         if !problems.is_empty() {
             anyhow::bail!(
                 "set {} failed verification after writing and was removed: {}",
@@ -450,30 +496,35 @@ impl SetWriter {
                 problems.join("; ")
             );
         }
+        self.repo.check_lock(self.kind)?;
         // Written while no interruption can remove the set: it ends whole or not at all.
-        let dir = &self.dir;
+        let (store, prefix) = (&self.repo.store, &self.prefix);
         self.undo
-            .done_if_ok(|| manifest.store(dir))
-            .with_context(|| format!("cannot write the manifest of {}", dir.display()))?;
+            .done_if_ok(|| manifest.save(store, prefix))
+            .with_context(|| format!("cannot write the manifest of {}", store.describe(prefix)))?;
+        if !store.is_local() {
+            let _ = store.delete(&storage::join(prefix, STARTED_MARKER));
+        }
         Ok(manifest)
     }
 }
 
 /// Removes a set that did not get its manifest (see [`SetWriter`]).
-fn remove_incomplete_set(dir: PathBuf) -> interrupt::Undo {
+fn remove_incomplete_set(store: Store, prefix: String) -> interrupt::Undo {
     interrupt::Undo::new(move || {
-        tracing::warn!("removing the incomplete set {}", dir.display());
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            tracing::warn!("cannot remove {}: {e}", dir.display());
+        let shown = store.describe(&prefix);
+        tracing::warn!("removing the incomplete set {shown}");
+        if let Err(e) = store.delete_prefix(&prefix) {
+            tracing::warn!("cannot remove {shown}: {e}");
         }
     })
 }
 
-/// A compressing, checksumming file of a set, written under a temporary name.
+/// A compressing, checksumming file of a set, invisible until finished.
 pub struct SetFile {
     path: String,
     compression: Compression,
-    encoder: Encoder<HashingWriter<BufWriter<AtomicFile>>>,
+    encoder: Encoder<HashingWriter<BufWriter<ObjectWriter>>>,
     raw_size: u64,
 }
 
@@ -483,12 +534,12 @@ impl SetFile {
         self.raw_size
     }
 
-    /// Finishes compression, syncs, moves the file into place and returns its entry.
+    /// Finishes compression, makes the file visible and returns its entry.
     pub fn finish(self) -> io::Result<FileEntry> {
         let hashing = self.encoder.finish()?;
         let (buffered, sum) = hashing.finish();
-        let file = buffered.into_inner().map_err(|e| e.into_error())?;
-        file.commit()?;
+        let object = buffered.into_inner().map_err(|e| e.into_error())?;
+        object.commit()?;
         Ok(FileEntry {
             path: self.path,
             size: sum.size,

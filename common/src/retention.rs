@@ -166,7 +166,7 @@ impl RetentionPolicy {
                     decision.reason
                 );
                 repo.delete_set(set).map_err(|e| {
-                    anyhow::anyhow!("cannot delete {kind} set {}: {e}", set.dir.display())
+                    anyhow::anyhow!("cannot delete {kind} set {}: {e}", repo.describe(&set.prefix))
                 })?;
             }
         }

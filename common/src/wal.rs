@@ -5,10 +5,11 @@
 //! integrity is covered by its compression format's own checksum (zstd content checksum,
 //! gzip CRC-32, lz4 content checksum), checked on every fetch and verify.
 
-use std::path::{Path, PathBuf};
+use std::io::{self, Read};
 
 use crate::lsn::Lsn;
 use crate::repo::{Kind, Repository};
+use crate::storage::{self, ObjectWriter, Store};
 use crate::stream::Compression;
 
 /// The default WAL segment size (initdb's `--wal-segsize` default).
@@ -107,7 +108,8 @@ pub struct ArchivedFile {
     /// PostgreSQL's name, without our suffix.
     pub name: String,
     pub kind: WalFile,
-    pub path: PathBuf,
+    /// Key in the repository.
+    pub key: String,
     pub compression: Compression,
     /// Stored (compressed) size.
     pub size: u64,
@@ -116,7 +118,7 @@ pub struct ArchivedFile {
 /// The continuous WAL archive of a repository.
 #[derive(Debug, Clone)]
 pub struct WalArchive {
-    dir: PathBuf,
+    store: Store,
 }
 
 /// Suffixes tried, in order, when looking a file up.
@@ -130,44 +132,77 @@ const SUFFIXES: [Compression; 4] = [
 impl WalArchive {
     pub fn new(repo: &Repository) -> WalArchive {
         WalArchive {
-            dir: repo.kind_dir(Kind::Wal),
+            store: repo.store().clone(),
         }
     }
 
-    pub fn at(backup_dir: &Path) -> WalArchive {
+    pub fn on(store: &Store) -> WalArchive {
         WalArchive {
-            dir: backup_dir.join(Kind::Wal.name()),
+            store: store.clone(),
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
-    /// Where a new file of this name is stored.
-    pub fn path_for(&self, name: &str, compression: Compression) -> PathBuf {
-        self.dir.join(format!("{name}{}", compression.extension()))
+    /// Where the archive is, for messages.
+    pub fn describe(&self) -> String {
+        self.store.describe(Kind::Wal.name())
     }
 
-    /// The stored file for a PostgreSQL WAL file name, whatever its compression.
-    pub fn find(&self, name: &str) -> Option<(PathBuf, Compression)> {
-        SUFFIXES.iter().find_map(|&c| {
-            let path = self.path_for(name, c);
-            path.is_file().then_some((path, c))
-        })
+    /// Whether anything was ever archived here.
+    pub fn exists(&self) -> io::Result<bool> {
+        let (files, _) = self.store.list_dir(Kind::Wal.name())?;
+        Ok(!files.is_empty())
+    }
+
+    /// The key of a new file of this name.
+    pub fn key_for(&self, name: &str, compression: Compression) -> String {
+        storage::join(
+            Kind::Wal.name(),
+            &format!("{name}{}", compression.extension()),
+        )
+    }
+
+    /// A new archive file, visible once committed.
+    pub fn create(&self, name: &str, compression: Compression) -> io::Result<ObjectWriter> {
+        self.store.create(&self.key_for(name, compression))
+    }
+
+    /// The stored file for a PostgreSQL WAL file name, whatever its compression: its key and
+    /// compression, or `None` when it is not archived.
+    pub fn find(&self, name: &str) -> io::Result<Option<(String, Compression)>> {
+        for c in SUFFIXES {
+            let key = self.key_for(name, c);
+            if self.store.exists(&key)? {
+                return Ok(Some((key, c)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Opens an archived file by name: its stored (compressed) stream, the key and the
+    /// compression; `None` when it is not archived. One request per suffix tried, the
+    /// default (zstd) first.
+    pub fn open(&self, name: &str) -> io::Result<Option<(Box<dyn Read + Send>, String, Compression)>> {
+        for c in SUFFIXES {
+            let key = self.key_for(name, c);
+            match self.store.open_read(&key) {
+                Ok(reader) => return Ok(Some((reader, key, c))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 
     /// Every archived file, sorted by name (so by timeline, then position).
-    pub fn list(&self) -> std::io::Result<Vec<ArchivedFile>> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
+    pub fn list(&self) -> io::Result<Vec<ArchivedFile>> {
+        let (objects, _) = self.store.list_dir(Kind::Wal.name())?;
         let mut files = Vec::new();
-        for entry in entries {
-            let entry = entry?;
-            let file_name = entry.file_name().to_string_lossy().into_owned();
+        for object in objects {
+            let file_name = storage::file_name(&object.key).to_string();
             if file_name.starts_with('.') {
                 continue;
             }
@@ -182,9 +217,9 @@ impl WalArchive {
             files.push(ArchivedFile {
                 name,
                 kind,
-                path: entry.path(),
+                key: object.key,
                 compression,
-                size: entry.metadata()?.len(),
+                size: object.size,
             });
         }
         files.sort_by(|a, b| a.name.cmp(&b.name));
@@ -192,7 +227,7 @@ impl WalArchive {
     }
 
     /// Segment numbers archived on `timeline` (full or partial), sorted.
-    pub fn segnos(&self, timeline: u32, segment_size: u64) -> std::io::Result<Vec<u64>> {
+    pub fn segnos(&self, timeline: u32, segment_size: u64) -> io::Result<Vec<u64>> {
         let mut segnos: Vec<u64> = self
             .list()?
             .into_iter()
@@ -214,7 +249,7 @@ impl WalArchive {
         from: u64,
         to: u64,
         segment_size: u64,
-    ) -> std::io::Result<Vec<String>> {
+    ) -> io::Result<Vec<String>> {
         let present = self.segnos(timeline, segment_size)?;
         Ok((from..=to)
             .filter(|segno| present.binary_search(segno).is_err())
@@ -229,7 +264,7 @@ impl WalArchive {
         keep_from: u64,
         segment_size: u64,
         dry_run: bool,
-    ) -> std::io::Result<Vec<String>> {
+    ) -> io::Result<Vec<String>> {
         let mut gone = Vec::new();
         for file in self.list()? {
             let Some(segno) = file.kind.segno(segment_size) else {
@@ -237,13 +272,10 @@ impl WalArchive {
             };
             if segno < keep_from {
                 if !dry_run {
-                    std::fs::remove_file(&file.path)?;
+                    self.store.delete(&file.key)?;
                 }
                 gone.push(file.name);
             }
-        }
-        if !gone.is_empty() && !dry_run {
-            crate::durable::fsync_dir(&self.dir)?;
         }
         Ok(gone)
     }

@@ -97,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
 
     let repo = Repository::create(&args.repo.backup_dir)?;
     let wal_method = args.wal_method.unwrap_or_else(|| {
-        if info.archiving && repo.kind_dir(Kind::Wal).is_dir() {
+        if info.archiving && repo.kind_exists(Kind::Wal).unwrap_or(false) {
             WalMethod::Archive
         } else {
             WalMethod::Fetch
@@ -106,12 +106,12 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     if wal_method == WalMethod::Archive && !info.archiving {
         anyhow::bail!(
             "--wal-method archive needs WAL archiving on the server (archive_mode = on, archive_command = 'wal-archive push %p --backup-dir {}'); or use --wal-method fetch",
-            args.repo.backup_dir.display()
+            args.repo.backup_dir
         );
     }
     let _lock = repo.lock(Kind::Base)?;
     let mut set = repo.create_set(Kind::Base)?;
-    let set_dir = set.dir().to_path_buf();
+    let set_path = set.describe();
     tracing::info!(
         "writing base backup {} (WAL method {wal_method:?})",
         set.id()
@@ -124,11 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         let captured =
             capture::run_pg_basebackup(&args, &set, wal_method, threads, info.database_bytes)?;
         set.add(captured.tar_entry.clone());
-        common::durable::write_atomic(
-            &set.dir().join(PG_BACKUP_MANIFEST),
-            captured.pg_manifest.as_bytes(),
-        )?;
-        set.add_existing(PG_BACKUP_MANIFEST, Compression::None)?;
+        set.put_file(PG_BACKUP_MANIFEST, captured.pg_manifest.as_bytes())?;
         if wal_method == WalMethod::Archive {
             runtime.block_on(walcheck::wait_for_archive(
                 &client,
@@ -184,7 +180,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let (deleted_sets, expired_wal_files) = retention::apply(&args, &repo)?;
     let summary = Summary {
         id: id.clone(),
-        path: set_dir.display().to_string(),
+        path: set_path,
         start_lsn: details.start_lsn.to_string(),
         stop_lsn: details.stop_lsn.to_string(),
         timeline: details.timeline,

@@ -17,26 +17,28 @@ pub async fn wait_for_archive(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let archive = WalArchive::new(repo);
-    let needed: Vec<String> = (segno_of(range.start, segment_size)
-        ..=segno_of(range.stop, segment_size))
-        .map(|segno| segment_name(range.timeline, segno, segment_size))
-        .collect();
+    let (first, last) = (
+        segno_of(range.start, segment_size),
+        segno_of(range.stop, segment_size),
+    );
     let deadline = Instant::now() + timeout;
     let mut switched = false;
     loop {
-        let missing: Vec<&String> = needed
-            .iter()
-            .filter(|n| archive.find(n).is_none())
-            .collect();
+        // One listing per round (on S3 one request, not one per segment).
+        let missing = archive.missing(range.timeline, first, last, segment_size)?;
         if missing.is_empty() {
-            tracing::info!("WAL {} .. {} archived", needed[0], needed[needed.len() - 1]);
+            tracing::info!(
+                "WAL {} .. {} archived",
+                segment_name(range.timeline, first, segment_size),
+                segment_name(range.timeline, last, segment_size)
+            );
             return Ok(());
         }
         if Instant::now() > deadline {
             anyhow::bail!(
                 "WAL {} did not reach the archive {} within {}s; check archive_command and pg_stat_archiver (or use --wal-method fetch)",
                 missing[0],
-                archive.dir().display(),
+                archive.describe(),
                 timeout.as_secs()
             );
         }

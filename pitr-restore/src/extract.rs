@@ -2,12 +2,12 @@
 //! and size as it streams. A mismatch is an error; the caller's `safety::emptied_unless_done` then
 //! removes what was extracted.
 
-use std::fs::File;
-use std::io::{self, BufReader};
+use std::io;
 use std::path::Path;
 
 use anyhow::Context;
 use common::manifest::FileEntry;
+use common::repo::{Repository, SetInfo};
 use common::stream::HashingReader;
 
 struct Counting<'a, R> {
@@ -26,15 +26,18 @@ impl<R: io::Read> io::Read for Counting<'_, R> {
 }
 
 pub fn extract(
-    set_dir: &Path,
+    repo: &Repository,
+    set: &SetInfo,
     entry: &FileEntry,
     pgdata: &Path,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
-    let path = set_dir.join(&entry.path);
-    let file = File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let key = set.key(&entry.path);
+    let stored = repo
+        .open_file(set, &entry.path)
+        .with_context(|| format!("cannot read {}", repo.describe(&key)))?;
     let mut hashing = HashingReader::new(Counting {
-        inner: BufReader::with_capacity(1 << 20, file),
+        inner: stored,
         progress,
     });
     let unpacked = (|| -> anyhow::Result<()> {

@@ -172,10 +172,10 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     safety::check_space(&args.pgdata, details.raw_bytes + details.raw_bytes / 10)?;
 
     let progress = common::progress::bytes(&args.global, Some(tar_entry.size), "restore");
-    extract::extract(&set.dir, &tar_entry, &args.pgdata, &progress)?;
+    extract::extract(&repo, &set, &tar_entry, &args.pgdata, &progress)?;
     progress.finish_and_clear();
     let wal_archive = recovery::wal_archive_bin(args.wal_archive_bin.as_deref());
-    let backup_dir = std::path::absolute(&args.repo.backup_dir)?;
+    let backup_dir = args.repo.backup_dir.absolute()?;
     recovery::configure(
         &args.pgdata,
         &backup_dir,

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use common::storage::Location;
 
 use crate::target::Target;
 
@@ -29,15 +30,28 @@ pub fn wal_archive_bin(flag: Option<&Path>) -> PathBuf {
 /// and creates recovery.signal.
 pub fn configure(
     pgdata: &Path,
-    backup_dir: &Path,
+    backup_dir: &Location,
     wal_archive: &Path,
     target: &Target,
     keep_archiving: bool,
 ) -> anyhow::Result<()> {
+    // The server runs restore_command in its own environment: the config file this run
+    // loaded (S3 credentials, endpoint) goes with it.
+    let config = match common::config_file::loaded() {
+        Some(file) => format!(" --config {}", shell_word(&file.display().to_string())),
+        None => {
+            if backup_dir.is_s3() {
+                tracing::warn!(
+                    "restore_command reads {backup_dir}: a server started by --start inherits this run's AWS_* settings; one started otherwise needs them in its environment or in a config file (--config FILE / PIPELINE_BACKUP_CONFIG, default /etc/pipeline-backup/env)"
+                );
+            }
+            String::new()
+        }
+    };
     let restore_command = format!(
-        "{} fetch %f %p --backup-dir {} -q",
+        "{} fetch %f %p --backup-dir {}{config} -q",
         shell_word(&wal_archive.display().to_string()),
-        shell_word(&backup_dir.display().to_string())
+        shell_word(&backup_dir.to_string())
     );
     let mut lines = vec![
         format!(

@@ -101,7 +101,7 @@ pub fn choose(
     if sets.is_empty() {
         anyhow::bail!(
             "no complete base backup in {}; take one with pg-base-backup first",
-            repo.kind_dir(Kind::Base).display()
+            repo.describe(Kind::Base.name())
         );
     }
     let mut oldest = None;

@@ -36,7 +36,7 @@ pub fn check_continuity(
     if let Some(first) = missing.first() {
         anyhow::bail!(
             "the WAL archive {} lacks {} segment(s) recovery needs, first {first}; restoring would stop there. Restore from a later base backup, or pass --accept-wal-gaps",
-            archive.dir().display(),
+            archive.describe(),
             missing.len()
         );
     }

@@ -7,10 +7,12 @@
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod notify;
 pub mod os_user;
 pub mod pg;
 pub mod process;
 pub mod run;
+pub mod s3;
 
 use std::path::PathBuf;
 

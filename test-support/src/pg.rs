@@ -200,15 +200,24 @@ fn append(path: &Path, text: &str) {
 /// Settings that archive WAL with the workspace's `wal-archive push` into `backup_dir`
 /// (which the database user must be able to write: see [`crate::os_user::db_tempdir`]).
 pub fn archiving_options(backup_dir: &Path) -> PgOptions {
+    archiving_to(&backup_dir.display().to_string(), None)
+}
+
+/// Settings that archive WAL with `wal-archive push` into the repository `backup_dir` (a path
+/// or an s3:// URL), with `--config FILE` when the server needs settings of its own (the S3
+/// credentials: see [`crate::s3::S3Env::config_file`]).
+pub fn archiving_to(backup_dir: &str, config: Option<&Path>) -> PgOptions {
     let wal_archive = crate::tool_bin("wal-archive");
+    let config = config
+        .map(|c| format!(" --config {}", c.display()))
+        .unwrap_or_default();
     PgOptions::default()
         .setting("archive_mode", "on")
         .setting(
             "archive_command",
             &format!(
-                "'{} push %p --backup-dir {} -q'",
+                "'{} push %p --backup-dir {backup_dir}{config} -q'",
                 wal_archive.display(),
-                backup_dir.display()
             ),
         )
         .setting("archive_timeout", "0")

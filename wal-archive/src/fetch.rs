@@ -4,48 +4,59 @@
 //! other failure (damaged copy, unreadable repository) exits 126, above 125, which makes
 //! PostgreSQL stop recovery instead of ending it early at a wrong point.
 
-use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use anyhow::Context;
 use common::durable::AtomicFile;
+use common::storage::Location;
 use common::stream::Compression;
 use common::wal::{WalArchive, WalFile, DEFAULT_SEGMENT_SIZE};
-use common::{CodedError, Status};
+use common::{CodedError, Repository, Status};
 
 use crate::header::SegmentHeader;
 
 /// Exit code for an archive that exists but cannot be trusted.
 pub const BROKEN: u8 = 126;
 
-pub fn fetch(name: &str, dest: &Path, backup_dir: &Path) -> anyhow::Result<Status> {
-    let archive = WalArchive::at(backup_dir);
-    if !archive.dir().is_dir() {
-        return Err(CodedError::new(
-            BROKEN,
-            anyhow::anyhow!(
+fn broken(error: anyhow::Error) -> anyhow::Error {
+    CodedError::new(BROKEN, error).into()
+}
+
+pub fn fetch(name: &str, dest: &Path, backup_dir: &Location) -> anyhow::Result<Status> {
+    let repo = Repository::open(backup_dir).map_err(broken)?;
+    let archive = WalArchive::new(&repo);
+    let opened = archive
+        .open(name)
+        .with_context(|| format!("cannot read the WAL archive {}", archive.describe()))
+        .map_err(broken)?;
+    let Some((stored, key, compression)) = opened else {
+        if !archive.exists().map_err(|e| broken(e.into()))? {
+            return Err(broken(anyhow::anyhow!(
                 "WAL archive {} does not exist (check --backup-dir / BACKUP_DIR)",
-                archive.dir().display()
-            ),
-        )
-        .into());
-    }
-    let Some((path, compression)) = archive.find(name) else {
+                archive.describe()
+            )));
+        }
         return Err(CodedError::new(1, anyhow::anyhow!("{name} is not in the archive")).into());
     };
-    copy_out(name, &path, compression, dest)
-        .map_err(|e| CodedError::new(BROKEN, e).into())
+    copy_out(name, stored, &archive.store().describe(&key), compression, dest)
+        .map_err(broken)
         .map(|()| Status::Ok)
 }
 
-fn copy_out(name: &str, path: &Path, compression: Compression, dest: &Path) -> anyhow::Result<()> {
-    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut reader = compression.decoder(BufReader::with_capacity(1 << 20, file))?;
+fn copy_out(
+    name: &str,
+    stored: Box<dyn Read + Send>,
+    shown: &str,
+    compression: Compression,
+    dest: &Path,
+) -> anyhow::Result<()> {
+    let mut reader = compression.decoder(stored)?;
     let mut out =
         AtomicFile::create(dest).with_context(|| format!("cannot write {}", dest.display()))?;
     let mut first = [0u8; 40];
-    let head = read_up_to(&mut reader, &mut first)?;
+    let head = read_up_to(&mut reader, &mut first)
+        .with_context(|| format!("archived copy {shown} is damaged"))?;
     if let Some(segno) = WalFile::parse(name).and_then(|w| match w {
         WalFile::Segment { .. } | WalFile::Partial { .. } => w.segno(DEFAULT_SEGMENT_SIZE),
         _ => None,
@@ -53,8 +64,7 @@ fn copy_out(name: &str, path: &Path, compression: Compression, dest: &Path) -> a
         check_header(name, &first[..head], segno)?;
     }
     out.write_all(&first[..head])?;
-    io::copy(&mut reader, &mut out)
-        .with_context(|| format!("archived copy {} is damaged", path.display()))?;
+    io::copy(&mut reader, &mut out).with_context(|| format!("archived copy {shown} is damaged"))?;
     out.commit()
         .with_context(|| format!("cannot write {}", dest.display()))?;
     tracing::debug!("restored {name}");

@@ -22,7 +22,7 @@ pub use header::SegmentHeader;
 #[command(
     name = "wal-archive",
     version,
-    after_help = "In postgresql.conf:\n  archive_mode = on\n  archive_command = 'wal-archive push %p --backup-dir /backups'\n  restore_command = 'wal-archive fetch %f %p --backup-dir /backups'\n\nExit codes:\n  0    success\n  1    fetch: the file is not in the archive; verify: a gap or a damaged file\n  2    error (bad input, unreadable repository, different content already archived)\n  126  fetch: the archive copy is damaged or unreadable (recovery must stop, not end)\n  130  interrupted"
+    after_help = "In postgresql.conf:\n  archive_mode = on\n  archive_command = 'wal-archive push %p --backup-dir /backups'\n  restore_command = 'wal-archive fetch %f %p --backup-dir /backups'\n\nExit codes:\n  0    success\n  1    fetch: the file is not in the archive; verify: a gap or a damaged file\n  2    error (bad input, unreadable repository, different content already archived)\n  126  fetch: the archive copy is damaged or unreadable (recovery must stop, not end)\n  130  interrupted\n\nNotifications (BACKUP_NOTIFICATION_WEBHOOK, SLACK_WEBHOOK_URL, BACKUP_EMAIL_RECIPIENT; test them\nwith validate-backups --notify-test): push reports failures only, at most one message per\nBACKUP_NOTIFY_INTERVAL (default 10m) per host, the next one counting those held back; fetch never."
 )]
 pub struct Args {
     #[command(flatten)]
@@ -74,6 +74,17 @@ pub enum Command {
 impl common::entry::ToolArgs for Args {
     fn global(&self) -> &GlobalArgs {
         &self.global
+    }
+
+    /// PostgreSQL retries a failed push every minute: failures only, rate-limited. A fetch
+    /// answers "not archived" many times in every recovery, so it never notifies.
+    fn notify_policy(&self) -> common::notify::Policy {
+        use common::notify::Policy;
+        match self.command {
+            Command::Push { .. } => Policy::FAILURES_RATE_LIMITED,
+            Command::Fetch { .. } => Policy::NEVER,
+            Command::Verify { .. } | Command::List { .. } => Policy::CONFIGURED,
+        }
     }
 }
 

@@ -1,19 +1,25 @@
 //! `push`: archive one WAL file, compressed, atomically and durably, never overwriting a
 //! different archived copy.
+//!
+//! On a local repository the copy is written under a temporary name and hard-linked into
+//! place; on S3 it is a conditional PUT (`If-None-Match: *`). Either way, of two concurrent
+//! pushes of one segment exactly one stores it; the other compares contents: identical is
+//! success (PostgreSQL retries after a crash), different is an error that leaves the archived
+//! copy untouched.
 
 use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::Path;
 
 use anyhow::Context;
-use common::durable::{self, AtomicFile};
-use common::stream::{Compression, HashingReader};
+use common::storage::Location;
+use common::stream::{Checksum, Compression, HashingReader};
 use common::wal::{WalArchive, WalFile};
-use common::Status;
+use common::{Repository, Status};
 
 pub fn push(
     source: &Path,
-    backup_dir: &Path,
+    backup_dir: &Location,
     compression: Compression,
     level: Option<i32>,
 ) -> anyhow::Result<Status> {
@@ -24,78 +30,79 @@ pub fn push(
     WalFile::parse(&name).with_context(|| {
         format!("'{name}' is not a WAL file name; use archive_command = 'wal-archive push %p ...'")
     })?;
-    let archive = WalArchive::at(backup_dir);
-    durable::create_dir_all(archive.dir()).with_context(|| {
-        format!(
-            "cannot create WAL archive {} (check BACKUP_DIR and its permissions)",
-            archive.dir().display()
-        )
+    let repo = Repository::create(backup_dir).with_context(|| {
+        format!("cannot open the WAL archive in {backup_dir} (check BACKUP_DIR and its permissions)")
     })?;
+    let archive = WalArchive::new(&repo);
 
-    let new_sum = {
-        let file =
-            File::open(source).with_context(|| format!("cannot read {}", source.display()))?;
-        if let Some((existing, existing_compression)) = archive.find(&name) {
-            return compare_existing(&name, file, &existing, existing_compression);
+    let file = File::open(source).with_context(|| format!("cannot read {}", source.display()))?;
+    if let Some((existing, existing_compression)) = archive.find(&name)? {
+        return compare_existing(&archive, &name, file, &existing, existing_compression);
+    }
+    let mut out = archive
+        .create(&name, compression)
+        .with_context(|| format!("cannot write into {}", archive.describe()))?;
+    let mut reader = HashingReader::new(BufReader::with_capacity(1 << 20, file));
+    let mut encoder = compression.encoder(&mut out, level, 1)?;
+    io::copy(&mut reader, &mut encoder).with_context(|| format!("archiving {name}"))?;
+    encoder.finish()?;
+    let new_sum = reader.finish()?;
+    let target = archive.key_for(&name, compression);
+    match out.commit_new() {
+        Ok(()) => {
+            tracing::debug!("archived {name} ({} bytes)", new_sum.size);
+            Ok(Status::Ok)
         }
-        let target = archive.path_for(&name, compression);
-        let mut out = AtomicFile::create(&target)
-            .with_context(|| format!("cannot write into {}", archive.dir().display()))?;
-        let mut reader = HashingReader::new(BufReader::with_capacity(1 << 20, file));
-        let mut encoder = compression.encoder(&mut out, level, 1)?;
-        io::copy(&mut reader, &mut encoder).with_context(|| format!("archiving {name}"))?;
-        encoder.finish()?;
-        let sum = reader.finish()?;
-        match out.commit_noclobber() {
-            Ok(()) => {
-                tracing::debug!("archived {name} ({} bytes)", sum.size);
-                return Ok(Status::Ok);
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            // Another push of the same file won the race: compare with what it stored.
+            let theirs = archived_checksum(&archive, &target, compression)?;
+            if theirs.sha256 == new_sum.sha256 {
+                Ok(Status::Ok)
+            } else {
+                different(&archive, &name, &target)
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => sum,
-            Err(e) => return Err(e).with_context(|| format!("cannot store {}", target.display())),
         }
-    };
-    // Another push of the same file won the race: compare with what it stored.
-    let (existing, existing_compression) = archive
-        .find(&name)
-        .with_context(|| format!("{name} vanished from the archive"))?;
-    let theirs = archived_checksum(&existing, existing_compression)?;
-    if theirs.sha256 == new_sum.sha256 {
-        Ok(Status::Ok)
-    } else {
-        different(&name, &existing)
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot store {}", archive.store().describe(&target)))
+        }
     }
 }
 
 fn archived_checksum(
-    path: &Path,
+    archive: &WalArchive,
+    key: &str,
     compression: Compression,
-) -> anyhow::Result<common::stream::Checksum> {
-    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    HashingReader::new(compression.decoder(BufReader::new(file))?)
+) -> anyhow::Result<Checksum> {
+    let shown = archive.store().describe(key);
+    let stored = archive
+        .store()
+        .open_read(key)
+        .with_context(|| format!("cannot read {shown}"))?;
+    HashingReader::new(compression.decoder(stored)?)
         .finish()
-        .with_context(|| format!("archived copy {} is damaged", path.display()))
+        .with_context(|| format!("archived copy {shown} is damaged"))
 }
 
 fn compare_existing(
+    archive: &WalArchive,
     name: &str,
     file: File,
-    existing: &Path,
+    existing: &str,
     compression: Compression,
 ) -> anyhow::Result<Status> {
     let ours = HashingReader::new(BufReader::new(file)).finish()?;
-    let theirs = archived_checksum(existing, compression)?;
+    let theirs = archived_checksum(archive, existing, compression)?;
     if ours == theirs {
         tracing::info!("{name} is already archived with identical content");
         Ok(Status::Ok)
     } else {
-        different(name, existing)
+        different(archive, name, existing)
     }
 }
 
-fn different(name: &str, existing: &Path) -> anyhow::Result<Status> {
+fn different(archive: &WalArchive, name: &str, existing: &str) -> anyhow::Result<Status> {
     anyhow::bail!(
         "{name} is already archived with different content at {}; refusing to overwrite it. Is another cluster archiving into the same BACKUP_DIR?",
-        existing.display()
+        archive.store().describe(existing)
     )
 }

@@ -1,14 +1,13 @@
 //! `verify` and `list`: is the archive continuous and intact from the oldest base backup on?
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufReader, Read};
-use std::path::Path;
+use std::io::Read;
 
 use common::lsn::Lsn;
 use common::output::{self, OutputFormat};
 use common::physical::PhysicalDetails;
 use common::repo::{Kind, Repository};
+use common::storage::Location;
 use common::wal::{segno_of, ArchivedFile, WalArchive, WalFile, DEFAULT_SEGMENT_SIZE};
 use common::Status;
 use serde::Serialize;
@@ -43,10 +42,7 @@ struct VerifySummary {
 }
 
 /// Where the archive must start: the oldest complete base backup's start segment.
-fn required_start(backup_dir: &Path) -> anyhow::Result<Option<(u32, Lsn, u64)>> {
-    let Ok(repo) = Repository::open(backup_dir) else {
-        return Ok(None);
-    };
+fn required_start(repo: &Repository) -> anyhow::Result<Option<(u32, Lsn, u64)>> {
     let sets = repo.complete_sets(Kind::Base)?;
     let Some(oldest) = sets.first() else {
         return Ok(None);
@@ -61,10 +57,10 @@ fn required_start(backup_dir: &Path) -> anyhow::Result<Option<(u32, Lsn, u64)>> 
 
 /// The switch point recorded for `timeline` in its history file, if archived.
 fn switch_point(archive: &WalArchive, timeline: u32) -> Option<Lsn> {
-    let (path, compression) = archive.find(&format!("{timeline:08X}.history"))?;
+    let (stored, _, compression) = archive.open(&format!("{timeline:08X}.history")).ok()??;
     let mut text = String::new();
     compression
-        .decoder(File::open(path).ok()?)
+        .decoder(stored)
         .ok()?
         .read_to_string(&mut text)
         .ok()?;
@@ -76,11 +72,18 @@ fn switch_point(archive: &WalArchive, timeline: u32) -> Option<Lsn> {
         .and_then(|lsn| lsn.parse().ok())
 }
 
-fn check_file(file: &ArchivedFile, segment_size: u64) -> Result<Option<SegmentHeader>, String> {
-    let handle = File::open(&file.path).map_err(|e| format!("unreadable: {e}"))?;
+fn check_file(
+    archive: &WalArchive,
+    file: &ArchivedFile,
+    segment_size: u64,
+) -> Result<Option<SegmentHeader>, String> {
+    let handle = archive
+        .store()
+        .open_read(&file.key)
+        .map_err(|e| format!("unreadable: {e}"))?;
     let mut reader = file
         .compression
-        .decoder(BufReader::with_capacity(1 << 20, handle))
+        .decoder(handle)
         .map_err(|e| format!("cannot decompress: {e}"))?;
     let mut head = Vec::with_capacity(40);
     (&mut reader)
@@ -102,16 +105,17 @@ fn check_file(file: &ArchivedFile, segment_size: u64) -> Result<Option<SegmentHe
     }
 }
 
-pub fn verify(backup_dir: &Path, quick: bool, format: OutputFormat) -> anyhow::Result<Status> {
-    let archive = WalArchive::at(backup_dir);
+pub fn verify(backup_dir: &Location, quick: bool, format: OutputFormat) -> anyhow::Result<Status> {
+    let repo = Repository::open(backup_dir)?;
+    let archive = WalArchive::new(&repo);
     let files = archive.list()?;
-    let required = required_start(backup_dir)?;
+    let required = required_start(&repo)?;
     let segment_size = required.map_or(DEFAULT_SEGMENT_SIZE, |(_, _, size)| size);
     let mut damaged = Vec::new();
     let mut system_id = None;
     if !quick {
         for file in &files {
-            match check_file(file, segment_size) {
+            match check_file(&archive, file, segment_size) {
                 Err(problem) => damaged.push(Damaged {
                     file: file.name.clone(),
                     problem,
@@ -230,8 +234,8 @@ struct Listed<'a> {
     size: u64,
 }
 
-pub fn list(backup_dir: &Path, format: OutputFormat) -> anyhow::Result<Status> {
-    let files = WalArchive::at(backup_dir).list()?;
+pub fn list(backup_dir: &Location, format: OutputFormat) -> anyhow::Result<Status> {
+    let files = WalArchive::new(&Repository::open(backup_dir)?).list()?;
     for file in &files {
         match format {
             OutputFormat::Json => output::json_line(&Listed {

@@ -13,7 +13,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 fn second_writer_of_a_kind_is_refused_until_the_first_ends() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let repo = Repository::create(dir.path()).unwrap();
+    let repo = Repository::create(&common::storage::Location::Local(dir.path().into())).unwrap();
     let first = repo.lock(Kind::Base).unwrap();
     assert!(repo.is_locked(Kind::Base));
     let err = repo.lock(Kind::Base).unwrap_err();
@@ -40,9 +40,9 @@ fn second_writer_of_a_kind_is_refused_until_the_first_ends() {
 fn lock_held_by_another_process_is_seen() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let repo = Repository::create(dir.path()).unwrap();
+    let repo = Repository::create(&common::storage::Location::Local(dir.path().into())).unwrap();
     repo.lock(Kind::Slots).unwrap();
-    let lock_path = repo.kind_dir(Kind::Slots).join(".lock");
+    let lock_path = dir.path().join(Kind::Slots.name()).join(".lock");
     // flock(1) from util-linux holds the same kind of lock from a separate process.
     let mut holder = std::process::Command::new("flock")
         .arg(&lock_path)

@@ -3,3 +3,4 @@
 mod lock;
 mod repository;
 mod retention;
+mod s3;

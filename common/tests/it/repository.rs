@@ -42,7 +42,7 @@ fn write_set(repo: &Repository) -> (String, Vec<u8>) {
 #[test]
 fn set_round_trip_lists_verifies_and_decompresses() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = Repository::create(dir.path()).unwrap();
+    let repo = Repository::create(&common::storage::Location::Local(dir.path().into())).unwrap();
     let (id, payload) = write_set(&repo);
 
     let sets = repo.list(Kind::Logical).unwrap();
@@ -53,10 +53,10 @@ fn set_round_trip_lists_verifies_and_decompresses() {
     assert_eq!(manifest.kind, "logical");
     assert_eq!(manifest.files.len(), 2);
     assert_eq!(manifest.details["note"], "round trip");
-    assert!(manifest.verify_files(&info.dir).is_empty());
+    assert!(repo.verify_files(&info.prefix, &manifest).is_empty());
 
     // The compressed file is plain gzip that the standard tool accepts.
-    let gz = info.dir.join("data/payload.gz");
+    let gz = dir.path().join(&info.prefix).join("data/payload.gz");
     let status = Command::new("gzip").arg("-t").arg(&gz).status().unwrap();
     assert!(status.success());
     let mut back = Vec::new();
@@ -73,7 +73,7 @@ fn set_round_trip_lists_verifies_and_decompresses() {
     assert!(sum.starts_with(&manifest.file("data/payload.gz").unwrap().sha256));
 
     // Files and the manifest are private.
-    for path in [gz, info.dir.join("manifest.json")] {
+    for path in [gz, dir.path().join(&info.prefix).join("manifest.json")] {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "{} is {:o}", path.display(), mode);
     }
@@ -82,28 +82,28 @@ fn set_round_trip_lists_verifies_and_decompresses() {
 #[test]
 fn flipped_byte_is_detected() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = Repository::create(dir.path()).unwrap();
+    let repo = Repository::create(&common::storage::Location::Local(dir.path().into())).unwrap();
     write_set(&repo);
     let (info, manifest) = repo.find(Kind::Logical, None).unwrap();
-    let path = info.dir.join("data/payload.gz");
+    let path = dir.path().join(&info.prefix).join("data/payload.gz");
     let mut bytes = std::fs::read(&path).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
-    let problems = manifest.verify_files(&info.dir);
+    let problems = repo.verify_files(&info.prefix, &manifest);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].contains("data/payload.gz"));
     assert!(problems[0].contains("SHA-256"));
 
-    std::fs::remove_file(info.dir.join("notes.txt")).unwrap();
-    let problems = manifest.verify_files(&info.dir);
+    std::fs::remove_file(dir.path().join(&info.prefix).join("notes.txt")).unwrap();
+    let problems = repo.verify_files(&info.prefix, &manifest);
     assert!(problems.iter().any(|p| p.contains("notes.txt: missing")));
 }
 
 #[test]
 fn set_without_manifest_is_incomplete_and_never_chosen() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = Repository::create(dir.path()).unwrap();
+    let repo = Repository::create(&common::storage::Location::Local(dir.path().into())).unwrap();
     let (good, _) = write_set(&repo);
     // A second run that died before its manifest.
     let set = repo.create_set(Kind::Logical).unwrap();
@@ -127,7 +127,7 @@ fn set_without_manifest_is_incomplete_and_never_chosen() {
 
     // A manifest that does not parse also makes the set incomplete.
     let (info, _) = repo.find(Kind::Logical, None).unwrap();
-    std::fs::write(info.dir.join("manifest.json"), b"{ truncated").unwrap();
+    std::fs::write(dir.path().join(&info.prefix).join("manifest.json"), b"{ truncated").unwrap();
     assert!(repo.find(Kind::Logical, None).is_err());
     let listed = repo.list(Kind::Logical).unwrap();
     assert!(listed.iter().any(|s| s.manifest_error.is_some()));
@@ -136,28 +136,29 @@ fn set_without_manifest_is_incomplete_and_never_chosen() {
 #[test]
 fn manifest_commit_refuses_a_file_changed_before_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = Repository::create(dir.path()).unwrap();
+    let repo = Repository::create(&common::storage::Location::Local(dir.path().into())).unwrap();
     let mut set = repo.create_set(Kind::Kafka).unwrap();
     let mut f = set.create_file("x", Compression::None, None, 1).unwrap();
     f.write_all(b"original").unwrap();
     set.add(f.finish().unwrap());
-    std::fs::write(set.dir().join("x"), b"tampered").unwrap();
-    let set_dir = set.dir().to_path_buf();
+    let set_dir = dir.path().join(set.prefix());
+    std::fs::write(set_dir.join("x"), b"tampered").unwrap();
+    let prefix = set.prefix().to_string();
     let err = set.commit(meta()).unwrap_err();
     assert!(format!("{err:#}").contains("x: "), "{err:#}");
-    assert!(Manifest::load(&set_dir).is_err());
+    assert!(Manifest::load(repo.store(), &prefix).unwrap().is_none());
     assert!(!set_dir.exists(), "a set that failed its check is removed");
 }
 
 #[test]
 fn a_writer_dropped_before_commit_removes_its_set_and_a_committed_one_stays() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = Repository::create(dir.path()).unwrap();
+    let repo = Repository::create(&common::storage::Location::Local(dir.path().into())).unwrap();
     let (good, _) = write_set(&repo);
     let set = repo.create_set(Kind::Logical).unwrap();
     let mut f = set.create_file("part", Compression::Zstd, None, 1).unwrap();
     f.write_all(b"half written").unwrap();
-    let set_dir = set.dir().to_path_buf();
+    let set_dir = dir.path().join(set.prefix());
     assert!(set_dir.is_dir());
     // The run fails here: its error unwinds past the writer.
     drop(f);

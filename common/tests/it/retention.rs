@@ -11,8 +11,7 @@ use time::OffsetDateTime;
 fn complete_set(repo: &Repository, now: OffsetDateTime, hours_ago: i64) -> String {
     let started = now - time::Duration::hours(hours_ago);
     let id = timefmt::id_string(started);
-    let dir = repo.kind_dir(Kind::Base).join(&id);
-    std::fs::create_dir_all(&dir).unwrap();
+    let prefix = format!("base/{id}");
     Manifest {
         format_version: MANIFEST_VERSION,
         kind: "base".into(),
@@ -26,14 +25,14 @@ fn complete_set(repo: &Repository, now: OffsetDateTime, hours_ago: i64) -> Strin
         files: vec![],
         details: serde_json::Value::Null,
     }
-    .store(&dir)
+    .save(repo.store(), &prefix)
     .unwrap();
     id
 }
 
 fn incomplete_set(repo: &Repository, now: OffsetDateTime, hours_ago: i64) -> String {
     let id = timefmt::id_string(now - time::Duration::hours(hours_ago));
-    std::fs::create_dir_all(repo.kind_dir(Kind::Base).join(&id)).unwrap();
+    std::fs::create_dir_all(repo.local_root().unwrap().join(Kind::Base.name()).join(&id)).unwrap();
     id
 }
 
@@ -48,7 +47,7 @@ fn remaining(repo: &Repository) -> Vec<String> {
 #[test]
 fn age_rule_deletes_old_sets_and_old_leftovers_only() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = Repository::create(dir.path()).unwrap();
+    let repo = Repository::create(&common::storage::Location::Local(dir.path().into())).unwrap();
     let now = timefmt::now();
     let old = complete_set(&repo, now, 24 * 10);
     let recent = complete_set(&repo, now, 24 * 3);
@@ -76,7 +75,7 @@ fn age_rule_deletes_old_sets_and_old_leftovers_only() {
 #[test]
 fn newest_complete_set_survives_any_policy() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = Repository::create(dir.path()).unwrap();
+    let repo = Repository::create(&common::storage::Location::Local(dir.path().into())).unwrap();
     let now = timefmt::now();
     complete_set(&repo, now, 24 * 40);
     let last_good = complete_set(&repo, now, 24 * 30);
@@ -94,7 +93,7 @@ fn newest_complete_set_survives_any_policy() {
 #[test]
 fn count_rule_keeps_the_newest_n() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = Repository::create(dir.path()).unwrap();
+    let repo = Repository::create(&common::storage::Location::Local(dir.path().into())).unwrap();
     let now = timefmt::now();
     let ids: Vec<String> = (0..6)
         .map(|i| complete_set(&repo, now, 24 * (20 - i)))
@@ -111,7 +110,7 @@ fn count_rule_keeps_the_newest_n() {
 #[test]
 fn gfs_keeps_one_per_period() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = Repository::create(dir.path()).unwrap();
+    let repo = Repository::create(&common::storage::Location::Local(dir.path().into())).unwrap();
     // A fixed "now" so calendar buckets are predictable: Saturday 2026-11-21 12:00 UTC.
     let now = timefmt::parse_timestamp("2026-11-21T12:00:00Z").unwrap();
     // Two sets a day for 70 days.
