@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::env;
-use crate::storage::Location;
 use crate::output::OutputFormat;
 use crate::retention::{Gfs, RetentionPolicy};
+use crate::storage::Location;
 
 /// Verbosity and output format, accepted by every tool and subcommand.
 #[derive(Debug, Clone, Args, Default)]
@@ -180,6 +180,10 @@ pub struct RetentionArgs {
     /// Print what retention would delete, delete nothing.
     #[arg(long)]
     pub dry_run_retention: bool,
+    /// Incomplete sets (left by a killed run, with any S3 upload it left open) are removed
+    /// once older than this; younger ones may still be running.
+    #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
+    pub incomplete_grace: std::time::Duration,
 }
 
 impl RetentionArgs {
@@ -196,7 +200,7 @@ impl RetentionArgs {
             max_age_days: (days > 0).then_some(days),
             keep_count: self.keep_count,
             gfs,
-            ..RetentionPolicy::default()
+            incomplete_grace: self.incomplete_grace,
         }
     }
 }

@@ -270,7 +270,12 @@ mod tests {
         ] {
             assert!(is_secret_key(key), "{key}");
         }
-        for key in ["PGHOST", "BACKUP_DIR", "SMTP_HOST", "BACKUP_EMAIL_RECIPIENT"] {
+        for key in [
+            "PGHOST",
+            "BACKUP_DIR",
+            "SMTP_HOST",
+            "BACKUP_EMAIL_RECIPIENT",
+        ] {
             assert!(!is_secret_key(key), "{key}");
         }
     }
@@ -289,7 +294,10 @@ mod tests {
         let settings = parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let error = check_exposure(&path, &settings).unwrap_err();
         let line = error.to_string();
-        assert!(line.contains("SMTP_PASSWORD") && line.contains("644"), "{line}");
+        assert!(
+            line.contains("SMTP_PASSWORD") && line.contains("644"),
+            "{line}"
+        );
         assert!(line.contains(&path.display().to_string()), "{line}");
         assert!(!line.contains("hunter2"), "{line}");
 
@@ -323,7 +331,10 @@ mod tests {
 
         let missing = vec![
             OsString::from("tool"),
-            OsString::from(format!("--config={}", path.with_extension("nope").display())),
+            OsString::from(format!(
+                "--config={}",
+                path.with_extension("nope").display()
+            )),
         ];
         let error = load(&missing).unwrap_err().to_string();
         assert!(error.starts_with("cannot read config file "), "{error}");

@@ -55,7 +55,8 @@ pub const SMTP_FROM: &str = "SMTP_FROM";
 pub const SMTP_TLS: &str = "SMTP_TLS";
 /// `failure` (default) or `always` (successes too).
 pub const BACKUP_NOTIFY_ON: &str = "BACKUP_NOTIFY_ON";
-/// Shortest time between two notifications of `wal-archive push` on one host [default: 10m].
+/// Shortest time between two notifications of a rate-limited run (`wal-archive push`,
+/// `cdc-slot-tool status` and `heartbeat`) on one host [default: 10m].
 pub const BACKUP_NOTIFY_INTERVAL: &str = "BACKUP_NOTIFY_INTERVAL";
 /// Set by a tool for the tools it runs on throwaway data (validate-backups' drill and test
 /// restores): they then send nothing, and the parent reports the outcome.

@@ -135,7 +135,9 @@ impl Repository {
     pub fn open(location: &Location) -> anyhow::Result<Repository> {
         let store = Store::open(location)?;
         if !store.root_exists() {
-            anyhow::bail!("backup directory {location} does not exist (set --backup-dir or BACKUP_DIR)");
+            anyhow::bail!(
+                "backup directory {location} does not exist (set --backup-dir or BACKUP_DIR)"
+            );
         }
         store.probe()?;
         Ok(Repository::with_store(store))
@@ -188,8 +190,7 @@ impl Repository {
 
     /// True when a run of this kind holds the lock right now.
     pub fn is_locked(&self, kind: Kind) -> bool {
-        self.store
-            .is_locked(&storage::join(kind.name(), LOCK_FILE))
+        self.store.is_locked(&storage::join(kind.name(), LOCK_FILE))
     }
 
     /// Fails unless this process still holds the lock of `kind` (S3: a lock that could not
@@ -215,10 +216,7 @@ impl Repository {
     pub fn create_set(&self, kind: Kind) -> anyhow::Result<SetWriter> {
         let started_at = timefmt::now();
         let base = timefmt::id_string(started_at);
-        let (_, existing) = self
-            .store
-            .list_dir(kind.name())
-            .with_context(|| format!("cannot list {}", self.describe(kind.name())))?;
+        let existing = self.set_ids(kind)?;
         for n in 0..1000 {
             let id = if n == 0 {
                 base.clone()
@@ -276,12 +274,8 @@ impl Repository {
 
     /// Every set of a kind, oldest first, complete or not.
     pub fn list(&self, kind: Kind) -> anyhow::Result<Vec<SetInfo>> {
-        let (_, dirs) = self
-            .store
-            .list_dir(kind.name())
-            .with_context(|| format!("cannot list {}", self.describe(kind.name())))?;
         let mut sets = Vec::new();
-        for id in dirs {
+        for id in self.set_ids(kind)? {
             if id.starts_with('.') {
                 continue;
             }
@@ -301,6 +295,29 @@ impl Repository {
         }
         sets.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(sets)
+    }
+
+    /// The ids of a kind's sets: its folders on disk (an empty one is a set that a killed run
+    /// had just begun); on object storage the prefixes that hold an object (some stores list
+    /// emptied "folders" too).
+    fn set_ids(&self, kind: Kind) -> anyhow::Result<Vec<String>> {
+        let shown = || format!("cannot list {}", self.describe(kind.name()));
+        if self.store.is_local() {
+            return Ok(self.store.list_dir(kind.name()).with_context(shown)?.1);
+        }
+        let mut ids: Vec<String> = self
+            .store
+            .list(kind.name())
+            .with_context(shown)?
+            .into_iter()
+            .filter_map(|o| {
+                let rest = o.key.strip_prefix(kind.name())?.strip_prefix('/')?;
+                let (id, _) = rest.split_once('/')?;
+                Some(id.to_string())
+            })
+            .collect();
+        ids.dedup();
+        Ok(ids)
     }
 
     /// Complete sets of a kind, oldest first.

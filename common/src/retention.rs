@@ -166,7 +166,10 @@ impl RetentionPolicy {
                     decision.reason
                 );
                 repo.delete_set(set).map_err(|e| {
-                    anyhow::anyhow!("cannot delete {kind} set {}: {e}", repo.describe(&set.prefix))
+                    anyhow::anyhow!(
+                        "cannot delete {kind} set {}: {e}",
+                        repo.describe(&set.prefix)
+                    )
                 })?;
             }
         }

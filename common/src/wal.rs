@@ -115,6 +115,9 @@ pub struct ArchivedFile {
     pub size: u64,
 }
 
+/// An archived file opened for reading: its stored stream, key and compression.
+pub type OpenedWal = (Box<dyn Read + Send>, String, Compression);
+
 /// The continuous WAL archive of a repository.
 #[derive(Debug, Clone)]
 pub struct WalArchive {
@@ -185,7 +188,7 @@ impl WalArchive {
     /// Opens an archived file by name: its stored (compressed) stream, the key and the
     /// compression; `None` when it is not archived. One request per suffix tried, the
     /// default (zstd) first.
-    pub fn open(&self, name: &str) -> io::Result<Option<(Box<dyn Read + Send>, String, Compression)>> {
+    pub fn open(&self, name: &str) -> io::Result<Option<OpenedWal>> {
         for c in SUFFIXES {
             let key = self.key_for(name, c);
             match self.store.open_read(&key) {

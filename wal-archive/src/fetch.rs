@@ -39,9 +39,15 @@ pub fn fetch(name: &str, dest: &Path, backup_dir: &Location) -> anyhow::Result<S
         }
         return Err(CodedError::new(1, anyhow::anyhow!("{name} is not in the archive")).into());
     };
-    copy_out(name, stored, &archive.store().describe(&key), compression, dest)
-        .map_err(broken)
-        .map(|()| Status::Ok)
+    copy_out(
+        name,
+        stored,
+        &archive.store().describe(&key),
+        compression,
+        dest,
+    )
+    .map_err(broken)
+    .map(|()| Status::Ok)
 }
 
 fn copy_out(

@@ -31,7 +31,9 @@ pub fn push(
         format!("'{name}' is not a WAL file name; use archive_command = 'wal-archive push %p ...'")
     })?;
     let repo = Repository::create(backup_dir).with_context(|| {
-        format!("cannot open the WAL archive in {backup_dir} (check BACKUP_DIR and its permissions)")
+        format!(
+            "cannot open the WAL archive in {backup_dir} (check BACKUP_DIR and its permissions)"
+        )
     })?;
     let archive = WalArchive::new(&repo);
 

@@ -267,9 +267,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Settings::from_lookup(&move |name| {
-            vars.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
+            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
         })
     }
 
@@ -284,8 +282,14 @@ mod tests {
     #[test]
     fn every_channel_and_its_description_without_secrets() {
         let (s, errors) = settings(&[
-            ("BACKUP_NOTIFICATION_WEBHOOK", "https://hooks.example.com/x/SECRETTOKEN"),
-            ("SLACK_WEBHOOK_URL", "http://127.0.0.1:8080/services/T/B/SECRET"),
+            (
+                "BACKUP_NOTIFICATION_WEBHOOK",
+                "https://hooks.example.com/x/SECRETTOKEN",
+            ),
+            (
+                "SLACK_WEBHOOK_URL",
+                "http://127.0.0.1:8080/services/T/B/SECRET",
+            ),
             ("BACKUP_EMAIL_RECIPIENT", "ops@example.com, dba@example.com"),
             ("SMTP_HOST", "smtp.example.com"),
             ("SMTP_TLS", "required"),
@@ -308,7 +312,10 @@ mod tests {
             ]
         );
         let debug = format!("{s:?}");
-        assert!(!debug.contains("SECRET") && !debug.contains("hunter2"), "{debug}");
+        assert!(
+            !debug.contains("SECRET") && !debug.contains("hunter2"),
+            "{debug}"
+        );
         let Channel::Email(mail) = &s.channels[2] else {
             panic!()
         };
@@ -328,9 +335,15 @@ mod tests {
         let vars: Vec<&str> = errors.iter().map(|e| e.var).collect();
         assert_eq!(
             vars,
-            ["BACKUP_NOTIFY_ON", "BACKUP_NOTIFICATION_WEBHOOK", "BACKUP_EMAIL_RECIPIENT"]
+            [
+                "BACKUP_NOTIFY_ON",
+                "BACKUP_NOTIFICATION_WEBHOOK",
+                "BACKUP_EMAIL_RECIPIENT"
+            ]
         );
-        assert!(errors.iter().all(|e| !e.to_string().contains("SECRETTOKEN")));
+        assert!(errors
+            .iter()
+            .all(|e| !e.to_string().contains("SECRETTOKEN")));
 
         let (_, errors) = settings(&[
             ("BACKUP_EMAIL_RECIPIENT", "ops@example.com"),

@@ -1,8 +1,8 @@
-//! The rate limit of rate-limited notifications (`wal-archive push`): at most one message per
-//! `BACKUP_NOTIFY_INTERVAL` per host and tool.
+//! The rate limit of rate-limited notifications (`wal-archive push`, `cdc-slot-tool status`):
+//! at most one message per `BACKUP_NOTIFY_INTERVAL` per host and tool.
 //!
 //! PostgreSQL runs `archive_command` again about every minute while it fails, each time a new
-//! process, so the limit lives in a small file: `<state dir>/notify-<tool>` holds the time
+//! process (and a CronJob runs status every 5 minutes), so the limit lives in a small file: `<state dir>/notify-<tool>` holds the time
 //! of the last message and how many failures were held back since. The state dir is
 //! `$XDG_STATE_HOME/pipeline-backup`, else `<temp dir>/pipeline-backup-<uid>` (mode 0700,
 //! and only used when this user owns it). The next message reports how many were held back.

@@ -333,7 +333,11 @@ pub fn secrets_of(vars: impl IntoIterator<Item = (String, String)>) -> Vec<Strin
         if let Ok(url) = reqwest::Url::parse(value.trim()) {
             if url.has_host() {
                 // A URL's token is its path or query; short ones ("/hook") are plain words.
-                let parts = [Some(url.path().trim_matches('/')), url.query(), url.password()];
+                let parts = [
+                    Some(url.path().trim_matches('/')),
+                    url.query(),
+                    url.password(),
+                ];
                 secrets.extend(
                     parts
                         .into_iter()
@@ -470,7 +474,8 @@ mod tests {
             ("PGHOST".to_string(), "db.internal".to_string()),
             ("SMTP_PASSWORD".to_string(), "abc".to_string()),
         ]);
-        let text = "pg-secret-pw at db.internal, https://hooks.slack.com/services/T0/B0/tokentoken, \
+        let text =
+            "pg-secret-pw at db.internal, https://hooks.slack.com/services/T0/B0/tokentoken, \
                     services/T0/B0/tokentoken, kafkapw, SASL_SSL";
         let clean = redact(text, &secrets);
         assert_eq!(

@@ -12,10 +12,11 @@
 //! [`FINISH_LIMIT`] ([`SIGNAL_LIMIT`] after a signal, within Kubernetes' grace period), and a
 //! failure to notify is one warning line on stderr. Nothing is written to stdout.
 //!
-//! A tool picks its [`Policy`] per run: `wal-archive push` reports failures only, at most
-//! one per `BACKUP_NOTIFY_INTERVAL` ([`limit`]); `wal-archive fetch` never (a missing file is
-//! its normal answer to PostgreSQL); validate-backups keeps the tools it runs on throwaway
-//! data quiet ([`crate::env::BACKUP_NOTIFY_PARENT`]) and reports their outcome itself.
+//! A tool picks its [`Policy`] per run: `wal-archive push` and `cdc-slot-tool status` and
+//! `heartbeat` (run every minute or few) report failures only, at most one per
+//! `BACKUP_NOTIFY_INTERVAL` ([`limit`]); `wal-archive fetch` never (a missing file is its
+//! normal answer to PostgreSQL); validate-backups keeps the tools it runs on throwaway data
+//! quiet ([`crate::env::BACKUP_NOTIFY_PARENT`]) and reports their outcome itself.
 
 mod config;
 mod http;
@@ -337,9 +338,18 @@ mod tests {
     fn which_outcomes_are_reported() {
         let failure = Outcome::Failure;
         let success = Outcome::Success;
-        assert_eq!(due(&armed(When::Configured, NotifyOn::Failure), failure), Some(0));
-        assert_eq!(due(&armed(When::Configured, NotifyOn::Failure), success), None);
-        assert_eq!(due(&armed(When::Configured, NotifyOn::Always), success), Some(0));
+        assert_eq!(
+            due(&armed(When::Configured, NotifyOn::Failure), failure),
+            Some(0)
+        );
+        assert_eq!(
+            due(&armed(When::Configured, NotifyOn::Failure), success),
+            None
+        );
+        assert_eq!(
+            due(&armed(When::Configured, NotifyOn::Always), success),
+            Some(0)
+        );
         assert_eq!(due(&armed(When::Never, NotifyOn::Always), failure), None);
         assert_eq!(
             due(&armed(When::FailuresRateLimited, NotifyOn::Always), success),
@@ -351,7 +361,10 @@ mod tests {
     fn an_unanswered_channel_is_given_up_on_time() {
         // A listener that accepts and never answers.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook/abcdefghijkl", listener.local_addr().unwrap());
+        let url = format!(
+            "http://{}/hook/abcdefghijkl",
+            listener.local_addr().unwrap()
+        );
         let channels = vec![Channel::Webhook(url.parse().unwrap())];
         let report = Report::new("t", Outcome::Failure, 2, Duration::ZERO, Some("x"), None);
         let started = Instant::now();

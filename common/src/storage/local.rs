@@ -83,8 +83,7 @@ impl LocalStore {
         let mut found = Vec::new();
         for entry in walkdir::WalkDir::new(&dir).min_depth(1) {
             let entry = entry.map_err(io::Error::other)?;
-            if !entry.file_type().is_file() || is_temporary(&entry.file_name().to_string_lossy())
-            {
+            if !entry.file_type().is_file() || is_temporary(&entry.file_name().to_string_lossy()) {
                 continue;
             }
             let rel = entry

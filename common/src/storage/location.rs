@@ -71,7 +71,9 @@ impl std::fmt::Display for Location {
 pub enum LocationError {
     #[error("'{0}': an S3 location needs a bucket: s3://BUCKET[/PREFIX]")]
     NoBucket(String),
-    #[error("'{0}': '{1}' is not a valid S3 bucket name (3-63 lower-case letters, digits, '.', '-')")]
+    #[error(
+        "'{0}': '{1}' is not a valid S3 bucket name (3-63 lower-case letters, digits, '.', '-')"
+    )]
     BadBucket(String, String),
     #[error("'{0}': the prefix may not contain '.' or '..' components or empty ones")]
     BadPrefix(String),
@@ -140,7 +142,14 @@ mod tests {
         let root: Location = "s3://my-bucket".parse().unwrap();
         assert_eq!(root.to_string(), "s3://my-bucket");
         assert_eq!(root.join_display("wal/x"), "s3://my-bucket/wal/x");
-        for bad in ["s3://", "s3:///x", "s3://UPPER/x", "s3://b/../x", "gs://b/x", ""] {
+        for bad in [
+            "s3://",
+            "s3:///x",
+            "s3://UPPER/x",
+            "s3://b/../x",
+            "gs://b/x",
+            "",
+        ] {
             assert!(bad.parse::<Location>().is_err(), "{bad}");
         }
     }

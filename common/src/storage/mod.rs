@@ -142,10 +142,7 @@ impl Store {
             Backend::Local(l) => WriterInner::Local(l.create(key)?),
             Backend::S3(s) => WriterInner::S3(Box::new(s.create(key))),
         };
-        Ok(ObjectWriter {
-            inner,
-            written: 0,
-        })
+        Ok(ObjectWriter { inner, written: 0 })
     }
 
     /// Writes a whole object, replacing any object under the key.
@@ -415,7 +412,12 @@ mod tests {
         let (files, dirs) = store.list_dir("base").unwrap();
         assert!(files.is_empty());
         assert_eq!(dirs, vec!["1".to_string()]);
-        let all: Vec<String> = store.list("base").unwrap().into_iter().map(|o| o.key).collect();
+        let all: Vec<String> = store
+            .list("base")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         assert_eq!(all, vec!["base/1/a", "base/1/b"]);
         assert_eq!(store.size("base/1/a").unwrap(), Some(5));
         assert_eq!(store.size("base/1/zz").unwrap(), None);

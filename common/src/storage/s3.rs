@@ -64,8 +64,9 @@ impl S3Settings {
     pub fn from_env_with(overrides: &[(String, String)]) -> anyhow::Result<S3Settings> {
         let var = |name: &str| setting(overrides, name).ok_or(());
         let part_size = match var(PART_SIZE_ENV) {
-            Ok(v) => crate::size::parse_bytes(&v)
-                .map_err(|e| anyhow::anyhow!("{PART_SIZE_ENV}: {e}"))?,
+            Ok(v) => {
+                crate::size::parse_bytes(&v).map_err(|e| anyhow::anyhow!("{PART_SIZE_ENV}: {e}"))?
+            }
             Err(_) => 64 << 20,
         };
         if !(5 << 20..=5 << 30).contains(&part_size) {
@@ -161,7 +162,10 @@ fn to_io(error: object_store::Error, what: &str) -> io::Error {
             io::Error::new(io::ErrorKind::NotFound, format!("{what}: not found"))
         }
         object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
-            io::Error::new(io::ErrorKind::AlreadyExists, format!("{what}: already exists"))
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{what}: already exists"),
+            )
         }
         other => io::Error::other(format!("{what}: {}", explain(&other))),
     }
@@ -234,7 +238,10 @@ impl S3Store {
             builder = builder.with_region("us-east-1");
         }
         let store = builder.build().map_err(|e| {
-            anyhow::anyhow!("cannot set up the S3 client for s3://{bucket}: {}", explain(&e))
+            anyhow::anyhow!(
+                "cannot set up the S3 client for s3://{bucket}: {}",
+                explain(&e)
+            )
         })?;
         Ok(S3Store {
             location: Location::S3 {
@@ -297,7 +304,8 @@ impl S3Store {
         let store = Arc::clone(&self.store);
         let path = self.path(key);
         let display = self.describe(key);
-        let result = block(async move { store.get(&path).await }).map_err(|e| to_io(e, &display))?;
+        let result =
+            block(async move { store.get(&path).await }).map_err(|e| to_io(e, &display))?;
         // A pump thread keeps a few chunks ahead of the reader (bounded memory).
         let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Bytes>>(32);
         let what = self.describe(key);
@@ -666,7 +674,9 @@ fn join_part(
     match block(handle) {
         Ok(Ok(part)) => Ok(part),
         Ok(Err(e)) => Err(to_io(e, display)),
-        Err(e) => Err(io::Error::other(format!("{display}: upload task failed: {e}"))),
+        Err(e) => Err(io::Error::other(format!(
+            "{display}: upload task failed: {e}"
+        ))),
     }
 }
 
@@ -723,11 +733,15 @@ pub struct S3Lock {
     display: String,
     shared: Arc<(Mutex<LockShared>, Condvar)>,
     renewer: Option<std::thread::JoinHandle<()>>,
+    /// An interrupted run exits without dropping its lock: this releases it first.
+    _release_on_interrupt: interrupt::Cleanup,
 }
 
 impl std::fmt::Debug for S3Lock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Lock").field("key", &self.display).finish()
+        f.debug_struct("S3Lock")
+            .field("key", &self.display)
+            .finish()
     }
 }
 
@@ -794,12 +808,22 @@ impl S3Lock {
                 .name("s3-lock".into())
                 .spawn(move || renew(store, path, shared, holder, ttl))?
         };
+        let release = {
+            let (store, path, shared, display) = (
+                Arc::clone(&store),
+                path.clone(),
+                Arc::clone(&shared),
+                display.clone(),
+            );
+            interrupt::on_interrupt(move || release(&store, &path, &shared, &display))
+        };
         Ok(S3Lock {
             store,
             path,
             display,
             shared,
             renewer: Some(renewer),
+            _release_on_interrupt: release,
         })
     }
 
@@ -916,31 +940,48 @@ fn renew(
 
 impl Drop for S3Lock {
     fn drop(&mut self) {
-        let e_tag = {
+        {
             let mut guard = self.shared.0.lock().expect("lock state");
             guard.stop = true;
             self.shared.1.notify_all();
-            if guard.lost.is_some() {
-                None
-            } else {
-                guard.e_tag.clone()
-            }
-        };
+        }
         if let Some(thread) = self.renewer.take() {
             let _ = thread.join();
         }
-        let Some(ours) = e_tag else { return };
-        let (store, path) = (Arc::clone(&self.store), self.path.clone());
-        // Delete only our own lock: if it changed hands, the ETag differs.
-        let result = block(async move {
-            let meta = store.head(&path).await?;
-            if meta.e_tag.as_deref() == Some(ours.as_str()) {
-                store.delete(&path).await?;
-            }
-            Ok::<_, object_store::Error>(())
-        });
-        if let Err(e) = result {
-            tracing::warn!("cannot release the lock {}: {}", self.display, explain(&e));
+        release(&self.store, &self.path, &self.shared, &self.display);
+    }
+}
+
+/// Deletes the lock object if it is still ours (its ETag is the one we last wrote) and stops
+/// the renewals.
+fn release(
+    store: &Arc<AmazonS3>,
+    path: &ObjectPath,
+    shared: &Arc<(Mutex<LockShared>, Condvar)>,
+    display: &str,
+) {
+    let e_tag = {
+        let mut guard = shared.0.lock().expect("lock state");
+        guard.stop = true;
+        shared.1.notify_all();
+        if guard.lost.is_some() {
+            None
+        } else {
+            guard.lost = Some("released".into());
+            guard.e_tag.clone()
         }
+    };
+    let Some(ours) = e_tag else { return };
+    let (store, path) = (Arc::clone(store), path.clone());
+    let result = block(async move {
+        let meta = store.head(&path).await?;
+        if meta.e_tag.as_deref() == Some(ours.as_str()) {
+            store.delete(&path).await?;
+        }
+        Ok::<_, object_store::Error>(())
+    });
+    if let Err(e) = result {
+        let lock_name = display;
+        tracing::warn!("cannot release the lock {lock_name}: {}", explain(&e));
     }
 }

@@ -127,7 +127,11 @@ fn set_without_manifest_is_incomplete_and_never_chosen() {
 
     // A manifest that does not parse also makes the set incomplete.
     let (info, _) = repo.find(Kind::Logical, None).unwrap();
-    std::fs::write(dir.path().join(&info.prefix).join("manifest.json"), b"{ truncated").unwrap();
+    std::fs::write(
+        dir.path().join(&info.prefix).join("manifest.json"),
+        b"{ truncated",
+    )
+    .unwrap();
     assert!(repo.find(Kind::Logical, None).is_err());
     let listed = repo.list(Kind::Logical).unwrap();
     assert!(listed.iter().any(|s| s.manifest_error.is_some()));

@@ -29,9 +29,16 @@ fn multipart_upload_streams_and_reads_back_exactly() {
     for chunk in data.chunks(100_000) {
         writer.write_all(chunk).unwrap();
     }
-    assert_eq!(store.size("base/1/big.bin").unwrap(), None, "invisible before commit");
+    assert_eq!(
+        store.size("base/1/big.bin").unwrap(),
+        None,
+        "invisible before commit"
+    );
     writer.commit().unwrap();
-    assert_eq!(store.size("base/1/big.bin").unwrap(), Some(data.len() as u64));
+    assert_eq!(
+        store.size("base/1/big.bin").unwrap(),
+        Some(data.len() as u64)
+    );
     let mut back = Vec::new();
     store
         .open_read("base/1/big.bin")
@@ -70,10 +77,17 @@ fn put_new_never_replaces_and_identical_keys_race_to_one_winner() {
         let handles: Vec<_> = (0..8)
             .map(|i| {
                 let store = store.clone();
-                scope.spawn(move || store.put_new("wal/race", format!("{i}").as_bytes()).unwrap())
+                scope.spawn(move || {
+                    store
+                        .put_new("wal/race", format!("{i}").as_bytes())
+                        .unwrap()
+                })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap() as usize).sum()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap() as usize)
+            .sum()
     });
     assert_eq!(winners, 1);
 }
@@ -88,9 +102,11 @@ fn delete_prefix_aborts_uploads_a_killed_writer_left() {
     // A killed process never drops its writer.
     std::mem::forget(writer);
     // Its part is still going up in the background.
-    test_support::process::wait_for("the open upload", std::time::Duration::from_secs(10), || {
-        env.open_uploads(&url).len() == 1
-    });
+    test_support::process::wait_for(
+        "the open upload",
+        std::time::Duration::from_secs(10),
+        || env.open_uploads(&url).len() == 1,
+    );
     assert_eq!(store.abort_stale_uploads("base/1").unwrap(), 1);
     assert!(env.open_uploads(&url).is_empty());
     store.delete_prefix("base").unwrap();
@@ -107,7 +123,10 @@ fn locks_exclude_live_runs_and_expire_for_dead_ones() {
     let held = repo.lock(Kind::Base).unwrap();
     assert!(other.is_locked(Kind::Base));
     let err = format!("{:#}", other.lock(Kind::Base).unwrap_err());
-    assert!(err.contains("another base run holds the repository lock"), "{err}");
+    assert!(
+        err.contains("another base run holds the repository lock"),
+        "{err}"
+    );
     // A live holder renews: still refused after the lifetime has passed.
     std::thread::sleep(std::time::Duration::from_secs(4));
     assert!(other.lock(Kind::Base).is_err());

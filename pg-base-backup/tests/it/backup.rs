@@ -29,10 +29,10 @@ fn gzip_backup_extracts_with_tar_and_passes_pg_verifybackup() {
     assert_eq!(json["wal_method"], "fetch");
     assert_eq!(json["timeline"], 1);
 
-    let repo = Repository::open(backups.path()).unwrap();
+    let repo = Repository::open(&common::storage::Location::Local(backups.path().into())).unwrap();
     let (set, manifest) = repo.find(Kind::Base, None).unwrap();
     assert_eq!(set.id, json["id"].as_str().unwrap());
-    assert!(manifest.verify_files(&set.dir).is_empty());
+    assert!(repo.verify_files(&set.prefix, &manifest).is_empty());
     let details = PhysicalDetails::from_manifest(&manifest).unwrap();
     assert_eq!(
         details.start_lsn.to_string(),
@@ -49,7 +49,7 @@ fn gzip_backup_extracts_with_tar_and_passes_pg_verifybackup() {
     let extracted = db_tempdir("extract-");
     let mut tar = Command::new("tar");
     tar.arg("-xzf")
-        .arg(set.dir.join("base.tar.gz"))
+        .arg(backups.path().join(&set.prefix).join("base.tar.gz"))
         .arg("-C")
         .arg(extracted.path());
     run_checked(as_db_user(&mut tar), "tar -xzf");
@@ -57,7 +57,11 @@ fn gzip_backup_extracts_with_tar_and_passes_pg_verifybackup() {
     verify.arg(extracted.path());
     run_checked(as_db_user(&mut verify), "pg_verifybackup");
     // The set also keeps PostgreSQL's manifest beside the tarball.
-    assert!(set.dir.join("backup_manifest").is_file());
+    assert!(backups
+        .path()
+        .join(&set.prefix)
+        .join("backup_manifest")
+        .is_file());
 }
 
 #[test]
@@ -74,9 +78,13 @@ fn zstd_backup_with_archived_wal_waits_for_the_archive() {
     let json = summary(&out);
     assert_eq!(json["wal_method"], "archive");
     assert_eq!(json["compression"], "zstd");
-    let repo = Repository::open(backups.path()).unwrap();
+    let repo = Repository::open(&common::storage::Location::Local(backups.path().into())).unwrap();
     let (set, manifest) = repo.find(Kind::Base, None).unwrap();
-    assert!(set.dir.join("base.tar.zst").is_file());
+    assert!(backups
+        .path()
+        .join(&set.prefix)
+        .join("base.tar.zst")
+        .is_file());
     let details = PhysicalDetails::from_manifest(&manifest).unwrap();
     let archive = common::wal::WalArchive::new(&repo);
     let size = details.wal_segment_size;
@@ -84,7 +92,10 @@ fn zstd_backup_with_archived_wal_waits_for_the_archive() {
         ..=common::wal::segno_of(details.stop_lsn, size)
     {
         let name = common::wal::segment_name(details.timeline, segno, size);
-        assert!(archive.find(&name).is_some(), "{name} not archived");
+        assert!(
+            archive.find(&name).unwrap().is_some(),
+            "{name} not archived"
+        );
     }
     // With the default (auto), an archiving server and an archive present choose archive.
     let json = summary(&base_backup(&pg, backups.path(), &["--no-retention"]));
@@ -116,7 +127,7 @@ fn retention_keeps_count_and_expires_wal_before_the_oldest_kept_backup() {
         // Distinct set ids need distinct seconds.
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
-    let repo = Repository::open(backups.path()).unwrap();
+    let repo = Repository::open(&common::storage::Location::Local(backups.path().into())).unwrap();
     let left: Vec<String> = repo
         .list(Kind::Base)
         .unwrap()

@@ -34,14 +34,15 @@ fn unreachable_server_exits_2_without_a_set() {
         1,
         "one-line error: {stderr}"
     );
-    let repo = Repository::create(backups.path()).unwrap();
+    let repo =
+        Repository::create(&common::storage::Location::Local(backups.path().into())).unwrap();
     assert!(repo.list(Kind::Base).unwrap().is_empty());
 }
 
 #[test]
 fn kill_9_mid_run_leaves_no_complete_set_and_the_next_run_works() {
     let (pg, backups, mut child) = slow_backup_under_way();
-    let repo = Repository::open(backups.path()).unwrap();
+    let repo = Repository::open(&common::storage::Location::Local(backups.path().into())).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     let sets = repo.list(Kind::Base).unwrap();
@@ -63,7 +64,7 @@ fn kill_9_mid_run_leaves_no_complete_set_and_the_next_run_works() {
 #[test]
 fn sigterm_mid_run_removes_the_set_stops_pg_basebackup_and_exits_143() {
     let (pg, backups, child) = slow_backup_under_way();
-    let repo = Repository::open(backups.path()).unwrap();
+    let repo = Repository::open(&common::storage::Location::Local(backups.path().into())).unwrap();
     let walsenders = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'";
     assert_eq!(pg.psql(walsenders), "1", "pg_basebackup is streaming");
 
@@ -94,22 +95,40 @@ fn sigterm_mid_run_removes_the_set_stops_pg_basebackup_and_exits_143() {
 /// A cluster with enough data that a backup takes a moment, and a backup of it (stderr
 /// piped) that has begun writing its set.
 fn slow_backup_under_way() -> (PgCluster, tempfile::TempDir, std::process::Child) {
+    let backups = db_tempdir("bb-");
+    let (pg, child) = slow_backup_into(&backups.path().display().to_string(), &[]);
+    (pg, backups, child)
+}
+
+/// The same into any repository (`backup_dir` a path or an s3:// URL, `env` its settings).
+pub fn slow_backup_into(
+    backup_dir: &str,
+    env: &[(String, String)],
+) -> (PgCluster, std::process::Child) {
     let pg = PgCluster::start();
     pg.psql("CREATE TABLE big AS SELECT g, repeat(md5(g::text), 8) AS v FROM generate_series(1, 400000) g");
-    let backups = db_tempdir("bb-");
     let mut cmd = pg.command(env!("CARGO_BIN_EXE_pg-base-backup"));
-    cmd.arg("--backup-dir")
-        .arg(backups.path())
+    cmd.args(["--backup-dir", backup_dir])
         .args(["--compress-level", "9", "--jobs", "1"])
+        .envs(env.iter().cloned())
         .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().unwrap();
-    let repo = Repository::create(backups.path()).unwrap();
+    let location: common::storage::Location = backup_dir.parse().unwrap();
+    let store = common::storage::Store::open_with(&location, env).unwrap();
     test_support::process::wait_for("the backup to write", Duration::from_secs(60), || {
-        repo.list(Kind::Base).unwrap().first().is_some_and(|s| {
-            std::fs::read_dir(&s.dir)
-                .map(|d| d.count() > 0)
-                .unwrap_or(false)
-        })
+        store
+            .list("base")
+            .unwrap()
+            .iter()
+            .any(|o| o.key.ends_with(".started") || !common::storage::is_hidden(&o.key))
+            || store.local_path("base").is_some_and(|dir| {
+                std::fs::read_dir(dir).is_ok_and(|d| {
+                    d.filter_map(Result::ok).any(|e| {
+                        e.path().is_dir()
+                            && std::fs::read_dir(e.path()).is_ok_and(|mut f| f.next().is_some())
+                    })
+                })
+            })
     });
-    (pg, backups, child)
+    (pg, child)
 }

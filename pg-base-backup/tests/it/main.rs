@@ -2,6 +2,7 @@
 
 mod backup;
 mod failures;
+mod s3;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -2,6 +2,7 @@
 //! never overwrite data without --force.
 
 use common::repo::{Kind, Repository};
+use common::storage::Location;
 
 use crate::{Restore, Source};
 
@@ -12,9 +13,9 @@ fn flipped_byte_in_the_backup_fails_and_leaves_no_data_directory_contents() {
         .psql("CREATE TABLE t AS SELECT generate_series(1, 5000) AS n");
     src.base_backup(&[]);
     src.pg.switch_wal_and_wait_archived();
-    let repo = Repository::open(src.backups.path()).unwrap();
+    let repo = Repository::open(&Location::Local(src.backups.path().into())).unwrap();
     let (set, _) = repo.find(Kind::Base, None).unwrap();
-    let tar = set.dir.join("base.tar.gz");
+    let tar = src.backups.path().join(set.key("base.tar.gz"));
     let mut bytes = std::fs::read(&tar).unwrap();
     let at = bytes.len() * 2 / 3;
     bytes[at] ^= 0x40;
@@ -47,7 +48,8 @@ fn missing_wal_segment_is_refused_and_never_silently_skipped() {
     src.pg.psql("INSERT INTO t VALUES (4)");
     src.pg.switch_wal_and_wait_archived();
     // Remove a segment in the middle: the one holding row 2.
-    let archive = common::wal::WalArchive::at(src.backups.path());
+    let repo = Repository::open(&Location::Local(src.backups.path().into())).unwrap();
+    let archive = common::wal::WalArchive::new(&repo);
     let segments: Vec<_> = archive
         .list()
         .unwrap()
@@ -56,7 +58,7 @@ fn missing_wal_segment_is_refused_and_never_silently_skipped() {
         .collect();
     assert!(segments.len() >= 4, "{segments:?}");
     let victim = &segments[segments.len() - 3];
-    std::fs::remove_file(&victim.path).unwrap();
+    std::fs::remove_file(src.backups.path().join(&victim.key)).unwrap();
 
     let restore = Restore::in_tempdir();
     let (out, _) = restore.run(src.backups.path(), &[]);

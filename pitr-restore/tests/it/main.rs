@@ -3,10 +3,12 @@
 
 mod failures;
 mod pgbench;
+mod s3;
 mod selection;
 mod targets;
 
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::path::PathBuf;
 use std::process::Output;
 
 use tempfile::TempDir;
@@ -81,7 +83,11 @@ impl Restore {
 
     /// Runs pitr-restore as the database user with `--start`; on success returns the JSON
     /// summary and the running server.
-    pub fn run(&self, backups: &Path, args: &[&str]) -> (Output, Option<DataDirServer>) {
+    pub fn run(
+        &self,
+        backups: impl AsRef<OsStr>,
+        args: &[&str],
+    ) -> (Output, Option<DataDirServer>) {
         let out = self.run_only(backups, args, true);
         let server = || {
             DataDirServer::new(
@@ -98,14 +104,26 @@ impl Restore {
         (out, running)
     }
 
-    pub fn run_only(&self, backups: &Path, args: &[&str], start: bool) -> Output {
+    pub fn run_only(&self, backups: impl AsRef<OsStr>, args: &[&str], start: bool) -> Output {
+        self.run_with(backups, args, start, &[])
+    }
+
+    /// Like [`Restore::run_only`] with extra environment (the S3 credentials).
+    pub fn run_with(
+        &self,
+        backups: impl AsRef<OsStr>,
+        args: &[&str],
+        start: bool,
+        env: &[(String, String)],
+    ) -> Output {
         let mut cmd = std::process::Command::new(tool_bin("pitr-restore"));
         cmd.arg("--backup-dir")
             .arg(backups)
             .arg("--pgdata")
             .arg(&self.pgdata)
             .args(["--output", "json", "--yes", "--timeout", "120s"])
-            .args(args);
+            .args(args)
+            .envs(env.iter().cloned());
         if start {
             cmd.arg("--start")
                 .args(["--port", &self.port.to_string()])
@@ -116,7 +134,11 @@ impl Restore {
     }
 
     /// Like [`Restore::run`], asserting success.
-    pub fn ok(&self, backups: &Path, args: &[&str]) -> (serde_json::Value, DataDirServer) {
+    pub fn ok(
+        &self,
+        backups: impl AsRef<OsStr>,
+        args: &[&str],
+    ) -> (serde_json::Value, DataDirServer) {
         let (out, server) = self.run(backups, args);
         assert!(
             out.status.success(),

@@ -35,10 +35,10 @@ fn fetch_returns_the_segment_and_distinguishes_missing_from_damaged() {
     assert_eq!(missing.status.code(), Some(1));
 
     // Damage the archived copy: recovery must stop, not end.
-    let mut bytes = std::fs::read(&segment.path).unwrap();
+    let mut bytes = std::fs::read(a.backups.path().join(&segment.key)).unwrap();
     let at = bytes.len() / 2;
     bytes[at] ^= 0x10;
-    std::fs::write(&segment.path, &bytes).unwrap();
+    std::fs::write(a.backups.path().join(&segment.key), &bytes).unwrap();
     let damaged_dest = out_dir.path().join("other");
     let out = wal_archive(
         &["fetch", &segment.name, damaged_dest.to_str().unwrap()],

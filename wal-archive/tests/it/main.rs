@@ -2,6 +2,7 @@
 
 mod fetch;
 mod push;
+mod s3;
 mod verify;
 
 use std::path::Path;
@@ -10,6 +11,11 @@ use std::process::{Command, Output};
 use tempfile::TempDir;
 use test_support::os_user::db_tempdir;
 use test_support::pg::{archiving_options, PgCluster};
+
+/// The repository in a local directory.
+pub fn local_repo(dir: &Path) -> common::Repository {
+    common::Repository::open(&common::storage::Location::Local(dir.into())).unwrap()
+}
 
 pub fn wal_archive(args: &[&str], backup_dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wal-archive"))
@@ -41,7 +47,7 @@ impl Archived {
 
     /// Archived full segments, oldest first.
     pub fn segments(&self) -> Vec<common::wal::ArchivedFile> {
-        common::wal::WalArchive::at(self.backups.path())
+        common::wal::WalArchive::new(&local_repo(self.backups.path()))
             .list()
             .unwrap()
             .into_iter()

@@ -8,7 +8,11 @@ use std::io::Read;
 use crate::{wal_archive, Archived};
 
 fn archived_bytes(dir: &std::path::Path, name: &str) -> Vec<u8> {
-    let (path, compression) = WalArchive::at(dir).find(name).expect("archived");
+    let (key, compression) = WalArchive::new(&crate::local_repo(dir))
+        .find(name)
+        .unwrap()
+        .expect("archived");
+    let path = dir.join(key);
     let mut out = Vec::new();
     compression
         .decoder(std::fs::File::open(path).unwrap())
@@ -24,7 +28,7 @@ fn repush_identical_ok_different_refused_archive_unchanged() {
     let segment = &a.segments()[0];
     let original = archived_bytes(a.backups.path(), &segment.name);
     assert_eq!(original.len(), 16 * 1024 * 1024);
-    let stored_before = std::fs::read(&segment.path).unwrap();
+    let stored_before = std::fs::read(a.backups.path().join(&segment.key)).unwrap();
 
     let work = tempfile::tempdir().unwrap();
     let copy = work.path().join(&segment.name);
@@ -46,7 +50,10 @@ fn repush_identical_ok_different_refused_archive_unchanged() {
         stderr.contains("already archived with different content"),
         "{stderr}"
     );
-    assert_eq!(std::fs::read(&segment.path).unwrap(), stored_before);
+    assert_eq!(
+        std::fs::read(a.backups.path().join(&segment.key)).unwrap(),
+        stored_before
+    );
     assert_eq!(archived_bytes(a.backups.path(), &segment.name), original);
 }
 
@@ -81,7 +88,11 @@ fn concurrent_pushes_of_different_segments_both_land() {
     for (mut child, data, name) in children {
         assert!(child.wait().unwrap().success());
         assert_eq!(archived_bytes(repo.path(), name), data);
-        let (path, compression) = WalArchive::at(repo.path()).find(name).unwrap();
+        let (key, compression) = WalArchive::new(&crate::local_repo(repo.path()))
+            .find(name)
+            .unwrap()
+            .unwrap();
+        let path = repo.path().join(key);
         assert_eq!(compression, Compression::Gzip);
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(path).unwrap().permissions(),

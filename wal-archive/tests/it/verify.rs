@@ -36,19 +36,19 @@ fn verify_passes_then_reports_gap_and_damage() {
 
     // Remove a middle segment: a gap, named.
     let victim = &segments[1];
-    let saved = std::fs::read(&victim.path).unwrap();
-    std::fs::remove_file(&victim.path).unwrap();
+    let saved = std::fs::read(a.backups.path().join(&victim.key)).unwrap();
+    std::fs::remove_file(a.backups.path().join(&victim.key)).unwrap();
     let out = wal_archive(&["verify", "--output", "json"], a.backups.path());
     assert_eq!(out.status.code(), Some(1));
     let json = summary(&out);
     assert_eq!(json["gaps"][0]["from"], victim.name.as_str());
-    std::fs::write(&victim.path, &saved).unwrap();
+    std::fs::write(a.backups.path().join(&victim.key), &saved).unwrap();
 
     // Flip a byte: damaged, named.
     let mut bytes = saved.clone();
     let at = bytes.len() / 3;
     bytes[at] ^= 0x01;
-    std::fs::write(&victim.path, &bytes).unwrap();
+    std::fs::write(a.backups.path().join(&victim.key), &bytes).unwrap();
     let out = wal_archive(&["verify", "--output", "json"], a.backups.path());
     assert_eq!(out.status.code(), Some(1));
     let json = summary(&out);
