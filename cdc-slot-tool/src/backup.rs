@@ -1,7 +1,8 @@
 //! `backup`: saves the slot inventory as a set in BACKUP_DIR/slots (`slots.json`, then the
-//! manifest), applies retention, and loads such a set back for `restore`.
+//! manifest), applies retention, and loads such a set back for `restore`. BACKUP_DIR may be
+//! a local directory or `s3://BUCKET/PREFIX`: everything goes through the repository.
 
-use std::io::Write;
+use std::io::Read;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -9,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use common::cli::{GlobalArgs, PgArgs, RepoArgs, RetentionArgs};
 use common::output::{self, OutputFormat};
 use common::repo::{Kind, Repository, SetInfo, SetMeta};
-use common::stream::Compression;
 use common::Status;
 
 use crate::inventory::{self, Inventory, Slot};
@@ -80,17 +80,12 @@ pub fn run(args: &BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let inventory = common::postgres::runtime()?.block_on(inventory::collect(&server))?;
 
     let mut set = repo.create_set(Kind::Slots)?;
-    let mut file = set
-        .create_file(INVENTORY_FILE, Compression::None, None, 1)
-        .with_context(|| format!("cannot create {INVENTORY_FILE} in {}", set.dir().display()))?;
-    serde_json::to_writer_pretty(&mut file, &inventory)?;
-    file.write_all(b"\n")?;
-    let entry = file
-        .finish()
-        .with_context(|| format!("cannot write {INVENTORY_FILE}"))?;
-    set.add(entry);
+    let mut bytes = serde_json::to_vec_pretty(&inventory)?;
+    bytes.push(b'\n');
+    set.put_file(INVENTORY_FILE, &bytes)
+        .with_context(|| format!("cannot write {INVENTORY_FILE} in {}", set.describe()))?;
     let id = set.id().to_string();
-    let path = set.dir().display().to_string();
+    let path = set.describe();
     let details = SlotsDetails {
         system_identifier: inventory.server.system_identifier.clone(),
         timeline: inventory.server.timeline,
@@ -185,7 +180,7 @@ fn print_slots(format: OutputFormat, slots: &[Slot]) -> anyhow::Result<()> {
 /// Loads a complete slots set (the newest when `id` is None), verifying its checksums.
 pub fn load(repo: &Repository, id: Option<&str>) -> anyhow::Result<(SetInfo, Inventory)> {
     let (set, manifest) = repo.find(Kind::Slots, id)?;
-    let problems = manifest.verify_files(&set.dir);
+    let problems = repo.verify_files(&set.prefix, &manifest);
     if !problems.is_empty() {
         anyhow::bail!(
             "slots set {} is damaged: {}; choose another with --backup-id",
@@ -193,15 +188,16 @@ pub fn load(repo: &Repository, id: Option<&str>) -> anyhow::Result<(SetInfo, Inv
             problems.join("; ")
         );
     }
-    let path = set.dir.join(INVENTORY_FILE);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let inventory: Inventory = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a slot inventory", path.display()))?;
+    let shown = repo.describe(&set.key(INVENTORY_FILE));
+    let mut text = Vec::new();
+    repo.open_file(&set, INVENTORY_FILE)
+        .and_then(|mut file| file.read_to_end(&mut text))
+        .with_context(|| format!("cannot read {shown}"))?;
+    let inventory: Inventory = serde_json::from_slice(&text)
+        .with_context(|| format!("{shown} is not a slot inventory"))?;
     if inventory.format_version > inventory::INVENTORY_VERSION {
         anyhow::bail!(
-            "{} has format version {}, newer than this tool understands ({}); upgrade cdc-slot-tool",
-            path.display(),
+            "{shown} has format version {}, newer than this tool understands ({}); upgrade cdc-slot-tool",
             inventory.format_version,
             inventory::INVENTORY_VERSION
         );

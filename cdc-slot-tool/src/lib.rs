@@ -67,6 +67,16 @@ impl common::entry::ToolArgs for Args {
     fn global(&self) -> &GlobalArgs {
         &self.global
     }
+
+    /// `status` and `heartbeat` run every few minutes: failures only, rate-limited, so a
+    /// lagging slot is one message per BACKUP_NOTIFY_INTERVAL rather than one per run.
+    fn notify_policy(&self) -> common::notify::Policy {
+        use common::notify::Policy;
+        match self.command {
+            Command::Status(_) | Command::Heartbeat(_) => Policy::FAILURES_RATE_LIMITED,
+            Command::Backup(_) | Command::Restore(_) => Policy::CONFIGURED,
+        }
+    }
 }
 
 /// Runs one subcommand.

@@ -54,7 +54,8 @@ pub struct RestoreArgs {
     /// Never move slots forward to the saved position.
     #[arg(long)]
     pub no_advance: bool,
-    /// Also write the whole report as one JSON document to this file (atomically).
+    /// Also write the whole report as one JSON document to this local file (atomically),
+    /// wherever BACKUP_DIR is.
     #[arg(long, value_name = "PATH")]
     pub report_file: Option<PathBuf>,
 }

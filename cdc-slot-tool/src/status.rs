@@ -40,8 +40,9 @@ pub struct StatusArgs {
     /// `-` prints them on stdout instead of the report (e.g. for a Pushgateway).
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
-    /// Remember here when each slot was first seen inactive. PostgreSQL before 17 does not
-    /// record it, so --max-inactive needs this file there (kept between runs).
+    /// Remember in this local file when each slot was first seen inactive. PostgreSQL
+    /// before 17 does not record it, so --max-inactive needs this file there (kept between
+    /// runs).
     #[arg(long, value_name = "PATH")]
     pub state_file: Option<PathBuf>,
     /// Check only this slot (repeatable) [default: every slot].

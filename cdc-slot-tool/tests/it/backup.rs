@@ -7,7 +7,7 @@ use test_support::os_user::db_tempdir;
 use test_support::pg::{pg_bin, run_checked, PgCluster, PgOptions};
 
 use crate::support::{
-    inventory, lsn, run, tool, Lab, DECODING_SLOT, FILTERED_PUBLICATION, PGOUTPUT_SLOT, PUBLICATION,
+    lsn, run, tool, Lab, DECODING_SLOT, FILTERED_PUBLICATION, PGOUTPUT_SLOT, PUBLICATION,
 };
 
 #[test]
@@ -44,7 +44,7 @@ fn backup_records_slots_positions_identity_and_publications() {
     assert_eq!(manifest["kind"], "slots");
     assert_eq!(manifest["details"]["slots"].as_array().unwrap().len(), 2);
 
-    let saved = inventory(set);
+    let saved = lab.saved_inventory(&summary);
     assert_eq!(
         saved["server"]["system_identifier"],
         system_identifier.as_str()

@@ -3,44 +3,63 @@
 //! The restored server has no slots at all; afterwards they exist again, the report names
 //! the window its consumers lost, and new changes stream through the new slots.
 
-use std::path::Path;
 use std::process::Command;
 
 use tempfile::TempDir;
 use test_support::os_user::{as_db_user, db_tempdir};
-use test_support::pg::{archiving_options, DataDirServer, PgCluster};
+use test_support::pg::{archiving_to, DataDirServer, PgCluster};
 use test_support::{free_port, tool_bin};
 
 use crate::support::{
-    inventory, lsn, run, Lab, DECODING_SLOT, FILTERED_PUBLICATION, PGOUTPUT_SLOT, PUBLICATION,
+    lsn, run, Lab, Repo, DECODING_SLOT, FILTERED_PUBLICATION, PGOUTPUT_SLOT, PUBLICATION,
 };
 
 /// A logical-decoding cluster archiving into the repository its slot backups also go to,
-/// with a base backup taken before any CDC set-up.
-fn archived_lab() -> Lab {
+/// with a base backup taken before any CDC set-up. The repository is a local directory, or
+/// with `s3` a fresh prefix on the S3 test service named after it (PostgreSQL's
+/// archive_command gets the credentials from a config file in the lab's local directory).
+pub fn archived_lab(s3: Option<&str>) -> Lab {
     let backups = db_tempdir("cdc-drill-repo-");
-    let cluster =
-        PgCluster::start_with(archiving_options(backups.path()).setting("wal_level", "logical"));
-    let lab = Lab::with_parts(cluster, backups);
+    let (repo, archive_to, config) = match s3 {
+        None => (Repo::Local, backups.path().display().to_string(), None),
+        Some(name) => {
+            let s3 = test_support::s3::env();
+            let config = s3.config_file(backups.path());
+            let url = s3.url(name);
+            (
+                Repo::S3 {
+                    url: url.clone(),
+                    s3,
+                },
+                url,
+                Some(config),
+            )
+        }
+    };
+    let cluster = PgCluster::start_with(
+        archiving_to(&archive_to, config.as_deref()).setting("wal_level", "logical"),
+    );
+    let mut lab = Lab::with_parts(cluster, backups);
+    lab.repo = repo;
     let mut cmd = lab.cluster.command(tool_bin("pg-base-backup"));
     cmd.arg("--backup-dir")
-        .arg(lab.backup_dir.path())
+        .arg(lab.repo_arg())
         .args(["--output", "json", "--no-retention"]);
-    let base = run(&mut cmd);
+    let base = run(lab.apply_s3(&mut cmd));
     base.assert_code(0);
     assert!(base.summary()["stop_lsn"].is_string(), "{base:?}");
     lab
 }
 
-/// Restores the repository's base backup plus archived WAL to `target` into a new data
-/// directory, started on a free port; the server is stopped on drop.
-fn pitr(backups: &Path, target: &[&str]) -> (TempDir, DataDirServer) {
+/// Restores the lab's base backup plus archived WAL to `target` into a new data directory,
+/// started on a free port; the server is stopped on drop.
+fn pitr(lab: &Lab, target: &[&str]) -> (TempDir, DataDirServer) {
     let dir = db_tempdir("cdc-drill-restore-");
     let pgdata = dir.path().join("pgdata");
     let port = free_port();
     let mut cmd = Command::new(tool_bin("pitr-restore"));
     cmd.arg("--backup-dir")
-        .arg(backups)
+        .arg(lab.repo_arg())
         .arg("--pgdata")
         .arg(&pgdata)
         .args(["--output", "json", "--yes", "--timeout", "120s", "--start"])
@@ -48,7 +67,7 @@ fn pitr(backups: &Path, target: &[&str]) -> (TempDir, DataDirServer) {
         .arg("--socket-dir")
         .arg(dir.path())
         .args(target);
-    let restore = run(as_db_user(&mut cmd));
+    let restore = run(lab.apply_s3(as_db_user(&mut cmd)));
     let server = DataDirServer::new(pgdata, port, dir.path().to_path_buf());
     restore.assert_code(0);
     (dir, server)
@@ -62,7 +81,7 @@ fn restored_slot(server: &DataDirServer, slot: &str) -> String {
 }
 
 fn saved_confirmed(lab: &Lab, backup: &serde_json::Value, slot: &str) -> String {
-    let saved = inventory(Path::new(backup["path"].as_str().unwrap()));
+    let saved = lab.saved_inventory(backup);
     let found = saved["slots"]
         .as_array()
         .unwrap()
@@ -78,10 +97,15 @@ fn saved_confirmed(lab: &Lab, backup: &serde_json::Value, slot: &str) -> String 
 
 #[test]
 fn drill_pitr_to_latest_then_restore_slots_names_the_lost_window() {
-    let lab = archived_lab();
+    pitr_to_latest_then_restore_slots_names_the_lost_window(&archived_lab(None));
+}
+
+/// The drill on a lab from [`archived_lab`]: CDC set-up, slot backup, more changes, PITR to
+/// the latest point, `restore`, and the checks. Shared with the S3 tests.
+pub fn pitr_to_latest_then_restore_slots_names_the_lost_window(lab: &Lab) {
     lab.setup_cdc();
     let backup = lab.backup();
-    let saved = saved_confirmed(&lab, &backup, DECODING_SLOT);
+    let saved = saved_confirmed(lab, &backup, DECODING_SLOT);
 
     // Life goes on after the slot backup: the consumer reads on, a publication is dropped,
     // more changes arrive that nobody consumes, then the disaster.
@@ -91,7 +115,7 @@ fn drill_pitr_to_latest_then_restore_slots_names_the_lost_window() {
     lab.insert_orders(31, 40);
     lab.cluster.switch_wal_and_wait_archived();
 
-    let (_dir, restored) = pitr(lab.backup_dir.path(), &["--target", "latest"]);
+    let (_dir, restored) = pitr(lab, &["--target", "latest"]);
     assert_eq!(
         restored.psql("SELECT count(*) FROM pg_replication_slots"),
         "0",
@@ -197,7 +221,7 @@ fn drill_pitr_to_latest_then_restore_slots_names_the_lost_window() {
 
 #[test]
 fn drill_pitr_before_the_saved_position_reports_diverged_history() {
-    let lab = archived_lab();
+    let lab = archived_lab(None);
     lab.setup_cdc();
     let pgoutput_saved = lab.confirmed_flush(PGOUTPUT_SLOT);
     let target = lab.sql("SELECT pg_current_wal_lsn()");
@@ -209,7 +233,7 @@ fn drill_pitr_before_the_saved_position_reports_diverged_history() {
     assert!(lsn(&saved) > lsn(&target));
     lab.cluster.switch_wal_and_wait_archived();
 
-    let (_dir, restored) = pitr(lab.backup_dir.path(), &["--target-lsn", &target]);
+    let (_dir, restored) = pitr(&lab, &["--target-lsn", &target]);
     assert_eq!(
         restored.psql_db(&lab.db, "SELECT count(*) FROM orders"),
         "20",

@@ -3,10 +3,8 @@
 
 use crate::support::{lsn, Lab, DECODING_SLOT, FILTERED_PUBLICATION, PGOUTPUT_SLOT, PUBLICATION};
 
-fn saved_position(backup: &serde_json::Value, slot: &str) -> String {
-    let set = std::path::Path::new(backup["path"].as_str().unwrap());
-    let inventory = crate::support::inventory(set);
-    inventory["slots"]
+fn saved_position(lab: &Lab, backup: &serde_json::Value, slot: &str) -> String {
+    lab.saved_inventory(backup)["slots"]
         .as_array()
         .unwrap()
         .iter()
@@ -17,9 +15,17 @@ fn saved_position(backup: &serde_json::Value, slot: &str) -> String {
 
 #[test]
 fn restore_recreates_dropped_slot_and_publication_and_names_the_lost_window() {
-    let lab = Lab::with_cdc();
+    recreates_dropped_slot_and_publication_and_names_the_lost_window(&Lab::with_cdc());
+}
+
+/// Backs up `lab` (set up by [`Lab::with_cdc`]), drops a slot and a publication, restores
+/// them with `--report-file` and checks the report and the server; returns the backup's
+/// summary. Shared with the S3 tests.
+pub fn recreates_dropped_slot_and_publication_and_names_the_lost_window(
+    lab: &Lab,
+) -> serde_json::Value {
     let backup = lab.backup();
-    let saved = saved_position(&backup, DECODING_SLOT);
+    let saved = saved_position(lab, &backup, DECODING_SLOT);
     assert_eq!(saved, lab.confirmed_flush(DECODING_SLOT));
 
     // Changes after the backup, then the slot and a publication disappear.
@@ -111,12 +117,20 @@ fn restore_recreates_dropped_slot_and_publication_and_names_the_lost_window() {
     let changes = lab.consume_decoding(DECODING_SLOT).join("\n");
     assert!(changes.contains("id[integer]:31"), "{changes}");
     assert!(!changes.contains("id[integer]:25 "), "{changes}");
+    backup
 }
 
 #[test]
 fn dry_run_changes_nothing_and_a_real_run_needs_yes() {
-    let lab = Lab::with_cdc();
-    lab.backup();
+    dry_run_and_a_run_without_yes_change_nothing(&Lab::with_cdc());
+}
+
+/// Backs up `lab` (set up by [`Lab::with_cdc`]), drops the test_decoding slot and the
+/// filtered publication, and checks that neither `--dry-run` nor a run without `--yes`
+/// changes anything; returns the backup's summary. Shared with the S3 tests, which then
+/// restore for real.
+pub fn dry_run_and_a_run_without_yes_change_nothing(lab: &Lab) -> serde_json::Value {
+    let backup = lab.backup();
     lab.insert_orders(21, 25);
     lab.sql(&format!(
         "SELECT pg_drop_replication_slot('{DECODING_SLOT}'); DROP PUBLICATION {FILTERED_PUBLICATION}"
@@ -145,6 +159,7 @@ fn dry_run_changes_nothing_and_a_real_run_needs_yes() {
     assert!(run.stdout.is_empty());
     assert_eq!(lab.confirmed_flush(DECODING_SLOT), "");
     assert!(!lab.publication_exists(FILTERED_PUBLICATION));
+    backup
 }
 
 #[test]

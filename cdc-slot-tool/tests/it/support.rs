@@ -1,5 +1,6 @@
 //! Shared set-up: a logical-decoding cluster with an application database, a publication,
-//! a pgoutput and a test_decoding slot, and a way to run the tool against it.
+//! a pgoutput and a test_decoding slot, and a way to run the tool against it with the
+//! repository in a local directory or on the test S3 service.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,6 +9,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 use test_support::os_user::db_tempdir;
 use test_support::pg::{PgCluster, PgOptions};
+use test_support::s3::S3Env;
 use test_support::unique_name;
 
 /// The tool under test.
@@ -27,6 +29,16 @@ pub struct Lab {
     pub cluster: PgCluster,
     pub db: String,
     pub backup_dir: TempDir,
+    /// Where [`Lab::tool`] points BACKUP_DIR.
+    pub repo: Repo,
+}
+
+/// The repository the lab's tool runs use.
+pub enum Repo {
+    /// [`Lab::backup_dir`].
+    Local,
+    /// A fresh prefix on the test S3 service; the credentials go into the tool's environment.
+    S3 { url: String, s3: S3Env },
 }
 
 /// Names used by [`Lab::with_cdc`].
@@ -56,7 +68,56 @@ impl Lab {
             cluster,
             db,
             backup_dir,
+            repo: Repo::Local,
         }
+    }
+
+    /// The same lab with its repository on the test S3 service (a fresh `s3://` prefix).
+    pub fn on_s3(mut self, name: &str) -> Lab {
+        let s3 = test_support::s3::env();
+        self.repo = Repo::S3 {
+            url: s3.url(name),
+            s3,
+        };
+        self
+    }
+
+    /// BACKUP_DIR of the lab's tool runs: the local directory or the S3 URL.
+    pub fn repo_arg(&self) -> String {
+        match &self.repo {
+            Repo::Local => self.backup_dir.path().display().to_string(),
+            Repo::S3 { url, .. } => url.clone(),
+        }
+    }
+
+    /// Adds the S3 credentials and endpoint to `cmd` when the repository is on S3.
+    pub fn apply_s3<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        if let Repo::S3 { s3, .. } = &self.repo {
+            s3.apply(cmd);
+        }
+        cmd
+    }
+
+    /// A file of the set a backup summary names (its `path`: a directory or an S3 URL).
+    pub fn set_file(&self, backup: &Value, file: &str) -> Vec<u8> {
+        let set = backup["path"].as_str().expect("the summary names the set");
+        match &self.repo {
+            Repo::Local => std::fs::read(Path::new(set).join(file))
+                .unwrap_or_else(|e| panic!("read {file} of {set}: {e}")),
+            Repo::S3 { url, s3 } => {
+                let prefix = set
+                    .strip_prefix(&format!("{url}/"))
+                    .unwrap_or_else(|| panic!("set {set} is not under {url}"));
+                s3.store(url)
+                    .read(&format!("{prefix}/{file}"))
+                    .unwrap_or_else(|e| panic!("read {file} of {set}: {e}"))
+            }
+        }
+    }
+
+    /// The `slots.json` of the set a backup summary names.
+    pub fn saved_inventory(&self, backup: &Value) -> Value {
+        serde_json::from_slice(&self.set_file(backup, "slots.json")).expect("slots.json is JSON")
     }
 
     /// Table `orders`, publication for it and a filtered one (column list, row filter), a
@@ -140,25 +201,26 @@ impl Lab {
         )) == "1"
     }
 
-    /// Runs the tool as the database OS user against this cluster and backup directory.
+    /// Runs the tool as the database OS user against this cluster and repository.
     pub fn tool(&self, args: &[&str]) -> Run {
         self.tool_on(&self.cluster, args)
     }
 
-    /// Runs the tool against another cluster, with this lab's backup directory.
+    /// Runs the tool against another cluster, with this lab's repository.
     pub fn tool_on(&self, cluster: &PgCluster, args: &[&str]) -> Run {
         self.tool_env(cluster.env(), args)
     }
 
     /// Runs the tool as the database OS user with a libpq environment (`PG*`) and this
-    /// lab's backup directory.
+    /// lab's repository (with the S3 credentials when it is on S3).
     pub fn tool_env(&self, env: Vec<(String, String)>, args: &[&str]) -> Run {
         let mut cmd = Command::new(tool());
         test_support::os_user::as_db_user(&mut cmd);
         cmd.envs(env)
-            .env("BACKUP_DIR", self.backup_dir.path())
+            .env("BACKUP_DIR", self.repo_arg())
             .env_remove("RUST_LOG")
             .args(args);
+        self.apply_s3(&mut cmd);
         run(&mut cmd)
     }
 
@@ -169,12 +231,6 @@ impl Lab {
         eprintln!("backup stderr: {}", run.stderr);
         run.summary()
     }
-}
-
-/// Reads a backup set's `slots.json`.
-pub fn inventory(set_path: &Path) -> Value {
-    let text = std::fs::read_to_string(set_path.join("slots.json")).expect("slots.json");
-    serde_json::from_str(&text).expect("slots.json is JSON")
 }
 
 /// Parses `X/Y` LSN text into a number, for comparisons.
