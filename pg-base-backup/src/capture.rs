@@ -54,12 +54,19 @@ struct Tee<'a, R> {
     inner: R,
     sink: &'a mut SetFile,
     progress: &'a indicatif::ProgressBar,
+    /// Why writing into the set failed: the cause to report, not pg_basebackup's SIGPIPE
+    /// that follows when we stop reading.
+    sink_error: &'a mut Option<io::Error>,
 }
 
 impl<R: Read> Read for Tee<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.sink.write_all(&buf[..n])?;
+        if let Err(e) = self.sink.write_all(&buf[..n]) {
+            let shown = io::Error::new(e.kind(), e.to_string());
+            *self.sink_error = Some(e);
+            return Err(shown);
+        }
         self.progress.inc(n as u64);
         Ok(n)
     }
@@ -110,10 +117,12 @@ pub fn run_pg_basebackup(
     });
     let progress = common::progress::bytes(&args.global, Some(expected_bytes), "base backup");
     let stdout = child.stdout.take().expect("piped stdout");
+    let mut sink_error = None;
     let walked = walk_tar(Tee {
         inner: BufReader::with_capacity(1 << 20, stdout),
         sink: &mut file,
         progress: &progress,
+        sink_error: &mut sink_error,
     });
     // Its stream has ended (or our end of the pipe is closed): it is exiting, and from here
     // its pid may be reaped.
@@ -121,6 +130,12 @@ pub fn run_pg_basebackup(
     let status = child.wait().context("waiting for pg_basebackup")?;
     progress.finish_and_clear();
     let tail = stderr_tail.join().unwrap_or_default();
+    if let Some(error) = sink_error {
+        anyhow::bail!(
+            "cannot write {} (pg_basebackup was stopped): {error}",
+            set.store().describe(&common::storage::join(set.prefix(), &name))
+        );
+    }
     if !status.success() {
         anyhow::bail!(
             "pg_basebackup failed ({status}): {}",

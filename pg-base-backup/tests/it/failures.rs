@@ -132,3 +132,46 @@ pub fn slow_backup_into(
     });
     (pg, child)
 }
+
+/// A repository on a filesystem that fills up mid-backup: one line naming the cause and the
+/// file (not pg_basebackup's SIGPIPE), exit 2, nothing complete; with room, the next run works.
+#[test]
+fn a_full_repository_disk_is_named_and_the_next_run_works() {
+    let mount = db_tempdir("bb-full-");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m,mode=0777", "tmpfs"])
+        .arg(mount.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a small tmpfs here (not root?)");
+        return;
+    }
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.path());
+    let pg = PgCluster::start();
+    let out = base_backup(&pg, mount.path(), &["--compress", "none"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("pg-base-backup: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(line.contains("No space left on device"), "{line}");
+    assert!(line.contains("base.tar"), "names the file: {line}");
+    assert!(!line.contains("SIGPIPE"), "{line}");
+    let repo = Repository::open(&common::storage::Location::Local(mount.path().into())).unwrap();
+    assert!(repo.find(Kind::Base, None).is_err(), "nothing complete");
+    // Space freed (a bigger filesystem), the next run succeeds.
+    let _ = Command::new("mount")
+        .args(["-o", "remount,size=200m"])
+        .arg(mount.path())
+        .status();
+    let json = summary(&base_backup(&pg, mount.path(), &["--compress", "zstd"]));
+    assert_eq!(repo.find(Kind::Base, None).unwrap().0.id, json["id"].as_str().unwrap());
+}
