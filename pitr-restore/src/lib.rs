@@ -182,6 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         &wal_archive,
         &target,
         args.keep_archiving,
+        !common::wal::WalArchive::new(&repo).exists()?,
     )?;
     unfinished.done();
     tracing::info!(

@@ -34,6 +34,7 @@ pub fn configure(
     wal_archive: &Path,
     target: &Target,
     keep_archiving: bool,
+    no_archive: bool,
 ) -> anyhow::Result<()> {
     // The server runs restore_command in its own environment: the config file this run
     // loaded (S3 credentials, endpoint) goes with it.
@@ -47,6 +48,13 @@ pub fn configure(
             }
             String::new()
         }
+    };
+    // Without an archive (checked: only a restore to the backup's end gets here), recovery
+    // still asks for timeline history files; "not archived" is the right answer then.
+    let config = if no_archive {
+        config + " --no-archive-is-empty"
+    } else {
+        config
     };
     let restore_command = format!(
         "{} fetch %f %p --backup-dir {}{config} -q",

@@ -27,7 +27,19 @@ pub fn check_continuity(
         (Target::Immediate, _) => segno_of(details.stop_lsn, size),
         (Target::Lsn(lsn), _) => segno_of(*lsn, size),
         (_, Some(newest)) => newest,
-        (_, None) => return check_nothing_needed(details, from, size),
+        (_, None) => {
+            check_nothing_needed(details, from, size)?;
+            // With no archive at all, restore_command would fail on recovery's first
+            // request (the archive is missing, so wal-archive fetch stops recovery).
+            if !archive.exists()? {
+                anyhow::bail!(
+                    "the WAL archive {} does not exist, so recovery cannot go past the end of base backup {}: pass --target immediate to restore just the backup, or point --backup-dir at the repository that holds the archive",
+                    archive.describe(),
+                    details.stop_lsn
+                );
+            }
+            return Ok(());
+        }
     };
     if to < from {
         return Ok(());

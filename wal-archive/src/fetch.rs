@@ -23,7 +23,12 @@ fn broken(error: anyhow::Error) -> anyhow::Error {
     CodedError::new(BROKEN, error).into()
 }
 
-pub fn fetch(name: &str, dest: &Path, backup_dir: &Location) -> anyhow::Result<Status> {
+pub fn fetch(
+    name: &str,
+    dest: &Path,
+    backup_dir: &Location,
+    no_archive_is_empty: bool,
+) -> anyhow::Result<Status> {
     let repo = Repository::open(backup_dir).map_err(broken)?;
     let archive = WalArchive::new(&repo);
     let opened = archive
@@ -31,7 +36,7 @@ pub fn fetch(name: &str, dest: &Path, backup_dir: &Location) -> anyhow::Result<S
         .with_context(|| format!("cannot read the WAL archive {}", archive.describe()))
         .map_err(broken)?;
     let Some((stored, key, compression)) = opened else {
-        if !archive.exists().map_err(|e| broken(e.into()))? {
+        if !no_archive_is_empty && !archive.exists().map_err(|e| broken(e.into()))? {
             return Err(broken(anyhow::anyhow!(
                 "WAL archive {} does not exist (check --backup-dir / BACKUP_DIR)",
                 archive.describe()

@@ -54,6 +54,11 @@ pub enum Command {
         dest: PathBuf,
         #[command(flatten)]
         repo: RepoArgs,
+        /// Treat a repository without a WAL archive as an empty archive (exit 1) instead of
+        /// a broken one (126). pitr-restore sets it for a backup that holds its own WAL and
+        /// is restored to its end (--target immediate) from a repository without an archive.
+        #[arg(long)]
+        no_archive_is_empty: bool,
     },
     /// Check the archive is continuous from the oldest base backup's start on each timeline,
     /// and that every file decompresses and has a valid WAL header. Exit 1 on a gap.
@@ -97,7 +102,12 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             compress,
             compress_level,
         } => push::push(&path, &repo.backup_dir, compress, compress_level),
-        Command::Fetch { name, dest, repo } => fetch::fetch(&name, &dest, &repo.backup_dir),
+        Command::Fetch {
+            name,
+            dest,
+            repo,
+            no_archive_is_empty,
+        } => fetch::fetch(&name, &dest, &repo.backup_dir, no_archive_is_empty),
         Command::Verify { repo, quick } => verify::verify(&repo.backup_dir, quick, output),
         Command::List { repo } => verify::list(&repo.backup_dir, output),
     }

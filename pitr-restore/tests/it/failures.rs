@@ -136,3 +136,32 @@ fn sigint_mid_extraction_empties_the_data_directory_and_a_rerun_needs_no_force()
     let (_, server) = restore.ok(src.backups.path(), &["--target", "immediate"]);
     assert_eq!(server.psql("SELECT count(*) FROM big"), "400000");
 }
+
+/// A backup with its WAL inside the tarball, and no WAL archive at all: restoring "to the
+/// latest point" is refused before anything is written, with what to do; `--target
+/// immediate` restores it.
+#[test]
+fn no_wal_archive_is_caught_before_writing_and_immediate_works() {
+    let pg = test_support::pg::PgCluster::start();
+    pg.psql("CREATE TABLE t AS SELECT generate_series(1, 100) AS n");
+    let backups = test_support::os_user::db_tempdir("pitr-noarchive-");
+    let mut cmd = pg.command(test_support::tool_bin("pg-base-backup"));
+    cmd.arg("--backup-dir")
+        .arg(backups.path())
+        .args(["--no-retention", "-q"]);
+    assert!(cmd.status().unwrap().success());
+
+    let restore = Restore::in_tempdir();
+    let out = restore.run_only(backups.path(), &[], false);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("does not exist") && stderr.contains("--target immediate"),
+        "{stderr}"
+    );
+    let written = std::fs::read_dir(&restore.pgdata).map_or(0, |d| d.count());
+    assert_eq!(written, 0, "nothing written into the data directory");
+
+    let (_, server) = restore.ok(backups.path(), &["--target", "immediate"]);
+    assert_eq!(server.psql("SELECT count(*) FROM t"), "100");
+}
