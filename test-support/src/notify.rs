@@ -172,10 +172,12 @@ fn serve(stream: TcpStream, answer: Answer, recorded: &Mutex<Vec<Request>>, stop
 
 /// The aiosmtpd server: records each mail as a JSON file.
 const SMTP_SCRIPT: &str = r#"
-import json, os, sys, time
+import json, logging, os, sys, time
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+# aiosmtpd itself sets the deprecated Session.login_data and warns about it.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 out_dir, port = sys.argv[1], int(sys.argv[2])
 user, password = os.environ.get("RECEIVER_USER"), os.environ.get("RECEIVER_PASSWORD")
 
@@ -251,8 +253,7 @@ impl SmtpReceiver {
         std::fs::create_dir(&mails).unwrap();
         let port = crate::free_port();
         let mut cmd = Command::new(python);
-        cmd.args(["-W", "ignore"])
-            .arg(&script)
+        cmd.arg(&script)
             .arg(&mails)
             .arg(port.to_string())
             .stdin(Stdio::piped())

@@ -252,11 +252,15 @@ impl Report {
         };
         summary
             .iter()
-            .filter(|(key, _)| key.as_str() != "id")
+            // Shown beside the figures already: the set, and the run's own duration.
+            .filter(|(key, _)| !matches!(key.as_str(), "id" | "duration_s"))
             .filter_map(|(key, value)| {
                 let text = match value {
                     Value::Null => return None,
                     Value::Bool(b) => b.to_string(),
+                    Value::Number(n) if n.is_f64() => {
+                        format!("{:.3}", n.as_f64().unwrap_or_default())
+                    }
                     Value::Number(n) => n.to_string(),
                     Value::String(s) => truncate(s, 200),
                     Value::Array(items) if items.iter().all(Value::is_string) => {
@@ -436,7 +440,8 @@ mod tests {
 
         let summary = serde_json::json!({
             "id": "S1", "passed": false, "failed_checks": ["base.checksums", "wal.continuity"],
-            "topics": [{"name": "orders"}], "nested": {"a": 1},
+            "topics": [{"name": "orders"}], "nested": {"a": 1}, "ratio": 0.123456,
+            "duration_s": 0.5,
         });
         let checks = report(Outcome::Failure, None, Some(summary));
         let figures = checks.figures();
@@ -445,7 +450,10 @@ mod tests {
             "base.checksums, wal.continuity".into()
         )));
         assert!(figures.contains(&("topics".into(), "1 item(s)".into())));
-        assert!(!figures.iter().any(|(k, _)| k == "nested" || k == "id"));
+        assert!(figures.contains(&("ratio".into(), "0.123".into())));
+        assert!(!figures
+            .iter()
+            .any(|(k, _)| k == "nested" || k == "id" || k == "duration_s"));
         let detail = checks.slack_json()["blocks"][2]["text"]["text"]
             .as_str()
             .unwrap()
