@@ -133,7 +133,8 @@ pub fn run_pg_basebackup(
     if let Some(error) = sink_error {
         anyhow::bail!(
             "cannot write {} (pg_basebackup was stopped): {error}",
-            set.store().describe(&common::storage::join(set.prefix(), &name))
+            set.store()
+                .describe(&common::storage::join(set.prefix(), &name))
         );
     }
     if !status.success() {

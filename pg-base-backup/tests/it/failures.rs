@@ -173,5 +173,8 @@ fn a_full_repository_disk_is_named_and_the_next_run_works() {
         .arg(mount.path())
         .status();
     let json = summary(&base_backup(&pg, mount.path(), &["--compress", "zstd"]));
-    assert_eq!(repo.find(Kind::Base, None).unwrap().0.id, json["id"].as_str().unwrap());
+    assert_eq!(
+        repo.find(Kind::Base, None).unwrap().0.id,
+        json["id"].as_str().unwrap()
+    );
 }
