@@ -4,16 +4,13 @@
 
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use serde::Serialize;
 
 use common::cli::{GlobalArgs, PgArgs, RepoArgs, RetentionArgs};
 use common::output::OutputFormat;
 use common::repo::{SetMeta, SetWriter};
-use common::stream::Compression;
 use common::{Kind, Repository, Status};
 
 use crate::catalog::{self};
@@ -48,13 +45,18 @@ pub struct BackupArgs {
     #[arg(long, short = 'T', value_name = "PATTERN")]
     pub exclude_table: Vec<String>,
     /// Dump the whole database in directory format with this many parallel pg_dump workers
-    /// (instead of one custom-format file).
+    /// (instead of one custom-format file). pg_dump writes this format only into a
+    /// directory: with an s3:// repository the dump is staged in a temporary directory under
+    /// TMPDIR (room for the whole dump needed there), uploaded, then removed.
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<NonZeroUsize>,
     /// pg_dump compression level, 0 (none) to 9 [default: pg_dump's, 6 in practice].
     #[arg(long, short = 'Z', value_name = "LEVEL", value_parser = clap::value_parser!(u32).range(0..=9))]
     pub compress_level: Option<u32>,
-    /// How many pg_dump processes run at once [default: the number of CPUs].
+    /// How many pg_dump processes run at once [default: the number of CPUs]. With an s3://
+    /// repository each running dump streams into its own upload, which buffers up to
+    /// (BACKUP_S3_UPLOAD_CONCURRENCY + 1) x BACKUP_S3_PART_SIZE (192 MiB by default; a dump
+    /// smaller than one part takes only its size).
     #[arg(long, value_name = "N")]
     pub parallel_dumps: Option<NonZeroUsize>,
     /// Skip the per-table dumps (the whole-database and schema dumps are still taken).
@@ -85,7 +87,8 @@ struct TableRecord<'a> {
 #[derive(Debug, Serialize)]
 struct Summary {
     id: String,
-    path: PathBuf,
+    /// The set's folder: a path, or an s3:// URL.
+    path: String,
     databases: Vec<String>,
     tables: usize,
     rows: u64,
@@ -142,7 +145,7 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     }
     let summary = Summary {
         id: manifest.id.clone(),
-        path: repo.kind_dir(Kind::Logical).join(&manifest.id),
+        path: repo.describe(&common::storage::join(Kind::Logical.name(), &manifest.id)),
         databases: details.databases.iter().map(|d| d.name.clone()).collect(),
         tables: details.databases.iter().map(|d| d.tables.len()).sum(),
         rows: details
@@ -171,7 +174,7 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
             summary.bytes,
             summary.files,
             summary.duration_secs,
-            summary.path.display()
+            summary.path
         )
     })?;
     Ok(Status::Ok)
@@ -251,7 +254,7 @@ async fn backup(
     let _lock = repo.lock(Kind::Logical)?;
     // Dropped unfinished (a failure, or the future dropped on a signal), the set is removed.
     let set = repo.create_set(Kind::Logical)?;
-    tracing::info!("backup set {} in {}", set.id(), set.dir().display());
+    tracing::info!("backup set {} in {}", set.id(), set.describe());
     let manifest = write_set(args, global, bin, &server, sessions, selections, set).await?;
     Ok((manifest, repo))
 }
@@ -272,11 +275,10 @@ async fn write_set(
     let mut globals = None;
     let mut globals_without_passwords = args.no_role_passwords;
     if !args.no_globals {
-        let (path, no_passwords) =
-            dump::dump_globals(bin, &args.pg, set.dir(), args.no_role_passwords).await?;
-        set.add_existing(&path, Compression::None)
-            .with_context(|| format!("cannot record {path}"))?;
-        globals = Some(path);
+        let (entry, no_passwords) =
+            dump::dump_globals(bin, &args.pg, &set, args.no_role_passwords).await?;
+        globals = Some(entry.path.clone());
+        set.add(entry);
         globals_without_passwords = no_passwords;
     }
 
@@ -289,11 +291,11 @@ async fn write_set(
         let plan = DumpPlan::new(args, &dir, &session, &selected);
         // The first failure wins and drops the other side (killing its pg_dumps): a failed
         // count also ends the snapshot, which would only show up as confusing dump errors.
-        let (timings, counts) = tokio::try_join!(
-            dump::run_jobs(bin, set.dir(), &session, plan.jobs.clone(), parallel, &bar),
+        let (dumped, counts) = tokio::try_join!(
+            dump::run_jobs(bin, &set, &session, &plan.jobs, parallel, &bar),
             dump::count_all(&session)
         )?;
-        let entry = plan.entry(&session, counts, &timings);
+        let entry = plan.entry(&session, counts, &dumped);
         tracing::info!(
             "database {}: {} tables, {} rows, snapshot {} at {}",
             entry.name,
@@ -303,7 +305,7 @@ async fn write_set(
             entry.snapshot_lsn
         );
         session.close().await?;
-        dump::record_files(&mut set, &entry)?;
+        dump::record_files(&mut set, &entry, dumped);
         databases.push(entry);
     }
     bar.finish_and_clear();

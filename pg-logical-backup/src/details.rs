@@ -1,11 +1,20 @@
 //! The logical-backup part of a set's manifest (`details`): per database its snapshot, its
 //! dump files and every table with its exact row count in that snapshot.
 
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use common::repo::SetInfo;
+use common::storage::{self, Location, Store};
+use common::stream::HashingReader;
 use common::timefmt::rfc3339;
-use common::Manifest;
+use common::{FileEntry, Kind, Manifest, Repository};
+
+use crate::source::{DumpSource, Scratch};
 
 /// Version of this `details` layout.
 pub const DETAILS_VERSION: u32 = 1;
@@ -81,32 +90,162 @@ impl TableEntry {
     }
 }
 
-/// A complete logical set chosen for restore or verification.
+/// A complete logical set chosen for restore or verification, with its repository.
 #[derive(Debug)]
 pub struct ChosenSet {
-    pub dir: std::path::PathBuf,
+    pub repo: Repository,
+    pub set: SetInfo,
     pub manifest: Manifest,
     pub details: LogicalDetails,
 }
 
 impl ChosenSet {
-    /// Set `id` of the repository at `backup_dir`, or its newest complete logical set.
-    pub fn find(backup_dir: &std::path::Path, id: Option<&str>) -> anyhow::Result<ChosenSet> {
-        let repo = common::repo::Repository::open(backup_dir)?;
-        let (set, manifest) = repo.find(common::Kind::Logical, id)?;
+    /// Set `id` of the repository at `location`, or its newest complete logical set.
+    pub fn find(location: &Location, id: Option<&str>) -> anyhow::Result<ChosenSet> {
+        let repo = Repository::open(location)?;
+        let (set, manifest) = repo.find(Kind::Logical, id)?;
         let details = LogicalDetails::from_manifest(&manifest)?;
         Ok(ChosenSet {
-            dir: set.dir,
+            repo,
+            set,
             manifest,
             details,
         })
     }
+
+    /// A file of the set as pg_restore or psql reads it: by path in a local repository,
+    /// streamed from object storage.
+    pub fn source(&self, path: &str) -> DumpSource {
+        DumpSource::of(self.repo.store(), &self.set.key(path))
+    }
+
+    /// The manifest entries of a file, or of every file of a folder (a directory-format dump).
+    fn entries(&self, path: &str) -> Vec<FileEntry> {
+        let folder = format!("{path}/");
+        self.manifest
+            .files
+            .iter()
+            .filter(|f| f.path == path || f.path.starts_with(&folder))
+            .cloned()
+            .collect()
+    }
+
+    /// Refuses to restore from damaged files: re-reads everything under `paths` (files or
+    /// folders of the set) and compares sizes and checksums with the manifest.
+    pub async fn check(&self, paths: &[String]) -> anyhow::Result<()> {
+        let mut subset = self.manifest.clone();
+        subset.files = paths.iter().flat_map(|p| self.entries(p)).collect();
+        if subset.files.is_empty() {
+            anyhow::bail!(
+                "set {} lists none of the files to restore ({})",
+                self.manifest.id,
+                paths.join(", ")
+            );
+        }
+        let (store, prefix) = (self.repo.store().clone(), self.set.prefix.clone());
+        // On its own thread: reading may take long, and an interruption must not wait for it.
+        let problems = tokio::task::spawn_blocking(move || subset.verify_files(&store, &prefix))
+            .await
+            .context("the checksum task failed")?;
+        self.refuse_damage(&problems)
+    }
+
+    fn refuse_damage(&self, problems: &[String]) -> anyhow::Result<()> {
+        if problems.is_empty() {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "set {} is damaged, nothing restored: {} (run `pg-logical-backup verify --backup-id {}`)",
+            self.manifest.id,
+            problems.join("; "),
+            self.manifest.id
+        )
+    }
+
+    /// A file or folder of the set as a real path, checked against the manifest: in place in
+    /// a local repository; downloaded from object storage into a temporary directory (for a
+    /// directory-format dump, and for parallel pg_restore, which needs a seekable file).
+    pub async fn checked_copy(&self, path: &str) -> anyhow::Result<DumpSource> {
+        if let Some(local) = self.repo.store().local_path(&self.set.key(path)) {
+            self.check(&[path.to_string()]).await?;
+            return Ok(DumpSource::Path(local));
+        }
+        let entries = self.entries(path);
+        if entries.is_empty() {
+            anyhow::bail!("set {} lists no file {path}", self.manifest.id);
+        }
+        let scratch = Scratch::new("restore")?;
+        let (store, prefix) = (self.repo.store().clone(), self.set.prefix.clone());
+        let root = scratch.path().to_path_buf();
+        let shown = self.repo.describe(&self.set.key(path));
+        tracing::info!("downloading {shown} into {}", root.display());
+        let problems =
+            tokio::task::spawn_blocking(move || download(&store, &prefix, &entries, &root))
+                .await
+                .context("the download task failed")??;
+        self.refuse_damage(&problems)?;
+        Ok(DumpSource::Staged {
+            path: scratch.path().join(path),
+            shown,
+            scratch: Arc::new(scratch),
+        })
+    }
+}
+
+/// Copies the `entries` of the set at `prefix` under `root`, hashing as it goes. Returns the
+/// entries whose size or checksum differs from the manifest's.
+fn download(
+    store: &Store,
+    prefix: &str,
+    entries: &[FileEntry],
+    root: &Path,
+) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for entry in entries {
+        let key = storage::join(prefix, &entry.path);
+        let target = root.join(&entry.path);
+        if let Some(parent) = target.parent() {
+            common::durable::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let object = match store.open_read(&key) {
+            Ok(object) => object,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                problems.push(format!("{}: missing", entry.path));
+                continue;
+            }
+            Err(e) => return Err(e).context("cannot download the dump"),
+        };
+        let mut reader = HashingReader::new(object);
+        let mut file = std::fs::File::create(&target)
+            .with_context(|| format!("cannot write {}", target.display()))?;
+        std::io::copy(&mut reader, &mut file).with_context(|| {
+            format!(
+                "cannot download {} to {}",
+                store.describe(&key),
+                target.display()
+            )
+        })?;
+        let sum = reader.finish()?;
+        if sum.size != entry.size {
+            problems.push(format!(
+                "{}: size {} differs from the manifest's {}",
+                entry.path, sum.size, entry.size
+            ));
+        } else if sum.sha256 != entry.sha256 {
+            problems.push(format!(
+                "{}: SHA-256 mismatch (file changed or corrupted)",
+                entry.path
+            ));
+        }
+    }
+    Ok(problems)
 }
 
 impl LogicalDetails {
     /// Reads the details of a manifest, with a clear error for sets of another tool.
     pub fn from_manifest(manifest: &Manifest) -> anyhow::Result<LogicalDetails> {
-        if manifest.kind != common::Kind::Logical.name() {
+        if manifest.kind != Kind::Logical.name() {
             anyhow::bail!(
                 "set {} is a {} set, not a logical one",
                 manifest.id,

@@ -1,18 +1,25 @@
 //! The pg_dump runs of a set: the globals, and per database the whole-database dump, the
 //! schema dump and one dump per table, all with the database's exported snapshot, several at
 //! once, each checked with `pg_restore --list` before it is recorded.
+//!
+//! pg_dump and pg_dumpall write to their stdout, streamed into the set's file as it is
+//! produced (a local file or an object upload), never staged whole. The exception is the
+//! directory format (`--jobs`), which pg_dump can only write into a directory: in a local
+//! repository straight into the set's folder, for object storage into a temporary directory
+//! under `$TMPDIR` whose files are then uploaded.
 
-use std::collections::HashSet;
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 use anyhow::Context;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use futures::StreamExt;
+use tokio::process::Command;
 
 use common::cli::PgArgs;
 use common::repo::SetWriter;
-use common::stream::Compression;
+use common::storage::{self, Store};
+use common::stream::{Compression, HashingReader};
+use common::FileEntry;
 
 use crate::backup::BackupArgs;
 use crate::catalog::TableInfo;
@@ -20,48 +27,68 @@ use crate::details::{self, DatabaseEntry, DumpFormat, TableEntry};
 use crate::patterns;
 use crate::pgbin::{self, PgBin};
 use crate::snapshot::SnapshotSession;
+use crate::source::{DumpSource, Scratch};
 use crate::toc;
+
+/// The globals' file in a set.
+pub const GLOBALS_FILE: &str = "globals.sql";
 
 /// `pg_dumpall --globals-only` into `globals.sql`; falls back to `--no-role-passwords` when
 /// the role may not read password hashes. Returns the file and whether passwords are left out.
 pub async fn dump_globals(
     bin: &PgBin,
     pg: &PgArgs,
-    set_dir: &Path,
+    set: &SetWriter,
     no_role_passwords: bool,
-) -> anyhow::Result<(String, bool)> {
-    let rel = "globals.sql";
-    let run = |no_passwords: bool| {
+) -> anyhow::Result<(FileEntry, bool)> {
+    let command = |no_passwords: bool| {
         let mut cmd = bin.command("pg_dumpall", &pg.dbname());
-        cmd.args(["--globals-only", "--file"])
-            .arg(set_dir.join(rel));
+        cmd.arg("--globals-only");
         if no_passwords {
             cmd.arg("--no-role-passwords");
         }
         cmd
     };
-    let first = pgbin::run(&mut run(no_role_passwords), "pg_dumpall --globals-only").await;
+    let what = "pg_dumpall --globals-only";
+    let first = dump_to_set(set, GLOBALS_FILE, &mut command(no_role_passwords), what).await;
     match first {
-        Ok(_) => Ok((rel.to_string(), no_role_passwords)),
+        Ok(entry) => Ok((entry, no_role_passwords)),
         Err(e) if !no_role_passwords && format!("{e:#}").contains("permission denied") => {
             tracing::warn!("cannot read role passwords ({e:#}); dumping roles without them");
-            pgbin::run(
-                &mut run(true),
-                "pg_dumpall --globals-only --no-role-passwords",
-            )
-            .await?;
-            Ok((rel.to_string(), true))
+            let what = "pg_dumpall --globals-only --no-role-passwords";
+            let entry = dump_to_set(set, GLOBALS_FILE, &mut command(true), what).await?;
+            Ok((entry, true))
         }
         Err(e) => Err(e),
     }
+}
+
+/// Runs `cmd` with its stdout streamed into the new file `path` of the set, and finishes the
+/// file once the program succeeded.
+async fn dump_to_set(
+    set: &SetWriter,
+    path: &str,
+    cmd: &mut Command,
+    what: &str,
+) -> anyhow::Result<FileEntry> {
+    let shown = set.store().describe(&storage::join(set.prefix(), path));
+    let file = set
+        .create_file(path, Compression::None, None, 1)
+        .with_context(|| format!("cannot create {shown}"))?;
+    let file = pgbin::run_into(cmd, file, what).await?;
+    // Finished here, with no await in between: a run that fails or is interrupted drops its
+    // other dumps only at an await, so the set is never removed while a file of it commits.
+    file.finish()
+        .with_context(|| format!("cannot store {shown}"))
 }
 
 /// One pg_dump run of a set.
 #[derive(Debug, Clone)]
 pub struct DumpJob {
     what: String,
-    /// Output relative to the set directory.
+    /// Output relative to the set: a file, or a folder for the directory format.
     output: String,
+    format: DumpFormat,
     args: Vec<String>,
     /// Table whose data the dump must list, checked with `pg_restore --list`.
     must_hold: Option<(String, String)>,
@@ -104,6 +131,7 @@ impl DumpPlan {
             DumpJob {
                 what: format!("whole database {}", session.database),
                 output: full.clone(),
+                format,
                 args: full_args,
                 must_hold: None,
                 size_bytes: u64::MAX,
@@ -111,6 +139,7 @@ impl DumpPlan {
             DumpJob {
                 what: format!("schema of {}", session.database),
                 output: schema.clone(),
+                format: DumpFormat::Custom,
                 args: [
                     common_args.clone(),
                     vec!["--format=custom".into(), "--schema-only".into()],
@@ -141,6 +170,7 @@ impl DumpPlan {
             jobs.push(DumpJob {
                 what: format!("table {} of {}", table.display_name(), session.database),
                 output: output.clone(),
+                format: DumpFormat::Custom,
                 args: table_args,
                 must_hold: (table.kind == 'r').then(|| (table.schema.clone(), table.name.clone())),
                 size_bytes: table.size_bytes,
@@ -159,18 +189,17 @@ impl DumpPlan {
         }
     }
 
-    /// The manifest entry, once the dumps ran (`timings`: seconds per output) and the rows
-    /// were counted.
+    /// The manifest entry, once the dumps ran and the rows were counted.
     pub fn entry(
         &self,
         session: &SnapshotSession,
         counts: Vec<u64>,
-        timings: &[(String, f64)],
+        dumped: &[Dumped],
     ) -> DatabaseEntry {
-        let full_dump_secs = timings
+        let full_dump_secs = dumped
             .iter()
-            .find(|(output, _)| *output == self.full)
-            .map(|(_, secs)| *secs);
+            .find(|d| d.output == self.full)
+            .map(|d| d.secs);
         let tables = session
             .tables
             .iter()
@@ -213,55 +242,71 @@ pub async fn count_all(session: &SnapshotSession) -> anyhow::Result<Vec<u64>> {
     Ok(counts)
 }
 
+/// A finished dump: its output, how long pg_dump took, and its files, stored and hashed.
+#[derive(Debug)]
+pub struct Dumped {
+    pub output: String,
+    pub secs: f64,
+    pub files: Vec<FileEntry>,
+}
+
 /// Runs the dumps, at most `parallel` at once, each checked with `pg_restore --list`. The
-/// first failure aborts the rest (their pg_dump processes are killed).
+/// first failure aborts the rest (their pg_dump processes are killed, their files dropped
+/// unfinished).
 pub async fn run_jobs(
     bin: &PgBin,
-    set_dir: &Path,
+    set: &SetWriter,
     session: &SnapshotSession,
-    jobs: Vec<DumpJob>,
+    jobs: &[DumpJob],
     parallel: usize,
     bar: &indicatif::ProgressBar,
-) -> anyhow::Result<Vec<(String, f64)>> {
-    let limit = Arc::new(Semaphore::new(parallel.max(1)));
-    let mut running = JoinSet::new();
-    for job in jobs {
-        let limit = Arc::clone(&limit);
-        let bin = bin.clone();
-        let set_dir = set_dir.to_path_buf();
-        let database = session.database.clone();
-        running.spawn(async move {
-            let _slot = limit.acquire_owned().await.context("dump queue closed")?;
-            dump_one(&bin, &set_dir, &database, &job).await
-        });
-    }
-    let mut timings = Vec::new();
-    while let Some(result) = running.join_next().await {
-        let (output, secs) = result.context("a dump task failed")??;
+) -> anyhow::Result<Vec<Dumped>> {
+    let mut running = futures::stream::iter(jobs)
+        .map(|job| dump_one(bin, set, &session.database, job))
+        .buffer_unordered(parallel.max(1));
+    let mut done = Vec::new();
+    while let Some(result) = running.next().await {
+        done.push(result?);
         bar.inc(1);
-        timings.push((output, secs));
     }
-    Ok(timings)
+    Ok(done)
 }
 
 async fn dump_one(
     bin: &PgBin,
-    set_dir: &Path,
+    set: &SetWriter,
     database: &str,
     job: &DumpJob,
-) -> anyhow::Result<(String, f64)> {
-    let started = std::time::Instant::now();
-    let output = set_dir.join(&job.output);
-    if let Some(parent) = output.parent() {
-        common::durable::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
+) -> anyhow::Result<Dumped> {
+    let started = Instant::now();
     let mut cmd = bin.command("pg_dump", database);
-    cmd.args(&job.args).arg("--file").arg(&output);
-    pgbin::run(&mut cmd, &format!("pg_dump of {}", job.what)).await?;
-    let secs = started.elapsed().as_secs_f64();
+    cmd.args(&job.args);
+    let what = format!("pg_dump of {}", job.what);
+    // Timed as pg_dump and the storing of what it wrote, without the check.
+    let (files, secs) = match job.format {
+        DumpFormat::Custom => {
+            let entry = dump_to_set(set, &job.output, &mut cmd, &what).await?;
+            let secs = started.elapsed().as_secs_f64();
+            let key = storage::join(set.prefix(), &job.output);
+            check_list(bin, job, &DumpSource::of(set.store(), &key)).await?;
+            (vec![entry], secs)
+        }
+        DumpFormat::Directory => {
+            let files = dump_directory(bin, set, job, &mut cmd, &what).await?;
+            (files, started.elapsed().as_secs_f64())
+        }
+    };
     tracing::debug!("dumped {} in {secs:.2}s", job.what);
-    let toc = toc::list(bin, &output)
+    Ok(Dumped {
+        output: job.output.clone(),
+        secs,
+        files,
+    })
+}
+
+/// pg_restore can read the dump, and it holds the data it should.
+async fn check_list(bin: &PgBin, job: &DumpJob, dump: &DumpSource) -> anyhow::Result<()> {
+    let toc = toc::list(bin, dump)
         .await
         .with_context(|| format!("the dump of {} is unreadable", job.what))?;
     if let Some((schema, table)) = &job.must_hold {
@@ -269,42 +314,131 @@ async fn dump_one(
             anyhow::bail!("the dump of {} holds no data entry for it", job.what);
         }
     }
-    Ok((job.output.clone(), secs))
+    Ok(())
 }
 
-/// Adds a database's files to the set: the dumps written by pg_dump, hashed in place.
-pub fn record_files(set: &mut SetWriter, entry: &DatabaseEntry) -> anyhow::Result<()> {
-    let mut files = Vec::new();
-    match entry.format {
-        DumpFormat::Custom => files.push(entry.full_dump.clone()),
-        DumpFormat::Directory => {
-            let dir = set.dir().join(&entry.full_dump);
-            let mut names: Vec<String> = std::fs::read_dir(&dir)
-                .with_context(|| format!("cannot list {}", dir.display()))?
+/// A directory-format dump (`pg_dump -Fd -j N`): written into the set's folder in a local
+/// repository; for object storage into a temporary directory, then uploaded file by file.
+async fn dump_directory(
+    bin: &PgBin,
+    set: &SetWriter,
+    job: &DumpJob,
+    cmd: &mut Command,
+    what: &str,
+) -> anyhow::Result<Vec<FileEntry>> {
+    let key = storage::join(set.prefix(), &job.output);
+    if let Some(dir) = set.store().local_path(&key) {
+        if let Some(parent) = dir.parent() {
+            common::durable::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        cmd.arg("--file").arg(&dir);
+        pgbin::run(cmd, what).await?;
+        check_list(bin, job, &DumpSource::Path(dir.clone())).await?;
+        let (store, output) = (set.store().clone(), job.output.clone());
+        let prefix = set.prefix().to_string();
+        return tokio::task::spawn_blocking(move || record_local_folder(&store, &prefix, &output))
+            .await
+            .context("the checksum task failed")?;
+    }
+    let scratch = Scratch::new("dump")?;
+    let dir = scratch.path().join("dump");
+    cmd.arg("--file").arg(&dir);
+    pgbin::run(cmd, what).await?;
+    check_list(bin, job, &DumpSource::Path(dir.clone())).await?;
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .and_then(|entries| {
+            entries
                 .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-                .collect::<Result<_, _>>()
-                .with_context(|| format!("cannot list {}", dir.display()))?;
-            names.sort();
-            files.extend(
-                names
-                    .into_iter()
-                    .map(|n| format!("{}/{n}", entry.full_dump)),
-            );
+                .collect()
+        })
+        .with_context(|| format!("cannot list {}", dir.display()))?;
+    names.sort();
+    let mut files = Vec::with_capacity(names.len());
+    for name in names {
+        let path = format!("{}/{name}", job.output);
+        let shown = set.store().describe(&storage::join(set.prefix(), &path));
+        let mut source = std::fs::File::open(dir.join(&name))
+            .with_context(|| format!("cannot read {}", dir.join(&name).display()))?;
+        let mut file = set
+            .create_file(&path, Compression::None, None, 1)
+            .with_context(|| format!("cannot create {shown}"))?;
+        let file = tokio::task::spawn_blocking(move || {
+            std::io::copy(&mut source, &mut file).map(|_| file)
+        })
+        .await
+        .context("the upload task failed")?
+        .with_context(|| format!("cannot upload {shown}"))?;
+        // As in dump_to_set: finished with no await in between.
+        files.push(
+            file.finish()
+                .with_context(|| format!("cannot store {shown}"))?,
+        );
+    }
+    Ok(files)
+}
+
+/// Hashes the files pg_dump wrote into the folder `output` of a local set (reading them
+/// through the store), makes them private and durable, and returns their entries.
+fn record_local_folder(
+    store: &Store,
+    prefix: &str,
+    output: &str,
+) -> anyhow::Result<Vec<FileEntry>> {
+    use std::os::unix::fs::PermissionsExt;
+    let folder = storage::join(prefix, output);
+    let shown = store.describe(&folder);
+    let mut files = Vec::new();
+    for object in store
+        .list(&folder)
+        .with_context(|| format!("cannot list {shown}"))?
+    {
+        let shown = store.describe(&object.key);
+        if let Some(path) = store.local_path(&object.key) {
+            std::fs::set_permissions(
+                &path,
+                std::fs::Permissions::from_mode(common::durable::FILE_MODE),
+            )
+            .and_then(|()| std::fs::File::open(&path)?.sync_all())
+            .with_context(|| format!("cannot make {shown} private and durable"))?;
+        }
+        let sum = store
+            .open_read(&object.key)
+            .and_then(|r| HashingReader::new(r).finish())
+            .with_context(|| format!("cannot read {shown}"))?;
+        let path = object
+            .key
+            .strip_prefix(&format!("{prefix}/"))
+            .unwrap_or(&object.key)
+            .to_string();
+        files.push(FileEntry {
+            path,
+            size: sum.size,
+            sha256: sum.sha256,
+            compression: Compression::None,
+            raw_size: None,
+        });
+    }
+    if let Some(dir) = store.local_path(&folder) {
+        for dir in [Some(dir.as_path()), dir.parent()].into_iter().flatten() {
+            common::durable::fsync_dir(dir)
+                .with_context(|| format!("cannot sync {}", dir.display()))?;
         }
     }
-    files.push(entry.schema_dump.clone());
-    files.extend(entry.tables.iter().filter_map(|t| t.file.clone()));
-    for file in files {
-        set.add_existing(&file, Compression::None)
-            .with_context(|| format!("cannot record {file}"))?;
-    }
-    for dir in [
-        set.dir().join(&entry.dir).join("tables"),
-        set.dir().join(&entry.dir),
-    ] {
-        if dir.is_dir() {
-            common::durable::fsync_dir(&dir)?;
+    Ok(files)
+}
+
+/// Adds a database's files to the set, in the order of its entry: the whole-database dump,
+/// the schema, the tables.
+pub fn record_files(set: &mut SetWriter, entry: &DatabaseEntry, dumped: Vec<Dumped>) {
+    let mut by_output: HashMap<String, Vec<FileEntry>> =
+        dumped.into_iter().map(|d| (d.output, d.files)).collect();
+    let outputs = [entry.full_dump.clone(), entry.schema_dump.clone()]
+        .into_iter()
+        .chain(entry.tables.iter().filter_map(|t| t.file.clone()));
+    for output in outputs {
+        for file in by_output.remove(&output).unwrap_or_default() {
+            set.add(file);
         }
     }
-    Ok(())
 }

@@ -7,8 +7,6 @@
 //! the ALTER that follows. Such "already exists" errors are counted, not failures; any other
 //! error makes the run exit 1 and is listed.
 
-use std::path::PathBuf;
-
 use common::cli::{GlobalArgs, PgArgs, RepoArgs};
 use common::Status;
 use serde::Serialize;
@@ -37,7 +35,8 @@ pub struct RestoreGlobalsArgs {
 #[derive(Debug, Serialize)]
 struct Summary {
     id: String,
-    file: PathBuf,
+    /// The script: a path, or an s3:// URL.
+    file: String,
     /// Statements that failed because the object already existed.
     already_existing: usize,
     /// Other errors, as psql reported them.
@@ -56,19 +55,16 @@ pub fn run(args: RestoreGlobalsArgs, global: &GlobalArgs) -> anyhow::Result<Stat
 
 async fn restore_globals(args: RestoreGlobalsArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let bin = PgBin::resolve(&args.bin, &args.pg)?;
-    let ChosenSet {
-        dir: set_dir,
-        manifest,
-        details,
-    } = ChosenSet::find(&args.repo.backup_dir, args.backup_id.as_deref())?;
+    let chosen = ChosenSet::find(&args.repo.backup_dir, args.backup_id.as_deref())?;
+    let (manifest, details) = (&chosen.manifest, &chosen.details);
     let Some(file) = details.globals.clone() else {
         anyhow::bail!(
             "set {} holds no globals (it was taken with --no-globals); pick another with --backup-id",
             manifest.id
         );
     };
-    crate::restore::check_files(&manifest, &set_dir, std::slice::from_ref(&file))?;
-    let path = set_dir.join(&file);
+    chosen.check(std::slice::from_ref(&file)).await?;
+    let script = chosen.source(&file);
     // Reachable before anything is asked or run.
     drop(common::postgres::connect(&args.pg, crate::TOOL).await?);
 
@@ -85,19 +81,14 @@ async fn restore_globals(args: RestoreGlobalsArgs, global: &GlobalArgs) -> anyho
     tracing::info!("{question}");
 
     let mut cmd = bin.command("psql", "postgres");
-    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=0", "-f"])
-        .arg(&path);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let output = cmd
-        .output()
-        .await
-        .map_err(|e| pgbin::spawn_error(e, "psql"))?;
+    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=0"]);
+    script.psql_input(&mut cmd);
+    let output = script.output(&mut cmd).await?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         anyhow::bail!(
             "psql could not run {} ({}): {}",
-            path.display(),
+            script.shown(),
             output.status,
             pgbin::last_lines(&stderr, 3)
         );
@@ -105,7 +96,7 @@ async fn restore_globals(args: RestoreGlobalsArgs, global: &GlobalArgs) -> anyho
     let (already_existing, errors) = classify(&stderr);
     let summary = Summary {
         id: manifest.id.clone(),
-        file: path,
+        file: script.shown(),
         already_existing,
         errors,
         without_passwords: details.globals_without_passwords,

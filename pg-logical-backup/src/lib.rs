@@ -6,6 +6,12 @@
 //! `--jobs`), one dump per table, a schema-only dump, and once per set the globals (roles,
 //! tablespaces). The manifest records the snapshot and the exact row count of every table
 //! in that snapshot, so restores and `verify` can prove they got everything back.
+//!
+//! The repository is a local directory or `s3://BUCKET[/PREFIX]`, both through
+//! [`common::storage`]. Dumps stream from pg_dump's stdout into the set's files, and back
+//! into pg_restore's stdin on restore (in a local repository pg_restore reads the files by
+//! path); only directory-format dumps and parallel restores go through a temporary directory
+//! when the repository is on S3 ([`source`], [`dump`]).
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +32,7 @@ pub mod pgbin;
 pub mod restore;
 pub mod safety;
 pub mod snapshot;
+pub mod source;
 pub mod toc;
 pub mod verify;
 

@@ -2,31 +2,26 @@
 //! their own dumps replayed as SQL through one psql transaction.
 
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::details::{DatabaseEntry, TableEntry};
+use crate::details::TableEntry;
 use crate::patterns;
 use crate::pgbin::{self, PgBin};
 use crate::restore::RestoreArgs;
+use crate::source::DumpSource;
 
-/// Whole database with pg_restore: one transaction, or `--jobs` workers.
+/// Whole database with pg_restore: one transaction, or `--jobs` workers (which need
+/// `dump` to be a real file).
 pub async fn restore_database(
     bin: &PgBin,
-    set_dir: &Path,
-    db: &DatabaseEntry,
+    dump: &DumpSource,
     target: &str,
     args: &RestoreArgs,
     exists: bool,
 ) -> anyhow::Result<()> {
-    let dump = set_dir.join(if args.schema_only {
-        &db.schema_dump
-    } else {
-        &db.full_dump
-    });
     let mut cmd = bin.command("pg_restore", target);
     cmd.arg(format!("--dbname={target}")).arg("--exit-on-error");
     match args.jobs.map(NonZeroUsize::get) {
@@ -39,8 +34,9 @@ pub async fn restore_database(
     if args.no_owner {
         cmd.arg("--no-owner");
     }
-    cmd.arg(&dump);
-    pgbin::run(&mut cmd, &format!("pg_restore into '{target}'")).await?;
+    dump.pg_restore_input(&mut cmd);
+    dump.run(&mut cmd, &format!("pg_restore into '{target}'"))
+        .await?;
     Ok(())
 }
 
@@ -48,7 +44,10 @@ pub async fn restore_database(
 #[derive(Debug, Clone)]
 pub enum Part {
     Sql(String),
-    Dump { path: PathBuf, args: Vec<String> },
+    Dump {
+        source: DumpSource,
+        args: Vec<String>,
+    },
 }
 
 /// Selected tables from their own dumps, all in one psql transaction: first every table's
@@ -56,7 +55,7 @@ pub enum Part {
 /// restored tables find their targets whatever the order. Any error rolls everything back.
 pub async fn restore_tables(
     bin: &PgBin,
-    dumps: &[PathBuf],
+    dumps: &[DumpSource],
     schemas: &[&str],
     target: &str,
     args: &RestoreArgs,
@@ -90,7 +89,7 @@ pub async fn restore_tables(
         }
         dump_args.extend(owner.iter().cloned());
         parts.push(Part::Dump {
-            path: dump.clone(),
+            source: dump.clone(),
             args: dump_args,
         });
     }
@@ -98,7 +97,7 @@ pub async fn restore_tables(
         let mut dump_args = vec!["--section=post-data".to_string()];
         dump_args.extend(owner.iter().cloned());
         parts.push(Part::Dump {
-            path: dump.clone(),
+            source: dump.clone(),
             args: dump_args,
         });
     }
@@ -111,7 +110,7 @@ pub async fn restore_tables(
 /// data, then `fk_checks` must find no broken reference, else everything rolls back.
 pub async fn replace_rows(
     bin: &PgBin,
-    tables: &[(String, String, PathBuf)],
+    tables: &[(String, String, DumpSource)],
     fk_checks: &[String],
     target: &str,
 ) -> anyhow::Result<()> {
@@ -126,7 +125,7 @@ pub async fn replace_rows(
     }
     for (_, _, dump) in tables {
         parts.push(Part::Dump {
-            path: dump.clone(),
+            source: dump.clone(),
             args: vec!["--data-only".into()],
         });
     }
@@ -170,16 +169,12 @@ async fn run_script(bin: &PgBin, target: &str, parts: Vec<Part>) -> anyhow::Resu
                     break;
                 }
             }
-            Part::Dump { path, args } => {
+            Part::Dump { source, args } => {
                 let mut cmd = bin.command("pg_restore", "postgres");
-                cmd.arg("--file=-")
-                    .args(&args)
-                    .arg(&path)
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped());
-                let mut reader = cmd
-                    .spawn()
-                    .map_err(|e| pgbin::spawn_error(e, "pg_restore"))?;
+                cmd.arg("--file=-").args(&args);
+                source.pg_restore_input(&mut cmd);
+                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+                let (mut reader, feeder) = source.spawn(&mut cmd)?;
                 let mut out = reader.stdout.take().context("pg_restore stdout")?;
                 let copied = tokio::io::copy(&mut out, &mut stdin).await;
                 drop(out);
@@ -187,12 +182,15 @@ async fn run_script(bin: &PgBin, target: &str, parts: Vec<Part>) -> anyhow::Resu
                     .wait_with_output()
                     .await
                     .context("cannot wait for pg_restore")?;
+                let fed = feeder.finish().await;
                 if let Err(e) = copied {
                     feed_error = Some(anyhow::Error::new(e).context("psql stopped reading"));
                     break;
                 }
-                if let Err(e) = pgbin::check(&output, &format!("pg_restore of {}", path.display()))
-                {
+                let read = fed.and_then(|()| {
+                    pgbin::check(&output, &format!("pg_restore of {}", source.shown()))
+                });
+                if let Err(e) = read {
                     feed_error = Some(e);
                     // Killed before its input ends, psql never commits.
                     let _ = child.start_kill();

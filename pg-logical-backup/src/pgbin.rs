@@ -65,8 +65,15 @@ impl PgBin {
 
     /// A command for `program` connecting to database `dbname` through the environment.
     /// Children die with us (`kill_on_drop`), so an aborted run leaves no pg_dump behind.
+    /// They do not get the object-storage credentials (`AWS_*`): only this process talks to
+    /// the repository.
     pub fn command(&self, program: &str, dbname: &str) -> Command {
         let mut cmd = Command::new(self.program(program));
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("AWS_") {
+                cmd.env_remove(name);
+            }
+        }
         cmd.envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("PGDATABASE", dbname)
             .env("PGAPPNAME", crate::TOOL)
@@ -84,6 +91,51 @@ pub async fn run(cmd: &mut Command, what: &str) -> anyhow::Result<Output> {
     let output = cmd.output().await.map_err(|e| spawn_error(e, &program))?;
     check(&output, what)?;
     Ok(output)
+}
+
+/// Runs a command whose stdout is the data (pg_dump, pg_dumpall without `--file`) and
+/// streams it into `sink` on a blocking thread, where writes may wait on disk or network.
+/// Returns the sink holding everything the program wrote, for the caller to finish; after
+/// a failure it is dropped unfinished. When the sink fails, the copy stops and closes the
+/// pipe, which ends the program, and the sink's error is the one reported.
+pub async fn run_into<W>(cmd: &mut Command, sink: W, what: &str) -> anyhow::Result<W>
+where
+    W: std::io::Write + Send + 'static,
+{
+    use anyhow::Context;
+    use tokio::io::AsyncReadExt;
+
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let program = program_name(cmd.as_std().get_program());
+    let mut child = cmd.spawn().map_err(|e| spawn_error(e, &program))?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let mut stdout = std::fs::File::from(
+        stdout
+            .into_owned_fd()
+            .with_context(|| format!("cannot read the output of {program}"))?,
+    );
+    let mut stderr = child.stderr.take().context("no stderr pipe")?;
+    let copying = tokio::task::spawn_blocking(move || {
+        let mut sink = sink;
+        let copied = std::io::copy(&mut stdout, &mut sink);
+        // Closed before the sink goes back: a program still writing sees the pipe end.
+        drop(stdout);
+        (sink, copied)
+    });
+    let mut errors = Vec::new();
+    let (status, _) = tokio::join!(child.wait(), stderr.read_to_end(&mut errors));
+    let status = status.with_context(|| format!("cannot wait for {program}"))?;
+    let (sink, copied) = copying.await.context("the copying task failed")?;
+    copied.with_context(|| format!("cannot store the output of {what}"))?;
+    check(
+        &Output {
+            status,
+            stdout: Vec::new(),
+            stderr: errors,
+        },
+        what,
+    )?;
+    Ok(sink)
 }
 
 /// Turns a spawn failure into an error with a hint.

@@ -3,22 +3,23 @@
 //! an existing or new database; then ANALYZE and a row-count comparison with the manifest.
 
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
 
 use common::cli::{GlobalArgs, PgArgs, RepoArgs};
 use common::output::OutputFormat;
+use common::storage::Location;
 use common::Status;
 
 use crate::catalog;
-use crate::details::{ChosenSet, DatabaseEntry, TableEntry};
+use crate::details::{ChosenSet, DatabaseEntry, DumpFormat, TableEntry};
 use crate::integrity;
 use crate::load;
 use crate::patterns;
 use crate::pgbin::{self, PgBin, PgBinArgs};
 use crate::safety;
+use crate::source::DumpSource;
 
 /// Settings of a restore.
 #[derive(Debug, Clone, clap::Args)]
@@ -61,7 +62,10 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub terminate_connections: bool,
     /// Parallel pg_restore workers for a whole-database restore. With more than one the
-    /// restore is no longer a single transaction.
+    /// restore is no longer a single transaction, and with an s3:// repository the dump is
+    /// first downloaded into a temporary directory under TMPDIR (parallel workers need a
+    /// seekable file; so does a directory-format dump, taken with `backup --jobs`, whatever
+    /// this setting).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<NonZeroUsize>,
     /// Do not restore object ownership (for a server without the original roles).
@@ -70,9 +74,11 @@ pub struct RestoreArgs {
     /// Skip the safety dump before replacing existing objects.
     #[arg(long)]
     pub no_safety_dump: bool,
-    /// Where safety dumps go [default: BACKUP_DIR/logical-safety].
-    #[arg(long, value_name = "DIR")]
-    pub safety_dir: Option<PathBuf>,
+    /// Where safety dumps go: a directory or s3://BUCKET[/PREFIX] [default:
+    /// BACKUP_DIR/logical-safety, in the repository itself, local or on S3]. They are
+    /// streamed there as pg_dump writes them.
+    #[arg(long, value_name = "DIR|URL")]
+    pub safety_dir: Option<Location>,
     /// Skip ANALYZE after the restore.
     #[arg(long)]
     pub no_analyze: bool,
@@ -104,7 +110,8 @@ struct Summary {
     tables: usize,
     rows: u64,
     mismatched: Vec<String>,
-    safety_dump: Option<PathBuf>,
+    /// Where the safety dump went: a path, or an s3:// URL.
+    safety_dump: Option<String>,
     duration_secs: f64,
 }
 
@@ -122,16 +129,19 @@ pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
 async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let started = Instant::now();
     let bin = PgBin::resolve(&args.bin, &args.pg)?;
-    let ChosenSet {
-        dir: set_dir,
-        manifest,
-        details,
-    } = ChosenSet::find(&args.repo.backup_dir, args.backup_id.as_deref())?;
+    let chosen = ChosenSet::find(&args.repo.backup_dir, args.backup_id.as_deref())?;
+    let (manifest, details) = (&chosen.manifest, &chosen.details);
     let db = details.database(args.source_db.as_deref(), &manifest.id)?;
     let target = pgbin::plain_dbname(&args.target_db)?.to_string();
     let tables = select(db, &args.table)?;
     let files = files_needed(db, &tables, &args);
-    check_files(&manifest, &set_dir, &files)?;
+    // Checked before anything is touched; a copy made for pg_restore is checked as it is made.
+    let whole_dump = if args.table.is_empty() && needs_real_file(db, &args) {
+        Some(chosen.checked_copy(&files[0]).await?)
+    } else {
+        chosen.check(&files).await?;
+        None
+    };
 
     let admin = common::postgres::connect(&args.pg, crate::TOOL).await?;
     let exists = catalog::database_exists(&admin, &target).await?;
@@ -206,19 +216,19 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
 
     let mut safety_dump = None;
     if replaces && !args.no_safety_dump {
-        let dir = args
-            .safety_dir
-            .clone()
-            .unwrap_or_else(|| args.repo.backup_dir.join(safety::DEFAULT_SAFETY_SUBDIR));
+        let (store, folder) = match &args.safety_dir {
+            Some(location) => (safety::open_dir(location)?, ""),
+            None => (chosen.repo.store().clone(), safety::DEFAULT_SAFETY_SUBDIR),
+        };
         // A whole-database restore may replace any object, so keep all of it.
         let scope = if args.table.is_empty() {
             &[][..]
         } else {
             &conflicts[..]
         };
-        let path = safety::safety_dump(&bin, &dir, &target, scope).await?;
-        tracing::info!("safety dump of what gets replaced: {}", path.display());
-        safety_dump = Some(path);
+        let shown = safety::safety_dump(&bin, &store, folder, &target, scope).await?;
+        tracing::info!("safety dump of what gets replaced: {shown}");
+        safety_dump = Some(shown);
     }
     if exists && args.terminate_connections {
         let ended = catalog::terminate_sessions(&admin, &target).await?;
@@ -230,11 +240,12 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
     }
 
     let result = if args.table.is_empty() {
-        load::restore_database(&bin, &set_dir, db, &target, &args, exists).await
+        let dump = whole_dump.unwrap_or_else(|| chosen.source(&files[0]));
+        load::restore_database(&bin, &dump, &target, &args, exists).await
     } else if args.data_only {
-        replace_rows(&bin, &set_dir, &tables, &target_pg, &target).await
+        replace_rows(&bin, &chosen, &tables, &target_pg, &target).await
     } else {
-        let dumps: Vec<PathBuf> = files.iter().map(|f| set_dir.join(f)).collect();
+        let dumps: Vec<DumpSource> = files.iter().map(|f| chosen.source(f)).collect();
         let mut schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
         schemas.sort_unstable();
         schemas.dedup();
@@ -281,7 +292,7 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
             summary
                 .safety_dump
                 .as_ref()
-                .map(|p| format!(" (safety dump: {})", p.display()))
+                .map(|p| format!(" (safety dump: {p})"))
                 .unwrap_or_default()
         )
     })?;
@@ -292,7 +303,7 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
 /// involves them before the transaction commits.
 async fn replace_rows(
     bin: &PgBin,
-    set_dir: &Path,
+    chosen: &ChosenSet,
     tables: &[&TableEntry],
     target_pg: &PgArgs,
     target: &str,
@@ -309,12 +320,12 @@ async fn replace_rows(
         .map(|k| k.check_statement())
         .collect();
     drop(client);
-    let work: Vec<(String, String, PathBuf)> = tables
+    let work: Vec<(String, String, DumpSource)> = tables
         .iter()
         .filter_map(|t| {
             t.file
                 .as_ref()
-                .map(|f| (t.schema.clone(), t.name.clone(), set_dir.join(f)))
+                .map(|f| (t.schema.clone(), t.name.clone(), chosen.source(f)))
         })
         .collect();
     load::replace_rows(bin, &work, &checks, target).await
@@ -432,35 +443,13 @@ fn files_needed(db: &DatabaseEntry, tables: &[&TableEntry], args: &RestoreArgs) 
     }
 }
 
-/// Refuses to restore from damaged files: checksums of everything the restore reads.
-pub(crate) fn check_files(
-    manifest: &common::Manifest,
-    dir: &Path,
-    files: &[String],
-) -> anyhow::Result<()> {
-    let mut subset = manifest.clone();
-    subset.files.retain(|f| {
-        files
-            .iter()
-            .any(|want| f.path == *want || f.path.starts_with(&format!("{want}/")))
-    });
-    if subset.files.is_empty() {
-        anyhow::bail!(
-            "set {} lists none of the files to restore ({})",
-            manifest.id,
-            files.join(", ")
-        );
-    }
-    let problems = subset.verify_files(dir);
-    if !problems.is_empty() {
-        anyhow::bail!(
-            "set {} is damaged, nothing restored: {} (run `pg-logical-backup verify --backup-id {}`)",
-            manifest.id,
-            problems.join("; "),
-            manifest.id
-        );
-    }
-    Ok(())
+/// Whether pg_restore must open the whole-database dump as a file (a directory-format dump,
+/// or parallel workers) rather than read it streamed. On object storage that means a
+/// download first.
+fn needs_real_file(db: &DatabaseEntry, args: &RestoreArgs) -> bool {
+    let parallel = args.jobs.is_some_and(|j| j.get() > 1);
+    let directory = db.format == DumpFormat::Directory && !args.schema_only;
+    parallel || directory
 }
 
 fn names(tables: &[(String, String)]) -> String {

@@ -1,50 +1,61 @@
 //! Guards before a restore overwrites anything: confirmation on a terminal, and a safety dump
 //! of what is about to be replaced (seed 002), so a wrong restore can itself be undone.
-
-use std::path::{Path, PathBuf};
+//!
+//! The safety dump streams from pg_dump's stdout into the store, by default into the
+//! repository itself (`logical-safety/`, a folder beside the kinds, on disk or on S3), or into
+//! `--safety-dir` (a directory or an S3 URL). It appears whole under its name or not at all.
 
 use anyhow::Context;
+use common::storage::{self, Location, Store};
 
 use crate::patterns;
 use crate::pgbin::{self, PgBin};
 
-/// Folder of safety dumps under the backup directory when `--safety-dir` is not given.
+/// Folder of safety dumps in the repository when `--safety-dir` is not given.
 pub const DEFAULT_SAFETY_SUBDIR: &str = "logical-safety";
 
-/// Dumps `tables` of `database` (all of it when `tables` is empty) into a custom-format file
-/// under `dir` before they are replaced; returns its path. The file is private (0600).
+/// The store of a `--safety-dir`: a local directory (created if missing) or an S3 prefix
+/// (its bucket must exist and accept the credentials).
+pub fn open_dir(location: &Location) -> anyhow::Result<Store> {
+    let store = Store::open(location)?;
+    store.create_root().with_context(|| {
+        format!("cannot create the safety-dump folder {location} (set --safety-dir)")
+    })?;
+    store.probe()?;
+    Ok(store)
+}
+
+/// Dumps `tables` of `database` (all of it when `tables` is empty) in custom format into
+/// `folder` of `store` before they are replaced; returns where it went (a path or URL). A
+/// local file is private (0600).
 pub async fn safety_dump(
     bin: &PgBin,
-    dir: &Path,
+    store: &Store,
+    folder: &str,
     database: &str,
     tables: &[(String, String)],
-) -> anyhow::Result<PathBuf> {
-    common::durable::create_dir_all(dir).with_context(|| {
-        format!(
-            "cannot create the safety-dump folder {} (set --safety-dir)",
-            dir.display()
-        )
-    })?;
+) -> anyhow::Result<String> {
     let stamp = common::timefmt::id_string(common::timefmt::now());
     let mut taken = Default::default();
     let name = crate::details::file_name(database, &mut taken);
-    let path = dir.join(format!("{name}-{stamp}-{}.dump", std::process::id()));
-    let tmp = path.with_extension("dump.partial");
+    let key = storage::join(
+        folder,
+        &format!("{name}-{stamp}-{}.dump", std::process::id()),
+    );
+    let shown = store.describe(&key);
+    let object = store.create(&key).with_context(|| {
+        format!("cannot create the safety dump {shown} (set --safety-dir); nothing was restored")
+    })?;
     let mut cmd = bin.command("pg_dump", database);
-    cmd.args(["--format=custom", "--strict-names", "--file"])
-        .arg(&tmp);
+    cmd.args(["--format=custom", "--strict-names"]);
     for (schema, table) in tables {
         cmd.arg(format!("--table={}", patterns::qualified(schema, table)));
     }
-    let result = pgbin::run(&mut cmd, &format!("safety dump of '{database}'")).await;
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.context("nothing was restored"));
-    }
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(&tmp, &path)
-        .with_context(|| format!("cannot move the safety dump to {}", path.display()))?;
-    common::durable::fsync_dir(dir)?;
-    Ok(path)
+    let object = pgbin::run_into(&mut cmd, object, &format!("safety dump of '{database}'"))
+        .await
+        .map_err(|e| e.context("nothing was restored"))?;
+    object
+        .commit()
+        .with_context(|| format!("cannot store the safety dump {shown}; nothing was restored"))?;
+    Ok(shown)
 }

@@ -2,13 +2,13 @@
 //! number of data rows they hold for each table (counted in `pg_restore --data-only` output).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::pgbin::{self, PgBin};
+use crate::source::DumpSource;
 
 /// The table of contents of a dump.
 #[derive(Debug, Clone, Default)]
@@ -29,12 +29,16 @@ impl Toc {
     }
 }
 
-/// Runs `pg_restore --list` on a dump file or directory; fails when pg_restore cannot read it.
-/// (An empty database gives an empty list: its header entries are not listed.)
-pub async fn list(bin: &PgBin, dump: &Path) -> anyhow::Result<Toc> {
+/// Runs `pg_restore --list` on a dump file or directory, or on a streamed dump (of which it
+/// reads only the head); fails when pg_restore cannot read it. (An empty database gives an
+/// empty list: its header entries are not listed.)
+pub async fn list(bin: &PgBin, dump: &DumpSource) -> anyhow::Result<Toc> {
     let mut cmd = bin.command("pg_restore", "postgres");
-    cmd.arg("--list").arg(dump);
-    let output = pgbin::run(&mut cmd, &format!("pg_restore --list {}", dump.display())).await?;
+    cmd.arg("--list");
+    dump.pg_restore_input(&mut cmd);
+    let output = dump
+        .run(&mut cmd, &format!("pg_restore --list {}", dump.shown()))
+        .await?;
     let text = String::from_utf8_lossy(&output.stdout);
     let lines: Vec<String> = text
         .lines()
@@ -48,15 +52,15 @@ pub async fn list(bin: &PgBin, dump: &Path) -> anyhow::Result<Toc> {
 /// SQL: one line per row between `COPY ... FROM stdin;` and `\.` (COPY text format escapes
 /// newlines inside values, so lines are rows). Keys are the COPY targets as pg_restore
 /// prints them (`public.orders`, quoted where needed).
-pub async fn count_data_rows(bin: &PgBin, dump: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
+pub async fn count_data_rows(
+    bin: &PgBin,
+    dump: &DumpSource,
+) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut cmd = bin.command("pg_restore", "postgres");
-    cmd.args(["--data-only", "--file", "-"])
-        .arg(dump)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| pgbin::spawn_error(e, "pg_restore"))?;
+    cmd.args(["--data-only", "--file", "-"]);
+    dump.pg_restore_input(&mut cmd);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (mut child, feeder) = dump.spawn(&mut cmd)?;
     let stdout = child.stdout.take().context("pg_restore stdout")?;
     let mut lines = BufReader::new(stdout).split(b'\n');
     let mut counts = BTreeMap::new();
@@ -86,12 +90,10 @@ pub async fn count_data_rows(bin: &PgBin, dump: &Path) -> anyhow::Result<BTreeMa
         .wait_with_output()
         .await
         .context("cannot wait for pg_restore")?;
-    pgbin::check(
-        &output,
-        &format!("pg_restore --data-only {}", dump.display()),
-    )?;
+    feeder.finish().await?;
+    pgbin::check(&output, &format!("pg_restore --data-only {}", dump.shown()))?;
     if current.is_some() {
-        anyhow::bail!("{}: data of a table ends early", dump.display());
+        anyhow::bail!("{}: data of a table ends early", dump.shown());
     }
     Ok(counts)
 }

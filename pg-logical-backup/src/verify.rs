@@ -4,7 +4,6 @@
 //! manifest; `deep` also checks foreign keys, indexes (amcheck where available) and
 //! constraints there (seed 001's checks). The temporary database is always dropped.
 
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -17,7 +16,8 @@ use common::{Manifest, Status};
 use crate::catalog;
 use crate::details::{ChosenSet, DatabaseEntry, DumpFormat};
 use crate::integrity;
-use crate::pgbin::{self, PgBin, PgBinArgs};
+use crate::pgbin::{PgBin, PgBinArgs};
+use crate::source::DumpSource;
 use crate::toc;
 
 /// How thorough a verification is.
@@ -44,7 +44,9 @@ pub struct VerifyArgs {
     /// Set to verify [default: the newest complete set].
     #[arg(long, value_name = "ID")]
     pub backup_id: Option<String>,
-    /// How thorough: quick, standard or deep.
+    /// How thorough: quick, standard or deep. (A directory-format dump, taken with
+    /// `backup --jobs`, in an s3:// repository is downloaded into a temporary directory under
+    /// TMPDIR to be read.)
     #[arg(long, value_enum, default_value_t = Level::Standard)]
     pub level: Level,
 }
@@ -93,28 +95,38 @@ struct Summary {
 pub fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let started = Instant::now();
     let bin = PgBin::resolve(&args.bin, &args.pg)?;
-    let ChosenSet {
-        dir: set_dir,
-        manifest,
-        details,
-    } = ChosenSet::find(&args.repo.backup_dir, args.backup_id.as_deref())?;
+    let chosen = ChosenSet::find(&args.repo.backup_dir, args.backup_id.as_deref())?;
+    let manifest = &chosen.manifest;
     let runtime = common::postgres::runtime()?;
     let mut checks = Vec::new();
     runtime.block_on(async {
-        let problems = manifest.verify_files(&set_dir);
+        let problems = chosen.repo.verify_files(&chosen.set.prefix, manifest);
         let detail = format!("{} files", manifest.files.len());
         emit(
             global,
             Check::new("checksums", None, detail, problems),
             &mut checks,
         )?;
-        for db in &details.databases {
-            for check in quick(&bin, &set_dir, db).await {
+        for db in &chosen.details.databases {
+            let full = match full_dump(&chosen, db).await {
+                Ok(full) => full,
+                Err(e) => {
+                    let problem = format!("{e:#}");
+                    let detail = format!("{} could not be read", db.full_dump);
+                    emit(
+                        global,
+                        Check::new("dump_lists", Some(&db.name), detail, vec![problem]),
+                        &mut checks,
+                    )?;
+                    continue;
+                }
+            };
+            for check in quick(&bin, &chosen, &full, db).await {
                 emit(global, check, &mut checks)?;
             }
             if args.level >= Level::Standard {
-                emit(global, table_dumps(&bin, &set_dir, db).await, &mut checks)?;
-                for check in test_restore(&bin, &args, &set_dir, db).await? {
+                emit(global, table_dumps(&bin, &chosen, db).await, &mut checks)?;
+                for check in test_restore(&bin, &args, &full, db).await? {
                     emit(global, check, &mut checks)?;
                 }
             }
@@ -137,7 +149,7 @@ pub fn run(args: VerifyArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
         failed,
         duration_secs: started.elapsed().as_secs_f64(),
     };
-    print_summary(global, &summary, &manifest)?;
+    print_summary(global, &summary, manifest)?;
     Ok(Status::from_passed(summary.passed))
 }
 
@@ -196,11 +208,27 @@ fn emit(global: &GlobalArgs, check: Check, all: &mut Vec<Check>) -> anyhow::Resu
     Ok(())
 }
 
+/// The whole-database dump as pg_restore reads it. A directory-format dump on object storage
+/// is downloaded first (and checked against the manifest on the way).
+async fn full_dump(chosen: &ChosenSet, db: &DatabaseEntry) -> anyhow::Result<DumpSource> {
+    match db.format {
+        DumpFormat::Directory if chosen.repo.store().local_path("").is_none() => {
+            chosen.checked_copy(&db.full_dump).await
+        }
+        _ => Ok(chosen.source(&db.full_dump)),
+    }
+}
+
 /// `dump_lists`: pg_restore can read every dump, and each holds the data it should.
-async fn quick(bin: &PgBin, set_dir: &Path, db: &DatabaseEntry) -> Vec<Check> {
+async fn quick(
+    bin: &PgBin,
+    chosen: &ChosenSet,
+    full: &DumpSource,
+    db: &DatabaseEntry,
+) -> Vec<Check> {
     let mut problems = Vec::new();
     let mut listed = 0;
-    match toc::list(bin, &set_dir.join(&db.full_dump)).await {
+    match toc::list(bin, full).await {
         Ok(list) => {
             listed += 1;
             for t in db.tables.iter().filter(|t| t.rows > 0) {
@@ -215,13 +243,13 @@ async fn quick(bin: &PgBin, set_dir: &Path, db: &DatabaseEntry) -> Vec<Check> {
         }
         Err(e) => problems.push(format!("{e:#}")),
     }
-    match toc::list(bin, &set_dir.join(&db.schema_dump)).await {
+    match toc::list(bin, &chosen.source(&db.schema_dump)).await {
         Ok(_) => listed += 1,
         Err(e) => problems.push(format!("{e:#}")),
     }
     for t in &db.tables {
         let Some(file) = &t.file else { continue };
-        match toc::list(bin, &set_dir.join(file)).await {
+        match toc::list(bin, &chosen.source(file)).await {
             Ok(list) => {
                 listed += 1;
                 if t.rows > 0 && !list.has_table_data(&t.schema, &t.name) {
@@ -240,12 +268,12 @@ async fn quick(bin: &PgBin, set_dir: &Path, db: &DatabaseEntry) -> Vec<Check> {
 }
 
 /// `table_dumps`: the rows in each table's own dump equal the manifest's count.
-async fn table_dumps(bin: &PgBin, set_dir: &Path, db: &DatabaseEntry) -> Check {
+async fn table_dumps(bin: &PgBin, chosen: &ChosenSet, db: &DatabaseEntry) -> Check {
     let mut problems = Vec::new();
     let mut checked = 0;
     for t in &db.tables {
         let Some(file) = &t.file else { continue };
-        match toc::count_data_rows(bin, &set_dir.join(file)).await {
+        match toc::count_data_rows(bin, &chosen.source(file)).await {
             Ok(counts) => {
                 checked += 1;
                 let found = counts
@@ -276,7 +304,7 @@ async fn table_dumps(bin: &PgBin, set_dir: &Path, db: &DatabaseEntry) -> Check {
 async fn test_restore(
     bin: &PgBin,
     args: &VerifyArgs,
-    set_dir: &Path,
+    full: &DumpSource,
     db: &DatabaseEntry,
 ) -> anyhow::Result<Vec<Check>> {
     let admin = common::postgres::connect(&args.pg, crate::TOOL)
@@ -287,7 +315,7 @@ async fn test_restore(
     // Interrupted or not, the temporary database goes away (pg_restore is killed with the
     // dropped future, and DROP ... WITH (FORCE) ends its session).
     let result = common::interrupt::or_interrupted(
-        restore_and_compare(bin, args, set_dir, db, &temp),
+        restore_and_compare(bin, args, full, db, &temp),
         &format!("the temporary database {temp} was dropped"),
     )
     .await;
@@ -306,7 +334,7 @@ fn unique() -> u32 {
 async fn restore_and_compare(
     bin: &PgBin,
     args: &VerifyArgs,
-    set_dir: &Path,
+    full: &DumpSource,
     db: &DatabaseEntry,
     temp: &str,
 ) -> anyhow::Result<Vec<Check>> {
@@ -317,8 +345,8 @@ async fn restore_and_compare(
         DumpFormat::Directory => cmd.arg("--jobs=2"),
         DumpFormat::Custom => cmd.arg("--single-transaction"),
     };
-    cmd.arg(set_dir.join(&db.full_dump));
-    let restored = pgbin::run(&mut cmd, "test restore").await;
+    full.pg_restore_input(&mut cmd);
+    let restored = full.run(&mut cmd, "test restore").await;
     let name = Some(db.name.as_str());
     if let Err(e) = restored {
         return Ok(vec![Check::new(

@@ -5,5 +5,6 @@ mod backup;
 mod bad_input;
 mod globals;
 mod restore;
+mod s3;
 mod support;
 mod verify;

@@ -1,4 +1,5 @@
-//! Shared fixtures: a cluster with a test database, a backup directory, and running the tool.
+//! Shared fixtures: a cluster with a test database, a repository (a local directory, or a
+//! prefix of the S3 test service), and running the tool.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,12 +8,16 @@ use serde_json::Value;
 use tempfile::TempDir;
 use test_support::os_user::db_tempdir;
 use test_support::pg::{PgCluster, PgOptions};
+use test_support::s3::S3Env;
 
 /// A cluster, a database on it, and an empty backup repository.
 pub struct Env {
     pub pg: PgCluster,
     pub db: String,
+    /// The repository, unless it is on S3.
     pub backup_dir: TempDir,
+    /// The S3 test service and the repository's URL on it, when the repository is there.
+    pub s3: Option<(S3Env, String)>,
 }
 
 impl Env {
@@ -21,7 +26,22 @@ impl Env {
         let backup_dir = db_tempdir("pglb-repo-");
         let db = test_support::unique_name("app");
         pg.create_database(&db);
-        Env { pg, db, backup_dir }
+        Env {
+            pg,
+            db,
+            backup_dir,
+            s3: None,
+        }
+    }
+
+    /// Like [`Env::new`], with the repository under a fresh prefix of the S3 test service.
+    pub fn on_s3() -> Env {
+        let s3 = test_support::s3::env();
+        let url = s3.url("pglb");
+        Env {
+            s3: Some((s3, url)),
+            ..Env::new()
+        }
     }
 
     /// Runs SQL in the test database.
@@ -34,10 +54,13 @@ impl Env {
     pub fn tool(&self) -> Command {
         let mut cmd = self.pg.command(env!("CARGO_BIN_EXE_pg-logical-backup"));
         cmd.env("PGDATABASE", &self.db)
-            .env("BACKUP_DIR", self.backup_dir.path())
             .env("BACKUP_NO_PROGRESS", "1")
             .env_remove("PGPASSWORD")
             .env_remove("RETENTION_DAYS");
+        match &self.s3 {
+            Some((s3, url)) => s3.apply(cmd.env("BACKUP_DIR", url)),
+            None => cmd.env("BACKUP_DIR", self.backup_dir.path()),
+        };
         cmd
     }
 
