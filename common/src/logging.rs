@@ -14,7 +14,8 @@ pub fn default_level(global: &GlobalArgs) -> &'static str {
         return "error";
     }
     match global.verbose {
-        0 => "info",
+        // object_store reports every retry at info: one error line is what a user needs.
+        0 => "info,object_store=warn",
         1 => "debug",
         _ => "trace",
     }
