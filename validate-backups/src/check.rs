@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::cli::PgArgs;
+use common::storage::Location;
 use common::Kind;
 use serde::Serialize;
 
@@ -202,7 +203,8 @@ impl CheckResult {
 /// Settings every check reads, parsed from the command line.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub backup_dir: PathBuf,
+    /// The repository: a local directory or an S3 bucket prefix.
+    pub backup_dir: Location,
     /// Kinds to check; empty means all.
     pub only: Vec<Kind>,
     /// Kinds that must have sets (otherwise their checks are skipped when empty).

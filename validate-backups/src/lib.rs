@@ -12,6 +12,7 @@ pub mod drill;
 pub mod health;
 pub mod kinds;
 pub mod metrics;
+pub mod notify_test;
 pub mod report;
 pub mod repository;
 pub mod scratch;
@@ -69,6 +70,10 @@ pub struct Args {
     /// Format of the results on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text, global = true)]
     pub output: Format,
+    /// File of KEY=VALUE lines with the environment variables' names, read first; variables
+    /// already set win [default: /etc/pipeline-backup/env when it exists].
+    #[arg(long, global = true, env = common::env::PIPELINE_BACKUP_CONFIG, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
@@ -93,7 +98,19 @@ impl common::entry::ToolArgs for Args {
             verbose: self.verbose,
             quiet: self.quiet,
             output: self.output_format(),
+            config: self.config.clone(),
         })
+    }
+
+    /// Failed checks and drills are reported; the tools they run on throwaway data (and the
+    /// scratch servers' archive_command) stay quiet. `--list` and `--notify-test` send
+    /// nothing of their own.
+    fn notify_policy(&self) -> common::notify::Policy {
+        use common::notify::Policy;
+        if self.command.is_none() && (self.checks.list || self.checks.notify_test) {
+            return Policy::NEVER;
+        }
+        Policy::CONFIGURED.with_quiet_children()
     }
 }
 
@@ -113,6 +130,14 @@ pub struct CheckArgs {
     /// List every check with its stable name and what it checks, then exit.
     #[arg(long)]
     pub list: bool,
+    /// Send one test message to every configured notification channel, then exit: 0 when
+    /// every channel accepted it, 2 otherwise (naming the channel) or when none is
+    /// configured. Channels: BACKUP_NOTIFICATION_WEBHOOK (JSON POST), SLACK_WEBHOOK_URL,
+    /// BACKUP_EMAIL_RECIPIENT with SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD,
+    /// SMTP_FROM, SMTP_TLS=opportunistic|required|wrapper|off. Every tool reports failures
+    /// there (BACKUP_NOTIFY_ON=always: successes too; a check that fails counts as a failure).
+    #[arg(long, conflicts_with = "list")]
+    pub notify_test: bool,
     /// Check only these kinds (repeatable or comma-separated); repository checks always run.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "KIND")]
     pub only: Vec<Kind>,
@@ -218,31 +243,29 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         return drill::run(drill, output);
     }
     let checks = args.checks;
+    if checks.notify_test {
+        return notify_test::run(output);
+    }
     if checks.list {
         report::print_list(output)?;
         return Ok(Status::Ok);
     }
     let settings = checks.settings()?;
-    if !settings.backup_dir.is_dir() {
-        anyhow::bail!(
-            "backup directory {} does not exist or is not a directory (set --backup-dir or BACKUP_DIR)",
-            settings.backup_dir.display()
-        );
-    }
+    // A missing directory, bucket or credentials: exit 2 before any check runs.
+    let repo = common::Repository::open(&settings.backup_dir)?;
     let started = std::time::Instant::now();
-    let run = run_checks(&settings)?;
+    let run = run_checks(&settings, &repo)?;
     if let Some(path) = &checks.metrics_file {
-        metrics::write(path, &settings, &run)?;
+        metrics::write(path, &settings, &repo, &run)?;
     }
     report::print(output, &run, started.elapsed().as_secs_f64())?;
     Ok(Status::from_passed(run.failed() == 0))
 }
 
 /// Runs every check the settings ask for, in catalogue order.
-pub fn run_checks(settings: &Settings) -> anyhow::Result<Run> {
-    let repo = common::Repository::open(&settings.backup_dir)?;
+pub fn run_checks(settings: &Settings, repo: &common::Repository) -> anyhow::Result<Run> {
     let mut run = Run::default();
-    repository::run(&mut run, settings, &repo);
+    repository::run(&mut run, settings, repo);
     for kind in [
         Kind::Base,
         Kind::Wal,
@@ -251,7 +274,7 @@ pub fn run_checks(settings: &Settings) -> anyhow::Result<Run> {
         Kind::Slots,
     ] {
         if kind == Kind::Wal {
-            walcheck::run(&mut run, settings, &repo);
+            walcheck::run(&mut run, settings, repo);
             continue;
         }
         // An unlistable kind folder fails repo.layout; its sets count as none here.
@@ -259,8 +282,8 @@ pub fn run_checks(settings: &Settings) -> anyhow::Result<Run> {
             tracing::debug!("{e:#}");
             Vec::new()
         });
-        sets::run(&mut run, settings, kind, &sets);
-        kinds::run(&mut run, settings, &repo, kind, &sets);
+        sets::run(&mut run, settings, repo, kind, &sets);
+        kinds::run(&mut run, settings, repo, kind, &sets);
         health::run(&mut run, settings, kind, &sets);
     }
     connectivity::run(&mut run, settings);

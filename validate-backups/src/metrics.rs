@@ -62,12 +62,8 @@ struct KindFacts {
 fn facts(repo: &Repository, kind: Kind) -> KindFacts {
     if kind == Kind::Wal {
         let files = WalArchive::new(repo).list().unwrap_or_default();
-        let newest = files
-            .iter()
-            .filter_map(|f| std::fs::metadata(&f.path).and_then(|m| m.modified()).ok())
-            .max()
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs_f64());
+        let newest = crate::walcheck::newest(repo, &files)
+            .map(|(t, _)| t.unix_timestamp_nanos() as f64 / 1e9);
         return KindFacts {
             last_success: newest,
             size: Some(files.iter().map(|f| f.size).sum::<u64>() as f64),
@@ -89,8 +85,7 @@ fn facts(repo: &Repository, kind: Kind) -> KindFacts {
 }
 
 /// The metrics text for a run.
-pub fn render(settings: &Settings, run: &Run) -> anyhow::Result<String> {
-    let repo = Repository::open(&settings.backup_dir)?;
+pub fn render(settings: &Settings, repo: &Repository, run: &Run) -> anyhow::Result<String> {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -99,7 +94,7 @@ pub fn render(settings: &Settings, run: &Run) -> anyhow::Result<String> {
         .into_iter()
         .filter(|k| settings.wants(*k))
         .collect();
-    let all: Vec<(Kind, KindFacts)> = kinds.iter().map(|&k| (k, facts(&repo, k))).collect();
+    let all: Vec<(Kind, KindFacts)> = kinds.iter().map(|&k| (k, facts(repo, k))).collect();
     let per = |f: &dyn Fn(&KindFacts) -> Option<f64>| -> Vec<(String, f64)> {
         all.iter()
             .filter_map(|(k, facts)| f(facts).map(|v| (label("kind", k.name()), v)))
@@ -202,8 +197,8 @@ pub fn render(settings: &Settings, run: &Run) -> anyhow::Result<String> {
 
 /// Writes the metrics: a temporary file in the same directory, readable by the exporter
 /// (0644: metrics hold no data), synced, renamed over the target, directory synced.
-pub fn write(path: &Path, settings: &Settings, run: &Run) -> anyhow::Result<()> {
-    write_text(path, &render(settings, run)?)
+pub fn write(path: &Path, settings: &Settings, repo: &Repository, run: &Run) -> anyhow::Result<()> {
+    write_text(path, &render(settings, repo, run)?)
 }
 
 /// Replaces a textfile-collector file atomically with `text`.

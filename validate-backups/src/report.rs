@@ -73,6 +73,8 @@ pub fn text_line(r: &CheckResult, colour: bool) -> String {
 /// Prints every result and the summary in the chosen format.
 pub fn print(format: Format, run: &Run, duration_s: f64) -> anyhow::Result<()> {
     let summary = summary(run, duration_s);
+    // For the run's notification, which lists the failed checks whatever the format.
+    common::output::keep_summary(&summary);
     match format {
         Format::Text => {
             let colour = colour();

@@ -1,19 +1,31 @@
 //! Repository checks: layout, writability, free space, permissions, locks, incomplete sets
-//! and left-over temporary files.
+//! and left-overs of interrupted writes.
+//!
+//! Layout, writability, locks and incomplete sets go through the store, so they work the same
+//! on a local directory and on S3. Free space and file modes exist only on a file system: on
+//! object storage those checks are skipped as not applicable. What an interrupted write leaves
+//! differs: a temporary file on disk, an open multipart upload (recorded by a marker under
+//! `.open-uploads/`) on S3.
 
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use common::repo::LOCK_FILE;
+use common::storage::{self, Store};
 use common::{Kind, Repository};
 
 use crate::check::{CheckResult, Run, Settings};
+use crate::health;
 use crate::thresholds::human;
+
+mod uploads;
 
 /// Folders besides the kinds that a file system may put in a repository root.
 const TOLERATED: [&str; 1] = ["lost+found"];
+
+/// A write in flight (a WAL push takes no lock) is young; only older left-overs count.
+const LEFTOVER_AGE: Duration = Duration::from_secs(600);
 
 pub fn run(run: &mut Run, settings: &Settings, repo: &Repository) {
     run.check(settings, "repo.layout", || vec![layout(repo)]);
@@ -29,35 +41,54 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository) {
     run.check(settings, "repo.temp-files", || vec![temp_files(repo)]);
 }
 
+/// A check that has no meaning without a file system.
+fn not_applicable(name: &'static str, repo: &Repository, why: &str) -> CheckResult {
+    CheckResult::skip(
+        name,
+        format!(
+            "not applicable on object storage ({}): {why}",
+            repo.location()
+        ),
+    )
+}
+
 fn layout(repo: &Repository) -> CheckResult {
     const NAME: &str = "repo.layout";
+    let store = repo.store();
+    let (files, dirs) = match store.list_dir("") {
+        Ok(listed) => listed,
+        Err(e) => {
+            return CheckResult::fail(NAME, format!("cannot list {}: {e}", repo.describe("")))
+        }
+    };
     let mut problems = Vec::new();
     let mut present = Vec::new();
     let mut unknown = Vec::new();
-    let entries = match std::fs::read_dir(repo.root()) {
-        Ok(e) => e,
-        Err(e) => {
-            return CheckResult::fail(NAME, format!("cannot list {}: {e}", repo.root().display()))
-        }
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in dirs {
         if name.starts_with('.') || TOLERATED.contains(&name.as_str()) {
             continue;
         }
-        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        match Kind::ALL.iter().find(|k| k.name() == name) {
-            Some(kind) if is_dir => {
+        match Kind::ALL.into_iter().find(|k| k.name() == name) {
+            Some(kind) => {
                 present.push(kind.name());
                 if kind.has_sets() {
-                    problems.extend(stray_files(&entry.path(), *kind));
+                    problems.extend(stray_files(store, kind));
                 }
             }
+            None => unknown.push(name),
+        }
+    }
+    for file in files {
+        let name = storage::file_name(&file.key);
+        if name.starts_with('.') {
+            continue;
+        }
+        match Kind::ALL.into_iter().find(|k| k.name() == name) {
             Some(kind) => problems.push(format!(
                 "{} is not a directory (the {kind} backups belong in a folder of that name)",
-                entry.path().display()
+                repo.describe(&file.key)
             )),
-            None => unknown.push(name),
+            None => unknown.push(name.to_string()),
         }
     }
     if !problems.is_empty() {
@@ -76,49 +107,45 @@ fn layout(repo: &Repository) -> CheckResult {
     CheckResult::pass(NAME, message)
 }
 
-/// Regular files directly in a set kind's folder, where only set folders and the lock belong.
-fn stray_files(dir: &Path, kind: Kind) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return vec![format!("cannot list {}", dir.display())];
+/// Files directly in a set kind's folder, where only set folders and the lock belong.
+fn stray_files(store: &Store, kind: Kind) -> Vec<String> {
+    let Ok((files, _)) = store.list_dir(kind.name()) else {
+        return vec![format!("cannot list {}", store.describe(kind.name()))];
     };
-    entries
-        .flatten()
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .filter(|e| !e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-        .map(|e| {
+    files
+        .iter()
+        .map(|f| storage::file_name(&f.key))
+        .filter(|name| !name.starts_with('.'))
+        .map(|name| {
             format!(
-                "{}/{} is a file where only {kind} set folders belong",
-                kind.name(),
-                e.file_name().to_string_lossy()
+                "{}/{name} is a file where only {kind} set folders belong",
+                kind.name()
             )
         })
         .collect()
 }
 
+/// Writes and removes a probe: on disk a file in the root, on S3 a hidden object.
 fn writable(repo: &Repository) -> CheckResult {
     const NAME: &str = "repo.writable";
-    let probe = repo
-        .root()
-        .join(format!(".validate-backups-probe.{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&probe)?;
-        file.write_all(b"probe")?;
-        file.sync_all()?;
-        std::fs::remove_file(&probe)
-    })();
+    let store = repo.store();
+    let probe = format!(".validate-backups-probe.{}", std::process::id());
+    let result = store
+        .put(&probe, b"probe")
+        .and_then(|()| store.delete(&probe));
+    let root = repo.describe("");
     match result {
-        Ok(()) => CheckResult::pass(NAME, format!("{} is writable", repo.root().display())),
+        Ok(()) => CheckResult::pass(NAME, format!("{root} is writable")),
         Err(e) => {
-            let _ = std::fs::remove_file(&probe);
+            let _ = store.delete(&probe);
+            let hint = if store.is_local() {
+                "check the mount and its owner"
+            } else {
+                "check the credentials' permissions on the bucket (s3:PutObject, s3:DeleteObject)"
+            };
             CheckResult::fail(
                 NAME,
-                format!(
-                    "cannot write in {}: {e} (backups would fail; check the mount and its owner)",
-                    repo.root().display()
-                ),
+                format!("cannot write in {root}: {e} (backups would fail; {hint})"),
             )
         }
     }
@@ -135,7 +162,14 @@ pub fn available_bytes(path: &Path) -> std::io::Result<(u64, u64)> {
 
 fn free_space(repo: &Repository, settings: &Settings) -> CheckResult {
     const NAME: &str = "repo.free-space";
-    match available_bytes(repo.root()) {
+    let Some(root) = repo.local_root() else {
+        return not_applicable(
+            NAME,
+            repo,
+            "a bucket has no free space to measure (watch its quota with the provider's tools)",
+        );
+    };
+    match available_bytes(&root) {
         Err(e) => CheckResult::fail(NAME, format!("cannot read free space: {e}")),
         Ok((free, total)) => {
             let text = format!(
@@ -171,9 +205,16 @@ pub fn bytes(n: u64) -> String {
 
 fn permissions(repo: &Repository) -> CheckResult {
     const NAME: &str = "repo.permissions";
+    let Some(root) = repo.local_root() else {
+        return not_applicable(
+            NAME,
+            repo,
+            "objects have no file modes (access is the bucket policy's and the credentials')",
+        );
+    };
     let mut open = Vec::new();
     let mut checked = 0usize;
-    for entry in walkdir::WalkDir::new(repo.root()).follow_links(false) {
+    for entry in walkdir::WalkDir::new(&root).follow_links(false) {
         let Ok(entry) = entry else { continue };
         if entry.path_is_symlink() {
             continue;
@@ -196,7 +237,7 @@ fn permissions(repo: &Repository) -> CheckResult {
             "{total} entries readable or writable by other users (backups hold the database's data): {}{}; fix with chmod -R o-rwx {}",
             open.join(", "),
             if total > 5 { ", ..." } else { "" },
-            repo.root().display()
+            root.display()
         ),
     )
 }
@@ -209,14 +250,15 @@ fn locks(repo: &Repository, settings: &Settings) -> CheckResult {
         if !repo.is_locked(kind) {
             continue;
         }
-        let path = repo.kind_dir(kind).join(LOCK_FILE);
-        let age = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .unwrap_or_default();
-        let holder = std::fs::read_to_string(&path).unwrap_or_default();
-        let text = format!("{kind} held for {} by {}", human(age), holder.trim());
+        let key = storage::join(kind.name(), LOCK_FILE);
+        let holder = lock_holder(repo.store(), &key);
+        let Some(age) = lock_age(repo, kind, &key) else {
+            held.push(format!(
+                "{kind} held by {holder} (writing no set, age unknown)"
+            ));
+            continue;
+        };
+        let text = format!("{kind} held for {} by {holder}", human(age));
         if age > settings.max_lock_age {
             stale.push(text);
         } else {
@@ -238,6 +280,32 @@ fn locks(repo: &Repository, settings: &Settings) -> CheckResult {
     } else {
         CheckResult::pass(NAME, format!("run in progress: {}", held.join(", ")))
     }
+}
+
+/// Who holds a lock: the lock file's text, or the `holder` of an S3 lock object.
+fn lock_holder(store: &Store, key: &str) -> String {
+    let body = store.read(key).unwrap_or_default();
+    serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["holder"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string())
+}
+
+/// How long a run has held a kind's lock. A lock file is written when it is taken; an S3 lock
+/// object is rewritten at every renewal, so there the run's age is that of the set it is
+/// writing (set ids are start times), unknown when it writes none.
+fn lock_age(repo: &Repository, kind: Kind, key: &str) -> Option<Duration> {
+    if let Some(path) = repo.store().local_path(key) {
+        let age = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default();
+        return Some(age);
+    }
+    let sets = repo.list(kind).ok()?;
+    let writing = sets.iter().rev().find(|s| !s.is_complete())?;
+    writing.started.map(health::age)
 }
 
 fn incomplete_sets(repo: &Repository, settings: &Settings) -> CheckResult {
@@ -284,9 +352,16 @@ fn incomplete_sets(repo: &Repository, settings: &Settings) -> CheckResult {
 }
 
 fn temp_files(repo: &Repository) -> CheckResult {
+    match repo.local_root() {
+        Some(root) => temp_files_on_disk(repo, &root),
+        None => uploads::open_uploads(repo),
+    }
+}
+
+fn temp_files_on_disk(repo: &Repository, root: &Path) -> CheckResult {
     const NAME: &str = "repo.temp-files";
     let mut found = Vec::new();
-    for entry in walkdir::WalkDir::new(repo.root()).into_iter().flatten() {
+    for entry in walkdir::WalkDir::new(root).into_iter().flatten() {
         let name = entry.file_name().to_string_lossy();
         if !(name.starts_with('.') && name.contains(".tmp.")) {
             continue;
@@ -294,7 +369,7 @@ fn temp_files(repo: &Repository) -> CheckResult {
         // Files of a run in progress are expected.
         let kind = entry
             .path()
-            .strip_prefix(repo.root())
+            .strip_prefix(root)
             .ok()
             .and_then(|rel| rel.components().next())
             .and_then(|c| Kind::ALL.into_iter().find(|k| k.name() == c.as_os_str()));
@@ -302,13 +377,12 @@ fn temp_files(repo: &Repository) -> CheckResult {
             continue;
         }
         let Ok(meta) = entry.metadata() else { continue };
-        // A write in flight (a WAL push has no lock) is young; only old leftovers count.
         let age = meta
             .modified()
             .ok()
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .unwrap_or_default();
-        if age < std::time::Duration::from_secs(600) {
+        if age < LEFTOVER_AGE {
             continue;
         }
         let size = meta.size();

@@ -1,14 +1,12 @@
 //! Checks of every set of a kind: the manifest parses, every file is there with its size and
 //! SHA-256, and compressed files decompress (one read of each file serves both).
 
-use std::fs::File;
-use std::io::{self, BufReader};
-use std::path::Path;
+use std::io;
 
 use common::manifest::FileEntry;
 use common::repo::SetInfo;
 use common::stream::{Compression, HashingReader};
-use common::{Kind, Manifest};
+use common::{Kind, Manifest, Repository};
 
 use crate::check::{CheckResult, Run, Settings};
 
@@ -32,11 +30,11 @@ struct FileCheck {
     compressed: bool,
 }
 
-/// Reads a file once: hashes the stored bytes and, when compressed, decodes them completely.
-fn check_file(dir: &Path, entry: &FileEntry) -> FileCheck {
+/// Reads a file once, streaming it from the store: hashes the stored bytes and, when
+/// compressed, decodes them completely.
+fn check_file(repo: &Repository, set: &SetInfo, entry: &FileEntry) -> FileCheck {
     let compressed = entry.compression != Compression::None;
-    let path = dir.join(&entry.path);
-    let file = match File::open(&path) {
+    let file = match repo.open_file(set, &entry.path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return FileCheck {
@@ -53,7 +51,7 @@ fn check_file(dir: &Path, entry: &FileEntry) -> FileCheck {
             }
         }
     };
-    let mut hashing = HashingReader::new(BufReader::with_capacity(1 << 20, file));
+    let mut hashing = HashingReader::new(file);
     let mut decoded = None;
     if compressed {
         let result = entry
@@ -128,7 +126,7 @@ pub fn manifest_problems(kind: Kind, set: &SetInfo, manifest: &Manifest) -> Vec<
     problems
 }
 
-pub fn run(run: &mut Run, settings: &Settings, kind: Kind, sets: &[SetInfo]) {
+pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, kind: Kind, sets: &[SetInfo]) {
     let (manifest_name, files_name, decompress_name) = names(kind);
     let judged: Vec<&SetInfo> = sets
         .iter()
@@ -181,7 +179,7 @@ pub fn run(run: &mut Run, settings: &Settings, kind: Kind, sets: &[SetInfo]) {
             let checks: Vec<FileCheck> = manifest
                 .files
                 .iter()
-                .map(|f| check_file(&set.dir, f))
+                .map(|f| check_file(repo, set, f))
                 .collect();
             let stored: Vec<String> = checks.iter().filter_map(|c| c.stored.clone()).collect();
             file_results.push(

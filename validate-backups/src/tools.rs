@@ -1,9 +1,12 @@
 //! Running the other pipeline-backup tools (and PostgreSQL's programs) as child processes.
 
+use std::ffi::OsString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use anyhow::Context;
+use common::storage::Location;
 
 /// Path of a workspace tool: `--bin-dir`, else next to this program, else a PATH lookup.
 pub fn program(name: &str, bin_dir: Option<&Path>) -> PathBuf {
@@ -18,6 +21,19 @@ pub fn program(name: &str, bin_dir: Option<&Path>) -> PathBuf {
         return sibling;
     }
     PathBuf::from(name)
+}
+
+/// The `--backup-dir` value for a child tool: a local path made absolute (the child may run
+/// elsewhere, as another user), kept as an `OsString`; an S3 location as its URL. The child
+/// inherits this process's environment, so the same `AWS_*` settings reach the repository.
+pub fn backup_dir_arg(location: &Location) -> anyhow::Result<OsString> {
+    let location = location
+        .absolute()
+        .with_context(|| format!("cannot resolve the backup directory {location}"))?;
+    Ok(match location {
+        Location::Local(path) => path.into_os_string(),
+        s3 => s3.to_string().into(),
+    })
 }
 
 /// The result of a tool run: exit code, stdout, stderr.
@@ -104,6 +120,49 @@ pub fn capture(cmd: &mut Command, what: &str) -> anyhow::Result<ToolRun> {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
+}
+
+/// Like [`capture`], with what `feed` writes streamed to the command's stdin (a file of the
+/// repository read through the store), from a thread of its own. The command may stop reading
+/// early (`pg_restore --list` reads only the table of contents): the rest is then dropped.
+pub fn capture_with_input(
+    cmd: &mut Command,
+    what: &str,
+    feed: impl FnOnce(&mut dyn Write) -> std::io::Result<()> + Send + 'static,
+) -> anyhow::Result<ToolRun> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {what} ({program}); install it or pass --bin-dir"))?;
+    let stop_if_interrupted = common::interrupt::kill_on_interrupt(child.id());
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let feeder = std::thread::spawn(move || match feed(&mut stdin) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    });
+    let out: Output = child
+        .wait_with_output()
+        .with_context(|| format!("waiting for {what}"))?;
+    drop(stop_if_interrupted);
+    common::interrupt::checkpoint();
+    let fed = feeder
+        .join()
+        .map_err(|_| anyhow::anyhow!("the input of {what} could not be streamed"))?;
+    let mut run = ToolRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    // Input that could not be read explains whatever the command made of it.
+    if let Err(e) = fed {
+        run.code = run.code.filter(|&c| c != 0).or(Some(2));
+        run.stderr
+            .push_str(&format!("\ncannot read the input: {e}"));
+    }
+    Ok(run)
 }
 
 /// Runs a command that must succeed; the error carries its last stderr line.

@@ -1,11 +1,12 @@
 //! WAL archive checks: continuity and integrity through `wal-archive verify`, and freshness
 //! of the newest archived file.
 
+use std::collections::HashMap;
 use std::process::Command;
-use std::time::SystemTime;
 
-use common::wal::WalArchive;
+use common::wal::{ArchivedFile, WalArchive};
 use common::{Kind, Repository};
+use time::OffsetDateTime;
 
 use crate::check::{CheckResult, Run, Settings};
 use crate::thresholds::human;
@@ -42,19 +43,10 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository) {
     });
 
     run.check(settings, "wal.freshness", || {
-        let newest = files
-            .iter()
-            .filter_map(|f| {
-                let modified = std::fs::metadata(&f.path).and_then(|m| m.modified()).ok()?;
-                Some((modified, f.name.clone()))
-            })
-            .max();
-        let Some((modified, name)) = newest else {
+        let Some((modified, name)) = newest(repo, &files) else {
             return vec![empty("wal.freshness")];
         };
-        let age = SystemTime::now()
-            .duration_since(modified)
-            .unwrap_or_default();
+        let age = crate::health::age(modified);
         let max = settings.max_age[Kind::Wal.name()];
         let text = format!(
             "newest archived file {name} written {} ago (maximum {})",
@@ -72,14 +64,32 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository) {
     });
 }
 
+/// The newest of the archived `files` by the time it was stored (a file's modification time,
+/// an object's last-modified), with its name.
+pub fn newest(repo: &Repository, files: &[ArchivedFile]) -> Option<(OffsetDateTime, String)> {
+    let (objects, _) = repo.store().list_dir(Kind::Wal.name()).ok()?;
+    let stored: HashMap<String, OffsetDateTime> = objects
+        .into_iter()
+        .filter_map(|o| Some((o.key, o.modified?)))
+        .collect();
+    files
+        .iter()
+        .filter_map(|f| Some((*stored.get(&f.key)?, f.name.clone())))
+        .max()
+}
+
 /// `wal-archive verify --output json`: exit 0 continuous, 1 gap or damage, 2 error.
 fn continuity(settings: &Settings) -> CheckResult {
     const NAME: &str = "wal.continuity";
     let program = tools::program("wal-archive", settings.bin_dir.as_deref());
     let mut cmd = Command::new(&program);
+    let backup_dir = match tools::backup_dir_arg(&settings.backup_dir) {
+        Ok(dir) => dir,
+        Err(e) => return CheckResult::fail(NAME, format!("{e:#}")),
+    };
     cmd.arg("verify")
         .arg("--backup-dir")
-        .arg(&settings.backup_dir)
+        .arg(backup_dir)
         .args(["--output", "json", "-q"]);
     let run = match tools::capture(&mut cmd, "wal-archive verify") {
         Ok(run) => run,

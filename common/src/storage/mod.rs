@@ -32,6 +32,10 @@ use time::OffsetDateTime;
 pub use location::Location;
 pub use s3::S3Settings;
 
+/// The folder, beside an object being uploaded in parts, that records its open multipart
+/// upload (so that one a killed run left can be found and aborted).
+pub const UPLOADS_DIR: &str = ".open-uploads";
+
 /// One stored object, as a listing finds it.
 #[derive(Debug, Clone)]
 pub struct ObjectInfo {

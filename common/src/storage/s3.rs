@@ -27,7 +27,7 @@ use object_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{join, Location, ObjectInfo};
+use super::{join, Location, ObjectInfo, UPLOADS_DIR};
 use crate::interrupt;
 
 /// Environment variable: size of one multipart upload part.
@@ -374,7 +374,7 @@ impl S3Store {
             .list_all(prefix)?
             .iter()
             .map(|m| self.info(m))
-            .filter(|o| !o.key.contains("/.open-uploads/"))
+            .filter(|o| !o.key.contains(&format!("/{UPLOADS_DIR}/")))
             .collect())
     }
 
@@ -431,7 +431,7 @@ impl S3Store {
         let markers: Vec<object_store::ObjectMeta> = self
             .list_all(prefix)?
             .into_iter()
-            .filter(|m| m.location.as_ref().contains("/.open-uploads/"))
+            .filter(|m| m.location.as_ref().contains(&format!("/{UPLOADS_DIR}/")))
             .collect();
         let mut aborted = 0;
         for marker in markers {
@@ -504,7 +504,7 @@ impl Read for S3Reader {
 /// Where the record of an open multipart upload for `key` is kept while it runs.
 fn upload_marker_key(key: &str) -> String {
     let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
-    join(dir, &format!(".open-uploads/{name}.{}", std::process::id()))
+    join(dir, &format!("{UPLOADS_DIR}/{name}.{}", std::process::id()))
 }
 
 /// The record of an open multipart upload, so that it can be aborted after a crash.

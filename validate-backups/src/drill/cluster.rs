@@ -1,5 +1,10 @@
 //! The drill's throwaway PostgreSQL 15 cluster: initdb, a free port on 127.0.0.1, the socket
 //! in the work directory, WAL archived through `wal-archive push`; stopped on drop.
+//!
+//! The server (through pg_ctl) inherits the drill's environment, so its archive_command
+//! reaches an S3 repository with the drill's own `AWS_*` / `BACKUP_S3_*` settings, those of a
+//! config file included (`common::entry` loads it into the environment): nothing secret is
+//! written into the cluster's configuration.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,6 +13,7 @@ use anyhow::Context;
 use common::cli::PgArgs;
 use common::interrupt::Cleanup;
 use common::os_user;
+use common::storage::Location;
 
 use crate::{scratch, tools};
 
@@ -35,8 +41,12 @@ fn pg_command(program: &str) -> anyhow::Result<Command> {
 }
 
 impl Server {
-    /// initdb + start with logical WAL and archiving into `backup_dir`.
-    pub fn create(root: &Path, backup_dir: &Path, wal_archive: &Path) -> anyhow::Result<Server> {
+    /// initdb + start with logical WAL and archiving into `backup_dir` (absolute).
+    pub fn create(
+        root: &Path,
+        backup_dir: &Location,
+        wal_archive: &Path,
+    ) -> anyhow::Result<Server> {
         let data_dir = root.join("data");
         let mut initdb = pg_command("initdb")?;
         initdb.arg("-D").arg(&data_dir).args([
@@ -51,15 +61,30 @@ impl Server {
         tools::checked(&mut initdb, "initdb")
             .map_err(|e| e.context(common::pgbin::missing_hint("initdb")))?;
         let port = free_port()?;
+        let wal_archive = wal_archive.to_str().with_context(|| {
+            format!(
+                "{} is not valid UTF-8, which archive_command needs",
+                wal_archive.display()
+            )
+        })?;
+        let backup = match backup_dir {
+            Location::Local(path) => path.to_str().map(str::to_string),
+            s3 => Some(s3.to_string()),
+        }
+        .with_context(|| format!("{backup_dir} is not valid UTF-8, which archive_command needs"))?;
+        let archive_command = format!(
+            "{} push %p --backup-dir {} -q",
+            command_word(wal_archive),
+            command_word(&backup),
+        );
         let conf = format!(
             "\n# validate-backups drill\nport = {port}\nlisten_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{socket}'\nwal_level = logical\nmax_wal_senders = 10\n\
              max_replication_slots = 10\narchive_mode = on\n\
-             archive_command = '{wal_archive} push %p --backup-dir {backup} -q'\n\
+             archive_command = '{archive_command}'\n\
              fsync = off\n",
             socket = root.display(),
-            wal_archive = wal_archive.display(),
-            backup = backup_dir.display(),
+            archive_command = archive_command.replace('\'', "''"),
         );
         append(&data_dir.join("postgresql.conf"), &conf)?;
         append(
@@ -88,6 +113,7 @@ impl Server {
 
     fn start(&mut self) -> anyhow::Result<()> {
         self.running = Some(scratch::stop_server_on_interrupt(self.data_dir.clone()));
+        // Inherits our environment: archive_command needs the repository's settings.
         let mut cmd = pg_command("pg_ctl")?;
         cmd.arg("-D")
             .arg(&self.data_dir)
@@ -171,6 +197,21 @@ pub fn query(pg: &PgArgs, sql: &str) -> anyhow::Result<Vec<String>> {
     })
 }
 
+/// One word of a shell command that PostgreSQL runs: shell-quoted unless plain, with `%`
+/// doubled (PostgreSQL expands `%p`, `%f` and `%%` in archive_command).
+fn command_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@,".contains(&b));
+    let quoted = if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    };
+    quoted.replace('%', "%%")
+}
+
 fn append(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new()
@@ -200,5 +241,18 @@ pub fn switch_and_wait(server: &Server) -> anyhow::Result<()> {
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_command_words_are_quoted_for_the_shell_and_postgresql() {
+        assert_eq!(command_word("/work/backups"), "/work/backups");
+        assert_eq!(command_word("s3://bucket/drill"), "s3://bucket/drill");
+        assert_eq!(command_word("/a b/it's"), r"'/a b/it'\''s'");
+        assert_eq!(command_word("/tmp/100%"), "'/tmp/100%%'");
     }
 }

@@ -1,6 +1,7 @@
 //! The drill's phases: workload, full pipeline backup and disaster, then the restore of every
 //! component (in `restore`) and the outcome.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -8,6 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use common::cli::PgArgs;
 use common::os_user;
+use common::storage::Location;
 use common::{Kind, Repository};
 use rdkafka::ClientConfig;
 use time::OffsetDateTime;
@@ -23,7 +25,7 @@ pub struct Outcome {
     pub components: Vec<Component>,
     pub total_rto_s: f64,
     pub backup_s: f64,
-    pub backup_dir: PathBuf,
+    pub backup_dir: Location,
 }
 
 /// The Kafka side, when a broker is configured.
@@ -47,7 +49,10 @@ impl Kafka {
 pub struct Drill<'a> {
     pub(super) args: &'a DrillArgs,
     pub(super) work: PathBuf,
-    pub(super) backup_dir: PathBuf,
+    /// The repository, a local path made absolute.
+    pub(super) backup_dir: Location,
+    /// The repository as the tools' `--backup-dir` takes it.
+    pub(super) backup_dir_arg: OsString,
     pub(super) kafka: Option<Kafka>,
 }
 
@@ -67,9 +72,10 @@ pub(super) struct Disaster {
 impl<'a> Drill<'a> {
     pub fn new(args: &'a DrillArgs, work: &Path) -> anyhow::Result<Drill<'a>> {
         let backup_dir = match &args.backup_dir {
-            Some(dir) => std::path::absolute(dir)?,
-            None => work.join("backups"),
+            Some(location) => location.absolute()?,
+            None => Location::Local(work.join("backups")),
         };
+        let backup_dir_arg = tools::backup_dir_arg(&backup_dir)?;
         let kafka = match args.bootstrap_servers.as_deref().map(str::trim) {
             Some(servers) if !servers.is_empty() => {
                 let properties = crate::thresholds::kafka_properties(&args.client_config)?;
@@ -92,36 +98,46 @@ impl<'a> Drill<'a> {
             args,
             work: work.to_path_buf(),
             backup_dir,
+            backup_dir_arg,
             kafka,
         })
     }
 
-    /// Runs a pipeline-backup tool (as the database OS user when root), which must succeed.
-    pub(super) fn tool(
-        &self,
-        name: &str,
-        args: &[&str],
-        pg: Option<&PgArgs>,
-    ) -> anyhow::Result<ToolRun> {
+    /// A pipeline-backup tool's command, as the database OS user when root, with the
+    /// connection settings of `pg`. It inherits this process's environment, the repository's
+    /// `AWS_*` settings included.
+    pub(super) fn command(&self, name: &str, pg: Option<&PgArgs>) -> anyhow::Result<Command> {
         let mut cmd = Command::new(tools::program(name, self.args.bin_dir.as_deref()));
-        cmd.args(args);
         if let Some(pg) = pg {
             cmd.envs(pg.libpq_env());
         }
         os_user::as_db_user(&mut cmd)?;
+        Ok(cmd)
+    }
+
+    /// Runs `<name> <before> --backup-dir <the drill's repository> <after>`, which must
+    /// succeed.
+    pub(super) fn repo_tool(
+        &self,
+        name: &str,
+        before: &[&str],
+        after: &[&str],
+        pg: Option<&PgArgs>,
+    ) -> anyhow::Result<ToolRun> {
+        let mut cmd = self.command(name, pg)?;
+        cmd.args(before)
+            .arg("--backup-dir")
+            .arg(&self.backup_dir_arg)
+            .args(after);
         tools::checked(&mut cmd, name)
     }
 
-    pub(super) fn backup_dir_arg(&self) -> &str {
-        self.backup_dir.to_str().unwrap_or_default()
-    }
-
     pub fn run(mut self) -> anyhow::Result<Outcome> {
-        for dir in [
-            self.work.join("origin"),
-            self.work.join("restore"),
-            self.backup_dir.clone(),
-        ] {
+        let local_repo = self.backup_dir.local().map(Path::to_path_buf);
+        for dir in [self.work.join("origin"), self.work.join("restore")]
+            .into_iter()
+            .chain(local_repo)
+        {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             os_user::give_to_db_user(&dir)?;
@@ -132,7 +148,7 @@ impl<'a> Drill<'a> {
         {
             anyhow::bail!(
                 "{} already holds base backups; give the drill an empty --backup-dir",
-                self.backup_dir.display()
+                self.backup_dir
             );
         }
         let wal_archive = tools::resolve("wal-archive", self.args.bin_dir.as_deref())?;
@@ -275,31 +291,17 @@ impl<'a> Drill<'a> {
 
     /// Takes every backup; returns when the last Kafka record that will be backed up was sent.
     fn backup(&self, origin: &Server) -> anyhow::Result<Option<OffsetDateTime>> {
-        let d = self.backup_dir_arg();
         let pg = origin.pg_args("postgres");
         let db = origin.pg_args(DB);
-        self.tool(
-            "pg-base-backup",
-            &["--backup-dir", d, "--no-retention", "-q"],
-            Some(&pg),
-        )?;
-        self.tool(
-            "pg-logical-backup",
-            &["backup", "--backup-dir", d, "--no-retention", "-q"],
-            Some(&db),
-        )?;
-        self.tool(
-            "cdc-slot-tool",
-            &["backup", "--backup-dir", d, "--no-retention", "-q"],
-            Some(&pg),
-        )?;
+        let once = ["--no-retention", "-q"];
+        self.repo_tool("pg-base-backup", &[], &once, Some(&pg))?;
+        self.repo_tool("pg-logical-backup", &["backup"], &once, Some(&db))?;
+        self.repo_tool("cdc-slot-tool", &["backup"], &once, Some(&pg))?;
         let Some(kafka) = &self.kafka else {
             return Ok(None);
         };
         let last_record = OffsetDateTime::now_utc();
         let mut args = vec![
-            "--backup-dir",
-            d,
             "--topic",
             kafka.topic.as_str(),
             "--bootstrap-servers",
@@ -309,7 +311,7 @@ impl<'a> Drill<'a> {
         ];
         let x_args = kafka.x_args();
         args.extend(x_args.iter().map(String::as_str));
-        self.tool("kafka-topic-backup", &args, None)?;
+        self.repo_tool("kafka-topic-backup", &[], &args, None)?;
         Ok(Some(last_record))
     }
 

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use common::output::{self, OutputFormat};
+use common::storage::Location;
 use common::Status;
 use serde::Serialize;
 
@@ -26,10 +27,12 @@ pub struct DrillArgs {
     /// repository [default: a new temporary directory, removed afterwards].
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
-    /// Backup repository the drill writes its sets into [default: WORK_DIR/backups]. Use an
-    /// empty folder: the drill restores the newest sets it finds there.
-    #[arg(long, value_name = "DIR")]
-    pub backup_dir: Option<PathBuf>,
+    /// Backup repository the drill writes its sets into: a directory or s3://BUCKET[/PREFIX]
+    /// (credentials from the AWS_* environment, passed on to the drill's server for its
+    /// archive_command) [default: WORK_DIR/backups]. Use an empty folder or prefix: the
+    /// drill restores the newest sets it finds there.
+    #[arg(long, value_name = "DIR|URL")]
+    pub backup_dir: Option<Location>,
     /// Keep the work directory (cluster data, restores, logs) for inspection.
     #[arg(long)]
     pub keep: bool,
@@ -147,7 +150,7 @@ pub fn run(args: DrillArgs, format: Format) -> anyhow::Result<Status> {
 fn report(format: Format, outcome: &components::Outcome) -> anyhow::Result<()> {
     let summary = Summary {
         passed: outcome.components.iter().all(|c| c.status != "failed"),
-        backup_dir: outcome.backup_dir.display().to_string(),
+        backup_dir: outcome.backup_dir.to_string(),
         total_rto_s: outcome.total_rto_s,
         worst_rpo_s: outcome
             .components

@@ -1,10 +1,8 @@
 //! Restoring and verifying each component after the disaster, with its measured RTO and RPO.
 
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
-use common::os_user;
 use common::{Kind, Repository};
 
 use super::cluster::{self, Server};
@@ -25,29 +23,24 @@ impl Drill<'_> {
         let port_text = port.to_string();
         // Stopped when dropped or interrupted, also when pitr-restore fails after starting it.
         let server = Server::adopt(pgdata.clone(), root.clone(), port);
-        self.tool(
-            "pitr-restore",
-            &[
-                "--backup-dir",
-                self.backup_dir_arg(),
-                "--pgdata",
-                pgdata.to_str().unwrap_or_default(),
+        let mut cmd = self.command("pitr-restore", None)?;
+        cmd.arg("--backup-dir")
+            .arg(&self.backup_dir_arg)
+            .arg("--pgdata")
+            .arg(&pgdata)
+            .args([
                 "--target-time",
                 disaster.target.as_str(),
                 "--start",
                 "--yes",
-                "--port",
-                port_text.as_str(),
-                "--socket-dir",
-                root.to_str().unwrap_or_default(),
-                "--wal-archive-bin",
-                wal_archive.to_str().unwrap_or_default(),
-                "--output",
-                "json",
-                "-q",
-            ],
-            None,
-        )?;
+            ])
+            .args(["--port", port_text.as_str()])
+            .arg("--socket-dir")
+            .arg(&root)
+            .arg("--wal-archive-bin")
+            .arg(&wal_archive)
+            .args(["--output", "json", "-q"]);
+        tools::checked(&mut cmd, "pitr-restore")?;
         let found: u64 = server
             .value(DB, "SELECT count(*) FROM drill_orders")
             .context("the dropped table is not back after the point-in-time restore")?
@@ -95,17 +88,10 @@ impl Drill<'_> {
     ) -> anyhow::Result<Component> {
         let started = Instant::now();
         let pg = server.pg_args("postgres");
-        self.tool(
+        self.repo_tool(
             "pg-logical-backup",
-            &[
-                "restore",
-                "--backup-dir",
-                self.backup_dir_arg(),
-                "--target-db",
-                "drill_logical",
-                "--yes",
-                "-q",
-            ],
+            &["restore"],
+            &["--target-db", "drill_logical", "--yes", "-q"],
             Some(&pg),
         )?;
         let found: u64 = server
@@ -138,14 +124,10 @@ impl Drill<'_> {
         let pg = server.pg_args(DB);
         // Exit 1 means restored, but a consumer must act (typically: the changes between the
         // slot backup and the restore point cannot be streamed and need a new snapshot).
-        let mut cmd = Command::new(tools::program(
-            "cdc-slot-tool",
-            self.args.bin_dir.as_deref(),
-        ));
-        cmd.args(["restore", "--backup-dir", self.backup_dir_arg(), "--yes"])
-            .args(["--output", "json", "-q"])
-            .envs(pg.libpq_env());
-        os_user::as_db_user(&mut cmd)?;
+        let mut cmd = self.command("cdc-slot-tool", Some(&pg))?;
+        cmd.args(["restore", "--backup-dir"])
+            .arg(&self.backup_dir_arg)
+            .args(["--yes", "--output", "json", "-q"]);
         let run = tools::capture(&mut cmd, "cdc-slot-tool restore")?;
         if !matches!(run.code, Some(0) | Some(1)) {
             anyhow::bail!("cdc-slot-tool restore failed: {}", run.last_error());
@@ -211,8 +193,6 @@ impl Drill<'_> {
         let started = Instant::now();
         topic::wait_gone(&kafka.config, &kafka.topic)?;
         let mut args = vec![
-            "--backup-dir",
-            self.backup_dir_arg(),
             "--topic",
             kafka.topic.as_str(),
             "--bootstrap-servers",
@@ -223,7 +203,7 @@ impl Drill<'_> {
         ];
         let x_args = kafka.x_args();
         args.extend(x_args.iter().map(String::as_str));
-        let run = self.tool("kafka-replay", &args, None)?;
+        let run = self.repo_tool("kafka-replay", &[], &args, None)?;
         let summary = run.summary().context("kafka-replay printed no summary")?;
         if summary["verified"] != true {
             anyhow::bail!("kafka-replay could not verify its deliveries");

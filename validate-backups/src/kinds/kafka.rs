@@ -2,20 +2,18 @@
 //! records the manifest promises; `--deep` replays the newest set into a scratch topic.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::BufReader;
 
 use common::repo::SetInfo;
 use common::topic_archive::{ArchiveReader, KafkaSetDetails, SetTopic};
-use common::{Kind, Manifest};
+use common::{Kind, Manifest, Repository};
 
 use crate::check::{CheckResult, Run, Settings};
 
-pub fn run(run: &mut Run, settings: &Settings, sets: &[SetInfo]) {
+pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, sets: &[SetInfo]) {
     const NAME: &str = "kafka.archive";
     run.check(settings, NAME, || {
         super::per_set(NAME, Kind::Kafka, sets, |set, manifest| {
-            match check_set(set, manifest) {
+            match check_set(repo, set, manifest) {
                 Ok((topics, records)) => CheckResult::pass(
                     NAME,
                     format!("{topics} topic archives decode, {records} records as recorded"),
@@ -29,7 +27,11 @@ pub fn run(run: &mut Run, settings: &Settings, sets: &[SetInfo]) {
     });
 }
 
-fn check_set(set: &SetInfo, manifest: &Manifest) -> Result<(usize, u64), String> {
+fn check_set(
+    repo: &Repository,
+    set: &SetInfo,
+    manifest: &Manifest,
+) -> Result<(usize, u64), String> {
     let details: KafkaSetDetails = serde_json::from_value(manifest.details.clone())
         .map_err(|e| format!("unreadable Kafka details in the manifest: {e}"))?;
     if details.topics.is_empty() {
@@ -38,7 +40,7 @@ fn check_set(set: &SetInfo, manifest: &Manifest) -> Result<(usize, u64), String>
     let mut problems = Vec::new();
     let mut total = 0;
     for topic in &details.topics {
-        match check_topic(set, manifest, topic) {
+        match check_topic(repo, set, manifest, topic) {
             Ok(n) => total += n,
             Err(p) => problems.push(format!("{}: {p}", topic.file)),
         }
@@ -51,14 +53,21 @@ fn check_set(set: &SetInfo, manifest: &Manifest) -> Result<(usize, u64), String>
 }
 
 /// Decodes one archive completely; returns its record count.
-pub fn check_topic(set: &SetInfo, manifest: &Manifest, topic: &SetTopic) -> Result<u64, String> {
+pub fn check_topic(
+    repo: &Repository,
+    set: &SetInfo,
+    manifest: &Manifest,
+    topic: &SetTopic,
+) -> Result<u64, String> {
     let entry = manifest
         .file(&topic.file)
         .ok_or("not listed in the manifest's files")?;
-    let file = File::open(set.dir.join(&topic.file)).map_err(|e| format!("cannot open: {e}"))?;
+    let file = repo
+        .open_file(set, &topic.file)
+        .map_err(|e| format!("cannot open: {e}"))?;
     let decoded = entry
         .compression
-        .decoder(BufReader::with_capacity(1 << 20, file))
+        .decoder(file)
         .map_err(|e| format!("cannot decompress: {e}"))?;
     let mut reader = ArchiveReader::open(decoded).map_err(|e| e.to_string())?;
     if reader.meta().topic != topic.topic {
@@ -160,7 +169,7 @@ fn replay_one(
         settings.bin_dir.as_deref(),
     ));
     cmd.arg("--backup-dir")
-        .arg(&settings.backup_dir)
+        .arg(crate::tools::backup_dir_arg(&settings.backup_dir)?)
         .args([
             "--backup-id",
             id,

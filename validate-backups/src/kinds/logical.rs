@@ -1,20 +1,19 @@
 //! Logical sets: every dump is readable by `pg_restore --list`; `--deep` runs
 //! `pg-logical-backup verify --level standard` (a test restore compared with the manifest).
 
-use std::path::Path;
 use std::process::Command;
 
 use common::repo::SetInfo;
-use common::{Kind, Manifest};
+use common::{Kind, Manifest, Repository};
 
 use crate::check::{CheckResult, Run, Settings};
-use crate::tools;
+use crate::tools::{self, ToolRun};
 
-pub fn run(run: &mut Run, settings: &Settings, sets: &[SetInfo]) {
+pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, sets: &[SetInfo]) {
     const NAME: &str = "logical.dump-list";
     run.check(settings, NAME, || {
         super::per_set(NAME, Kind::Logical, sets, |set, manifest| match list_dumps(
-            &set.dir, manifest,
+            settings, repo, set, manifest,
         ) {
             Ok(n) => CheckResult::pass(NAME, format!("pg_restore lists all {n} dumps")),
             Err(p) => CheckResult::fail(NAME, p),
@@ -51,15 +50,20 @@ pub fn dumps(manifest: &Manifest) -> Result<Vec<String>, String> {
     Ok(dumps)
 }
 
-fn list_dumps(dir: &Path, manifest: &Manifest) -> Result<usize, String> {
+fn list_dumps(
+    settings: &Settings,
+    repo: &Repository,
+    set: &SetInfo,
+    manifest: &Manifest,
+) -> Result<usize, String> {
     let dumps = dumps(manifest)?;
-    let program = common::pgbin::program("pg_restore");
     let mut problems = Vec::new();
     for dump in &dumps {
-        let mut cmd = Command::new(&program);
-        cmd.arg("--list").arg(dir.join(dump));
-        match tools::capture(&mut cmd, "pg_restore --list") {
-            Err(_) => return Err(common::pgbin::missing_hint("pg_restore")),
+        match list_dump(settings, repo, set, manifest, dump) {
+            Err(DumpListError::NoPgRestore) => {
+                return Err(common::pgbin::missing_hint("pg_restore"))
+            }
+            Err(DumpListError::Unreadable(e)) => problems.push(format!("{dump}: {e:#}")),
             Ok(run) if run.code != Some(0) => {
                 problems.push(format!("{dump}: {}", run.last_error()))
             }
@@ -81,6 +85,61 @@ fn list_dumps(dir: &Path, manifest: &Manifest) -> Result<usize, String> {
     }
 }
 
+/// Why a dump could not be listed.
+enum DumpListError {
+    /// pg_restore is not installed.
+    NoPgRestore,
+    /// The dump could not be read from the repository.
+    Unreadable(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for DumpListError {
+    fn from(e: E) -> DumpListError {
+        DumpListError::Unreadable(e.into())
+    }
+}
+
+/// `pg_restore --list` of one dump. A local repository's dump is read in place; from object
+/// storage a dump file streams to pg_restore's stdin, and of a directory-format dump only its
+/// table of contents (`toc.dat`, all that listing reads) is fetched into a scratch directory.
+fn list_dump(
+    settings: &Settings,
+    repo: &Repository,
+    set: &SetInfo,
+    manifest: &Manifest,
+    dump: &str,
+) -> Result<ToolRun, DumpListError> {
+    const WHAT: &str = "pg_restore --list";
+    let mut cmd = Command::new(common::pgbin::program("pg_restore"));
+    cmd.arg("--list");
+    if let Some(path) = repo.store().local_path(&set.key(dump)) {
+        cmd.arg(path);
+        return tools::capture(&mut cmd, WHAT).map_err(|_| DumpListError::NoPgRestore);
+    }
+    if let Some(entry) = manifest.file(dump) {
+        let (stored, compression) = (repo.open_file(set, dump)?, entry.compression);
+        let feed = move |stdin: &mut dyn std::io::Write| {
+            std::io::copy(&mut compression.decoder(stored)?, stdin).map(drop)
+        };
+        return tools::capture_with_input(&mut cmd, WHAT, feed)
+            .map_err(|_| DumpListError::NoPgRestore);
+    }
+    let toc = format!("{dump}/toc.dat");
+    let Some(entry) = manifest.file(&toc) else {
+        return Err(anyhow::anyhow!("the set holds neither this file nor {toc}").into());
+    };
+    let scratch = super::scratch(settings, "validate-dump-list-")?;
+    let dir = scratch.path().join("dump");
+    std::fs::create_dir(&dir)?;
+    let mut decoded = entry.compression.decoder(repo.open_file(set, &toc)?)?;
+    std::io::copy(
+        &mut decoded,
+        &mut std::fs::File::create(dir.join("toc.dat"))?,
+    )?;
+    cmd.arg("--format=directory").arg(&dir);
+    tools::capture(&mut cmd, WHAT).map_err(|_| DumpListError::NoPgRestore)
+}
+
 /// `pg-logical-backup verify --level standard` of the newest set against the configured
 /// server (it restores into a temporary database and drops it).
 fn test_restore(settings: &Settings, sets: &[SetInfo]) -> CheckResult {
@@ -97,9 +156,13 @@ fn test_restore(settings: &Settings, sets: &[SetInfo]) -> CheckResult {
     };
     let program = tools::program("pg-logical-backup", settings.bin_dir.as_deref());
     let mut cmd = Command::new(program);
+    let backup_dir = match tools::backup_dir_arg(&settings.backup_dir) {
+        Ok(dir) => dir,
+        Err(e) => return CheckResult::fail(NAME, format!("{e:#}")).on(&set.id),
+    };
     cmd.arg("verify")
         .arg("--backup-dir")
-        .arg(&settings.backup_dir)
+        .arg(backup_dir)
         .args([
             "--backup-id",
             &set.id,

@@ -15,9 +15,9 @@ use crate::scratch::ScratchDir;
 pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, kind: Kind, sets: &[SetInfo]) {
     match kind {
         Kind::Base => physical::run(run, settings, repo, sets),
-        Kind::Logical => logical::run(run, settings, sets),
-        Kind::Kafka => kafka::run(run, settings, sets),
-        Kind::Slots => slots::run(run, settings, sets),
+        Kind::Logical => logical::run(run, settings, repo, sets),
+        Kind::Kafka => kafka::run(run, settings, repo, sets),
+        Kind::Slots => slots::run(run, settings, repo, sets),
         Kind::Wal => {}
     }
 }

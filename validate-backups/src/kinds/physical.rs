@@ -2,14 +2,14 @@
 //! archived; `--deep` extracts the newest set for pg_verifybackup and test-restores it with
 //! pitr-restore.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 use std::process::Command;
 
+use anyhow::Context;
 use common::os_user;
 use common::physical::{PhysicalDetails, WalMethod, BASE_TAR, PG_BACKUP_MANIFEST};
 use common::repo::SetInfo;
+use common::stream::Compression;
 use common::wal::{segno_of, WalArchive};
 use common::{Kind, Manifest, Repository};
 
@@ -23,7 +23,7 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, sets: &[SetInf
             "base.details",
             Kind::Base,
             sets,
-            |set, m| match details_problems(set, m) {
+            |set, m| match details_problems(repo, set, m) {
                 Ok(text) => CheckResult::pass("base.details", text),
                 Err(p) => CheckResult::fail("base.details", p),
             },
@@ -39,7 +39,7 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, sets: &[SetInf
     run.check(settings, "base.verifybackup", || {
         vec![match newest {
             None => CheckResult::skip("base.verifybackup", "no complete base sets").on("base"),
-            Some((set, m)) => verifybackup(settings, set, m).on(&set.id),
+            Some((set, m)) => verifybackup(settings, repo, set, m).on(&set.id),
         }]
     });
     run.check(settings, "base.test-restore", || {
@@ -54,7 +54,7 @@ fn tar_entry(m: &Manifest) -> Option<&common::FileEntry> {
     m.files.iter().find(|f| f.path.starts_with(BASE_TAR))
 }
 
-fn details_problems(set: &SetInfo, m: &Manifest) -> Result<String, String> {
+fn details_problems(repo: &Repository, set: &SetInfo, m: &Manifest) -> Result<String, String> {
     let details = PhysicalDetails::from_manifest(m).map_err(|e| format!("{e:#}"))?;
     let mut problems = Vec::new();
     if details.start_lsn > details.stop_lsn {
@@ -82,11 +82,13 @@ fn details_problems(set: &SetInfo, m: &Manifest) -> Result<String, String> {
     }
     match m.file(PG_BACKUP_MANIFEST) {
         None => problems.push(format!("no {PG_BACKUP_MANIFEST} in the set")),
-        Some(_) => {
-            let parsed = File::open(set.dir.join(PG_BACKUP_MANIFEST))
+        Some(entry) => {
+            let parsed = repo
+                .open_file(set, PG_BACKUP_MANIFEST)
+                .and_then(|f| entry.compression.decoder(f))
                 .map_err(|e| e.to_string())
                 .and_then(|f| {
-                    serde_json::from_reader::<_, serde_json::Value>(BufReader::new(f))
+                    serde_json::from_reader::<_, serde_json::Value>(std::io::BufReader::new(f))
                         .map_err(|e| e.to_string())
                 });
             match parsed {
@@ -147,33 +149,40 @@ fn wal_present(archive: &WalArchive, m: &Manifest) -> CheckResult {
     }
 }
 
-/// Extracts a base set's tarball into `dest`.
-fn extract(set: &SetInfo, m: &Manifest, dest: &Path) -> anyhow::Result<()> {
+/// Extracts a base set's tarball into `dest`, streaming it from the store as it unpacks.
+fn extract(repo: &Repository, set: &SetInfo, m: &Manifest, dest: &Path) -> anyhow::Result<()> {
     let entry = tar_entry(m).ok_or_else(|| anyhow::anyhow!("no {BASE_TAR} file in the set"))?;
-    let file = File::open(set.dir.join(&entry.path))?;
-    let decoder = entry
-        .compression
-        .decoder(BufReader::with_capacity(1 << 20, file))?;
-    let mut archive = tar::Archive::new(decoder);
+    let stored = repo
+        .open_file(set, &entry.path)
+        .with_context(|| format!("cannot read {}", repo.describe(&set.key(&entry.path))))?;
+    let mut archive = tar::Archive::new(entry.compression.decoder(stored)?);
     archive.set_preserve_permissions(true);
     archive.unpack(dest)?;
-    if !dest.join(PG_BACKUP_MANIFEST).exists() {
-        std::fs::copy(
-            set.dir.join(PG_BACKUP_MANIFEST),
-            dest.join(PG_BACKUP_MANIFEST),
-        )?;
+    let manifest = dest.join(PG_BACKUP_MANIFEST);
+    if !manifest.exists() {
+        let compression = m
+            .file(PG_BACKUP_MANIFEST)
+            .map_or(Compression::None, |f| f.compression);
+        let mut stored = compression.decoder(repo.open_file(set, PG_BACKUP_MANIFEST)?)?;
+        std::io::copy(&mut stored, &mut std::fs::File::create(&manifest)?)
+            .with_context(|| format!("cannot write {}", manifest.display()))?;
     }
     Ok(())
 }
 
-fn verifybackup(settings: &Settings, set: &SetInfo, m: &Manifest) -> CheckResult {
+fn verifybackup(
+    settings: &Settings,
+    repo: &Repository,
+    set: &SetInfo,
+    m: &Manifest,
+) -> CheckResult {
     const NAME: &str = "base.verifybackup";
     let scratch = match super::scratch(settings, "validate-verifybackup-") {
         Ok(s) => s,
         Err(e) => return CheckResult::fail(NAME, format!("{e:#}")),
     };
     let dest = scratch.path().join("data");
-    if let Err(e) = extract(set, m, &dest) {
+    if let Err(e) = extract(repo, set, m, &dest) {
         return CheckResult::fail(NAME, format!("cannot extract the base backup: {e:#}"));
     }
     let wal_in_archive = PhysicalDetails::from_manifest(m)
@@ -226,7 +235,7 @@ fn restore_and_check(settings: &Settings, set: &SetInfo, m: &Manifest) -> anyhow
         .port();
     let mut cmd = Command::new(tools::program("pitr-restore", settings.bin_dir.as_deref()));
     cmd.arg("--backup-dir")
-        .arg(std::path::absolute(&settings.backup_dir)?)
+        .arg(tools::backup_dir_arg(&settings.backup_dir)?)
         .arg("--pgdata")
         .arg(&pgdata)
         .args([

@@ -3,21 +3,21 @@
 use std::io::Read;
 
 use common::repo::SetInfo;
-use common::{Kind, Manifest};
+use common::{Kind, Manifest, Repository};
 
 use crate::check::{CheckResult, Run, Settings};
 
 /// The inventory file of a slot set (cdc-slot-tool's `INVENTORY_FILE`).
 pub const INVENTORY_FILE: &str = "slots.json";
 
-pub fn run(run: &mut Run, settings: &Settings, sets: &[SetInfo]) {
+pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, sets: &[SetInfo]) {
     const NAME: &str = "slots.inventory";
     run.check(settings, NAME, || {
         super::per_set(
             NAME,
             Kind::Slots,
             sets,
-            |set, manifest| match inventory_problems(set, manifest) {
+            |set, manifest| match inventory_problems(repo, set, manifest) {
                 Ok((slots, publications)) => {
                     CheckResult::pass(NAME, format!("{slots} slots, {publications} publications"))
                 }
@@ -27,11 +27,16 @@ pub fn run(run: &mut Run, settings: &Settings, sets: &[SetInfo]) {
     });
 }
 
-fn inventory_problems(set: &SetInfo, manifest: &Manifest) -> Result<(usize, usize), String> {
+fn inventory_problems(
+    repo: &Repository,
+    set: &SetInfo,
+    manifest: &Manifest,
+) -> Result<(usize, usize), String> {
     let entry = manifest
         .file(INVENTORY_FILE)
         .ok_or_else(|| format!("the manifest lists no {INVENTORY_FILE}"))?;
-    let file = std::fs::File::open(set.dir.join(INVENTORY_FILE))
+    let file = repo
+        .open_file(set, INVENTORY_FILE)
         .map_err(|e| format!("cannot read {INVENTORY_FILE}: {e}"))?;
     let mut text = String::new();
     entry

@@ -63,7 +63,7 @@ fn size_jump_fails_size_change() {
 fn compressed_file_that_does_not_decompress_fails() {
     use std::io::Write;
     let (_h, dir) = empty_repo();
-    let repo = common::Repository::create(&dir).unwrap();
+    let repo = common::Repository::create(&common::storage::Location::Local(dir.clone())).unwrap();
     let mut set = repo.create_set(Kind::Slots).unwrap();
     let mut file = set
         .create_file("data.gz", Compression::None, None, 1)

@@ -7,6 +7,8 @@ mod damage;
 mod deep;
 mod drill;
 mod health;
+mod notify;
 mod outputs;
 mod repository;
+mod s3;
 mod support;

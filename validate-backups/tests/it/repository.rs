@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::repo::SetMeta;
+use common::storage::Location;
 use common::stream::Compression;
 use common::{Kind, Repository};
 
@@ -13,7 +14,7 @@ use crate::support::{empty_repo, finish, validate, Checks, BIN};
 
 /// Writes a complete set of `kind` holding one file of `size` bytes.
 pub fn synthetic_set(dir: &Path, kind: Kind, size: usize, compression: Compression) -> String {
-    let repo = Repository::create(dir).unwrap();
+    let repo = Repository::create(&Location::Local(dir.to_path_buf())).unwrap();
     let mut set = repo.create_set(kind).unwrap();
     let mut file = set.create_file("data.bin", compression, None, 1).unwrap();
     let mut seed = 12345u64;
@@ -111,7 +112,7 @@ fn set_without_manifest_is_reported_incomplete() {
 #[test]
 fn held_lock_is_a_run_in_progress_until_too_old() {
     let (_h, dir) = empty_repo();
-    let repo = Repository::create(&dir).unwrap();
+    let repo = Repository::create(&Location::Local(dir.clone())).unwrap();
     let lock = repo.lock(Kind::Base).unwrap();
     let run = validate(&dir, &[]);
     assert_eq!(run.status("repo.locks"), "pass");

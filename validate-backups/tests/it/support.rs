@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use tempfile::TempDir;
 use test_support::os_user::{as_db_user, db_tempdir, give_to_db_user};
-use test_support::pg::{archiving_options, run_checked, PgCluster};
+use test_support::pg::{archiving_options, run_checked, PgCluster, PgOptions};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_validate-backups");
 
@@ -133,11 +133,11 @@ pub fn validate(dir: &Path, extra: &[&str]) -> Run {
     finish(cmd.output().expect("run validate-backups"))
 }
 
-/// Runs a workspace tool as the database user with the cluster's environment, asserting
-/// success.
-pub fn tool(pg: &PgCluster, name: &str, args: &[&str]) -> Output {
+/// Runs a workspace tool as the database user with the cluster's environment and `env`,
+/// asserting success.
+pub fn tool(pg: &PgCluster, name: &str, args: &[&str], env: &[(String, String)]) -> Output {
     let mut cmd = pg.command(test_support::tool_bin(name));
-    cmd.args(args);
+    cmd.args(args).envs(env.iter().cloned());
     run_checked(&mut cmd, name)
 }
 
@@ -146,16 +146,38 @@ pub fn archiving_cluster(dir: &Path) -> PgCluster {
     PgCluster::start_with(archiving_options(dir).setting("wal_level", "logical"))
 }
 
+/// Where a fixture repository is built: a local directory or an S3 URL.
+pub struct Destination {
+    /// The tools' `--backup-dir`.
+    pub backup_dir: String,
+    /// Extra environment of the tools (the S3 service's settings).
+    pub env: Vec<(String, String)>,
+    /// Settings of a cluster whose archive_command pushes into the repository.
+    pub archiving: PgOptions,
+}
+
+impl Destination {
+    /// A local directory.
+    pub fn local(dir: &Path) -> Destination {
+        Destination {
+            backup_dir: dir.to_str().unwrap().to_string(),
+            env: Vec::new(),
+            archiving: archiving_options(dir),
+        }
+    }
+}
+
 /// Builds the good repository: every kind, taken by the real tools.
-fn build_fixture(dir: &Path) {
-    let mut pg = archiving_cluster(dir);
+pub fn build_fixture(dest: &Destination) {
+    let env = dest.env.as_slice();
+    let mut pg = PgCluster::start_with(dest.archiving.clone().setting("wal_level", "logical"));
     pg.psql(
         "CREATE TABLE items (id int PRIMARY KEY, v text);
          INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 2000) g;",
     );
     pg.switch_wal_and_wait_archived();
-    let d = dir.to_str().unwrap();
-    tool(&pg, "pg-base-backup", &["--backup-dir", d, "-q"]);
+    let d = dest.backup_dir.as_str();
+    tool(&pg, "pg-base-backup", &["--backup-dir", d, "-q"], env);
     pg.psql("INSERT INTO items SELECT g, 'after' FROM generate_series(2001, 3000) g");
     pg.switch_wal_and_wait_archived();
     pg.psql("INSERT INTO items SELECT g, 'later' FROM generate_series(3001, 3500) g");
@@ -164,10 +186,16 @@ fn build_fixture(dir: &Path) {
         &pg,
         "pg-logical-backup",
         &["--backup-dir", d, "--dbname", "postgres", "-q"],
+        env,
     );
     pg.psql("SELECT pg_create_logical_replication_slot('fixture_slot', 'pgoutput')");
     pg.psql("CREATE PUBLICATION fixture_pub FOR TABLE items");
-    tool(&pg, "cdc-slot-tool", &["backup", "--backup-dir", d, "-q"]);
+    tool(
+        &pg,
+        "cdc-slot-tool",
+        &["backup", "--backup-dir", d, "-q"],
+        env,
+    );
     pg.stop();
 
     let topic = test_support::unique_name("validate_fixture");
@@ -175,7 +203,8 @@ fn build_fixture(dir: &Path) {
     test_support::kafka::produce_numbered(&topic, &[0, 1], 0, TOPIC_RECORDS / 2);
     let mut cmd = Command::new(test_support::tool_bin("kafka-topic-backup"));
     cmd.args(["--backup-dir", d, "--topic", &topic, "-q"])
-        .args(["--bootstrap-servers", &test_support::kafka::bootstrap()]);
+        .args(["--bootstrap-servers", &test_support::kafka::bootstrap()])
+        .envs(env.iter().cloned());
     run_checked(as_db_user(&mut cmd), "kafka-topic-backup");
 }
 
@@ -200,7 +229,7 @@ fn fixture() -> &'static Path {
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .unwrap();
         give_to_db_user(&dir);
-        build_fixture(&dir);
+        build_fixture(&Destination::local(&dir));
         dir
     })
 }
