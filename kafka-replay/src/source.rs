@@ -1,12 +1,13 @@
 //! Where the archived records come from: a backup set (with the incremental sets it continues,
 //! oldest first) or one archive stream on stdin.
+//!
+//! A set's files are read through the repository's storage layer, streamed as they are
+//! decoded (on S3, one GET per pass over a file; nothing is staged on local disk).
 
-use std::fs::File;
 use std::io::{BufReader, Read};
-use std::path::PathBuf;
 
 use anyhow::Context;
-use common::repo::{Kind, Repository};
+use common::repo::{Kind, Repository, SetInfo};
 use common::topic_archive::{ArchiveReader, KafkaSetDetails, RecordsChunk, TopicMeta};
 
 type Reader = ArchiveReader<Box<dyn Read>>;
@@ -14,14 +15,19 @@ type Reader = ArchiveReader<Box<dyn Read>>;
 /// One archive file of a set.
 #[derive(Debug, Clone)]
 struct Part {
-    set_id: String,
-    path: PathBuf,
+    set: SetInfo,
+    /// The file's path in the set.
+    file: String,
+    /// Where the file is, for messages: a path or an s3:// URL.
+    shown: String,
     /// Size and SHA-256 the manifest lists for the file.
     expected: Option<common::FileEntry>,
 }
 
 /// The archive(s) a replay reads.
 pub struct Source {
+    /// The repository the parts are in (none for stdin).
+    repo: Option<Repository>,
     parts: Vec<Part>,
     stdin: Option<Reader>,
     meta: TopicMeta,
@@ -40,7 +46,7 @@ impl Source {
         only_set: bool,
     ) -> anyhow::Result<Source> {
         let sets = repo.complete_sets(Kind::Kafka)?;
-        let details = |set: &common::repo::SetInfo| -> Option<KafkaSetDetails> {
+        let details = |set: &SetInfo| -> Option<KafkaSetDetails> {
             serde_json::from_value(set.manifest.as_ref()?.details.clone()).ok()
         };
         let chosen = match id {
@@ -56,7 +62,7 @@ impl Source {
                 .with_context(|| {
                     format!(
                         "no complete kafka backup set in {} holds topic '{topic}'; take one with kafka-topic-backup first",
-                        repo.kind_dir(Kind::Kafka).display()
+                        repo.describe(Kind::Kafka.name())
                     )
                 })?,
         };
@@ -77,9 +83,21 @@ impl Source {
                         .join(", ")
                 )
             })?;
+            // A name from the manifest: a file of the set, nothing outside it (a topic may
+            // start with '.', so its file may too).
+            if set_topic.file.contains(['/', '\\', '\0'])
+                || matches!(set_topic.file.as_str(), "" | "." | "..")
+            {
+                anyhow::bail!(
+                    "set {} lists '{}' as the archive of topic '{topic}', which is not a file name",
+                    current.id,
+                    set_topic.file
+                );
+            }
             parts.push(Part {
-                set_id: current.id.clone(),
-                path: current.dir.join(&set_topic.file),
+                set: current.clone(),
+                file: set_topic.file.clone(),
+                shown: repo.describe(&current.key(&set_topic.file)),
                 expected: current
                     .manifest
                     .as_ref()
@@ -98,17 +116,18 @@ impl Source {
         }
         parts.reverse();
         let newest = parts.last().expect("at least the chosen set").clone();
-        let meta = open_file(&newest)?.meta().clone();
+        let meta = open_file(repo, &newest)?.meta().clone();
         if meta.topic != topic {
             anyhow::bail!(
                 "{} holds topic '{}', not '{topic}'",
-                newest.path.display(),
+                newest.shown,
                 meta.topic
             );
         }
-        let set_ids: Vec<String> = parts.iter().map(|p| p.set_id.clone()).collect();
+        let set_ids: Vec<String> = parts.iter().map(|p| p.set.id.clone()).collect();
         Ok(Source {
             description: format!("set {}", set_ids.join(" + ")),
+            repo: Some(repo.clone()),
             parts,
             stdin: None,
             meta,
@@ -121,6 +140,7 @@ impl Source {
         let input: Box<dyn Read> = Box::new(BufReader::with_capacity(1 << 20, std::io::stdin()));
         let reader = ArchiveReader::open(input).context("cannot read the archive on stdin")?;
         Ok(Source {
+            repo: None,
             parts: Vec::new(),
             meta: reader.meta().clone(),
             stdin: Some(reader),
@@ -138,23 +158,25 @@ impl Source {
     /// whole-file check (the files are compressed) that finds damage before anything is
     /// produced. Returns the problems found; reading the records names the damaged chunk.
     pub fn checksum_problems(&self) -> Vec<String> {
+        let Some(repo) = &self.repo else {
+            return Vec::new();
+        };
         let mut problems = Vec::new();
         for part in &self.parts {
             let Some(expected) = &part.expected else {
-                problems.push(format!(
-                    "{}: not listed in its manifest",
-                    part.path.display()
-                ));
+                problems.push(format!("{}: not listed in its manifest", part.shown));
                 continue;
             };
-            match common::stream::checksum_file(&part.path) {
+            let sum = repo
+                .open_file(&part.set, &part.file)
+                .and_then(|r| common::stream::HashingReader::new(r).finish());
+            match sum {
                 Ok(sum) if sum.size == expected.size && sum.sha256 == expected.sha256 => {}
                 Ok(_) => problems.push(format!(
                     "{}: size or SHA-256 differs from the manifest of set {}",
-                    part.path.display(),
-                    part.set_id
+                    part.shown, part.set.id
                 )),
-                Err(e) => problems.push(format!("{}: {e}", part.path.display())),
+                Err(e) => problems.push(format!("{}: {e}", part.shown)),
             }
         }
         problems
@@ -180,22 +202,22 @@ impl Source {
             }
             return Ok(());
         }
-        if self.parts.is_empty() {
+        let Some(repo) = self.repo.as_ref().filter(|_| !self.parts.is_empty()) else {
             anyhow::bail!("the archive on stdin can be read only once");
-        }
+        };
         for part in &self.parts {
-            let mut reader = open_file(part)?;
+            let mut reader = open_file(repo, part)?;
             if reader.meta().topic != self.meta.topic {
                 anyhow::bail!(
                     "{} holds topic '{}', not '{}'",
-                    part.path.display(),
+                    part.shown,
                     reader.meta().topic,
                     self.meta.topic
                 );
             }
             while let Some(chunk) = reader
                 .next_records()
-                .with_context(|| format!("archive {} is damaged", part.path.display()))?
+                .with_context(|| format!("archive {} is damaged", part.shown))?
             {
                 visit(chunk)?;
             }
@@ -204,10 +226,11 @@ impl Source {
     }
 }
 
-fn open_file(part: &Part) -> anyhow::Result<Reader> {
-    let file = File::open(&part.path)
-        .with_context(|| format!("cannot open {} of set {}", part.path.display(), part.set_id))?;
-    let input: Box<dyn Read> = Box::new(BufReader::with_capacity(1 << 20, file));
-    ArchiveReader::open(input)
-        .with_context(|| format!("archive {} is damaged", part.path.display()))
+fn open_file(repo: &Repository, part: &Part) -> anyhow::Result<Reader> {
+    let file = repo
+        .open_file(&part.set, &part.file)
+        .with_context(|| format!("cannot open {} of set {}", part.shown, part.set.id))?;
+    // Buffered already: a local file in 1 MiB reads, an S3 body in the chunks it arrives in.
+    let input: Box<dyn Read> = file;
+    ArchiveReader::open(input).with_context(|| format!("archive {} is damaged", part.shown))
 }

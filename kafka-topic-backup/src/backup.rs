@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 
 use anyhow::Context;
-use common::repo::{Kind, Repository, SetInfo, SetMeta};
+use common::repo::{Kind, Repository, SetInfo, SetMeta, SetWriter};
+use common::storage;
 use common::stream::Compression;
 use common::topic_archive::{
     ArchiveWriter, GroupOffsets, KafkaSetDetails, OffsetGap, SetPartition, SetTopic, StreamEnd,
@@ -32,96 +33,42 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     };
     let (cluster, all_topics) = Cluster::connect(&config, &args.kafka.bootstrap_servers, named)?;
     let topics = select_topics(&args, &all_topics)?;
-    let mut groups = if args.no_group_offsets {
+    let groups = if args.no_group_offsets {
         BTreeMap::new()
     } else {
         cluster.group_offsets(&topics)?
     };
-    let options = ExportOptions {
-        parallelism: args.parallelism.get(),
-        chunk_bytes: args.chunk_kib.get() * 1024,
-        level: args.compression_level,
-        idle_timeout: args.timeout,
+    let export = Export {
+        args: &args,
+        config: &config,
+        options: ExportOptions {
+            parallelism: args.parallelism.get(),
+            chunk_bytes: args.chunk_kib.get() * 1024,
+            level: args.compression_level,
+            idle_timeout: args.timeout,
+        },
     };
     if args.stdout {
-        let [topic] = topics.as_slice() else {
-            anyhow::bail!(
-                "--stdout writes one topic, {} were selected; name one with --topic",
-                topics.len()
-            );
-        };
-        let groups = groups.remove(&topic.name).unwrap_or_default();
-        let meta = topic_meta(&cluster, topic, None, groups, args.max_messages)?;
-        let out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-        common::kafka::close_in_background(cluster);
-        let (end, _) = export_one(&args, &config, &options, &meta, out)?;
-        tracing::info!(
-            "{}: {} records from {} partitions written to stdout",
-            topic.name,
-            end.records,
-            end.partitions.len()
-        );
+        // No repository at all: --stdout cannot be --incremental, so no chain is read.
+        export.stream_to_stdout(cluster, &topics, groups)?;
         return Ok(Status::Ok);
     }
 
     let repo = Repository::create(&args.repo.backup_dir)?;
+    // Released on drop, and on an interrupt by the lock itself.
     let _lock = repo.lock(Kind::Kafka)?;
-    let previous_sets = if args.incremental {
+    let previous = if args.incremental {
         repo.complete_sets(Kind::Kafka)?
+            .iter()
+            .filter_map(|set| details_of(set).map(|d| (set.id.clone(), d)))
+            .collect()
     } else {
         Vec::new()
     };
-    let previous_details: Vec<(String, KafkaSetDetails)> = previous_sets
-        .iter()
-        .filter_map(|set| details_of(set).map(|d| (set.id.clone(), d)))
-        .collect();
-    let mut set = repo.create_set(Kind::Kafka)?;
-    let set_dir = set.dir().to_path_buf();
-    let result = (|| -> anyhow::Result<(Vec<TopicReport>, KafkaSetDetails)> {
-        let mut details = KafkaSetDetails {
-            archive_version: FORMAT_VERSION,
-            topics: Vec::new(),
-        };
-        let mut reports = Vec::new();
-        for topic in &topics {
-            let previous = previous_details.iter().rev().find_map(|(id, d)| {
-                d.topic(&topic.name).map(|t| Previous {
-                    set_id: id.clone(),
-                    topic: t,
-                })
-            });
-            if args.incremental && previous.is_none() {
-                tracing::info!(
-                    "{}: no previous set holds it, exporting in full",
-                    topic.name
-                );
-            }
-            let groups = groups.remove(&topic.name).unwrap_or_default();
-            let meta = topic_meta(
-                &cluster,
-                topic,
-                previous.as_ref(),
-                groups,
-                args.max_messages,
-            )?;
-            let file_name = format!("{}{ARCHIVE_EXTENSION}", topic.name);
-            let file = set
-                .create_file(&file_name, Compression::None, None, 1)
-                .with_context(|| format!("cannot create {}", set_dir.join(&file_name).display()))?;
-            let (end, file) = export_one(&args, &config, &options, &meta, file)?;
-            tracing::debug!("{}: {} records exported", topic.name, end.records);
-            let entry = file
-                .finish()
-                .with_context(|| format!("cannot finish {file_name}"))?;
-            set.add(entry);
-            let set_topic = set_topic(&meta, &end, file_name);
-            reports.push(TopicReport::new(&set_topic));
-            details.topics.push(set_topic);
-        }
-        Ok((reports, details))
-    })();
+    let set = repo.create_set(Kind::Kafka)?;
+    let set_shown = set.describe();
     // A failed set is removed as its writer is dropped (see common::repo::SetWriter).
-    let (reports, details) = result?;
+    let (set, reports, details) = export.write_set(set, &cluster, &topics, groups, &previous)?;
     common::kafka::close_in_background(cluster);
     let id = set.id().to_string();
     tracing::debug!("committing set {id}");
@@ -143,7 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     };
     let summary = Summary {
         id: Some(id),
-        dir: Some(set_dir.display().to_string()),
+        dir: Some(set_shown),
         incremental: args.incremental,
         records: reports.iter().map(|r| r.records).sum(),
         bytes: manifest.total_size(),
@@ -153,6 +100,130 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     };
     report::print(args.global.output, &summary)?;
     Ok(Status::Ok)
+}
+
+/// How the topics are exported: the run's arguments and client settings.
+struct Export<'a> {
+    args: &'a Args,
+    config: &'a rdkafka::ClientConfig,
+    options: ExportOptions,
+}
+
+impl Export<'_> {
+    /// Streams the one selected topic's archive to stdout.
+    fn stream_to_stdout(
+        &self,
+        cluster: Cluster,
+        topics: &[TopicInfo],
+        mut groups: BTreeMap<String, Vec<GroupOffsets>>,
+    ) -> anyhow::Result<()> {
+        let [topic] = topics else {
+            anyhow::bail!(
+                "--stdout writes one topic, {} were selected; name one with --topic",
+                topics.len()
+            );
+        };
+        let groups = groups.remove(&topic.name).unwrap_or_default();
+        let meta = topic_meta(&cluster, topic, None, groups, self.args.max_messages)?;
+        let out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        common::kafka::close_in_background(cluster);
+        let (end, _) = self.topic(&meta, out)?;
+        tracing::info!(
+            "{}: {} records from {} partitions written to stdout",
+            topic.name,
+            end.records,
+            end.partitions.len()
+        );
+        Ok(())
+    }
+
+    /// Exports every topic into a file of `set` (streamed: to S3 as a multipart upload while
+    /// it is written), continuing `previous` sets when incremental.
+    fn write_set(
+        &self,
+        mut set: SetWriter,
+        cluster: &Cluster,
+        topics: &[TopicInfo],
+        mut groups: BTreeMap<String, Vec<GroupOffsets>>,
+        previous: &[(String, KafkaSetDetails)],
+    ) -> anyhow::Result<(SetWriter, Vec<TopicReport>, KafkaSetDetails)> {
+        let mut details = KafkaSetDetails {
+            archive_version: FORMAT_VERSION,
+            topics: Vec::new(),
+        };
+        let mut reports = Vec::new();
+        for topic in topics {
+            let previous = previous.iter().rev().find_map(|(id, d)| {
+                d.topic(&topic.name).map(|t| Previous {
+                    set_id: id.clone(),
+                    topic: t,
+                })
+            });
+            if self.args.incremental && previous.is_none() {
+                tracing::info!(
+                    "{}: no previous set holds it, exporting in full",
+                    topic.name
+                );
+            }
+            let groups = groups.remove(&topic.name).unwrap_or_default();
+            let meta = topic_meta(
+                cluster,
+                topic,
+                previous.as_ref(),
+                groups,
+                self.args.max_messages,
+            )?;
+            let file_name = format!("{}{ARCHIVE_EXTENSION}", topic.name);
+            let shown = set
+                .store()
+                .describe(&storage::join(set.prefix(), &file_name));
+            let file = set
+                .create_file(&file_name, Compression::None, None, 1)
+                .with_context(|| format!("cannot create {shown}"))?;
+            let (end, file) = self.topic(&meta, file)?;
+            tracing::debug!("{}: {} records exported", topic.name, end.records);
+            let entry = file
+                .finish()
+                .with_context(|| format!("cannot finish {file_name}"))?;
+            set.add(entry);
+            let set_topic = set_topic(&meta, &end, file_name);
+            reports.push(TopicReport::new(&set_topic));
+            details.topics.push(set_topic);
+        }
+        Ok((set, reports, details))
+    }
+
+    /// Writes one topic's archive stream into `out`; returns the END summary and `out`.
+    fn topic<W: Write>(&self, meta: &TopicMeta, out: W) -> anyhow::Result<(StreamEnd, W)> {
+        let total: i64 = meta
+            .ranges
+            .iter()
+            .map(|r| r.end_offset - r.start_offset)
+            .sum();
+        let progress = common::progress::items(
+            &self.args.global,
+            Some(total.max(0) as u64),
+            &meta.topic,
+            "records",
+        );
+        let mut writer = ArchiveWriter::new(out, meta).context("cannot write the archive")?;
+        let ends = export_topic(
+            self.config,
+            &meta.topic,
+            &meta.ranges,
+            &self.options,
+            &mut writer,
+            &progress,
+        )?;
+        progress.finish_and_clear();
+        let end = StreamEnd {
+            chunks: writer.chunks() - 1,
+            records: ends.iter().map(|e| e.records).sum(),
+            partitions: ends,
+        };
+        let out = writer.finish(&end).context("cannot write the archive")?;
+        Ok((end, out))
+    }
 }
 
 pub(crate) fn details_of(set: &SetInfo) -> Option<KafkaSetDetails> {
@@ -247,44 +318,6 @@ fn topic_meta(
         captured_at: Some(common::timefmt::now()),
         writer: format!("{TOOL} {}", env!("CARGO_PKG_VERSION")),
     })
-}
-
-/// Writes one topic's archive stream into `out`; returns the END summary and `out`.
-fn export_one<W: Write>(
-    args: &Args,
-    config: &rdkafka::ClientConfig,
-    options: &ExportOptions,
-    meta: &TopicMeta,
-    out: W,
-) -> anyhow::Result<(StreamEnd, W)> {
-    let total: i64 = meta
-        .ranges
-        .iter()
-        .map(|r| r.end_offset - r.start_offset)
-        .sum();
-    let progress = common::progress::items(
-        &args.global,
-        Some(total.max(0) as u64),
-        &meta.topic,
-        "records",
-    );
-    let mut writer = ArchiveWriter::new(out, meta).context("cannot write the archive")?;
-    let ends = export_topic(
-        config,
-        &meta.topic,
-        &meta.ranges,
-        options,
-        &mut writer,
-        &progress,
-    )?;
-    progress.finish_and_clear();
-    let end = StreamEnd {
-        chunks: writer.chunks() - 1,
-        records: ends.iter().map(|e| e.records).sum(),
-        partitions: ends,
-    };
-    let out = writer.finish(&end).context("cannot write the archive")?;
-    Ok((end, out))
 }
 
 fn set_topic(meta: &TopicMeta, end: &StreamEnd, file: String) -> SetTopic {

@@ -34,7 +34,10 @@ pub fn apply_retention(
                 decision.reason
             );
             repo.delete_set(set).map_err(|e| {
-                anyhow::anyhow!("cannot delete kafka set {}: {e}", set.dir.display())
+                anyhow::anyhow!(
+                    "cannot delete kafka set {}: {e}",
+                    repo.describe(&set.prefix)
+                )
             })?;
         }
         deleted.push(set.id.clone());
@@ -95,7 +98,7 @@ mod tests {
         let started = common::timefmt::parse_id_time(id).unwrap();
         SetInfo {
             id: id.into(),
-            dir: std::path::PathBuf::from(id),
+            prefix: format!("kafka/{id}"),
             started: Some(started),
             manifest: Some(Manifest {
                 format_version: MANIFEST_VERSION,

@@ -68,6 +68,9 @@ pub fn export_topic<W: Write>(
             for event in receiver.iter() {
                 match event? {
                     Event::Chunk(chunk, records) => {
+                        // Interrupted, the watcher removes the set (and aborts its upload):
+                        // nothing more is written into it meanwhile.
+                        common::interrupt::checkpoint();
                         writer
                             .write_chunk(&chunk)
                             .context("cannot write the archive")?;

@@ -1,6 +1,8 @@
 //! kafka-topic-backup: exports Kafka topics with every record field (key, value, headers,
 //! timestamp and its type), the topic configs, partition layout and consumer-group offsets
-//! into a backup set under `BACKUP_DIR`, or as one archive stream on stdout.
+//! into a backup set under `BACKUP_DIR` (a directory, or `s3://BUCKET/PREFIX` where each
+//! archive streams up as a multipart upload while it is written), or as one archive stream
+//! on stdout.
 //!
 //! The archive format is `common::topic_archive`, specified in `FORMAT.md`.
 

@@ -584,6 +584,8 @@ impl S3Writer {
     }
 
     fn send_part(&mut self) -> io::Result<()> {
+        // Interrupted, no new part goes up while the cleanups abort the upload.
+        interrupt::checkpoint();
         if self.upload.is_none() {
             self.start_upload()?;
         }

@@ -240,7 +240,12 @@ pub fn backup_bin() -> std::path::PathBuf {
     test_support::tool_bin("kafka-topic-backup")
 }
 
-fn tool(program: impl AsRef<std::ffi::OsStr>, dir: &Path, args: &[&str]) -> Command {
+/// A tool's command on the repository `dir` (a path or an s3:// URL), with `--output json`.
+pub fn tool(
+    program: impl AsRef<std::ffi::OsStr>,
+    dir: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+) -> Command {
     let mut command = Command::new(program);
     command
         .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap())

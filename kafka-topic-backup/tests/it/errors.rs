@@ -5,6 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::repo::{Kind, Repository};
+use common::storage::Location;
 use test_support::process::{signal, wait_for};
 
 use crate::support::*;
@@ -30,7 +31,7 @@ fn unreachable_broker_is_exit_2_without_a_set() {
     );
     assert!(line.contains("KAFKA_BOOTSTRAP_SERVERS"), "{line}");
     assert!(run.stdout.is_empty());
-    if let Ok(repo) = Repository::open(dir.path()) {
+    if let Ok(repo) = Repository::open(&Location::Local(dir.path().into())) {
         assert!(repo.list(Kind::Kafka).unwrap().is_empty());
     }
 }
@@ -64,7 +65,7 @@ fn missing_topic_and_bad_regex_are_exit_2() {
         "{}",
         run.stderr
     );
-    let repo = Repository::open(dir.path()).unwrap();
+    let repo = Repository::open(&Location::Local(dir.path().into())).unwrap();
     assert!(repo.complete_sets(Kind::Kafka).unwrap().is_empty());
 }
 

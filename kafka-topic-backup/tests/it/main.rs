@@ -1,7 +1,9 @@
 //! Integration tests of kafka-topic-backup against the real test broker
-//! (`PIPELINE_BACKUP_TEST_KAFKA`): the set it writes, read back with the archive reader.
+//! (`PIPELINE_BACKUP_TEST_KAFKA`) and, for `s3`, the S3 test service
+//! (`PIPELINE_BACKUP_TEST_S3_*`): the set it writes, read back with the archive reader.
 
 mod errors;
 mod incremental;
+mod s3;
 mod set;
 mod support;

@@ -77,11 +77,12 @@ fn regex_backup_saves_records_configs_and_group_offsets() {
     assert_eq!(record.3.as_deref(), Some(b"v2-7".as_slice()));
 
     // The manifest lists the files with their checksums, and they verify.
-    let repo = common::repo::Repository::open(dir.path()).unwrap();
+    let repo = common::repo::Repository::open(&common::storage::Location::Local(dir.path().into()))
+        .unwrap();
     let (set, manifest) = repo.find(common::repo::Kind::Kafka, None).unwrap();
     assert_eq!(manifest.id, summary["id"].as_str().unwrap());
     assert_eq!(manifest.files.len(), 2);
-    assert!(manifest.verify_files(&set.dir).is_empty());
+    assert!(repo.verify_files(&set.prefix, &manifest).is_empty());
 }
 
 #[test]

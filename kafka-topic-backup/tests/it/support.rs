@@ -1,6 +1,7 @@
 //! Helpers: topics with records, running the tool, reading a set's archive back.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,8 +16,9 @@ pub fn backup(dir: &Path, args: &[&str]) -> Run {
     Run::of(&mut backup_command(dir, args))
 }
 
-/// The command [`backup`] runs, for a test that runs it otherwise.
-pub fn backup_command(dir: &Path, args: &[&str]) -> Command {
+/// The command [`backup`] runs, for a test that runs it otherwise; `dir` is a path or an
+/// s3:// URL.
+pub fn backup_command(dir: impl AsRef<OsStr>, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kafka-topic-backup"));
     command
         .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap())
@@ -39,8 +41,12 @@ pub struct Archive {
 }
 
 pub fn read_archive(path: &Path) -> Archive {
-    let file = std::io::BufReader::new(std::fs::File::open(path).unwrap());
-    let mut reader = ArchiveReader::open(file).unwrap();
+    read_archive_from(std::io::BufReader::new(std::fs::File::open(path).unwrap()))
+}
+
+/// Reads an archive stream back (a file, an S3 object).
+pub fn read_archive_from(input: impl std::io::Read) -> Archive {
+    let mut reader = ArchiveReader::open(input).unwrap();
     let mut records = Vec::new();
     while let Some(chunk) = reader.next_records().unwrap() {
         for r in chunk.iter() {
@@ -61,14 +67,19 @@ pub fn read_archive(path: &Path) -> Archive {
 
 /// The archive file of `topic` in the set a summary describes.
 pub fn archive_path(summary: &serde_json::Value, topic: &str) -> PathBuf {
-    let dir = PathBuf::from(summary["dir"].as_str().unwrap());
-    let entry = summary["topics"]
+    PathBuf::from(summary["dir"].as_str().unwrap()).join(archive_file(summary, topic))
+}
+
+/// The file name of `topic`'s archive in the set a summary describes.
+pub fn archive_file<'a>(summary: &'a serde_json::Value, topic: &str) -> &'a str {
+    summary["topics"]
         .as_array()
         .unwrap()
         .iter()
         .find(|t| t["topic"] == topic)
-        .unwrap_or_else(|| panic!("{topic} not in {summary}"));
-    dir.join(entry["file"].as_str().unwrap())
+        .unwrap_or_else(|| panic!("{topic} not in {summary}"))["file"]
+        .as_str()
+        .unwrap()
 }
 
 /// Per partition, the offsets in an archive.
