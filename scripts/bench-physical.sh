@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark of physical backup and restore, side by side in one run, on one pgbench database
 # (scale 100 by default, about 1.5 GB): pg-base-backup vs `pg_basebackup -Ft -z` vs pgBackRest
-# (process-max 2, gz and zst), and restore by pitr-restore vs `pgbackrest restore`.
+# (process-max 2, gz and zst), and restore by pitr-restore vs `pgbackrest restore`; and the
+# cost of encryption at rest (zstd + age vs zstd, backup and restore).
 # Prints the median wall time and peak memory of each, and the ratios the goals are stated in.
 #
 #   scripts/bench-physical.sh [SCALE] [RUNS]      defaults: 100 3
@@ -71,6 +72,12 @@ CONF
 as_db mkdir -p "$WORK/pgbackrest-repo"
 as_db pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
 
+# Encryption at rest (age): a key pair for the encrypted rows (the public key may be on argv,
+# the identity file is only named).
+age-keygen -o "$WORK/age-identity.txt" 2>/dev/null
+AGE_RECIPIENT=$(sed -n 's/^# public key: //p' "$WORK/age-identity.txt")
+[ "$(id -u)" = 0 ] && chown postgres: "$WORK/age-identity.txt"
+
 # measure NAME COMMAND...: appends "seconds maxrss_kb" to $WORK/NAME.txt
 measure() {
     local name=$1; shift
@@ -82,14 +89,18 @@ measure() {
 
 for run in $(seq 1 "$RUNS"); do
     echo "bench: run $run/$RUNS" >&2
-    as_db rm -rf "$WORK/repo" "$WORK/pgbb"
+    as_db rm -rf "$WORK/repo" "$WORK/repo-age" "$WORK/pgbb"
     measure ours_gzip "$BIN/pg-base-backup" --backup-dir "$WORK/repo" --compress gzip --wal-method fetch --no-retention -q
     measure ours_zstd "$BIN/pg-base-backup" --backup-dir "$WORK/repo" --compress zstd --wal-method fetch --no-retention -q
+    measure ours_zstd_age env BACKUP_ENCRYPTION_RECIPIENTS="$AGE_RECIPIENT" \
+        "$BIN/pg-base-backup" --backup-dir "$WORK/repo-age" --compress zstd --wal-method fetch --no-retention -q
     measure pg_basebackup_gz "$PG_BIN/pg_basebackup" -D "$WORK/pgbb" -Ft -z -X fetch -c fast
     measure pgbackrest_gz pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --type=full --compress-type=gz backup
     measure pgbackrest_zst pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --type=full --compress-type=zst backup
-    as_db rm -rf "$WORK/r1" "$WORK/r2"
+    as_db rm -rf "$WORK/r1" "$WORK/r2" "$WORK/r3"
     measure ours_restore "$BIN/pitr-restore" --backup-dir "$WORK/repo" --pgdata "$WORK/r1" --target immediate --yes -q
+    measure ours_restore_age env BACKUP_ENCRYPTION_IDENTITY_FILE="$WORK/age-identity.txt" \
+        "$BIN/pitr-restore" --backup-dir "$WORK/repo-age" --pgdata "$WORK/r3" --target immediate --yes -q
     measure pgbackrest_restore pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --pg1-path="$WORK/r2" restore
     as_db pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench expire --repo1-retention-full=1 >/dev/null 2>&1 || true
 done
@@ -100,7 +111,7 @@ work = sys.argv[1]
 def med(name):
     rows = [l.split() for l in open(os.path.join(work, name + ".txt")) if l.strip()]
     return statistics.median(float(r[0]) for r in rows), statistics.median(int(r[1]) for r in rows) / 1024
-names = ["ours_gzip", "pg_basebackup_gz", "pgbackrest_gz", "ours_zstd", "pgbackrest_zst", "ours_restore", "pgbackrest_restore"]
+names = ["ours_gzip", "pg_basebackup_gz", "pgbackrest_gz", "ours_zstd", "ours_zstd_age", "pgbackrest_zst", "ours_restore", "ours_restore_age", "pgbackrest_restore"]
 m = {n: med(n) for n in names}
 print(f"{'tool':24} {'median s':>9} {'peak MiB':>9}")
 for n in names:
@@ -112,5 +123,10 @@ ratio("ours_gzip", "pg_basebackup_gz", ">= 1.8x")
 ratio("ours_gzip", "pgbackrest_gz", ">= 1.0x")
 ratio("ours_zstd", "pgbackrest_zst", ">= 1.0x")
 ratio("ours_restore", "pgbackrest_restore", ">= 1.0x")
-print(f"peak memory pg-base-backup: {max(m['ours_gzip'][1], m['ours_zstd'][1]):.1f} MiB (goal < 100 MiB)")
+def cost(enc, plain, goal):
+    r = m[enc][0] / m[plain][0]
+    print(f"encryption cost {enc} vs {plain}: {r:.2f}x wall time (goal {goal})")
+cost("ours_zstd_age", "ours_zstd", "<= 1.10x")
+cost("ours_restore_age", "ours_restore", "<= 1.10x")
+print(f"peak memory pg-base-backup: {max(m['ours_gzip'][1], m['ours_zstd'][1], m['ours_zstd_age'][1]):.1f} MiB (goal < 100 MiB)")
 PY

@@ -20,6 +20,8 @@ command -v make >/dev/null || packages+=(make)
 command -v perl >/dev/null || packages+=(perl)
 # promtool checks the alert rules and the metrics files the tools write.
 command -v promtool >/dev/null || packages+=(prometheus)
+# age / age-keygen: the encryption tests check our files against the reference CLI.
+command -v age >/dev/null || packages+=(age)
 
 if [ ${#packages[@]} -gt 0 ]; then
     echo "install-deps: installing ${packages[*]}" >&2

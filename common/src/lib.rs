@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config_file;
 pub mod durable;
+pub mod encryption;
 pub mod entry;
 pub mod env;
 pub mod exit;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::encryption::SetEncryption;
 use crate::storage::{self, Store};
 use crate::stream::{self, Compression};
 use crate::timefmt::rfc3339;
@@ -65,7 +66,34 @@ pub struct Manifest {
     pub details: serde_json::Value,
 }
 
+impl FileEntry {
+    /// Whether the stored file is an age file (its name ends in `.age`).
+    pub fn is_encrypted(&self) -> bool {
+        crate::encryption::is_encrypted_name(&self.path)
+    }
+}
+
+/// Key under the manifest's `source` where a set's encryption is recorded in clear.
+// A typed top-level field is the better home; it waits until every tool that builds a
+// `Manifest` literal can take the new field.
+pub const ENCRYPTION_KEY: &str = "encryption";
+
+/// Records a set's encryption in its manifest's `source` object.
+pub(crate) fn record_encryption(source: &mut serde_json::Value, encryption: &SetEncryption) {
+    if !source.is_object() {
+        *source = serde_json::json!({});
+    }
+    source[ENCRYPTION_KEY] = serde_json::to_value(encryption).expect("plain data");
+}
+
 impl Manifest {
+    /// How the set's files are encrypted (`None`: plaintext, or a set from before encryption).
+    pub fn encryption(&self) -> Option<SetEncryption> {
+        self.source
+            .get(ENCRYPTION_KEY)
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+    }
+
     /// Total stored bytes.
     pub fn total_size(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()

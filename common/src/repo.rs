@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use time::OffsetDateTime;
 
+use crate::encryption::{self, Identities, Recipients, Sealed};
 use crate::interrupt;
 use crate::manifest::{FileEntry, Manifest, SetStatus, MANIFEST_FILE, MANIFEST_VERSION};
 use crate::storage::{self, Location, ObjectWriter, Store, StoreLock};
@@ -238,6 +239,7 @@ impl Repository {
                 prefix,
                 started_at,
                 files: Vec::new(),
+                recipients: None,
             });
         }
         anyhow::bail!(
@@ -374,6 +376,25 @@ impl Repository {
         self.store.open_read(&set.key(path))
     }
 
+    /// Streams a file of a set as it was before encryption (still compressed): decrypted
+    /// with `identities` when the entry is encrypted (an error naming the file when there
+    /// are none or they do not fit; reading fails on damage or truncation).
+    pub fn open_entry(
+        &self,
+        set: &SetInfo,
+        entry: &FileEntry,
+        identities: Option<&Identities>,
+    ) -> io::Result<Box<dyn Read + Send>> {
+        let key = set.key(&entry.path);
+        let stored = self.store.open_read(&key)?;
+        encryption::reader(
+            stored,
+            entry.is_encrypted(),
+            identities,
+            &self.describe(&key),
+        )
+    }
+
     /// Re-reads every file listed in `manifest` under `prefix` and compares size and SHA-256.
     pub fn verify_files(&self, prefix: &str, manifest: &Manifest) -> Vec<String> {
         manifest.verify_files(&self.store, prefix)
@@ -408,6 +429,8 @@ pub struct SetWriter {
     prefix: String,
     started_at: OffsetDateTime,
     files: Vec<FileEntry>,
+    /// Who the set's files are encrypted to; `None`: plaintext.
+    recipients: Option<Recipients>,
 }
 
 /// What the tool tells the manifest about the set.
@@ -450,8 +473,21 @@ impl SetWriter {
         &self.files
     }
 
-    /// Opens a new file of the set that compresses and checksums what is written to it.
-    /// `path` is relative to the set; call [`SetFile::finish`] and then [`SetWriter::add`].
+    /// Encrypts every file created from now on to `recipients` (`None`: plaintext). Their
+    /// stored names get [`encryption::AGE_SUFFIX`]; the manifest records the recipients.
+    pub fn encrypt_to(&mut self, recipients: Option<Recipients>) {
+        self.recipients = recipients;
+    }
+
+    /// Whether new files are encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.recipients.is_some()
+    }
+
+    /// Opens a new file of the set that compresses, encrypts (see [`SetWriter::encrypt_to`])
+    /// and checksums what is written to it. `path` is relative to the set (an encrypted file
+    /// is stored as `path.age`: the entry [`SetFile::finish`] returns has the stored name);
+    /// call [`SetFile::finish`] and then [`SetWriter::add`].
     pub fn create_file(
         &self,
         path: &str,
@@ -459,12 +495,21 @@ impl SetWriter {
         level: Option<i32>,
         threads: u32,
     ) -> io::Result<SetFile> {
-        let object = self.repo.store.create(&storage::join(&self.prefix, path))?;
+        let path = match self.recipients {
+            Some(_) => format!("{path}{}", encryption::AGE_SUFFIX),
+            None => path.to_string(),
+        };
+        let object = self
+            .repo
+            .store
+            .create(&storage::join(&self.prefix, &path))?;
         let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, object));
+        // The checksum covers the stored bytes: checkable without a key.
+        let sealed = Sealed::new(hashing, self.recipients.as_ref())?;
         Ok(SetFile {
-            path: path.to_string(),
+            path,
             compression,
-            encoder: compression.encoder(hashing, level, threads)?,
+            encoder: compression.encoder(sealed, level, threads)?,
             raw_size: 0,
         })
     }
@@ -488,6 +533,10 @@ impl SetWriter {
     /// was hashed while it streamed up (every request's payload SHA-256 was checked by the
     /// server through the SigV4 signature).
     pub fn commit(mut self, meta: SetMeta) -> anyhow::Result<Manifest> {
+        let mut source = meta.source;
+        if let Some(recipients) = &self.recipients {
+            crate::manifest::record_encryption(&mut source, &recipients.describe());
+        }
         let manifest = Manifest {
             format_version: MANIFEST_VERSION,
             kind: self.kind.name().to_string(),
@@ -497,7 +546,7 @@ impl SetWriter {
             started_at: self.started_at,
             finished_at: timefmt::now(),
             status: SetStatus::Complete,
-            source: meta.source,
+            source,
             files: self.files,
             details: meta.details,
         };
@@ -537,11 +586,14 @@ fn remove_incomplete_set(store: Store, prefix: String) -> interrupt::Undo {
     })
 }
 
-/// A compressing, checksumming file of a set, invisible until finished.
+/// The stored stream of a set file: plain or an age file, over the checksum.
+type Stored = HashingWriter<BufWriter<ObjectWriter>>;
+
+/// A compressing, encrypting, checksumming file of a set, invisible until finished.
 pub struct SetFile {
     path: String,
     compression: Compression,
-    encoder: Encoder<HashingWriter<BufWriter<ObjectWriter>>>,
+    encoder: Encoder<Sealed<Stored>>,
     raw_size: u64,
 }
 
@@ -553,7 +605,7 @@ impl SetFile {
 
     /// Finishes compression, makes the file visible and returns its entry.
     pub fn finish(self) -> io::Result<FileEntry> {
-        let hashing = self.encoder.finish()?;
+        let hashing = self.encoder.finish()?.finish()?;
         let (buffered, sum) = hashing.finish();
         let object = buffered.into_inner().map_err(|e| e.into_error())?;
         object.commit()?;

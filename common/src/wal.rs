@@ -1,9 +1,12 @@
 //! WAL file names, segment arithmetic and the WAL archive layout under `BACKUP_DIR/wal`.
 //!
 //! The archive is flat: `wal/<name><ext>`, where `<name>` is PostgreSQL's file name (segment,
-//! `.partial`, `.history`, `.backup`) and `<ext>` the compression suffix. Every stored file's
+//! `.partial`, `.history`, `.backup`) and `<ext>` the compression suffix, followed by `.age`
+//! when the file is encrypted (`000000010000000000000003.zst.age`). Every stored file's
 //! integrity is covered by its compression format's own checksum (zstd content checksum,
-//! gzip CRC-32, lz4 content checksum), checked on every fetch and verify.
+//! gzip CRC-32, lz4 content checksum), and an encrypted one's by age's authenticated chunks,
+//! checked on every fetch and verify. Once anything was archived encrypted, the marker
+//! `wal/.encrypted` says so, so that a push without recipients can refuse cheaply.
 
 use std::io::{self, Read};
 
@@ -115,6 +118,13 @@ pub struct ArchivedFile {
     pub size: u64,
 }
 
+impl ArchivedFile {
+    /// Whether the stored file is an age file.
+    pub fn is_encrypted(&self) -> bool {
+        crate::encryption::is_encrypted_name(&self.key)
+    }
+}
+
 /// An archived file opened for reading: its stored stream, key and compression.
 pub type OpenedWal = (Box<dyn Read + Send>, String, Compression);
 
@@ -124,13 +134,21 @@ pub struct WalArchive {
     store: Store,
 }
 
-/// Suffixes tried, in order, when looking a file up.
-const SUFFIXES: [Compression; 4] = [
-    Compression::Zstd,
-    Compression::Gzip,
-    Compression::Lz4,
-    Compression::None,
+/// Suffixes tried, in order, when looking a file up: plain and encrypted of each format, the
+/// default (zstd) first.
+const SUFFIXES: [(Compression, bool); 8] = [
+    (Compression::Zstd, false),
+    (Compression::Zstd, true),
+    (Compression::Gzip, false),
+    (Compression::Gzip, true),
+    (Compression::Lz4, false),
+    (Compression::Lz4, true),
+    (Compression::None, false),
+    (Compression::None, true),
 ];
+
+/// Marker object: something in the archive is encrypted.
+pub const ENCRYPTED_MARKER: &str = ".encrypted";
 
 impl WalArchive {
     pub fn new(repo: &Repository) -> WalArchive {
@@ -168,16 +186,44 @@ impl WalArchive {
         )
     }
 
+    /// The key of a new file of this name, encrypted or not.
+    pub fn key_of(&self, name: &str, compression: Compression, encrypted: bool) -> String {
+        let key = self.key_for(name, compression);
+        if encrypted {
+            key + crate::encryption::AGE_SUFFIX
+        } else {
+            key
+        }
+    }
+
     /// A new archive file, visible once committed.
     pub fn create(&self, name: &str, compression: Compression) -> io::Result<ObjectWriter> {
         self.store.create(&self.key_for(name, compression))
     }
 
+    /// Whether the archive was ever written encrypted (its marker exists).
+    pub fn is_marked_encrypted(&self) -> io::Result<bool> {
+        self.store
+            .exists(&storage::join(Kind::Wal.name(), ENCRYPTED_MARKER))
+    }
+
+    /// Marks the archive as holding encrypted files (idempotent; `recipients` are the public
+    /// keys, kept for people looking).
+    pub fn mark_encrypted(&self, recipients: &[String]) -> io::Result<()> {
+        let key = storage::join(Kind::Wal.name(), ENCRYPTED_MARKER);
+        if self.store.exists(&key)? {
+            return Ok(());
+        }
+        let mut text = recipients.join("\n");
+        text.push('\n');
+        self.store.put_new(&key, text.as_bytes()).map(|_| ())
+    }
+
     /// The stored file for a PostgreSQL WAL file name, whatever its compression: its key and
     /// compression, or `None` when it is not archived.
     pub fn find(&self, name: &str) -> io::Result<Option<(String, Compression)>> {
-        for c in SUFFIXES {
-            let key = self.key_for(name, c);
+        for (c, encrypted) in SUFFIXES {
+            let key = self.key_of(name, c, encrypted);
             if self.store.exists(&key)? {
                 return Ok(Some((key, c)));
             }
@@ -185,12 +231,12 @@ impl WalArchive {
         Ok(None)
     }
 
-    /// Opens an archived file by name: its stored (compressed) stream, the key and the
-    /// compression; `None` when it is not archived. One request per suffix tried, the
-    /// default (zstd) first.
+    /// Opens an archived file by name: its stored (compressed, maybe encrypted: see the
+    /// key's suffix) stream, the key and the compression; `None` when it is not archived.
+    /// One request per suffix tried, the default (zstd) first.
     pub fn open(&self, name: &str) -> io::Result<Option<OpenedWal>> {
-        for c in SUFFIXES {
-            let key = self.key_for(name, c);
+        for (c, encrypted) in SUFFIXES {
+            let key = self.key_of(name, c, encrypted);
             match self.store.open_read(&key) {
                 Ok(reader) => return Ok(Some((reader, key, c))),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -210,9 +256,12 @@ impl WalArchive {
                 continue;
             }
             let compression = Compression::from_file_name(&file_name);
-            let name = file_name
+            let plain = file_name
+                .strip_suffix(crate::encryption::AGE_SUFFIX)
+                .unwrap_or(&file_name);
+            let name = plain
                 .strip_suffix(compression.extension())
-                .unwrap_or(&file_name)
+                .unwrap_or(plain)
                 .to_string();
             let Some(kind) = WalFile::parse(&name) else {
                 continue;

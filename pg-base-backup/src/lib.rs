@@ -1,7 +1,8 @@
 //! Physical base backups: `pg_basebackup` streams a tarball over the replication protocol;
 //! this tool compresses it on every core, checksums it, keeps PostgreSQL's own
 //! `backup_manifest`, makes sure the WAL needed for consistency is available, writes the
-//! set's manifest last, and applies retention to base backups and archived WAL.
+//! set's manifest last, and applies retention to base backups and archived WAL. With
+//! recipients set, the tarball and PostgreSQL's manifest are stored encrypted (age).
 
 mod capture;
 mod retention;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use common::cli::{GlobalArgs, PgArgs, RepoArgs, RetentionArgs};
+use common::encryption::{self, Recipients};
 use common::output;
 use common::physical::{PhysicalDetails, WalMethod, PG_BACKUP_MANIFEST};
 use common::repo::{Kind, Repository, SetMeta};
@@ -25,7 +27,11 @@ use serde::Serialize;
 /// The connection uses libpq settings (flags or PGHOST, PGPORT, PGUSER, PGDATABASE); the
 /// password comes only from PGPASSWORD or ~/.pgpass. The role needs the REPLICATION attribute.
 #[derive(Debug, Parser)]
-#[command(name = "pg-base-backup", version, after_help = common::exit::EXIT_CODES_HELP)]
+#[command(name = "pg-base-backup", version, after_help = format!(
+    "{}\n\n{}\nOnce the repository holds encrypted base backups or WAL, a backup without\nrecipients is refused unless --allow-unencrypted.",
+    common::exit::EXIT_CODES_HELP,
+    common::encryption::ENCRYPTION_HELP
+))]
 pub struct Args {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -58,6 +64,10 @@ pub struct Args {
     /// Label stored in the backup.
     #[arg(long, default_value = "pg-base-backup")]
     pub label: String,
+    /// Store the backup in plaintext even though the repository holds encrypted base
+    /// backups or WAL (no recipients set). Without it such a backup is refused.
+    #[arg(long)]
+    pub allow_unencrypted: bool,
 }
 
 impl common::entry::ToolArgs for Args {
@@ -81,6 +91,8 @@ pub struct Summary {
     pub wal_method: WalMethod,
     pub deleted_sets: Vec<String>,
     pub expired_wal_files: usize,
+    /// Whether the set's files are encrypted (age).
+    pub encrypted: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Status> {
@@ -109,8 +121,14 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             args.repo.backup_dir
         );
     }
+    let recipients = Recipients::from_env()?;
+    if recipients.is_none() && !args.allow_unencrypted {
+        refuse_plain_into_encrypted(&repo)?;
+    }
     let _lock = repo.lock(Kind::Base)?;
     let mut set = repo.create_set(Kind::Base)?;
+    let encrypted = recipients.is_some();
+    set.encrypt_to(recipients);
     let set_path = set.describe();
     tracing::info!(
         "writing base backup {} (WAL method {wal_method:?})",
@@ -191,6 +209,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         wal_method,
         deleted_sets,
         expired_wal_files,
+        encrypted,
     };
     output::summary(args.global.output, &summary, || {
         format!(
@@ -204,4 +223,27 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         )
     })?;
     Ok(Status::Ok)
+}
+
+/// An encrypted repository must not get a plain backup by accident (recipients that vanished
+/// from the environment): refused when the newest complete base backup is encrypted or the
+/// WAL archive holds encrypted files.
+fn refuse_plain_into_encrypted(repo: &Repository) -> anyhow::Result<()> {
+    let newest_encrypted = repo
+        .complete_sets(Kind::Base)?
+        .last()
+        .and_then(|set| set.manifest.as_ref())
+        .is_some_and(|m| m.encryption().is_some());
+    let wal_encrypted = common::wal::WalArchive::new(repo).is_marked_encrypted()?;
+    if newest_encrypted || wal_encrypted {
+        anyhow::bail!(
+            "{} holds encrypted {} but no recipients are set: refusing to write a plaintext base backup. Set {} (or {}, {}), or pass --allow-unencrypted",
+            repo.location(),
+            if newest_encrypted { "base backups" } else { "WAL" },
+            encryption::RECIPIENTS_ENV,
+            encryption::RECIPIENTS_FILE_ENV,
+            encryption::PASSPHRASE_FILE_ENV
+        );
+    }
+    Ok(())
 }

@@ -1,11 +1,14 @@
 //! Unpacks a base-backup tarball into the data directory, checking the stored file's SHA-256
 //! and size as it streams. A mismatch is an error; the caller's `safety::emptied_unless_done` then
-//! removes what was extracted.
+//! removes what was extracted. An encrypted tarball (`.age`) is decrypted in the same pass
+//! (stored bytes -> checksum -> decrypt -> decompress -> tar): a damaged or truncated one fails
+//! on the chunk that does not authenticate.
 
 use std::io;
 use std::path::Path;
 
 use anyhow::Context;
+use common::encryption::{self, Identities};
 use common::manifest::FileEntry;
 use common::repo::{Repository, SetInfo};
 use common::stream::HashingReader;
@@ -25,14 +28,36 @@ impl<R: io::Read> io::Read for Counting<'_, R> {
     }
 }
 
+/// Before anything is written: an encrypted tarball's header must open with the identities
+/// at hand (missing or wrong key is one clear error naming the file).
+pub fn check_key(
+    repo: &Repository,
+    set: &SetInfo,
+    entry: &FileEntry,
+    identities: Option<&Identities>,
+) -> anyhow::Result<()> {
+    if !entry.is_encrypted() {
+        return Ok(());
+    }
+    let shown = repo.describe(&set.key(&entry.path));
+    let identities = identities.ok_or_else(|| encryption::missing_identity(&shown))?;
+    let stored = repo
+        .open_file(set, &entry.path)
+        .with_context(|| format!("cannot read {shown}"))?;
+    identities.decrypt(stored, &shown)?;
+    Ok(())
+}
+
 pub fn extract(
     repo: &Repository,
     set: &SetInfo,
     entry: &FileEntry,
+    identities: Option<&Identities>,
     pgdata: &Path,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
     let key = set.key(&entry.path);
+    let shown = repo.describe(&key);
     let stored = repo
         .open_file(set, &entry.path)
         .with_context(|| format!("cannot read {}", repo.describe(&key)))?;
@@ -41,12 +66,16 @@ pub fn extract(
         progress,
     });
     let unpacked = (|| -> anyhow::Result<()> {
-        let decoder = entry.compression.decoder(&mut hashing)?;
+        let plain = encryption::reader(&mut hashing, entry.is_encrypted(), identities, &shown)?;
+        let decoder = entry.compression.decoder(plain)?;
         let mut archive = tar::Archive::new(decoder);
         archive.set_preserve_permissions(true);
         archive.set_overwrite(true);
         archive.set_unpack_xattrs(false);
         archive.unpack(pgdata)?;
+        // tar stops at its end blocks: read on to the end, so that every age chunk, the
+        // last one's end mark included, is authenticated.
+        io::copy(&mut archive.into_inner(), &mut io::sink())?;
         Ok(())
     })();
     let sum = hashing.finish();

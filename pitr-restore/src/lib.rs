@@ -26,7 +26,10 @@ pub use target::{Named, Target};
 /// Without --start the data directory is left ready for `pg_ctl start`: PostgreSQL then
 /// recovers to the target and promotes. With --start this tool does that and waits.
 #[derive(Debug, Parser)]
-#[command(name = "pitr-restore", version, after_help = common::exit::EXIT_CODES_HELP)]
+#[command(name = "pitr-restore", version, after_help = format!(
+    "{}\n\nEncrypted backups and WAL (age) are decrypted with BACKUP_ENCRYPTION_IDENTITY_FILE (an age\nidentity file, several keys allowed) or BACKUP_ENCRYPTION_PASSPHRASE_FILE. Give them in the\n--config file: restore_command is written with it, so the server's wal-archive fetch reads\nthem too. A missing or wrong key, a damaged or truncated file: exit 2, nothing left in --pgdata.",
+    common::exit::EXIT_CODES_HELP
+))]
 pub struct Args {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -167,12 +170,22 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     if !args.accept_wal_gaps {
         walcheck::check_continuity(&repo, &details, &target)?;
     }
+    let identities = common::encryption::Identities::from_env()?;
+    extract::check_key(&repo, &set, &tar_entry, identities.as_ref())?;
+    warn_if_server_lacks_key(&repo, &tar_entry, identities.is_some())?;
     safety::prepare_pgdata(&args.pgdata, args.force)?;
     let unfinished = safety::emptied_unless_done(&args.pgdata);
     safety::check_space(&args.pgdata, details.raw_bytes + details.raw_bytes / 10)?;
 
     let progress = common::progress::bytes(&args.global, Some(tar_entry.size), "restore");
-    extract::extract(&repo, &set, &tar_entry, &args.pgdata, &progress)?;
+    extract::extract(
+        &repo,
+        &set,
+        &tar_entry,
+        identities.as_ref(),
+        &args.pgdata,
+        &progress,
+    )?;
     progress.finish_and_clear();
     let wal_archive = recovery::wal_archive_bin(args.wal_archive_bin.as_deref());
     let backup_dir = args.repo.backup_dir.absolute()?;
@@ -233,4 +246,24 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         ),
     })?;
     Ok(Status::Ok)
+}
+
+/// PostgreSQL runs restore_command in its own environment: encrypted WAL needs the identity
+/// there too, which a --config file carries (a server started by --start also inherits ours).
+fn warn_if_server_lacks_key(
+    repo: &Repository,
+    tar_entry: &common::FileEntry,
+    have_identity: bool,
+) -> anyhow::Result<()> {
+    if common::config_file::loaded().is_some() {
+        return Ok(());
+    }
+    let encrypted_wal = common::wal::WalArchive::new(repo).is_marked_encrypted()?;
+    if encrypted_wal || (tar_entry.is_encrypted() && have_identity) {
+        tracing::warn!(
+            "the WAL archive may be encrypted: restore_command needs {} in the server's environment; a server started by --start inherits this run's, one started otherwise needs it in a config file (--config FILE / PIPELINE_BACKUP_CONFIG)",
+            common::encryption::IDENTITY_FILE_ENV
+        );
+    }
+    Ok(())
 }

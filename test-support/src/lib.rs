@@ -5,6 +5,7 @@
 //! PostgreSQL refuses to run as root, and CI runs as root: servers and the tools that touch
 //! their files run as the `postgres` OS user ([`os_user`]).
 
+pub mod age_keys;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod notify;

@@ -2,13 +2,16 @@
 //!
 //! Exit 1 means "not in the archive", which recovery reads as the end of the archive. Any
 //! other failure (damaged copy, unreadable repository) exits 126, above 125, which makes
-//! PostgreSQL stop recovery instead of ending it early at a wrong point.
+//! PostgreSQL stop recovery instead of ending it early at a wrong point. An encrypted copy
+//! (`.age`) is decrypted with `BACKUP_ENCRYPTION_IDENTITY_FILE`; a missing or wrong key, a
+//! damaged or truncated copy are 126 too, and nothing is written to `%p`.
 
 use std::io::{self, Read, Write};
 use std::path::Path;
 
 use anyhow::Context;
 use common::durable::AtomicFile;
+use common::encryption::{self, Identities};
 use common::storage::Location;
 use common::stream::Compression;
 use common::wal::{WalArchive, WalFile, DEFAULT_SEGMENT_SIZE};
@@ -44,15 +47,18 @@ pub fn fetch(
         }
         return Err(CodedError::new(1, anyhow::anyhow!("{name} is not in the archive")).into());
     };
-    copy_out(
-        name,
-        stored,
-        &archive.store().describe(&key),
-        compression,
-        dest,
-    )
-    .map_err(broken)
-    .map(|()| Status::Ok)
+    let shown = archive.store().describe(&key);
+    let encrypted = encryption::is_encrypted_name(&key);
+    let identities = if encrypted {
+        Identities::from_env().map_err(|e| broken(e.into()))?
+    } else {
+        None
+    };
+    let plain = encryption::reader(stored, encrypted, identities.as_ref(), &shown)
+        .map_err(|e| broken(e.into()))?;
+    copy_out(name, plain, &shown, compression, dest)
+        .map_err(broken)
+        .map(|()| Status::Ok)
 }
 
 fn copy_out(

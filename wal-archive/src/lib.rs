@@ -22,7 +22,7 @@ pub use header::SegmentHeader;
 #[command(
     name = "wal-archive",
     version,
-    after_help = "In postgresql.conf:\n  archive_mode = on\n  archive_command = 'wal-archive push %p --backup-dir /backups'\n  restore_command = 'wal-archive fetch %f %p --backup-dir /backups'\n\nExit codes:\n  0    success\n  1    fetch: the file is not in the archive; verify: a gap or a damaged file\n  2    error (bad input, unreadable repository, different content already archived)\n  126  fetch: the archive copy is damaged or unreadable (recovery must stop, not end)\n  130  interrupted\n\nNotifications (BACKUP_NOTIFICATION_WEBHOOK, SLACK_WEBHOOK_URL, BACKUP_EMAIL_RECIPIENT; test them\nwith validate-backups --notify-test): push reports failures only, at most one message per\nBACKUP_NOTIFY_INTERVAL (default 10m) per host, the next one counting those held back; fetch never."
+    after_help = "In postgresql.conf:\n  archive_mode = on\n  archive_command = 'wal-archive push %p --backup-dir /backups'\n  restore_command = 'wal-archive fetch %f %p --backup-dir /backups'\n\nExit codes:\n  0    success\n  1    fetch: the file is not in the archive; verify: a gap or a damaged file\n  2    error (bad input, unreadable repository, different content already archived)\n  126  fetch: the archive copy is damaged or unreadable (recovery must stop, not end)\n  130  interrupted\n\nNotifications (BACKUP_NOTIFICATION_WEBHOOK, SLACK_WEBHOOK_URL, BACKUP_EMAIL_RECIPIENT; test them\nwith validate-backups --notify-test): push reports failures only, at most one message per\nBACKUP_NOTIFY_INTERVAL (default 10m) per host, the next one counting those held back; fetch never.\n\nEncryption at rest (age; push writes <name>.zst.age):\n  BACKUP_ENCRYPTION_RECIPIENTS       push: comma-separated age1... public keys, or\n  BACKUP_ENCRYPTION_RECIPIENTS_FILE  push: a file of them, one a line (as age -R)\n  BACKUP_ENCRYPTION_IDENTITY_FILE    fetch, verify: age identity file (several keys allowed)\n  BACKUP_ENCRYPTION_PASSPHRASE_FILE  passphrase (scrypt): about a second per file, so not for WAL\nPut them in the --config file that archive_command and restore_command use; never on argv."
 )]
 pub struct Args {
     #[command(flatten)]
@@ -45,6 +45,10 @@ pub enum Command {
         /// Compression level [default: the format's default].
         #[arg(long)]
         compress_level: Option<i32>,
+        /// Archive in plaintext even though the archive holds encrypted files (no recipients
+        /// set). Without it such a push is refused.
+        #[arg(long)]
+        allow_unencrypted: bool,
     },
     /// Restore one WAL file (restore_command = 'wal-archive fetch %f %p').
     Fetch {
@@ -62,6 +66,8 @@ pub enum Command {
     },
     /// Check the archive is continuous from the oldest base backup's start on each timeline,
     /// and that every file decompresses and has a valid WAL header. Exit 1 on a gap.
+    /// Encrypted files are decrypted with BACKUP_ENCRYPTION_IDENTITY_FILE when it is set;
+    /// without it only their age header is checked.
     Verify {
         #[command(flatten)]
         repo: RepoArgs,
@@ -101,7 +107,14 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             repo,
             compress,
             compress_level,
-        } => push::push(&path, &repo.backup_dir, compress, compress_level),
+            allow_unencrypted,
+        } => push::push(
+            &path,
+            &repo.backup_dir,
+            compress,
+            compress_level,
+            allow_unencrypted,
+        ),
         Command::Fetch {
             name,
             dest,

@@ -6,12 +6,18 @@
 //! pushes of one segment exactly one stores it; the other compares contents: identical is
 //! success (PostgreSQL retries after a crash), different is an error that leaves the archived
 //! copy untouched.
+//!
+//! With recipients set (`BACKUP_ENCRYPTION_RECIPIENTS`...), the copy is compressed, then
+//! encrypted (`<name>.zst.age`). Without them, a push into an archive that holds encrypted
+//! files is refused unless `--allow-unencrypted`: recipients that vanished from the server's
+//! environment must not silently turn the archive to plaintext.
 
 use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::Path;
 
 use anyhow::Context;
+use common::encryption::{self, Identities, Recipients, Sealed};
 use common::storage::Location;
 use common::stream::{Checksum, Compression, HashingReader};
 use common::wal::{WalArchive, WalFile};
@@ -22,6 +28,7 @@ pub fn push(
     backup_dir: &Location,
     compression: Compression,
     level: Option<i32>,
+    allow_unencrypted: bool,
 ) -> anyhow::Result<Status> {
     let name = source
         .file_name()
@@ -36,20 +43,37 @@ pub fn push(
         )
     })?;
     let archive = WalArchive::new(&repo);
+    let recipients = Recipients::from_env()?;
+    match &recipients {
+        Some(r) => archive
+            .mark_encrypted(&r.describe().recipients)
+            .with_context(|| format!("cannot write into {}", archive.describe()))?,
+        None if !allow_unencrypted && archive.is_marked_encrypted()? => anyhow::bail!(
+            "the WAL archive {} holds encrypted files but no recipients are set: refusing to archive {name} in plaintext. Set {} (or {}) for archive_command, e.g. in its --config file, or pass --allow-unencrypted",
+            archive.describe(),
+            encryption::RECIPIENTS_ENV,
+            encryption::RECIPIENTS_FILE_ENV
+        ),
+        None => {}
+    }
 
     let file = File::open(source).with_context(|| format!("cannot read {}", source.display()))?;
     if let Some((existing, existing_compression)) = archive.find(&name)? {
         return compare_existing(&archive, &name, file, &existing, existing_compression);
     }
+    let target = archive.key_of(&name, compression, recipients.is_some());
     let mut out = archive
-        .create(&name, compression)
+        .store()
+        .create(&target)
         .with_context(|| format!("cannot write into {}", archive.describe()))?;
     let mut reader = HashingReader::new(BufReader::with_capacity(1 << 20, file));
-    let mut encoder = compression.encoder(&mut out, level, 1)?;
-    io::copy(&mut reader, &mut encoder).with_context(|| format!("archiving {name}"))?;
-    encoder.finish()?;
+    {
+        let sealed = Sealed::new(&mut out, recipients.as_ref())?;
+        let mut encoder = compression.encoder(sealed, level, 1)?;
+        io::copy(&mut reader, &mut encoder).with_context(|| format!("archiving {name}"))?;
+        encoder.finish()?.finish()?;
+    }
     let new_sum = reader.finish()?;
-    let target = archive.key_for(&name, compression);
     match out.commit_new() {
         Ok(()) => {
             tracing::debug!("archived {name} ({} bytes)", new_sum.size);
@@ -57,11 +81,10 @@ pub fn push(
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             // Another push of the same file won the race: compare with what it stored.
-            let theirs = archived_checksum(&archive, &target, compression)?;
-            if theirs.sha256 == new_sum.sha256 {
-                Ok(Status::Ok)
-            } else {
-                different(&archive, &name, &target)
+            match archived_checksum(&archive, &target, compression)? {
+                None => Ok(Status::Ok),
+                Some(theirs) if theirs.sha256 == new_sum.sha256 => Ok(Status::Ok),
+                Some(_) => different(&archive, &name, &target),
             }
         }
         Err(e) => {
@@ -70,18 +93,35 @@ pub fn push(
     }
 }
 
+/// The checksum of an archived copy's content; `None` when it is encrypted and no identity
+/// is set to read it (the backup side usually holds only public keys).
 fn archived_checksum(
     archive: &WalArchive,
     key: &str,
     compression: Compression,
-) -> anyhow::Result<Checksum> {
+) -> anyhow::Result<Option<Checksum>> {
     let shown = archive.store().describe(key);
+    let encrypted = encryption::is_encrypted_name(key);
+    let identities = if encrypted {
+        Identities::from_env()?
+    } else {
+        None
+    };
+    if encrypted && identities.is_none() {
+        tracing::warn!(
+            "{shown} is already archived, encrypted; without {} its content cannot be compared, so it is kept as it is",
+            encryption::IDENTITY_FILE_ENV
+        );
+        return Ok(None);
+    }
     let stored = archive
         .store()
         .open_read(key)
         .with_context(|| format!("cannot read {shown}"))?;
-    HashingReader::new(compression.decoder(stored)?)
+    let plain = encryption::reader(stored, encrypted, identities.as_ref(), &shown)?;
+    HashingReader::new(compression.decoder(plain)?)
         .finish()
+        .map(Some)
         .with_context(|| format!("archived copy {shown} is damaged"))
 }
 
@@ -93,12 +133,13 @@ fn compare_existing(
     compression: Compression,
 ) -> anyhow::Result<Status> {
     let ours = HashingReader::new(BufReader::new(file)).finish()?;
-    let theirs = archived_checksum(archive, existing, compression)?;
-    if ours == theirs {
-        tracing::info!("{name} is already archived with identical content");
-        Ok(Status::Ok)
-    } else {
-        different(archive, name, existing)
+    match archived_checksum(archive, existing, compression)? {
+        None => Ok(Status::Ok),
+        Some(theirs) if theirs == ours => {
+            tracing::info!("{name} is already archived with identical content");
+            Ok(Status::Ok)
+        }
+        Some(_) => different(archive, name, existing),
     }
 }
 

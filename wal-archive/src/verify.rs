@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
+use common::encryption::{self, Identities};
 use common::lsn::Lsn;
 use common::output::{self, OutputFormat};
 use common::physical::PhysicalDetails;
@@ -39,6 +40,8 @@ struct VerifySummary {
     newest: Option<String>,
     gaps: Vec<Gap>,
     damaged: Vec<Damaged>,
+    /// Encrypted files whose age header was checked but not their content (no identity set).
+    encrypted_unchecked: usize,
 }
 
 /// Where the archive must start: the oldest complete base backup's start segment.
@@ -56,8 +59,19 @@ fn required_start(repo: &Repository) -> anyhow::Result<Option<(u32, Lsn, u64)>> 
 }
 
 /// The switch point recorded for `timeline` in its history file, if archived.
-fn switch_point(archive: &WalArchive, timeline: u32) -> Option<Lsn> {
-    let (stored, _, compression) = archive.open(&format!("{timeline:08X}.history")).ok()??;
+fn switch_point(
+    archive: &WalArchive,
+    identities: Option<&Identities>,
+    timeline: u32,
+) -> Option<Lsn> {
+    let (stored, key, compression) = archive.open(&format!("{timeline:08X}.history")).ok()??;
+    let stored = encryption::reader(
+        stored,
+        encryption::is_encrypted_name(&key),
+        identities,
+        &key,
+    )
+    .ok()?;
     let mut text = String::new();
     compression
         .decoder(stored)
@@ -72,15 +86,35 @@ fn switch_point(archive: &WalArchive, timeline: u32) -> Option<Lsn> {
         .and_then(|lsn| lsn.parse().ok())
 }
 
+/// What checking one file found.
+enum Checked {
+    /// A segment with this header.
+    Segment(SegmentHeader),
+    /// Not a segment (history, backup history): content readable.
+    Other,
+    /// Encrypted, no identity: only its age header was checked.
+    HeaderOnly,
+}
+
 fn check_file(
     archive: &WalArchive,
+    identities: Option<&Identities>,
     file: &ArchivedFile,
     segment_size: u64,
-) -> Result<Option<SegmentHeader>, String> {
+) -> Result<Checked, String> {
     let handle = archive
         .store()
         .open_read(&file.key)
         .map_err(|e| format!("unreadable: {e}"))?;
+    let shown = archive.store().describe(&file.key);
+    let handle = match (file.is_encrypted(), identities) {
+        (false, _) => handle,
+        (true, None) => {
+            encryption::check_header(handle, &shown).map_err(|e| e.to_string())?;
+            return Ok(Checked::HeaderOnly);
+        }
+        (true, Some(ids)) => Box::new(ids.decrypt(handle, &shown).map_err(|e| e.to_string())?),
+    };
     let mut reader = file
         .compression
         .decoder(handle)
@@ -99,9 +133,9 @@ fn check_file(
             if let Some(problem) = header.mismatch(segno) {
                 return Err(problem);
             }
-            Ok(Some(header))
+            Ok(Checked::Segment(header))
         }
-        _ => Ok(None),
+        _ => Ok(Checked::Other),
     }
 }
 
@@ -111,16 +145,19 @@ pub fn verify(backup_dir: &Location, quick: bool, format: OutputFormat) -> anyho
     let files = archive.list()?;
     let required = required_start(&repo)?;
     let segment_size = required.map_or(DEFAULT_SEGMENT_SIZE, |(_, _, size)| size);
+    let identities = Identities::from_env()?;
     let mut damaged = Vec::new();
     let mut system_id = None;
+    let mut encrypted_unchecked = 0;
     if !quick {
         for file in &files {
-            match check_file(&archive, file, segment_size) {
+            match check_file(&archive, identities.as_ref(), file, segment_size) {
                 Err(problem) => damaged.push(Damaged {
                     file: file.name.clone(),
                     problem,
                 }),
-                Ok(Some(header)) => match system_id {
+                Ok(Checked::HeaderOnly) => encrypted_unchecked += 1,
+                Ok(Checked::Segment(header)) => match system_id {
                     None => system_id = Some(header.system_identifier),
                     Some(id) if id != header.system_identifier => damaged.push(Damaged {
                         file: file.name.clone(),
@@ -131,7 +168,7 @@ pub fn verify(backup_dir: &Location, quick: bool, format: OutputFormat) -> anyho
                     }),
                     Some(_) => {}
                 },
-                Ok(None) => {}
+                Ok(Checked::Other) => {}
             }
         }
     }
@@ -155,7 +192,7 @@ pub fn verify(backup_dir: &Location, quick: bool, format: OutputFormat) -> anyho
         match required {
             Some((base_tli, start, size)) if base_tli == timeline => first = segno_of(start, size),
             _ => {
-                if let Some(switch) = switch_point(&archive, timeline) {
+                if let Some(switch) = switch_point(&archive, identities.as_ref(), timeline) {
                     first = segno_of(switch, segment_size);
                 }
             }
@@ -191,7 +228,14 @@ pub fn verify(backup_dir: &Location, quick: bool, format: OutputFormat) -> anyho
         newest: files.last().map(|f| f.name.clone()),
         gaps,
         damaged,
+        encrypted_unchecked,
     };
+    if encrypted_unchecked > 0 {
+        tracing::info!(
+            "{encrypted_unchecked} encrypted files: age header checked, content not (set {} to decrypt and check them)",
+            encryption::IDENTITY_FILE_ENV
+        );
+    }
     for gap in &summary.gaps {
         tracing::warn!(
             "gap on timeline {}: {} .. {} missing",

@@ -38,8 +38,11 @@ impl Compression {
         }
     }
 
-    /// The format a file name ends in.
+    /// The format a file name ends in (before an encrypted file's `.age`).
     pub fn from_file_name(name: &str) -> Compression {
+        let name = name
+            .strip_suffix(crate::encryption::AGE_SUFFIX)
+            .unwrap_or(name);
         if name.ends_with(".gz") {
             Compression::Gzip
         } else if name.ends_with(".zst") {

@@ -1,6 +1,7 @@
 //! pitr-restore against real clusters: back up with pg-base-backup and wal-archive, restore,
 //! start, and look at the data that came back.
 
+mod encryption;
 mod failures;
 mod pgbench;
 mod s3;

@@ -1,5 +1,6 @@
 //! wal-archive with real WAL from a real cluster.
 
+mod encryption;
 mod fetch;
 mod push;
 mod s3;
