@@ -9,26 +9,28 @@
 //! addressing when `AWS_ENDPOINT_URL` is set, virtual-hosted otherwise;
 //! `AWS_S3_FORCE_PATH_STYLE=true|false` overrides. Plain HTTP only with `AWS_ALLOW_HTTP=true`.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, Read};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
-use object_store::multipart::{MultipartStore, PartId};
+use object_store::multipart::MultipartStore;
 use object_store::path::Path as ObjectPath;
-use object_store::{
-    ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
-    UpdateVersion,
-};
-use serde::{Deserialize, Serialize};
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 
 use super::{join, Location, ObjectInfo, UPLOADS_DIR};
-use crate::interrupt;
+
+mod lock;
+mod writer;
+
+pub use lock::S3Lock;
+use lock::{unix_now, LockRecord};
+pub use writer::S3Writer;
+use writer::{upload_marker_key, OpenUpload};
 
 /// Environment variable: size of one multipart upload part.
 pub const PART_SIZE_ENV: &str = "BACKUP_S3_PART_SIZE";
@@ -97,7 +99,7 @@ impl S3Settings {
 }
 
 /// The runtime S3 requests run on, separate from any runtime of the tools.
-fn runtime() -> &'static tokio::runtime::Runtime {
+pub(super) fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -111,7 +113,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 
 /// Runs a future to completion from blocking code, also when called inside another
 /// runtime's task (then on a scoped thread, since a runtime cannot be entered twice).
-fn block<F>(future: F) -> F::Output
+pub(super) fn block<F>(future: F) -> F::Output
 where
     F: Future + Send,
     F::Output: Send,
@@ -130,7 +132,7 @@ where
 
 /// One line for an S3 error: the service's error code and message instead of its XML, never
 /// a credential (object_store puts none in its errors).
-fn explain(error: &object_store::Error) -> String {
+pub(super) fn explain(error: &object_store::Error) -> String {
     let text = error.to_string();
     let tag = |name: &str| {
         let open = format!("<{name}>");
@@ -156,7 +158,7 @@ fn explain(error: &object_store::Error) -> String {
     format!("{line}{hint}")
 }
 
-fn to_io(error: object_store::Error, what: &str) -> io::Error {
+pub(super) fn to_io(error: object_store::Error, what: &str) -> io::Error {
     match error {
         object_store::Error::NotFound { .. } => {
             io::Error::new(io::ErrorKind::NotFound, format!("{what}: not found"))
@@ -288,16 +290,13 @@ impl S3Store {
     }
 
     pub fn create(&self, key: &str) -> S3Writer {
-        S3Writer {
-            store: Arc::clone(&self.store),
-            path: self.path(key),
-            display: self.describe(key),
-            marker: self.path(&upload_marker_key(key)),
-            buf: Vec::new(),
-            part_size: self.settings.part_size,
-            concurrency: self.settings.concurrency,
-            upload: None,
-        }
+        S3Writer::new(
+            Arc::clone(&self.store),
+            self.path(key),
+            self.describe(key),
+            self.path(&upload_marker_key(key)),
+            &self.settings,
+        )
     }
 
     pub fn open_read(&self, key: &str) -> io::Result<Box<dyn Read + Send>> {
@@ -498,492 +497,5 @@ impl Read for S3Reader {
         buf[..n].copy_from_slice(&self.current[..n]);
         self.current = self.current.slice(n..);
         Ok(n)
-    }
-}
-
-/// Where the record of an open multipart upload for `key` is kept while it runs.
-fn upload_marker_key(key: &str) -> String {
-    let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
-    join(dir, &format!("{UPLOADS_DIR}/{name}.{}", std::process::id()))
-}
-
-/// The record of an open multipart upload, so that it can be aborted after a crash.
-#[derive(Serialize, Deserialize)]
-struct OpenUpload {
-    path: String,
-    upload_id: String,
-}
-
-struct Upload {
-    id: String,
-    parts: Vec<PartId>,
-    pending: VecDeque<tokio::task::JoinHandle<object_store::Result<PartId>>>,
-    next_index: usize,
-    /// Aborts the upload if the process is interrupted first.
-    _abort_on_interrupt: interrupt::Cleanup,
-}
-
-/// A streaming upload: one PUT when the object fits one part, else a multipart upload whose
-/// parts go up while the next is filled.
-pub(super) struct S3Writer {
-    store: Arc<AmazonS3>,
-    path: ObjectPath,
-    display: String,
-    marker: ObjectPath,
-    buf: Vec<u8>,
-    part_size: usize,
-    concurrency: usize,
-    upload: Option<Upload>,
-}
-
-impl S3Writer {
-    pub fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.buf.capacity() == 0 {
-            self.buf.reserve_exact(self.part_size.min(1 << 20));
-        }
-        let room = self.part_size - self.buf.len();
-        let n = data.len().min(room);
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == self.part_size {
-            self.send_part()?;
-        }
-        Ok(n)
-    }
-
-    fn start_upload(&mut self) -> io::Result<()> {
-        let store = Arc::clone(&self.store);
-        let (path, marker) = (self.path.clone(), self.marker.clone());
-        let id = block(async move {
-            let id = store.create_multipart(&path).await?;
-            let record = OpenUpload {
-                path: path.to_string(),
-                upload_id: id.clone(),
-            };
-            let body = serde_json::to_vec(&record).expect("serializable");
-            store.put(&marker, body.into()).await?;
-            Ok::<_, object_store::Error>(id)
-        })
-        .map_err(|e| to_io(e, &self.display))?;
-        let (store, path, marker, upload_id) = (
-            Arc::clone(&self.store),
-            self.path.clone(),
-            self.marker.clone(),
-            id.clone(),
-        );
-        let cleanup = interrupt::on_interrupt(move || {
-            let _ = block(abort(store, path, marker, upload_id));
-        });
-        self.upload = Some(Upload {
-            id,
-            parts: Vec::new(),
-            pending: VecDeque::new(),
-            next_index: 0,
-            _abort_on_interrupt: cleanup,
-        });
-        Ok(())
-    }
-
-    fn send_part(&mut self) -> io::Result<()> {
-        // Interrupted, no new part goes up while the cleanups abort the upload.
-        interrupt::checkpoint();
-        if self.upload.is_none() {
-            self.start_upload()?;
-        }
-        let upload = self.upload.as_mut().expect("started above");
-        let data = std::mem::take(&mut self.buf);
-        let (store, path, id, index) = (
-            Arc::clone(&self.store),
-            self.path.clone(),
-            upload.id.clone(),
-            upload.next_index,
-        );
-        upload.next_index += 1;
-        upload.pending.push_back(runtime().spawn(async move {
-            store
-                .put_part(&path, &id, index, PutPayload::from(data))
-                .await
-        }));
-        while upload.pending.len() > self.concurrency {
-            let handle = upload.pending.pop_front().expect("non-empty");
-            upload.parts.push(join_part(handle, &self.display)?);
-        }
-        Ok(())
-    }
-
-    pub fn commit(mut self: Box<Self>, create_new: bool) -> io::Result<()> {
-        if self.upload.is_none() {
-            let store = Arc::clone(&self.store);
-            let path = self.path.clone();
-            let payload = PutPayload::from(std::mem::take(&mut self.buf));
-            let opts = PutOptions {
-                mode: if create_new {
-                    PutMode::Create
-                } else {
-                    PutMode::Overwrite
-                },
-                ..PutOptions::default()
-            };
-            return block(async move { store.put_opts(&path, payload, opts).await })
-                .map(|_| ())
-                .map_err(|e| to_io(e, &self.display));
-        }
-        if !self.buf.is_empty() {
-            self.send_part()?;
-        }
-        let mut upload = self.upload.take().expect("checked above");
-        while let Some(handle) = upload.pending.pop_front() {
-            match join_part(handle, &self.display) {
-                Ok(part) => upload.parts.push(part),
-                Err(e) => {
-                    self.upload = Some(upload);
-                    return Err(e);
-                }
-            }
-        }
-        let store = Arc::clone(&self.store);
-        let (path, marker, id, parts) = (
-            self.path.clone(),
-            self.marker.clone(),
-            upload.id.clone(),
-            std::mem::take(&mut upload.parts),
-        );
-        let result = block(async move {
-            // Multipart uploads cannot be conditional: the check narrows the window only.
-            if create_new && store.head(&path).await.is_ok() {
-                return Err(object_store::Error::AlreadyExists {
-                    path: path.to_string(),
-                    source: "exists".into(),
-                });
-            }
-            store.complete_multipart(&path, &id, parts).await?;
-            let _ = store.delete(&marker).await;
-            Ok(())
-        });
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.upload = Some(upload);
-                Err(to_io(e, &self.display))
-            }
-        }
-    }
-}
-
-fn join_part(
-    handle: tokio::task::JoinHandle<object_store::Result<PartId>>,
-    display: &str,
-) -> io::Result<PartId> {
-    match block(handle) {
-        Ok(Ok(part)) => Ok(part),
-        Ok(Err(e)) => Err(to_io(e, display)),
-        Err(e) => Err(io::Error::other(format!(
-            "{display}: upload task failed: {e}"
-        ))),
-    }
-}
-
-async fn abort(
-    store: Arc<AmazonS3>,
-    path: ObjectPath,
-    marker: ObjectPath,
-    upload_id: String,
-) -> object_store::Result<()> {
-    store.abort_multipart(&path, &upload_id).await?;
-    store.delete(&marker).await
-}
-
-impl Drop for S3Writer {
-    fn drop(&mut self) {
-        if let Some(upload) = self.upload.take() {
-            for handle in &upload.pending {
-                handle.abort();
-            }
-            let _ = block(abort(
-                Arc::clone(&self.store),
-                self.path.clone(),
-                self.marker.clone(),
-                upload.id.clone(),
-            ));
-        }
-    }
-}
-
-/// What a lock object holds.
-#[derive(Debug, Serialize, Deserialize)]
-struct LockRecord {
-    holder: String,
-    /// Unix seconds after which the lock may be broken.
-    expires_at: u64,
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-struct LockShared {
-    e_tag: Option<String>,
-    lost: Option<String>,
-    stop: bool,
-}
-
-/// A lock object held and renewed by this run (see [`super::StoreLock`]).
-pub struct S3Lock {
-    store: Arc<AmazonS3>,
-    path: ObjectPath,
-    display: String,
-    shared: Arc<(Mutex<LockShared>, Condvar)>,
-    renewer: Option<std::thread::JoinHandle<()>>,
-    /// An interrupted run exits without dropping its lock: this releases it first.
-    _release_on_interrupt: interrupt::Cleanup,
-}
-
-impl std::fmt::Debug for S3Lock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Lock")
-            .field("key", &self.display)
-            .finish()
-    }
-}
-
-fn lock_body(holder: &str, ttl: Duration) -> PutPayload {
-    let record = LockRecord {
-        holder: holder.to_string(),
-        expires_at: unix_now() + ttl.as_secs(),
-    };
-    PutPayload::from(serde_json::to_vec(&record).expect("serializable"))
-}
-
-fn update(e_tag: Option<String>) -> PutOptions {
-    PutOptions {
-        mode: PutMode::Update(UpdateVersion {
-            e_tag,
-            version: None,
-        }),
-        ..PutOptions::default()
-    }
-}
-
-impl S3Lock {
-    fn acquire(
-        store: Arc<AmazonS3>,
-        path: ObjectPath,
-        display: String,
-        holder: &str,
-        what: &str,
-        ttl: Duration,
-    ) -> anyhow::Result<S3Lock> {
-        let created = {
-            let (store, path) = (Arc::clone(&store), path.clone());
-            let body = lock_body(holder, ttl);
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..PutOptions::default()
-            };
-            block(async move { store.put_opts(&path, body, opts).await })
-        };
-        let e_tag = match created {
-            Ok(put) => put.e_tag,
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => {
-                Self::break_expired(&store, &path, &display, holder, what, ttl)?
-            }
-            Err(e) => anyhow::bail!("cannot create the lock {display}: {}", explain(&e)),
-        };
-        let shared = Arc::new((
-            Mutex::new(LockShared {
-                e_tag,
-                lost: None,
-                stop: false,
-            }),
-            Condvar::new(),
-        ));
-        let renewer = {
-            let (store, path, shared, holder) = (
-                Arc::clone(&store),
-                path.clone(),
-                Arc::clone(&shared),
-                holder.to_string(),
-            );
-            std::thread::Builder::new()
-                .name("s3-lock".into())
-                .spawn(move || renew(store, path, shared, holder, ttl))?
-        };
-        let release = {
-            let (store, path, shared, display) = (
-                Arc::clone(&store),
-                path.clone(),
-                Arc::clone(&shared),
-                display.clone(),
-            );
-            interrupt::on_interrupt(move || release(&store, &path, &shared, &display))
-        };
-        Ok(S3Lock {
-            store,
-            path,
-            display,
-            shared,
-            renewer: Some(renewer),
-            _release_on_interrupt: release,
-        })
-    }
-
-    /// The lock exists: take it over if it expired (one contender wins the conditional
-    /// update), else report who holds it.
-    fn break_expired(
-        store: &Arc<AmazonS3>,
-        path: &ObjectPath,
-        display: &str,
-        holder: &str,
-        what: &str,
-        ttl: Duration,
-    ) -> anyhow::Result<Option<String>> {
-        let current = {
-            let (store, path) = (Arc::clone(store), path.clone());
-            block(async move {
-                let got = store.get(&path).await?;
-                let e_tag = got.meta.e_tag.clone();
-                Ok::<_, object_store::Error>((got.bytes().await?, e_tag))
-            })
-        };
-        let (body, e_tag) = match current {
-            Ok(found) => found,
-            Err(object_store::Error::NotFound { .. }) => {
-                anyhow::bail!("the lock {display} changed hands while taking it; try again")
-            }
-            Err(e) => anyhow::bail!("cannot read the lock {display}: {}", explain(&e)),
-        };
-        let record: Option<LockRecord> = serde_json::from_slice(&body).ok();
-        let now = unix_now();
-        if let Some(record) = &record {
-            if record.expires_at > now {
-                anyhow::bail!(
-                    "another {what} run holds the repository lock {display} ({}, expires in {} s unless renewed); wait for it to finish",
-                    record.holder,
-                    record.expires_at - now
-                );
-            }
-        }
-        let taken = {
-            let (store, path) = (Arc::clone(store), path.clone());
-            let body = lock_body(holder, ttl);
-            block(async move { store.put_opts(&path, body, update(e_tag)).await })
-        };
-        match taken {
-            Ok(put) => {
-                let previous = record.map_or_else(|| "an unknown run".to_string(), |r| r.holder);
-                let lock_name = display;
-                tracing::warn!("broke the expired lock {lock_name} of {previous}");
-                Ok(put.e_tag)
-            }
-            Err(object_store::Error::Precondition { .. })
-            | Err(object_store::Error::AlreadyExists { .. }) => {
-                anyhow::bail!("another {what} run took the expired lock {display} first; wait for it to finish")
-            }
-            Err(e) => anyhow::bail!("cannot take over the lock {display}: {}", explain(&e)),
-        }
-    }
-
-    pub fn check(&self) -> anyhow::Result<()> {
-        match &self.shared.0.lock().expect("lock state").lost {
-            Some(why) => anyhow::bail!("lost the repository lock {}: {why}", self.display),
-            None => Ok(()),
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        self.display.clone()
-    }
-}
-
-/// Renews the lock every third of its lifetime until told to stop.
-fn renew(
-    store: Arc<AmazonS3>,
-    path: ObjectPath,
-    shared: Arc<(Mutex<LockShared>, Condvar)>,
-    holder: String,
-    ttl: Duration,
-) {
-    let (state, wake) = &*shared;
-    let mut valid_until = unix_now() + ttl.as_secs();
-    loop {
-        let guard = state.lock().expect("lock state");
-        let (guard, _) = wake
-            .wait_timeout_while(guard, ttl / 3, |s| !s.stop)
-            .expect("lock state");
-        if guard.stop || guard.lost.is_some() {
-            return;
-        }
-        let e_tag = guard.e_tag.clone();
-        drop(guard);
-        let (s, p) = (Arc::clone(&store), path.clone());
-        let body = lock_body(&holder, ttl);
-        let result = runtime().block_on(async move { s.put_opts(&p, body, update(e_tag)).await });
-        let mut guard = state.lock().expect("lock state");
-        match result {
-            Ok(put) => {
-                guard.e_tag = put.e_tag;
-                valid_until = unix_now() + ttl.as_secs();
-            }
-            Err(object_store::Error::Precondition { .. })
-            | Err(object_store::Error::NotFound { .. }) => {
-                guard.lost = Some("another run took it over".into());
-            }
-            Err(e) => {
-                tracing::warn!("cannot renew the repository lock: {}", explain(&e));
-                if unix_now() >= valid_until {
-                    guard.lost = Some("it expired while it could not be renewed".into());
-                }
-            }
-        }
-    }
-}
-
-impl Drop for S3Lock {
-    fn drop(&mut self) {
-        {
-            let mut guard = self.shared.0.lock().expect("lock state");
-            guard.stop = true;
-            self.shared.1.notify_all();
-        }
-        if let Some(thread) = self.renewer.take() {
-            let _ = thread.join();
-        }
-        release(&self.store, &self.path, &self.shared, &self.display);
-    }
-}
-
-/// Deletes the lock object if it is still ours (its ETag is the one we last wrote) and stops
-/// the renewals.
-fn release(
-    store: &Arc<AmazonS3>,
-    path: &ObjectPath,
-    shared: &Arc<(Mutex<LockShared>, Condvar)>,
-    display: &str,
-) {
-    let e_tag = {
-        let mut guard = shared.0.lock().expect("lock state");
-        guard.stop = true;
-        shared.1.notify_all();
-        if guard.lost.is_some() {
-            None
-        } else {
-            guard.lost = Some("released".into());
-            guard.e_tag.clone()
-        }
-    };
-    let Some(ours) = e_tag else { return };
-    let (store, path) = (Arc::clone(store), path.clone());
-    let result = block(async move {
-        let meta = store.head(&path).await?;
-        if meta.e_tag.as_deref() == Some(ours.as_str()) {
-            store.delete(&path).await?;
-        }
-        Ok::<_, object_store::Error>(())
-    });
-    if let Err(e) = result {
-        let lock_name = display;
-        tracing::warn!("cannot release the lock {lock_name}: {}", explain(&e));
     }
 }
