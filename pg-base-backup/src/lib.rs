@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use common::cli::{GlobalArgs, PgArgs, RepoArgs, RetentionArgs};
-use common::encryption::{self, Recipients};
 use common::output;
 use common::physical::{PhysicalDetails, WalMethod, PG_BACKUP_MANIFEST};
 use common::repo::{Kind, Repository, SetMeta};
@@ -121,10 +120,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             args.repo.backup_dir
         );
     }
-    let recipients = Recipients::from_env()?;
-    if recipients.is_none() && !args.allow_unencrypted {
-        refuse_plain_into_encrypted(&repo)?;
-    }
+    let recipients = repo.recipients_for(Kind::Base, args.allow_unencrypted)?;
     let _lock = repo.lock(Kind::Base)?;
     let mut set = repo.create_set(Kind::Base)?;
     let encrypted = recipients.is_some();
@@ -223,27 +219,4 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         )
     })?;
     Ok(Status::Ok)
-}
-
-/// An encrypted repository must not get a plain backup by accident (recipients that vanished
-/// from the environment): refused when the newest complete base backup is encrypted or the
-/// WAL archive holds encrypted files.
-fn refuse_plain_into_encrypted(repo: &Repository) -> anyhow::Result<()> {
-    let newest_encrypted = repo
-        .complete_sets(Kind::Base)?
-        .last()
-        .and_then(|set| set.manifest.as_ref())
-        .is_some_and(|m| m.encryption().is_some());
-    let wal_encrypted = common::wal::WalArchive::new(repo).is_marked_encrypted()?;
-    if newest_encrypted || wal_encrypted {
-        anyhow::bail!(
-            "{} holds encrypted {} but no recipients are set: refusing to write a plaintext base backup. Set {} (or {}, {}), or pass --allow-unencrypted",
-            repo.location(),
-            if newest_encrypted { "base backups" } else { "WAL" },
-            encryption::RECIPIENTS_ENV,
-            encryption::RECIPIENTS_FILE_ENV,
-            encryption::PASSPHRASE_FILE_ENV
-        );
-    }
-    Ok(())
 }

@@ -384,6 +384,67 @@ impl Repository {
         )
     }
 
+    /// The whole manifest of a set: for an encrypted set whose tool kept some keys private
+    /// (see [`SetWriter::keep_private`]), those keys decrypted from its private part with
+    /// `identities` (an error naming the file and what to set when there are none or they do
+    /// not fit); a plain set's manifest as it is.
+    pub fn reveal(
+        &self,
+        set: &SetInfo,
+        manifest: &Manifest,
+        identities: Option<&Identities>,
+    ) -> anyhow::Result<Manifest> {
+        let stored = format!("{}{}", private::PRIVATE_FILE, encryption::AGE_SUFFIX);
+        let Some(entry) = manifest.file(&stored) else {
+            return Ok(manifest.clone());
+        };
+        let shown = self.describe(&set.key(&entry.path));
+        let mut text = Vec::new();
+        self.open_entry(set, entry, identities)?
+            .take(private::MAX_PRIVATE_BYTES)
+            .read_to_end(&mut text)
+            .with_context(|| format!("cannot read {shown}"))?;
+        let part: private::PrivatePart = serde_json::from_slice(&text)
+            .with_context(|| format!("{shown} is not a valid private manifest part"))?;
+        let mut whole = manifest.clone();
+        part.merge_into(&mut whole);
+        Ok(whole)
+    }
+
+    /// The recipients a new set of `kind` is encrypted to, from the environment (see
+    /// [`encryption::Recipients::from_env`]). With none set, an encrypted repository must not
+    /// get a plain set by accident (recipients that vanished from a CronJob's environment):
+    /// refused when the newest complete set of `kind` is encrypted (for base backups, also
+    /// when the WAL archive is), unless `allow_unencrypted`.
+    pub fn recipients_for(
+        &self,
+        kind: Kind,
+        allow_unencrypted: bool,
+    ) -> anyhow::Result<Option<encryption::Recipients>> {
+        let recipients = encryption::Recipients::from_env()?;
+        if recipients.is_some() || allow_unencrypted {
+            return Ok(recipients);
+        }
+        let newest_encrypted = self
+            .complete_sets(kind)?
+            .last()
+            .and_then(|set| set.manifest.as_ref())
+            .is_some_and(|m| m.encryption().is_some());
+        let wal_encrypted =
+            kind == Kind::Base && crate::wal::WalArchive::new(self).is_marked_encrypted()?;
+        if newest_encrypted || wal_encrypted {
+            anyhow::bail!(
+                "{} holds encrypted {} but no recipients are set: refusing to write a plaintext {kind} set. Set {} (or {}, {}), or pass --allow-unencrypted",
+                self.location(),
+                if newest_encrypted { format!("{kind} sets") } else { "WAL".to_string() },
+                encryption::RECIPIENTS_ENV,
+                encryption::RECIPIENTS_FILE_ENV,
+                encryption::PASSPHRASE_FILE_ENV
+            );
+        }
+        Ok(None)
+    }
+
     /// Re-reads every file listed in `manifest` under `prefix` and compares size and SHA-256.
     pub fn verify_files(&self, prefix: &str, manifest: &Manifest) -> Vec<String> {
         manifest.verify_files(&self.store, prefix)
@@ -403,6 +464,8 @@ pub const STARTED_MARKER: &str = ".started";
 /// Held while a run writes a kind; dropping it releases the lock.
 pub type RepoLock = StoreLock;
 
+mod private;
 mod writer;
 
+pub use private::PRIVATE_FILE;
 pub use writer::{SetFile, SetMeta, SetWriter};

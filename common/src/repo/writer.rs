@@ -6,6 +6,7 @@ use std::io::{self, BufWriter, Write};
 use anyhow::Context;
 use time::OffsetDateTime;
 
+use super::private::{PrivateKeys, PRIVATE_FILE};
 use super::{Kind, Repository, STARTED_MARKER};
 use crate::encryption::{self, Recipients, Sealed};
 use crate::interrupt;
@@ -31,6 +32,8 @@ pub struct SetWriter {
     files: Vec<FileEntry>,
     /// Who the set's files are encrypted to; `None`: plaintext.
     recipients: Option<Recipients>,
+    /// Manifest keys moved into the encrypted private part (see [`super::private`]).
+    private: PrivateKeys,
 }
 
 /// What the tool tells the manifest about the set.
@@ -60,6 +63,7 @@ impl SetWriter {
             started_at,
             files: Vec::new(),
             recipients: None,
+            private: PrivateKeys::default(),
         }
     }
 
@@ -97,6 +101,17 @@ impl SetWriter {
     /// stored names get [`encryption::AGE_SUFFIX`]; the manifest records the recipients.
     pub fn encrypt_to(&mut self, recipients: Option<Recipients>) {
         self.recipients = recipients;
+    }
+
+    /// Names the top-level keys of the manifest's `source` and `details` that tell about the
+    /// content (table names, row counts, topic configs...): when the set is encrypted they
+    /// are stored in its encrypted private part instead of `manifest.json`; readers get them
+    /// back from [`Repository::reveal`]. A plain set keeps them in the manifest.
+    pub fn keep_private(&mut self, source: &[&str], details: &[&str]) {
+        self.private = PrivateKeys {
+            source: source.iter().map(|k| k.to_string()).collect(),
+            details: details.iter().map(|k| k.to_string()).collect(),
+        };
     }
 
     /// Whether new files are encrypted.
@@ -153,9 +168,16 @@ impl SetWriter {
     /// was hashed while it streamed up (every request's payload SHA-256 was checked by the
     /// server through the SigV4 signature).
     pub fn commit(mut self, meta: SetMeta) -> anyhow::Result<Manifest> {
-        let mut source = meta.source;
-        if let Some(recipients) = &self.recipients {
-            crate::manifest::record_encryption(&mut source, &recipients.describe());
+        let (mut source, mut details) = (meta.source, meta.details);
+        if let Some(encryption) = self.recipients.as_ref().map(Recipients::describe) {
+            if !self.private.is_empty() {
+                let part = self.private.split(&mut source, &mut details);
+                let text = serde_json::to_vec(&part)?;
+                self.put_file(PRIVATE_FILE, &text).with_context(|| {
+                    format!("cannot write the private part of {}", self.describe())
+                })?;
+            }
+            crate::manifest::record_encryption(&mut source, &encryption);
         }
         let manifest = Manifest {
             format_version: MANIFEST_VERSION,
@@ -168,7 +190,7 @@ impl SetWriter {
             status: SetStatus::Complete,
             source,
             files: self.files,
-            details: meta.details,
+            details,
         };
         let problems = if self.repo.store.is_local() {
             manifest.verify_files(&self.repo.store, &self.prefix)
