@@ -103,6 +103,17 @@ impl Manifest {
         self.files.iter().find(|f| f.path == path)
     }
 
+    /// The entry of the file written as `path`, stored as is or, encrypted, as `path.age`.
+    pub fn stored(&self, path: &str) -> Option<&FileEntry> {
+        self.file(path).or_else(|| {
+            self.files.iter().find(|f| {
+                f.path
+                    .strip_suffix(crate::encryption::AGE_SUFFIX)
+                    .is_some_and(|p| p == path)
+            })
+        })
+    }
+
     /// Reads and parses `manifest.json` of the set at `prefix`; `None` when there is none
     /// (the set is incomplete).
     pub fn load(store: &Store, prefix: &str) -> anyhow::Result<Option<Manifest>> {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::cli::PgArgs;
+use common::encryption::Identities;
 use common::storage::Location;
 use common::Kind;
 use serde::Serialize;
@@ -94,6 +95,7 @@ pub const CATALOG: &[CheckDef] = &[
     def("base.manifest", K(Kind::Base), "every base set's manifest.json parses and names its set and kind"),
     def("base.files", K(Kind::Base), "every file of every base set is present with the recorded size and SHA-256"),
     def("base.decompress", K(Kind::Base), "every compressed file of every base set decompresses completely"),
+    def("base.encryption", K(Kind::Base), "every encrypted base set's files are age files to the recipients its manifest records (and to --expect-recipients only)"),
     def("base.details", K(Kind::Base), "base set details (LSNs, timeline, system id) and PostgreSQL's backup_manifest are valid"),
     def("base.wal-present", K(Kind::Base), "the WAL each base set needs to become consistent is in the archive"),
     deep("base.verifybackup", K(Kind::Base), "--deep: the newest base set extracts and passes pg_verifybackup"),
@@ -106,6 +108,7 @@ pub const CATALOG: &[CheckDef] = &[
     def("logical.manifest", K(Kind::Logical), "every logical set's manifest.json parses and names its set and kind"),
     def("logical.files", K(Kind::Logical), "every file of every logical set is present with the recorded size and SHA-256"),
     def("logical.decompress", K(Kind::Logical), "every compressed file of every logical set decompresses completely"),
+    def("logical.encryption", K(Kind::Logical), "every encrypted logical set's files are age files to the recipients its manifest records (and to --expect-recipients only)"),
     def("logical.dump-list", K(Kind::Logical), "every dump of every logical set is readable by pg_restore --list"),
     deep("logical.test-restore", K(Kind::Logical), "--deep: pg-logical-backup verify --level standard restores the newest set and compares row counts"),
     def("logical.freshness", K(Kind::Logical), "the newest complete logical set is younger than --max-age logical=..."),
@@ -114,6 +117,7 @@ pub const CATALOG: &[CheckDef] = &[
     def("kafka.manifest", K(Kind::Kafka), "every Kafka set's manifest.json parses and names its set and kind"),
     def("kafka.files", K(Kind::Kafka), "every file of every Kafka set is present with the recorded size and SHA-256"),
     def("kafka.decompress", K(Kind::Kafka), "every compressed file of every Kafka set decompresses completely"),
+    def("kafka.encryption", K(Kind::Kafka), "every encrypted Kafka set's files are age files to the recipients its manifest records (and to --expect-recipients only)"),
     def("kafka.archive", K(Kind::Kafka), "every topic archive decodes with valid chunk checksums and the record counts of the manifest"),
     deep("kafka.test-replay", K(Kind::Kafka), "--deep: the newest Kafka set replays into a scratch topic with every record (kafka-replay)"),
     def("kafka.freshness", K(Kind::Kafka), "the newest complete Kafka set is younger than --max-age kafka=..."),
@@ -122,6 +126,7 @@ pub const CATALOG: &[CheckDef] = &[
     def("slots.manifest", K(Kind::Slots), "every slot set's manifest.json parses and names its set and kind"),
     def("slots.files", K(Kind::Slots), "every file of every slot set is present with the recorded size and SHA-256"),
     def("slots.decompress", K(Kind::Slots), "every compressed file of every slot set decompresses completely"),
+    def("slots.encryption", K(Kind::Slots), "every encrypted slot set's files are age files to the recipients its manifest records (and to --expect-recipients only)"),
     def("slots.inventory", K(Kind::Slots), "every slot set's slots.json parses and matches its manifest"),
     def("slots.freshness", K(Kind::Slots), "the newest complete slot set is younger than --max-age slots=..."),
     def("slots.count", K(Kind::Slots), "at least --min-sets slots=N complete slot sets are kept"),
@@ -225,6 +230,12 @@ pub struct Settings {
     pub bin_dir: Option<PathBuf>,
     /// Scratch space for --deep restores.
     pub scratch_dir: Option<PathBuf>,
+    /// Keys to decrypt encrypted sets with (BACKUP_ENCRYPTION_IDENTITY_FILE or
+    /// BACKUP_ENCRYPTION_PASSPHRASE_FILE); without them an encrypted file's stored bytes and
+    /// age header are checked, not its content.
+    pub identities: Option<std::sync::Arc<Identities>>,
+    /// `--expect-recipients`: encrypted sets must be encrypted to these keys only.
+    pub expect_recipients: Option<Vec<String>>,
 }
 
 impl Settings {

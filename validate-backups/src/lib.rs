@@ -4,6 +4,7 @@
 //!
 //! Replaces `validate-backups.sh` of seed 000 and the health and verify scripts of seeds 001,
 //! 002 and 004.
+#![forbid(unsafe_code)]
 
 pub mod broker;
 pub mod check;
@@ -170,6 +171,14 @@ pub struct CheckArgs {
     /// Kafka set into a scratch topic (needs a broker). Always cleaned up.
     #[arg(long)]
     pub deep: bool,
+    /// Report encrypted sets whose recipients are not all among these age public keys
+    /// (comma-separated `age1...`), and plain or passphrase sets, as failures of the
+    /// `<kind>.encryption` checks: an old key may be retired once no set needs it. Encrypted
+    /// files are checked by their stored checksum and age header without a key; with
+    /// BACKUP_ENCRYPTION_IDENTITY_FILE (or BACKUP_ENCRYPTION_PASSPHRASE_FILE) their content is
+    /// decrypted and checked too.
+    #[arg(long, value_name = "AGE1...,...", value_delimiter = ',', value_parser = parse_recipient)]
+    pub expect_recipients: Option<Vec<String>>,
     /// Scratch directory for --deep restores [default: the system temporary directory].
     #[arg(long, value_name = "DIR")]
     pub scratch_dir: Option<PathBuf>,
@@ -232,8 +241,18 @@ impl CheckArgs {
             kafka,
             bin_dir: self.bin_dir.clone(),
             scratch_dir: self.scratch_dir.clone(),
+            identities: common::encryption::Identities::from_env()?.map(std::sync::Arc::new),
+            expect_recipients: self.expect_recipients.clone(),
         })
     }
+}
+
+/// One `age1...` public key of `--expect-recipients`.
+fn parse_recipient(text: &str) -> Result<String, String> {
+    let key = text.trim();
+    common::encryption::Recipients::parse(key)
+        .map(|_| key.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Runs the checks, or the drill.

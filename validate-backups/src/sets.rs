@@ -1,8 +1,9 @@
 //! Checks of every set of a kind: the manifest parses, every file is there with its size and
 //! SHA-256, and compressed files decompress (one read of each file serves both).
 
-use std::io;
+use std::io::{self, Read};
 
+use common::encryption::{self, Identities};
 use common::manifest::FileEntry;
 use common::repo::SetInfo;
 use common::stream::{Compression, HashingReader};
@@ -25,57 +26,52 @@ pub fn names(kind: Kind) -> (&'static str, &'static str, &'static str) {
 struct FileCheck {
     /// Size or checksum problem (or missing/unreadable).
     stored: Option<String>,
-    /// Decompression problem, None when fine or not compressed.
+    /// Decryption or decompression problem, None when fine or not checked.
     decoded: Option<String>,
     compressed: bool,
+    /// An age file whose content was not checked (no identity): header only.
+    sealed: bool,
+}
+
+impl FileCheck {
+    fn unreadable(entry: &FileEntry, why: &str) -> FileCheck {
+        let compressed = entry.compression != Compression::None;
+        FileCheck {
+            stored: Some(format!("{}: {why}", entry.path)),
+            decoded: compressed.then(|| format!("{}: {why}", entry.path)),
+            compressed,
+            sealed: false,
+        }
+    }
 }
 
 /// Reads a file once, streaming it from the store: hashes the stored bytes and, when
-/// compressed, decodes them completely.
-fn check_file(repo: &Repository, set: &SetInfo, entry: &FileEntry) -> FileCheck {
+/// compressed, decodes them completely. An encrypted file is decrypted on the way with
+/// `identities`; without them only its age header is checked (and the stored checksum).
+fn check_file(
+    repo: &Repository,
+    set: &SetInfo,
+    entry: &FileEntry,
+    identities: Option<&Identities>,
+) -> FileCheck {
     let compressed = entry.compression != Compression::None;
     let file = match repo.open_file(set, &entry.path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return FileCheck {
-                stored: Some(format!("{}: missing", entry.path)),
-                decoded: compressed.then(|| format!("{}: missing", entry.path)),
-                compressed,
-            }
+            return FileCheck::unreadable(entry, "missing")
         }
-        Err(e) => {
-            return FileCheck {
-                stored: Some(format!("{}: unreadable: {e}", entry.path)),
-                decoded: compressed.then(|| format!("{}: unreadable: {e}", entry.path)),
-                compressed,
-            }
-        }
+        Err(e) => return FileCheck::unreadable(entry, &format!("unreadable: {e}")),
     };
     let mut hashing = HashingReader::new(file);
-    let mut decoded = None;
-    if compressed {
-        let result = entry
-            .compression
-            .decoder(&mut hashing)
-            .and_then(|mut d| io::copy(&mut d, &mut io::sink()));
-        match result {
-            Err(e) => {
-                decoded = Some(format!(
-                    "{}: does not decompress as {} ({e})",
-                    entry.path, entry.compression
-                ))
-            }
-            Ok(n) => {
-                if let Some(raw) = entry.raw_size.filter(|&raw| raw != n) {
-                    decoded = Some(format!(
-                        "{}: decompresses to {n} bytes, the manifest says {raw}",
-                        entry.path
-                    ));
-                }
-            }
-        }
-    }
-    let stored = match hashing.finish() {
+    let (decoded, sealed) = match (entry.is_encrypted(), identities) {
+        (true, None) => (sealed_header(&mut hashing, &entry.path), true),
+        (true, Some(ids)) => (decode(ids.decrypt(&mut hashing, &entry.path), entry), false),
+        (false, _) if compressed => (decode(Ok(&mut hashing), entry), false),
+        (false, _) => (None, false),
+    };
+    // Whatever decoding left unread still counts for the checksum.
+    let rest = io::copy(&mut hashing, &mut io::sink());
+    let stored = match rest.and_then(|_| hashing.finish()) {
         Err(e) => Some(format!("{}: unreadable: {e}", entry.path)),
         Ok(sum) if sum.size != entry.size => Some(format!(
             "{}: size {} differs from the manifest's {} (truncated or replaced)",
@@ -90,7 +86,37 @@ fn check_file(repo: &Repository, set: &SetInfo, entry: &FileEntry) -> FileCheck 
     FileCheck {
         stored,
         decoded,
-        compressed,
+        compressed: compressed || entry.is_encrypted(),
+        sealed,
+    }
+}
+
+/// Without a key: the file must start with a well-formed age header.
+fn sealed_header(input: &mut impl Read, path: &str) -> Option<String> {
+    encryption::check_header(input, path)
+        .err()
+        .map(|e| e.to_string())
+}
+
+/// Decrypts (already done by `plain`'s producer) and decompresses a file to the end; the
+/// problem found, if any.
+fn decode<R: Read>(plain: io::Result<R>, entry: &FileEntry) -> Option<String> {
+    let result = plain.and_then(|plain| {
+        let mut decoder = entry.compression.decoder(plain)?;
+        io::copy(&mut decoder, &mut io::sink())
+    });
+    match result {
+        Err(e) if entry.is_encrypted() => Some(format!("{}: does not decrypt ({e})", entry.path)),
+        Err(e) => Some(format!(
+            "{}: does not decompress as {} ({e})",
+            entry.path, entry.compression
+        )),
+        Ok(n) => entry.raw_size.filter(|&raw| raw != n).map(|raw| {
+            format!(
+                "{}: decodes to {n} bytes, the manifest says {raw}",
+                entry.path
+            )
+        }),
     }
 }
 
@@ -179,7 +205,7 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, kind: Kind, se
             let checks: Vec<FileCheck> = manifest
                 .files
                 .iter()
-                .map(|f| check_file(repo, set, f))
+                .map(|f| check_file(repo, set, f, settings.identities.as_deref()))
                 .collect();
             let stored: Vec<String> = checks.iter().filter_map(|c| c.stored.clone()).collect();
             file_results.push(
@@ -194,18 +220,7 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, kind: Kind, se
                 )
                 .on(&set.id),
             );
-            let compressed = checks.iter().filter(|c| c.compressed).count();
-            let decoded: Vec<String> = checks.iter().filter_map(|c| c.decoded.clone()).collect();
-            decode_results.push(if compressed == 0 {
-                CheckResult::skip(decompress_name, "no compressed files").on(&set.id)
-            } else {
-                CheckResult::from_problems(
-                    decompress_name,
-                    format!("{compressed} compressed files decompress"),
-                    &decoded,
-                )
-                .on(&set.id)
-            });
+            decode_results.push(decode_result(decompress_name, &checks).on(&set.id));
         }
         if file_results.is_empty() {
             empty(files_name)
@@ -220,4 +235,109 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, kind: Kind, se
             decode_results
         }
     });
+    let encryption_name = encryption_check_name(kind);
+    run.check(settings, encryption_name, || {
+        if complete.is_empty() {
+            return empty(encryption_name);
+        }
+        complete
+            .iter()
+            .map(|(set, manifest)| {
+                let (summary, problems) =
+                    encryption_problems(manifest, settings.expect_recipients.as_deref());
+                CheckResult::from_problems(encryption_name, summary, &problems).on(&set.id)
+            })
+            .collect()
+    });
+}
+
+/// The decompress check of one set from its files' reads.
+fn decode_result(name: &'static str, checks: &[FileCheck]) -> CheckResult {
+    let decoded: Vec<String> = checks.iter().filter_map(|c| c.decoded.clone()).collect();
+    let compressed = checks.iter().filter(|c| c.compressed).count();
+    let sealed = checks.iter().filter(|c| c.sealed).count();
+    if compressed == 0 {
+        return CheckResult::skip(name, "no compressed files");
+    }
+    if sealed == compressed && decoded.is_empty() {
+        return CheckResult::skip(
+            name,
+            format!(
+                "{sealed} encrypted files have valid age headers; set {} to check their content",
+                encryption::IDENTITY_FILE_ENV
+            ),
+        );
+    }
+    let unchecked = match sealed {
+        0 => String::new(),
+        n => format!(" ({n} encrypted ones only by their age header: no identity)"),
+    };
+    CheckResult::from_problems(
+        name,
+        format!("{compressed} compressed or encrypted files decode{unchecked}"),
+        &decoded,
+    )
+}
+
+/// The encryption check's name for a kind.
+pub fn encryption_check_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Base => "base.encryption",
+        Kind::Logical => "logical.encryption",
+        Kind::Kafka => "kafka.encryption",
+        Kind::Slots | Kind::Wal => "slots.encryption",
+    }
+}
+
+/// Whether a set's files agree with the encryption its manifest records, and its recipients
+/// with `expected` (when given). Returns a summary and the problems.
+pub fn encryption_problems(
+    manifest: &Manifest,
+    expected: Option<&[String]>,
+) -> (String, Vec<String>) {
+    let mut problems = Vec::new();
+    let encryption = manifest.encryption();
+    for f in &manifest.files {
+        match (&encryption, f.is_encrypted()) {
+            (Some(_), false) => problems.push(format!(
+                "{} is stored in plaintext in an encrypted set",
+                f.path
+            )),
+            (None, true) => problems.push(format!(
+                "{} is encrypted but the manifest records no recipients",
+                f.path
+            )),
+            _ => {}
+        }
+    }
+    let summary = match &encryption {
+        None => "plaintext".to_string(),
+        Some(e) if e.passphrase => "age, passphrase".to_string(),
+        Some(e) => format!("age, {} recipients", e.recipients.len()),
+    };
+    if let Some(expected) = expected {
+        match &encryption {
+            None => {
+                problems.push("stored in plaintext, not encrypted to --expect-recipients".into())
+            }
+            Some(e) if e.passphrase => {
+                problems.push("encrypted with a passphrase, not to --expect-recipients".into())
+            }
+            Some(e) => {
+                let other: Vec<&str> = e
+                    .recipients
+                    .iter()
+                    .filter(|r| !expected.contains(r))
+                    .map(String::as_str)
+                    .collect();
+                if !other.is_empty() {
+                    problems.push(format!(
+                        "encrypted to keys not in --expect-recipients: {} (retire them only after this set expires)",
+                        other.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    (summary, problems)
 }

@@ -384,6 +384,18 @@ impl Repository {
         )
     }
 
+    /// Streams a file of a set as it was written: decrypted (see [`Repository::open_entry`])
+    /// and decompressed.
+    pub fn open_plain(
+        &self,
+        set: &SetInfo,
+        entry: &FileEntry,
+        identities: Option<&Identities>,
+    ) -> io::Result<Box<dyn Read>> {
+        let stored = self.open_entry(set, entry, identities)?;
+        entry.compression.decoder(stored)
+    }
+
     /// The whole manifest of a set: for an encrypted set whose tool kept some keys private
     /// (see [`SetWriter::keep_private`]), those keys decrypted from its private part with
     /// `identities` (an error naming the file and what to set when there are none or they do

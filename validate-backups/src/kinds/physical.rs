@@ -6,10 +6,10 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::Context;
+use common::encryption::Identities;
 use common::os_user;
 use common::physical::{PhysicalDetails, WalMethod, BASE_TAR, PG_BACKUP_MANIFEST};
 use common::repo::SetInfo;
-use common::stream::Compression;
 use common::wal::{segno_of, WalArchive};
 use common::{Kind, Manifest, Repository};
 
@@ -23,7 +23,7 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, sets: &[SetInf
             "base.details",
             Kind::Base,
             sets,
-            |set, m| match details_problems(repo, set, m) {
+            |set, m| match details_problems(repo, set, m, settings.identities.as_deref()) {
                 Ok(text) => CheckResult::pass("base.details", text),
                 Err(p) => CheckResult::fail("base.details", p),
             },
@@ -54,7 +54,12 @@ fn tar_entry(m: &Manifest) -> Option<&common::FileEntry> {
     m.files.iter().find(|f| f.path.starts_with(BASE_TAR))
 }
 
-fn details_problems(repo: &Repository, set: &SetInfo, m: &Manifest) -> Result<String, String> {
+fn details_problems(
+    repo: &Repository,
+    set: &SetInfo,
+    m: &Manifest,
+    identities: Option<&Identities>,
+) -> Result<String, String> {
     let details = PhysicalDetails::from_manifest(m).map_err(|e| format!("{e:#}"))?;
     let mut problems = Vec::new();
     if details.start_lsn > details.stop_lsn {
@@ -80,12 +85,16 @@ fn details_problems(repo: &Repository, set: &SetInfo, m: &Manifest) -> Result<St
         )),
         Some(_) => {}
     }
-    match m.file(PG_BACKUP_MANIFEST) {
+    let mut sealed = "";
+    match m.stored(PG_BACKUP_MANIFEST) {
         None => problems.push(format!("no {PG_BACKUP_MANIFEST} in the set")),
+        // Without a key the files checks vouch for its stored bytes and age header.
+        Some(entry) if entry.is_encrypted() && identities.is_none() => {
+            sealed = " (backup_manifest encrypted: content not checked without a key)"
+        }
         Some(entry) => {
             let parsed = repo
-                .open_file(set, PG_BACKUP_MANIFEST)
-                .and_then(|f| entry.compression.decoder(f))
+                .open_plain(set, entry, identities)
                 .map_err(|e| e.to_string())
                 .and_then(|f| {
                     serde_json::from_reader::<_, serde_json::Value>(std::io::BufReader::new(f))
@@ -107,7 +116,7 @@ fn details_problems(repo: &Repository, set: &SetInfo, m: &Manifest) -> Result<St
     }
     if problems.is_empty() {
         Ok(format!(
-            "LSN {} .. {} on timeline {}, PostgreSQL {}, WAL {:?}",
+            "LSN {} .. {} on timeline {}, PostgreSQL {}, WAL {:?}{sealed}",
             details.start_lsn,
             details.stop_lsn,
             details.timeline,
@@ -150,21 +159,28 @@ fn wal_present(archive: &WalArchive, m: &Manifest) -> CheckResult {
 }
 
 /// Extracts a base set's tarball into `dest`, streaming it from the store as it unpacks.
-fn extract(repo: &Repository, set: &SetInfo, m: &Manifest, dest: &Path) -> anyhow::Result<()> {
+/// Decrypted with `identities` when encrypted.
+fn extract(
+    repo: &Repository,
+    set: &SetInfo,
+    m: &Manifest,
+    dest: &Path,
+    identities: Option<&Identities>,
+) -> anyhow::Result<()> {
     let entry = tar_entry(m).ok_or_else(|| anyhow::anyhow!("no {BASE_TAR} file in the set"))?;
-    let stored = repo
-        .open_file(set, &entry.path)
+    let plain = repo
+        .open_plain(set, entry, identities)
         .with_context(|| format!("cannot read {}", repo.describe(&set.key(&entry.path))))?;
-    let mut archive = tar::Archive::new(entry.compression.decoder(stored)?);
+    let mut archive = tar::Archive::new(plain);
     archive.set_preserve_permissions(true);
     archive.unpack(dest)?;
     let manifest = dest.join(PG_BACKUP_MANIFEST);
     if !manifest.exists() {
-        let compression = m
-            .file(PG_BACKUP_MANIFEST)
-            .map_or(Compression::None, |f| f.compression);
-        let mut stored = compression.decoder(repo.open_file(set, PG_BACKUP_MANIFEST)?)?;
-        std::io::copy(&mut stored, &mut std::fs::File::create(&manifest)?)
+        let entry = m
+            .stored(PG_BACKUP_MANIFEST)
+            .ok_or_else(|| anyhow::anyhow!("no {PG_BACKUP_MANIFEST} in the set"))?;
+        let mut plain = repo.open_plain(set, entry, identities)?;
+        std::io::copy(&mut plain, &mut std::fs::File::create(&manifest)?)
             .with_context(|| format!("cannot write {}", manifest.display()))?;
     }
     Ok(())
@@ -177,12 +193,22 @@ fn verifybackup(
     m: &Manifest,
 ) -> CheckResult {
     const NAME: &str = "base.verifybackup";
+    let identities = settings.identities.as_deref();
+    if m.encryption().is_some() && identities.is_none() {
+        return CheckResult::skip(
+            NAME,
+            format!(
+                "the set is encrypted: set {} to verify it",
+                common::encryption::IDENTITY_FILE_ENV
+            ),
+        );
+    }
     let scratch = match super::scratch(settings, "validate-verifybackup-") {
         Ok(s) => s,
         Err(e) => return CheckResult::fail(NAME, format!("{e:#}")),
     };
     let dest = scratch.path().join("data");
-    if let Err(e) = extract(repo, set, m, &dest) {
+    if let Err(e) = extract(repo, set, m, &dest, identities) {
         return CheckResult::fail(NAME, format!("cannot extract the base backup: {e:#}"));
     }
     let wal_in_archive = PhysicalDetails::from_manifest(m)
@@ -219,6 +245,15 @@ fn verifybackup(
 
 fn test_restore(settings: &Settings, set: &SetInfo, m: &Manifest) -> CheckResult {
     const NAME: &str = "base.test-restore";
+    if m.encryption().is_some() && settings.identities.is_none() {
+        return CheckResult::skip(
+            NAME,
+            format!(
+                "the set is encrypted: set {} to test-restore it",
+                common::encryption::IDENTITY_FILE_ENV
+            ),
+        );
+    }
     match restore_and_check(settings, set, m) {
         Ok(text) => CheckResult::pass(NAME, text),
         Err(e) => CheckResult::fail(NAME, format!("{e:#}")),

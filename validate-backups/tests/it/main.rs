@@ -4,6 +4,7 @@
 mod cli;
 mod connectivity;
 mod damage;
+mod encryption;
 mod deep;
 mod drill;
 mod health;
