@@ -344,6 +344,40 @@ run_cronjob() {
     check "real.cronjob.$name" as_db env PATH="$BIN_DIR:/usr/bin:/bin" "${envs[@]}" "${argv[@]}"
 }
 
+# The validate CronJob's command on a repository lacking `kind`: exit 1, the kind's checks
+# failing, not skipped.
+check_validate_requires() {
+    local kind=$1 name=pipeline-backup-validate argv=() envs=() code
+    if [ ! -f "$WORK/cron/$name.argv" ]; then
+        "$VENV/bin/python" "$DEPLOY/cronjob_commands.py" "$DEPLOY/backup-cronjobs.yaml" \
+            "$WORK/cron" "$WORK" >"$LOG" 2>&1 || { fail "real.cronjob.$name.requires-$kind" "cannot read it"; return; }
+    fi
+    mapfile -d '' argv <"$WORK/cron/$name.argv"
+    mapfile -d '' envs <"$WORK/cron/$name.env"
+    as_db env PATH="$BIN_DIR:/usr/bin:/bin" "${envs[@]}" "${argv[@]}" --output json >"$LOG" 2>&1
+    code=$?
+    if [ "$code" = 1 ] && grep -q "\"failed_checks\":\[[^]]*\"$kind\." "$LOG"; then
+        pass "real.cronjob.$name.requires-$kind"
+    else
+        fail "real.cronjob.$name.requires-$kind" "exit $code: a repository without $kind sets was not a failure"
+    fi
+}
+
+# A Kafka set in the real section's repository (BACKUP_DIR), from a fixture topic on the test
+# broker, so that the validation CronJobs find every kind they require; 1 without a broker.
+add_kafka_set() {
+    local broker=${PIPELINE_BACKUP_TEST_KAFKA:-}
+    [ -n "$broker" ] && [ -x "$BIN_DIR/kafka-topic-backup" ] || return 1
+    local topic="pipeline_check_$$_$RANDOM"
+    if "$VENV/bin/python" "$DEPLOY/kafka_fixture.py" "$broker" create "$topic" >"$LOG" 2>&1; then
+        KAFKA_BOOTSTRAP_SERVERS=$broker check real.kafka-set run_wrapper kafka-topic-backup.sh --topic "$topic"
+        "$VENV/bin/python" "$DEPLOY/kafka_fixture.py" "$broker" delete "$topic" >/dev/null 2>&1
+    else
+        fail real.kafka-set "cannot create the $topic topic"
+    fi
+    return 0
+}
+
 # Runs a wrapper as a CronJob would: found on PATH, configured by the environment alone.
 run_wrapper() {
     local wrapper=$1
@@ -404,8 +438,18 @@ check_real_runs() {
         run_cronjob "pipeline-backup-$name"
     done
     switch_wal_and_wait
-    check real.dropin.validate run_wrapper validate-backups.sh
-    for name in validate validate-deep slot-status drill; do
+    # The scheduled validation requires every kind the CronJobs back up: before any Kafka set
+    # exists (as on a wiped repository or a volume that failed to mount) it must fail.
+    check_validate_requires kafka
+    if add_kafka_set; then
+        check real.dropin.validate run_wrapper validate-backups.sh
+        for name in validate validate-deep; do
+            run_cronjob "pipeline-backup-$name"
+        done
+    else
+        skip real.cronjob.validate "no Kafka set in the repository: no test broker (PIPELINE_BACKUP_TEST_KAFKA)"
+    fi
+    for name in slot-status drill; do
         run_cronjob "pipeline-backup-$name"
     done
     check_metrics
