@@ -248,11 +248,9 @@ impl CheckArgs {
 }
 
 /// One `age1...` public key of `--expect-recipients`.
-fn parse_recipient(text: &str) -> Result<String, String> {
+fn parse_recipient(text: &str) -> Result<String, common::encryption::KeyError> {
     let key = text.trim();
-    common::encryption::Recipients::parse(key)
-        .map(|_| key.to_string())
-        .map_err(|e| e.to_string())
+    common::encryption::Recipients::parse(key).map(|_| key.to_string())
 }
 
 /// Runs the checks, or the drill.

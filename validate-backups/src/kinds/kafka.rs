@@ -12,8 +12,8 @@ use crate::check::{CheckResult, Run, Settings};
 pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, sets: &[SetInfo]) {
     const NAME: &str = "kafka.archive";
     run.check(settings, NAME, || {
-        super::per_set(NAME, Kind::Kafka, sets, |set, manifest| {
-            match check_set(repo, set, manifest) {
+        super::per_set_content(NAME, Kind::Kafka, sets, settings, repo, |set, manifest| {
+            match check_set(repo, settings, set, manifest) {
                 Ok((topics, records)) => CheckResult::pass(
                     NAME,
                     format!("{topics} topic archives decode, {records} records as recorded"),
@@ -23,12 +23,13 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, sets: &[SetInf
         })
     });
     run.check(settings, "kafka.test-replay", || {
-        vec![test_replay(settings, sets)]
+        vec![test_replay(settings, repo, sets)]
     });
 }
 
 fn check_set(
     repo: &Repository,
+    settings: &Settings,
     set: &SetInfo,
     manifest: &Manifest,
 ) -> Result<(usize, u64), String> {
@@ -40,7 +41,7 @@ fn check_set(
     let mut problems = Vec::new();
     let mut total = 0;
     for topic in &details.topics {
-        match check_topic(repo, set, manifest, topic) {
+        match check_topic(repo, settings, set, manifest, topic) {
             Ok(n) => total += n,
             Err(p) => problems.push(format!("{}: {p}", topic.file)),
         }
@@ -55,20 +56,12 @@ fn check_set(
 /// Decodes one archive completely; returns its record count.
 pub fn check_topic(
     repo: &Repository,
+    settings: &Settings,
     set: &SetInfo,
     manifest: &Manifest,
     topic: &SetTopic,
 ) -> Result<u64, String> {
-    let entry = manifest
-        .file(&topic.file)
-        .ok_or("not listed in the manifest's files")?;
-    let file = repo
-        .open_file(set, &topic.file)
-        .map_err(|e| format!("cannot open: {e}"))?;
-    let decoded = entry
-        .compression
-        .decoder(file)
-        .map_err(|e| format!("cannot decompress: {e}"))?;
+    let decoded = super::open_plain(repo, settings, set, manifest, &topic.file)?;
     let mut reader = ArchiveReader::open(decoded).map_err(|e| e.to_string())?;
     if reader.meta().topic != topic.topic {
         return Err(format!(
@@ -111,17 +104,24 @@ pub fn check_topic(
 
 /// Replays each topic of the newest set into a scratch topic with kafka-replay, compares what
 /// arrived with the manifest, and deletes the scratch topics.
-fn test_replay(settings: &Settings, sets: &[SetInfo]) -> CheckResult {
+fn test_replay(settings: &Settings, repo: &Repository, sets: &[SetInfo]) -> CheckResult {
     const NAME: &str = "kafka.test-replay";
     let Some((set, manifest)) = super::complete(sets).pop() else {
         return CheckResult::skip(NAME, "no complete Kafka sets").on("kafka");
     };
+    if let Some(skip) = super::sealed_skip(NAME, settings, manifest) {
+        return skip.on(&set.id);
+    }
     let Some((servers, props)) = &settings.kafka else {
         return CheckResult::skip(
             NAME,
             "needs a Kafka broker to replay into (--bootstrap-servers/KAFKA_BOOTSTRAP_SERVERS)",
         )
         .on(&set.id);
+    };
+    let manifest = match repo.reveal(set, manifest, settings.identities.as_deref()) {
+        Ok(whole) => whole,
+        Err(e) => return CheckResult::fail(NAME, format!("{e:#}")).on(&set.id),
     };
     let details: KafkaSetDetails = match serde_json::from_value(manifest.details.clone()) {
         Ok(d) => d,

@@ -4,6 +4,7 @@
 use std::process::Command;
 
 use common::repo::SetInfo;
+use common::stream::Compression;
 use common::{Kind, Manifest, Repository};
 
 use crate::check::{CheckResult, Run, Settings};
@@ -12,12 +13,17 @@ use crate::tools::{self, ToolRun};
 pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, sets: &[SetInfo]) {
     const NAME: &str = "logical.dump-list";
     run.check(settings, NAME, || {
-        super::per_set(NAME, Kind::Logical, sets, |set, manifest| match list_dumps(
-            settings, repo, set, manifest,
-        ) {
-            Ok(n) => CheckResult::pass(NAME, format!("pg_restore lists all {n} dumps")),
-            Err(p) => CheckResult::fail(NAME, p),
-        })
+        super::per_set_content(
+            NAME,
+            Kind::Logical,
+            sets,
+            settings,
+            repo,
+            |set, manifest| match list_dumps(settings, repo, set, manifest) {
+                Ok(n) => CheckResult::pass(NAME, format!("pg_restore lists all {n} dumps")),
+                Err(p) => CheckResult::fail(NAME, p),
+            },
+        )
     });
     run.check(settings, "logical.test-restore", || {
         vec![test_restore(settings, sets)]
@@ -112,12 +118,18 @@ fn list_dump(
     const WHAT: &str = "pg_restore --list";
     let mut cmd = Command::new(common::pgbin::program("pg_restore"));
     cmd.arg("--list");
-    if let Some(path) = repo.store().local_path(&set.key(dump)) {
-        cmd.arg(path);
-        return tools::capture(&mut cmd, WHAT).map_err(|_| DumpListError::NoPgRestore);
-    }
-    if let Some(entry) = manifest.file(dump) {
-        let (stored, compression) = (repo.open_file(set, dump)?, entry.compression);
+    if let Some(entry) = manifest.stored(dump) {
+        // A plain local dump is read in place; else it streams, decrypted and decompressed.
+        if let Some(path) = repo.store().local_path(&set.key(dump)) {
+            if entry.path == dump && entry.compression == Compression::None {
+                cmd.arg(path);
+                return tools::capture(&mut cmd, WHAT).map_err(|_| DumpListError::NoPgRestore);
+            }
+        }
+        let stored = repo
+            .open_entry(set, entry, settings.identities.as_deref())
+            .map_err(|e| DumpListError::Unreadable(anyhow::anyhow!("cannot read {dump}: {e}")))?;
+        let compression = entry.compression;
         let feed = move |stdin: &mut dyn std::io::Write| {
             std::io::copy(&mut compression.decoder(stored)?, stdin).map(drop)
         };
@@ -125,17 +137,15 @@ fn list_dump(
             .map_err(|_| DumpListError::NoPgRestore);
     }
     let toc = format!("{dump}/toc.dat");
-    let Some(entry) = manifest.file(&toc) else {
+    if manifest.stored(&toc).is_none() {
         return Err(anyhow::anyhow!("the set holds neither this file nor {toc}").into());
-    };
+    }
     let scratch = super::scratch(settings, "validate-dump-list-")?;
     let dir = scratch.path().join("dump");
     std::fs::create_dir(&dir)?;
-    let mut decoded = entry.compression.decoder(repo.open_file(set, &toc)?)?;
-    std::io::copy(
-        &mut decoded,
-        &mut std::fs::File::create(dir.join("toc.dat"))?,
-    )?;
+    let mut plain = super::open_plain(repo, settings, set, manifest, &toc)
+        .map_err(|e| DumpListError::Unreadable(anyhow::anyhow!(e)))?;
+    std::io::copy(&mut plain, &mut std::fs::File::create(dir.join("toc.dat"))?)?;
     cmd.arg("--format=directory").arg(&dir);
     tools::capture(&mut cmd, WHAT).map_err(|_| DumpListError::NoPgRestore)
 }
@@ -144,9 +154,12 @@ fn list_dump(
 /// server (it restores into a temporary database and drops it).
 fn test_restore(settings: &Settings, sets: &[SetInfo]) -> CheckResult {
     const NAME: &str = "logical.test-restore";
-    let Some((set, _)) = super::complete(sets).pop() else {
+    let Some((set, manifest)) = super::complete(sets).pop() else {
         return CheckResult::skip(NAME, "no complete logical sets").on("logical");
     };
+    if let Some(skip) = super::sealed_skip(NAME, settings, manifest) {
+        return skip.on(&set.id);
+    }
     let Some(pg) = &settings.pg else {
         return CheckResult::skip(
             NAME,

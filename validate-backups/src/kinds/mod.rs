@@ -46,6 +46,57 @@ fn per_set(
         .collect()
 }
 
+/// [`per_set`] for checks that read a set's content: an encrypted set is skipped without a
+/// key (`<kind>.files` checks its stored bytes and age headers), and `f` gets the whole
+/// manifest, its private part decrypted.
+fn per_set_content(
+    name: &'static str,
+    kind: Kind,
+    sets: &[SetInfo],
+    settings: &Settings,
+    repo: &Repository,
+    f: impl Fn(&SetInfo, &Manifest) -> CheckResult,
+) -> Vec<CheckResult> {
+    per_set(name, kind, sets, |set, m| {
+        if let Some(skip) = sealed_skip(name, settings, m) {
+            return skip;
+        }
+        match repo.reveal(set, m, settings.identities.as_deref()) {
+            Ok(whole) => f(set, &whole),
+            Err(e) => CheckResult::fail(name, format!("{e:#}")),
+        }
+    })
+}
+
+/// The skip of a content check on an encrypted set when no key is configured.
+fn sealed_skip(name: &'static str, settings: &Settings, m: &Manifest) -> Option<CheckResult> {
+    (m.encryption().is_some() && settings.identities.is_none()).then(|| {
+        CheckResult::skip(
+            name,
+            format!(
+                "the set is encrypted: set {} to check its content",
+                common::encryption::IDENTITY_FILE_ENV
+            ),
+        )
+    })
+}
+
+/// A file of a set as it was written (decrypted, decompressed), by the name it was written
+/// under; errors say what went wrong with it.
+fn open_plain(
+    repo: &Repository,
+    settings: &Settings,
+    set: &SetInfo,
+    manifest: &Manifest,
+    path: &str,
+) -> Result<Box<dyn std::io::Read>, String> {
+    let entry = manifest
+        .stored(path)
+        .ok_or_else(|| format!("{path}: not listed in the manifest's files"))?;
+    repo.open_plain(set, entry, settings.identities.as_deref())
+        .map_err(|e| format!("cannot read {path}: {e}"))
+}
+
 /// A scratch directory for a test restore, removed on drop.
 fn scratch(settings: &Settings, prefix: &str) -> anyhow::Result<ScratchDir> {
     ScratchDir::create(settings.scratch_dir.as_deref(), prefix)

@@ -13,36 +13,29 @@ pub const INVENTORY_FILE: &str = "slots.json";
 pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, sets: &[SetInfo]) {
     const NAME: &str = "slots.inventory";
     run.check(settings, NAME, || {
-        super::per_set(
-            NAME,
-            Kind::Slots,
-            sets,
-            |set, manifest| match inventory_problems(repo, set, manifest) {
+        super::per_set_content(NAME, Kind::Slots, sets, settings, repo, |set, manifest| {
+            match inventory_problems(repo, settings, set, manifest) {
                 Ok((slots, publications)) => {
                     CheckResult::pass(NAME, format!("{slots} slots, {publications} publications"))
                 }
                 Err(problem) => CheckResult::fail(NAME, problem),
-            },
-        )
+            }
+        })
     });
 }
 
 fn inventory_problems(
     repo: &Repository,
+    settings: &Settings,
     set: &SetInfo,
     manifest: &Manifest,
 ) -> Result<(usize, usize), String> {
-    let entry = manifest
-        .file(INVENTORY_FILE)
-        .ok_or_else(|| format!("the manifest lists no {INVENTORY_FILE}"))?;
-    let file = repo
-        .open_file(set, INVENTORY_FILE)
-        .map_err(|e| format!("cannot read {INVENTORY_FILE}: {e}"))?;
+    if manifest.stored(INVENTORY_FILE).is_none() {
+        return Err(format!("the manifest lists no {INVENTORY_FILE}"));
+    }
     let mut text = String::new();
-    entry
-        .compression
-        .decoder(file)
-        .and_then(|mut d| d.read_to_string(&mut text))
+    super::open_plain(repo, settings, set, manifest, INVENTORY_FILE)?
+        .read_to_string(&mut text)
         .map_err(|e| format!("cannot read {INVENTORY_FILE}: {e}"))?;
     let inventory: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| format!("{INVENTORY_FILE} is not valid JSON: {e}"))?;

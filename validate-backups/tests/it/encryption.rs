@@ -76,7 +76,9 @@ fn encrypted_base_sets_checked_without_and_with_the_key() {
     );
     let decode = run.message("base.decompress");
     assert!(decode.contains("age header"), "{decode}");
-    assert!(run.message("base.details").contains("not checked without a key"));
+    assert!(run
+        .message("base.details")
+        .contains("not checked without a key"));
 
     // --expect-recipients: the encrypted set needs a key not in the list, the plain set none.
     let run = validate(
@@ -84,7 +86,9 @@ fn encrypted_base_sets_checked_without_and_with_the_key() {
         &["--only", "base", "--expect-recipients", &other.recipient],
     );
     run.assert_fails("base.encryption", &keys.recipient);
-    assert!(run.message("base.encryption").contains("stored in plaintext"));
+    assert!(run
+        .message("base.encryption")
+        .contains("stored in plaintext"));
     let bad = validate(repo.path(), &["--expect-recipients", "age1nope"]);
     assert_eq!(bad.code, 2, "{}", bad.stderr);
 
@@ -92,7 +96,10 @@ fn encrypted_base_sets_checked_without_and_with_the_key() {
     let run = validate_with(repo.path(), &["--only", "base"], &keys.identity_env());
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let decode = run.message("base.decompress");
-    assert!(decode.contains("decode") && !decode.contains("age header"), "{decode}");
+    assert!(
+        decode.contains("decode") && !decode.contains("age header"),
+        "{decode}"
+    );
     assert!(!run.message("base.details").contains("not checked"));
     assert_no_secret(&run, &keys);
 
@@ -104,7 +111,10 @@ fn encrypted_base_sets_checked_without_and_with_the_key() {
     let forged_dir = db_tempdir("validate-age-forged-");
     private(forged_dir.path());
     copy_dir(repo.path(), forged_dir.path());
-    let forged_set = forged_dir.path().join("base").join(sealed.file_name().unwrap());
+    let forged_set = forged_dir
+        .path()
+        .join("base")
+        .join(sealed.file_name().unwrap());
     let manifest_file = stored_file(&forged_set, "backup_manifest.age");
     let fake = b"not an age file at all\n".to_vec();
     std::fs::write(&manifest_file, &fake).unwrap();
@@ -118,7 +128,11 @@ fn encrypted_base_sets_checked_without_and_with_the_key() {
     });
     let run = validate(forged_dir.path(), &["--only", "base"]);
     run.assert_fails("base.decompress", "backup_manifest.age");
-    assert!(run.message("base.decompress").contains("age"), "{}", run.stdout);
+    assert!(
+        run.message("base.decompress").contains("age"),
+        "{}",
+        run.stdout
+    );
 
     // A flipped byte: the stored checksum fails without a key, decryption with it.
     let tar = stored_file(&sealed, ".tar.zst.age");

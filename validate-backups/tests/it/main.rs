@@ -4,9 +4,9 @@
 mod cli;
 mod connectivity;
 mod damage;
-mod encryption;
 mod deep;
 mod drill;
+mod encryption;
 mod health;
 mod notify;
 mod outputs;
