@@ -1,6 +1,10 @@
 //! `backup`: saves the slot inventory as a set in BACKUP_DIR/slots (`slots.json`, then the
 //! manifest), applies retention, and loads such a set back for `restore`. BACKUP_DIR may be
 //! a local directory or `s3://BUCKET/PREFIX`: everything goes through the repository.
+//!
+//! With recipients in the environment the inventory is stored encrypted (`slots.json.age`)
+//! and the slot list (names, plugins, databases) moves from `manifest.json` into the set's
+//! encrypted private part; the positions and the server's identity stay in clear.
 
 use std::io::Read;
 
@@ -8,6 +12,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use common::cli::{GlobalArgs, PgArgs, RepoArgs, RetentionArgs};
+use common::encryption::Identities;
 use common::output::{self, OutputFormat};
 use common::repo::{Kind, Repository, SetInfo, SetMeta};
 use common::Status;
@@ -33,6 +38,10 @@ pub struct BackupArgs {
     pub repo: RepoArgs,
     #[command(flatten)]
     pub retention: RetentionArgs,
+    /// Store the set in plaintext even though the repository's newest slots set is encrypted
+    /// (no recipients set). Without it such a backup is refused.
+    #[arg(long)]
+    pub allow_unencrypted: bool,
 }
 
 /// The manifest's `details` of a slots set: enough to choose a set without opening it.
@@ -70,16 +79,23 @@ struct Summary<'a> {
     publications: usize,
     bytes: u64,
     retention_deleted: Vec<String>,
+    /// Whether the set is encrypted (age).
+    encrypted: bool,
 }
 
 pub fn run(args: &BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let repo = Repository::create(&args.repo.backup_dir)?;
+    let recipients = repo.recipients_for(Kind::Slots, args.allow_unencrypted)?;
     let _lock = repo.lock(Kind::Slots)?;
     let server = Server::new(&args.pg);
     // Read everything first: an unreachable server leaves no set directory behind.
     let inventory = common::postgres::runtime()?.block_on(inventory::collect(&server))?;
 
     let mut set = repo.create_set(Kind::Slots)?;
+    let encrypted = recipients.is_some();
+    set.encrypt_to(recipients);
+    // Slot names, plugins and databases tell about the pipelines: kept in the encrypted part.
+    set.keep_private(&[], &["slots"]);
     let mut bytes = serde_json::to_vec_pretty(&inventory)?;
     bytes.push(b'\n');
     set.put_file(INVENTORY_FILE, &bytes)
@@ -133,6 +149,7 @@ pub fn run(args: &BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
         publications: inventory.publications.len(),
         bytes: manifest.total_size(),
         retention_deleted,
+        encrypted,
     };
     output::summary(global.output, &summary, || {
         format!(
@@ -177,7 +194,12 @@ fn print_slots(format: OutputFormat, slots: &[Slot]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads a complete slots set (the newest when `id` is None), verifying its checksums.
+/// Largest inventory read back; a bigger one is damage, not slots.
+const MAX_INVENTORY_BYTES: u64 = 256 << 20;
+
+/// Loads a complete slots set (the newest when `id` is None), verifying its checksums; an
+/// encrypted inventory is decrypted with the identities in the environment (a missing or
+/// wrong key is an error naming the file, before anything is changed).
 pub fn load(repo: &Repository, id: Option<&str>) -> anyhow::Result<(SetInfo, Inventory)> {
     let (set, manifest) = repo.find(Kind::Slots, id)?;
     let problems = repo.verify_files(&set.prefix, &manifest);
@@ -188,19 +210,25 @@ pub fn load(repo: &Repository, id: Option<&str>) -> anyhow::Result<(SetInfo, Inv
             problems.join("; ")
         );
     }
-    let shown = repo.describe(&set.key(INVENTORY_FILE));
+    let entry = manifest.stored(INVENTORY_FILE).with_context(|| {
+        format!(
+            "slots set {} lists no {INVENTORY_FILE}; choose another with --backup-id",
+            set.id
+        )
+    })?;
+    let shown = repo.describe(&set.key(&entry.path));
+    let identities = Identities::from_env()?;
     let mut text = Vec::new();
-    repo.open_file(&set, INVENTORY_FILE)
-        .and_then(|mut file| file.read_to_end(&mut text))
-        .with_context(|| format!("cannot read {shown}"))?;
-    let inventory: Inventory = serde_json::from_slice(&text)
-        .with_context(|| format!("{shown} is not a slot inventory"))?;
-    if inventory.format_version > inventory::INVENTORY_VERSION {
-        anyhow::bail!(
-            "{shown} has format version {}, newer than this tool understands ({}); upgrade cdc-slot-tool",
-            inventory.format_version,
-            inventory::INVENTORY_VERSION
-        );
-    }
-    Ok((set, inventory))
+    repo.open_entry(&set, entry, identities.as_ref())
+        .and_then(|file| entry.compression.decoder(file))
+        .and_then(|file| file.take(MAX_INVENTORY_BYTES).read_to_end(&mut text))
+        .map_err(|e| {
+            // Decryption errors name the file already.
+            if e.to_string().contains(&shown) {
+                anyhow::Error::new(e)
+            } else {
+                anyhow::Error::new(e).context(format!("cannot read {shown}"))
+            }
+        })?;
+    Ok((set, Inventory::parse(&text, &shown)?))
 }

@@ -5,6 +5,7 @@
 //! A physical base backup never carries usable slots, so after a point-in-time restore every
 //! CDC consumer either loses or duplicates changes unless someone works out where its slot
 //! stood and what the restored server's history looks like. That is this tool's job.
+#![forbid(unsafe_code)]
 
 mod backup;
 mod continuity;
@@ -49,11 +50,11 @@ pub struct Args {
 pub enum Command {
     /// Save every replication slot, the server's WAL position and identity, and the
     /// publications of every database as a backup set in BACKUP_DIR/slots.
-    #[command(after_help = common::exit::EXIT_CODES_HELP)]
+    #[command(after_help = with_encryption(common::exit::EXIT_CODES_HELP))]
     Backup(BackupArgs),
     /// Recreate saved logical slots and publications that are missing (typically after
     /// pitr-restore), advance them where possible, and report what consumers lost.
-    #[command(after_help = restore::EXIT_CODES_HELP)]
+    #[command(after_help = with_encryption(restore::EXIT_CODES_HELP))]
     Restore(RestoreArgs),
     /// Show each slot's lag, WAL status and inactivity; exit 1 when one needs attention.
     #[command(after_help = status::EXIT_CODES_HELP)]
@@ -61,6 +62,14 @@ pub enum Command {
     /// Emit a logical decoding message so slots on quiet databases keep advancing.
     #[command(after_help = common::exit::EXIT_CODES_HELP)]
     Heartbeat(HeartbeatArgs),
+}
+
+/// `exit_codes` and the encryption settings, for `--help` of the commands that touch sets.
+fn with_encryption(exit_codes: &str) -> String {
+    format!(
+        "{exit_codes}\n\n{}\nbackup: without recipients, a repository whose newest slots set is encrypted is\nrefused unless --allow-unencrypted. restore: an encrypted set (slots.json.age) needs\nthe identity; slot names are not in its manifest.json.",
+        common::encryption::ENCRYPTION_HELP
+    )
 }
 
 impl common::entry::ToolArgs for Args {

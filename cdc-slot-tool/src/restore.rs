@@ -19,7 +19,7 @@ use crate::history;
 use crate::inventory::{self, Inventory, Publication, Slot};
 use crate::publications::{self, PublicationAction, PublicationOutcome};
 use crate::recreate::{self, Plan, Setting, SlotAction, SlotOutcome};
-use crate::server::{self, Server};
+use crate::server::{self, Identity, Server};
 use common::lsn::Lsn;
 
 /// Exit codes of `restore`.
@@ -111,7 +111,25 @@ pub fn run(args: &RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let runtime = common::postgres::runtime()?;
     let (slots, pubs, summary) = runtime.block_on(restore(args, &set.id, &inventory, &selected))?;
 
-    for outcome in &slots {
+    log_problems(&slots, &pubs, &summary.warnings);
+    print_report(global.output, &slots, &pubs, &summary)?;
+    if let Some(path) = &args.report_file {
+        write_report(path, &summary, &slots, &pubs)?;
+    }
+    if summary.failed > 0 {
+        anyhow::bail!(
+            "{} slot(s) or publication(s) could not be restored (see the report above)",
+            summary.failed
+        );
+    }
+    Ok(Status::from_passed(
+        summary.needs_attention == 0 && summary.warnings.is_empty(),
+    ))
+}
+
+/// What needs a consumer's attention, and what failed, on stderr.
+fn log_problems(slots: &[SlotOutcome], pubs: &[PublicationOutcome], warnings: &[String]) {
+    for outcome in slots {
         if let Some(a) = outcome
             .assessment
             .as_ref()
@@ -129,30 +147,27 @@ pub fn run(args: &RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     {
         tracing::error!("publication {}: {}", outcome.name, outcome.message);
     }
-    for warning in &summary.warnings {
+    for warning in warnings {
         tracing::warn!("{warning}");
     }
-    print_report(global.output, &slots, &pubs, &summary)?;
-    if let Some(path) = &args.report_file {
-        let report = Report {
-            summary: &summary,
-            slots: &slots,
-            publications: &pubs,
-        };
-        let mut bytes = serde_json::to_vec_pretty(&report)?;
-        bytes.push(b'\n');
-        common::durable::write_atomic(path, &bytes)
-            .with_context(|| format!("cannot write the report to {}", path.display()))?;
-    }
-    if summary.failed > 0 {
-        anyhow::bail!(
-            "{} slot(s) or publication(s) could not be restored (see the report above)",
-            summary.failed
-        );
-    }
-    Ok(Status::from_passed(
-        summary.needs_attention == 0 && summary.warnings.is_empty(),
-    ))
+}
+
+/// `--report-file`: the whole report as one JSON document, written atomically.
+fn write_report(
+    path: &std::path::Path,
+    summary: &Summary,
+    slots: &[SlotOutcome],
+    pubs: &[PublicationOutcome],
+) -> anyhow::Result<()> {
+    let report = Report {
+        summary,
+        slots,
+        publications: pubs,
+    };
+    let mut bytes = serde_json::to_vec_pretty(&report)?;
+    bytes.push(b'\n');
+    common::durable::write_atomic(path, &bytes)
+        .with_context(|| format!("cannot write the report to {}", path.display()))
 }
 
 /// The saved slots to restore: all, or those named (each must exist in the backup).
@@ -189,6 +204,51 @@ async fn restore(
     selected: &[&Slot],
 ) -> anyhow::Result<(Vec<SlotOutcome>, Vec<PublicationOutcome>, Summary)> {
     let server = Server::new(&args.pg);
+    let (setting, identity) = read_server(&server, args, inventory).await?;
+    let plans: Vec<Plan> = selected
+        .iter()
+        .map(|s| recreate::plan(s, &setting))
+        .collect();
+    let saved_pubs = publications_to_restore(args, inventory, selected);
+    let warnings = blockers(&identity, &setting, &plans);
+    if !warnings.is_empty() && !args.dry_run {
+        anyhow::bail!("cannot restore slots here: {}", warnings.join("; "));
+    }
+    let clients = connect_databases(&server, &saved_pubs, selected, &setting.databases).await?;
+    if !args.dry_run && !args.yes {
+        let version = identity.server_version_num;
+        ask(&server, args.force, &plans, &saved_pubs, &clients, version).await?;
+    }
+    let pub_outcomes = publications::restore(
+        &saved_pubs,
+        &clients,
+        identity.server_version_num,
+        args.dry_run,
+    )
+    .await;
+    let mut slot_outcomes = Vec::new();
+    for (saved, plan) in selected.iter().zip(&plans) {
+        let db_client = saved.database.as_ref().and_then(|db| clients.get(db));
+        slot_outcomes.push(recreate::carry_out(saved, plan, &setting, db_client).await);
+    }
+    let summary = summarize(
+        args.dry_run,
+        backup_id,
+        inventory,
+        &identity,
+        (&slot_outcomes, &pub_outcomes),
+        warnings,
+    );
+    Ok((slot_outcomes, pub_outcomes, summary))
+}
+
+/// What the server is now (its slots, identity, history and databases) beside what was
+/// saved: everything [`recreate::plan`] decides on.
+async fn read_server(
+    server: &Server,
+    args: &RestoreArgs,
+    inventory: &Inventory,
+) -> anyhow::Result<(Setting, Identity)> {
     let client = server.connect(None).await?;
     let (existing, identity) = inventory::slots_and_identity(&client).await?;
     let ancestors = history::read(&client, identity.timeline)
@@ -211,57 +271,70 @@ async fn restore(
             .iter()
             .map(|s| (s.slot_name.clone(), s.clone()))
             .collect(),
-        databases: databases.clone(),
+        databases,
         version_num: identity.server_version_num,
         force: args.force,
         advance: !args.no_advance,
         dry_run: args.dry_run,
     };
-    let plans: Vec<Plan> = selected
-        .iter()
-        .map(|s| recreate::plan(s, &setting))
-        .collect();
+    Ok((setting, identity))
+}
 
-    // Publications of the databases concerned: every saved one, or those of the chosen slots.
+/// Publications of the databases concerned: every saved one, or those of the chosen slots
+/// (none with --no-publications).
+fn publications_to_restore(
+    args: &RestoreArgs,
+    inventory: &Inventory,
+    selected: &[&Slot],
+) -> Vec<Publication> {
+    if args.no_publications {
+        return Vec::new();
+    }
     let slot_databases: BTreeSet<&str> = selected
         .iter()
         .filter_map(|s| s.database.as_deref())
         .collect();
-    let saved_pubs: Vec<Publication> = if args.no_publications {
-        Vec::new()
-    } else {
-        inventory
-            .publications
-            .iter()
-            .filter(|p| args.slots.is_empty() || slot_databases.contains(p.database.as_str()))
-            .cloned()
-            .collect()
-    };
+    inventory
+        .publications
+        .iter()
+        .filter(|p| args.slots.is_empty() || slot_databases.contains(p.database.as_str()))
+        .cloned()
+        .collect()
+}
 
+/// Why no slot can be created on this server (when some are to be): in recovery, no logical
+/// WAL, too few free slots. Empty when nothing stands in the way.
+fn blockers(identity: &Identity, setting: &Setting, plans: &[Plan]) -> Vec<String> {
     let mut warnings = Vec::new();
-    let creating = plans.iter().filter(|p| p.creates()).count();
-    if creating > 0 {
-        if identity.in_recovery {
-            warnings.push("the server is in recovery (a standby, or a restore still replaying): promote it first; no slot can be created".to_string());
-        }
-        if !identity.supports_logical() {
-            warnings.push(format!("wal_level is {}, logical slots need wal_level = logical (set it and restart the server)", identity.wal_level));
-        }
-        let free = (identity.max_replication_slots as usize).saturating_sub(existing.len());
-        let new = plans.iter().filter(|p| matches!(p, Plan::Create)).count();
-        if new > free {
-            warnings.push(format!(
-                "max_replication_slots is {} with {} in use: {new} more are needed; raise it and restart the server",
-                identity.max_replication_slots,
-                existing.len()
-            ));
-        }
+    if !plans.iter().any(Plan::creates) {
+        return warnings;
     }
-    if !warnings.is_empty() && !args.dry_run {
-        anyhow::bail!("cannot restore slots here: {}", warnings.join("; "));
+    if identity.in_recovery {
+        warnings.push("the server is in recovery (a standby, or a restore still replaying): promote it first; no slot can be created".to_string());
     }
-    // One connection per database; publications first (see the publications module).
-    let mut clients: HashMap<String, Client> = HashMap::new();
+    if !identity.supports_logical() {
+        warnings.push(format!("wal_level is {}, logical slots need wal_level = logical (set it and restart the server)", identity.wal_level));
+    }
+    let in_use = setting.existing.len();
+    let free = (identity.max_replication_slots as usize).saturating_sub(in_use);
+    let new = plans.iter().filter(|p| matches!(p, Plan::Create)).count();
+    if new > free {
+        warnings.push(format!(
+            "max_replication_slots is {} with {in_use} in use: {new} more are needed; raise it and restart the server",
+            identity.max_replication_slots,
+        ));
+    }
+    warnings
+}
+
+/// One connection per database that gets a publication or a slot (and exists).
+async fn connect_databases(
+    server: &Server,
+    saved_pubs: &[Publication],
+    selected: &[&Slot],
+    databases: &BTreeSet<String>,
+) -> anyhow::Result<HashMap<String, Client>> {
+    let mut clients = HashMap::new();
     let needed: BTreeSet<String> = saved_pubs
         .iter()
         .map(|p| p.database.clone())
@@ -272,39 +345,54 @@ async fn restore(
         let db_client = server.connect(Some(&db)).await?;
         clients.insert(db, db_client);
     }
-    if !args.dry_run && !args.yes {
-        let missing_pubs =
-            publications::restore(&saved_pubs, &clients, identity.server_version_num, true)
-                .await
-                .iter()
-                .filter(|p| p.action == PublicationAction::WouldCreate)
-                .count();
-        if creating > 0 || missing_pubs > 0 || args.force {
-            confirm(&server, creating, missing_pubs, args.force)?;
-        }
-    }
-    let pub_outcomes = publications::restore(
-        &saved_pubs,
-        &clients,
-        identity.server_version_num,
-        args.dry_run,
-    )
-    .await;
-    let mut slot_outcomes = Vec::new();
-    for (saved, plan) in selected.iter().zip(&plans) {
-        let db_client = saved.database.as_ref().and_then(|db| clients.get(db));
-        slot_outcomes.push(recreate::carry_out(saved, plan, &setting, db_client).await);
-    }
+    Ok(clients)
+}
 
+/// Asks before creating slots or publications, or before --force may replace slots.
+async fn ask(
+    server: &Server,
+    force: bool,
+    plans: &[Plan],
+    saved_pubs: &[Publication],
+    clients: &HashMap<String, Client>,
+    version_num: u32,
+) -> anyhow::Result<()> {
+    let creating = plans.iter().filter(|p| p.creates()).count();
+    let missing_pubs = publications::restore(saved_pubs, clients, version_num, true)
+        .await
+        .iter()
+        .filter(|p| p.action == PublicationAction::WouldCreate)
+        .count();
+    if creating > 0 || missing_pubs > 0 || force {
+        confirm(server, creating, missing_pubs, force)?;
+    }
+    Ok(())
+}
+
+/// The counts of the report, both sides' positions, and the warnings.
+fn summarize(
+    dry_run: bool,
+    backup_id: &str,
+    inventory: &Inventory,
+    identity: &Identity,
+    (slot_outcomes, pub_outcomes): (&[SlotOutcome], &[PublicationOutcome]),
+    warnings: Vec<String>,
+) -> Summary {
     let count = |actions: &[SlotAction]| {
         slot_outcomes
             .iter()
             .filter(|o| actions.contains(&o.action))
             .count()
     };
-    let summary = Summary {
+    let pubs = |actions: &[PublicationAction]| {
+        pub_outcomes
+            .iter()
+            .filter(|p| actions.contains(&p.action))
+            .count()
+    };
+    Summary {
         backup_id: backup_id.to_string(),
-        dry_run: args.dry_run,
+        dry_run,
         saved: Position {
             system_identifier: inventory.server.system_identifier.clone(),
             timeline: inventory.server.timeline,
@@ -326,20 +414,8 @@ async fn restore(
         slots_advanced: count(&[SlotAction::Advanced, SlotAction::WouldAdvance]),
         slots_kept: count(&[SlotAction::Kept]),
         slots_skipped: count(&[SlotAction::Skipped]),
-        publications_created: pub_outcomes
-            .iter()
-            .filter(|p| {
-                matches!(
-                    p.action,
-                    PublicationAction::Created | PublicationAction::WouldCreate
-                )
-            })
-            .count(),
-        failed: count(&[SlotAction::Failed])
-            + pub_outcomes
-                .iter()
-                .filter(|p| p.action == PublicationAction::Failed)
-                .count(),
+        publications_created: pubs(&[PublicationAction::Created, PublicationAction::WouldCreate]),
+        failed: count(&[SlotAction::Failed]) + pubs(&[PublicationAction::Failed]),
         needs_attention: slot_outcomes
             .iter()
             .filter(|o| {
@@ -349,8 +425,7 @@ async fn restore(
             })
             .count(),
         warnings,
-    };
-    Ok((slot_outcomes, pub_outcomes, summary))
+    }
 }
 
 /// Asks on the terminal; refuses when nobody can answer.

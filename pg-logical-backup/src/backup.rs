@@ -1,6 +1,8 @@
 //! Taking a backup: export a snapshot per database, run every pg_dump of the set with
 //! `--snapshot` (several at once), count rows in the same snapshot meanwhile, check each dump
-//! with `pg_restore --list`, and commit the set with its manifest last.
+//! with `pg_restore --list`, and commit the set with its manifest last. With recipients in
+//! the environment every file is encrypted (age) and what the set holds stays out of
+//! `manifest.json` (see [`crate::details`]).
 
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
@@ -14,8 +16,8 @@ use common::repo::{SetMeta, SetWriter};
 use common::{Kind, Repository, Status};
 
 use crate::catalog::{self};
-use crate::details::{self, LogicalDetails, DETAILS_VERSION};
-use crate::dump::{self, DumpPlan};
+use crate::details::{LogicalDetails, DETAILS_VERSION};
+use crate::dump::{self, DumpPlan, Naming};
 use crate::patterns::{self, TablePattern};
 use crate::pgbin::{self, PgBin, PgBinArgs};
 use crate::snapshot::SnapshotSession;
@@ -68,6 +70,10 @@ pub struct BackupArgs {
     /// Dump roles without their password hashes (also the fallback for non-superusers).
     #[arg(long)]
     pub no_role_passwords: bool,
+    /// Store the set in plaintext even though the repository's newest logical set is
+    /// encrypted (no recipients set). Without it such a backup is refused.
+    #[arg(long)]
+    pub allow_unencrypted: bool,
 }
 
 /// What one table contributes to the JSON output.
@@ -100,6 +106,8 @@ struct Summary {
     /// Peak resident memory of this process (pg_dump children not included).
     peak_rss_bytes: Option<u64>,
     retention_deleted: Vec<String>,
+    /// Whether the set's files are encrypted (age).
+    encrypted: bool,
 }
 
 /// Takes a backup.
@@ -111,11 +119,10 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let runtime = common::postgres::runtime()?;
     // On SIGINT or SIGTERM the backup future is dropped: pg_dump children are killed and the
     // incomplete set removed before exiting with 130 or 143.
-    let (manifest, repo) = runtime.block_on(common::interrupt::or_interrupted(
+    let (manifest, details, repo) = runtime.block_on(common::interrupt::or_interrupted(
         backup(&args, global, &bin, &include, &exclude),
         "the incomplete set was removed",
     ))?;
-    let details = LogicalDetails::from_manifest(&manifest)?;
 
     let mut deleted = Vec::new();
     if !args.retention.no_retention {
@@ -163,16 +170,22 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
             .sum(),
         peak_rss_bytes: peak_rss_bytes(),
         retention_deleted: deleted,
+        encrypted: manifest.encryption().is_some(),
     };
     common::output::summary(global.output, &summary, || {
         format!(
-            "backup {}: {} database(s), {} tables, {} rows, {} bytes in {} files, {:.1}s -> {}",
+            "backup {}: {} database(s), {} tables, {} rows, {} bytes in {} files{}, {:.1}s -> {}",
             summary.id,
             summary.databases.len(),
             summary.tables,
             summary.rows,
             summary.bytes,
             summary.files,
+            if summary.encrypted {
+                " (encrypted)"
+            } else {
+                ""
+            },
             summary.duration_secs,
             summary.path
         )
@@ -194,7 +207,7 @@ async fn backup(
     bin: &PgBin,
     include: &[TablePattern],
     exclude: &[TablePattern],
-) -> anyhow::Result<(common::Manifest, Repository)> {
+) -> anyhow::Result<(common::Manifest, LogicalDetails, Repository)> {
     // Everything that can be wrong with the input is found before anything is written.
     let client = common::postgres::connect(&args.pg, crate::TOOL).await?;
     let server = catalog::server_info(&client).await?;
@@ -251,12 +264,26 @@ async fn backup(
     }
 
     let repo = Repository::create(&args.repo.backup_dir)?;
+    let recipients = repo.recipients_for(Kind::Logical, args.allow_unencrypted)?;
     let _lock = repo.lock(Kind::Logical)?;
     // Dropped unfinished (a failure, or the future dropped on a signal), the set is removed.
-    let set = repo.create_set(Kind::Logical)?;
-    tracing::info!("backup set {} in {}", set.id(), set.describe());
-    let manifest = write_set(args, global, bin, &server, sessions, selections, set).await?;
-    Ok((manifest, repo))
+    let mut set = repo.create_set(Kind::Logical)?;
+    set.encrypt_to(recipients);
+    // What the set holds (databases, tables, row counts) goes into its encrypted part.
+    set.keep_private(&["databases"], &["databases"]);
+    tracing::info!(
+        "backup set {} in {}{}",
+        set.id(),
+        set.describe(),
+        if set.is_encrypted() {
+            ", encrypted"
+        } else {
+            ""
+        }
+    );
+    let (manifest, details) =
+        write_set(args, global, bin, &server, sessions, selections, set).await?;
+    Ok((manifest, details, repo))
 }
 
 async fn write_set(
@@ -267,7 +294,7 @@ async fn write_set(
     sessions: Vec<SnapshotSession>,
     selections: Vec<HashSet<(String, String)>>,
     mut set: SetWriter,
-) -> anyhow::Result<common::Manifest> {
+) -> anyhow::Result<(common::Manifest, LogicalDetails)> {
     let parallel = args
         .parallel_dumps
         .map(NonZeroUsize::get)
@@ -284,11 +311,16 @@ async fn write_set(
 
     let total_jobs: usize = selections.iter().map(|s| s.len() + 2).sum();
     let bar = common::progress::items(global, Some(total_jobs as u64), "dumping", "dumps");
+    let naming = if set.is_encrypted() {
+        Naming::Numbers
+    } else {
+        Naming::Tables
+    };
     let mut taken = HashSet::new();
     let mut databases = Vec::new();
-    for (session, selected) in sessions.into_iter().zip(selections) {
-        let dir = details::file_name(&session.database, &mut taken);
-        let plan = DumpPlan::new(args, &dir, &session, &selected);
+    for (n, (session, selected)) in sessions.into_iter().zip(selections).enumerate() {
+        let dir = naming.database_dir(n, &session.database, &mut taken);
+        let plan = DumpPlan::new(args, &dir, naming, &session, &selected);
         // The first failure wins and drops the other side (killing its pg_dumps): a failed
         // count also ends the snapshot, which would only show up as confusing dump errors.
         let (dumped, counts) = tokio::try_join!(
@@ -325,10 +357,11 @@ async fn write_set(
         "server_version": server.version,
         "databases": details.databases.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
     });
-    set.commit(SetMeta {
+    let manifest = set.commit(SetMeta {
         tool: crate::TOOL,
         tool_version: env!("CARGO_PKG_VERSION"),
         source,
         details: serde_json::to_value(&details)?,
-    })
+    })?;
+    Ok((manifest, details))
 }

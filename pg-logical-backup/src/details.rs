@@ -1,5 +1,10 @@
 //! The logical-backup part of a set's manifest (`details`): per database its snapshot, its
 //! dump files and every table with its exact row count in that snapshot.
+//!
+//! In an encrypted set the `databases` list (names, tables, row counts) is kept in the set's
+//! encrypted private part, and the files have numbered names (`db1/tables/t3.dump.age`), so
+//! `manifest.json` tells nothing about the content; [`ChosenSet::find`] reads it back with
+//! the identities, which also proves the key before anything is restored.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,6 +13,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use common::encryption::{self, Identities};
 use common::repo::SetInfo;
 use common::storage::{self, Location, Store};
 use common::stream::HashingReader;
@@ -95,28 +101,45 @@ impl TableEntry {
 pub struct ChosenSet {
     pub repo: Repository,
     pub set: SetInfo,
+    /// The whole manifest, private part included.
     pub manifest: Manifest,
     pub details: LogicalDetails,
+    /// The keys from the environment, for an encrypted set's files.
+    pub identities: Option<Arc<Identities>>,
 }
 
 impl ChosenSet {
-    /// Set `id` of the repository at `location`, or its newest complete logical set.
+    /// Set `id` of the repository at `location`, or its newest complete logical set. An
+    /// encrypted set's private part is decrypted here: a missing or wrong key is an error
+    /// naming the file before anything else happens.
     pub fn find(location: &Location, id: Option<&str>) -> anyhow::Result<ChosenSet> {
         let repo = Repository::open(location)?;
-        let (set, manifest) = repo.find(Kind::Logical, id)?;
+        let (set, stored) = repo.find(Kind::Logical, id)?;
+        let identities = Identities::from_env()?.map(Arc::new);
+        let manifest = repo.reveal(&set, &stored, identities.as_deref())?;
         let details = LogicalDetails::from_manifest(&manifest)?;
         Ok(ChosenSet {
             repo,
             set,
             manifest,
             details,
+            identities,
         })
     }
 
+    /// Whether the set's files are encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.manifest.encryption().is_some()
+    }
+
     /// A file of the set as pg_restore or psql reads it: by path in a local repository,
-    /// streamed from object storage.
+    /// streamed from object storage; an encrypted file streamed and decrypted.
     pub fn source(&self, path: &str) -> DumpSource {
-        DumpSource::of(self.repo.store(), &self.set.key(path))
+        DumpSource::of_stored(
+            self.repo.store(),
+            &self.set.key(path),
+            self.identities.as_ref(),
+        )
     }
 
     /// The manifest entries of a file, or of every file of a folder (a directory-format dump).
@@ -163,10 +186,12 @@ impl ChosenSet {
     }
 
     /// A file or folder of the set as a real path, checked against the manifest: in place in
-    /// a local repository; downloaded from object storage into a temporary directory (for a
-    /// directory-format dump, and for parallel pg_restore, which needs a seekable file).
+    /// a local repository; downloaded from object storage, or decrypted, into a temporary
+    /// directory (for a directory-format dump, and for parallel pg_restore, which needs a
+    /// seekable file).
     pub async fn checked_copy(&self, path: &str) -> anyhow::Result<DumpSource> {
-        if let Some(local) = self.repo.store().local_path(&self.set.key(path)) {
+        let in_place = self.repo.store().local_path(&self.set.key(path));
+        if let Some(local) = in_place.filter(|_| !self.is_encrypted()) {
             self.check(&[path.to_string()]).await?;
             return Ok(DumpSource::Path(local));
         }
@@ -178,32 +203,41 @@ impl ChosenSet {
         let (store, prefix) = (self.repo.store().clone(), self.set.prefix.clone());
         let root = scratch.path().to_path_buf();
         let shown = self.repo.describe(&self.set.key(path));
-        tracing::info!("downloading {shown} into {}", root.display());
-        let problems =
-            tokio::task::spawn_blocking(move || download(&store, &prefix, &entries, &root))
-                .await
-                .context("the download task failed")??;
+        tracing::info!("copying {shown} into {}", root.display());
+        let identities = self.identities.clone();
+        let problems = tokio::task::spawn_blocking(move || {
+            download(&store, &prefix, &entries, identities.as_deref(), &root)
+        })
+        .await
+        .context("the download task failed")??;
         self.refuse_damage(&problems)?;
         Ok(DumpSource::Staged {
-            path: scratch.path().join(path),
+            path: scratch.path().join(plain_name(path)),
             shown,
             scratch: Arc::new(scratch),
         })
     }
 }
 
-/// Copies the `entries` of the set at `prefix` under `root`, hashing as it goes. Returns the
-/// entries whose size or checksum differs from the manifest's.
+/// A stored name without its `.age` suffix: what pg_restore expects in a directory dump.
+fn plain_name(path: &str) -> &str {
+    path.strip_suffix(encryption::AGE_SUFFIX).unwrap_or(path)
+}
+
+/// Copies the `entries` of the set at `prefix` under `root` (an age file decrypted with
+/// `identities`, under its name without `.age`), hashing the stored bytes as it goes.
+/// Returns the entries whose size or checksum differs from the manifest's.
 fn download(
     store: &Store,
     prefix: &str,
     entries: &[FileEntry],
+    identities: Option<&Identities>,
     root: &Path,
 ) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
     for entry in entries {
         let key = storage::join(prefix, &entry.path);
-        let target = root.join(&entry.path);
+        let target = root.join(plain_name(&entry.path));
         if let Some(parent) = target.parent() {
             common::durable::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -219,14 +253,18 @@ fn download(
         let mut reader = HashingReader::new(object);
         let mut file = std::fs::File::create(&target)
             .with_context(|| format!("cannot write {}", target.display()))?;
-        std::io::copy(&mut reader, &mut file).with_context(|| {
-            format!(
-                "cannot download {} to {}",
-                store.describe(&key),
-                target.display()
-            )
-        })?;
-        let sum = reader.finish()?;
+        let shown = store.describe(&key);
+        let copied = encryption::reader(&mut reader, entry.is_encrypted(), identities, &shown)
+            .and_then(|mut plain| std::io::copy(&mut plain, &mut file));
+        let sum = reader
+            .finish()
+            .with_context(|| format!("cannot read {shown}"))?;
+        // Damage shows as a checksum mismatch, reported with the others; any other failure
+        // (a wrong key, a network error) is the error.
+        let intact = sum.size == entry.size && sum.sha256 == entry.sha256;
+        if let (true, Err(e)) = (intact, copied) {
+            return Err(e).with_context(|| format!("cannot copy {shown} to {}", target.display()));
+        }
         if sum.size != entry.size {
             problems.push(format!(
                 "{}: size {} differs from the manifest's {}",

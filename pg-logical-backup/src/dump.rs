@@ -7,8 +7,14 @@
 //! directory format (`--jobs`), which pg_dump can only write into a directory: in a local
 //! repository straight into the set's folder, for object storage into a temporary directory
 //! under `$TMPDIR` whose files are then uploaded.
+//!
+//! In an encrypted set every file is stored as an age file (`.age`) and named by number
+//! rather than by table; a directory-format dump then goes through the temporary directory
+//! wherever the repository is, and a custom-format dump is listed by `pg_restore --list`
+//! from a pipe as it streams into the set, since this run holds no key to read it back.
 
 use std::collections::{HashMap, HashSet};
+use std::io::{self, Write};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -50,36 +56,71 @@ pub async fn dump_globals(
         cmd
     };
     let what = "pg_dumpall --globals-only";
-    let first = dump_to_set(set, GLOBALS_FILE, &mut command(no_role_passwords), what).await;
+    let first = dump_to_set(
+        set,
+        GLOBALS_FILE,
+        &mut command(no_role_passwords),
+        what,
+        None,
+    )
+    .await;
     match first {
         Ok(entry) => Ok((entry, no_role_passwords)),
         Err(e) if !no_role_passwords && format!("{e:#}").contains("permission denied") => {
             tracing::warn!("cannot read role passwords ({e:#}); dumping roles without them");
             let what = "pg_dumpall --globals-only --no-role-passwords";
-            let entry = dump_to_set(set, GLOBALS_FILE, &mut command(true), what).await?;
+            let entry = dump_to_set(set, GLOBALS_FILE, &mut command(true), what, None).await?;
             Ok((entry, true))
         }
         Err(e) => Err(e),
     }
 }
 
-/// Runs `cmd` with its stdout streamed into the new file `path` of the set, and finishes the
-/// file once the program succeeded.
+/// Runs `cmd` with its stdout streamed into the new file `path` of the set (and into `list`,
+/// a `pg_restore --list` pipe, when given), and finishes the file once the program succeeded.
 async fn dump_to_set(
     set: &SetWriter,
     path: &str,
     cmd: &mut Command,
     what: &str,
+    list: Option<std::fs::File>,
 ) -> anyhow::Result<FileEntry> {
     let shown = set.store().describe(&storage::join(set.prefix(), path));
     let file = set
         .create_file(path, Compression::None, None, 1)
         .with_context(|| format!("cannot create {shown}"))?;
-    let file = pgbin::run_into(cmd, file, what).await?;
+    let tee = pgbin::run_into(cmd, Tee { file, list }, what).await?;
     // Finished here, with no await in between: a run that fails or is interrupted drops its
     // other dumps only at an await, so the set is never removed while a file of it commits.
-    file.finish()
+    // (Dropping the list pipe ends pg_restore's input.)
+    tee.file
+        .finish()
         .with_context(|| format!("cannot store {shown}"))
+}
+
+/// Writes a dump into the set's file and, as long as it reads, into `pg_restore --list`.
+struct Tee<W> {
+    file: W,
+    list: Option<std::fs::File>,
+}
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        if let Some(list) = &mut self.list {
+            match list.write_all(&buf[..n]) {
+                Ok(()) => {}
+                // pg_restore has read the table of contents, all it needs (or failed, and
+                // says why itself).
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => self.list = None,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// One pg_dump run of a set.
@@ -106,10 +147,29 @@ pub struct DumpPlan {
     pub jobs: Vec<DumpJob>,
 }
 
+/// How a set's files are named: after the databases and tables, or (encrypted sets, whose
+/// file names are in clear) by number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    Tables,
+    Numbers,
+}
+
+impl Naming {
+    /// The folder of the `n`th database (from 0) of a set.
+    pub fn database_dir(self, n: usize, database: &str, taken: &mut HashSet<String>) -> String {
+        match self {
+            Naming::Tables => details::file_name(database, taken),
+            Naming::Numbers => format!("db{}", n + 1),
+        }
+    }
+}
+
 impl DumpPlan {
     pub fn new(
         args: &BackupArgs,
         dir: &str,
+        naming: Naming,
         session: &SnapshotSession,
         selected: &HashSet<(String, String)>,
     ) -> DumpPlan {
@@ -151,12 +211,15 @@ impl DumpPlan {
         ];
         let mut taken = HashSet::new();
         let mut table_files = Vec::new();
-        for table in &session.tables {
+        for (n, table) in session.tables.iter().enumerate() {
             if !selected.contains(&(table.schema.clone(), table.name.clone())) {
                 table_files.push(None);
                 continue;
             }
-            let name = details::file_name(&table.display_name(), &mut taken);
+            let name = match naming {
+                Naming::Tables => details::file_name(&table.display_name(), &mut taken),
+                Naming::Numbers => format!("t{}", n + 1),
+            };
             let output = format!("{dir}/tables/{name}.dump");
             let mut table_args = common_args.clone();
             table_args.extend([
@@ -200,6 +263,16 @@ impl DumpPlan {
             .iter()
             .find(|d| d.output == self.full)
             .map(|d| d.secs);
+        // Recorded under their stored names (`.age` added to an encrypted file).
+        let stored: HashMap<&str, &str> = dumped
+            .iter()
+            .map(|d| (d.output.as_str(), d.stored.as_str()))
+            .collect();
+        let stored = |output: &String| {
+            stored
+                .get(output.as_str())
+                .map_or_else(|| output.clone(), |s| s.to_string())
+        };
         let tables = session
             .tables
             .iter()
@@ -213,7 +286,7 @@ impl DumpPlan {
                     size_bytes: t.size_bytes,
                     indexes: t.indexes,
                     constraints: t.constraints,
-                    file: file.clone(),
+                    file: file.as_ref().map(stored),
                 },
             )
             .collect();
@@ -225,9 +298,9 @@ impl DumpPlan {
             snapshot_lsn: session.lsn.clone(),
             snapshot_time: session.time,
             format: self.format,
-            full_dump: self.full.clone(),
+            full_dump: stored(&self.full),
             full_dump_secs,
-            schema_dump: self.schema.clone(),
+            schema_dump: stored(&self.schema),
             tables,
         }
     }
@@ -246,6 +319,8 @@ pub async fn count_all(session: &SnapshotSession) -> anyhow::Result<Vec<u64>> {
 #[derive(Debug)]
 pub struct Dumped {
     pub output: String,
+    /// The output as stored: a file's stored name (`.age` when encrypted), or the folder.
+    pub stored: String,
     pub secs: f64,
     pub files: Vec<FileEntry>,
 }
@@ -282,10 +357,21 @@ async fn dump_one(
     let mut cmd = bin.command("pg_dump", database);
     cmd.args(&job.args);
     let what = format!("pg_dump of {}", job.what);
-    // Timed as pg_dump and the storing of what it wrote, without the check.
+    // Timed as pg_dump and the storing of what it wrote, without the check (an encrypted
+    // set's is listed as it streams).
     let (files, secs) = match job.format {
+        DumpFormat::Custom if set.is_encrypted() => {
+            let shown = set
+                .store()
+                .describe(&storage::join(set.prefix(), &job.output));
+            let (pipe, listing) = toc::list_piped(bin, &shown)?;
+            let entry = dump_to_set(set, &job.output, &mut cmd, &what, Some(pipe)).await?;
+            let secs = started.elapsed().as_secs_f64();
+            check_toc(job, listing.finish().await)?;
+            (vec![entry], secs)
+        }
         DumpFormat::Custom => {
-            let entry = dump_to_set(set, &job.output, &mut cmd, &what).await?;
+            let entry = dump_to_set(set, &job.output, &mut cmd, &what, None).await?;
             let secs = started.elapsed().as_secs_f64();
             let key = storage::join(set.prefix(), &job.output);
             check_list(bin, job, &DumpSource::of(set.store(), &key)).await?;
@@ -297,8 +383,13 @@ async fn dump_one(
         }
     };
     tracing::debug!("dumped {} in {secs:.2}s", job.what);
+    let stored = match job.format {
+        DumpFormat::Custom => files[0].path.clone(),
+        DumpFormat::Directory => job.output.clone(),
+    };
     Ok(Dumped {
         output: job.output.clone(),
+        stored,
         secs,
         files,
     })
@@ -306,9 +397,12 @@ async fn dump_one(
 
 /// pg_restore can read the dump, and it holds the data it should.
 async fn check_list(bin: &PgBin, job: &DumpJob, dump: &DumpSource) -> anyhow::Result<()> {
-    let toc = toc::list(bin, dump)
-        .await
-        .with_context(|| format!("the dump of {} is unreadable", job.what))?;
+    check_toc(job, toc::list(bin, dump).await)
+}
+
+/// What `pg_restore --list` made of the dump: readable, holding the data it should.
+fn check_toc(job: &DumpJob, toc: anyhow::Result<toc::Toc>) -> anyhow::Result<()> {
+    let toc = toc.with_context(|| format!("the dump of {} is unreadable", job.what))?;
     if let Some((schema, table)) = &job.must_hold {
         if !toc.has_table_data(schema, table) {
             anyhow::bail!("the dump of {} holds no data entry for it", job.what);
@@ -318,7 +412,8 @@ async fn check_list(bin: &PgBin, job: &DumpJob, dump: &DumpSource) -> anyhow::Re
 }
 
 /// A directory-format dump (`pg_dump -Fd -j N`): written into the set's folder in a local
-/// repository; for object storage into a temporary directory, then uploaded file by file.
+/// repository; for object storage, or an encrypted set, into a temporary directory, then
+/// stored file by file.
 async fn dump_directory(
     bin: &PgBin,
     set: &SetWriter,
@@ -327,7 +422,8 @@ async fn dump_directory(
     what: &str,
 ) -> anyhow::Result<Vec<FileEntry>> {
     let key = storage::join(set.prefix(), &job.output);
-    if let Some(dir) = set.store().local_path(&key) {
+    let in_place = set.store().local_path(&key).filter(|_| !set.is_encrypted());
+    if let Some(dir) = in_place {
         if let Some(parent) = dir.parent() {
             common::durable::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -432,7 +528,7 @@ fn record_local_folder(
 /// the schema, the tables.
 pub fn record_files(set: &mut SetWriter, entry: &DatabaseEntry, dumped: Vec<Dumped>) {
     let mut by_output: HashMap<String, Vec<FileEntry>> =
-        dumped.into_iter().map(|d| (d.output, d.files)).collect();
+        dumped.into_iter().map(|d| (d.stored, d.files)).collect();
     let outputs = [entry.full_dump.clone(), entry.schema_dump.clone()]
         .into_iter()
         .chain(entry.tables.iter().filter_map(|t| t.file.clone()));

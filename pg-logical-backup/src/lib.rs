@@ -12,6 +12,11 @@
 //! into pg_restore's stdin on restore (in a local repository pg_restore reads the files by
 //! path); only directory-format dumps and parallel restores go through a temporary directory
 //! when the repository is on S3 ([`source`], [`dump`]).
+//!
+//! With recipients in the environment (`BACKUP_ENCRYPTION_RECIPIENTS`...) every file of a set
+//! is encrypted (age) and the manifest keeps in clear only what needs no key; restore,
+//! verify and restore-globals decrypt with `BACKUP_ENCRYPTION_IDENTITY_FILE` as they read.
+#![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +38,7 @@ pub mod restore;
 pub mod safety;
 pub mod snapshot;
 pub mod source;
+pub mod target;
 pub mod toc;
 pub mod verify;
 
@@ -47,7 +53,7 @@ pub const TOOL: &str = "pg-logical-backup";
 #[command(
     name = "pg-logical-backup",
     version,
-    after_help = common::exit::EXIT_CODES_HELP,
+    after_help = help_with_encryption(),
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
@@ -65,22 +71,32 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Take a backup (the default).
-    #[command(after_help = common::exit::EXIT_CODES_HELP)]
+    #[command(after_help = help_with_encryption())]
     Backup(backup::BackupArgs),
     /// Restore a whole database or selected tables from a backup set.
-    #[command(after_help = common::exit::EXIT_CODES_HELP)]
+    #[command(after_help = help_with_encryption())]
     Restore(restore::RestoreArgs),
     /// Check a backup set: checksums and dump lists, a test restore, integrity checks.
-    #[command(after_help = common::exit::EXIT_CODES_HELP)]
+    #[command(after_help = help_with_encryption())]
     Verify(verify::VerifyArgs),
-    /// List the logical backup sets of the repository.
-    #[command(after_help = common::exit::EXIT_CODES_HELP)]
+    /// List the logical backup sets of the repository (an encrypted set's contents only
+    /// with its identity).
+    #[command(after_help = help_with_encryption())]
     List(list::ListArgs),
     /// Restore the roles and tablespaces of a set (its `pg_dumpall --globals-only` script),
     /// e.g. before restoring databases onto a new cluster. Exit 1 when a statement failed for
     /// another reason than the object already existing.
-    #[command(after_help = common::exit::EXIT_CODES_HELP)]
+    #[command(after_help = help_with_encryption())]
     RestoreGlobals(globals::RestoreGlobalsArgs),
+}
+
+/// The exit codes and the encryption settings, for `--help`.
+fn help_with_encryption() -> String {
+    format!(
+        "{}\n\n{}\nA backup without recipients into a repository whose newest logical set is encrypted\nis refused unless --allow-unencrypted. An encrypted set's manifest.json names no\ndatabase or table: restore, verify and restore-globals need the identity.",
+        common::exit::EXIT_CODES_HELP,
+        common::encryption::ENCRYPTION_HELP
+    )
 }
 
 impl ToolArgs for Args {

@@ -1,11 +1,14 @@
 //! Listing the logical sets of the repository, oldest first, complete or not, so an operator
-//! can pick a `--backup-id`.
+//! can pick a `--backup-id`. What an encrypted set holds (databases, tables, rows) is shown
+//! only with its identity in the environment; without it the set is listed as encrypted.
 
 use serde::Serialize;
 
 use common::cli::{GlobalArgs, RepoArgs};
+use common::encryption::Identities;
 use common::output::OutputFormat;
-use common::{Kind, Repository, Status};
+use common::repo::SetInfo;
+use common::{Kind, Manifest, Repository, Status};
 
 use crate::details::LogicalDetails;
 
@@ -24,6 +27,11 @@ struct SetRecord {
     complete: bool,
     /// Why the set is not usable, when it is not.
     problem: Option<String>,
+    /// The set's files are encrypted (age).
+    encrypted: bool,
+    /// Whether databases, tables and rows below are known: false for an encrypted set
+    /// listed without its identity.
+    contents_known: bool,
     databases: Vec<String>,
     tables: usize,
     rows: u64,
@@ -41,12 +49,17 @@ struct Summary {
 pub fn run(args: ListArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let repo = Repository::open(&args.repo.backup_dir)?;
     let sets = repo.list(Kind::Logical)?;
+    let identities = Identities::from_env()?;
     let mut complete = 0;
     let mut newest = None;
     for set in &sets {
-        let details = set.manifest.as_ref().map(LogicalDetails::from_manifest);
+        let details = set
+            .manifest
+            .as_ref()
+            .map(|m| contents(&repo, set, m, identities.as_ref()));
         let (databases, tables, rows, problem) = match &details {
-            Some(Ok(d)) => (
+            Some(Ok(None)) => (Vec::new(), 0, 0, None),
+            Some(Ok(Some(d))) => (
                 d.databases.iter().map(|db| db.name.clone()).collect(),
                 d.databases.iter().map(|db| db.tables.len()).sum(),
                 d.databases
@@ -72,11 +85,17 @@ pub fn run(args: ListArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
             complete += 1;
             newest = Some(set.id.clone());
         }
+        let encrypted = set
+            .manifest
+            .as_ref()
+            .is_some_and(|m| m.encryption().is_some());
         let record = SetRecord {
             kind: "set",
             id: set.id.clone(),
             complete: is_complete,
             problem,
+            encrypted,
+            contents_known: !matches!(details, Some(Ok(None))),
             databases,
             tables,
             rows,
@@ -85,6 +104,10 @@ pub fn run(args: ListArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
         match global.output {
             OutputFormat::Json => common::output::json_line(&record)?,
             OutputFormat::Text => common::output::text_line(&match &record.problem {
+                None if !record.contents_known => format!(
+                    "{}  complete    encrypted (set BACKUP_ENCRYPTION_IDENTITY_FILE to see what it holds)  {} bytes",
+                    record.id, record.bytes
+                ),
                 None => format!(
                     "{}  complete    {}  {} tables  {} rows  {} bytes",
                     record.id,
@@ -106,4 +129,27 @@ pub fn run(args: ListArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
         format!("{} set(s), {} complete", summary.sets, summary.complete)
     })?;
     Ok(Status::Ok)
+}
+
+/// The details of a complete set; `None` for an encrypted set whose private part cannot be
+/// read (no identity, or not the right one, with a warning).
+fn contents(
+    repo: &Repository,
+    set: &SetInfo,
+    manifest: &Manifest,
+    identities: Option<&Identities>,
+) -> anyhow::Result<Option<LogicalDetails>> {
+    if manifest.encryption().is_none() {
+        return LogicalDetails::from_manifest(manifest).map(Some);
+    }
+    let Some(identities) = identities else {
+        return Ok(None);
+    };
+    match repo.reveal(set, manifest, Some(identities)) {
+        Ok(whole) => LogicalDetails::from_manifest(&whole).map(Some),
+        Err(e) => {
+            tracing::warn!("set {}: {e:#}", set.id);
+            Ok(None)
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Restoring a set: the whole database (pg_restore) or selected tables (their own dumps,
 //! replayed through one psql transaction, so a failed table restore changes nothing), into
 //! an existing or new database; then ANALYZE and a row-count comparison with the manifest.
+//! The guards around the target database live in [`crate::target`].
 
 use std::num::NonZeroUsize;
 use std::time::Instant;
@@ -18,8 +19,8 @@ use crate::integrity;
 use crate::load;
 use crate::patterns;
 use crate::pgbin::{self, PgBin, PgBinArgs};
-use crate::safety;
 use crate::source::DumpSource;
+use crate::target::{self, TargetState};
 
 /// Settings of a restore.
 #[derive(Debug, Clone, clap::Args)]
@@ -126,162 +127,141 @@ pub fn run(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     ))
 }
 
+/// What a restore takes from the set and where it goes, decided before anything is touched.
+pub struct Selection<'a> {
+    pub chosen: &'a ChosenSet,
+    pub db: &'a DatabaseEntry,
+    pub tables: Vec<&'a TableEntry>,
+    /// Files (relative to the set) the restore reads.
+    pub files: Vec<String>,
+    pub target: String,
+    /// `database 'x'` or `N table(s) of 'x'`, for messages.
+    pub what: String,
+}
+
 async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let started = Instant::now();
     let bin = PgBin::resolve(&args.bin, &args.pg)?;
     let chosen = ChosenSet::find(&args.repo.backup_dir, args.backup_id.as_deref())?;
-    let (manifest, details) = (&chosen.manifest, &chosen.details);
-    let db = details.database(args.source_db.as_deref(), &manifest.id)?;
-    let target = pgbin::plain_dbname(&args.target_db)?.to_string();
-    let tables = select(db, &args.table)?;
-    let files = files_needed(db, &tables, &args);
-    // Checked before anything is touched; a copy made for pg_restore is checked as it is made.
-    let whole_dump = if args.table.is_empty() && needs_real_file(db, &args) {
-        Some(chosen.checked_copy(&files[0]).await?)
-    } else {
-        chosen.check(&files).await?;
-        None
-    };
-
+    let selection = Selection::new(&chosen, &args)?;
+    let whole_dump = check_files(&selection, &args).await?;
     let admin = common::postgres::connect(&args.pg, crate::TOOL).await?;
-    let exists = catalog::database_exists(&admin, &target).await?;
-    let target_pg = catalog::for_database(&args.pg, &target);
-    let conflicts: Vec<(String, String)> = if exists {
-        let client = common::postgres::connect(&target_pg, crate::TOOL).await?;
-        let present = catalog::list_tables(&client).await?;
-        tables
-            .iter()
-            .filter(|t| {
-                present
-                    .iter()
-                    .any(|p| p.schema == t.schema && p.name == t.name)
-            })
-            .map(|t| (t.schema.clone(), t.name.clone()))
-            .collect()
-    } else {
-        Vec::new()
+    let state = target::inspect(&admin, &args, &selection).await?;
+    target::confirm(&args, &selection, &state)?;
+    let safety_dump = target::prepare(&bin, &admin, &args, &selection, &state).await?;
+    load_dumps(&bin, &admin, &args, &selection, &state, whole_dump).await?;
+    let (mismatched, rows) = check_restored(&args, &selection, &state, global).await?;
+    let summary = Summary {
+        id: chosen.manifest.id.clone(),
+        source_db: selection.db.name.clone(),
+        target_db: selection.target.clone(),
+        created: !state.exists,
+        schema_only: args.schema_only,
+        tables: selection.tables.len(),
+        rows,
+        mismatched,
+        safety_dump,
+        duration_secs: started.elapsed().as_secs_f64(),
     };
-    if args.data_only && conflicts.len() < tables.len() {
-        let missing: Vec<String> = tables
-            .iter()
-            .filter(|t| !conflicts.contains(&(t.schema.clone(), t.name.clone())))
-            .map(|t| t.display_name())
-            .collect();
-        anyhow::bail!(
-            "--data-only replaces the rows of existing tables, but {} not in database '{target}' ({}); restore without --data-only to create them",
-            if missing.len() == 1 { "this one is" } else { "these are" },
-            missing.join(", ")
-        );
-    }
-    if !conflicts.is_empty() && !args.clean && !args.data_only {
-        anyhow::bail!(
-            "{} table(s) to restore already exist in database '{target}' ({}); pass --clean to replace them (a safety dump is taken first) or restore into a new database",
-            conflicts.len(),
-            names(&conflicts)
-        );
-    }
-    let what = if args.table.is_empty() {
-        format!("database '{}'", db.name)
-    } else {
-        format!("{} table(s) of '{}'", tables.len(), db.name)
-    };
-    let replacing = if conflicts.is_empty() {
-        String::new()
-    } else if args.data_only {
-        format!(", replacing the rows of {}", names(&conflicts))
-    } else {
-        format!(", replacing {}", names(&conflicts))
-    };
-    let question = format!(
-        "restore {what}{} from set {} into {} database '{target}'{replacing}",
-        if args.schema_only {
-            " (schema only)"
-        } else {
-            ""
-        },
-        manifest.id,
-        if exists { "existing" } else { "new" },
-    );
-    // A whole-database --clean may replace any object of the dump, not only tables.
-    let replaces = exists
-        && (args.data_only || (args.clean && (args.table.is_empty() || !conflicts.is_empty())));
-    let destructive = replaces || (exists && args.terminate_connections);
-    let unattended = if destructive {
-        common::prompt::Unattended::Refuse
-    } else {
-        common::prompt::Unattended::Proceed
-    };
-    common::prompt::confirm(&question, args.yes, unattended)?;
-    tracing::info!("{question}");
+    print_summary(global, &summary, &selection.what)?;
+    Ok(Status::from_passed(summary.mismatched.is_empty()))
+}
 
-    let mut safety_dump = None;
-    if replaces && !args.no_safety_dump {
-        let (store, folder) = match &args.safety_dir {
-            Some(location) => (safety::open_dir(location)?, ""),
-            None => (chosen.repo.store().clone(), safety::DEFAULT_SAFETY_SUBDIR),
-        };
-        // A whole-database restore may replace any object, so keep all of it.
-        let scope = if args.table.is_empty() {
-            &[][..]
+impl<'a> Selection<'a> {
+    fn new(chosen: &'a ChosenSet, args: &RestoreArgs) -> anyhow::Result<Selection<'a>> {
+        let db = chosen
+            .details
+            .database(args.source_db.as_deref(), &chosen.manifest.id)?;
+        let target = pgbin::plain_dbname(&args.target_db)?.to_string();
+        let tables = select(db, &args.table)?;
+        let files = files_needed(db, &tables, args);
+        let what = if args.table.is_empty() {
+            format!("database '{}'", db.name)
         } else {
-            &conflicts[..]
+            format!("{} table(s) of '{}'", tables.len(), db.name)
         };
-        let shown = safety::safety_dump(&bin, &store, folder, &target, scope).await?;
-        tracing::info!("safety dump of what gets replaced: {shown}");
-        safety_dump = Some(shown);
+        Ok(Selection {
+            chosen,
+            db,
+            tables,
+            files,
+            target,
+            what,
+        })
     }
-    if exists && args.terminate_connections {
-        let ended = catalog::terminate_sessions(&admin, &target).await?;
-        tracing::info!("terminated {ended} session(s) on '{target}'");
-    }
-    if !exists {
-        catalog::create_database(&admin, &target, Some(&db.encoding)).await?;
-        tracing::info!("created database '{target}'");
-    }
+}
 
+/// Checks the files to restore against the manifest before anything is touched. Returns the
+/// whole-database dump when pg_restore needs it as a real file (a copy is checked as it is
+/// made).
+async fn check_files(
+    selection: &Selection<'_>,
+    args: &RestoreArgs,
+) -> anyhow::Result<Option<DumpSource>> {
+    let chosen = selection.chosen;
+    if args.table.is_empty() && needs_real_file(selection.db, args) {
+        return Ok(Some(chosen.checked_copy(&selection.files[0]).await?));
+    }
+    chosen.check(&selection.files).await?;
+    Ok(None)
+}
+
+/// Loads the dumps: the whole database, the rows of existing tables (--data-only), or the
+/// selected tables. A database this run created is dropped again when that fails.
+async fn load_dumps(
+    bin: &PgBin,
+    admin: &tokio_postgres::Client,
+    args: &RestoreArgs,
+    selection: &Selection<'_>,
+    state: &TargetState,
+    whole_dump: Option<DumpSource>,
+) -> anyhow::Result<()> {
+    let (chosen, target) = (selection.chosen, &selection.target);
     let result = if args.table.is_empty() {
-        let dump = whole_dump.unwrap_or_else(|| chosen.source(&files[0]));
-        load::restore_database(&bin, &dump, &target, &args, exists).await
+        let dump = whole_dump.unwrap_or_else(|| chosen.source(&selection.files[0]));
+        load::restore_database(bin, &dump, target, args, state.exists).await
     } else if args.data_only {
-        replace_rows(&bin, &chosen, &tables, &target_pg, &target).await
+        replace_rows(bin, chosen, &selection.tables, &state.pg, target).await
     } else {
-        let dumps: Vec<DumpSource> = files.iter().map(|f| chosen.source(f)).collect();
-        let mut schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
+        let dumps: Vec<DumpSource> = selection.files.iter().map(|f| chosen.source(f)).collect();
+        let mut schemas: Vec<&str> = selection.tables.iter().map(|t| t.schema.as_str()).collect();
         schemas.sort_unstable();
         schemas.dedup();
-        load::restore_tables(&bin, &dumps, &schemas, &target, &args, exists).await
+        load::restore_tables(bin, &dumps, &schemas, target, args, state.exists).await
     };
     if let Err(e) = result {
-        if !exists {
+        if !state.exists {
             // We made it; an empty or half-filled database is no use to anyone.
-            if let Err(drop_error) = catalog::drop_database(&admin, &target).await {
+            if let Err(drop_error) = catalog::drop_database(admin, target).await {
                 tracing::warn!("{drop_error:#}");
             }
         }
         return Err(e);
     }
+    Ok(())
+}
 
-    let client = common::postgres::connect(&target_pg, crate::TOOL).await?;
+/// Fresh statistics (unless --no-analyze), then every restored table's rows compared with
+/// the manifest. Returns the tables that differ and the rows counted.
+async fn check_restored(
+    args: &RestoreArgs,
+    selection: &Selection<'_>,
+    state: &TargetState,
+    global: &GlobalArgs,
+) -> anyhow::Result<(Vec<String>, u64)> {
+    let client = common::postgres::connect(&state.pg, crate::TOOL).await?;
     if !args.no_analyze {
-        load::analyze(&client, &tables, args.table.is_empty()).await?;
+        load::analyze(&client, &selection.tables, args.table.is_empty()).await?;
     }
-    let (mismatched, total_rows) = compare(&client, &tables, args.schema_only, global).await?;
-    let summary = Summary {
-        id: manifest.id.clone(),
-        source_db: db.name.clone(),
-        target_db: target.clone(),
-        created: !exists,
-        schema_only: args.schema_only,
-        tables: tables.len(),
-        rows: total_rows,
-        mismatched,
-        safety_dump,
-        duration_secs: started.elapsed().as_secs_f64(),
-    };
-    common::output::summary(global.output, &summary, || {
+    compare(&client, &selection.tables, args.schema_only, global).await
+}
+
+fn print_summary(global: &GlobalArgs, summary: &Summary, what: &str) -> anyhow::Result<()> {
+    common::output::summary(global.output, summary, || {
         format!(
-            "restored {what} from set {} into '{target}': {} tables, {} rows{}{}",
+            "restored {what} from set {} into '{}': {} tables, {} rows{}{}",
             summary.id,
+            summary.target_db,
             summary.tables,
             summary.rows,
             if summary.mismatched.is_empty() {
@@ -295,8 +275,7 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
                 .map(|p| format!(" (safety dump: {p})"))
                 .unwrap_or_default()
         )
-    })?;
-    Ok(Status::from_passed(summary.mismatched.is_empty()))
+    })
 }
 
 /// `--data-only`: the tables' rows from their dumps, checked against every foreign key that
@@ -450,16 +429,4 @@ fn needs_real_file(db: &DatabaseEntry, args: &RestoreArgs) -> bool {
     let parallel = args.jobs.is_some_and(|j| j.get() > 1);
     let directory = db.format == DumpFormat::Directory && !args.schema_only;
     parallel || directory
-}
-
-fn names(tables: &[(String, String)]) -> String {
-    let mut list: Vec<String> = tables
-        .iter()
-        .take(10)
-        .map(|(s, t)| format!("{s}.{t}"))
-        .collect();
-    if tables.len() > 10 {
-        list.push(format!("and {} more", tables.len() - 10));
-    }
-    list.join(", ")
 }

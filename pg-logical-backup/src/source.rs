@@ -7,6 +7,10 @@
 //! for a directory-format dump and for parallel `pg_restore --jobs`: those are first
 //! downloaded into a private temporary directory under `$TMPDIR` ([`Scratch`]), removed
 //! afterwards and on interruption.
+//!
+//! An encrypted file (`.age`) is never opened by path: it is decrypted on its way into the
+//! program's stdin, wherever the repository is, or into the scratch directory when a real
+//! file is needed.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -14,6 +18,7 @@ use std::process::{Output, Stdio};
 use std::sync::Arc;
 
 use anyhow::Context;
+use common::encryption::{self, Identities};
 use common::storage::Store;
 use tokio::process::{Child, Command};
 
@@ -31,8 +36,14 @@ pub enum DumpSource {
         shown: String,
         scratch: Arc<Scratch>,
     },
-    /// An object of the repository, streamed into the program's stdin.
-    Object { store: Store, key: String },
+    /// An object of the repository, streamed into the program's stdin; an age file is
+    /// decrypted on the way with `identities`.
+    Object {
+        store: Store,
+        key: String,
+        encrypted: bool,
+        identities: Option<Arc<Identities>>,
+    },
 }
 
 impl DumpSource {
@@ -43,7 +54,23 @@ impl DumpSource {
             None => DumpSource::Object {
                 store: store.clone(),
                 key: key.to_string(),
+                encrypted: false,
+                identities: None,
             },
+        }
+    }
+
+    /// The stored file `key` of `store` as the program reads it: an age file (its name ends
+    /// in `.age`) streamed and decrypted with `identities`, anything else as [`DumpSource::of`].
+    pub fn of_stored(store: &Store, key: &str, identities: Option<&Arc<Identities>>) -> DumpSource {
+        if !encryption::is_encrypted_name(key) {
+            return DumpSource::of(store, key);
+        }
+        DumpSource::Object {
+            store: store.clone(),
+            key: key.to_string(),
+            encrypted: true,
+            identities: identities.cloned(),
         }
     }
 
@@ -52,7 +79,7 @@ impl DumpSource {
         match self {
             DumpSource::Path(path) => path.display().to_string(),
             DumpSource::Staged { shown, .. } => shown.clone(),
-            DumpSource::Object { store, key } => store.describe(key),
+            DumpSource::Object { store, key, .. } => store.describe(key),
         }
     }
 
@@ -87,7 +114,13 @@ impl DumpSource {
     pub fn spawn(&self, cmd: &mut Command) -> anyhow::Result<(Child, Feeder)> {
         let program = pgbin::program_name(cmd.as_std().get_program());
         let mut child = cmd.spawn().map_err(|e| pgbin::spawn_error(e, &program))?;
-        let DumpSource::Object { store, key } = self else {
+        let DumpSource::Object {
+            store,
+            key,
+            encrypted,
+            identities,
+        } = self
+        else {
             return Ok((child, Feeder(None)));
         };
         let stdin = child.stdin.take().context("no stdin pipe to the program")?;
@@ -96,12 +129,15 @@ impl DumpSource {
                 .into_owned_fd()
                 .context("cannot set up the program's stdin")?,
         );
-        let (store, key) = (store.clone(), key.clone());
+        let (store, key, encrypted) = (store.clone(), key.clone(), *encrypted);
+        let identities = identities.clone();
+        let shown = self.shown();
         let feeding = tokio::task::spawn_blocking(move || {
-            let mut object = store.open_read(&key)?;
-            io::copy(&mut object, &mut stdin).map(drop)
+            let object = store.open_read(&key)?;
+            let mut plain = encryption::reader(object, encrypted, identities.as_deref(), &shown)?;
+            io::copy(&mut plain, &mut stdin).map(drop)
         });
-        Ok((child, Feeder(Some(feeding))))
+        Ok((child, Feeder(Some((feeding, self.shown())))))
     }
 
     /// Runs `cmd` to the end with the dump as input, capturing stdout and stderr; the exit
@@ -130,19 +166,21 @@ impl DumpSource {
 /// The thread streaming an object into a program's stdin (nothing for a path).
 #[derive(Debug)]
 #[must_use = "a download error is only seen by finish()"]
-pub struct Feeder(Option<tokio::task::JoinHandle<io::Result<()>>>);
+pub struct Feeder(Option<(tokio::task::JoinHandle<io::Result<()>>, String)>);
 
 impl Feeder {
     /// Waits for the download to end. A program that stopped reading early (it had what it
     /// needed, or it failed and says why itself) is not an error here.
     pub async fn finish(self) -> anyhow::Result<()> {
-        let Some(feeding) = self.0 else {
+        let Some((feeding, shown)) = self.0 else {
             return Ok(());
         };
         match feeding.await.context("the download task failed")? {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-            Err(e) => Err(anyhow::Error::new(e).context("cannot read the dump")),
+            // Decryption errors name the file already.
+            Err(e) if e.to_string().contains(&shown) => Err(e.into()),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read {shown}"))),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Reading dumps without a database: their table of contents (`pg_restore --list`) and the
 //! number of data rows they hold for each table (counted in `pg_restore --data-only` output).
+//! A dump this run cannot read back (an encrypted set: the backup side holds no key) is
+//! listed from a pipe while it is written ([`list_piped`]).
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 
 use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -39,13 +41,65 @@ pub async fn list(bin: &PgBin, dump: &DumpSource) -> anyhow::Result<Toc> {
     let output = dump
         .run(&mut cmd, &format!("pg_restore --list {}", dump.shown()))
         .await?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let lines: Vec<String> = text
-        .lines()
-        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-        .map(str::to_string)
-        .collect();
-    Ok(Toc { lines })
+    Ok(Toc::parse(&output.stdout))
+}
+
+impl Toc {
+    /// The entries of `pg_restore --list` output.
+    fn parse(stdout: &[u8]) -> Toc {
+        let text = String::from_utf8_lossy(stdout);
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+            .map(str::to_string)
+            .collect();
+        Toc { lines }
+    }
+}
+
+/// A `pg_restore --list` reading a custom-format dump from a pipe, started by [`list_piped`].
+#[derive(Debug)]
+pub struct PipedList {
+    waiting: tokio::task::JoinHandle<std::io::Result<Output>>,
+    what: String,
+}
+
+/// Starts `pg_restore --list` on a pipe; write the dump into the returned file (it reads
+/// only the head and may close the pipe early: a broken pipe there is expected), close it,
+/// then [`PipedList::finish`]. `shown` names the dump in errors.
+pub fn list_piped(bin: &PgBin, shown: &str) -> anyhow::Result<(std::fs::File, PipedList)> {
+    let mut cmd = bin.command("pg_restore", "postgres");
+    cmd.arg("--list")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| pgbin::spawn_error(e, "pg_restore"))?;
+    let stdin = child.stdin.take().context("no stdin pipe to pg_restore")?;
+    let stdin = std::fs::File::from(
+        stdin
+            .into_owned_fd()
+            .context("cannot set up pg_restore's stdin")?,
+    );
+    let list = PipedList {
+        waiting: tokio::spawn(child.wait_with_output()),
+        what: format!("pg_restore --list {shown}"),
+    };
+    Ok((stdin, list))
+}
+
+impl PipedList {
+    /// Waits for pg_restore (its input must be closed by now) and reads its list.
+    pub async fn finish(self) -> anyhow::Result<Toc> {
+        let output = self
+            .waiting
+            .await
+            .context("the pg_restore task failed")?
+            .context("cannot wait for pg_restore")?;
+        pgbin::check(&output, &self.what)?;
+        Ok(Toc::parse(&output.stdout))
+    }
 }
 
 /// Counts the data rows of every table in a dump by streaming `pg_restore --data-only` as

@@ -3,6 +3,8 @@
 //! whole-database dump into a temporary database to compare tables and row counts with the
 //! manifest; `deep` also checks foreign keys, indexes (amcheck where available) and
 //! constraints there (seed 001's checks). The temporary database is always dropped.
+//! An encrypted set needs its identity (`BACKUP_ENCRYPTION_IDENTITY_FILE`): its dumps are
+//! decrypted as pg_restore reads them.
 
 use std::time::Instant;
 
@@ -208,11 +210,14 @@ fn emit(global: &GlobalArgs, check: Check, all: &mut Vec<Check>) -> anyhow::Resu
     Ok(())
 }
 
-/// The whole-database dump as pg_restore reads it. A directory-format dump on object storage
-/// is downloaded first (and checked against the manifest on the way).
+/// The whole-database dump as pg_restore reads it. A directory-format dump on object storage,
+/// or encrypted, is downloaded or decrypted first (and checked against the manifest on the
+/// way).
 async fn full_dump(chosen: &ChosenSet, db: &DatabaseEntry) -> anyhow::Result<DumpSource> {
     match db.format {
-        DumpFormat::Directory if chosen.repo.store().local_path("").is_none() => {
+        DumpFormat::Directory
+            if chosen.repo.store().local_path("").is_none() || chosen.is_encrypted() =>
+        {
             chosen.checked_copy(&db.full_dump).await
         }
         _ => Ok(chosen.source(&db.full_dump)),

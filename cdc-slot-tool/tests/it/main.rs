@@ -4,6 +4,7 @@
 
 mod backup;
 mod drill;
+mod encryption;
 mod heartbeat;
 mod prometheus;
 mod restore;

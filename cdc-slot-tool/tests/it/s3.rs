@@ -226,3 +226,46 @@ fn drill_slots_after_a_pitr_from_s3() {
         "only the archive_command's config file is local"
     );
 }
+
+#[test]
+fn encrypted_slot_set_on_s3() {
+    let lab = Lab::with_cdc().on_s3("cdc-age");
+    let keys = test_support::age_keys::AgeKeys::generate();
+    let with = |vars: Vec<(String, String)>, args: &[&str]| {
+        lab.tool_env(lab.cluster.env().into_iter().chain(vars).collect(), args)
+    };
+    let saved = lab.confirmed_flush(DECODING_SLOT);
+    let backup = with(keys.recipients_env(), &["backup", "--output", "json"]).ok();
+    let summary = backup.summary();
+    assert_eq!(summary["encrypted"], true);
+    let (url, s3) = s3_of(&lab);
+    let id = summary["id"].as_str().unwrap();
+    let mut stored = s3.keys(url);
+    stored.sort();
+    assert_eq!(
+        stored,
+        [
+            format!("slots/{id}/manifest.json"),
+            format!("slots/{id}/private.json.age"),
+            format!("slots/{id}/slots.json.age"),
+        ]
+    );
+    let manifest = String::from_utf8(lab.set_file(&summary, "manifest.json")).unwrap();
+    assert!(!manifest.contains(DECODING_SLOT), "{manifest}");
+
+    lab.sql(&format!(
+        "SELECT pg_drop_replication_slot('{DECODING_SLOT}')"
+    ));
+    with(Vec::new(), &["restore", "--yes"]).assert_code(2);
+    assert_eq!(lab.plugin(DECODING_SLOT), "");
+    let restored = with(
+        keys.identity_env(),
+        &["restore", "--yes", "--output", "json"],
+    );
+    assert!(restored.code == 0 || restored.code == 1, "{restored:?}");
+    assert_eq!(lab.plugin(DECODING_SLOT), "test_decoding");
+    assert_eq!(
+        restored.record("slot", "slot_name", DECODING_SLOT)["saved_lsn"],
+        saved.as_str()
+    );
+}

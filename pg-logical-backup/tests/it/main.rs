@@ -3,6 +3,7 @@
 
 mod backup;
 mod bad_input;
+mod encryption;
 mod globals;
 mod restore;
 mod s3;

@@ -121,7 +121,7 @@ fn list_dump(
     if let Some(entry) = manifest.stored(dump) {
         // A plain local dump is read in place; else it streams, decrypted and decompressed.
         if let Some(path) = repo.store().local_path(&set.key(dump)) {
-            if entry.path == dump && entry.compression == Compression::None {
+            if !entry.is_encrypted() && entry.compression == Compression::None {
                 cmd.arg(path);
                 return tools::capture(&mut cmd, WHAT).map_err(|_| DumpListError::NoPgRestore);
             }

@@ -8,7 +8,9 @@ use std::process::Command;
 use anyhow::Context;
 use common::encryption::Identities;
 use common::os_user;
-use common::physical::{PhysicalDetails, WalMethod, BASE_TAR, PG_BACKUP_MANIFEST};
+use common::physical::{
+    PgBackupManifest, PhysicalDetails, WalMethod, BASE_TAR, PG_BACKUP_MANIFEST,
+};
 use common::repo::SetInfo;
 use common::wal::{segno_of, WalArchive};
 use common::{Kind, Manifest, Repository};
@@ -93,24 +95,13 @@ fn details_problems(
             sealed = " (backup_manifest encrypted: content not checked without a key)"
         }
         Some(entry) => {
+            let shown = repo.describe(&set.key(&entry.path));
             let parsed = repo
                 .open_plain(set, entry, identities)
                 .map_err(|e| e.to_string())
-                .and_then(|f| {
-                    serde_json::from_reader::<_, serde_json::Value>(std::io::BufReader::new(f))
-                        .map_err(|e| e.to_string())
-                });
-            match parsed {
-                Err(e) => problems.push(format!("{PG_BACKUP_MANIFEST} does not parse: {e}")),
-                Ok(v) => {
-                    if v["PostgreSQL-Backup-Manifest-Version"].as_u64().is_none()
-                        || v["Files"].as_array().is_none_or(|f| f.is_empty())
-                    {
-                        problems.push(format!(
-                            "{PG_BACKUP_MANIFEST} is not a PostgreSQL backup manifest"
-                        ));
-                    }
-                }
+                .and_then(|f| PgBackupManifest::read(f, &shown).map_err(|e| format!("{e:#}")));
+            if let Err(e) = parsed {
+                problems.push(e);
             }
         }
     }
