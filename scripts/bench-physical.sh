@@ -2,7 +2,8 @@
 # Benchmark of physical backup and restore, side by side in one run, on one pgbench database
 # (scale 100 by default, about 1.5 GB): pg-base-backup vs `pg_basebackup -Ft -z` vs pgBackRest
 # (process-max 2, gz and zst), and restore by pitr-restore vs `pgbackrest restore`; and the
-# cost of encryption at rest (zstd + age vs zstd, backup and restore).
+# cost of encryption at rest (zstd + age vs zstd: backup, restore, and wal-archive push of
+# real WAL segments).
 # Prints the median wall time and peak memory of each, and the ratios the goals are stated in.
 #
 #   scripts/bench-physical.sh [SCALE] [RUNS]      defaults: 100 3
@@ -78,6 +79,22 @@ age-keygen -o "$WORK/age-identity.txt" 2>/dev/null
 AGE_RECIPIENT=$(sed -n 's/^# public key: //p' "$WORK/age-identity.txt")
 [ "$(id -u)" = 0 ] && chown postgres: "$WORK/age-identity.txt"
 
+# WAL segments to push: real ones from pgbench's load, copied out of pg_wal.
+WAL_PUSHES=20
+as_db mkdir -p "$WORK/wal-src"
+for f in $(ls "$WORK/data/pg_wal" | grep -E '^[0-9A-F]{24}$' | head -n "$WAL_PUSHES"); do
+    as_db cp "$WORK/data/pg_wal/$f" "$WORK/wal-src/$f"
+done
+WAL_PUSHES=$(ls "$WORK/wal-src" | wc -l)
+# pushes every copied segment into the archive at $1, one wal-archive process each, as
+# archive_command does.
+cat >"$WORK/push-all.sh" <<'SH'
+#!/usr/bin/env bash
+set -e
+for f in "$2"/*; do "$1" push "$f" --backup-dir "$3" -q; done
+SH
+chmod 755 "$WORK/push-all.sh"
+
 # measure NAME COMMAND...: appends "seconds maxrss_kb" to $WORK/NAME.txt
 measure() {
     local name=$1; shift
@@ -97,6 +114,10 @@ for run in $(seq 1 "$RUNS"); do
     measure pg_basebackup_gz "$PG_BIN/pg_basebackup" -D "$WORK/pgbb" -Ft -z -X fetch -c fast
     measure pgbackrest_gz pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --type=full --compress-type=gz backup
     measure pgbackrest_zst pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --type=full --compress-type=zst backup
+    as_db rm -rf "$WORK/wal-repo" "$WORK/wal-repo-age"
+    measure wal_push "$WORK/push-all.sh" "$BIN/wal-archive" "$WORK/wal-src" "$WORK/wal-repo"
+    measure wal_push_age env BACKUP_ENCRYPTION_RECIPIENTS="$AGE_RECIPIENT" \
+        "$WORK/push-all.sh" "$BIN/wal-archive" "$WORK/wal-src" "$WORK/wal-repo-age"
     as_db rm -rf "$WORK/r1" "$WORK/r2" "$WORK/r3"
     measure ours_restore "$BIN/pitr-restore" --backup-dir "$WORK/repo" --pgdata "$WORK/r1" --target immediate --yes -q
     measure ours_restore_age env BACKUP_ENCRYPTION_IDENTITY_FILE="$WORK/age-identity.txt" \
@@ -105,13 +126,13 @@ for run in $(seq 1 "$RUNS"); do
     as_db pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench expire --repo1-retention-full=1 >/dev/null 2>&1 || true
 done
 
-python3 - "$WORK" <<'PY'
+python3 - "$WORK" "$WAL_PUSHES" <<'PY'
 import statistics, sys, os
 work = sys.argv[1]
 def med(name):
     rows = [l.split() for l in open(os.path.join(work, name + ".txt")) if l.strip()]
     return statistics.median(float(r[0]) for r in rows), statistics.median(int(r[1]) for r in rows) / 1024
-names = ["ours_gzip", "pg_basebackup_gz", "pgbackrest_gz", "ours_zstd", "ours_zstd_age", "pgbackrest_zst", "ours_restore", "ours_restore_age", "pgbackrest_restore"]
+names = ["ours_gzip", "pg_basebackup_gz", "pgbackrest_gz", "ours_zstd", "ours_zstd_age", "pgbackrest_zst", "ours_restore", "ours_restore_age", "pgbackrest_restore", "wal_push", "wal_push_age"]
 m = {n: med(n) for n in names}
 print(f"{'tool':24} {'median s':>9} {'peak MiB':>9}")
 for n in names:
@@ -128,5 +149,8 @@ def cost(enc, plain, goal):
     print(f"encryption cost {enc} vs {plain}: {r:.2f}x wall time (goal {goal})")
 cost("ours_zstd_age", "ours_zstd", "<= 1.10x")
 cost("ours_restore_age", "ours_restore", "<= 1.10x")
+pushes = int(sys.argv[2])
+plain_ms, age_ms = (m[n][0] / pushes * 1000 for n in ("wal_push", "wal_push_age"))
+print(f"WAL push (16 MiB segment, one process each, {pushes} pushes): {plain_ms:.0f} ms plain, {age_ms:.0f} ms encrypted: {age_ms / plain_ms:.2f}x (goal: nothing measurable, <= 1.10x)")
 print(f"peak memory pg-base-backup: {max(m['ours_gzip'][1], m['ours_zstd'][1], m['ours_zstd_age'][1]):.1f} MiB (goal < 100 MiB)")
 PY
