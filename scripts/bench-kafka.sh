@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of kafka-topic-backup and kafka-replay (issue 5) against kcat and a bare rdkafka
+# Benchmark of kafka-topic-backup and kafka-replay against kcat and a bare rdkafka
 # consumer that discards what it reads (the broker's limit), side by side in one run.
 #
 #   scripts/bench-kafka.sh                       one million ~200-byte records, a key and two
@@ -16,15 +16,29 @@
 # ratios (the two tools measured in the same run: drift of a noisy machine cancels out).
 #
 # The broker: KAFKA_BOOTSTRAP_SERVERS, else PIPELINE_BACKUP_TEST_KAFKA, else the one
-# scripts/services.sh started. Installs kcat and GNU time when missing.
-# Goals: export >= kcat and >= 0.9x the bare consumer; replay >= kcat; peak memory < 100 MB.
+# scripts/services.sh started; with none of them, scripts/services.sh starts the test services
+# for the run and stops them after. Installs kcat and GNU time when missing.
+# The export is also measured encrypted (age, to a recipient from age-keygen) in
+# the same runs, beside the plain one.
+# Goals: export >= kcat and >= 0.9x the bare consumer; replay >= kcat; peak memory < 100 MB;
+# encryption adds <= 10% wall time to the export.
 # The memory goal against a broker that honours fetch size limits: scripts/bench-kafka-memory.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# No broker named and none running from scripts/services.sh: start the test services, run the
+# benchmark against them, and stop them after (as scripts/test.sh does).
+if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}${PIPELINE_BACKUP_TEST_KAFKA:-}" ] \
+    && ! kill -0 "$(cat .cache/services/kafka.pid 2>/dev/null)" 2>/dev/null; then
+    eval "$(scripts/services.sh start)"
+    trap 'scripts/services.sh stop' EXIT
+    status=0
+    scripts/bench-kafka.sh "$@" || status=$?
+    exit "$status"
+fi
 BROKER=${KAFKA_BOOTSTRAP_SERVERS:-${PIPELINE_BACKUP_TEST_KAFKA:-$(cat .cache/services/kafka.addr 2>/dev/null || true)}}
 # The broker scripts/services.sh started runs here: each measurement waits until it is idle.
-if [ "$BROKER" = "$(cat .cache/services/kafka.addr 2>/dev/null)" ]; then
+if [ -n "$BROKER" ] && [ "$BROKER" = "$(cat .cache/services/kafka.addr 2>/dev/null)" ]; then
     BROKER_PID=$(cat .cache/services/kafka.pid)
 fi
 RECORDS=${RECORDS:-1000000}
@@ -33,6 +47,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-target}
 [ -n "$BROKER" ] || { echo "bench: no broker (set KAFKA_BOOTSTRAP_SERVERS or run scripts/services.sh start)" >&2; exit 2; }
 need=()
 command -v kcat >/dev/null || need+=(kcat)
+command -v age-keygen >/dev/null || need+=(age)
 [ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -75,6 +90,14 @@ export_ours() {
     rm -rf "$WORK/repo"
     measure ours_export "$BIN/kafka-topic-backup" -q --topic "$SRC" --backup-dir "$WORK/repo" --no-retention >/dev/null
 }
+# The recipient is a public key: no secret in the environment or on the command line.
+age-keygen -o "$WORK/age-identity.txt" 2>/dev/null
+AGE_RECIPIENT=$(age-keygen -y "$WORK/age-identity.txt")
+export_ours_age() {
+    rm -rf "$WORK/repo_age"
+    measure ours_export_age env BACKUP_ENCRYPTION_RECIPIENTS="$AGE_RECIPIENT" \
+        "$BIN/kafka-topic-backup" -q --topic "$SRC" --backup-dir "$WORK/repo_age" --no-retention >/dev/null
+}
 replay_kcat() {
     local topic=${RUN}_kcat_$1
     "$BIN/examples/kafka_bench" create "$topic" 3
@@ -110,9 +133,9 @@ replay_ours() {
 for run in $(seq 1 "$RUNS"); do
     echo "bench: export run $run of $RUNS ..." >&2
     if [ $((run % 2)) = 1 ]; then
-        export_bare; export_kcat; export_ours
+        export_bare; export_kcat; export_ours; export_ours_age
     else
-        export_ours; export_kcat; export_bare
+        export_ours_age; export_ours; export_kcat; export_bare
     fi
 done
 # The test broker keeps every topic in memory, and the more it holds the slower it takes new
@@ -162,7 +185,8 @@ printf '\n%d records over 3 partitions, archive %s bytes, medians of %d runs\n\n
     "$RECORDS" "$(du -sb "$WORK/repo" | cut -f1)" "$RUNS"
 printf '%-8s %-26s %12s %10s %10s %10s\n' phase tool records/s "median s" "peak MB" "CPU s"
 for row in "export bare-rdkafka-consumer bare" "export kcat-C kcat_export" \
-    "export kafka-topic-backup ours_export" "replay kcat-P kcat_replay" \
+    "export kafka-topic-backup ours_export" "export kafka-topic-backup-age ours_export_age" \
+    "replay kcat-P kcat_replay" \
     "replay kcat-P-idempotent kcat_idem_replay" "replay kcat-P-lz4 kcat_lz4_replay" \
     "replay kafka-replay ours_replay"; do
     set -- $row
@@ -176,6 +200,12 @@ mem_bare=$(awk -v a="$(peak ours_export)" -v b="$(peak bare)" 'BEGIN { printf "%
 printf '\nexport vs kcat:          %sx (goal >= 1.0: %s), per run %sx\n' "$e_kcat" "$(verdict "$e_kcat" 1.0)" "$(paired ours_export kcat_export)"
 printf 'export vs bare consumer: %sx (goal >= 0.9: %s), per run %sx\n' "$e_bare" "$(verdict "$e_bare" 0.9)" "$(paired ours_export bare)"
 printf 'replay vs kcat:          %sx (goal >= 1.0: %s), per run %sx\n' "$r_kcat" "$(verdict "$r_kcat" 1.0)" "$(paired ours_replay kcat_replay)"
+# Encrypted over plain wall time: of the medians, and the median of the per-run ratios.
+e_age=$(awk -v a="$(median ours_export_age 1)" -v b="$(median ours_export 1)" 'BEGIN { if (a == "failed" || b == "failed" || b <= 0) print "n/a"; else printf "%.2f", a / b }')
+e_age_run=$(paired ours_export ours_export_age)
+printf 'export encrypted/plain:  %sx wall time (goal <= 1.10: %s), per run %sx; archive %s vs %s bytes\n' \
+    "$e_age" "$(awk -v r="$e_age_run" 'BEGIN { if (r == "n/a") print "n/a"; else print (r <= 1.10 ? "ok" : "MISSED") }')" "$e_age_run" \
+    "$(du -sb "$WORK/repo_age" | cut -f1)" "$(du -sb "$WORK/repo" | cut -f1)"
 printf 'replay vs idempotent kcat: %sx, per run %sx\n' "$r_kcat_idem" "$(paired ours_replay kcat_idem_replay)"
 printf 'replay vs kcat -z lz4:   %sx, per run %sx\n' "$(ratio ours_replay kcat_lz4_replay)" "$(paired ours_replay kcat_lz4_replay)"
 printf 'CPU per run, ours vs kcat: export %s s vs %s s, replay %s s vs %s s\n' \

@@ -1,7 +1,9 @@
 //! kafka-replay: replays a Kafka topic backup (a set from `kafka-topic-backup`, with the
 //! incremental sets before it, or an archive stream on stdin) into a topic, record for record:
 //! same partition, key, value, headers and timestamp. Verified after producing, resumable
-//! after an interruption, optionally restoring consumer-group offsets.
+//! after an interruption, optionally restoring consumer-group offsets. Encrypted sets and
+//! age streams on stdin are decrypted with the identity from the environment.
+#![forbid(unsafe_code)]
 
 mod filter;
 mod partitioner;
@@ -34,7 +36,11 @@ pub use replay::run;
 #[command(
     name = "kafka-replay",
     version,
-    after_help = common::exit::EXIT_CODES_HELP
+    after_help = format!(
+        "{}\n\n{}",
+        common::exit::EXIT_CODES_HELP,
+        ENCRYPTION_HELP
+    )
 )]
 pub struct Args {
     #[command(flatten)]
@@ -111,6 +117,9 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 }
+
+/// How encrypted backups are read, for `--help`.
+const ENCRYPTION_HELP: &str = "Encrypted backups (age): sets written with recipients (files ending in .age) and an\nage stream on --stdin (detected by its header) are decrypted with\n  BACKUP_ENCRYPTION_IDENTITY_FILE    an age identity file (several keys allowed, for rotation)\n  BACKUP_ENCRYPTION_PASSPHRASE_FILE  or the passphrase they were written with (scrypt: about a\n                                     second per file)\nKeys are read from the environment or the --config file only, never from arguments. A\nmissing or wrong key fails before anything is produced; so does a damaged set file (its\nstored bytes are checked against the manifest first). A pipe is read once: damage past\nits first 64 KiB stops the replay where it is found; re-running it resumes.";
 
 impl common::entry::ToolArgs for Args {
     fn global(&self) -> &GlobalArgs {

@@ -1,4 +1,5 @@
 //! The kafka-replay binary: parse arguments and run the library.
+#![forbid(unsafe_code)]
 
 /// mimalloc, also behind librdkafka's malloc/free (the `override` feature): each record costs
 /// several allocations freed on another thread, which glibc's allocator serves slowly.

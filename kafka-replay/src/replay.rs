@@ -23,12 +23,19 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             "--restore-group-offsets cannot be combined with --repartition: records change partitions, so offsets cannot be translated"
         );
     }
+    let identities = common::encryption::Identities::from_env()?;
     let mut source = if args.stdin {
-        Source::stdin()?
+        Source::stdin(identities)?
     } else {
         let repo = Repository::open(&args.repo.backup_dir)?;
         let topic = args.topic.as_deref().context("--topic is required")?;
-        Source::from_repo(&repo, args.backup_id.as_deref(), topic, args.only_set)?
+        Source::from_repo(
+            &repo,
+            args.backup_id.as_deref(),
+            topic,
+            args.only_set,
+            identities,
+        )?
     };
     let meta = source.meta().clone();
     if let Some(topic) = args.topic.as_deref().filter(|t| *t != meta.topic) {

@@ -3,14 +3,24 @@
 //!
 //! A set's files are read through the repository's storage layer, streamed as they are
 //! decoded (on S3, one GET per pass over a file; nothing is staged on local disk).
+//!
+//! Encrypted files (`.age`, and an age stream on stdin) are decrypted as they are read, with
+//! the identities from the environment. Every file's key and header are checked when the
+//! source is opened, before anything is produced; damage further in is found by age's
+//! authenticated chunks (and, for a set, first by the manifest's checksums of the stored
+//! bytes, see [`Source::checksum_problems`]).
 
-use std::io::{BufReader, Read};
+use std::io::{self, BufReader, Read};
 
 use anyhow::Context;
+use common::encryption::{self, Identities};
 use common::repo::{Kind, Repository, SetInfo};
-use common::topic_archive::{ArchiveReader, KafkaSetDetails, RecordsChunk, TopicMeta};
+use common::topic_archive::{ArchiveReader, KafkaSetDetails, RecordsChunk, TopicCut, TopicMeta};
 
 type Reader = ArchiveReader<Box<dyn Read>>;
+
+/// The first bytes of an age file (its header's version line).
+const AGE_MAGIC: &[u8] = b"age-encryption.org/v1";
 
 /// One archive file of a set.
 #[derive(Debug, Clone)]
@@ -24,10 +34,18 @@ struct Part {
     expected: Option<common::FileEntry>,
 }
 
+impl Part {
+    fn is_encrypted(&self) -> bool {
+        encryption::is_encrypted_name(&self.file)
+    }
+}
+
 /// The archive(s) a replay reads.
 pub struct Source {
     /// The repository the parts are in (none for stdin).
     repo: Option<Repository>,
+    /// The keys encrypted parts are read with.
+    identities: Option<Identities>,
     parts: Vec<Part>,
     stdin: Option<Reader>,
     meta: TopicMeta,
@@ -38,17 +56,23 @@ pub struct Source {
 
 impl Source {
     /// The newest complete set holding `topic` (or set `id`), preceded by the sets its
-    /// incremental export continues unless `only_set`.
+    /// incremental export continues unless `only_set`. The sets are chosen from the cut each
+    /// manifest keeps in clear; then every file is opened (with `identities` when encrypted)
+    /// and its META checked.
     pub fn from_repo(
         repo: &Repository,
         id: Option<&str>,
         topic: &str,
         only_set: bool,
+        identities: Option<Identities>,
     ) -> anyhow::Result<Source> {
         let sets = repo.complete_sets(Kind::Kafka)?;
-        let details = |set: &SetInfo| -> Option<KafkaSetDetails> {
-            serde_json::from_value(set.manifest.as_ref()?.details.clone()).ok()
+        let cuts = |set: &SetInfo| -> Option<Vec<TopicCut>> {
+            serde_json::from_value::<KafkaSetDetails>(set.manifest.as_ref()?.details.clone())
+                .ok()
+                .map(|d| d.cuts())
         };
+        let cut_of = |cuts: &[TopicCut]| cuts.iter().find(|c| c.topic == topic).cloned();
         let chosen = match id {
             Some(id) => {
                 let (set, _) = repo.find(Kind::Kafka, Some(id))?;
@@ -57,7 +81,7 @@ impl Source {
             None => sets
                 .iter()
                 .rev()
-                .find(|s| details(s).is_some_and(|d| d.topic(topic).is_some()))
+                .find(|s| cuts(s).is_some_and(|c| cut_of(&c).is_some()))
                 .cloned()
                 .with_context(|| {
                     format!(
@@ -69,14 +93,13 @@ impl Source {
         let mut parts = Vec::new();
         let mut current = chosen.clone();
         loop {
-            let set_details = details(&current)
+            let set_cuts = cuts(&current)
                 .with_context(|| format!("set {} has no readable kafka details", current.id))?;
-            let set_topic = set_details.topic(topic).with_context(|| {
+            let set_topic = cut_of(&set_cuts).with_context(|| {
                 format!(
                     "backup set {} does not hold topic '{topic}' (it holds: {})",
                     current.id,
-                    set_details
-                        .topics
+                    set_cuts
                         .iter()
                         .map(|t| t.topic.as_str())
                         .collect::<Vec<_>>()
@@ -115,19 +138,26 @@ impl Source {
             })?;
         }
         parts.reverse();
-        let newest = parts.last().expect("at least the chosen set").clone();
-        let meta = open_file(repo, &newest)?.meta().clone();
-        if meta.topic != topic {
-            anyhow::bail!(
-                "{} holds topic '{}', not '{topic}'",
-                newest.shown,
-                meta.topic
-            );
+        // Every file opens (the key fits, the header and META read) before anything else:
+        // a chain mixing plain and encrypted sets, or keys, fails here rather than midway.
+        let mut meta = None;
+        for part in &parts {
+            let opened = open_file(repo, part, identities.as_ref())?.meta().clone();
+            if opened.topic != topic {
+                anyhow::bail!(
+                    "{} holds topic '{}', not '{topic}'",
+                    part.shown,
+                    opened.topic
+                );
+            }
+            meta = Some(opened);
         }
+        let meta = meta.expect("at least the chosen set");
         let set_ids: Vec<String> = parts.iter().map(|p| p.set.id.clone()).collect();
         Ok(Source {
             description: format!("set {}", set_ids.join(" + ")),
             repo: Some(repo.clone()),
+            identities,
             parts,
             stdin: None,
             meta,
@@ -135,12 +165,25 @@ impl Source {
         })
     }
 
-    /// The archive stream on stdin (written by `kafka-topic-backup --stdout`).
-    pub fn stdin() -> anyhow::Result<Source> {
-        let input: Box<dyn Read> = Box::new(BufReader::with_capacity(1 << 20, std::io::stdin()));
+    /// The archive stream on stdin (written by `kafka-topic-backup --stdout`): decrypted with
+    /// `identities` when it is an age stream. A pipe is read once, so its key, header and
+    /// META are checked here but damage further in is found as the records are produced
+    /// (the replay stops there, exit 2; re-running it resumes), as for a plain stream.
+    pub fn stdin(identities: Option<Identities>) -> anyhow::Result<Source> {
+        let mut stdin = BufReader::with_capacity(1 << 20, std::io::stdin());
+        let mut head = vec![0u8; AGE_MAGIC.len()];
+        let got = read_up_to(&mut stdin, &mut head).context("cannot read stdin")?;
+        head.truncate(got);
+        let encrypted = head == AGE_MAGIC;
+        let input = io::Cursor::new(head).chain(stdin);
+        let input = decrypted(input, encrypted, identities.as_ref(), "stdin")?;
         let reader = ArchiveReader::open(input).context("cannot read the archive on stdin")?;
+        if encrypted {
+            tracing::info!("stdin is an age stream, decrypted");
+        }
         Ok(Source {
             repo: None,
+            identities,
             parts: Vec::new(),
             meta: reader.meta().clone(),
             stdin: Some(reader),
@@ -206,7 +249,7 @@ impl Source {
             anyhow::bail!("the archive on stdin can be read only once");
         };
         for part in &self.parts {
-            let mut reader = open_file(repo, part)?;
+            let mut reader = open_file(repo, part, self.identities.as_ref())?;
             if reader.meta().topic != self.meta.topic {
                 anyhow::bail!(
                     "{} holds topic '{}', not '{}'",
@@ -226,11 +269,63 @@ impl Source {
     }
 }
 
-fn open_file(repo: &Repository, part: &Part) -> anyhow::Result<Reader> {
+fn open_file(
+    repo: &Repository,
+    part: &Part,
+    identities: Option<&Identities>,
+) -> anyhow::Result<Reader> {
     let file = repo
         .open_file(&part.set, &part.file)
         .with_context(|| format!("cannot open {} of set {}", part.shown, part.set.id))?;
     // Buffered already: a local file in 1 MiB reads, an S3 body in the chunks it arrives in.
-    let input: Box<dyn Read> = file;
+    let input = decrypted(file, part.is_encrypted(), identities, &part.shown)?;
     ArchiveReader::open(input).with_context(|| format!("archive {} is damaged", part.shown))
+}
+
+/// `input` as is, or decrypted when `encrypted`: the header is read and the key checked now
+/// (errors name `shown`: no identity, none that fits, not an age header).
+fn decrypted<'a, R: Read + Send + 'a>(
+    input: R,
+    encrypted: bool,
+    identities: Option<&Identities>,
+    shown: &str,
+) -> anyhow::Result<Box<dyn Read + 'a>> {
+    let plain = encryption::reader(input, encrypted, identities, shown)?;
+    Ok(if encrypted {
+        Box::new(Authenticated(plain))
+    } else {
+        plain
+    })
+}
+
+/// A decrypting reader whose failures say what they mean: an age chunk that does not
+/// authenticate is damage or tampering, not a wrong key (that fails at the header).
+struct Authenticated<R>(R);
+
+impl<R: Read> Read for Authenticated<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "encrypted data fails authentication: damaged, modified or truncated ({e})"
+                ),
+            ),
+            _ => e,
+        })
+    }
+}
+
+/// Reads until `buf` is full or the input ends; returns how many bytes were read.
+fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }

@@ -1,16 +1,18 @@
 //! One run: connect, choose the topics, take the cut, export each topic into the set (or to
-//! stdout), commit the manifest last, apply retention, report.
+//! stdout), commit the manifest last, apply retention, report. With recipients set, the set's
+//! files and the stdout stream are age files, and the manifest keeps in clear only the cut.
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 
 use anyhow::Context;
+use common::encryption::{Recipients, Sealed};
 use common::repo::{Kind, Repository, SetInfo, SetMeta, SetWriter};
 use common::storage;
 use common::stream::Compression;
 use common::topic_archive::{
     ArchiveWriter, GroupOffsets, KafkaSetDetails, OffsetGap, SetPartition, SetTopic, StreamEnd,
-    TopicMeta, ARCHIVE_EXTENSION, FORMAT_VERSION,
+    TopicCut, TopicMeta, ARCHIVE_EXTENSION, FORMAT_VERSION, PRIVATE_DETAILS,
 };
 use common::Status;
 
@@ -50,22 +52,28 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     };
     if args.stdout {
         // No repository at all: --stdout cannot be --incremental, so no chain is read.
-        export.stream_to_stdout(cluster, &topics, groups)?;
+        let recipients = Recipients::from_env()?;
+        export.stream_to_stdout(cluster, &topics, groups, recipients.as_ref())?;
         return Ok(Status::Ok);
     }
 
     let repo = Repository::create(&args.repo.backup_dir)?;
     // Released on drop, and on an interrupt by the lock itself.
     let _lock = repo.lock(Kind::Kafka)?;
+    let recipients = repo.recipients_for(Kind::Kafka, args.allow_unencrypted)?;
+    // Only the cut of earlier sets is read: it is in clear, encrypted sets or not.
     let previous = if args.incremental {
         repo.complete_sets(Kind::Kafka)?
             .iter()
-            .filter_map(|set| details_of(set).map(|d| (set.id.clone(), d)))
+            .filter_map(|set| details_of(set).map(|d| (set.id.clone(), d.cuts())))
             .collect()
     } else {
         Vec::new()
     };
-    let set = repo.create_set(Kind::Kafka)?;
+    let mut set = repo.create_set(Kind::Kafka)?;
+    let encrypted = recipients.is_some();
+    set.encrypt_to(recipients);
+    set.keep_private(&[], PRIVATE_DETAILS);
     let set_shown = set.describe();
     // A failed set is removed as its writer is dropped (see common::repo::SetWriter).
     let (set, reports, details) = export.write_set(set, &cluster, &topics, groups, &previous)?;
@@ -92,6 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         id: Some(id),
         dir: Some(set_shown),
         incremental: args.incremental,
+        encrypted,
         records: reports.iter().map(|r| r.records).sum(),
         bytes: manifest.total_size(),
         topics: reports,
@@ -110,12 +119,14 @@ struct Export<'a> {
 }
 
 impl Export<'_> {
-    /// Streams the one selected topic's archive to stdout.
+    /// Streams the one selected topic's archive to stdout: an age stream when `recipients`
+    /// are given.
     fn stream_to_stdout(
         &self,
         cluster: Cluster,
         topics: &[TopicInfo],
         mut groups: BTreeMap<String, Vec<GroupOffsets>>,
+        recipients: Option<&Recipients>,
     ) -> anyhow::Result<()> {
         let [topic] = topics else {
             anyhow::bail!(
@@ -126,13 +137,23 @@ impl Export<'_> {
         let groups = groups.remove(&topic.name).unwrap_or_default();
         let meta = topic_meta(&cluster, topic, None, groups, self.args.max_messages)?;
         let out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        let out = Sealed::new(out, recipients).context("cannot write to stdout")?;
         common::kafka::close_in_background(cluster);
-        let (end, _) = self.topic(&meta, out)?;
+        let (end, out) = self.topic(&meta, out)?;
+        // An age stream is complete only with its last, flagged chunk.
+        out.finish()
+            .and_then(|mut out| out.flush())
+            .context("cannot write to stdout")?;
         tracing::info!(
-            "{}: {} records from {} partitions written to stdout",
+            "{}: {} records from {} partitions written to stdout{}",
             topic.name,
             end.records,
-            end.partitions.len()
+            end.partitions.len(),
+            if recipients.is_some() {
+                " (age-encrypted)"
+            } else {
+                ""
+            }
         );
         Ok(())
     }
@@ -145,19 +166,21 @@ impl Export<'_> {
         cluster: &Cluster,
         topics: &[TopicInfo],
         mut groups: BTreeMap<String, Vec<GroupOffsets>>,
-        previous: &[(String, KafkaSetDetails)],
+        previous: &[(String, Vec<TopicCut>)],
     ) -> anyhow::Result<(SetWriter, Vec<TopicReport>, KafkaSetDetails)> {
         let mut details = KafkaSetDetails {
             archive_version: FORMAT_VERSION,
-            topics: Vec::new(),
+            ..KafkaSetDetails::default()
         };
         let mut reports = Vec::new();
         for topic in topics {
-            let previous = previous.iter().rev().find_map(|(id, d)| {
-                d.topic(&topic.name).map(|t| Previous {
-                    set_id: id.clone(),
-                    topic: t,
-                })
+            let previous = previous.iter().rev().find_map(|(id, cuts)| {
+                cuts.iter()
+                    .find(|c| c.topic == topic.name)
+                    .map(|cut| Previous {
+                        set_id: id.clone(),
+                        topic: cut,
+                    })
             });
             if self.args.incremental && previous.is_none() {
                 tracing::info!(
@@ -174,9 +197,13 @@ impl Export<'_> {
                 self.args.max_messages,
             )?;
             let file_name = format!("{}{ARCHIVE_EXTENSION}", topic.name);
+            let stored_name = match set.is_encrypted() {
+                true => format!("{file_name}{}", common::encryption::AGE_SUFFIX),
+                false => file_name.clone(),
+            };
             let shown = set
                 .store()
-                .describe(&storage::join(set.prefix(), &file_name));
+                .describe(&storage::join(set.prefix(), &stored_name));
             let file = set
                 .create_file(&file_name, Compression::None, None, 1)
                 .with_context(|| format!("cannot create {shown}"))?;
@@ -184,11 +211,16 @@ impl Export<'_> {
             tracing::debug!("{}: {} records exported", topic.name, end.records);
             let entry = file
                 .finish()
-                .with_context(|| format!("cannot finish {file_name}"))?;
+                .with_context(|| format!("cannot finish {shown}"))?;
+            // The stored name: `<topic>.kta.age` when encrypted.
+            let set_topic = set_topic(&meta, &end, entry.path.clone());
             set.add(entry);
-            let set_topic = set_topic(&meta, &end, file_name);
             reports.push(TopicReport::new(&set_topic));
             details.topics.push(set_topic);
+        }
+        if set.is_encrypted() {
+            // `topics` goes into the private part: the cut stays readable without a key.
+            details.cut = details.topics.iter().map(TopicCut::from).collect();
         }
         Ok((set, reports, details))
     }

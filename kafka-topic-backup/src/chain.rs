@@ -55,7 +55,8 @@ fn keep_predecessors(sets: &[SetInfo], decisions: &mut [Decision]) {
             let Some(details) = details_of(&sets[index]) else {
                 continue;
             };
-            for topic in &details.topics {
+            // The cut is in clear: retention needs no key, encrypted sets or not.
+            for topic in &details.cuts() {
                 let Some(previous) = &topic.incremental_from else {
                     continue;
                 };
@@ -79,10 +80,11 @@ fn keep_predecessors(sets: &[SetInfo], decisions: &mut [Decision]) {
 mod tests {
     use super::*;
     use common::manifest::{Manifest, SetStatus, MANIFEST_VERSION};
-    use common::topic_archive::{KafkaSetDetails, SetTopic};
+    use common::topic_archive::{KafkaSetDetails, SetTopic, TopicCut};
 
-    fn set(id: &str, incremental_from: Option<&str>) -> SetInfo {
-        let details = KafkaSetDetails {
+    /// A set of topic `t`; an encrypted set's manifest holds only the cut in clear.
+    fn set_of(id: &str, incremental_from: Option<&str>, encrypted: bool) -> SetInfo {
+        let mut details = KafkaSetDetails {
             archive_version: 1,
             topics: vec![SetTopic {
                 topic: "t".into(),
@@ -94,7 +96,12 @@ mod tests {
                 partitions: vec![],
                 groups: vec![],
             }],
+            cut: vec![],
         };
+        if encrypted {
+            details.cut = details.topics.iter().map(TopicCut::from).collect();
+            details.topics.clear();
+        }
         let started = common::timefmt::parse_id_time(id).unwrap();
         SetInfo {
             id: id.into(),
@@ -117,12 +124,17 @@ mod tests {
         }
     }
 
+    fn set(id: &str, incremental_from: Option<&str>) -> SetInfo {
+        set_of(id, incremental_from, false)
+    }
+
     #[test]
     fn kept_incremental_sets_keep_their_predecessors() {
         let sets = vec![
             set("20200101T000000Z", None),
             set("20200102T000000Z", Some("20200101T000000Z")),
-            set("20200103T000000Z", Some("20200102T000000Z")),
+            // Encrypted: its chain is read from the cut, without a key.
+            set_of("20200103T000000Z", Some("20200102T000000Z"), true),
             set("20200104T000000Z", None),
         ];
         let policy = RetentionPolicy {

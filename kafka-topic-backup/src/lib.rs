@@ -2,9 +2,11 @@
 //! timestamp and its type), the topic configs, partition layout and consumer-group offsets
 //! into a backup set under `BACKUP_DIR` (a directory, or `s3://BUCKET/PREFIX` where each
 //! archive streams up as a multipart upload while it is written), or as one archive stream
-//! on stdout.
+//! on stdout. With recipients in the environment (`common::encryption`), every archive, and
+//! the stdout stream, is an age file.
 //!
 //! The archive format is `common::topic_archive`, specified in `FORMAT.md`.
+#![forbid(unsafe_code)]
 
 mod backup;
 mod chain;
@@ -29,7 +31,11 @@ pub use backup::run;
 #[command(
     name = "kafka-topic-backup",
     version,
-    after_help = common::exit::EXIT_CODES_HELP
+    after_help = format!(
+        "{}\n\n{}\nWith recipients set, each topic archive is stored as <topic>.kta.age, record counts and\nconsumer groups move into the set's encrypted private.json.age, and --stdout writes an\nage stream (kafka-replay --stdin decrypts it, as does `age -d -i IDENTITY`). Once the\nrepository holds encrypted kafka sets, a set without recipients is refused unless\n--allow-unencrypted.",
+        common::exit::EXIT_CODES_HELP,
+        common::encryption::ENCRYPTION_HELP
+    )
 )]
 pub struct Args {
     #[command(flatten)]
@@ -78,6 +84,10 @@ pub struct Args {
     /// Do not save the committed offsets of consumer groups.
     #[arg(long)]
     pub no_group_offsets: bool,
+    /// Store the set in plaintext even though the repository's newest kafka set is encrypted
+    /// (no recipients set). Without it such a set is refused.
+    #[arg(long)]
+    pub allow_unencrypted: bool,
 }
 
 impl common::entry::ToolArgs for Args {

@@ -1,4 +1,5 @@
 //! The kafka-topic-backup binary: parse arguments and run the library.
+#![forbid(unsafe_code)]
 
 /// mimalloc, also behind librdkafka's malloc/free (the `override` feature): each record costs
 /// allocations made on the fetch thread and freed on the exporting one.

@@ -1,13 +1,14 @@
 //! The cut: which offsets of each partition a run exports, from the watermarks at start, the
 //! previous set's end offsets (incremental) and `--max-messages`.
 
-use common::topic_archive::{OffsetGap, PartitionRange, SetTopic};
+use common::topic_archive::{OffsetGap, PartitionRange, TopicCut};
 
 /// What the previous set of this topic ended at, for an incremental run.
 #[derive(Debug, Clone)]
 pub struct Previous<'a> {
     pub set_id: String,
-    pub topic: &'a SetTopic,
+    /// The previous set's cut of the topic (in clear even in an encrypted set).
+    pub topic: &'a TopicCut,
 }
 
 /// Why a partition's plan differs from "continue where the previous set stopped".
@@ -72,26 +73,18 @@ pub fn plan_partition(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::topic_archive::SetPartition;
+    use common::topic_archive::PartitionCut;
 
-    fn previous_topic(end_offset: i64) -> SetTopic {
-        SetTopic {
+    fn previous_topic(end_offset: i64) -> TopicCut {
+        TopicCut {
             topic: "t".into(),
             file: "t.kta".into(),
-            partition_count: 1,
-            replication_factor: 1,
             incremental_from: None,
-            records: 0,
-            partitions: vec![SetPartition {
+            partitions: vec![PartitionCut {
                 partition: 0,
                 start_offset: 0,
                 end_offset,
-                records: end_offset as u64,
-                first_offset: None,
-                last_offset: None,
-                gap: None,
             }],
-            groups: vec![],
         }
     }
 

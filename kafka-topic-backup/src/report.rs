@@ -62,6 +62,8 @@ pub struct Summary {
     pub id: Option<String>,
     pub dir: Option<String>,
     pub incremental: bool,
+    /// Whether the set's files are encrypted (age).
+    pub encrypted: bool,
     pub records: u64,
     /// Stored bytes of the set.
     pub bytes: u64,

@@ -129,11 +129,70 @@ pub struct PartitionEnd {
 }
 
 /// The `details` of a Kafka backup set's manifest.
+///
+/// A plain set has `topics` in `manifest.json`. An encrypted set keeps `topics` (record
+/// counts, consumer groups) in its encrypted private part ([`PRIVATE_DETAILS`], see
+/// `common::repo::Repository::reveal`) and `cut` in clear: what incremental runs, retention
+/// and choosing the sets to replay need without a key.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KafkaSetDetails {
     /// Archive format version of the set's files.
     pub archive_version: u16,
+    /// Empty in an encrypted set's manifest until revealed.
+    #[serde(default)]
     pub topics: Vec<SetTopic>,
+    /// Written by encrypted sets only; plain sets derive it from `topics` ([`Self::cuts`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cut: Vec<TopicCut>,
+}
+
+/// The keys of a Kafka set's `details` stored in the encrypted private part of an encrypted
+/// set.
+pub const PRIVATE_DETAILS: &[&str] = &["topics"];
+
+/// Where one topic's export stopped, in clear in every set: which file, which set it
+/// continues, and the offsets of each partition (positions, like LSNs, not content).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicCut {
+    pub topic: String,
+    /// The archive file, relative to the set.
+    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental_from: Option<String>,
+    pub partitions: Vec<PartitionCut>,
+}
+
+/// One partition's offsets in a set: `start_offset..end_offset` (end exclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionCut {
+    pub partition: i32,
+    pub start_offset: i64,
+    pub end_offset: i64,
+}
+
+impl TopicCut {
+    pub fn partition(&self, partition: i32) -> Option<&PartitionCut> {
+        self.partitions.iter().find(|p| p.partition == partition)
+    }
+}
+
+impl From<&SetTopic> for TopicCut {
+    fn from(topic: &SetTopic) -> TopicCut {
+        TopicCut {
+            topic: topic.topic.clone(),
+            file: topic.file.clone(),
+            incremental_from: topic.incremental_from.clone(),
+            partitions: topic
+                .partitions
+                .iter()
+                .map(|p| PartitionCut {
+                    partition: p.partition,
+                    start_offset: p.start_offset,
+                    end_offset: p.end_offset,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One topic of a Kafka backup set.
@@ -175,5 +234,59 @@ pub struct SetPartition {
 impl KafkaSetDetails {
     pub fn topic(&self, name: &str) -> Option<&SetTopic> {
         self.topics.iter().find(|t| t.topic == name)
+    }
+
+    /// The cut of every topic, readable without a key: `cut` when the set wrote one (an
+    /// encrypted set), else taken from `topics` (plain sets, old and new).
+    pub fn cuts(&self) -> Vec<TopicCut> {
+        if self.cut.is_empty() {
+            self.topics.iter().map(TopicCut::from).collect()
+        } else {
+            self.cut.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_come_from_topics_in_plain_sets_and_from_cut_in_encrypted_ones() {
+        // A plain set's details as written before encryption existed.
+        let plain: KafkaSetDetails = serde_json::from_value(serde_json::json!({
+            "archive_version": 1,
+            "topics": [{"topic": "t", "file": "t.kta", "partition_count": 1,
+                "replication_factor": 1, "incremental_from": "A", "records": 3,
+                "partitions": [{"partition": 0, "start_offset": 2, "end_offset": 5,
+                    "records": 3, "first_offset": 2, "last_offset": 4}],
+                "groups": ["g"]}]
+        }))
+        .unwrap();
+        let expected = vec![TopicCut {
+            topic: "t".into(),
+            file: "t.kta".into(),
+            incremental_from: Some("A".into()),
+            partitions: vec![PartitionCut {
+                partition: 0,
+                start_offset: 2,
+                end_offset: 5,
+            }],
+        }];
+        assert_eq!(plain.cuts(), expected);
+        assert!(!serde_json::to_string(&plain).unwrap().contains("\"cut\""));
+
+        // An encrypted set's clear details: the cut only.
+        let clear = KafkaSetDetails {
+            archive_version: 1,
+            topics: Vec::new(),
+            cut: expected.clone(),
+        };
+        let text = serde_json::to_value(&clear).unwrap();
+        let mut without_topics = text.clone();
+        without_topics.as_object_mut().unwrap().remove("topics");
+        let back: KafkaSetDetails = serde_json::from_value(without_topics).unwrap();
+        assert_eq!(back.cuts(), expected);
+        assert!(back.topic("t").is_none());
     }
 }

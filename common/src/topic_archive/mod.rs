@@ -20,8 +20,9 @@ mod record;
 
 pub use chunk::{ArchiveReader, ArchiveWriter, Chunk, ChunkKind, Codec, EncodedChunk};
 pub use meta::{
-    ConfigEntry, GroupOffsets, GroupPartitionOffset, KafkaSetDetails, OffsetGap, PartitionEnd,
-    PartitionRange, SetPartition, SetTopic, StreamEnd, TopicMeta, ARCHIVE_EXTENSION,
+    ConfigEntry, GroupOffsets, GroupPartitionOffset, KafkaSetDetails, OffsetGap, PartitionCut,
+    PartitionEnd, PartitionRange, SetPartition, SetTopic, StreamEnd, TopicCut, TopicMeta,
+    ARCHIVE_EXTENSION, PRIVATE_DETAILS,
 };
 pub use record::{HeaderView, RecordView, RecordsChunk, RecordsChunkBuilder, TimestampType};
 
@@ -68,8 +69,16 @@ pub enum ArchiveError {
         "archive is truncated: it ends after chunk {last_chunk} without its END chunk (an interrupted backup or a cut copy)"
     )]
     MissingEnd { last_chunk: i64 },
+    /// The cause is shown in the message and not chained as a source, so an error chain
+    /// (`{:#}`) says it once.
     #[error("reading the archive failed: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for ArchiveError {
+    fn from(error: std::io::Error) -> ArchiveError {
+        ArchiveError::Io(error)
+    }
 }
 
 impl ArchiveError {

@@ -4,6 +4,7 @@
 
 mod chain;
 mod damaged;
+mod encryption;
 mod filters;
 mod groups;
 mod pipeline;

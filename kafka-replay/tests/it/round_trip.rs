@@ -218,7 +218,7 @@ fn topic_with(prefix: &str, partitions: i32, configs: &[(&str, &str)]) -> String
 }
 
 /// One config value of a topic, as DescribeConfigs reports it.
-fn topic_config(topic: &str, key: &str) -> Option<String> {
+pub fn topic_config(topic: &str, key: &str) -> Option<String> {
     let admin: AdminClient<DefaultClientContext> = client_config().create().unwrap();
     let resource = ResourceSpecifier::Topic(topic);
     let configs = block_on(admin.describe_configs([&resource], &AdminOptions::new())).unwrap();

@@ -1,7 +1,7 @@
 //! Replaying from a repository on S3 (the SeaweedFS test service): a set and an incremental
 //! chain come back record for record; a damaged object is refused before anything is
 //! produced; a wrong secret key is one line, exit 2; `--stdout | --stdin` never touches the
-//! repository.
+//! repository; an encrypted set replays exactly and a damaged encrypted object is refused.
 
 use std::process::Command;
 
@@ -208,4 +208,56 @@ fn stdout_to_stdin_pipeline_never_touches_an_s3_backup_dir() {
     assert_eq!(summary["records_produced"], 3000);
     assert_eq!(recs(&read_all(&target)), recs(&read_all(&source)));
     assert_eq!(s3.keys(&url), Vec::<String>::new());
+}
+
+#[test]
+fn encrypted_set_on_s3_replays_exactly_and_a_damaged_object_is_refused() {
+    let s3 = test_support::s3::env();
+    let keys = test_support::age_keys::AgeKeys::generate();
+    let source = topic("s3enc_src", 2);
+    produce(&source, (0..2000u64).map(|i| ((i % 2) as i32, varied(i))));
+    let url = s3.url("kafka-replay-age");
+    let mut command = tool(backup_bin(), &url, &["--topic", &source]);
+    let backup = Run::of(s3.apply(&mut command).envs(keys.recipients_env()))
+        .ok()
+        .summary();
+    assert_eq!(backup["encrypted"], true);
+    let key = format!(
+        "kafka/{}/{}",
+        backup["id"].as_str().unwrap(),
+        backup["topics"][0]["file"].as_str().unwrap()
+    );
+    assert!(key.ends_with(".kta.age"), "{key}");
+    let store = s3.store(&url);
+    let bytes = store.read(&key).unwrap();
+    assert!(bytes.starts_with(b"age-encryption.org/v1\n"));
+
+    let replay_age = |target: &str| {
+        let mut command = tool(
+            replay_bin(),
+            &url,
+            &["--topic", &source, "--target-topic", target],
+        );
+        Run::of(s3.apply(&mut command).envs(keys.identity_env()))
+    };
+    let target = test_support::unique_name("s3enc_dst");
+    let replayed = replay_age(&target).ok().summary();
+    assert_eq!(replayed["verified"], true);
+    assert_eq!(replayed["records_produced"], 2000);
+    assert_eq!(recs(&read_all(&target)), recs(&read_all(&source)));
+
+    let mut damaged = bytes.clone();
+    let at = damaged.len() * 3 / 5;
+    damaged[at] ^= 0x01;
+    store.put(&key, &damaged).unwrap();
+    let target = test_support::unique_name("s3enc_dmg");
+    let run = replay_age(&target);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let line = run.error_line("kafka-replay");
+    assert!(
+        line.starts_with(&format!("kafka-replay: archive {url}/{key} is damaged")),
+        "{line}"
+    );
+    assert!(line.contains("fails authentication"), "{line}");
+    assert_eq!(partition_count(&target), 0, "nothing may be produced");
 }

@@ -2,6 +2,7 @@
 //! (`PIPELINE_BACKUP_TEST_KAFKA`) and, for `s3`, the S3 test service
 //! (`PIPELINE_BACKUP_TEST_S3_*`): the set it writes, read back with the archive reader.
 
+mod encryption;
 mod errors;
 mod incremental;
 mod s3;
