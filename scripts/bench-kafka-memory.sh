@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Export memory against topic size, on a broker that honours the fetch size limits (issue 5's
+# Export memory against topic size, on a broker that honours the fetch size limits (the
 # goal: peak memory under 100 MB whatever the topic size).
 #
 #   scripts/bench-kafka-memory.sh                 1M, then 2M records of ~200 bytes over 3

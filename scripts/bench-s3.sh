@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of the S3 repository (issue 15), side by side in one run, on one pgbench database
+# Benchmark of the S3 repository, side by side in one run, on one pgbench database
 # (scale 100 by default, about 1.5 GB) and the S3-compatible test server (SeaweedFS):
 #
 #   1. pg-base-backup --compress zstd --wal-method fetch to S3 vs to a local directory

@@ -1,10 +1,9 @@
-//! Prometheus text exposition format for node_exporter's textfile collector, written
-//! atomically so the collector never reads half a file.
+//! The slot metrics for node_exporter's textfile collector, in the exposition format of
+//! `common::metrics`, which also replaces the file atomically.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::Context;
+use common::metrics;
 
 use crate::server::Identity;
 use crate::status::SlotHealth;
@@ -37,39 +36,15 @@ impl Family {
     }
 }
 
-/// Escapes a label value: backslash, double quote and newline.
-pub fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn format_value(value: f64) -> String {
-    if value.fract() == 0.0 && value.abs() < 1e15 {
-        format!("{}", value as i64)
-    } else {
-        format!("{value}")
-    }
-}
-
 fn render(families: &[Family]) -> String {
     let mut text = String::new();
     for family in families {
-        let _ = writeln!(text, "# HELP {} {}", family.name, family.help);
-        let _ = writeln!(text, "# TYPE {} gauge", family.name);
-        for (labels, value) in &family.samples {
-            let labels: Vec<String> = labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
-                .collect();
-            let labels = if labels.is_empty() {
-                String::new()
-            } else {
-                format!("{{{}}}", labels.join(","))
-            };
-            let _ = writeln!(text, "{}{labels} {}", family.name, format_value(*value));
-        }
+        let samples: Vec<(String, f64)> = family
+            .samples
+            .iter()
+            .map(|(labels, value)| (metrics::labels(labels), *value))
+            .collect();
+        metrics::write_gauge(&mut text, &family.name, family.help, &samples);
     }
     text
 }
@@ -166,27 +141,15 @@ pub fn render_down(now: f64) -> String {
     render(&run_families(false, now))
 }
 
-/// Mode of the metrics file: the collector (node_exporter) usually runs as another user, and
-/// metrics hold nothing secret.
-const METRICS_MODE: u32 = 0o644;
-
-/// Replaces the metrics file atomically: a temporary file in the same directory, fsync,
-/// rename, fsync the directory.
+/// Replaces the metrics file atomically (mode 0644: the collector usually runs as another
+/// user, and metrics hold nothing secret).
 pub fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    common::durable::write_atomic_with_mode(path, text.as_bytes(), METRICS_MODE)
-        .with_context(|| format!("cannot write the metrics file {}", path.display()))
+    metrics::write_file(path, text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_and_formats() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-        assert_eq!(format_value(3.0), "3");
-        assert_eq!(format_value(1.5), "1.5");
-    }
 
     #[test]
     fn down_metrics_say_so() {

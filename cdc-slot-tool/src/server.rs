@@ -20,7 +20,10 @@ pub struct Server {
 
 impl Server {
     pub fn new(pg: &PgArgs) -> Server {
-        Server { pg: pg.clone() }
+        // Slots and publications need no particular database: `postgres` unless one is named.
+        Server {
+            pg: pg.for_server_work(),
+        }
     }
 
     /// The database named by `--dbname`/`PGDATABASE` (the maintenance connection).
@@ -145,9 +148,7 @@ pub fn parse_lsn(text: &str) -> anyhow::Result<Lsn> {
 }
 
 /// `"name"` quoted as an SQL identifier.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use common::postgres::quote_ident;
 
 /// `'text'` quoted as an SQL string literal.
 pub fn quote_literal(text: &str) -> String {

@@ -1,10 +1,11 @@
 //! Argument groups shared by the tools, flattened into each tool's clap `Args`.
 //!
-//! Every connection flag falls back to the environment variable the seed scripts and libpq
-//! use. Passwords are never flags: only `PGPASSWORD` or the password file.
+//! Every connection flag falls back to the environment variable libpq and the shell scripts
+//! these tools replace use. Passwords are never flags: only `PGPASSWORD` or the password file.
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
 
 use crate::env;
@@ -42,12 +43,27 @@ pub struct PgArgs {
     /// Role to connect as [default: the OS user name].
     #[arg(long, short = 'U', env = env::PGUSER)]
     pub user: Option<String>,
-    /// Database to connect to [default: the role name].
+    /// Database to connect to [default: the role name; `postgres` for work that needs no
+    /// particular database, such as a base backup or slot status].
     #[arg(long, short = 'd', env = env::PGDATABASE)]
     pub dbname: Option<String>,
 }
 
+/// The database of server-wide work when none is named, as `pg_basebackup` and `psql -l` use.
+pub const SERVER_DBNAME: &str = "postgres";
+
 impl PgArgs {
+    /// These settings for work that needs no particular database (a base backup, slot status):
+    /// without `--dbname` or `PGDATABASE` they name [`SERVER_DBNAME`] rather than libpq's
+    /// default, the role name, which a replication role seldom has a database of.
+    pub fn for_server_work(&self) -> PgArgs {
+        let mut pg = self.clone();
+        if pg.dbname.as_deref().is_none_or(str::is_empty) {
+            pg.dbname = Some(SERVER_DBNAME.to_string());
+        }
+        pg
+    }
+
     /// The host to use: the flag, else the first libpq default socket directory that exists,
     /// else `localhost`.
     pub fn host(&self) -> String {
@@ -125,18 +141,8 @@ pub fn os_user_name() -> String {
         .unwrap_or_else(|| "postgres".to_string())
 }
 
-#[allow(unsafe_code)]
 fn current_uid_name() -> Option<String> {
-    // SAFETY: getpwuid returns a pointer into static storage or null; we copy the name out
-    // immediately and call it from one thread at start-up.
-    unsafe {
-        let pw = libc::getpwuid(libc::geteuid());
-        if pw.is_null() {
-            return None;
-        }
-        let name = std::ffi::CStr::from_ptr((*pw).pw_name);
-        Some(name.to_string_lossy().into_owned())
-    }
+    crate::os_user::user_name(rustix::process::geteuid().as_raw())
 }
 
 /// The backup repository location.
@@ -233,10 +239,7 @@ pub fn kafka_properties(flags: &[(String, String)]) -> anyhow::Result<Vec<(Strin
             .map(str::trim)
             .filter(|s| !s.is_empty())
         {
-            props.push(
-                parse_key_value(item)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", env::KAFKA_CLIENT_CONFIG))?,
-            );
+            props.push(parse_key_value(item).context(env::KAFKA_CLIENT_CONFIG)?);
         }
     }
     props.extend(flags.iter().cloned());
@@ -251,11 +254,16 @@ pub fn is_secret_property(key: &str) -> bool {
         .any(|s| key.contains(s))
 }
 
+/// A client property that is not `KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected KEY=VALUE, got '{0}'")]
+pub struct KeyValueError(String);
+
 /// Parses one `KEY=VALUE` client property (clap value parser).
-pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+pub fn parse_key_value(s: &str) -> Result<(String, String), KeyValueError> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(format!("expected KEY=VALUE, got '{s}'")),
+        _ => Err(KeyValueError(s.to_string())),
     }
 }
 
@@ -269,7 +277,10 @@ mod tests {
             parse_key_value("sasl.password=a=b").unwrap(),
             ("sasl.password".to_string(), "a=b".to_string())
         );
-        assert!(parse_key_value("novalue").is_err());
+        assert_eq!(
+            parse_key_value("novalue").unwrap_err().to_string(),
+            "expected KEY=VALUE, got 'novalue'"
+        );
         assert!(is_secret_property("sasl.password"));
         assert!(!is_secret_property("bootstrap.servers"));
     }
@@ -283,5 +294,20 @@ mod tests {
         assert_eq!(args.dbname(), "alice");
         assert_eq!(args.port(), 5432);
         assert!(!args.describe().contains("password"));
+    }
+
+    #[test]
+    fn server_work_defaults_to_the_postgres_database() {
+        let args = PgArgs {
+            user: Some("replicator".into()),
+            ..PgArgs::default()
+        };
+        assert_eq!(args.for_server_work().dbname(), "postgres");
+        assert_eq!(args.for_server_work().user(), "replicator");
+        let named = PgArgs {
+            dbname: Some("app".into()),
+            ..args
+        };
+        assert_eq!(named.for_server_work().dbname(), "app");
     }
 }

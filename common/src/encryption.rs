@@ -301,11 +301,7 @@ impl Identities {
 
     /// Decrypts an age stream; `shown` names the file in errors. Reading the result fails
     /// (io `InvalidData`) on a damaged chunk and (`UnexpectedEof`) on a truncation.
-    pub fn decrypt<R: Read>(
-        &self,
-        input: R,
-        shown: &str,
-    ) -> io::Result<age::stream::StreamReader<R>> {
+    pub fn decrypt<R: Read>(&self, input: R, shown: &str) -> io::Result<Decrypted<R>> {
         let decryptor = age::Decryptor::new(input).map_err(|e| header_error(e, shown))?;
         decryptor
             .decrypt(
@@ -313,6 +309,10 @@ impl Identities {
                     .iter()
                     .map(|i| i.as_ref() as &dyn age::Identity),
             )
+            .map(|inner| Decrypted {
+                inner,
+                shown: shown.to_string(),
+            })
             .map_err(|e| match e {
                 age::DecryptError::NoMatchingKeys => io::Error::new(
                     io::ErrorKind::PermissionDenied,
@@ -323,6 +323,22 @@ impl Identities {
                 ),
                 other => header_error(other, shown),
             })
+    }
+}
+
+/// The plaintext of an age file being read; a damaged chunk or a truncation is an error
+/// naming the file, of the kind age gives (`InvalidData`, `UnexpectedEof`).
+pub struct Decrypted<R: Read> {
+    inner: age::stream::StreamReader<R>,
+    shown: String,
+}
+
+impl<R: Read> Read for Decrypted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::Interrupted => e,
+            kind => io::Error::new(kind, format!("{}: {e}", self.shown)),
+        })
     }
 }
 

@@ -65,7 +65,8 @@ pub const BACKUP_NOTIFY_PARENT: &str = "BACKUP_NOTIFY_PARENT";
 /// `<temp dir>/pipeline-backup-<uid>`].
 pub const XDG_STATE_HOME: &str = "XDG_STATE_HOME";
 
-/// Default repository when neither `--backup-dir` nor `BACKUP_DIR` is given (seed 000's path).
+/// Default repository when neither `--backup-dir` nor `BACKUP_DIR` is given (where the shell
+/// scripts these tools replace kept their backups).
 pub const DEFAULT_BACKUP_DIR: &str = "/backups";
 
 /// True when the variable is set to anything non-empty.

@@ -2,6 +2,7 @@
 //! the backup repository with its manifests, durable and checksummed streams, and retention.
 //!
 //! Each tool's own logic lives in that tool; only what two or more tools use belongs here.
+#![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config_file;
@@ -16,10 +17,12 @@ pub mod kafka;
 pub mod logging;
 pub mod lsn;
 pub mod manifest;
+pub mod metrics;
 pub mod notify;
 pub mod os_user;
 pub mod output;
 pub mod pgbin;
+pub mod pgconf;
 pub mod pgpass;
 pub mod physical;
 #[cfg(feature = "postgres")]
@@ -32,6 +35,7 @@ pub mod size;
 pub mod storage;
 pub mod stream;
 pub mod timefmt;
+pub mod toolbin;
 pub mod topic_archive;
 pub mod wal;
 

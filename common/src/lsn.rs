@@ -9,12 +9,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Lsn(pub u64);
 
+/// Text that is not an LSN.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid LSN '{0}': expected two hex numbers like 0/16B3748")]
+pub struct ParseLsnError(String);
+
 impl FromStr for Lsn {
-    type Err = String;
+    type Err = ParseLsnError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let err = || format!("invalid LSN '{s}': expected two hex numbers like 0/16B3748");
+        let err = || ParseLsnError(s.to_string());
         let (hi, lo) = s.split_once('/').ok_or_else(err)?;
         let hi = u32::from_str_radix(hi, 16).map_err(|_| err())?;
         let lo = u32::from_str_radix(lo, 16).map_err(|_| err())?;
@@ -51,7 +56,11 @@ mod tests {
         assert_eq!(lsn.0, 0x16_B374_D848);
         assert_eq!(lsn.to_string(), "16/B374D848");
         assert_eq!("0/0".parse::<Lsn>().unwrap(), Lsn(0));
-        assert!("16B374D848".parse::<Lsn>().is_err());
+        assert_eq!(
+            "16B374D848".parse::<Lsn>().unwrap_err().to_string(),
+            "invalid LSN '16B374D848': expected two hex numbers like 0/16B3748"
+        );
+        assert!("0/1G".parse::<Lsn>().is_err());
         assert!(Lsn(5) < Lsn(6));
     }
 }

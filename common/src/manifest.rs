@@ -94,9 +94,11 @@ impl Manifest {
             .and_then(|v| serde_json::from_value(v.clone()).ok())
     }
 
-    /// Total stored bytes.
+    /// Total stored bytes (saturating: a damaged size must not overflow).
     pub fn total_size(&self) -> u64 {
-        self.files.iter().map(|f| f.size).sum()
+        self.files
+            .iter()
+            .fold(0, |sum, f| sum.saturating_add(f.size))
     }
 
     pub fn file(&self, path: &str) -> Option<&FileEntry> {
@@ -119,9 +121,8 @@ impl Manifest {
     pub fn load(store: &Store, prefix: &str) -> anyhow::Result<Option<Manifest>> {
         let key = storage::join(prefix, MANIFEST_FILE);
         let text = match store.read(&key) {
-            Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => anyhow::bail!("cannot read {}: {e}", store.describe(&key)),
+            read => read.with_context(|| format!("cannot read {}", store.describe(&key)))?,
         };
         Manifest::parse(&text, &store.describe(&key)).map(Some)
     }

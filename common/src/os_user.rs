@@ -10,6 +10,23 @@ use anyhow::Context;
 /// The OS user servers run as when we are root.
 pub const DB_OS_USER: &str = "postgres";
 
+/// The name `/etc/passwd` gives the user with this uid, if it lists one. Reading the file
+/// (rather than `getpwuid`, whose result lives in static storage) is safe from any thread.
+pub fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    name_of_uid(&passwd, uid)
+}
+
+/// The name of the first `/etc/passwd` entry with this uid.
+fn name_of_uid(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next().filter(|n| !n.is_empty())?;
+        let entry_uid: u32 = fields.nth(1)?.parse().ok()?;
+        (entry_uid == uid).then(|| name.to_string())
+    })
+}
+
 /// (uid, gid) of the database OS user when we are root, None otherwise (run as ourselves).
 pub fn db_user_ids() -> anyhow::Result<Option<(u32, u32)>> {
     if !rustix::process::geteuid().is_root() {
@@ -52,4 +69,17 @@ pub fn give_to_db_user(path: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_names_come_from_passwd_lines() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\nbroken\npostgres:x:105:110::/var/lib/postgresql:/bin/bash\n";
+        assert_eq!(name_of_uid(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(name_of_uid(passwd, 105).as_deref(), Some("postgres"));
+        assert_eq!(name_of_uid(passwd, 1000), None);
+    }
 }

@@ -5,9 +5,12 @@ use std::path::{Path, PathBuf};
 /// Overrides the directory of PostgreSQL programs.
 pub const PG_BIN_DIR: &str = "PG_BIN_DIR";
 
+/// Where Debian's PostgreSQL 15 packages put the programs: tried first.
+pub const DEFAULT_PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+
 /// Directories tried, newest major version first, before falling back to PATH.
 const CANDIDATES: [&str; 3] = [
-    "/usr/lib/postgresql/15/bin",
+    DEFAULT_PG_BIN_DIR,
     "/usr/local/pgsql/bin",
     "/usr/pgsql-15/bin",
 ];

@@ -2,6 +2,9 @@
 //! backups and WAL (pg-base-backup writes it; pitr-restore, wal-archive and validate-backups
 //! read it).
 
+use std::io::Read;
+
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -13,6 +16,10 @@ use crate::timefmt::rfc3339;
 pub const BASE_TAR: &str = "base.tar";
 /// PostgreSQL's own backup manifest, kept beside the tarball (also inside it).
 pub const PG_BACKUP_MANIFEST: &str = "backup_manifest";
+
+/// The WAL segment sizes PostgreSQL accepts (`initdb --wal-segsize`, powers of two).
+pub const MIN_WAL_SEGMENT_SIZE: u64 = 1 << 20;
+pub const MAX_WAL_SEGMENT_SIZE: u64 = 1 << 30;
 
 /// Where the WAL needed to make the backup consistent is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -52,12 +59,70 @@ pub struct PhysicalDetails {
 }
 
 impl PhysicalDetails {
+    /// The details of a base set's manifest, refused when the numbers the tools compute
+    /// with are impossible (a segment size PostgreSQL cannot have would divide by zero or
+    /// overflow in segment arithmetic; a start after the stop makes no range).
     pub fn from_manifest(manifest: &crate::Manifest) -> anyhow::Result<PhysicalDetails> {
-        serde_json::from_value(manifest.details.clone()).map_err(|e| {
+        let unreadable = |e: &dyn std::fmt::Display| {
             anyhow::anyhow!(
                 "base backup {} has unreadable details in its manifest: {e}",
                 manifest.id
             )
+        };
+        let details: PhysicalDetails = serde_json::from_value(manifest.details.clone())
+            .with_context(|| {
+                format!(
+                    "base backup {} has unreadable details in its manifest",
+                    manifest.id
+                )
+            })?;
+        let size = details.wal_segment_size;
+        if !(size.is_power_of_two()
+            && (MIN_WAL_SEGMENT_SIZE..=MAX_WAL_SEGMENT_SIZE).contains(&size))
+        {
+            return Err(unreadable(&format!(
+                "WAL segment size {size} is not a power of two from 1 MiB to 1 GiB"
+            )));
+        }
+        if details.start_lsn > details.stop_lsn {
+            return Err(unreadable(&format!(
+                "start LSN {} is after stop LSN {}",
+                details.start_lsn, details.stop_lsn
+            )));
+        }
+        Ok(details)
+    }
+}
+
+/// What the tools check of PostgreSQL's `backup_manifest` (`pg_verifybackup` checks the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgBackupManifest {
+    /// `PostgreSQL-Backup-Manifest-Version`.
+    pub version: u64,
+    /// Entries in `Files`.
+    pub files: usize,
+}
+
+impl PgBackupManifest {
+    /// Reads a `backup_manifest` and checks it is one: JSON with a version and a non-empty
+    /// `Files` list. Every value is skipped rather than kept, so memory stays small whatever
+    /// the input's size; `shown` names the file in errors.
+    pub fn read<R: Read>(input: R, shown: &str) -> anyhow::Result<PgBackupManifest> {
+        #[derive(Deserialize)]
+        struct Shape {
+            #[serde(rename = "PostgreSQL-Backup-Manifest-Version")]
+            version: u64,
+            #[serde(rename = "Files")]
+            files: Vec<serde::de::IgnoredAny>,
+        }
+        let shape: Shape = serde_json::from_reader(std::io::BufReader::new(input))
+            .with_context(|| format!("{shown} is not a PostgreSQL backup manifest"))?;
+        if shape.files.is_empty() {
+            anyhow::bail!("{shown} is not a PostgreSQL backup manifest: it lists no file");
+        }
+        Ok(PgBackupManifest {
+            version: shape.version,
+            files: shape.files.len(),
         })
     }
 }

@@ -32,9 +32,14 @@ pub async fn connect_config(
     config: &tokio_postgres::Config,
     describe: &str,
 ) -> anyhow::Result<Client> {
-    let (client, connection) = config.connect(NoTls).await.with_context(|| {
-        format!("cannot connect to PostgreSQL ({describe}); check PGHOST/PGPORT/PGUSER and that the server runs")
-    })?;
+    let (client, connection) = match config.connect(NoTls).await {
+        Ok(connected) => connected,
+        Err(e) => {
+            let hint = connect_hint(config, &e);
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot connect to PostgreSQL ({describe}); {hint}")));
+        }
+    };
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("PostgreSQL connection closed: {e}");
@@ -43,10 +48,44 @@ pub async fn connect_config(
     Ok(client)
 }
 
+/// What to check after a failed connection: the password's sources when the server asked for
+/// one we do not have (or refused the one we gave), else where the server is.
+fn connect_hint(config: &tokio_postgres::Config, error: &tokio_postgres::Error) -> &'static str {
+    let refused_password = error
+        .as_db_error()
+        .is_some_and(|e| *e.code() == tokio_postgres::error::SqlState::INVALID_PASSWORD);
+    let asked_for_password = std::error::Error::source(error)
+        .is_some_and(|cause| cause.to_string() == "password missing");
+    if config.get_password().is_none() && asked_for_password {
+        "the server asks for a password: set PGPASSWORD, or put it in ~/.pgpass (PGPASSFILE names another file)"
+    } else if refused_password {
+        "the server refused the password: check PGPASSWORD, or ~/.pgpass (PGPASSFILE names another file)"
+    } else {
+        "check PGHOST/PGPORT/PGUSER and that the server runs"
+    }
+}
+
 /// A current-thread tokio runtime for a tool's `run`.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// `"name"` quoted as an SQL identifier: exact whatever its case or characters.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_exactly() {
+        assert_eq!(quote_ident("orders"), "\"orders\"");
+        assert_eq!(quote_ident("Mixed Case"), "\"Mixed Case\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
 }

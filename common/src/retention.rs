@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use anyhow::Context;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -165,11 +166,8 @@ impl RetentionPolicy {
                     set.id,
                     decision.reason
                 );
-                repo.delete_set(set).map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot delete {kind} set {}: {e}",
-                        repo.describe(&set.prefix)
-                    )
+                repo.delete_set(set).with_context(|| {
+                    format!("cannot delete {kind} set {}", repo.describe(&set.prefix))
                 })?;
             }
         }

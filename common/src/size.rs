@@ -1,19 +1,22 @@
 //! Byte sizes on the command line (`--max-lag-bytes 512MB`) and for people (`1.5 GiB`).
 
+/// A size that is not a number of bytes (or does not fit 64 bits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid size '{0}': expected a number of bytes, optionally with kB, MB, GB or TB (e.g. 536870912, 512MB or 1.5GiB)"
+)]
+pub struct ParseSizeError(String);
+
 /// Parses a byte count: a number, optionally with a unit. Units are powers of 1024 whatever
 /// their spelling (k, kB, KiB, M, MB, MiB, ...), as PostgreSQL uses them; a fraction is allowed
 /// with a unit (`1.5GB`).
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
+pub fn parse_bytes(text: &str) -> Result<u64, ParseSizeError> {
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(split);
-    let invalid = || {
-        format!(
-            "invalid size '{text}': expected a number of bytes, optionally with kB, MB, GB or TB (e.g. 536870912, 512MB or 1.5GiB)"
-        )
-    };
+    let invalid = || ParseSizeError(text.to_string());
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -66,7 +69,10 @@ mod tests {
         for bad in ["", "MB", "12 parsecs", "1.2.3G", "-5"] {
             assert!(parse_bytes(bad).is_err(), "{bad}");
         }
-        assert!(parse_bytes("99999999999TB").is_err());
+        assert_eq!(
+            parse_bytes("99999999999TB").unwrap_err().to_string(),
+            "invalid size '99999999999TB': expected a number of bytes, optionally with kB, MB, GB or TB (e.g. 536870912, 512MB or 1.5GiB)"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! (injected into the stream when writing to stdout) and count the files.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 
 use anyhow::Context;
 use common::lsn::Lsn;
@@ -103,18 +103,7 @@ pub fn run_pg_basebackup(
     let mut child = spawn(args, wal_method)?;
     // Interrupted, we stop pg_basebackup (its backup ends on the server) before exiting.
     let stop_child = common::interrupt::kill_on_interrupt(child.id());
-    let stderr = child.stderr.take().expect("piped stderr");
-    let stderr_tail = std::thread::spawn(move || {
-        let mut tail: Vec<String> = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            tracing::debug!("pg_basebackup: {line}");
-            tail.push(line);
-            if tail.len() > 20 {
-                tail.remove(0);
-            }
-        }
-        tail
-    });
+    let stderr_tail = stderr_tail(child.stderr.take().expect("piped stderr"));
     let progress = common::progress::bytes(&args.global, Some(expected_bytes), "base backup");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut sink_error = None;
@@ -148,18 +137,7 @@ pub fn run_pg_basebackup(
     let pg_manifest = pg_manifest.with_context(|| {
         format!("pg_basebackup's stream has no {PG_BACKUP_MANIFEST} (was --no-manifest set?)")
     })?;
-    let parsed: PgManifest = serde_json::from_str(&pg_manifest)
-        .with_context(|| format!("cannot parse PostgreSQL's {PG_BACKUP_MANIFEST}"))?;
-    let wal = parsed
-        .wal_ranges
-        .last()
-        .with_context(|| format!("{PG_BACKUP_MANIFEST} lists no WAL range"))?;
-    let first = parsed.wal_ranges.first().expect("non-empty");
-    let range = WalRange {
-        timeline: wal.timeline,
-        start: first.start.parse().map_err(anyhow::Error::msg)?,
-        stop: wal.end.parse().map_err(anyhow::Error::msg)?,
-    };
+    let range = wal_range(&pg_manifest)?;
     let tar_entry = file.finish().context("writing the tarball")?;
     Ok(Captured {
         tar_entry,
@@ -167,6 +145,41 @@ pub fn run_pg_basebackup(
         range,
         file_count,
         finished_at,
+    })
+}
+
+/// Logs pg_basebackup's stderr at debug level from a thread of its own, keeping its last 20
+/// lines for the error message.
+fn stderr_tail(stderr: ChildStderr) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut tail: Vec<String> = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            tracing::debug!("pg_basebackup: {line}");
+            tail.push(line);
+            if tail.len() > 20 {
+                tail.remove(0);
+            }
+        }
+        tail
+    })
+}
+
+/// The WAL the backup needs, from PostgreSQL's backup manifest: from the first range's start
+/// to the last range's end, on the last range's timeline.
+fn wal_range(pg_manifest: &str) -> anyhow::Result<WalRange> {
+    let parsed: PgManifest = serde_json::from_str(pg_manifest)
+        .with_context(|| format!("cannot parse PostgreSQL's {PG_BACKUP_MANIFEST}"))?;
+    let (Some(first), Some(last)) = (parsed.wal_ranges.first(), parsed.wal_ranges.last()) else {
+        anyhow::bail!("{PG_BACKUP_MANIFEST} lists no WAL range");
+    };
+    let lsn = |text: &str| {
+        text.parse::<Lsn>()
+            .with_context(|| format!("{PG_BACKUP_MANIFEST} has a bad WAL range"))
+    };
+    Ok(WalRange {
+        timeline: last.timeline,
+        start: lsn(&first.start)?,
+        stop: lsn(&last.end)?,
     })
 }
 
@@ -191,4 +204,106 @@ fn walk_tar<R: Read>(reader: R) -> anyhow::Result<(Option<String>, u64)> {
     // The end-of-archive blocks and padding after them belong to the file too.
     io::copy(&mut archive.into_inner(), &mut io::sink())?;
     Ok((manifest, files))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pg_manifest(ranges: &str) -> String {
+        format!(
+            r#"{{"PostgreSQL-Backup-Manifest-Version": 1, "Files": [], "WAL-Ranges": [{ranges}]}}"#
+        )
+    }
+
+    #[test]
+    fn wal_range_spans_the_manifest_ranges() {
+        let one =
+            pg_manifest(r#"{"Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100"}"#);
+        let range = wal_range(&one).unwrap();
+        assert_eq!(
+            (range.timeline, range.start, range.stop),
+            (1, Lsn(0x200_0028), Lsn(0x200_0100))
+        );
+        // A backup taken across a promotion lists a range per timeline.
+        let two = pg_manifest(concat!(
+            r#"{"Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/3000000"},"#,
+            r#"{"Timeline": 2, "Start-LSN": "0/3000000", "End-LSN": "1/10"}"#
+        ));
+        let range = wal_range(&two).unwrap();
+        assert_eq!(
+            (range.timeline, range.start, range.stop),
+            (2, Lsn(0x200_0028), Lsn(0x1_0000_0010))
+        );
+    }
+
+    #[test]
+    fn wal_range_names_what_is_wrong() {
+        let none = wal_range(&pg_manifest("")).unwrap_err();
+        assert_eq!(none.to_string(), "backup_manifest lists no WAL range");
+        let bad = pg_manifest(r#"{"Timeline": 1, "Start-LSN": "nonsense", "End-LSN": "0/1"}"#);
+        let err = format!("{:#}", wal_range(&bad).unwrap_err());
+        assert!(
+            err.contains("bad WAL range") && err.contains("'nonsense'"),
+            "{err}"
+        );
+        let err = format!("{:#}", wal_range("{").unwrap_err());
+        assert!(
+            err.starts_with("cannot parse PostgreSQL's backup_manifest"),
+            "{err}"
+        );
+    }
+
+    /// Counts what is read through it: the walk must consume the whole stream.
+    struct Counting<R> {
+        inner: R,
+        read: usize,
+    }
+
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read += n;
+            Ok(n)
+        }
+    }
+
+    fn tarball(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        builder.append_dir("./base", ".").unwrap();
+        for (path, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o600);
+            header.set_cksum();
+            builder.append_data(&mut header, path, *data).unwrap();
+        }
+        let mut bytes = builder.into_inner().unwrap();
+        // pg_basebackup's stream may carry padding past the end-of-archive blocks.
+        bytes.extend_from_slice(&[0; 4096]);
+        bytes
+    }
+
+    #[test]
+    fn walk_tar_finds_the_manifest_counts_files_and_reads_to_the_end() {
+        let bytes = tarball(&[
+            ("base/1/1259", b"heap"),
+            ("./backup_manifest", b"{\"manifest\": true}"),
+            ("global/pg_control", b"control"),
+        ]);
+        let mut reader = Counting {
+            inner: &bytes[..],
+            read: 0,
+        };
+        let (manifest, files) = walk_tar(&mut reader).unwrap();
+        assert_eq!(manifest.as_deref(), Some("{\"manifest\": true}"));
+        assert_eq!(files, 3, "regular files only, not the directory");
+        assert_eq!(reader.read, bytes.len());
+    }
+
+    #[test]
+    fn walk_tar_without_a_manifest_says_so() {
+        let (manifest, files) = walk_tar(&tarball(&[("base/1/1259", b"heap")])[..]).unwrap();
+        assert_eq!((manifest, files), (None, 1));
+    }
 }

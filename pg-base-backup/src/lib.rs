@@ -3,6 +3,7 @@
 //! `backup_manifest`, makes sure the WAL needed for consistency is available, writes the
 //! set's manifest last, and applies retention to base backups and archived WAL. With
 //! recipients set, the tarball and PostgreSQL's manifest are stored encrypted (age).
+#![forbid(unsafe_code)]
 
 mod capture;
 mod retention;
@@ -14,9 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use common::cli::{GlobalArgs, PgArgs, RepoArgs, RetentionArgs};
-use common::output;
+use common::output::{self, OutputFormat};
 use common::physical::{PhysicalDetails, WalMethod, PG_BACKUP_MANIFEST};
-use common::repo::{Kind, Repository, SetMeta};
+use common::repo::{Kind, Repository, SetMeta, SetWriter};
+use common::storage::Location;
 use common::stream::Compression;
 use common::Status;
 use serde::Serialize;
@@ -94,81 +96,118 @@ pub struct Summary {
     pub encrypted: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<Status> {
+pub fn run(mut args: Args) -> anyhow::Result<Status> {
     let started = Instant::now();
-    let runtime = common::postgres::runtime()?;
-    let client = runtime.block_on(common::postgres::connect(&args.pg, "pg-base-backup"))?;
-    let info = runtime.block_on(server::ServerInfo::query(&client))?;
-    tracing::info!(
-        "backing up {} (PostgreSQL {}, system {})",
-        args.pg.describe(),
-        info.server_version,
-        info.system_identifier
-    );
-
+    // A base backup needs no particular database, and a replication role seldom owns one.
+    args.pg = args.pg.for_server_work();
+    let server = server::Connected::open(&args.pg)?;
     let repo = Repository::create(&args.repo.backup_dir)?;
-    let wal_method = args.wal_method.unwrap_or_else(|| {
-        if info.archiving && repo.kind_exists(Kind::Wal).unwrap_or(false) {
-            WalMethod::Archive
-        } else {
-            WalMethod::Fetch
-        }
-    });
-    if wal_method == WalMethod::Archive && !info.archiving {
-        anyhow::bail!(
-            "--wal-method archive needs WAL archiving on the server (archive_mode = on, archive_command = 'wal-archive push %p --backup-dir {}'); or use --wal-method fetch",
-            args.repo.backup_dir
-        );
-    }
+    let wal_method = choose_wal_method(
+        args.wal_method,
+        server.info.archiving,
+        server.info.archiving && repo.kind_exists(Kind::Wal).unwrap_or(false),
+        &args.repo.backup_dir,
+    )?;
     let recipients = repo.recipients_for(Kind::Base, args.allow_unencrypted)?;
     let _lock = repo.lock(Kind::Base)?;
     let mut set = repo.create_set(Kind::Base)?;
-    let encrypted = recipients.is_some();
     set.encrypt_to(recipients);
-    let set_path = set.describe();
-    tracing::info!(
-        "writing base backup {} (WAL method {wal_method:?})",
-        set.id()
-    );
-
-    let result = (|| -> anyhow::Result<PhysicalDetails> {
-        let threads = args
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
-        let captured =
-            capture::run_pg_basebackup(&args, &set, wal_method, threads, info.database_bytes)?;
-        set.add(captured.tar_entry.clone());
-        set.put_file(PG_BACKUP_MANIFEST, captured.pg_manifest.as_bytes())?;
-        if wal_method == WalMethod::Archive {
-            runtime.block_on(walcheck::wait_for_archive(
-                &client,
-                &repo,
-                captured.range,
-                info.wal_segment_size,
-                args.wal_timeout,
-            ))?;
-        }
-        Ok(PhysicalDetails {
-            start_lsn: captured.range.start,
-            stop_lsn: captured.range.stop,
-            timeline: captured.range.timeline,
-            start_time: set.started_at(),
-            stop_time: captured.finished_at,
-            system_identifier: info.system_identifier.clone(),
-            server_version_num: info.server_version_num,
-            server_version: info.server_version.clone(),
-            wal_segment_size: info.wal_segment_size,
-            wal_method,
-            compression: args.compress,
-            raw_bytes: captured.tar_entry.raw_size.unwrap_or(0),
-            stored_bytes: captured.tar_entry.size,
-            duration_s: started.elapsed().as_secs_f64(),
-            file_count: captured.file_count,
-        })
-    })();
+    let (id, path, encrypted) = (set.id().to_string(), set.describe(), set.is_encrypted());
+    tracing::info!("writing base backup {id} (WAL method {wal_method:?})");
     // A failed set is removed as its writer is dropped (see common::repo::SetWriter).
-    let details = result?;
+    let details = write_backup(&args, &mut set, &server, &repo, wal_method, started)?;
+    let stored_bytes = commit(&args, set, &server.info, &details)?;
+    let (deleted_sets, expired_wal_files) = retention::apply(&args, &repo)?;
+    report(
+        args.global.output,
+        &Summary {
+            id,
+            path,
+            start_lsn: details.start_lsn.to_string(),
+            stop_lsn: details.stop_lsn.to_string(),
+            timeline: details.timeline,
+            bytes: stored_bytes,
+            raw_bytes: details.raw_bytes,
+            duration_s: started.elapsed().as_secs_f64(),
+            compression: details.compression,
+            wal_method,
+            deleted_sets,
+            expired_wal_files,
+            encrypted,
+        },
+    )?;
+    Ok(Status::Ok)
+}
 
+/// The WAL method: the flag, else archive when the server archives and the repository has a
+/// WAL archive, else fetch. Archive without archiving on the server cannot complete.
+fn choose_wal_method(
+    flag: Option<WalMethod>,
+    server_archives: bool,
+    repo_has_wal: bool,
+    backup_dir: &Location,
+) -> anyhow::Result<WalMethod> {
+    let method = flag.unwrap_or(if server_archives && repo_has_wal {
+        WalMethod::Archive
+    } else {
+        WalMethod::Fetch
+    });
+    if method == WalMethod::Archive && !server_archives {
+        anyhow::bail!(
+            "--wal-method archive needs WAL archiving on the server (archive_mode = on, archive_command = 'wal-archive push %p --backup-dir {backup_dir}'); or use --wal-method fetch"
+        );
+    }
+    Ok(method)
+}
+
+/// Streams the tarball into the set, keeps PostgreSQL's manifest beside it, waits for the
+/// backup's WAL when it goes to the archive, and describes what was written.
+fn write_backup(
+    args: &Args,
+    set: &mut SetWriter,
+    server: &server::Connected,
+    repo: &Repository,
+    wal_method: WalMethod,
+    started: Instant,
+) -> anyhow::Result<PhysicalDetails> {
+    let threads = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    let captured =
+        capture::run_pg_basebackup(args, set, wal_method, threads, server.info.database_bytes)?;
+    set.add(captured.tar_entry.clone());
+    set.put_file(PG_BACKUP_MANIFEST, captured.pg_manifest.as_bytes())?;
+    if wal_method == WalMethod::Archive {
+        server.wait_for_archive(repo, captured.range, args.wal_timeout)?;
+    }
+    let info = &server.info;
+    Ok(PhysicalDetails {
+        start_lsn: captured.range.start,
+        stop_lsn: captured.range.stop,
+        timeline: captured.range.timeline,
+        start_time: set.started_at(),
+        stop_time: captured.finished_at,
+        system_identifier: info.system_identifier.clone(),
+        server_version_num: info.server_version_num,
+        server_version: info.server_version.clone(),
+        wal_segment_size: info.wal_segment_size,
+        wal_method,
+        compression: args.compress,
+        raw_bytes: captured.tar_entry.raw_size.unwrap_or(0),
+        stored_bytes: captured.tar_entry.size,
+        duration_s: started.elapsed().as_secs_f64(),
+        file_count: captured.file_count,
+    })
+}
+
+/// Verifies the set and writes its manifest, the step that makes it complete; returns the
+/// bytes stored.
+fn commit(
+    args: &Args,
+    set: SetWriter,
+    info: &server::ServerInfo,
+    details: &PhysicalDetails,
+) -> anyhow::Result<u64> {
     let id = set.id().to_string();
     let manifest = set
         .commit(SetMeta {
@@ -181,7 +220,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                 "system_identifier": info.system_identifier,
                 "server_version": info.server_version,
             }),
-            details: serde_json::to_value(&details)?,
+            details: serde_json::to_value(details)?,
         })
         .context("the backup was written but failed verification")?;
     tracing::info!(
@@ -190,33 +229,77 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         details.start_lsn,
         details.stop_lsn
     );
+    Ok(manifest.total_size())
+}
 
-    let (deleted_sets, expired_wal_files) = retention::apply(&args, &repo)?;
-    let summary = Summary {
-        id: id.clone(),
-        path: set_path,
-        start_lsn: details.start_lsn.to_string(),
-        stop_lsn: details.stop_lsn.to_string(),
-        timeline: details.timeline,
-        bytes: manifest.total_size(),
-        raw_bytes: details.raw_bytes,
-        duration_s: started.elapsed().as_secs_f64(),
-        compression: details.compression,
-        wal_method,
-        deleted_sets,
-        expired_wal_files,
-        encrypted,
-    };
-    output::summary(args.global.output, &summary, || {
-        format!(
-            "{id}\t{}\t{}..{}\ttimeline {}\t{} bytes\t{:.1}s",
-            summary.path,
-            summary.start_lsn,
-            summary.stop_lsn,
-            summary.timeline,
-            summary.bytes,
-            summary.duration_s
-        )
-    })?;
-    Ok(Status::Ok)
+/// The summary on stdout: a JSON record, or one tab-separated line.
+fn report(format: OutputFormat, summary: &Summary) -> anyhow::Result<()> {
+    output::summary(format, summary, || summary_line(summary))
+}
+
+fn summary_line(summary: &Summary) -> String {
+    format!(
+        "{}\t{}\t{}..{}\ttimeline {}\t{} bytes\t{:.1}s",
+        summary.id,
+        summary.path,
+        summary.start_lsn,
+        summary.stop_lsn,
+        summary.timeline,
+        summary.bytes,
+        summary.duration_s
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> Location {
+        Location::Local("/backups".into())
+    }
+
+    #[test]
+    fn wal_method_defaults_to_archive_only_when_both_sides_archive() {
+        let choose = |archives, has_wal| choose_wal_method(None, archives, has_wal, &dir());
+        assert_eq!(choose(true, true).unwrap(), WalMethod::Archive);
+        assert_eq!(choose(true, false).unwrap(), WalMethod::Fetch);
+        assert_eq!(choose(false, false).unwrap(), WalMethod::Fetch);
+        let flag = |method, archives| choose_wal_method(Some(method), archives, false, &dir());
+        assert_eq!(flag(WalMethod::Fetch, true).unwrap(), WalMethod::Fetch);
+        assert_eq!(flag(WalMethod::Archive, true).unwrap(), WalMethod::Archive);
+    }
+
+    #[test]
+    fn archive_without_server_archiving_says_how_to_set_it_up() {
+        let err = choose_wal_method(Some(WalMethod::Archive), false, true, &dir()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("archive_command = 'wal-archive push %p --backup-dir /backups'"),
+            "{text}"
+        );
+        assert!(text.ends_with("or use --wal-method fetch"), "{text}");
+    }
+
+    #[test]
+    fn the_text_summary_is_one_tab_separated_line() {
+        let summary = Summary {
+            id: "20261121T020000Z".into(),
+            path: "/backups/base/20261121T020000Z".into(),
+            start_lsn: "0/2000028".into(),
+            stop_lsn: "0/2000100".into(),
+            timeline: 1,
+            bytes: 4096,
+            raw_bytes: 40960,
+            duration_s: 1.25,
+            compression: Compression::Gzip,
+            wal_method: WalMethod::Fetch,
+            deleted_sets: Vec::new(),
+            expired_wal_files: 0,
+            encrypted: false,
+        };
+        assert_eq!(
+            summary_line(&summary),
+            "20261121T020000Z\t/backups/base/20261121T020000Z\t0/2000028..0/2000100\ttimeline 1\t4096 bytes\t1.2s"
+        );
+    }
 }

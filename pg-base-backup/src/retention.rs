@@ -7,7 +7,7 @@ use common::wal::{segno_of, WalArchive};
 
 use crate::Args;
 
-/// Default age limit of base backups (seed 000: 7 days).
+/// Default age limit of base backups: a week, as the shell scripts these tools replace kept.
 pub const DEFAULT_RETENTION_DAYS: u32 = 7;
 
 /// Returns the deleted set ids and the number of expired WAL files.

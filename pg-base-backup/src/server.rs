@@ -1,7 +1,59 @@
-//! What the backup records about the server before it starts.
+//! The server being backed up: one connection for the whole run, and what it says about
+//! itself before the backup starts.
+
+use std::time::Duration;
 
 use anyhow::Context;
+use common::cli::PgArgs;
+use common::repo::Repository;
+use tokio::runtime::Runtime;
 use tokio_postgres::Client;
+
+use crate::capture::WalRange;
+
+/// The open connection, with the runtime that drives it and the server's identity.
+pub struct Connected {
+    client: Client,
+    pub info: ServerInfo,
+    /// Dropped last, after the connection.
+    runtime: Runtime,
+}
+
+impl Connected {
+    /// Connects and reads the server's identity and settings.
+    pub fn open(pg: &PgArgs) -> anyhow::Result<Connected> {
+        let runtime = common::postgres::runtime()?;
+        let client = runtime.block_on(common::postgres::connect(pg, "pg-base-backup"))?;
+        let info = runtime.block_on(ServerInfo::query(&client))?;
+        tracing::info!(
+            "backing up {} (PostgreSQL {}, system {})",
+            pg.describe(),
+            info.server_version,
+            info.system_identifier
+        );
+        Ok(Connected {
+            client,
+            info,
+            runtime,
+        })
+    }
+
+    /// Waits until every WAL segment of `range` is in the repository's archive.
+    pub fn wait_for_archive(
+        &self,
+        repo: &Repository,
+        range: WalRange,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        self.runtime.block_on(crate::walcheck::wait_for_archive(
+            &self.client,
+            repo,
+            range,
+            self.info.wal_segment_size,
+            timeout,
+        ))
+    }
+}
 
 /// Identity and settings of the server being backed up.
 #[derive(Debug, Clone)]

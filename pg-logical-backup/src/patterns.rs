@@ -126,9 +126,7 @@ fn glob(pattern: &[Token], text: &[char]) -> bool {
 }
 
 /// Quotes an identifier for SQL (and for an exact pg_dump `-t` pattern).
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use common::postgres::quote_ident;
 
 /// `"schema"."table"`, exact in SQL and as a pg_dump / pg_restore pattern.
 pub fn qualified(schema: &str, table: &str) -> String {

@@ -1,5 +1,6 @@
 //! Point-in-time restore: unpack a base backup into a data directory, configure recovery from
 //! the WAL archive to a target, and optionally start the server and wait until it is ready.
+#![forbid(unsafe_code)]
 
 mod extract;
 mod recovery;
@@ -14,8 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use common::cli::{GlobalArgs, RepoArgs};
-use common::physical::BASE_TAR;
-use common::repo::Repository;
+use common::physical::{PhysicalDetails, BASE_TAR};
+use common::repo::{Repository, SetInfo};
+use common::FileEntry;
 use common::Status;
 use serde::Serialize;
 
@@ -42,10 +44,10 @@ pub struct Args {
     #[arg(long)]
     pub backup_id: Option<String>,
     /// Recover up to this time: RFC 3339 (2026-11-21T02:00:00.5Z) or PostgreSQL's syntax.
-    #[arg(long, group = "target_group", value_parser = parse_time)]
+    #[arg(long, group = "target_group", value_parser = common::timefmt::parse_timestamp)]
     pub target_time: Option<time::OffsetDateTime>,
     /// Recover up to this WAL position (e.g. 0/3000060).
-    #[arg(long, group = "target_group", value_parser = parse_lsn)]
+    #[arg(long, group = "target_group")]
     pub target_lsn: Option<common::lsn::Lsn>,
     /// Recover up to and including this transaction id.
     #[arg(long, group = "target_group")]
@@ -88,14 +90,6 @@ pub struct Args {
     /// How long --start waits for recovery.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
-}
-
-fn parse_time(s: &str) -> Result<time::OffsetDateTime, String> {
-    common::timefmt::parse_timestamp(s).map_err(|e| e.to_string())
-}
-
-fn parse_lsn(s: &str) -> Result<common::lsn::Lsn, String> {
-    s.parse()
 }
 
 impl common::entry::ToolArgs for Args {
@@ -142,7 +136,52 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let began = Instant::now();
     let target = args.recovery_target();
     let repo = Repository::open(&args.repo.backup_dir)?;
-    let (set, manifest, details) = target::choose(&repo, args.backup_id.as_deref(), &target)?;
+    let chosen = choose_backup(&args, &repo, &target)?;
+    if !args.accept_wal_gaps {
+        walcheck::check_continuity(&repo, &chosen.details, &target)?;
+    }
+    let identities = common::encryption::Identities::from_env()?;
+    extract::check_key(&repo, &chosen.set, &chosen.tar_entry, identities.as_ref())?;
+    warn_if_server_lacks_key(&repo, &chosen.tar_entry, identities.is_some())?;
+    safety::prepare_pgdata(&args.pgdata, args.force)?;
+    let unfinished = safety::emptied_unless_done(&args.pgdata);
+    let raw_bytes = chosen.details.raw_bytes;
+    safety::check_space(&args.pgdata, raw_bytes + raw_bytes / 10)?;
+    extract_backup(&args, &repo, &chosen, identities.as_ref())?;
+    configure_recovery(&args, &repo, &target)?;
+    unfinished.done();
+    tracing::info!(
+        "data directory {} is ready for recovery",
+        args.pgdata.display()
+    );
+    let reached = start_or_explain(&args, &target, chosen.details.timeline)?;
+    report(
+        args.global.output,
+        &Summary {
+            id: chosen.set.id.clone(),
+            pgdata: args.pgdata.display().to_string(),
+            target: target.describe(),
+            backup_timeline: chosen.details.timeline,
+            backup_stop_lsn: chosen.details.stop_lsn.to_string(),
+            restored_bytes: raw_bytes,
+            started: reached.is_some(),
+            reached,
+            rto_s: began.elapsed().as_secs_f64(),
+        },
+    )?;
+    Ok(Status::Ok)
+}
+
+/// The base backup being restored.
+struct Chosen {
+    set: SetInfo,
+    details: PhysicalDetails,
+    tar_entry: FileEntry,
+}
+
+/// Picks the set that can reach the target and asks for confirmation on a terminal.
+fn choose_backup(args: &Args, repo: &Repository, target: &Target) -> anyhow::Result<Chosen> {
+    let (set, manifest, details) = target::choose(repo, args.backup_id.as_deref(), target)?;
     let tar_entry = manifest
         .files
         .iter()
@@ -167,75 +206,73 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         args.yes,
         common::prompt::Unattended::Proceed,
     )?;
-    if !args.accept_wal_gaps {
-        walcheck::check_continuity(&repo, &details, &target)?;
-    }
-    let identities = common::encryption::Identities::from_env()?;
-    extract::check_key(&repo, &set, &tar_entry, identities.as_ref())?;
-    warn_if_server_lacks_key(&repo, &tar_entry, identities.is_some())?;
-    safety::prepare_pgdata(&args.pgdata, args.force)?;
-    let unfinished = safety::emptied_unless_done(&args.pgdata);
-    safety::check_space(&args.pgdata, details.raw_bytes + details.raw_bytes / 10)?;
+    Ok(Chosen {
+        set,
+        details,
+        tar_entry,
+    })
+}
 
-    let progress = common::progress::bytes(&args.global, Some(tar_entry.size), "restore");
+/// Unpacks the tarball into the data directory, with a progress bar.
+fn extract_backup(
+    args: &Args,
+    repo: &Repository,
+    chosen: &Chosen,
+    identities: Option<&common::encryption::Identities>,
+) -> anyhow::Result<()> {
+    let progress = common::progress::bytes(&args.global, Some(chosen.tar_entry.size), "restore");
     extract::extract(
-        &repo,
-        &set,
-        &tar_entry,
-        identities.as_ref(),
+        repo,
+        &chosen.set,
+        &chosen.tar_entry,
+        identities,
         &args.pgdata,
         &progress,
     )?;
     progress.finish_and_clear();
+    Ok(())
+}
+
+/// Writes restore_command and the target into the data directory.
+fn configure_recovery(args: &Args, repo: &Repository, target: &Target) -> anyhow::Result<()> {
     let wal_archive = recovery::wal_archive_bin(args.wal_archive_bin.as_deref());
     let backup_dir = args.repo.backup_dir.absolute()?;
     recovery::configure(
         &args.pgdata,
         &backup_dir,
         &wal_archive,
-        &target,
+        target,
         args.keep_archiving,
-        !common::wal::WalArchive::new(&repo).exists()?,
-    )?;
-    unfinished.done();
-    tracing::info!(
-        "data directory {} is ready for recovery",
-        args.pgdata.display()
-    );
+        !common::wal::WalArchive::new(repo).exists()?,
+    )
+}
 
-    let reached = if args.start {
-        let options = start::StartOptions {
-            port: args.port,
-            socket_dir: args.socket_dir.clone(),
-            user: args.db_user.clone(),
-            timeout: args.timeout,
-        };
-        Some(start::start(
-            &args.pgdata,
-            &options,
-            &target,
-            details.timeline,
-        )?)
-    } else {
+/// With --start, starts the server and waits until it has recovered; else says how to.
+fn start_or_explain(
+    args: &Args,
+    target: &Target,
+    timeline: u32,
+) -> anyhow::Result<Option<start::Reached>> {
+    if !args.start {
         tracing::info!(
             "start it with: pg_ctl -D {} -l {} start",
             args.pgdata.display(),
             start::log_file(&args.pgdata).display()
         );
-        None
+        return Ok(None);
+    }
+    let options = start::StartOptions {
+        port: args.port,
+        socket_dir: args.socket_dir.clone(),
+        user: args.db_user.clone(),
+        timeout: args.timeout,
     };
-    let summary = Summary {
-        id: set.id.clone(),
-        pgdata: args.pgdata.display().to_string(),
-        target: target.describe(),
-        backup_timeline: details.timeline,
-        backup_stop_lsn: details.stop_lsn.to_string(),
-        restored_bytes: details.raw_bytes,
-        started: reached.is_some(),
-        reached,
-        rto_s: began.elapsed().as_secs_f64(),
-    };
-    common::output::summary(args.global.output, &summary, || match &summary.reached {
+    start::start(&args.pgdata, &options, target, timeline).map(Some)
+}
+
+/// The summary on stdout: a JSON record, or one line.
+fn report(format: common::output::OutputFormat, summary: &Summary) -> anyhow::Result<()> {
+    common::output::summary(format, summary, || match &summary.reached {
         Some(r) => format!(
             "restored {} into {}: timeline {}, at {}, ready in {:.1}s",
             summary.id, summary.pgdata, r.timeline, r.current_lsn, summary.rto_s
@@ -244,8 +281,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             "restored {} into {} (target {}); start the server to recover",
             summary.id, summary.pgdata, summary.target
         ),
-    })?;
-    Ok(Status::Ok)
+    })
 }
 
 /// PostgreSQL runs restore_command in its own environment: encrypted WAL needs the identity

@@ -4,26 +4,18 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use common::pgconf::quote_value;
 use common::storage::Location;
 
 use crate::target::Target;
 
-/// Quotes a value for postgresql.conf.
-fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
 /// The wal-archive binary used by restore_command: the flag, else the one next to this
-/// program, else a PATH lookup.
+/// program, else the one on PATH.
 pub fn wal_archive_bin(flag: Option<&Path>) -> PathBuf {
-    if let Some(path) = flag {
-        return path.to_path_buf();
+    match flag {
+        Some(path) => path.to_path_buf(),
+        None => common::toolbin::program("wal-archive"),
     }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("wal-archive")))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("wal-archive"))
 }
 
 /// Appends the recovery settings to postgresql.auto.conf (which wins over postgresql.conf)
@@ -39,7 +31,7 @@ pub fn configure(
     // The server runs restore_command in its own environment: the config file this run
     // loaded (S3 credentials, endpoint) goes with it.
     let config = match common::config_file::loaded() {
-        Some(file) => format!(" --config {}", shell_word(&file.display().to_string())),
+        Some(file) => format!(" --config {}", path_word(file)?),
         None => {
             if backup_dir.is_s3() {
                 tracing::warn!(
@@ -58,19 +50,19 @@ pub fn configure(
     };
     let restore_command = format!(
         "{} fetch %f %p --backup-dir {}{config} -q",
-        shell_word(&wal_archive.display().to_string()),
-        shell_word(&backup_dir.to_string())
+        path_word(wal_archive)?,
+        shell_word(&backup_dir.to_string())?
     );
     let mut lines = vec![
         format!(
             "\n# pitr-restore, {}",
             common::timefmt::rfc3339_string(common::timefmt::now())
         ),
-        format!("restore_command = {}", quote(&restore_command)),
+        format!("restore_command = {}", quote_value(&restore_command)),
         "recovery_target_timeline = 'latest'".to_string(),
     ];
     for (key, value) in target.settings() {
-        lines.push(format!("{key} = {}", quote(&value)));
+        lines.push(format!("{key} = {}", quote_value(&value)));
     }
     if *target != Target::Latest {
         lines.push("recovery_target_action = 'promote'".to_string());
@@ -92,16 +84,21 @@ pub fn configure(
     Ok(())
 }
 
-/// Single-quotes a word for the shell PostgreSQL runs restore_command with.
-fn shell_word(word: &str) -> String {
-    if word
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-+:=".contains(c))
-    {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
+/// One word of restore_command, quoted for PostgreSQL and the shell it runs the command with.
+fn shell_word(word: &str) -> anyhow::Result<String> {
+    common::pgconf::command_word(word)
+        .with_context(|| format!("'{word}' cannot be written into restore_command"))
+}
+
+/// A path as a word of restore_command: it must be text to be written into postgresql.conf.
+fn path_word(path: &Path) -> anyhow::Result<String> {
+    let text = path.to_str().with_context(|| {
+        format!(
+            "{} is not valid UTF-8, which restore_command needs",
+            path.display()
+        )
+    })?;
+    shell_word(text)
 }
 
 #[cfg(test)]
@@ -110,8 +107,19 @@ mod tests {
 
     #[test]
     fn quoting() {
-        assert_eq!(quote("it's"), "'it''s'");
-        assert_eq!(shell_word("/usr/bin/wal-archive"), "/usr/bin/wal-archive");
-        assert_eq!(shell_word("/my dir"), "'/my dir'");
+        assert_eq!(quote_value("it's"), "'it''s'");
+        assert_eq!(
+            shell_word("/usr/bin/wal-archive").unwrap(),
+            "/usr/bin/wal-archive"
+        );
+        assert_eq!(shell_word("/my dir").unwrap(), "'/my dir'");
+        assert_eq!(shell_word("/backups/100%").unwrap(), "'/backups/100%%'");
+        use std::os::unix::ffi::OsStrExt;
+        let not_text = Path::new(std::ffi::OsStr::from_bytes(b"/x\xff"));
+        let err = path_word(not_text).unwrap_err().to_string();
+        assert!(
+            err.ends_with("is not valid UTF-8, which restore_command needs"),
+            "{err}"
+        );
     }
 }

@@ -4,8 +4,11 @@
 //!
 //! PostgreSQL refuses to run as root, and CI runs as root: servers and the tools that touch
 //! their files run as the `postgres` OS user ([`os_user`]).
+#![forbid(unsafe_code)]
 
 pub mod age_keys;
+#[cfg(feature = "damage")]
+pub mod damage;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod notify;

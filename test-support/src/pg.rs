@@ -9,7 +9,7 @@ use tempfile::TempDir;
 use crate::os_user::{as_db_user, db_tempdir};
 
 /// Where the PostgreSQL 15 server binaries live (Debian's layout).
-pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+pub const PG_BIN: &str = common::pgbin::DEFAULT_PG_BIN_DIR;
 
 /// Path of a PostgreSQL program.
 pub fn pg_bin(program: &str) -> PathBuf {
@@ -207,19 +207,18 @@ pub fn archiving_options(backup_dir: &Path) -> PgOptions {
 /// or an s3:// URL), with `--config FILE` when the server needs settings of its own (the S3
 /// credentials: see [`crate::s3::S3Env::config_file`]).
 pub fn archiving_to(backup_dir: &str, config: Option<&Path>) -> PgOptions {
-    let wal_archive = crate::tool_bin("wal-archive");
+    let word = |text: &str| common::pgconf::command_word(text).expect("a path without NUL");
+    let wal_archive = word(&crate::tool_bin("wal-archive").display().to_string());
     let config = config
-        .map(|c| format!(" --config {}", c.display()))
+        .map(|c| format!(" --config {}", word(&c.display().to_string())))
         .unwrap_or_default();
+    let command = format!(
+        "{wal_archive} push %p --backup-dir {}{config} -q",
+        word(backup_dir)
+    );
     PgOptions::default()
         .setting("archive_mode", "on")
-        .setting(
-            "archive_command",
-            &format!(
-                "'{} push %p --backup-dir {backup_dir}{config} -q'",
-                wal_archive.display(),
-            ),
-        )
+        .setting("archive_command", &common::pgconf::quote_value(&command))
         .setting("archive_timeout", "0")
 }
 
@@ -269,6 +268,20 @@ impl std::ops::Deref for DataDirServer {
         &self.endpoint
     }
 }
+
+/// SQL that psql could not run, with what it said.
+#[derive(Debug, Clone)]
+pub struct PsqlError {
+    pub stderr: String,
+}
+
+impl std::fmt::Display for PsqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "psql failed: {}", self.stderr.trim_end())
+    }
+}
+
+impl std::error::Error for PsqlError {}
 
 /// A server's Unix socket and port: how clients and tools reach it as `postgres`.
 #[derive(Debug, Clone)]
@@ -321,7 +334,7 @@ impl Endpoint {
     }
 
     /// Runs SQL that may fail, returning psql's stderr on failure.
-    pub fn try_psql(&self, sql: &str) -> Result<String, String> {
+    pub fn try_psql(&self, sql: &str) -> Result<String, PsqlError> {
         let out = self
             .psql_command("postgres", sql)
             .output()
@@ -329,7 +342,9 @@ impl Endpoint {
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
         } else {
-            Err(String::from_utf8_lossy(&out.stderr).to_string())
+            Err(PsqlError {
+                stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+            })
         }
     }
 }

@@ -1,20 +1,17 @@
 //! Prometheus textfile-collector metrics (`--metrics-file`), written atomically so the node
 //! exporter never reads half a file. The metric names are a contract with the alert rules.
 
-use std::fmt::Write as _;
-use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::SystemTime;
 
-use anyhow::Context;
+use common::metrics::{labels, write_gauge};
 use common::wal::WalArchive;
 use common::{Kind, Manifest, Repository};
 
 use crate::check::{Run, Scope, Settings, Verdict, CATALOG};
 use crate::health;
 
-/// Metric text builder: HELP and TYPE once per family, then samples.
+/// Metric text builder: the families that have samples (one without is left out whole).
 #[derive(Debug, Default)]
 pub(crate) struct Families {
     pub(crate) text: String,
@@ -22,31 +19,15 @@ pub(crate) struct Families {
 
 impl Families {
     pub(crate) fn family(&mut self, name: &str, help: &str, samples: &[(String, f64)]) {
-        if samples.is_empty() {
-            return;
-        }
-        let _ = writeln!(self.text, "# HELP {name} {help}");
-        let _ = writeln!(self.text, "# TYPE {name} gauge");
-        for (labels, value) in samples {
-            let _ = writeln!(self.text, "{name}{labels} {}", number(*value));
+        if !samples.is_empty() {
+            write_gauge(&mut self.text, name, help, samples);
         }
     }
 }
 
-fn number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    }
-}
-
+/// The label set of one label.
 pub(crate) fn label(key: &str, value: &str) -> String {
-    let escaped = value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n");
-    format!("{{{key}=\"{escaped}\"}}")
+    labels(&[(key, value)])
 }
 
 /// Per-kind facts read from the repository.
@@ -203,20 +184,5 @@ pub fn write(path: &Path, settings: &Settings, repo: &Repository, run: &Run) -> 
 
 /// Replaces a textfile-collector file atomically with `text`.
 pub fn write_text(path: &Path, text: &str) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut temp = tempfile::Builder::new()
-        .prefix(".validate-backups-metrics.")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write metrics in {}", dir.display()))?;
-    temp.write_all(text.as_bytes())?;
-    temp.as_file().sync_all()?;
-    std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o644))?;
-    temp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot replace {}", path.display()))?;
-    common::durable::fsync_dir(dir)?;
-    Ok(())
+    common::metrics::write_file(path, text)
 }

@@ -115,7 +115,9 @@ pub fn min_sets(given: Option<&KindMap<usize>>) -> BTreeMap<&'static str, usize>
 /// `1GiB`, `500MB`, `10G`, `4096`: suffixes are powers of 1024 whatever their spelling (kB,
 /// KiB, K...), as in cdc-slot-tool.
 pub fn parse_size(text: &str) -> Result<Size, String> {
-    common::size::parse_bytes(text).map(Size)
+    common::size::parse_bytes(text)
+        .map(Size)
+        .map_err(|e| e.to_string())
 }
 
 pub use common::cli::{kafka_properties, parse_key_value};

@@ -8,19 +8,12 @@ use std::process::{Command, Output, Stdio};
 use anyhow::Context;
 use common::storage::Location;
 
-/// Path of a workspace tool: `--bin-dir`, else next to this program, else a PATH lookup.
+/// Path of a workspace tool: `--bin-dir`, else next to this program, else on PATH.
 pub fn program(name: &str, bin_dir: Option<&Path>) -> PathBuf {
-    if let Some(dir) = bin_dir {
-        return dir.join(name);
+    match bin_dir {
+        Some(dir) => dir.join(name),
+        None => common::toolbin::program(name),
     }
-    if let Some(sibling) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join(name)))
-        .filter(|p| p.is_file())
-    {
-        return sibling;
-    }
-    PathBuf::from(name)
 }
 
 /// The `--backup-dir` value for a child tool: a local path made absolute (the child may run
@@ -178,21 +171,16 @@ pub fn checked(cmd: &mut Command, what: &str) -> anyhow::Result<ToolRun> {
     Ok(run)
 }
 
-/// Like [`program`], but an absolute path (searching PATH), for commands another process runs
+/// Like [`program`], but an absolute path, for commands another process runs
 /// (archive_command, restore_command).
 pub fn resolve(name: &str, bin_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     let found = program(name, bin_dir);
     if found.is_absolute() {
         return Ok(found);
     }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "cannot find {name}: install the pipeline-backup tools on PATH or pass --bin-dir"
-            )
-        })
+    common::toolbin::find(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "cannot find {name}: install the pipeline-backup tools on PATH or pass --bin-dir"
+        )
+    })
 }

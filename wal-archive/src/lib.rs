@@ -2,9 +2,11 @@
 //!
 //! `push` is PostgreSQL's `archive_command`, `fetch` its `restore_command`; `verify` checks the
 //! archive is continuous from the oldest base backup on, and `list` shows what is there.
+#![forbid(unsafe_code)]
 
 mod fetch;
 mod header;
+pub mod history;
 mod push;
 mod verify;
 

@@ -1,4 +1,5 @@
 //! `wal-archive`: PostgreSQL's archive_command and restore_command.
+#![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
     common::entry::main("wal-archive", wal_archive::run)

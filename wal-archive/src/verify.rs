@@ -1,7 +1,7 @@
 //! `verify` and `list`: is the archive continuous and intact from the oldest base backup on?
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{self, Read};
 
 use common::encryption::{self, Identities};
 use common::lsn::Lsn;
@@ -14,6 +14,7 @@ use common::Status;
 use serde::Serialize;
 
 use crate::header::SegmentHeader;
+use crate::history;
 
 #[derive(Debug, Serialize)]
 struct Gap {
@@ -44,18 +45,31 @@ struct VerifySummary {
     encrypted_unchecked: usize,
 }
 
-/// Where the archive must start: the oldest complete base backup's start segment.
-fn required_start(repo: &Repository) -> anyhow::Result<Option<(u32, Lsn, u64)>> {
+/// Where the archive must start: the oldest complete base backup's first segment.
+#[derive(Debug, Clone, Copy)]
+struct RequiredStart {
+    timeline: u32,
+    start: Lsn,
+    segment_size: u64,
+}
+
+impl RequiredStart {
+    fn segno(&self) -> u64 {
+        segno_of(self.start, self.segment_size)
+    }
+}
+
+fn required_start(repo: &Repository) -> anyhow::Result<Option<RequiredStart>> {
     let sets = repo.complete_sets(Kind::Base)?;
     let Some(oldest) = sets.first() else {
         return Ok(None);
     };
     let details = PhysicalDetails::from_manifest(oldest.manifest.as_ref().expect("complete"))?;
-    Ok(Some((
-        details.timeline,
-        details.start_lsn,
-        details.wal_segment_size,
-    )))
+    Ok(Some(RequiredStart {
+        timeline: details.timeline,
+        start: details.start_lsn,
+        segment_size: details.wal_segment_size,
+    }))
 }
 
 /// The switch point recorded for `timeline` in its history file, if archived.
@@ -72,18 +86,18 @@ fn switch_point(
         &key,
     )
     .ok()?;
-    let mut text = String::new();
+    let mut text = Vec::new();
     compression
         .decoder(stored)
         .ok()?
-        .read_to_string(&mut text)
+        .take(history::MAX_HISTORY_BYTES)
+        .read_to_end(&mut text)
         .ok()?;
-    // Lines: "<parent tli>\t<switch LSN>\t<reason>"; the last one leads to this timeline.
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|lsn| lsn.parse().ok())
+    // Unreadable: the file's own check reports it; here the gap check falls back to the
+    // first segment present.
+    history::switch_point(&text, &archive.store().describe(&key))
+        .inspect_err(|e| tracing::warn!("{e}"))
+        .ok()?
 }
 
 /// What checking one file found.
@@ -96,42 +110,60 @@ enum Checked {
     HeaderOnly,
 }
 
+/// What is wrong with one archived file, as the report says it.
+#[derive(Debug, thiserror::Error)]
+enum Problem {
+    #[error("unreadable: {0}")]
+    Unreadable(io::Error),
+    /// The age header or content does not decrypt; the message names the file.
+    #[error("{0}")]
+    Encryption(io::Error),
+    #[error("cannot decompress: {0}")]
+    Decompress(io::Error),
+    #[error("damaged (decompression or checksum failed): {0}")]
+    Damaged(io::Error),
+    #[error("does not start with a WAL header")]
+    NoHeader,
+    /// The header belongs to another segment (or is implausible).
+    #[error("{0}")]
+    Mismatch(String),
+}
+
 fn check_file(
     archive: &WalArchive,
     identities: Option<&Identities>,
     file: &ArchivedFile,
     segment_size: u64,
-) -> Result<Checked, String> {
+) -> Result<Checked, Problem> {
     let handle = archive
         .store()
         .open_read(&file.key)
-        .map_err(|e| format!("unreadable: {e}"))?;
+        .map_err(Problem::Unreadable)?;
     let shown = archive.store().describe(&file.key);
     let handle = match (file.is_encrypted(), identities) {
         (false, _) => handle,
         (true, None) => {
-            encryption::check_header(handle, &shown).map_err(|e| e.to_string())?;
+            encryption::check_header(handle, &shown).map_err(Problem::Encryption)?;
             return Ok(Checked::HeaderOnly);
         }
-        (true, Some(ids)) => Box::new(ids.decrypt(handle, &shown).map_err(|e| e.to_string())?),
+        (true, Some(ids)) => Box::new(ids.decrypt(handle, &shown).map_err(Problem::Encryption)?),
     };
     let mut reader = file
         .compression
         .decoder(handle)
-        .map_err(|e| format!("cannot decompress: {e}"))?;
+        .map_err(Problem::Decompress)?;
     let mut head = Vec::with_capacity(40);
     (&mut reader)
         .take(40)
         .read_to_end(&mut head)
-        .map_err(|e| format!("cannot decompress: {e}"))?;
-    std::io::copy(&mut reader, &mut std::io::sink())
-        .map_err(|e| format!("damaged (decompression or checksum failed): {e}"))?;
+        .map_err(Problem::Decompress)?;
+    std::io::copy(&mut reader, &mut std::io::sink()).map_err(Problem::Damaged)?;
     match file.kind {
         WalFile::Segment { .. } | WalFile::Partial { .. } => {
-            let header = SegmentHeader::parse(&head).ok_or("does not start with a WAL header")?;
+            let header = SegmentHeader::parse(&head).ok_or(Problem::NoHeader)?;
             let segno = file.kind.segno(segment_size).expect("segment");
             if let Some(problem) = header.mismatch(segno) {
-                return Err(problem);
+                return Err(Problem::Mismatch(problem));
             }
             Ok(Checked::Segment(header))
         }
@@ -144,38 +176,90 @@ pub fn verify(backup_dir: &Location, quick: bool, format: OutputFormat) -> anyho
     let archive = WalArchive::new(&repo);
     let files = archive.list()?;
     let required = required_start(&repo)?;
-    let segment_size = required.map_or(DEFAULT_SEGMENT_SIZE, |(_, _, size)| size);
+    let segment_size = required.map_or(DEFAULT_SEGMENT_SIZE, |r| r.segment_size);
     let identities = Identities::from_env()?;
-    let mut damaged = Vec::new();
+    let contents = if quick {
+        Contents::default()
+    } else {
+        check_contents(&archive, identities.as_ref(), &files, segment_size)
+    };
+    let timelines = segments_by_timeline(&files, segment_size);
+    let gaps = find_gaps(&timelines, required, segment_size, |timeline| {
+        switch_point(&archive, identities.as_ref(), timeline)
+    });
+    let summary = VerifySummary {
+        ok: gaps.is_empty() && contents.damaged.is_empty(),
+        files: files.len(),
+        timelines: timelines.keys().copied().collect(),
+        required_from: required
+            .map(|r| common::wal::segment_name(r.timeline, r.segno(), r.segment_size)),
+        newest: files.last().map(|f| f.name.clone()),
+        gaps,
+        damaged: contents.damaged,
+        encrypted_unchecked: contents.encrypted_unchecked,
+    };
+    report(format, &summary)?;
+    Ok(Status::from_passed(summary.ok))
+}
+
+/// What reading every file found.
+#[derive(Debug, Default)]
+struct Contents {
+    damaged: Vec<Damaged>,
+    encrypted_unchecked: usize,
+}
+
+/// Reads every file whole: it must decrypt, decompress, and a segment must carry the header
+/// of the segment its name says, of the same cluster as the others.
+fn check_contents(
+    archive: &WalArchive,
+    identities: Option<&Identities>,
+    files: &[ArchivedFile],
+    segment_size: u64,
+) -> Contents {
+    let mut contents = Contents::default();
     let mut system_id = None;
-    let mut encrypted_unchecked = 0;
-    if !quick {
-        for file in &files {
-            match check_file(&archive, identities.as_ref(), file, segment_size) {
-                Err(problem) => damaged.push(Damaged {
-                    file: file.name.clone(),
-                    problem,
-                }),
-                Ok(Checked::HeaderOnly) => encrypted_unchecked += 1,
-                Ok(Checked::Segment(header)) => match system_id {
-                    None => system_id = Some(header.system_identifier),
-                    Some(id) if id != header.system_identifier => damaged.push(Damaged {
-                        file: file.name.clone(),
-                        problem: format!(
-                            "belongs to another cluster (system identifier {} instead of {id})",
-                            header.system_identifier
-                        ),
-                    }),
-                    Some(_) => {}
-                },
-                Ok(Checked::Other) => {}
+    for file in files {
+        let problem = match check_file(archive, identities, file, segment_size) {
+            Err(problem) => Some(problem.to_string()),
+            Ok(Checked::HeaderOnly) => {
+                contents.encrypted_unchecked += 1;
+                None
             }
+            Ok(Checked::Segment(header)) => other_cluster(&mut system_id, &header),
+            Ok(Checked::Other) => None,
+        };
+        if let Some(problem) = problem {
+            contents.damaged.push(Damaged {
+                file: file.name.clone(),
+                problem,
+            });
         }
     }
+    contents
+}
 
-    // Segment numbers present per timeline (a .partial counts for its segment).
+/// The first segment read sets the archive's system identifier; a segment with another one
+/// belongs to another cluster.
+fn other_cluster(system_id: &mut Option<u64>, header: &SegmentHeader) -> Option<String> {
+    match *system_id {
+        None => {
+            *system_id = Some(header.system_identifier);
+            None
+        }
+        Some(id) if id != header.system_identifier => Some(format!(
+            "belongs to another cluster (system identifier {} instead of {id})",
+            header.system_identifier
+        )),
+        Some(_) => None,
+    }
+}
+
+/// Segment numbers present per timeline, sorted, once each (a .partial counts for its
+/// segment).
+fn segments_by_timeline(files: &[ArchivedFile], segment_size: u64) -> BTreeMap<u32, Vec<u64>> {
     let mut timelines: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
-    for file in &files {
+    for file in files {
         if let WalFile::Segment { .. } | WalFile::Partial { .. } = file.kind {
             let segno = file.kind.segno(segment_size).expect("segment");
             timelines
@@ -184,22 +268,24 @@ pub fn verify(backup_dir: &Location, quick: bool, format: OutputFormat) -> anyho
                 .push(segno);
         }
     }
-    let mut gaps = Vec::new();
-    for (&timeline, segnos) in &mut timelines {
+    for segnos in timelines.values_mut() {
         segnos.sort_unstable();
         segnos.dedup();
-        let mut first = segnos[0];
-        match required {
-            Some((base_tli, start, size)) if base_tli == timeline => first = segno_of(start, size),
-            _ => {
-                if let Some(switch) = switch_point(&archive, identities.as_ref(), timeline) {
-                    first = segno_of(switch, segment_size);
-                }
-            }
-        }
-        if let Some((_, start, size)) = required {
-            first = first.max(segno_of(start, size));
-        }
+    }
+    timelines
+}
+
+/// The missing ranges of each timeline, from the segment it must start at to its newest,
+/// and the base backup's start segment when its timeline has nothing archived.
+fn find_gaps(
+    timelines: &BTreeMap<u32, Vec<u64>>,
+    required: Option<RequiredStart>,
+    segment_size: u64,
+    switch_point: impl Fn(u32) -> Option<Lsn>,
+) -> Vec<Gap> {
+    let mut gaps = Vec::new();
+    for (&timeline, segnos) in timelines {
+        let first = first_needed(timeline, segnos[0], required, segment_size, &switch_point);
         let last = *segnos.last().expect("non-empty");
         let mut expected = first;
         for &segno in segnos.iter().filter(|&&s| s >= first) {
@@ -213,26 +299,37 @@ pub fn verify(backup_dir: &Location, quick: bool, format: OutputFormat) -> anyho
             gaps.push(gap(timeline, first, first, segment_size));
         }
     }
-    if let Some((tli, start, size)) = required {
-        if !timelines.contains_key(&tli) {
-            let segno = segno_of(start, size);
-            gaps.push(gap(tli, segno, segno, size));
+    if let Some(r) = required {
+        if !timelines.contains_key(&r.timeline) {
+            gaps.push(gap(r.timeline, r.segno(), r.segno(), r.segment_size));
         }
     }
-    let summary = VerifySummary {
-        ok: gaps.is_empty() && damaged.is_empty(),
-        files: files.len(),
-        timelines: timelines.keys().copied().collect(),
-        required_from: required
-            .map(|(tli, start, size)| common::wal::segment_name(tli, segno_of(start, size), size)),
-        newest: files.last().map(|f| f.name.clone()),
-        gaps,
-        damaged,
-        encrypted_unchecked,
+    gaps
+}
+
+/// Where a timeline must start: the base backup's start on its timeline, else the switch
+/// point its history file records, else its first archived segment; never before the base
+/// backup's start.
+fn first_needed(
+    timeline: u32,
+    first_present: u64,
+    required: Option<RequiredStart>,
+    segment_size: u64,
+    switch_point: &impl Fn(u32) -> Option<Lsn>,
+) -> u64 {
+    let first = match required {
+        Some(r) if r.timeline == timeline => r.segno(),
+        _ => switch_point(timeline).map_or(first_present, |lsn| segno_of(lsn, segment_size)),
     };
-    if encrypted_unchecked > 0 {
+    required.map_or(first, |r| first.max(r.segno()))
+}
+
+/// Logs each gap and damaged file, then prints the summary.
+fn report(format: OutputFormat, summary: &VerifySummary) -> anyhow::Result<()> {
+    if summary.encrypted_unchecked > 0 {
         tracing::info!(
-            "{encrypted_unchecked} encrypted files: age header checked, content not (set {} to decrypt and check them)",
+            "{} encrypted files: age header checked, content not (set {} to decrypt and check them)",
+            summary.encrypted_unchecked,
             encryption::IDENTITY_FILE_ENV
         );
     }
@@ -247,7 +344,7 @@ pub fn verify(backup_dir: &Location, quick: bool, format: OutputFormat) -> anyho
     for d in &summary.damaged {
         tracing::warn!("{}: {}", d.file, d.problem);
     }
-    output::summary(format, &summary, || {
+    output::summary(format, summary, || {
         format!(
             "{}: {} files, timelines {:?}, {} gaps, {} damaged",
             if summary.ok { "ok" } else { "FAILED" },
@@ -256,8 +353,7 @@ pub fn verify(backup_dir: &Location, quick: bool, format: OutputFormat) -> anyho
             summary.gaps.len(),
             summary.damaged.len()
         )
-    })?;
-    Ok(Status::from_passed(summary.ok))
+    })
 }
 
 fn gap(timeline: u32, from: u64, to: u64, size: u64) -> Gap {
@@ -302,4 +398,84 @@ pub fn list(backup_dir: &Location, format: OutputFormat) -> anyhow::Result<Statu
         || format!("{} files, {total} bytes", files.len()),
     )?;
     Ok(Status::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEG: u64 = DEFAULT_SEGMENT_SIZE;
+
+    fn required(timeline: u32, segno: u64) -> Option<RequiredStart> {
+        Some(RequiredStart {
+            timeline,
+            start: Lsn(segno * SEG + 40),
+            segment_size: SEG,
+        })
+    }
+
+    fn ranges(gaps: &[Gap]) -> Vec<(u32, String, String)> {
+        gaps.iter()
+            .map(|g| (g.timeline, g.from.clone(), g.to.clone()))
+            .collect()
+    }
+
+    fn name(timeline: u32, segno: u64) -> String {
+        common::wal::segment_name(timeline, segno, SEG)
+    }
+
+    #[test]
+    fn gaps_are_found_from_the_base_backups_start() {
+        let timelines = BTreeMap::from([(1, vec![3, 4, 7, 9])]);
+        let none = |_| None;
+        // Before the backup's start (segment 4) nothing is needed.
+        assert_eq!(
+            ranges(&find_gaps(&timelines, required(1, 4), SEG, none)),
+            vec![(1, name(1, 5), name(1, 6)), (1, name(1, 8), name(1, 8))]
+        );
+        // Without a base backup the archive is checked from its first segment.
+        assert_eq!(find_gaps(&timelines, None, SEG, none).len(), 2);
+        // A backup starting after everything archived: its start segment is missing.
+        assert_eq!(
+            ranges(&find_gaps(&timelines, required(1, 12), SEG, none)),
+            vec![(1, name(1, 12), name(1, 12))]
+        );
+        // A backup on a timeline with nothing archived.
+        assert_eq!(
+            ranges(&find_gaps(&timelines, required(2, 9), SEG, none)),
+            vec![(2, name(2, 9), name(2, 9))]
+        );
+    }
+
+    #[test]
+    fn a_later_timeline_starts_at_its_switch_point() {
+        let timelines = BTreeMap::from([(1, vec![3, 4, 5]), (2, vec![6, 7])]);
+        // Timeline 2 branched in segment 5: segment 5 of timeline 2 is missing.
+        let switched = |tli| (tli == 2).then_some(Lsn(5 * SEG + 100));
+        assert_eq!(
+            ranges(&find_gaps(&timelines, required(1, 3), SEG, switched)),
+            vec![(2, name(2, 5), name(2, 5))]
+        );
+        // Without its history file, timeline 2 is checked from its first segment.
+        assert!(find_gaps(&timelines, required(1, 3), SEG, |_| None).is_empty());
+    }
+
+    #[test]
+    fn a_segment_of_another_cluster_is_named() {
+        let header = |system_identifier| SegmentHeader {
+            magic: 0xD110,
+            timeline: 1,
+            page_address: 0,
+            system_identifier,
+            segment_size: SEG as u32,
+            block_size: 8192,
+        };
+        let mut system_id = None;
+        assert_eq!(other_cluster(&mut system_id, &header(7)), None);
+        assert_eq!(other_cluster(&mut system_id, &header(7)), None);
+        assert_eq!(
+            other_cluster(&mut system_id, &header(8)).as_deref(),
+            Some("belongs to another cluster (system identifier 8 instead of 7)")
+        );
+    }
 }

@@ -8,11 +8,13 @@ use std::time::Duration;
 use reqwest::Url;
 use serde_json::Value;
 
+use super::SendError;
+
 /// Longest wait for the TCP (and TLS) connection, within the overall limit.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// POSTs `body` to `url`; any 2xx answer is acceptance. The error is one line without the URL.
-pub fn post_json(url: &Url, body: &Value, timeout: Duration) -> Result<(), String> {
+pub fn post_json(url: &Url, body: &Value, timeout: Duration) -> Result<(), SendError> {
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT.min(timeout))
         .timeout(timeout)
@@ -33,15 +35,15 @@ pub fn post_json(url: &Url, body: &Value, timeout: Duration) -> Result<(), Strin
     // Slack explains a refusal in the body ("invalid_token", "no_service"): keep a little.
     let text = response.text().unwrap_or_default();
     let reason = super::message::truncate(text.trim().lines().next().unwrap_or(""), 120);
-    Err(if reason.is_empty() {
+    Err(SendError(if reason.is_empty() {
         format!("HTTP {status}")
     } else {
         format!("HTTP {status}: {reason}")
-    })
+    }))
 }
 
 /// The error and its causes on one line, without the URL.
-fn describe(error: reqwest::Error) -> String {
+fn describe(error: reqwest::Error) -> SendError {
     let timed_out = error.is_timeout();
     let error = error.without_url();
     let mut text = error.to_string();
@@ -57,5 +59,5 @@ fn describe(error: reqwest::Error) -> String {
     if timed_out && !text.contains("timed out") {
         text.push_str(" (timed out)");
     }
-    text
+    SendError(text)
 }

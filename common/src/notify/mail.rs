@@ -14,9 +14,10 @@ use lettre::Message;
 
 use super::config::{MailSettings, SmtpTls};
 use super::message::Report;
+use super::SendError;
 
 /// Sends `report` to every recipient. `timeout` bounds each network step.
-pub fn send(mail: &MailSettings, report: &Report, timeout: Duration) -> Result<(), String> {
+pub fn send(mail: &MailSettings, report: &Report, timeout: Duration) -> Result<(), SendError> {
     let mut message = Message::builder()
         .from(mail.from.clone())
         .subject(report.subject())
@@ -42,12 +43,12 @@ pub fn send(mail: &MailSettings, report: &Report, timeout: Duration) -> Result<(
         None,
     )
     .map_err(|e| format!("cannot connect: {e}"))?;
-    let result = (|| {
+    let result = (|| -> Result<(), SendError> {
         match mail.tls {
             SmtpTls::Opportunistic if conn.can_starttls() => starttls(&mut conn, &tls()?, &hello)?,
             SmtpTls::Required => {
                 if !conn.can_starttls() {
-                    return Err("the server offers no STARTTLS (SMTP_TLS=required)".to_string());
+                    return Err("the server offers no STARTTLS (SMTP_TLS=required)".into());
                 }
                 starttls(&mut conn, &tls()?, &hello)?;
             }
@@ -57,7 +58,7 @@ pub fn send(mail: &MailSettings, report: &Report, timeout: Duration) -> Result<(
             if !conn.is_encrypted() && mail.tls != SmtpTls::Off {
                 return Err("the server offers no STARTTLS: not sending SMTP_PASSWORD \
                             unencrypted (SMTP_TLS=off would)"
-                    .to_string());
+                    .into());
             }
             conn.auth(
                 &[Mechanism::Plain, Mechanism::Login],
@@ -82,7 +83,7 @@ fn starttls(
     conn: &mut SmtpConnection,
     tls: &TlsParameters,
     hello: &ClientId,
-) -> Result<(), String> {
+) -> Result<(), SendError> {
     conn.starttls(tls, hello)
-        .map_err(|e| format!("STARTTLS failed: {e}"))
+        .map_err(|e| SendError(format!("STARTTLS failed: {e}")))
 }

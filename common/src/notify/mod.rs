@@ -223,6 +223,24 @@ fn due(armed: &Armed, outcome: Outcome) -> Option<u64> {
     }
 }
 
+/// Why one channel's message did not go out, in one line. It may hold a secret (a server's
+/// answer quoting it): [`deliver`] redacts it into [`Delivery::result`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SendError(pub String);
+
+impl From<String> for SendError {
+    fn from(text: String) -> SendError {
+        SendError(text)
+    }
+}
+
+impl From<&str> for SendError {
+    fn from(text: &str) -> SendError {
+        SendError(text.to_string())
+    }
+}
+
 /// What became of one channel's message.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -246,11 +264,11 @@ pub fn deliver(channels: &[Channel], report: Report, limit: Duration) -> Vec<Del
                 let _ = to_main.send((index, send(&channel, &report, limit)));
             });
         if let Err(e) = spawned {
-            let _ = tx.send((index, Err(format!("cannot start a thread: {e}"))));
+            let _ = tx.send((index, Err(SendError(format!("cannot start a thread: {e}")))));
         }
     }
     drop(tx);
-    let mut results: Vec<Option<Result<(), String>>> = vec![None; channels.len()];
+    let mut results: Vec<Option<Result<(), SendError>>> = vec![None; channels.len()];
     while results.iter().any(Option::is_none) {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
@@ -266,14 +284,14 @@ pub fn deliver(channels: &[Channel], report: Report, limit: Duration) -> Vec<Del
             channel: channel.describe(),
             result: match result {
                 Some(Ok(())) => Ok(()),
-                Some(Err(e)) => Err(message::redact(&e, &secrets)),
+                Some(Err(SendError(e))) => Err(message::redact(&e, &secrets)),
                 None => Err(format!("no answer within {}s", limit.as_secs())),
             },
         })
         .collect()
 }
 
-fn send(channel: &Channel, report: &Report, limit: Duration) -> Result<(), String> {
+fn send(channel: &Channel, report: &Report, limit: Duration) -> Result<(), SendError> {
     match channel {
         Channel::Webhook(url) => http::post_json(url, &report.webhook_json(), limit),
         Channel::Slack(url) => http::post_json(url, &report.slack_json(), limit),

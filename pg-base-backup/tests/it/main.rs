@@ -1,5 +1,6 @@
 //! pg-base-backup against real PostgreSQL 15 clusters.
 
+mod auth;
 mod backup;
 mod failures;
 mod s3;

@@ -165,3 +165,36 @@ fn no_wal_archive_is_caught_before_writing_and_immediate_works() {
     let (_, server) = restore.ok(backups.path(), &["--target", "immediate"]);
     assert_eq!(server.psql("SELECT count(*) FROM t"), "100");
 }
+
+#[test]
+fn an_unreadable_target_time_names_the_accepted_forms() {
+    let backups = tempfile::tempdir().unwrap();
+    let pgdata = backups.path().join("pgdata");
+    let run = |time: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pitr-restore"))
+            .arg("--backup-dir")
+            .arg(backups.path())
+            .arg("--pgdata")
+            .arg(&pgdata)
+            .args(["--target-time", time])
+            .output()
+            .unwrap()
+    };
+    let out = run("yesterday");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid timestamp 'yesterday': expected RFC 3339 (2026-11-21T02:00:00Z) or PostgreSQL's form (2026-11-21 02:00:00.5+00)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("yesterdayZ"), "{stderr}");
+    // A time without a zone is understood but ambiguous: the fix is named.
+    let out = run("2026-11-21 02:00:00");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("has no time zone; add one, e.g. '2026-11-21 02:00:00Z'"),
+        "{stderr}"
+    );
+    assert!(!pgdata.exists(), "nothing is written on bad input");
+}
