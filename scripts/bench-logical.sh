@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Benchmark of pg-logical-backup against bare `pg_dump -Fc` on the same pgbench database,
-# in one run (issue 4):
+# Benchmark of pg-logical-backup against bare `pg_dump -Fc`, one run, on two
+# databases the script creates: pgbench at scale SCALE, and `eight` with 8 similar large
+# tables (each 1/8 of pgbench_accounts' rows at the same scale). Goals, each PASS/MISS:
 #
-#   goal 1: the whole-database part of our backup within 1.05x of bare pg_dump's wall time
-#   goal 2: with --jobs 2 (directory format) faster than bare pg_dump
-#   goal 3: peak memory of our own process under 100 MB
+#   default full set (whole-database dump + globals)   <= 1.10x bare pg_dump -Fc
+#   whole-database part (--no-globals)                 <= 1.05x bare pg_dump -Fc
+#   --jobs 2 on `eight`                                >= 1.4x faster than bare pg_dump -Fc
+#   --jobs 2 on pgbench                                never slower than one job (3% noise)
+#   restore of one table from the set                  <= 1.2x pg_restore of a bare
+#                                                         per-table dump (createdb included)
+#   peak memory of our own process                     < 100 MB
 #
-# Usage: scripts/bench-logical.sh            (pgbench scale 100, about 1.5 GB)
-#        SCALE=10 scripts/bench-logical.sh   (quick run, about 150 MB)
+# Usage: scripts/bench-logical.sh            (pgbench scale 100, about 1.5 GB per database)
+#        SCALE=20 scripts/bench-logical.sh   (quick run, about 300 MB per database)
 # Env: SCALE, BIN (tool binary; default: a release build made here), PG_BIN_DIR,
 #      KEEP=1 to keep the cluster directory. Prints a table on stdout; exit 1 when a goal is
 #      missed (STRICT=0 to always exit 0).
@@ -58,74 +63,126 @@ max_wal_size = 4GB
 EOF
 as_db_user "$PG_BIN_DIR/pg_ctl" -D "$WORK/data" -l "$WORK/server.log" -w start >/dev/null
 
-export PGHOST=$WORK PGPORT=$PORT PGUSER=postgres PGDATABASE=bench
-as_db_user env PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres "$PG_BIN_DIR/createdb" bench
-as_db_user env PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres PGDATABASE=bench \
-    "$PG_BIN_DIR/pgbench" -i -q -s "$SCALE" >/dev/null 2>&1
-SIZE=$(as_db_user env PGHOST="$PGHOST" PGPORT="$PGPORT" "$PG_BIN_DIR/psql" -X -At -U postgres -d bench \
-    -c "SELECT pg_size_pretty(pg_database_size('bench'))")
-echo "bench: database size $SIZE" >&2
+export PGHOST=$WORK PGPORT=$PORT PGUSER=postgres
 
 run_pg() {
-    as_db_user env PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres PGDATABASE=bench \
+    local db=$1
+    shift
+    as_db_user env PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres PGDATABASE="$db" \
         BACKUP_DIR="$WORK/repo" BACKUP_NO_PROGRESS=1 PG_BIN_DIR="$PG_BIN_DIR" "$@"
 }
+psql_at() { run_pg "$1" "$PG_BIN_DIR/psql" -X -q -At -v ON_ERROR_STOP=1 -c "$2"; }
 
-# Warm the page cache so the first contender does not pay for it alone.
-run_pg "$PG_BIN_DIR/pg_dump" -Fc --no-sync -f "$WORK/warm.dump"
-rm -f "$WORK/warm.dump"
-
-t0=$(now)
-run_pg "$PG_BIN_DIR/pg_dump" -Fc -f "$WORK/bare.dump"
-BARE=$(elapsed "$t0" "$(now)")
-rm -f "$WORK/bare.dump"
+run_pg postgres "$PG_BIN_DIR/createdb" bench
+run_pg bench "$PG_BIN_DIR/pgbench" -i -q -s "$SCALE" >/dev/null 2>&1
+run_pg postgres "$PG_BIN_DIR/createdb" eight
+ROWS=$((SCALE * 12500))
+for i in 1 2 3 4 5 6 7 8; do
+    psql_at eight "CREATE TABLE t$i (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL, filler char(84));
+                   INSERT INTO t$i SELECT g, g % 1000, (g * 7) % 100000, md5(g::text) FROM generate_series(1, $ROWS) g;"
+done
+psql_at eight "VACUUM ANALYZE" >/dev/null
+psql_at bench "VACUUM ANALYZE" >/dev/null
 
 summary_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])['$1'])"; }
+PEAK_RSS=0
+note_rss() {
+    local rss
+    rss=$(echo "$1" | summary_field peak_rss_bytes)
+    [ "$rss" -gt "$PEAK_RSS" ] && PEAK_RSS=$rss
+    return 0
+}
 
-t0=$(now)
-OURS_JSON=$(run_pg "$BIN" -q --no-table-dumps --no-globals --no-retention --output json)
-OURS_WALL=$(elapsed "$t0" "$(now)")
-OURS_FULL=$(python3 -c "print(f'{$(echo "$OURS_JSON" | summary_field full_dump_secs):.2f}')")
-OURS_RSS=$(echo "$OURS_JSON" | summary_field peak_rss_bytes)
-rm -rf "$WORK/repo/logical"
+# bench_db DB TABLE: times everything for one database; sets the R_* and T_* variables.
+bench_db() {
+    local db=$1 table=$2 t0 json
+    SIZE=$(psql_at "$db" "SELECT pg_size_pretty(pg_database_size('$db'))")
+    # Warm the page cache so the first contender does not pay for it alone.
+    run_pg "$db" "$PG_BIN_DIR/pg_dump" -Fc --no-sync -f "$WORK/warm.dump"
+    rm -f "$WORK/warm.dump"
 
-t0=$(now)
-JOBS_JSON=$(run_pg "$BIN" -q --jobs 2 --no-table-dumps --no-globals --no-retention --output json)
-JOBS_WALL=$(elapsed "$t0" "$(now)")
-JOBS_RSS=$(echo "$JOBS_JSON" | summary_field peak_rss_bytes)
-rm -rf "$WORK/repo/logical"
+    t0=$(now)
+    run_pg "$db" "$PG_BIN_DIR/pg_dump" -Fc -f "$WORK/bare.dump"
+    T_BARE=$(elapsed "$t0" "$(now)")
+    rm -f "$WORK/bare.dump"
 
-t0=$(now)
-FULL_JSON=$(run_pg "$BIN" -q --no-retention --output json)
-FULL_WALL=$(elapsed "$t0" "$(now)")
-FULL_RSS=$(echo "$FULL_JSON" | summary_field peak_rss_bytes)
-PEAK_RSS=$(printf '%s\n' "$OURS_RSS" "$JOBS_RSS" "$FULL_RSS" | sort -n | tail -1)
+    t0=$(now)
+    json=$(run_pg "$db" "$BIN" -q --no-globals --no-retention --output json)
+    T_WHOLE=$(elapsed "$t0" "$(now)")
+    T_INNER=$(python3 -c "print(f'{$(echo "$json" | summary_field full_dump_secs):.2f}')")
+    note_rss "$json"
+    rm -rf "$WORK/repo/logical"
 
-R_FULL=$(ratio "$OURS_WALL" "$BARE")
-R_JOBS=$(ratio "$JOBS_WALL" "$BARE")
-R_ALL=$(ratio "$FULL_WALL" "$BARE")
-PEAK_MB=$(python3 -c "print(f'{$PEAK_RSS / 1048576:.1f}')")
+    t0=$(now)
+    json=$(run_pg "$db" "$BIN" -q --jobs 2 --no-globals --no-retention --output json)
+    T_JOBS=$(elapsed "$t0" "$(now)")
+    note_rss "$json"
+    FORMAT_JOBS=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['details']['databases'][0]['format'])" \
+        "$(ls -d "$WORK"/repo/logical/*/ | head -1)manifest.json")
+    rm -rf "$WORK/repo/logical"
 
-printf '%-52s %10s %8s\n' "run (database $SIZE, scale $SCALE)" "seconds" "ratio"
-printf '%-52s %10s %8s\n' "bare pg_dump -Fc" "$BARE" "1.000"
-printf '%-52s %10s %8s\n' "pg-logical-backup, whole database only" "$OURS_WALL" "$R_FULL"
-printf '%-52s %10s %8s\n' "  of which the pg_dump of the whole database" "$OURS_FULL" "$(ratio "$OURS_FULL" "$BARE")"
-printf '%-52s %10s %8s\n' "pg-logical-backup --jobs 2, whole database only" "$JOBS_WALL" "$R_JOBS"
-printf '%-52s %10s %8s\n' "pg-logical-backup, full set (tables, schema, globals)" "$FULL_WALL" "$R_ALL"
-printf 'peak memory of pg-logical-backup: %s MB\n' "$PEAK_MB"
+    t0=$(now)
+    json=$(run_pg "$db" "$BIN" -q --no-retention --output json)
+    T_FULL=$(elapsed "$t0" "$(now)")
+    note_rss "$json"
+
+    # One table back: ours from the set (into a new database, with safety checks, ANALYZE
+    # and the row count), bare pg_restore from a per-table dump (createdb included).
+    t0=$(now)
+    run_pg "$db" "$BIN" restore -q --target-db "${db}_ours" --table "$table" --yes >/dev/null
+    T_TABLE=$(elapsed "$t0" "$(now)")
+    rm -rf "$WORK/repo/logical"
+    run_pg "$db" "$PG_BIN_DIR/pg_dump" -Fc -t "$table" -f "$WORK/table.dump"
+    t0=$(now)
+    run_pg postgres "$PG_BIN_DIR/createdb" "${db}_bare"
+    run_pg "${db}_bare" "$PG_BIN_DIR/pg_restore" -d "${db}_bare" --single-transaction "$WORK/table.dump"
+    T_TABLE_BARE=$(elapsed "$t0" "$(now)")
+    rm -f "$WORK/table.dump"
+    run_pg postgres "$PG_BIN_DIR/dropdb" "${db}_ours"
+    run_pg postgres "$PG_BIN_DIR/dropdb" "${db}_bare"
+}
 
 fail=0
+RESULTS=""
 check() {
     if python3 -c "import sys; sys.exit(0 if $2 else 1)"; then
-        echo "PASS $1"
+        RESULTS+="PASS $1"$'\n'
     else
-        echo "MISS $1"
+        RESULTS+="MISS $1"$'\n'
         fail=1
     fi
 }
-check "whole-database part within 1.05x of bare pg_dump ($R_FULL)" "$R_FULL <= 1.05"
-check "--jobs 2 faster than bare pg_dump ($R_JOBS)" "$R_JOBS < 1.0"
+row() { printf '%-60s %9s %8s\n' "$1" "$2" "$3"; }
+
+for spec in "bench pgbench_accounts" "eight t1"; do
+    set -- $spec
+    echo "bench: database $1" >&2
+    bench_db "$1" "$2"
+    R_WHOLE=$(ratio "$T_WHOLE" "$T_BARE")
+    R_FULL=$(ratio "$T_FULL" "$T_BARE")
+    R_JOBS=$(ratio "$T_JOBS" "$T_BARE")
+    R_TABLE=$(ratio "$T_TABLE" "$T_TABLE_BARE")
+    row "database $1 ($SIZE, scale $SCALE)" "seconds" "ratio"
+    row "  bare pg_dump -Fc" "$T_BARE" "1.000"
+    row "  pg-logical-backup, whole-database part (--no-globals)" "$T_WHOLE" "$R_WHOLE"
+    row "    of which the pg_dump inside" "$T_INNER" "$(ratio "$T_INNER" "$T_BARE")"
+    row "  pg-logical-backup, default full set" "$T_FULL" "$R_FULL"
+    row "  pg-logical-backup --jobs 2 (dumped as: $FORMAT_JOBS)" "$T_JOBS" "$R_JOBS"
+    row "  bare createdb + pg_restore of a per-table dump ($2)" "$T_TABLE_BARE" "1.000"
+    row "  pg-logical-backup restore --table $2 (new database)" "$T_TABLE" "$R_TABLE"
+    check "[$1] default full set <= 1.10x bare pg_dump ($R_FULL)" "$R_FULL <= 1.10"
+    check "[$1] whole-database part <= 1.05x bare pg_dump ($R_WHOLE)" "$R_WHOLE <= 1.05"
+    if [ "$1" = eight ]; then
+        check "[$1] --jobs 2 >= 1.4x faster than bare pg_dump ($(python3 -c "print(f'{$T_BARE / $T_JOBS:.2f}')")x)" "$T_BARE / $T_JOBS >= 1.4"
+    else
+        check "[$1] --jobs 2 not slower than one job ($T_JOBS s vs $T_WHOLE s, 3% noise allowed)" "$T_JOBS <= $T_WHOLE * 1.03"
+    fi
+    check "[$1] table restore <= 1.2x bare per-table pg_restore ($R_TABLE)" "$R_TABLE <= 1.2"
+done
+PEAK_MB=$(python3 -c "print(f'{$PEAK_RSS / 1048576:.1f}')")
+printf 'peak memory of pg-logical-backup: %s MB\n' "$PEAK_MB"
 check "peak memory under 100 MB ($PEAK_MB MB)" "$PEAK_RSS < 100 * 1048576"
+printf '%s' "$RESULTS"
 if [ "$STRICT" = 1 ]; then
     exit "$fail"
 fi

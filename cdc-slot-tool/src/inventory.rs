@@ -160,6 +160,20 @@ impl Inventory {
     pub fn slot(&self, name: &str) -> Option<&Slot> {
         self.slots.iter().find(|s| s.slot_name == name)
     }
+
+    /// Parses the text of a `slots.json`, refusing a newer format; `shown` names the file in
+    /// errors.
+    pub fn parse(text: &[u8], shown: &str) -> anyhow::Result<Inventory> {
+        let inventory: Inventory = serde_json::from_slice(text)
+            .with_context(|| format!("{shown} is not a slot inventory"))?;
+        if inventory.format_version > INVENTORY_VERSION {
+            anyhow::bail!(
+                "{shown} has format version {}, newer than this tool understands ({INVENTORY_VERSION}); upgrade cdc-slot-tool",
+                inventory.format_version,
+            );
+        }
+        Ok(inventory)
+    }
 }
 
 /// Reads every slot, then the identity (so lags are never negative).

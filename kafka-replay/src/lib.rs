@@ -5,6 +5,7 @@
 //! age streams on stdin are decrypted with the identity from the environment.
 #![forbid(unsafe_code)]
 
+mod destination;
 mod filter;
 mod partitioner;
 mod plan;
@@ -13,6 +14,7 @@ mod replay;
 mod report;
 mod source;
 mod target;
+mod verify;
 
 use std::num::NonZeroI32;
 use std::time::Duration;

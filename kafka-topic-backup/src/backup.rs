@@ -28,54 +28,106 @@ const TOOL: &str = "kafka-topic-backup";
 /// Runs a backup as the arguments say.
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let config = client_config(&args.kafka, TOOL)?;
-    let named: &[String] = if args.topic_regex.is_some() {
-        &[]
-    } else {
-        &args.topics
-    };
-    let (cluster, all_topics) = Cluster::connect(&config, &args.kafka.bootstrap_servers, named)?;
-    let topics = select_topics(&args, &all_topics)?;
-    let groups = if args.no_group_offsets {
-        BTreeMap::new()
-    } else {
-        cluster.group_offsets(&topics)?
-    };
-    let export = Export {
-        args: &args,
-        config: &config,
-        options: ExportOptions {
-            parallelism: args.parallelism.get(),
-            chunk_bytes: args.chunk_kib.get() * 1024,
-            level: args.compression_level,
-            idle_timeout: args.timeout,
-        },
-    };
+    let selection = Selection::connect(&args, &config)?;
+    let export = Export::new(&args, &config);
     if args.stdout {
         // No repository at all: --stdout cannot be --incremental, so no chain is read.
         let recipients = Recipients::from_env()?;
+        let Selection {
+            cluster,
+            topics,
+            groups,
+        } = selection;
         export.stream_to_stdout(cluster, &topics, groups, recipients.as_ref())?;
         return Ok(Status::Ok);
     }
-
     let repo = Repository::create(&args.repo.backup_dir)?;
     // Released on drop, and on an interrupt by the lock itself.
     let _lock = repo.lock(Kind::Kafka)?;
+    let committed = backup_to_set(&export, &repo, selection)?;
+    let retention = apply_retention(&args, &repo)?;
+    report::print(args.global.output, &committed.summary(&args, retention))?;
+    Ok(Status::Ok)
+}
+
+/// What is backed up: the cluster, the chosen topics, and their groups' committed offsets.
+struct Selection {
+    cluster: Cluster,
+    topics: Vec<TopicInfo>,
+    /// Committed offsets by topic (empty with --no-group-offsets).
+    groups: BTreeMap<String, Vec<GroupOffsets>>,
+}
+
+impl Selection {
+    /// Connects, chooses the topics and reads the groups' offsets on them.
+    fn connect(args: &Args, config: &rdkafka::ClientConfig) -> anyhow::Result<Selection> {
+        let named: &[String] = if args.topic_regex.is_some() {
+            &[]
+        } else {
+            &args.topics
+        };
+        let (cluster, all_topics) = Cluster::connect(config, &args.kafka.bootstrap_servers, named)?;
+        let topics = select_topics(args, &all_topics)?;
+        let groups = if args.no_group_offsets {
+            BTreeMap::new()
+        } else {
+            cluster.group_offsets(&topics)?
+        };
+        Ok(Selection {
+            cluster,
+            topics,
+            groups,
+        })
+    }
+}
+
+/// A committed set, as the report shows it.
+struct Committed {
+    id: String,
+    /// Where the set is, for people.
+    shown: String,
+    encrypted: bool,
+    topics: Vec<TopicReport>,
+    bytes: u64,
+}
+
+impl Committed {
+    /// The run's report: this set and what retention deleted.
+    fn summary(self, args: &Args, retention_deleted: Vec<String>) -> Summary {
+        Summary {
+            id: Some(self.id),
+            dir: Some(self.shown),
+            incremental: args.incremental,
+            encrypted: self.encrypted,
+            records: self.topics.iter().map(|r| r.records).sum(),
+            bytes: self.bytes,
+            topics: self.topics,
+            retention_deleted,
+            retention_dry_run: args.retention.dry_run_retention,
+        }
+    }
+}
+
+/// Exports the selected topics into a new set of `repo` and commits its manifest last.
+fn backup_to_set(
+    export: &Export<'_>,
+    repo: &Repository,
+    selection: Selection,
+) -> anyhow::Result<Committed> {
+    let args = export.args;
     let recipients = repo.recipients_for(Kind::Kafka, args.allow_unencrypted)?;
-    // Only the cut of earlier sets is read: it is in clear, encrypted sets or not.
-    let previous = if args.incremental {
-        repo.complete_sets(Kind::Kafka)?
-            .iter()
-            .filter_map(|set| details_of(set).map(|d| (set.id.clone(), d.cuts())))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let previous = previous_cuts(args, repo)?;
     let mut set = repo.create_set(Kind::Kafka)?;
     let encrypted = recipients.is_some();
     set.encrypt_to(recipients);
     set.keep_private(&[], PRIVATE_DETAILS);
-    let set_shown = set.describe();
+    let shown = set.describe();
     // A failed set is removed as its writer is dropped (see common::repo::SetWriter).
+    let Selection {
+        cluster,
+        topics,
+        groups,
+    } = selection;
     let (set, reports, details) = export.write_set(set, &cluster, &topics, groups, &previous)?;
     common::kafka::close_in_background(cluster);
     let id = set.id().to_string();
@@ -90,25 +142,35 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         details: serde_json::to_value(&details)?,
     })?;
     tracing::debug!("set {} committed", manifest.id);
-    let retention = if args.retention.no_retention {
-        Vec::new()
-    } else {
-        let policy = args.retention.policy(30);
-        chain::apply_retention(&repo, &policy, args.retention.dry_run_retention)?
-    };
-    let summary = Summary {
-        id: Some(id),
-        dir: Some(set_shown),
-        incremental: args.incremental,
+    Ok(Committed {
+        id,
+        shown,
         encrypted,
-        records: reports.iter().map(|r| r.records).sum(),
-        bytes: manifest.total_size(),
         topics: reports,
-        retention_deleted: retention,
-        retention_dry_run: args.retention.dry_run_retention,
-    };
-    report::print(args.global.output, &summary)?;
-    Ok(Status::Ok)
+        bytes: manifest.total_size(),
+    })
+}
+
+/// The cuts of the complete sets an incremental backup continues (none otherwise). Only the
+/// cut is read: it is in clear, encrypted sets or not.
+fn previous_cuts(args: &Args, repo: &Repository) -> anyhow::Result<Vec<(String, Vec<TopicCut>)>> {
+    if !args.incremental {
+        return Ok(Vec::new());
+    }
+    Ok(repo
+        .complete_sets(Kind::Kafka)?
+        .iter()
+        .filter_map(|set| details_of(set).map(|d| (set.id.clone(), d.cuts())))
+        .collect())
+}
+
+/// Deletes (or, on a dry run, lists) the sets retention no longer keeps.
+fn apply_retention(args: &Args, repo: &Repository) -> anyhow::Result<Vec<String>> {
+    if args.retention.no_retention {
+        return Ok(Vec::new());
+    }
+    let policy = args.retention.policy(30);
+    chain::apply_retention(repo, &policy, args.retention.dry_run_retention)
 }
 
 /// How the topics are exported: the run's arguments and client settings.
@@ -118,7 +180,21 @@ struct Export<'a> {
     options: ExportOptions,
 }
 
-impl Export<'_> {
+impl<'a> Export<'a> {
+    /// The export settings the arguments ask for.
+    fn new(args: &'a Args, config: &'a rdkafka::ClientConfig) -> Export<'a> {
+        Export {
+            args,
+            config,
+            options: ExportOptions {
+                parallelism: args.parallelism.get(),
+                chunk_bytes: args.chunk_kib.get() * 1024,
+                level: args.compression_level,
+                idle_timeout: args.timeout,
+            },
+        }
+    }
+
     /// Streams the one selected topic's archive to stdout: an age stream when `recipients`
     /// are given.
     fn stream_to_stdout(
@@ -196,25 +272,7 @@ impl Export<'_> {
                 groups,
                 self.args.max_messages,
             )?;
-            let file_name = format!("{}{ARCHIVE_EXTENSION}", topic.name);
-            let stored_name = match set.is_encrypted() {
-                true => format!("{file_name}{}", common::encryption::AGE_SUFFIX),
-                false => file_name.clone(),
-            };
-            let shown = set
-                .store()
-                .describe(&storage::join(set.prefix(), &stored_name));
-            let file = set
-                .create_file(&file_name, Compression::None, None, 1)
-                .with_context(|| format!("cannot create {shown}"))?;
-            let (end, file) = self.topic(&meta, file)?;
-            tracing::debug!("{}: {} records exported", topic.name, end.records);
-            let entry = file
-                .finish()
-                .with_context(|| format!("cannot finish {shown}"))?;
-            // The stored name: `<topic>.kta.age` when encrypted.
-            let set_topic = set_topic(&meta, &end, entry.path.clone());
-            set.add(entry);
+            let set_topic = self.write_topic(&mut set, &meta)?;
             reports.push(TopicReport::new(&set_topic));
             details.topics.push(set_topic);
         }
@@ -223,6 +281,30 @@ impl Export<'_> {
             details.cut = details.topics.iter().map(TopicCut::from).collect();
         }
         Ok((set, reports, details))
+    }
+
+    /// Exports one topic into its file of `set`; returns the topic's entry in the set details.
+    fn write_topic(&self, set: &mut SetWriter, meta: &TopicMeta) -> anyhow::Result<SetTopic> {
+        let file_name = format!("{}{ARCHIVE_EXTENSION}", meta.topic);
+        let stored_name = match set.is_encrypted() {
+            true => format!("{file_name}{}", common::encryption::AGE_SUFFIX),
+            false => file_name.clone(),
+        };
+        let shown = set
+            .store()
+            .describe(&storage::join(set.prefix(), &stored_name));
+        let file = set
+            .create_file(&file_name, Compression::None, None, 1)
+            .with_context(|| format!("cannot create {shown}"))?;
+        let (end, file) = self.topic(meta, file)?;
+        tracing::debug!("{}: {} records exported", meta.topic, end.records);
+        let entry = file
+            .finish()
+            .with_context(|| format!("cannot finish {shown}"))?;
+        // The stored name: `<topic>.kta.age` when encrypted.
+        let set_topic = set_topic(meta, &end, entry.path.clone());
+        set.add(entry);
+        Ok(set_topic)
     }
 
     /// Writes one topic's archive stream into `out`; returns the END summary and `out`.

@@ -20,7 +20,7 @@ use common::topic_archive::{
 use indicatif::ProgressBar;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message, Timestamp};
+use rdkafka::message::{BorrowedMessage, Headers, Message, Timestamp};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// How the export runs.
@@ -131,11 +131,17 @@ fn worker(
     let consumer: BaseConsumer = consumer_config(config)
         .create()
         .context("cannot create the Kafka consumer")?;
+    let reader = PartitionReader {
+        consumer: &consumer,
+        topic,
+        options,
+        sender,
+        cancel,
+    };
     let result = (|| loop {
         let next = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
         let Some(range) = next else { return Ok(()) };
-        let end = read_partition(&consumer, topic, &range, options, sender, cancel)?;
-        match end {
+        match reader.read_partition(&range)? {
             Some(end) => {
                 if sender.send(Ok(Event::Done(end))).is_err() {
                     return Ok(());
@@ -149,134 +155,212 @@ fn worker(
     result
 }
 
-/// Reads one partition's range; None when cancelled.
-fn read_partition(
-    consumer: &BaseConsumer,
-    topic: &str,
-    range: &PartitionRange,
-    options: &ExportOptions,
-    sender: &SyncSender<anyhow::Result<Event>>,
-    cancel: &AtomicBool,
-) -> anyhow::Result<Option<PartitionEnd>> {
-    let partition = range.partition;
-    let mut end = PartitionEnd {
-        partition,
-        records: 0,
-        first_offset: None,
-        last_offset: None,
-        next_offset: range.end_offset,
-        lost: None,
-    };
-    if range.start_offset >= range.end_offset {
-        return Ok(Some(end));
-    }
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, partition, Offset::Offset(range.start_offset))
-        .context("invalid start offset")?;
-    consumer
-        .assign(&assignment)
-        .with_context(|| format!("cannot assign {topic}[{partition}]"))?;
-    let mut builder = RecordsChunkBuilder::new(partition, options.chunk_bytes);
-    let mut last_progress = Instant::now();
-    let mut read_since_idle = false;
-    let send = |builder: &mut RecordsChunkBuilder| -> anyhow::Result<bool> {
-        let records = u64::from(builder.len());
-        let chunk = builder
-            .seal(Codec::Zstd, options.level)
-            .context("cannot compress a chunk")?;
-        Ok(sender.send(Ok(Event::Chunk(chunk, records))).is_ok())
-    };
-    loop {
-        if cancel.load(Ordering::Relaxed) {
+/// One worker's means of reading partitions: its consumer, how chunks are built, the channel
+/// to the writer, and the flag that cancels the export.
+struct PartitionReader<'a> {
+    consumer: &'a BaseConsumer,
+    topic: &'a str,
+    options: &'a ExportOptions,
+    sender: &'a SyncSender<anyhow::Result<Event>>,
+    cancel: &'a AtomicBool,
+}
+
+/// Why reading a partition's records stopped.
+enum Stop {
+    /// The cut or the end of the log was reached.
+    Done,
+    /// The export was cancelled, or the writer is gone.
+    Cancelled,
+}
+
+impl PartitionReader<'_> {
+    /// Reads one partition's range; None when cancelled.
+    fn read_partition(&self, range: &PartitionRange) -> anyhow::Result<Option<PartitionEnd>> {
+        let mut end = PartitionEnd {
+            partition: range.partition,
+            records: 0,
+            first_offset: None,
+            last_offset: None,
+            next_offset: range.end_offset,
+            lost: None,
+        };
+        if range.start_offset >= range.end_offset {
+            return Ok(Some(end));
+        }
+        self.assign(range)?;
+        let mut builder = RecordsChunkBuilder::new(range.partition, self.options.chunk_bytes);
+        if let Stop::Cancelled = self.read_records(range, &mut end, &mut builder)? {
             return Ok(None);
         }
-        let message = match consumer.poll(Duration::from_millis(200)) {
-            None => {
-                // The clock is read only when a poll comes back empty, not per record.
-                if read_since_idle {
-                    read_since_idle = false;
-                    last_progress = Instant::now();
+        if !builder.is_empty() && !self.send(&mut builder)? {
+            return Ok(None);
+        }
+        if end
+            .first_offset
+            .is_none_or(|first| first > range.start_offset)
+        {
+            end.lost = lost_while_reading(self.consumer, self.topic, range, end.first_offset);
+        }
+        self.consumer
+            .unassign()
+            .with_context(|| format!("cannot unassign {}[{}]", self.topic, range.partition))?;
+        Ok(Some(end))
+    }
+
+    /// Points the consumer at the range's start.
+    fn assign(&self, range: &PartitionRange) -> anyhow::Result<()> {
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(
+                self.topic,
+                range.partition,
+                Offset::Offset(range.start_offset),
+            )
+            .context("invalid start offset")?;
+        self.consumer
+            .assign(&assignment)
+            .with_context(|| format!("cannot assign {}[{}]", self.topic, range.partition))
+    }
+
+    /// Reads the range's records into chunks, sending each full one to the writer.
+    fn read_records(
+        &self,
+        range: &PartitionRange,
+        end: &mut PartitionEnd,
+        builder: &mut RecordsChunkBuilder,
+    ) -> anyhow::Result<Stop> {
+        let (topic, partition) = (self.topic, range.partition);
+        let mut idle = IdleClock::new();
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Ok(Stop::Cancelled);
+            }
+            let message = match self.consumer.poll(Duration::from_millis(200)) {
+                None => {
+                    if idle.after_empty_poll() > self.options.idle_timeout {
+                        return Err(self.stalled(range, end));
+                    }
+                    continue;
                 }
-                if last_progress.elapsed() > options.idle_timeout {
-                    anyhow::bail!(
-                        "{topic}[{partition}]: no record for {} while offsets {}..{} remain to be read (broker unreachable? raise --timeout)",
-                        humantime::format_duration(options.idle_timeout),
-                        end.last_offset.map_or(range.start_offset, |o| o + 1),
-                        range.end_offset
-                    );
+                // The end of the log: what is left below the cut are control records
+                // (transaction markers) or compacted offsets, which hold no data.
+                Some(Err(KafkaError::PartitionEOF(p))) if p == partition => {
+                    self.at_log_end(range, end);
+                    return Ok(Stop::Done);
                 }
+                Some(Err(KafkaError::PartitionEOF(_))) => continue,
+                Some(Err(error)) => {
+                    return Err(error)
+                        .with_context(|| format!("reading {topic}[{partition}] failed"))
+                }
+                Some(Ok(message)) => message,
+            };
+            idle.record_read();
+            if message.partition() != partition {
                 continue;
             }
-            // The end of the log: what is left below the cut are control records (transaction
-            // markers) or compacted offsets, which hold no data.
-            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => {
-                // Under read_committed the log "ends" at the last stable offset; an open
-                // transaction's records must be read by the next incremental run.
-                let position = consumer.position().ok().and_then(|list| {
-                    list.find_partition(topic, partition)
-                        .and_then(|element| element.offset().to_raw())
-                });
-                let read_up_to = end.last_offset.map_or(range.start_offset, |o| o + 1);
-                if let Some(position) = position.filter(|&p| p >= read_up_to) {
-                    end.next_offset = position.min(range.end_offset);
-                }
-                break;
+            let offset = message.offset();
+            if offset >= range.end_offset {
+                return Ok(Stop::Done);
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => continue,
-            Some(Err(error)) => {
-                return Err(error).with_context(|| format!("reading {topic}[{partition}] failed"))
+            push_record(builder, &message);
+            end.records += 1;
+            end.first_offset.get_or_insert(offset);
+            end.last_offset = Some(offset);
+            if builder.is_full() && !self.send(builder)? {
+                return Ok(Stop::Cancelled);
             }
-            Some(Ok(message)) => message,
-        };
-        read_since_idle = true;
-        if message.partition() != partition {
-            continue;
-        }
-        let offset = message.offset();
-        if offset >= range.end_offset {
-            break;
-        }
-        let (timestamp_type, timestamp) = match message.timestamp() {
-            Timestamp::NotAvailable => (TimestampType::NotAvailable, -1),
-            Timestamp::CreateTime(t) => (TimestampType::CreateTime, t),
-            Timestamp::LogAppendTime(t) => (TimestampType::LogAppendTime, t),
-        };
-        let headers = message.headers();
-        builder.push(
-            offset,
-            timestamp_type,
-            timestamp,
-            message.key(),
-            message.payload(),
-            headers
-                .into_iter()
-                .flat_map(|h| h.iter())
-                .map(|h| (h.key.as_bytes(), h.value)),
-        );
-        end.records += 1;
-        end.first_offset.get_or_insert(offset);
-        end.last_offset = Some(offset);
-        if builder.is_full() && !send(&mut builder)? {
-            return Ok(None);
-        }
-        if offset + 1 >= range.end_offset {
-            break;
+            if offset + 1 >= range.end_offset {
+                return Ok(Stop::Done);
+            }
         }
     }
-    if !builder.is_empty() && !send(&mut builder)? {
-        return Ok(None);
+
+    /// The log ended below the cut. Under read_committed it "ends" at the last stable offset:
+    /// an open transaction's records must be read by the next incremental run, so the range
+    /// ends at the consumer's position.
+    fn at_log_end(&self, range: &PartitionRange, end: &mut PartitionEnd) {
+        let position = self.consumer.position().ok().and_then(|list| {
+            list.find_partition(self.topic, range.partition)
+                .and_then(|element| element.offset().to_raw())
+        });
+        let read_up_to = end.last_offset.map_or(range.start_offset, |o| o + 1);
+        if let Some(position) = position.filter(|&p| p >= read_up_to) {
+            end.next_offset = position.min(range.end_offset);
+        }
     }
-    if end
-        .first_offset
-        .is_none_or(|first| first > range.start_offset)
-    {
-        end.lost = lost_while_reading(consumer, topic, range, end.first_offset);
+
+    /// The error for a partition that yielded nothing for the idle timeout.
+    fn stalled(&self, range: &PartitionRange, end: &PartitionEnd) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{}[{}]: no record for {} while offsets {}..{} remain to be read (broker unreachable? raise --timeout)",
+            self.topic,
+            range.partition,
+            humantime::format_duration(self.options.idle_timeout),
+            end.last_offset.map_or(range.start_offset, |o| o + 1),
+            range.end_offset
+        )
     }
-    consumer
-        .unassign()
-        .with_context(|| format!("cannot unassign {topic}[{partition}]"))?;
-    Ok(Some(end))
+
+    /// Seals the chunk under construction and hands it to the writer; false when the writer
+    /// is gone.
+    fn send(&self, builder: &mut RecordsChunkBuilder) -> anyhow::Result<bool> {
+        let records = u64::from(builder.len());
+        let chunk = builder
+            .seal(Codec::Zstd, self.options.level)
+            .context("cannot compress a chunk")?;
+        Ok(self.sender.send(Ok(Event::Chunk(chunk, records))).is_ok())
+    }
+}
+
+/// How long a partition has yielded nothing. The clock is read only when a poll comes back
+/// empty, not per record.
+struct IdleClock {
+    last_progress: Instant,
+    read_since_idle: bool,
+}
+
+impl IdleClock {
+    fn new() -> IdleClock {
+        IdleClock {
+            last_progress: Instant::now(),
+            read_since_idle: false,
+        }
+    }
+
+    fn record_read(&mut self) {
+        self.read_since_idle = true;
+    }
+
+    /// Time since the last poll that brought a record.
+    fn after_empty_poll(&mut self) -> Duration {
+        if self.read_since_idle {
+            self.read_since_idle = false;
+            self.last_progress = Instant::now();
+        }
+        self.last_progress.elapsed()
+    }
+}
+
+/// Adds one consumed record to the chunk under construction.
+fn push_record(builder: &mut RecordsChunkBuilder, message: &BorrowedMessage<'_>) {
+    let (timestamp_type, timestamp) = match message.timestamp() {
+        Timestamp::NotAvailable => (TimestampType::NotAvailable, -1),
+        Timestamp::CreateTime(t) => (TimestampType::CreateTime, t),
+        Timestamp::LogAppendTime(t) => (TimestampType::LogAppendTime, t),
+    };
+    let headers = message.headers();
+    builder.push(
+        message.offset(),
+        timestamp_type,
+        timestamp,
+        message.key(),
+        message.payload(),
+        headers
+            .into_iter()
+            .flat_map(|h| h.iter())
+            .map(|h| (h.key.as_bytes(), h.value)),
+    );
 }
 
 /// When the first record read is past the cut's start, tells whether retention deleted the

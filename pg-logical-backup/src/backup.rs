@@ -39,17 +39,27 @@ pub struct BackupArgs {
     /// Back up every database of the server (except templates) instead of --dbname.
     #[arg(long)]
     pub all_databases: bool,
-    /// Dump only the tables matching this pattern individually ([schema.]table, * and ?
-    /// wildcards; repeatable). The whole-database dump always holds every table.
+    /// Also dump the tables matching this pattern individually ([schema.]table, * and ?
+    /// wildcards; repeatable), as with --table-dumps. The whole-database dump always holds
+    /// every table, and table restores read it when a table has no dump of its own.
     #[arg(long, short = 't', value_name = "PATTERN")]
     pub table: Vec<String>,
-    /// Do not dump tables matching this pattern individually (repeatable).
+    /// With --table-dumps or --table: do not dump tables matching this pattern
+    /// individually (repeatable).
     #[arg(long, short = 'T', value_name = "PATTERN")]
     pub exclude_table: Vec<String>,
+    /// Also write one dump per table and a schema-only dump (the layout of sets before
+    /// details version 2). Not needed for table restores, which select the table from the
+    /// whole-database dump; it reads and compresses every table a second time.
+    #[arg(long, conflicts_with = "no_table_dumps")]
+    pub table_dumps: bool,
     /// Dump the whole database in directory format with this many parallel pg_dump workers
     /// (instead of one custom-format file). pg_dump writes this format only into a
     /// directory: with an s3:// repository the dump is staged in a temporary directory under
-    /// TMPDIR (room for the whole dump needed there), uploaded, then removed.
+    /// TMPDIR (room for the whole dump needed there), uploaded, then removed. A worker dumps
+    /// whole tables: when one table holds most (2/3 or more) of a database of 64 MiB or
+    /// more, --jobs cannot split it, and that database is dumped as one custom-format file
+    /// instead (with a warning).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<NonZeroUsize>,
     /// pg_dump compression level, 0 (none) to 9 [default: pg_dump's, 6 in practice].
@@ -61,7 +71,7 @@ pub struct BackupArgs {
     /// smaller than one part takes only its size).
     #[arg(long, value_name = "N")]
     pub parallel_dumps: Option<NonZeroUsize>,
-    /// Skip the per-table dumps (the whole-database and schema dumps are still taken).
+    /// Take no per-table dumps (the default since details version 2; kept for scripts).
     #[arg(long)]
     pub no_table_dumps: bool,
     /// Skip `pg_dumpall --globals-only` (roles, tablespaces).
@@ -74,6 +84,13 @@ pub struct BackupArgs {
     /// encrypted (no recipients set). Without it such a backup is refused.
     #[arg(long)]
     pub allow_unencrypted: bool,
+}
+
+impl BackupArgs {
+    /// Whether the set gets per-table dumps and a schema dump (the old layout).
+    pub fn per_table_dumps(&self) -> bool {
+        !self.no_table_dumps && (self.table_dumps || !self.table.is_empty())
+    }
 }
 
 /// What one table contributes to the JSON output.
@@ -247,7 +264,7 @@ async fn backup(
         }
     }
     for session in &sessions {
-        let selected: HashSet<(String, String)> = if args.no_table_dumps {
+        let selected: HashSet<(String, String)> = if !args.per_table_dumps() {
             HashSet::new()
         } else {
             session
@@ -309,7 +326,8 @@ async fn write_set(
         globals_without_passwords = no_passwords;
     }
 
-    let total_jobs: usize = selections.iter().map(|s| s.len() + 2).sum();
+    let extra = usize::from(args.per_table_dumps());
+    let total_jobs: usize = selections.iter().map(|s| s.len() + 1 + extra).sum();
     let bar = common::progress::items(global, Some(total_jobs as u64), "dumping", "dumps");
     let naming = if set.is_encrypted() {
         Naming::Numbers

@@ -76,6 +76,10 @@ pub struct TableInfo {
     pub size_bytes: u64,
     pub indexes: u32,
     pub constraints: u32,
+    /// Names of its indexes.
+    pub index_names: Vec<String>,
+    /// Sequences it owns (serial, identity), as (schema, name).
+    pub sequences: Vec<(String, String)>,
 }
 
 impl TableInfo {
@@ -97,7 +101,18 @@ pub async fn list_tables(client: &Client) -> anyhow::Result<Vec<TableInfo>> {
         .query(
             r"SELECT n.nspname, c.relname, c.relkind::text, pg_total_relation_size(c.oid),
                      (SELECT count(*) FROM pg_index i WHERE i.indrelid = c.oid),
-                     (SELECT count(*) FROM pg_constraint k WHERE k.conrelid = c.oid)
+                     (SELECT count(*) FROM pg_constraint k WHERE k.conrelid = c.oid),
+                     ARRAY(SELECT x.relname::text FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+                           WHERE i.indrelid = c.oid ORDER BY 1),
+                     ARRAY(SELECT sn.nspname::text FROM pg_depend d
+                             JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+                             JOIN pg_namespace sn ON sn.oid = s.relnamespace
+                           WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+                             AND d.refobjid = c.oid AND d.deptype IN ('a', 'i') ORDER BY s.relname),
+                     ARRAY(SELECT s.relname::text FROM pg_depend d
+                             JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+                           WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+                             AND d.refobjid = c.oid AND d.deptype IN ('a', 'i') ORDER BY s.relname)
               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
                 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -119,6 +134,12 @@ pub async fn list_tables(client: &Client) -> anyhow::Result<Vec<TableInfo>> {
             size_bytes: u64::try_from(r.get::<_, i64>(3)).unwrap_or(0),
             indexes: u32::try_from(r.get::<_, i64>(4)).unwrap_or(0),
             constraints: u32::try_from(r.get::<_, i64>(5)).unwrap_or(0),
+            index_names: r.get(6),
+            sequences: r
+                .get::<_, Vec<String>>(7)
+                .into_iter()
+                .zip(r.get::<_, Vec<String>>(8))
+                .collect(),
         })
         .collect())
 }
@@ -225,6 +246,8 @@ mod tests {
             size_bytes: 0,
             indexes: 0,
             constraints: 0,
+            index_names: Vec::new(),
+            sequences: Vec::new(),
         }
     }
 

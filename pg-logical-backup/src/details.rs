@@ -22,8 +22,10 @@ use common::{FileEntry, Kind, Manifest, Repository};
 
 use crate::source::{DumpSource, Scratch};
 
-/// Version of this `details` layout.
-pub const DETAILS_VERSION: u32 = 1;
+/// Version of this `details` layout: 2 made the schema dump and the per-table dumps
+/// optional (a set of version 1 always has them; version 2 restores tables from the
+/// whole-database dump) and added each table's index and sequence names.
+pub const DETAILS_VERSION: u32 = 2;
 
 /// Format of a database's whole-database dump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,8 +72,11 @@ pub struct DatabaseEntry {
     /// Wall time of the whole-database pg_dump (for trending and the benchmark).
     #[serde(default)]
     pub full_dump_secs: Option<f64>,
-    /// Schema-only dump (custom format).
-    pub schema_dump: String,
+    /// Schema-only dump (custom format), in sets with per-table dumps (all of version 1).
+    /// Without it the schema is read from the whole-database dump, whose table of contents
+    /// holds every definition (pg_restore reads only that part of it for `--schema-only`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_dump: Option<String>,
     pub tables: Vec<TableEntry>,
 }
 
@@ -88,6 +93,13 @@ pub struct TableEntry {
     pub constraints: u32,
     /// Its own dump (custom format), when it was selected for one.
     pub file: Option<String>,
+    /// Names of its indexes (in its schema), which pg_dump's table of contents tags with
+    /// the index name only: what a table restore from the whole-database dump selects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub index_names: Vec<String>,
+    /// Sequences it owns (serial and identity columns), as (schema, name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequences: Vec<(String, String)>,
 }
 
 impl TableEntry {

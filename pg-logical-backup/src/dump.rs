@@ -1,6 +1,7 @@
-//! The pg_dump runs of a set: the globals, and per database the whole-database dump, the
-//! schema dump and one dump per table, all with the database's exported snapshot, several at
-//! once, each checked with `pg_restore --list` before it is recorded.
+//! The pg_dump runs of a set: the globals, and per database the whole-database dump (and,
+//! with `--table-dumps`, the schema dump and one dump per table), all with the database's
+//! exported snapshot, several at once, each checked with `pg_restore --list` before it is
+//! recorded.
 //!
 //! pg_dump and pg_dumpall write to their stdout, streamed into the set's file as it is
 //! produced (a local file or an object upload), never staged whole. The exception is the
@@ -142,7 +143,7 @@ pub struct DumpPlan {
     dir: String,
     format: DumpFormat,
     full: String,
-    schema: String,
+    schema: Option<String>,
     table_files: Vec<Option<String>>,
     pub jobs: Vec<DumpJob>,
 }
@@ -177,26 +178,29 @@ impl DumpPlan {
         if let Some(level) = args.compress_level {
             common_args.push(format!("--compress={level}"));
         }
-        let (format, full) = match args.jobs {
+        let workers = args.jobs.filter(|_| jobs_pay(session));
+        let (format, full) = match workers {
             Some(_) => (DumpFormat::Directory, format!("{dir}/full.dir")),
             None => (DumpFormat::Custom, format!("{dir}/full.dump")),
         };
         let mut full_args = common_args.clone();
-        match args.jobs {
+        match workers {
             Some(jobs) => full_args.extend(["--format=directory".into(), format!("--jobs={jobs}")]),
             None => full_args.push("--format=custom".into()),
         }
-        let schema = format!("{dir}/schema.dump");
-        let mut jobs = vec![
-            DumpJob {
-                what: format!("whole database {}", session.database),
-                output: full.clone(),
-                format,
-                args: full_args,
-                must_hold: None,
-                size_bytes: u64::MAX,
-            },
-            DumpJob {
+        let mut jobs = vec![DumpJob {
+            what: format!("whole database {}", session.database),
+            output: full.clone(),
+            format,
+            args: full_args,
+            must_hold: None,
+            size_bytes: u64::MAX,
+        }];
+        // The old layout's schema dump; without it a schema restore reads the definitions
+        // from the whole-database dump's table of contents, which costs nothing extra to keep.
+        let schema = args.per_table_dumps().then(|| format!("{dir}/schema.dump"));
+        if let Some(schema) = &schema {
+            jobs.push(DumpJob {
                 what: format!("schema of {}", session.database),
                 output: schema.clone(),
                 format: DumpFormat::Custom,
@@ -207,8 +211,8 @@ impl DumpPlan {
                 .concat(),
                 must_hold: None,
                 size_bytes: u64::MAX,
-            },
-        ];
+            });
+        }
         let mut taken = HashSet::new();
         let mut table_files = Vec::new();
         for (n, table) in session.tables.iter().enumerate() {
@@ -287,6 +291,8 @@ impl DumpPlan {
                     indexes: t.indexes,
                     constraints: t.constraints,
                     file: file.as_ref().map(stored),
+                    index_names: t.index_names.clone(),
+                    sequences: t.sequences.clone(),
                 },
             )
             .collect();
@@ -300,10 +306,34 @@ impl DumpPlan {
             format: self.format,
             full_dump: stored(&self.full),
             full_dump_secs,
-            schema_dump: stored(&self.schema),
+            schema_dump: self.schema.as_ref().map(stored),
             tables,
         }
     }
+}
+
+/// A database smaller than this is dumped with `--jobs` as asked, whatever its tables.
+const JOBS_MIN_BYTES: u64 = 64 << 20;
+
+/// Whether parallel pg_dump workers can pay off on this database: pg_dump gives each
+/// worker whole tables, so when one table holds 2/3 or more of the data the others finish
+/// early and the run takes as long as that table alone, plus the directory format's cost.
+/// Says so when they cannot.
+fn jobs_pay(session: &SnapshotSession) -> bool {
+    let total: u64 = session.tables.iter().map(|t| t.size_bytes).sum();
+    let Some(largest) = session.tables.iter().max_by_key(|t| t.size_bytes) else {
+        return true;
+    };
+    if total < JOBS_MIN_BYTES || largest.size_bytes.saturating_mul(3) < total.saturating_mul(2) {
+        return true;
+    }
+    tracing::warn!(
+        "database {}: table {} holds {}% of the data and --jobs cannot split a table (each pg_dump worker dumps whole tables); dumping it as one custom-format file instead",
+        session.database,
+        largest.display_name(),
+        largest.size_bytes * 100 / total.max(1)
+    );
+    false
 }
 
 /// Exact row counts of every table, in the session's snapshot, in table order.
@@ -475,46 +505,50 @@ async fn dump_directory(
 }
 
 /// Hashes the files pg_dump wrote into the folder `output` of a local set (reading them
-/// through the store), makes them private and durable, and returns their entries.
+/// through the store), makes them private and durable, and returns their entries. pg_dump
+/// wrote them itself, so this pass cannot be folded into the dump; it runs on every core
+/// (a directory-format dump has one file per table) to keep its share of the run small.
 fn record_local_folder(
     store: &Store,
     prefix: &str,
     output: &str,
 ) -> anyhow::Result<Vec<FileEntry>> {
-    use std::os::unix::fs::PermissionsExt;
     let folder = storage::join(prefix, output);
     let shown = store.describe(&folder);
-    let mut files = Vec::new();
-    for object in store
+    let keys: Vec<String> = store
         .list(&folder)
         .with_context(|| format!("cannot list {shown}"))?
-    {
-        let shown = store.describe(&object.key);
-        if let Some(path) = store.local_path(&object.key) {
-            std::fs::set_permissions(
-                &path,
-                std::fs::Permissions::from_mode(common::durable::FILE_MODE),
-            )
-            .and_then(|()| std::fs::File::open(&path)?.sync_all())
-            .with_context(|| format!("cannot make {shown} private and durable"))?;
-        }
-        let sum = store
-            .open_read(&object.key)
-            .and_then(|r| HashingReader::new(r).finish())
-            .with_context(|| format!("cannot read {shown}"))?;
-        let path = object
-            .key
-            .strip_prefix(&format!("{prefix}/"))
-            .unwrap_or(&object.key)
-            .to_string();
-        files.push(FileEntry {
-            path,
-            size: sum.size,
-            sha256: sum.sha256,
-            compression: Compression::None,
-            raw_size: None,
-        });
-    }
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(2, std::num::NonZeroUsize::get)
+        .min(keys.len())
+        .max(1);
+    let mut results: Vec<(usize, anyhow::Result<FileEntry>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|worker| {
+                let keys = &keys;
+                scope.spawn(move || {
+                    keys.iter()
+                        .enumerate()
+                        .skip(worker)
+                        .step_by(workers)
+                        .map(|(n, key)| (n, record_local_file(store, prefix, key)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a checksum thread panicked"))
+            .collect()
+    });
+    results.sort_by_key(|(n, _)| *n);
+    let files = results
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if let Some(dir) = store.local_path(&folder) {
         for dir in [Some(dir.as_path()), dir.parent()].into_iter().flatten() {
             common::durable::fsync_dir(dir)
@@ -524,13 +558,41 @@ fn record_local_folder(
     Ok(files)
 }
 
+/// One file of [`record_local_folder`].
+fn record_local_file(store: &Store, prefix: &str, key: &str) -> anyhow::Result<FileEntry> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = store.describe(key);
+    if let Some(path) = store.local_path(key) {
+        std::fs::set_permissions(
+            &path,
+            std::fs::Permissions::from_mode(common::durable::FILE_MODE),
+        )
+        .and_then(|()| std::fs::File::open(&path)?.sync_all())
+        .with_context(|| format!("cannot make {shown} private and durable"))?;
+    }
+    let sum = store
+        .open_read(key)
+        .and_then(|r| HashingReader::new(r).finish())
+        .with_context(|| format!("cannot read {shown}"))?;
+    Ok(FileEntry {
+        path: key
+            .strip_prefix(&format!("{prefix}/"))
+            .unwrap_or(key)
+            .to_string(),
+        size: sum.size,
+        sha256: sum.sha256,
+        compression: Compression::None,
+        raw_size: None,
+    })
+}
+
 /// Adds a database's files to the set, in the order of its entry: the whole-database dump,
 /// the schema, the tables.
 pub fn record_files(set: &mut SetWriter, entry: &DatabaseEntry, dumped: Vec<Dumped>) {
     let mut by_output: HashMap<String, Vec<FileEntry>> =
         dumped.into_iter().map(|d| (d.stored, d.files)).collect();
-    let outputs = [entry.full_dump.clone(), entry.schema_dump.clone()]
-        .into_iter()
+    let outputs = std::iter::once(entry.full_dump.clone())
+        .chain(entry.schema_dump.clone())
         .chain(entry.tables.iter().filter_map(|t| t.file.clone()));
     for output in outputs {
         for file in by_output.remove(&output).unwrap_or_default() {

@@ -2,10 +2,13 @@
 //! set taken from one exported snapshot, plus table-level restore and restore verification.
 //!
 //! Replaces `postgresql-logical-backup.sh` and the dump/restore/verify scripts of the seeds.
-//! A set holds, per database, the whole database (custom format, or directory format with
-//! `--jobs`), one dump per table, a schema-only dump, and once per set the globals (roles,
-//! tablespaces). The manifest records the snapshot and the exact row count of every table
-//! in that snapshot, so restores and `verify` can prove they got everything back.
+//! A set holds, per database, one dump of the whole database (custom format, or directory
+//! format with `--jobs`), and once per set the globals (roles, tablespaces). Table and
+//! schema restores select their entries from that dump with pg_restore; per-table and
+//! schema-only dumps are written only with `--table-dumps` (older sets always have them,
+//! and still restore from them). The manifest records the snapshot and the exact row count
+//! of every table in that snapshot, so restores and `verify` can prove they got everything
+//! back.
 //!
 //! The repository is a local directory or `s3://BUCKET[/PREFIX]`, both through
 //! [`common::storage`]. Dumps stream from pg_dump's stdout into the set's files, and back

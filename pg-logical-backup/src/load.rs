@@ -1,7 +1,9 @@
 //! Loading dumps into the target database: pg_restore for a whole database, and for tables
-//! their own dumps replayed as SQL through one psql transaction.
+//! their entries of the whole-database dump (or their own dumps, in older sets) replayed as
+//! SQL through one psql transaction.
 
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use anyhow::Context;
@@ -34,6 +36,11 @@ pub async fn restore_database(
     if args.no_owner {
         cmd.arg("--no-owner");
     }
+    if args.schema_only {
+        // A no-op on a schema dump; on the whole-database dump only its table of contents
+        // is read.
+        cmd.arg("--schema-only");
+    }
     dump.pg_restore_input(&mut cmd);
     dump.run(&mut cmd, &format!("pg_restore into '{target}'"))
         .await?;
@@ -50,12 +57,22 @@ pub enum Part {
     },
 }
 
-/// Selected tables from their own dumps, all in one psql transaction: first every table's
-/// definition and rows, then every index, constraint and trigger, so foreign keys between
-/// restored tables find their targets whatever the order. Any error rolls everything back.
+/// Where the selected tables' entries come from.
+#[derive(Debug)]
+pub enum TableDumps {
+    /// Their own dumps (sets taken with `--table-dumps`, and all before details version 2).
+    Own(Vec<DumpSource>),
+    /// The whole-database dump, a real file, with the `pg_restore --use-list` file naming
+    /// their entries.
+    Archive { dump: DumpSource, list: PathBuf },
+}
+
+/// Selected tables, all in one psql transaction: first every table's definition and rows,
+/// then every index, constraint and trigger, so foreign keys between restored tables find
+/// their targets whatever the order. Any error rolls everything back.
 pub async fn restore_tables(
     bin: &PgBin,
-    dumps: &[DumpSource],
+    dumps: &TableDumps,
     schemas: &[&str],
     target: &str,
     args: &RestoreArgs,
@@ -82,22 +99,33 @@ pub async fn restore_tables(
     if args.no_owner {
         owner.push("--no-owner".into());
     }
-    for dump in dumps {
-        let mut dump_args: Vec<String> = pre.iter().map(|s| s.to_string()).collect();
+    // Out of the whole-database dump, the same two passes with the list (the second reads
+    // only its table of contents): --clean must not drop the post-data objects, which go
+    // with their tables (a partition's inherited key cannot be dropped on its own).
+    let dumps: Vec<(&DumpSource, Vec<String>)> = match dumps {
+        TableDumps::Own(dumps) => dumps.iter().map(|d| (d, Vec::new())).collect(),
+        TableDumps::Archive { dump, list } => {
+            vec![(dump, vec![format!("--use-list={}", list.display())])]
+        }
+    };
+    for (dump, list) in &dumps {
+        let mut dump_args: Vec<String> = list.clone();
+        dump_args.extend(pre.iter().map(|s| s.to_string()));
         if exists && args.clean {
             dump_args.extend(["--clean".into(), "--if-exists".into()]);
         }
         dump_args.extend(owner.iter().cloned());
         parts.push(Part::Dump {
-            source: dump.clone(),
+            source: (*dump).clone(),
             args: dump_args,
         });
     }
-    for dump in dumps {
-        let mut dump_args = vec!["--section=post-data".to_string()];
+    for (dump, list) in &dumps {
+        let mut dump_args = list.clone();
+        dump_args.push("--section=post-data".to_string());
         dump_args.extend(owner.iter().cloned());
         parts.push(Part::Dump {
-            source: dump.clone(),
+            source: (*dump).clone(),
             args: dump_args,
         });
     }
@@ -110,24 +138,36 @@ pub async fn restore_tables(
 /// data, then `fk_checks` must find no broken reference, else everything rolls back.
 pub async fn replace_rows(
     bin: &PgBin,
-    tables: &[(String, String, DumpSource)],
+    tables: &[(String, String)],
+    dumps: &TableDumps,
     fk_checks: &[String],
     target: &str,
 ) -> anyhow::Result<()> {
     let mut parts = vec![Part::Sql(
         "SET LOCAL session_replication_role = replica;\n".to_string(),
     )];
-    for (schema, table, _) in tables {
+    for (schema, table) in tables {
         parts.push(Part::Sql(format!(
             "DELETE FROM ONLY {};\n",
             patterns::qualified(schema, table)
         )));
     }
-    for (_, _, dump) in tables {
-        parts.push(Part::Dump {
+    match dumps {
+        TableDumps::Own(dumps) => {
+            for dump in dumps {
+                parts.push(Part::Dump {
+                    source: dump.clone(),
+                    args: vec!["--data-only".into()],
+                });
+            }
+        }
+        TableDumps::Archive { dump, list } => parts.push(Part::Dump {
             source: dump.clone(),
-            args: vec!["--data-only".into()],
-        });
+            args: vec![
+                "--data-only".into(),
+                format!("--use-list={}", list.display()),
+            ],
+        }),
     }
     parts.extend(fk_checks.iter().map(|sql| Part::Sql(format!("{sql}\n"))));
     parts.push(Part::Sql(

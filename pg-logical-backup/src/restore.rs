@@ -1,6 +1,14 @@
-//! Restoring a set: the whole database (pg_restore) or selected tables (their own dumps,
-//! replayed through one psql transaction, so a failed table restore changes nothing), into
-//! an existing or new database; then ANALYZE and a row-count comparison with the manifest.
+//! Restoring a set: the whole database (pg_restore) or selected tables, into an existing or
+//! new database; then ANALYZE and a row-count comparison with the manifest.
+//!
+//! Tables come from the whole-database dump: `pg_restore --use-list` takes their entries
+//! (definition, data, indexes, constraints, owned sequences...) out of it, replayed through
+//! one psql transaction, so a failed table restore changes nothing. The dump must be a real
+//! file for that: in a local repository it is read in place (pg_restore skips the other
+//! tables' data); from object storage, or encrypted, it is copied (decrypted) into a
+//! temporary directory once, checked against the manifest on the way, rather than read
+//! once to check it and once more to restore. Sets with per-table dumps (`--table-dumps`,
+//! and every set before details version 2) restore from those.
 //! The guards around the target database live in [`crate::target`].
 
 use std::num::NonZeroUsize;
@@ -14,13 +22,16 @@ use common::storage::Location;
 use common::Status;
 
 use crate::catalog;
+use anyhow::Context;
+
 use crate::details::{ChosenSet, DatabaseEntry, DumpFormat, TableEntry};
 use crate::integrity;
-use crate::load;
+use crate::load::{self, TableDumps};
 use crate::patterns;
 use crate::pgbin::{self, PgBin, PgBinArgs};
-use crate::source::DumpSource;
+use crate::source::{DumpSource, Scratch};
 use crate::target::{self, TargetState};
+use crate::toc::{self, TableItems};
 
 /// Settings of a restore.
 #[derive(Debug, Clone, clap::Args)]
@@ -41,7 +52,10 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "NAME")]
     pub source_db: Option<String>,
     /// Restore only the tables matching this pattern ([schema.]table, * and ? wildcards;
-    /// repeatable), each from its own dump, with its indexes and constraints.
+    /// repeatable), with their indexes, constraints and owned sequences, selected from the
+    /// whole-database dump (or from their own dumps in a set taken with --table-dumps).
+    /// From an s3:// repository or an encrypted set the whole-database dump is first
+    /// copied into a temporary directory under TMPDIR (room for it needed there).
     #[arg(long, short = 't', value_name = "PATTERN")]
     pub table: Vec<String>,
     /// Restore definitions only, no rows.
@@ -134,6 +148,9 @@ pub struct Selection<'a> {
     pub tables: Vec<&'a TableEntry>,
     /// Files (relative to the set) the restore reads.
     pub files: Vec<String>,
+    /// Whether the selected tables are taken out of the whole-database dump (some have no
+    /// dump of their own).
+    pub from_archive: bool,
     pub target: String,
     /// `database 'x'` or `N table(s) of 'x'`, for messages.
     pub what: String,
@@ -174,7 +191,8 @@ impl<'a> Selection<'a> {
             .database(args.source_db.as_deref(), &chosen.manifest.id)?;
         let target = pgbin::plain_dbname(&args.target_db)?.to_string();
         let tables = select(db, &args.table)?;
-        let files = files_needed(db, &tables, args);
+        let from_archive = !args.table.is_empty() && tables.iter().any(|t| t.file.is_none());
+        let files = files_needed(db, &tables, args, from_archive);
         let what = if args.table.is_empty() {
             format!("database '{}'", db.name)
         } else {
@@ -185,6 +203,7 @@ impl<'a> Selection<'a> {
             db,
             tables,
             files,
+            from_archive,
             target,
             what,
         })
@@ -199,7 +218,8 @@ async fn check_files(
     args: &RestoreArgs,
 ) -> anyhow::Result<Option<DumpSource>> {
     let chosen = selection.chosen;
-    if args.table.is_empty() && needs_real_file(selection.db, args) {
+    let whole = args.table.is_empty() && needs_real_file(selection.db, args);
+    if whole || selection.from_archive {
         return Ok(Some(chosen.checked_copy(&selection.files[0]).await?));
     }
     chosen.check(&selection.files).await?;
@@ -220,14 +240,8 @@ async fn load_dumps(
     let result = if args.table.is_empty() {
         let dump = whole_dump.unwrap_or_else(|| chosen.source(&selection.files[0]));
         load::restore_database(bin, &dump, target, args, state.exists).await
-    } else if args.data_only {
-        replace_rows(bin, chosen, &selection.tables, &state.pg, target).await
     } else {
-        let dumps: Vec<DumpSource> = selection.files.iter().map(|f| chosen.source(f)).collect();
-        let mut schemas: Vec<&str> = selection.tables.iter().map(|t| t.schema.as_str()).collect();
-        schemas.sort_unstable();
-        schemas.dedup();
-        load::restore_tables(bin, &dumps, &schemas, target, args, state.exists).await
+        load_tables(bin, args, selection, state, whole_dump).await
     };
     if let Err(e) = result {
         if !state.exists {
@@ -239,6 +253,83 @@ async fn load_dumps(
         return Err(e);
     }
     Ok(())
+}
+
+/// The selected tables, from their own dumps or out of the whole-database dump.
+async fn load_tables(
+    bin: &PgBin,
+    args: &RestoreArgs,
+    selection: &Selection<'_>,
+    state: &TargetState,
+    whole_dump: Option<DumpSource>,
+) -> anyhow::Result<()> {
+    let (chosen, target) = (selection.chosen, &selection.target);
+    // Kept until the restore ends: the list file lives in it.
+    let mut _scratch = None;
+    let dumps = match whole_dump.filter(|_| selection.from_archive) {
+        Some(archive) => {
+            let scratch = Scratch::new("restore-list")?;
+            let list = scratch.path().join("tables.list");
+            write_use_list(bin, &archive, selection, &list).await?;
+            _scratch = Some(scratch);
+            TableDumps::Archive {
+                dump: archive,
+                list,
+            }
+        }
+        None => TableDumps::Own(
+            selection
+                .tables
+                .iter()
+                .filter_map(|t| t.file.as_ref().map(|f| chosen.source(f)))
+                .collect(),
+        ),
+    };
+    if args.data_only {
+        return replace_rows(bin, &dumps, &selection.tables, &state.pg, target).await;
+    }
+    let mut schemas: Vec<&str> = selection.tables.iter().map(|t| t.schema.as_str()).collect();
+    schemas.sort_unstable();
+    schemas.dedup();
+    load::restore_tables(bin, &dumps, &schemas, target, args, state.exists).await
+}
+
+/// Writes the `pg_restore --use-list` file taking the selected tables out of `archive`.
+async fn write_use_list(
+    bin: &PgBin,
+    archive: &DumpSource,
+    selection: &Selection<'_>,
+    list: &std::path::Path,
+) -> anyhow::Result<()> {
+    let toc = toc::list(bin, archive).await?;
+    let items: Vec<TableItems> = selection
+        .tables
+        .iter()
+        .map(|t| TableItems {
+            schema: &t.schema,
+            name: &t.name,
+            index_names: &t.index_names,
+            sequences: &t.sequences,
+        })
+        .collect();
+    let all: Vec<(&str, &str)> = selection
+        .db
+        .tables
+        .iter()
+        .map(|t| (t.schema.as_str(), t.name.as_str()))
+        .collect();
+    let text = toc.use_list(&items, &all);
+    for t in &selection.tables {
+        let data = format!(" TABLE DATA {} {} ", t.schema, t.name);
+        if t.rows > 0 && !text.contains(&data) {
+            anyhow::bail!(
+                "{} holds no data for {}: nothing restored",
+                archive.shown(),
+                t.display_name()
+            );
+        }
+    }
+    std::fs::write(list, text).with_context(|| format!("cannot write {}", list.display()))
 }
 
 /// Fresh statistics (unless --no-analyze), then every restored table's rows compared with
@@ -282,7 +373,7 @@ fn print_summary(global: &GlobalArgs, summary: &Summary, what: &str) -> anyhow::
 /// involves them before the transaction commits.
 async fn replace_rows(
     bin: &PgBin,
-    chosen: &ChosenSet,
+    dumps: &TableDumps,
     tables: &[&TableEntry],
     target_pg: &PgArgs,
     target: &str,
@@ -299,15 +390,7 @@ async fn replace_rows(
         .map(|k| k.check_statement())
         .collect();
     drop(client);
-    let work: Vec<(String, String, DumpSource)> = tables
-        .iter()
-        .filter_map(|t| {
-            t.file
-                .as_ref()
-                .map(|f| (t.schema.clone(), t.name.clone(), chosen.source(f)))
-        })
-        .collect();
-    load::replace_rows(bin, &work, &checks, target).await
+    load::replace_rows(bin, &names, dumps, &checks, target).await
 }
 
 /// Counts what was restored, table by table, and compares it with the manifest; prints one
@@ -372,8 +455,8 @@ async fn compare(
     Ok((mismatched, total_rows))
 }
 
-/// The tables to restore: those matching the patterns (each must match one that has its own
-/// dump), or all of the database.
+/// The tables to restore: those matching the patterns (each must match one), or all of the
+/// database.
 fn select<'a>(db: &'a DatabaseEntry, patterns: &[String]) -> anyhow::Result<Vec<&'a TableEntry>> {
     if patterns.is_empty() {
         return Ok(db.tables.iter().collect());
@@ -397,26 +480,27 @@ fn select<'a>(db: &'a DatabaseEntry, patterns: &[String]) -> anyhow::Result<Vec<
             );
         }
     }
-    let tables: Vec<&TableEntry> = db
+    Ok(db
         .tables
         .iter()
         .filter(|t| parsed.iter().any(|p| p.matches(&t.schema, &t.name)))
-        .collect();
-    if let Some(t) = tables.iter().find(|t| t.file.is_none()) {
-        anyhow::bail!(
-            "table {} has no dump of its own in this set (it was excluded at backup time); restore the whole database into a new one instead",
-            t.display_name()
-        );
-    }
-    Ok(tables)
+        .collect())
 }
 
 /// Files (relative to the set) the restore reads.
-fn files_needed(db: &DatabaseEntry, tables: &[&TableEntry], args: &RestoreArgs) -> Vec<String> {
-    if !args.table.is_empty() {
+fn files_needed(
+    db: &DatabaseEntry,
+    tables: &[&TableEntry],
+    args: &RestoreArgs,
+    from_archive: bool,
+) -> Vec<String> {
+    if !args.table.is_empty() && !from_archive {
         tables.iter().filter_map(|t| t.file.clone()).collect()
-    } else if args.schema_only {
-        vec![db.schema_dump.clone()]
+    } else if args.schema_only && args.table.is_empty() {
+        vec![db
+            .schema_dump
+            .clone()
+            .unwrap_or_else(|| db.full_dump.clone())]
     } else {
         vec![db.full_dump.clone()]
     }
@@ -427,6 +511,7 @@ fn files_needed(db: &DatabaseEntry, tables: &[&TableEntry], args: &RestoreArgs) 
 /// download first.
 fn needs_real_file(db: &DatabaseEntry, args: &RestoreArgs) -> bool {
     let parallel = args.jobs.is_some_and(|j| j.get() > 1);
-    let directory = db.format == DumpFormat::Directory && !args.schema_only;
+    let directory =
+        db.format == DumpFormat::Directory && !(args.schema_only && db.schema_dump.is_some());
     parallel || directory
 }

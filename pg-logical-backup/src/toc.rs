@@ -31,6 +31,149 @@ impl Toc {
     }
 }
 
+/// One entry of a `pg_restore --list`: `<id>; <tableoid> <oid> <DESC> <schema> <tag> <owner>`.
+#[derive(Debug, PartialEq, Eq)]
+struct Entry<'a> {
+    desc: &'a str,
+    schema: &'a str,
+    tag: &'a str,
+}
+
+/// Entry kinds a table restore takes, longest first where one starts like another.
+const TABLE_KINDS: &[&str] = &[
+    "TABLE DATA",
+    "TABLE ATTACH",
+    "TABLE",
+    "FK CONSTRAINT",
+    "CHECK CONSTRAINT",
+    "CONSTRAINT",
+    "DEFAULT",
+    "TRIGGER",
+    "RULE",
+    "POLICY",
+    "ROW SECURITY",
+    "INDEX ATTACH",
+    "INDEX",
+    "SEQUENCE OWNED BY",
+    "SEQUENCE SET",
+    "SEQUENCE",
+    "COMMENT",
+    "ACL",
+];
+
+impl<'a> Entry<'a> {
+    /// The parts of a list line, for the kinds of [`TABLE_KINDS`] (None for others).
+    fn parse(line: &'a str) -> Option<Entry<'a>> {
+        let (_, rest) = line.split_once("; ")?;
+        let mut ids = rest.splitn(3, ' ');
+        let rest = ids.nth(2)?;
+        let desc = TABLE_KINDS
+            .iter()
+            .find(|k| rest.strip_prefix(**k).is_some_and(|r| r.starts_with(' ')))?;
+        let rest = &rest[desc.len() + 1..];
+        let (schema, rest) = rest.split_once(' ')?;
+        // The owner is the last word (empty for entries without one).
+        let tag = rest.rsplit_once(' ').map_or(rest, |(tag, _)| tag);
+        Some(Entry { desc, schema, tag })
+    }
+}
+
+/// A table to restore from a whole-database dump: what its entries are tagged with.
+#[derive(Debug, Clone, Copy)]
+pub struct TableItems<'a> {
+    pub schema: &'a str,
+    pub name: &'a str,
+    pub index_names: &'a [String],
+    pub sequences: &'a [(String, String)],
+}
+
+impl Toc {
+    /// The `pg_restore --use-list` file restoring `tables` (and only them) from this dump:
+    /// each table, its data, defaults, constraints, foreign keys, indexes, triggers, rules,
+    /// policies, owned sequences, comments and grants, in the dump's order. `all` lists
+    /// every table of the database, to tell `orders` from `orders archive` in entries
+    /// tagged `<table> <object>`.
+    pub fn use_list(&self, tables: &[TableItems], all: &[(&str, &str)]) -> String {
+        let mut list = String::new();
+        for line in &self.lines {
+            let Some(entry) = Entry::parse(line) else {
+                continue;
+            };
+            if tables.iter().any(|t| entry.belongs_to(t, all)) {
+                list.push_str(line);
+                list.push('\n');
+            }
+        }
+        list
+    }
+}
+
+impl Entry<'_> {
+    fn belongs_to(&self, t: &TableItems, all: &[(&str, &str)]) -> bool {
+        let owned_sequence = || {
+            t.sequences
+                .iter()
+                .any(|(s, n)| s == self.schema && n == self.tag)
+        };
+        match self.desc {
+            "SEQUENCE" | "SEQUENCE OWNED BY" | "SEQUENCE SET" => return owned_sequence(),
+            "COMMENT" | "ACL" => {
+                if let Some(sequence) = self.tag.strip_prefix("SEQUENCE ") {
+                    return t
+                        .sequences
+                        .iter()
+                        .any(|(s, n)| s == self.schema && n == sequence);
+                }
+            }
+            _ => {}
+        }
+        if self.schema != t.schema {
+            return false;
+        }
+        match self.desc {
+            "TABLE" | "TABLE DATA" | "TABLE ATTACH" | "ROW SECURITY" => self.tag == t.name,
+            "INDEX" | "INDEX ATTACH" => t.index_names.iter().any(|i| i == self.tag),
+            "COMMENT" | "ACL" => {
+                let tag = self.tag;
+                tag.strip_prefix("TABLE ").is_some_and(|n| n == t.name)
+                    || tag
+                        .strip_prefix("COLUMN ")
+                        .and_then(|c| c.strip_prefix(t.name))
+                        .is_some_and(|c| c.starts_with('.'))
+                        && owner_of(
+                            tag.strip_prefix("COLUMN ").unwrap_or(tag),
+                            '.',
+                            self.schema,
+                            all,
+                        ) == Some(t.name)
+                    || tag
+                        .strip_prefix("INDEX ")
+                        .is_some_and(|i| t.index_names.iter().any(|n| n == i))
+                    || tag
+                        .split_once(' ')
+                        .and_then(|(_, rest)| rest.rsplit_once(" ON "))
+                        .is_some_and(|(_, on)| on == t.name)
+            }
+            // Tagged `<table> <object>`.
+            _ => owner_of(self.tag, ' ', self.schema, all) == Some(t.name),
+        }
+    }
+}
+
+/// The table of `schema` whose name starts `tag` followed by `sep`: the longest such
+/// name, so `a b` wins over `a` for the tag `a b pkey`.
+fn owner_of<'a>(tag: &str, sep: char, schema: &str, all: &[(&str, &'a str)]) -> Option<&'a str> {
+    all.iter()
+        .filter(|(s, n)| {
+            *s == schema
+                && tag
+                    .strip_prefix(*n)
+                    .is_some_and(|rest| rest.starts_with(sep))
+        })
+        .map(|(_, n)| *n)
+        .max_by_key(|n| n.len())
+}
+
 /// Runs `pg_restore --list` on a dump file or directory, or on a streamed dump (of which it
 /// reads only the head); fails when pg_restore cannot read it. (An empty database gives an
 /// empty list: its header entries are not listed.)
@@ -266,6 +409,48 @@ mod tests {
             Some("\"Sales\".\"a b\"")
         );
         assert_eq!(copy_target(b"SELECT 1;"), None);
+    }
+
+    #[test]
+    fn a_use_list_takes_a_table_and_what_belongs_to_it() {
+        let toc = Toc::parse(
+            b";\n; Archive created\n\
+215; 1259 16390 TABLE public orders postgres\n\
+216; 1259 16391 TABLE public orders archive postgres\n\
+217; 1259 16392 SEQUENCE public orders_id_seq postgres\n\
+218; 0 0 SEQUENCE OWNED BY public orders_id_seq postgres\n\
+219; 2604 16393 DEFAULT public orders id postgres\n\
+220; 0 16390 TABLE DATA public orders postgres\n\
+221; 0 16391 TABLE DATA public orders archive postgres\n\
+222; 0 0 SEQUENCE SET public orders_id_seq postgres\n\
+223; 2606 16394 CONSTRAINT public orders orders_pkey postgres\n\
+224; 2606 16395 CONSTRAINT public orders archive orders archive_pkey postgres\n\
+225; 1259 16396 INDEX public orders_customer_idx postgres\n\
+226; 2606 16397 FK CONSTRAINT public orders orders_customer_fkey postgres\n\
+227; 0 0 COMMENT public TABLE orders postgres\n\
+228; 0 0 COMMENT public COLUMN orders.id postgres\n\
+229; 0 0 COMMENT public COLUMN orders archive.id postgres\n\
+230; 1259 16398 TABLE other orders postgres\n",
+        );
+        let index_names = vec!["orders_customer_idx".to_string()];
+        let sequences = vec![("public".to_string(), "orders_id_seq".to_string())];
+        let orders = TableItems {
+            schema: "public",
+            name: "orders",
+            index_names: &index_names,
+            sequences: &sequences,
+        };
+        let all = [
+            ("public", "orders"),
+            ("public", "orders archive"),
+            ("other", "orders"),
+        ];
+        let list = toc.use_list(&[orders], &all);
+        let ids: Vec<&str> = list.lines().map(|l| l.split(';').next().unwrap()).collect();
+        assert_eq!(
+            ids,
+            ["215", "217", "218", "219", "220", "222", "223", "225", "226", "227", "228"]
+        );
     }
 
     #[test]

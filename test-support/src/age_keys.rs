@@ -74,25 +74,13 @@ impl AgeKeys {
     /// A config file (mode 0600, owned by the database user) in `dir` with the recipient, the
     /// identity file and `extra` settings: what archive_command and restore_command read.
     pub fn config_file(&self, dir: &Path, extra: &[(String, String)]) -> PathBuf {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let path = dir.join("pipeline-backup-age.env");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        for (k, v) in self
+        let vars = self
             .recipients_env()
             .into_iter()
             .chain(self.identity_env())
-            .chain(extra.iter().cloned())
-        {
-            writeln!(file, "{k}={v}").unwrap();
-        }
-        crate::os_user::give_to_db_user(&path);
+            .chain(extra.iter().cloned());
+        crate::os_user::write_config_file(&path, vars);
         path
     }
 }

@@ -32,3 +32,21 @@ pub fn db_tempdir(prefix: &str) -> TempDir {
     give_to_db_user(dir.path());
     dir
 }
+
+/// Writes `KEY=VALUE` lines as a config file for `--config FILE`: mode 0600, owned by the
+/// database user, so commands PostgreSQL runs (archive_command, restore_command) can read it.
+pub fn write_config_file(path: &Path, vars: impl IntoIterator<Item = (String, String)>) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    for (k, v) in vars {
+        writeln!(file, "{k}={v}").unwrap();
+    }
+    give_to_db_user(path);
+}

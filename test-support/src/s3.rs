@@ -67,20 +67,8 @@ impl S3Env {
     /// Writes the settings as a config file (mode 0600, owned by the database user) for
     /// commands that run in PostgreSQL's environment: `--config FILE`.
     pub fn config_file(&self, dir: &Path) -> PathBuf {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let path = dir.join("pipeline-backup.env");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        for (k, v) in self.vars() {
-            writeln!(file, "{k}={v}").unwrap();
-        }
-        crate::os_user::give_to_db_user(&path);
+        crate::os_user::write_config_file(&path, self.vars());
         path
     }
 

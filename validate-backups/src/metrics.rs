@@ -75,13 +75,26 @@ pub fn render(settings: &Settings, repo: &Repository, run: &Run) -> anyhow::Resu
         .into_iter()
         .filter(|k| settings.wants(*k))
         .collect();
+    let mut m = Families::default();
+    repository_families(&mut m, repo, &kinds, now);
+    verification_families(&mut m, run, &kinds);
+    wal_families(&mut m, run);
+    m.family(
+        "pipeline_backup_validation_timestamp_seconds",
+        "Unix time of this validation run.",
+        &[(String::new(), now.floor())],
+    );
+    Ok(m.text)
+}
+
+/// What the repository holds of each kind: age, size, duration, set count, size change.
+fn repository_families(m: &mut Families, repo: &Repository, kinds: &[Kind], now: f64) {
     let all: Vec<(Kind, KindFacts)> = kinds.iter().map(|&k| (k, facts(repo, k))).collect();
     let per = |f: &dyn Fn(&KindFacts) -> Option<f64>| -> Vec<(String, f64)> {
         all.iter()
             .filter_map(|(k, facts)| f(facts).map(|v| (label("kind", k.name()), v)))
             .collect()
     };
-    let mut m = Families::default();
     m.family(
         "pipeline_backup_last_success_timestamp_seconds",
         "Unix time the newest complete backup of the kind finished (WAL: newest archived file).",
@@ -112,24 +125,14 @@ pub fn render(settings: &Settings, repo: &Repository, run: &Run) -> anyhow::Resu
         "Size of the newest set relative to the previous comparable one, minus 1.",
         &per(&|f| f.change),
     );
+}
+
+/// The run's verdicts: per kind (every check of it that ran passed) and per check.
+fn verification_families(m: &mut Families, run: &Run, kinds: &[Kind]) {
     let verification: Vec<(String, f64)> = kinds
         .iter()
         .filter_map(|&kind| {
-            let verdicts: Vec<Verdict> = run
-                .results
-                .iter()
-                .filter(|r| {
-                    CATALOG
-                        .iter()
-                        .any(|d| d.name == r.check && d.scope == Scope::Kind(kind))
-                })
-                .map(|r| r.status)
-                .filter(|v| *v != Verdict::Skip)
-                .collect();
-            if verdicts.is_empty() {
-                return None;
-            }
-            let ok = !verdicts.contains(&Verdict::Fail);
+            let ok = kind_verified(run, kind)?;
             Some((label("kind", kind.name()), if ok { 1.0 } else { 0.0 }))
         })
         .collect();
@@ -151,6 +154,26 @@ pub fn render(settings: &Settings, repo: &Repository, run: &Run) -> anyhow::Resu
         "1 when the named check passed, 0 when it failed; skipped checks are absent.",
         &checks,
     );
+}
+
+/// Whether no check of `kind` failed; None when none of them ran.
+fn kind_verified(run: &Run, kind: Kind) -> Option<bool> {
+    let verdicts: Vec<Verdict> = run
+        .results
+        .iter()
+        .filter(|r| {
+            CATALOG
+                .iter()
+                .any(|d| d.name == r.check && d.scope == Scope::Kind(kind))
+        })
+        .map(|r| r.status)
+        .filter(|v| *v != Verdict::Skip)
+        .collect();
+    (!verdicts.is_empty()).then(|| !verdicts.contains(&Verdict::Fail))
+}
+
+/// The WAL archive: continuity (when checked) and the server's archiver failures (when read).
+fn wal_families(m: &mut Families, run: &Run) {
     if let Some(v) = run
         .verdict_of("wal.continuity")
         .filter(|v| *v != Verdict::Skip)
@@ -168,12 +191,6 @@ pub fn render(settings: &Settings, repo: &Repository, run: &Run) -> anyhow::Resu
             &[(String::new(), failed as f64)],
         );
     }
-    m.family(
-        "pipeline_backup_validation_timestamp_seconds",
-        "Unix time of this validation run.",
-        &[(String::new(), now.floor())],
-    );
-    Ok(m.text)
 }
 
 /// Writes the metrics: a temporary file in the same directory, readable by the exporter

@@ -3,6 +3,7 @@
 //! repository in a local directory or on the S3 test service.
 
 mod backup;
+mod damaged_input;
 mod drill;
 mod encryption;
 mod heartbeat;

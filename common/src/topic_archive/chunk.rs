@@ -134,7 +134,8 @@ impl EncodedChunk {
         }
         let raw = match self.codec {
             Codec::None => self.payload.clone(),
-            Codec::Zstd => zstd::bulk::decompress(&self.payload, self.raw_len as usize)
+            Codec::Zstd => self
+                .unzstd()
                 .map_err(|e| corrupt(format!("cannot decompress: {e}")))?,
         };
         if raw.len() != self.raw_len as usize {
@@ -145,6 +146,34 @@ impl EncodedChunk {
             )));
         }
         Ok(raw)
+    }
+}
+
+impl EncodedChunk {
+    /// Decompresses a zstd payload, reserving `raw_len` bytes up front only when the frame
+    /// states that size too: a damaged header cannot make it reserve what is not there.
+    fn unzstd(&self) -> io::Result<Vec<u8>> {
+        match zstd::zstd_safe::get_frame_content_size(&self.payload) {
+            Ok(Some(n)) if n == u64::from(self.raw_len) => {
+                zstd::bulk::decompress(&self.payload, self.raw_len as usize)
+            }
+            Ok(Some(n)) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the zstd frame holds {n} bytes"),
+            )),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a zstd frame",
+            )),
+            // A frame that does not state its size: the output grows as it is produced.
+            Ok(None) => {
+                let mut raw = Vec::new();
+                zstd::stream::read::Decoder::new(&self.payload[..])?
+                    .take(u64::from(self.raw_len) + 1)
+                    .read_to_end(&mut raw)?;
+                Ok(raw)
+            }
+        }
     }
 }
 
@@ -377,9 +406,13 @@ impl<R: Read> ArchiveReader<R> {
                 "implausible length (stored {stored_len}, raw {raw_len} bytes)"
             )));
         }
-        let mut payload = vec![0u8; stored_len as usize];
-        let got = read_full(&mut self.inner, &mut payload)?;
-        if got < payload.len() {
+        // Grown as the bytes arrive: a length claiming more than the input holds costs no
+        // more memory than the input.
+        let mut payload = Vec::with_capacity((stored_len as usize).min(64 << 10));
+        let got = (&mut self.inner)
+            .take(u64::from(stored_len))
+            .read_to_end(&mut payload)?;
+        if got < stored_len as usize {
             return Err(truncated(format!(
                 "only {got} of {stored_len} payload bytes present"
             )));

@@ -1,5 +1,6 @@
 //! Integration tests of the backup repository on real directories.
 
+mod damaged_input;
 mod lock;
 mod repository;
 mod retention;

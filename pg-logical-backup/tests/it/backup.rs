@@ -11,8 +11,9 @@ use crate::support::{create_shop, manifest_rows, table_entry, Env};
 
 /// A writer commits one row into `a` and one into `b` per transaction, all through the
 /// backup. Only a shared snapshot gives equal counts for `a` and `b` in the manifest and in
-/// both the whole-database dump and the separate per-table dumps (taken by different pg_dump
-/// processes at different moments), and restores of them give back exactly those counts.
+/// both the whole-database dump and the separate per-table dumps (`--table-dumps`, taken by
+/// different pg_dump processes at different moments), and restores of them give back
+/// exactly those counts; so does a table restore out of the whole-database dump.
 #[test]
 fn one_snapshot_for_every_part_while_inserts_go_on() {
     let env = Env::new();
@@ -44,7 +45,7 @@ fn one_snapshot_for_every_part_while_inserts_go_on() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let summary = env.backup(&["--parallel-dumps", "2"]);
+    let summary = env.backup(&["--parallel-dumps", "2", "--table-dumps"]);
     let after_backup = env.count(&env.db, "a");
     env.pg.psql(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'writer'",
@@ -99,6 +100,29 @@ fn one_snapshot_for_every_part_while_inserts_go_on() {
         .filter(|r| r["type"] == "table")
         .all(|r| r["matches"] == true && r["rows"] == r["expected"]));
 
+    // A table out of the whole-database dump (b has no dump of its own in this second set,
+    // taken while nothing writes: its counts are exact too).
+    let second = env.backup(&["--table", "a"]);
+    let second_id = second["id"].as_str().unwrap();
+    let rows_b2 = manifest_rows(&env.manifest(second_id), "public", "b");
+    assert!(table_entry(&env.manifest(second_id), "public", "b")["file"].is_null());
+    let from_full = test_support::unique_name("fromfull");
+    env.run(&[
+        "restore",
+        "--backup-id",
+        second_id,
+        "--target-db",
+        &from_full,
+        "--table",
+        "a",
+        "--table",
+        "b",
+        "--yes",
+    ])
+    .assert_code(0);
+    assert_eq!(env.count(&from_full, "b"), rows_b2);
+    assert_eq!(env.count(&from_full, "a"), rows_b2);
+
     // The manifest names the snapshot it used.
     let db = &manifest["details"]["databases"][0];
     assert!(!db["snapshot"].as_str().unwrap().is_empty());
@@ -146,16 +170,21 @@ fn manifest_lists_every_part_with_checksums_and_private_files() {
         .collect();
     paths.sort();
     let dir = db["dir"].as_str().unwrap();
-    let mut expected = vec![
-        "globals.sql".to_string(),
-        format!("{dir}/full.dump"),
-        format!("{dir}/schema.dump"),
-        format!("{dir}/tables/public.customers.dump"),
-        format!("{dir}/tables/public.notes.dump"),
-        format!("{dir}/tables/public.orders.dump"),
-    ];
-    expected.sort();
+    // One dump per database: tables and the schema are restored out of it.
+    let expected = vec![format!("{dir}/full.dump"), "globals.sql".to_string()];
     assert_eq!(paths, expected);
+    assert!(db["schema_dump"].is_null());
+    assert_eq!(details["details_version"], 2);
+    // What a table restore selects from it besides the table's own entries.
+    assert_eq!(
+        orders["index_names"],
+        serde_json::json!(["orders_customer_idx", "orders_pkey"])
+    );
+    assert_eq!(
+        orders["sequences"],
+        serde_json::json!([["public", "orders_id_seq"]])
+    );
+    assert!(orders["file"].is_null());
     for file in manifest["files"].as_array().unwrap() {
         let path = set.join(file["path"].as_str().unwrap());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;

@@ -7,5 +7,6 @@ mod encryption;
 mod globals;
 mod restore;
 mod s3;
+mod shapes;
 mod support;
 mod verify;

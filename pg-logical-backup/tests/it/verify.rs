@@ -140,7 +140,11 @@ fn a_corrupted_dump_is_caught_and_not_restored() {
 fn a_missing_table_file_is_caught() {
     let env = Env::new();
     create_shop(&env);
-    let id = env.backup(&[])["id"].as_str().unwrap().to_string();
+    // A set of the old shape, with per-table dumps.
+    let id = env.backup(&["--table-dumps"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let manifest = env.manifest(&id);
     let tables = manifest["details"]["databases"][0]["tables"]
         .as_array()

@@ -59,6 +59,12 @@ pub struct Drill<'a> {
 pub(super) const PARTITIONS: i32 = 2;
 pub(super) const DB: &str = "drill";
 
+/// What the backup phase leaves: how long the backups took and the disaster to recover from.
+struct Prepared {
+    backup_s: f64,
+    disaster: Disaster,
+}
+
 /// What the disaster left to recover from.
 pub(super) struct Disaster {
     /// Server time just before the table was dropped: the PITR target.
@@ -132,7 +138,30 @@ impl<'a> Drill<'a> {
         tools::checked(&mut cmd, name)
     }
 
+    /// Runs the drill: prepare, Kafka workload, PostgreSQL workload, full backup, disaster,
+    /// then the restore of every component, timed as the recovery time.
     pub fn run(mut self) -> anyhow::Result<Outcome> {
+        self.prepare()?;
+        let wal_archive = tools::resolve("wal-archive", self.args.bin_dir.as_deref())?;
+        let kafka_failure = self.start_kafka();
+        let prepared = self.backup_and_disaster(&wal_archive)?;
+        tracing::info!("drill: restoring every component");
+        let restore_started = Instant::now();
+        let (mut components, server) = self.restore_postgres_side(&prepared.disaster);
+        components.push(self.kafka_component(&prepared.disaster, kafka_failure));
+        let total_rto_s = restore_started.elapsed().as_secs_f64();
+        drop(server);
+        Ok(Outcome {
+            components,
+            total_rto_s,
+            backup_s: prepared.backup_s,
+            backup_dir: self.backup_dir.clone(),
+        })
+    }
+
+    /// The drill's directories, owned by the database user, and a repository that holds no
+    /// base backup yet.
+    fn prepare(&self) -> anyhow::Result<()> {
         let local_repo = self.backup_dir.local().map(Path::to_path_buf);
         for dir in [self.work.join("origin"), self.work.join("restore")]
             .into_iter()
@@ -151,46 +180,49 @@ impl<'a> Drill<'a> {
                 self.backup_dir
             );
         }
-        let wal_archive = tools::resolve("wal-archive", self.args.bin_dir.as_deref())?;
-        // An unusable broker fails the Kafka component, not the whole drill.
-        let mut kafka_failure = None;
-        if let Some(kafka) = &self.kafka {
-            // A quick metadata request first: an unreachable broker fails in seconds.
-            let result = broker::metadata(&kafka.config).and_then(|_| {
-                self.kafka_workload(kafka)
-                    .inspect_err(|_| self.delete_topic())
-            });
-            if let Err(e) = result {
-                kafka_failure = Some(e.context(format!("Kafka at {}", kafka.servers)));
-            }
-        }
-        if kafka_failure.is_some() {
-            self.kafka = None;
-        }
+        Ok(())
+    }
+
+    /// The Kafka workload, when a broker is configured. An unusable broker fails the Kafka
+    /// component, not the whole drill: its error is returned and the drill goes on without
+    /// Kafka.
+    fn start_kafka(&mut self) -> Option<anyhow::Error> {
+        let kafka = self.kafka.as_ref()?;
+        // A quick metadata request first: an unreachable broker fails in seconds.
+        let result = broker::metadata(&kafka.config).and_then(|_| {
+            self.kafka_workload(kafka)
+                .inspect_err(|_| self.delete_topic())
+        });
+        let Err(e) = result else { return None };
+        let failure = e.context(format!("Kafka at {}", kafka.servers));
+        self.kafka = None;
+        Some(failure)
+    }
+
+    /// A throwaway origin cluster: its workload, the full pipeline backup, the disaster. The
+    /// drill's topic is removed when this fails after the cluster started.
+    fn backup_and_disaster(&self, wal_archive: &Path) -> anyhow::Result<Prepared> {
         tracing::info!("drill: starting a throwaway PostgreSQL 15 cluster");
-        let mut origin = Server::create(&self.work.join("origin"), &self.backup_dir, &wal_archive)?;
-        let prepared = (|| -> anyhow::Result<(f64, Disaster)> {
+        let mut origin = Server::create(&self.work.join("origin"), &self.backup_dir, wal_archive)?;
+        let prepared = (|| -> anyhow::Result<Prepared> {
             self.workload(&origin)?;
             tracing::info!("drill: taking the full pipeline backup");
             let backup_started = Instant::now();
             let last_kafka_record = self.backup(&origin)?;
             let backup_s = backup_started.elapsed().as_secs_f64();
-            Ok((backup_s, self.disaster(&mut origin, last_kafka_record)?))
+            let disaster = self.disaster(&mut origin, last_kafka_record)?;
+            Ok(Prepared { backup_s, disaster })
         })();
         drop(origin);
-        let (backup_s, disaster) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                self.delete_topic();
-                return Err(e);
-            }
-        };
+        prepared.inspect_err(|_| self.delete_topic())
+    }
 
-        tracing::info!("drill: restoring every component");
-        let restore_started = Instant::now();
+    /// Restores PostgreSQL to the point before the disaster, then the logical backup and the
+    /// slots into the restored server. Returns their components and the restored server (it
+    /// lives until the restore is timed).
+    fn restore_postgres_side(&self, disaster: &Disaster) -> (Vec<Component>, Option<Server>) {
         let mut components = Vec::new();
-        let restored = self.restore_postgres(&disaster);
-        let server = match restored {
+        let server = match self.restore_postgres(disaster) {
             Ok((component, server)) => {
                 components.push(component);
                 Some(server)
@@ -203,11 +235,11 @@ impl<'a> Drill<'a> {
         match &server {
             Some(server) => {
                 components.push(
-                    self.restore_logical(server, &disaster)
+                    self.restore_logical(server, disaster)
                         .unwrap_or_else(|e| Component::failed("postgres-logical", &e)),
                 );
                 components.push(
-                    self.restore_slots(server, &disaster)
+                    self.restore_slots(server, disaster)
                         .unwrap_or_else(|e| Component::failed("cdc-slots", &e)),
                 );
             }
@@ -217,30 +249,26 @@ impl<'a> Drill<'a> {
                 components.push(Component::failed("cdc-slots", &e));
             }
         }
-        components.push(match &self.kafka {
-            None if kafka_failure.is_some() => {
-                Component::failed("kafka", kafka_failure.as_ref().expect("checked"))
-            }
-            None => Component::skipped(
+        (components, server)
+    }
+
+    /// The Kafka component: failed when the broker was unusable, skipped without one, else
+    /// the topic's restore (after which the drill's topic is removed).
+    fn kafka_component(&self, disaster: &Disaster, failure: Option<anyhow::Error>) -> Component {
+        if let Some(e) = failure {
+            return Component::failed("kafka", &e);
+        }
+        let Some(kafka) = &self.kafka else {
+            return Component::skipped(
                 "kafka",
                 "no Kafka broker configured (set KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers)",
-            ),
-            Some(kafka) => {
-                let result = self
-                    .restore_kafka(kafka, &disaster)
-                    .unwrap_or_else(|e| Component::failed("kafka", &e));
-                self.delete_topic();
-                result
-            }
-        });
-        let total_rto_s = restore_started.elapsed().as_secs_f64();
-        drop(server);
-        Ok(Outcome {
-            components,
-            total_rto_s,
-            backup_s,
-            backup_dir: self.backup_dir.clone(),
-        })
+            );
+        };
+        let result = self
+            .restore_kafka(kafka, disaster)
+            .unwrap_or_else(|e| Component::failed("kafka", &e));
+        self.delete_topic();
+        result
     }
 
     /// Removes the drill's own topic, whatever state the drill ended in.

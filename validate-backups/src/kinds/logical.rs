@@ -31,18 +31,25 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, sets: &[SetInf
 }
 
 /// The dumps of a set from its details: per database the whole-database dump (a file or a
-/// directory), the schema dump and every table dump.
+/// directory) and, in sets that have them, the schema dump and every table dump.
 pub fn dumps(manifest: &Manifest) -> Result<Vec<String>, String> {
     let databases = manifest.details["databases"]
         .as_array()
         .ok_or("the manifest's details list no databases")?;
     let mut dumps = Vec::new();
     for db in databases {
-        for key in ["full_dump", "schema_dump"] {
-            match db[key].as_str() {
+        match db["full_dump"].as_str() {
+            Some(path) => dumps.push(path.to_string()),
+            None => return Err("a database entry has no full_dump".to_string()),
+        }
+        // Only sets with per-table dumps have a schema dump (all of details version 1);
+        // newer sets keep the schema in the whole-database dump.
+        match &db["schema_dump"] {
+            serde_json::Value::Null => {}
+            value => match value.as_str() {
                 Some(path) => dumps.push(path.to_string()),
-                None => return Err(format!("a database entry has no {key}")),
-            }
+                None => return Err("a database entry has a malformed schema_dump".to_string()),
+            },
         }
         for table in db["tables"].as_array().into_iter().flatten() {
             if let Some(file) = table["file"].as_str() {

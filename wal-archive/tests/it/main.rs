@@ -1,5 +1,6 @@
 //! wal-archive with real WAL from a real cluster.
 
+mod damaged_input;
 mod encryption;
 mod fetch;
 mod push;
