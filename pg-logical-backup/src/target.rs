@@ -148,10 +148,43 @@ pub async fn prepare(
         tracing::info!("terminated {ended} session(s) on '{target}'");
     }
     if !state.exists {
-        catalog::create_database(admin, target, Some(&selection.db.encoding)).await?;
-        tracing::info!("created database '{target}'");
+        create_target(admin, target, &selection.db.encoding).await?;
     }
     Ok(safety_dump)
+}
+
+/// Creates the target database. One that appears meanwhile is the work of a restore killed
+/// a moment ago whose server session finished its `CREATE DATABASE` after the kill: it is
+/// empty (nothing of the killed run got further), so the restore goes on into it.
+async fn create_target(
+    admin: &tokio_postgres::Client,
+    target: &str,
+    encoding: &str,
+) -> anyhow::Result<()> {
+    match catalog::create_database(admin, target, Some(encoding)).await {
+        Ok(()) => {
+            tracing::info!("created database '{target}'");
+            Ok(())
+        }
+        Err(e) if catalog::database_exists(admin, target).await? && is_duplicate(&e) => {
+            tracing::warn!(
+                "database '{target}' was created meanwhile (by an interrupted restore's session); restoring into it"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether creating a database failed because one of that name exists.
+fn is_duplicate(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<tokio_postgres::Error>())
+        .filter_map(|c| c.code())
+        .any(|code| {
+            *code == tokio_postgres::error::SqlState::DUPLICATE_DATABASE
+                || *code == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+        })
 }
 
 /// The first ten tables, for messages.

@@ -72,7 +72,19 @@ pub fn extract(
         archive.set_preserve_permissions(true);
         archive.set_overwrite(true);
         archive.set_unpack_xattrs(false);
-        archive.unpack(pgdata)?;
+        for member in archive.entries()? {
+            let mut member = member?;
+            let path = member.path()?.into_owned();
+            if !stays_inside(&path) {
+                anyhow::bail!(
+                    "{} holds the member {}, which leaves the data directory: refusing a hostile or damaged backup",
+                    entry.path,
+                    path.display()
+                );
+            }
+            // unpack_in also refuses links whose targets, or whose parents, lead outside.
+            member.unpack_in(pgdata)?;
+        }
         // tar stops at its end blocks: read on to the end, so that every age chunk, the
         // last one's end mark included, is authenticated.
         io::copy(&mut archive.into_inner(), &mut io::sink())?;
@@ -99,8 +111,33 @@ pub fn extract(
     Ok(())
 }
 
+/// Whether a tar member's path stays under the directory it is unpacked in: relative, with
+/// no `..` (tar's own unpacking would skip such members silently; a base backup never holds
+/// them, so one that does is refused whole).
+fn stays_inside(path: &Path) -> bool {
+    use std::path::Component;
+    path.components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot chmod {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stays_inside;
+    use std::path::Path;
+
+    #[test]
+    fn members_leaving_the_data_directory_are_caught() {
+        for ok in ["base/1/1259", "./global/pg_control", "pg_wal/"] {
+            assert!(stays_inside(Path::new(ok)), "{ok}");
+        }
+        for bad in ["../escape", "base/../../escape", "/etc/passwd", "/"] {
+            assert!(!stays_inside(Path::new(bad)), "{bad}");
+        }
+    }
 }

@@ -22,6 +22,16 @@ use crate::header::SegmentHeader;
 /// Exit code for an archive that exists but cannot be trusted.
 pub const BROKEN: u8 = 126;
 
+/// A name restore_command may be given: one file name of the archive, never a path (so a
+/// name cannot lead outside the WAL folder).
+fn is_wal_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
 fn broken(error: anyhow::Error) -> anyhow::Error {
     CodedError::new(BROKEN, error).into()
 }
@@ -32,6 +42,12 @@ pub fn fetch(
     backup_dir: &Location,
     no_archive_is_empty: bool,
 ) -> anyhow::Result<Status> {
+    if !is_wal_name(name) {
+        return Err(CodedError::new(2, anyhow::anyhow!(
+            "'{name}' is not a WAL file name (PostgreSQL asks for names such as 000000010000000000000003 or 00000002.history)"
+        ))
+        .into());
+    }
     let repo = Repository::open(backup_dir).map_err(broken)?;
     let archive = WalArchive::new(&repo);
     let opened = archive
@@ -114,4 +130,31 @@ fn read_up_to(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_wal_name;
+
+    #[test]
+    fn only_file_names_of_the_archive_are_fetched() {
+        for ok in [
+            "000000010000000000000003",
+            "00000002.history",
+            "000000010000000000000003.00000028.backup",
+            "000000010000000000000003.partial",
+        ] {
+            assert!(is_wal_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "../../base/x/manifest.json",
+            "a/b",
+            ".encrypted",
+            "..",
+            "x y",
+        ] {
+            assert!(!is_wal_name(bad), "{bad}");
+        }
+    }
 }

@@ -70,8 +70,14 @@ pub fn push(
     {
         let sealed = Sealed::new(&mut out, recipients.as_ref())?;
         let mut encoder = compression.encoder(sealed, level, 1)?;
-        io::copy(&mut reader, &mut encoder).with_context(|| format!("archiving {name}"))?;
-        encoder.finish()?.finish()?;
+        let shown = || {
+            format!(
+                "archiving {name} into {}",
+                archive.store().describe(&target)
+            )
+        };
+        io::copy(&mut reader, &mut encoder).with_context(shown)?;
+        encoder.finish()?.finish().with_context(shown)?;
     }
     let new_sum = reader.finish()?;
     match out.commit_new() {
