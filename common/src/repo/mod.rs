@@ -106,6 +106,27 @@ impl SetInfo {
     }
 }
 
+/// The suffix `n` of a set id `<base>-<n>` (0 for `<base>` itself) started in the same
+/// second as `base`.
+fn same_second_suffix(id: &str, base: &str) -> Option<u32> {
+    let rest = id.strip_prefix(base)?;
+    if rest.is_empty() {
+        return Some(0);
+    }
+    rest.strip_prefix('-')?.parse().ok()
+}
+
+/// Chronological order of set ids: the start time, then the same-second suffix as a number
+/// (so `...Z-10` comes after `...Z-9`).
+fn id_order(id: &str) -> (&str, u32) {
+    match id.rsplit_once('-') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            (base, n.parse().unwrap_or(u32::MAX))
+        }
+        _ => (id, 0),
+    }
+}
+
 fn holder_token() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -216,7 +237,14 @@ impl Repository {
         let started_at = timefmt::now();
         let base = timefmt::id_string(started_at);
         let existing = self.set_ids(kind)?;
-        for n in 0..1000 {
+        // After every set of the same second, even one whose lower id was freed by removing
+        // an incomplete set: the new set must sort as the newest (retention keeps the newest).
+        let first = existing
+            .iter()
+            .filter_map(|id| same_second_suffix(id, &base))
+            .max()
+            .map_or(0, |n| n + 1);
+        for n in first..first + 1000 {
             let id = if n == 0 {
                 base.clone()
             } else {
@@ -284,7 +312,7 @@ impl Repository {
                 manifest_error,
             });
         }
-        sets.sort_by(|a, b| a.id.cmp(&b.id));
+        sets.sort_by(|a, b| id_order(&a.id).cmp(&id_order(&b.id)));
         Ok(sets)
     }
 
@@ -294,7 +322,9 @@ impl Repository {
     fn set_ids(&self, kind: Kind) -> anyhow::Result<Vec<String>> {
         let shown = || format!("cannot list {}", self.describe(kind.name()));
         if self.store.is_local() {
-            return Ok(self.store.list_dir(kind.name()).with_context(shown)?.1);
+            let mut ids = self.store.list_dir(kind.name()).with_context(shown)?.1;
+            ids.sort_by(|a, b| id_order(a).cmp(&id_order(b)));
+            return Ok(ids);
         }
         let mut ids: Vec<String> = self
             .store
@@ -308,6 +338,7 @@ impl Repository {
             })
             .collect();
         ids.dedup();
+        ids.sort_by(|a, b| id_order(a).cmp(&id_order(b)));
         Ok(ids)
     }
 
@@ -481,3 +512,39 @@ mod writer;
 
 pub use private::PRIVATE_FILE;
 pub use writer::{SetFile, SetMeta, SetWriter};
+
+#[cfg(test)]
+mod id_tests {
+    use super::{id_order, same_second_suffix};
+
+    #[test]
+    fn same_second_ids_sort_by_their_number_and_new_ones_come_last() {
+        let mut ids = vec![
+            "20261203T071426Z-10",
+            "20261203T071426Z-2",
+            "20261203T071427Z",
+            "20261203T071426Z",
+            "20261203T071425Z-1",
+        ];
+        ids.sort_by(|a, b| id_order(a).cmp(&id_order(b)));
+        assert_eq!(
+            ids,
+            [
+                "20261203T071425Z-1",
+                "20261203T071426Z",
+                "20261203T071426Z-2",
+                "20261203T071426Z-10",
+                "20261203T071427Z"
+            ]
+        );
+        let base = "20261203T071426Z";
+        let next = ids
+            .iter()
+            .filter_map(|id| same_second_suffix(id, base))
+            .max()
+            .map_or(0, |n| n + 1);
+        assert_eq!(next, 11);
+        assert_eq!(same_second_suffix("20261203T071426Z", base), Some(0));
+        assert_eq!(same_second_suffix("20261203T071427Z", base), None);
+    }
+}
