@@ -167,7 +167,8 @@ if members - copied:
     problems.append(f"members not copied into the build: {sorted(members - copied)}")
 if copied - members:
     problems.append(f"copied folders that are not members: {sorted(copied - members)}")
-if tools != members - {"common", "test-support"}:
+# Members that are not shipped tools: the shared library, test helpers, the fault campaign.
+if tools != members - {"common", "test-support", "fault-campaign"}:
     problems.append(f"binaries {sorted(tools)} differ from the tool members")
 if wanted - tools:
     problems.append(f"wrappers call tools the image lacks: {sorted(wanted - tools)}")
@@ -211,7 +212,7 @@ check_image_postgres_programs() {
     local dirs=() member program package missing=() programs=()
     for member in $("$VENV/bin/python" -c 'import sys, tomllib
 print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["workspace"]["members"]))' "$ROOT/Cargo.toml"); do
-        [ "$member" = test-support ] || dirs+=("$ROOT/$member/src")
+        case $member in test-support | fault-campaign) ;; *) dirs+=("$ROOT/$member/src") ;; esac
     done
     for program in $(grep -rhoE '"(pg_[a-z_]+|psql|initdb|postgres)"' --include='*.rs' "${dirs[@]}" |
         tr -d '"' | sort -u); do
