@@ -240,15 +240,24 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, kind: Kind, se
         if complete.is_empty() {
             return empty(encryption_name);
         }
-        complete
-            .iter()
-            .map(|(set, manifest)| {
-                let (summary, problems) =
-                    encryption_problems(manifest, settings.expect_recipients.as_deref());
-                CheckResult::from_problems(encryption_name, summary, &problems).on(&set.id)
-            })
-            .collect()
+        encryption_results(encryption_name, settings, &complete)
     });
+}
+
+/// The encryption check of every complete set.
+fn encryption_results(
+    name: &'static str,
+    settings: &Settings,
+    complete: &[(&SetInfo, &Manifest)],
+) -> Vec<CheckResult> {
+    complete
+        .iter()
+        .map(|(set, manifest)| {
+            let (summary, problems) =
+                encryption_problems(manifest, settings.expect_recipients.as_deref());
+            CheckResult::from_problems(name, summary, &problems).on(&set.id)
+        })
+        .collect()
 }
 
 /// The decompress check of one set from its files' reads.
