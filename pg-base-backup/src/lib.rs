@@ -3,9 +3,14 @@
 //! `backup_manifest`, makes sure the WAL needed for consistency is available, writes the
 //! set's manifest last, and applies retention to base backups and archived WAL. With
 //! recipients set, the tarball and PostgreSQL's manifest are stored encrypted (age).
+//!
+//! With `--pgdata` the files are read from the data directory instead (see `datadir`), which
+//! makes differential and incremental backups possible (`--type diff|incr`).
 #![forbid(unsafe_code)]
 
 mod capture;
+mod datadir;
+mod reference;
 mod retention;
 mod server;
 mod walcheck;
@@ -16,12 +21,14 @@ use anyhow::Context;
 use clap::Parser;
 use common::cli::{GlobalArgs, PgArgs, RepoArgs, RetentionArgs};
 use common::output::{self, OutputFormat};
-use common::physical::{PhysicalDetails, WalMethod, PG_BACKUP_MANIFEST};
+use common::physical::filelist::{FILE_LIST, HASHES};
+use common::physical::{BackupType, CaptureMethod, PhysicalDetails, WalMethod, PG_BACKUP_MANIFEST};
 use common::repo::{Kind, Repository, SetMeta, SetWriter};
 use common::storage::Location;
 use common::stream::Compression;
 use common::Status;
 use serde::Serialize;
+use std::path::PathBuf;
 
 /// Take a physical base backup of a running PostgreSQL cluster into BACKUP_DIR/base.
 ///
@@ -69,6 +76,19 @@ pub struct Args {
     /// backups or WAL (no recipients set). Without it such a backup is refused.
     #[arg(long)]
     pub allow_unencrypted: bool,
+    /// full: every file. diff: what changed since the newest full backup. incr: what changed
+    /// since the newest backup of any type. diff and incr need --pgdata; they store changed
+    /// files whole and, of relation files, only the 8 KiB pages whose LSN is newer than the
+    /// reference backup's start. Without a full backup taken with --pgdata of the same system
+    /// and timeline to build on, a diff or incr is taken as a full (with a warning).
+    #[arg(long = "type", value_enum, default_value_t = BackupType::Full)]
+    pub backup_type: BackupType,
+    /// Read the files from this data directory (on the database host, or in a sidecar that
+    /// mounts its volume) between pg_backup_start and pg_backup_stop on this tool's session,
+    /// instead of streaming pg_basebackup. Needs WAL archiving into BACKUP_DIR/wal (the WAL
+    /// method is archive) and a role allowed to run pg_backup_start.
+    #[arg(long, value_name = "PATH")]
+    pub pgdata: Option<PathBuf>,
 }
 
 impl common::entry::ToolArgs for Args {
@@ -94,12 +114,21 @@ pub struct Summary {
     pub expired_wal_files: usize,
     /// Whether the set's files are encrypted (age).
     pub encrypted: bool,
+    /// full, diff or incr (a diff or incr without a reference is taken as full).
+    pub backup_type: BackupType,
+    /// The set a diff or incr was taken against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// How the files of a --pgdata backup were stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<datadir::Counts>,
 }
 
 pub fn run(mut args: Args) -> anyhow::Result<Status> {
     let started = Instant::now();
     // A base backup needs no particular database, and a replication role seldom owns one.
     args.pg = args.pg.for_server_work();
+    check_type(&args)?;
     let server = server::Connected::open(&args.pg)?;
     let repo = Repository::create(&args.repo.backup_dir)?;
     let wal_method = choose_wal_method(
@@ -108,6 +137,12 @@ pub fn run(mut args: Args) -> anyhow::Result<Status> {
         server.info.archiving && repo.kind_exists(Kind::Wal).unwrap_or(false),
         &args.repo.backup_dir,
     )?;
+    if args.pgdata.is_some() && wal_method != WalMethod::Archive {
+        anyhow::bail!(
+            "--pgdata backups keep their WAL in the archive: turn WAL archiving on (archive_command = 'wal-archive push %p --backup-dir {}') and create BACKUP_DIR/wal, or drop --pgdata",
+            args.repo.backup_dir
+        );
+    }
     let recipients = repo.recipients_for(Kind::Base, args.allow_unencrypted)?;
     let _lock = repo.lock(Kind::Base)?;
     let mut set = repo.create_set(Kind::Base)?;
@@ -115,7 +150,17 @@ pub fn run(mut args: Args) -> anyhow::Result<Status> {
     let (id, path, encrypted) = (set.id().to_string(), set.describe(), set.is_encrypted());
     tracing::info!("writing base backup {id} (WAL method {wal_method:?})");
     // A failed set is removed as its writer is dropped (see common::repo::SetWriter).
-    let details = write_backup(&args, &mut set, &server, &repo, wal_method, started)?;
+    let (details, counts) = match &args.pgdata {
+        None => (
+            write_backup(&args, &mut set, &server, &repo, wal_method, started)?,
+            None,
+        ),
+        Some(pgdata) => {
+            let (details, counts) =
+                write_from_datadir(&args, pgdata, &mut set, &server, &repo, started)?;
+            (details, Some(counts))
+        }
+    };
     let stored_bytes = commit(&args, set, &server.info, &details)?;
     let (deleted_sets, expired_wal_files) = retention::apply(&args, &repo)?;
     report(
@@ -134,9 +179,23 @@ pub fn run(mut args: Args) -> anyhow::Result<Status> {
             deleted_sets,
             expired_wal_files,
             encrypted,
+            backup_type: details.backup_type,
+            reference: details.reference.clone(),
+            files: counts,
         },
     )?;
     Ok(Status::Ok)
+}
+
+/// diff and incr read the data directory.
+fn check_type(args: &Args) -> anyhow::Result<()> {
+    if args.backup_type != BackupType::Full && args.pgdata.is_none() {
+        anyhow::bail!(
+            "--type {} needs --pgdata PATH: the data directory, on the database host or in a sidecar that mounts its volume",
+            args.backup_type.name()
+        );
+    }
+    Ok(())
 }
 
 /// The WAL method: the flag, else archive when the server archives and the repository has a
@@ -197,7 +256,66 @@ fn write_backup(
         stored_bytes: captured.tar_entry.size,
         duration_s: started.elapsed().as_secs_f64(),
         file_count: captured.file_count,
+        backup_type: BackupType::Full,
+        method: CaptureMethod::PgBasebackup,
+        reference: None,
+        reference_lsn: None,
+        chain: Vec::new(),
     })
+}
+
+/// Reads the data directory into the set (see `datadir`), stores its file list and hashes,
+/// waits for the backup's WAL in the archive, and describes what was written.
+fn write_from_datadir(
+    args: &Args,
+    pgdata: &std::path::Path,
+    set: &mut SetWriter,
+    server: &server::Connected,
+    repo: &Repository,
+    started: Instant,
+) -> anyhow::Result<(PhysicalDetails, datadir::Counts)> {
+    let options = datadir::Options {
+        pgdata,
+        label: &args.label,
+        fast_checkpoint: args.checkpoint == "fast",
+        threads: args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
+        wanted: args.backup_type,
+    };
+    let captured = datadir::capture(args, &options, set, server, repo)?;
+    set.add(captured.tar_entry.clone());
+    set.put_clear_file(FILE_LIST, &serde_json::to_vec(&captured.list)?)?;
+    set.put_file(HASHES, &serde_json::to_vec(&captured.hashes)?)?;
+    server.wait_for_archive(repo, captured.range, args.wal_timeout)?;
+    let info = &server.info;
+    let reference = captured.reference.as_ref();
+    let details = PhysicalDetails {
+        start_lsn: captured.range.start,
+        stop_lsn: captured.range.stop,
+        timeline: captured.range.timeline,
+        start_time: set.started_at(),
+        stop_time: captured.finished_at,
+        system_identifier: info.system_identifier.clone(),
+        server_version_num: info.server_version_num,
+        server_version: info.server_version.clone(),
+        wal_segment_size: info.wal_segment_size,
+        wal_method: WalMethod::Archive,
+        compression: args.compress,
+        raw_bytes: captured.tar_entry.raw_size.unwrap_or(0),
+        stored_bytes: captured.tar_entry.size,
+        duration_s: started.elapsed().as_secs_f64(),
+        file_count: captured.list.files.len() as u64,
+        backup_type: match reference {
+            Some(_) => args.backup_type,
+            None => BackupType::Full,
+        },
+        method: CaptureMethod::DataDir,
+        reference: reference.map(|r| r.id.clone()),
+        reference_lsn: reference.map(|r| r.start_lsn),
+        chain: reference.map(|r| r.chain.clone()).unwrap_or_default(),
+    };
+    Ok((details, captured.counts))
 }
 
 /// Verifies the set and writes its manifest, the step that makes it complete; returns the
@@ -296,6 +414,9 @@ mod tests {
             deleted_sets: Vec::new(),
             expired_wal_files: 0,
             encrypted: false,
+            backup_type: BackupType::Full,
+            reference: None,
+            files: None,
         };
         assert_eq!(
             summary_line(&summary),

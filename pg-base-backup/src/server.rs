@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use common::cli::PgArgs;
+use common::lsn::Lsn;
 use common::repo::Repository;
 use tokio::runtime::Runtime;
 use tokio_postgres::Client;
@@ -38,6 +39,46 @@ impl Connected {
         })
     }
 
+    /// `pg_backup_start` on this session (non-exclusive: the backup lasts as long as the
+    /// session, so a killed run ends it on the server): the start LSN and its timeline.
+    pub fn backup_start(&self, label: &str, fast: bool) -> anyhow::Result<(Lsn, u32)> {
+        self.runtime.block_on(async {
+            let row = self
+                .client
+                .query_one(
+                    "SELECT pg_backup_start($1, $2)::text,
+                            (SELECT timeline_id FROM pg_control_checkpoint())",
+                    &[&label, &fast],
+                )
+                .await
+                .context("pg_backup_start failed (the role needs EXECUTE on pg_backup_start, or superuser)")?;
+            let lsn: String = row.get(0);
+            let timeline: i32 = row.get(1);
+            Ok((lsn.parse()?, timeline as u32))
+        })
+    }
+
+    /// `pg_backup_stop`, waiting until the backup's last WAL segment is archived: the stop
+    /// LSN and the backup_label to store (and the tablespace_map, empty without tablespaces).
+    pub fn backup_stop(&self) -> anyhow::Result<Stopped> {
+        self.runtime.block_on(async {
+            let row = self
+                .client
+                .query_one(
+                    "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)",
+                    &[],
+                )
+                .await
+                .context("pg_backup_stop failed")?;
+            let lsn: String = row.get(0);
+            Ok(Stopped {
+                lsn: lsn.parse()?,
+                label: row.get(1),
+                tablespace_map: row.get::<_, Option<String>>(2).unwrap_or_default(),
+            })
+        })
+    }
+
     /// Waits until every WAL segment of `range` is in the repository's archive.
     pub fn wait_for_archive(
         &self,
@@ -53,6 +94,13 @@ impl Connected {
             timeout,
         ))
     }
+}
+
+/// What `pg_backup_stop` returns.
+pub struct Stopped {
+    pub lsn: Lsn,
+    pub label: String,
+    pub tablespace_map: String,
 }
 
 /// Identity and settings of the server being backed up.

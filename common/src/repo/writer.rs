@@ -163,6 +163,16 @@ impl SetWriter {
         Ok(entry)
     }
 
+    /// Stores a small file given whole in clear even in an encrypted set, and records it: for
+    /// what the next backup must read without a key (a base backup's file list of paths,
+    /// sizes and times). Never for content.
+    pub fn put_clear_file(&mut self, path: &str, bytes: &[u8]) -> io::Result<FileEntry> {
+        let recipients = self.recipients.take();
+        let stored = self.put_file(path, bytes);
+        self.recipients = recipients;
+        stored
+    }
+
     /// Verifies every file, then writes the manifest: from here on the set is complete.
     /// Local files are re-read and hashed; on S3 each object's size is checked against what
     /// was hashed while it streamed up (every request's payload SHA-256 was checked by the

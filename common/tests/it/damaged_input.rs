@@ -63,6 +63,11 @@ fn manifest_seeds() -> Vec<Vec<u8>> {
         stored_bytes: 4_194_304,
         duration_s: 2.5,
         file_count: 980,
+        backup_type: common::physical::BackupType::Incr,
+        method: common::physical::CaptureMethod::DataDir,
+        reference: Some("20261121T020000Z".into()),
+        reference_lsn: Some(Lsn(0x0200_0028)),
+        chain: vec!["20261121T020000Z".into()],
     };
     let file = |path: &str, size| FileEntry {
         path: path.into(),

@@ -3,6 +3,7 @@
 mod auth;
 mod backup;
 mod failures;
+mod incremental;
 mod s3;
 
 use std::path::Path;

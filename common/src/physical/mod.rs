@@ -1,6 +1,13 @@
 //! The `details` of a physical base-backup manifest, read by every tool that deals with base
 //! backups and WAL (pg-base-backup writes it; pitr-restore, wal-archive and validate-backups
-//! read it).
+//! read it), and the formats of base backups read from the data directory itself
+//! (`pg-base-backup --pgdata`): which files they hold, their file list, incremental members and
+//! the chains full -> diff -> incr that a restore applies in order.
+
+pub mod chain;
+pub mod datadir;
+pub mod filelist;
+pub mod incremental;
 
 use std::io::Read;
 
@@ -31,6 +38,40 @@ pub enum WalMethod {
     Archive,
 }
 
+/// What a base backup holds: every file (full), or what changed since the last full (diff) or
+/// since the last backup of any type (incr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupType {
+    #[default]
+    Full,
+    Diff,
+    Incr,
+}
+
+impl BackupType {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackupType::Full => "full",
+            BackupType::Diff => "diff",
+            BackupType::Incr => "incr",
+        }
+    }
+}
+
+/// How the files were read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureMethod {
+    /// `pg_basebackup` over the replication protocol: the tarball and PostgreSQL's
+    /// `backup_manifest`.
+    #[default]
+    PgBasebackup,
+    /// From the data directory between `pg_backup_start` and `pg_backup_stop`: the tarball
+    /// and a file list (`files.json`); diff and incr sets hold changed files and pages only.
+    DataDir,
+}
+
 /// Metadata of a physical base backup.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PhysicalDetails {
@@ -56,6 +97,21 @@ pub struct PhysicalDetails {
     pub duration_s: f64,
     /// Number of files in the tarball.
     pub file_count: u64,
+    /// Full, diff or incr (sets written before incremental backups existed are full).
+    #[serde(default)]
+    pub backup_type: BackupType,
+    #[serde(default)]
+    pub method: CaptureMethod,
+    /// The set whose start LSN this one's pages are newer than (diff and incr).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The reference's start LSN: pages with a newer LSN are in this set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_lsn: Option<Lsn>,
+    /// Every set a restore of this one applies first, the full first, the reference last
+    /// (empty for a full).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
 }
 
 impl PhysicalDetails {

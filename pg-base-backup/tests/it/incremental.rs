@@ -1,0 +1,161 @@
+//! `--pgdata` backups: full, diff and incr sets read from the data directory, their chains and
+//! how little a diff or incr stores after a small change.
+
+use common::physical::filelist::{self, Stored};
+use common::physical::{BackupType, CaptureMethod, PhysicalDetails};
+use common::repo::{Kind, Repository};
+use common::storage::Location;
+use test_support::os_user::db_tempdir;
+use test_support::pg::{archiving_options, PgCluster};
+
+use crate::{base_backup, summary};
+
+fn typed(pg: &PgCluster, backups: &std::path::Path, kind: &str) -> serde_json::Value {
+    let pgdata = pg.data_dir.display().to_string();
+    summary(&base_backup(
+        pg,
+        backups,
+        &["--type", kind, "--pgdata", &pgdata, "--compress", "zstd"],
+    ))
+}
+
+fn details(repo: &Repository, id: &str) -> PhysicalDetails {
+    let (_, manifest) = repo.find(Kind::Base, Some(id)).unwrap();
+    PhysicalDetails::from_manifest(&manifest).unwrap()
+}
+
+#[test]
+fn incr_and_diff_store_only_what_changed_and_record_their_chain() {
+    let backups = db_tempdir("bb-incr-");
+    let pg = PgCluster::start_with(archiving_options(backups.path()));
+    pg.psql(
+        "CREATE TABLE t (id int PRIMARY KEY, v text) WITH (fillfactor = 100);
+         INSERT INTO t SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 200000) g;
+         CHECKPOINT",
+    );
+    pg.switch_wal_and_wait_archived();
+    let full = typed(&pg, backups.path(), "full");
+    assert_eq!(full["backup_type"], "full");
+    assert_eq!(full["files"]["page_files"], 0);
+
+    // 1 % of the rows (and about 2 % of t's pages) change: an incr stores those pages, not t.
+    pg.psql("UPDATE t SET v = 'changed' WHERE id <= 2000; CHECKPOINT");
+    let incr = typed(&pg, backups.path(), "incr");
+    assert_eq!(incr["backup_type"], "incr");
+    assert_eq!(incr["reference"], full["id"]);
+    let (full_bytes, incr_bytes) = (
+        full["bytes"].as_u64().unwrap(),
+        incr["bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        incr_bytes * 4 < full_bytes,
+        "incr stored {incr_bytes} bytes against the full's {full_bytes}: {incr}"
+    );
+    assert!(incr["files"]["page_files"].as_u64().unwrap() >= 1, "{incr}");
+    assert!(
+        incr["files"]["unchanged_files"].as_u64().unwrap() > 100,
+        "{incr}"
+    );
+
+    pg.psql("UPDATE t SET v = 'again' WHERE id % 100 = 1; CREATE TABLE u AS SELECT 1 AS x");
+    let second = typed(&pg, backups.path(), "incr");
+    let diff = typed(&pg, backups.path(), "diff");
+
+    let repo = Repository::open(&Location::Local(backups.path().into())).unwrap();
+    let id = |v: &serde_json::Value| v["id"].as_str().unwrap().to_string();
+    let second_details = details(&repo, &id(&second));
+    assert_eq!(second_details.backup_type, BackupType::Incr);
+    assert_eq!(second_details.method, CaptureMethod::DataDir);
+    assert_eq!(second_details.chain, vec![id(&full), id(&incr)]);
+    let diff_details = details(&repo, &id(&diff));
+    assert_eq!(diff_details.backup_type, BackupType::Diff);
+    assert_eq!(
+        diff_details.chain,
+        vec![id(&full)],
+        "a diff builds on the full"
+    );
+    assert_eq!(
+        diff_details.reference_lsn,
+        Some(details(&repo, &id(&full)).start_lsn)
+    );
+
+    // The list of every set names every file; the new table is whole in the incr.
+    let (set, manifest) = repo.find(Kind::Base, Some(&id(&second))).unwrap();
+    let list = filelist::load(&repo, &set, &manifest).unwrap();
+    let relfile = pg.psql("SELECT pg_relation_filepath('u')");
+    assert_eq!(list.get(&relfile).map(|f| f.stored), Some(Stored::Whole));
+    let t_file = pg.psql("SELECT pg_relation_filepath('t')");
+    assert_eq!(list.get(&t_file).map(|f| f.stored), Some(Stored::Pages));
+    assert!(list.get("global/pg_control").is_some());
+    assert!(
+        list.get("postmaster.pid").is_none(),
+        "skipped as pg_basebackup skips it"
+    );
+}
+
+#[test]
+fn an_incr_without_a_full_to_build_on_is_taken_as_a_full() {
+    let backups = db_tempdir("bb-incr-");
+    let pg = PgCluster::start_with(archiving_options(backups.path()));
+    pg.switch_wal_and_wait_archived();
+    // A pg_basebackup set has no file list: nothing to compare with.
+    summary(&base_backup(
+        &pg,
+        backups.path(),
+        &["--wal-method", "archive"],
+    ));
+    let out = base_backup(
+        &pg,
+        backups.path(),
+        &[
+            "--type",
+            "incr",
+            "--pgdata",
+            &pg.data_dir.display().to_string(),
+        ],
+    );
+    let json = summary(&out);
+    assert_eq!(json["backup_type"], "full");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("taking a full backup"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_type_and_pgdata_combinations_are_refused_before_any_work() {
+    let backups = db_tempdir("bb-incr-");
+    let pg = PgCluster::start();
+    let out = base_backup(&pg, backups.path(), &["--type", "incr"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--type incr needs --pgdata"), "{stderr}");
+
+    // No archiving: the WAL of a --pgdata backup would be nowhere.
+    let out = base_backup(
+        &pg,
+        backups.path(),
+        &["--pgdata", &pg.data_dir.display().to_string()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("keep their WAL in the archive"), "{stderr}");
+
+    let archiving = PgCluster::start_with(archiving_options(backups.path()));
+    archiving.switch_wal_and_wait_archived();
+    let not_data = db_tempdir("not-pgdata-");
+    let out = base_backup(
+        &archiving,
+        backups.path(),
+        &["--pgdata", &not_data.path().display().to_string()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not a PostgreSQL data directory (no PG_VERSION)"),
+        "{stderr}"
+    );
+    let repo = Repository::open(&Location::Local(backups.path().into())).unwrap();
+    assert!(repo.complete_sets(Kind::Base).unwrap().is_empty());
+}
