@@ -55,7 +55,7 @@ pub struct Args {
     /// Compression level [default: gzip 6, zstd 3].
     #[arg(long)]
     pub compress_level: Option<i32>,
-    /// Compression threads [default: all cores].
+    /// Compression threads, and with --pgdata also file-reading threads [default: all cores].
     #[arg(long)]
     pub jobs: Option<u32>,
     /// Where the WAL that makes the backup consistent is kept: inside the tarball (fetch), or
@@ -274,13 +274,14 @@ fn write_from_datadir(
     repo: &Repository,
     started: Instant,
 ) -> anyhow::Result<(PhysicalDetails, datadir::Counts)> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let jobs = args.jobs.unwrap_or(cores).max(1);
     let options = datadir::Options {
         pgdata,
         label: &args.label,
         fast_checkpoint: args.checkpoint == "fast",
-        threads: args
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
+        threads: jobs,
+        read_jobs: jobs as usize,
         wanted: args.backup_type,
     };
     let captured = datadir::capture(args, &options, set, server, repo)?;

@@ -1,0 +1,287 @@
+//! Reading the files of a data-directory backup on `--jobs` threads: each file is decided
+//! (unchanged since the reference, changed pages, or whole), read, hashed and handed to the
+//! tar writer as a stream of chunks over a small bounded channel of its own, so the tarball
+//! keeps the walk's order while up to `jobs` files are read ahead. Memory stays at most
+//! `jobs` × [`CHANNEL_CHUNKS`] × [`CHUNK`] bytes, plus each incremental file's page list.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+use common::lsn::Lsn;
+use common::physical::datadir::PathClass;
+use common::physical::filelist::{mtime_ns, ContentHash, ListedFile, Stored};
+use common::physical::incremental::{self, ChangedPages, PAGE_SIZE};
+
+use super::Found;
+use crate::reference::Reference;
+
+/// Bytes per chunk sent to the writer.
+pub const CHUNK: usize = 1 << 20;
+/// Chunks buffered per file in flight.
+pub const CHANNEL_CHUNKS: usize = 4;
+
+/// What the writer receives for one file, in order: `Start`, `Data`..., `End`; or `Gone`
+/// (removed while the backup ran: PostgreSQL dropped it, WAL replay agrees) or `Failed`.
+pub enum Piece {
+    Start(Member),
+    Data(Vec<u8>),
+    End { hash: Option<String> },
+    Gone,
+    Failed(io::Error),
+}
+
+/// The tar member of a file and its entry in the list.
+pub struct Member {
+    /// The member's name: the file's path, or its incremental member name.
+    pub name: String,
+    /// Bytes of the member (0 when unchanged: no member at all).
+    pub size: u64,
+    pub mtime_secs: u64,
+    pub listed: ListedFile,
+    /// Pages in an incremental member.
+    pub pages: u64,
+}
+
+/// Starts the readers for `found` (directories are skipped: the writer handles them);
+/// returns one receiver per entry of `found`, `None` for directories.
+pub fn spawn<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    found: &'scope [Found],
+    reference: Option<&'scope Reference>,
+    jobs: usize,
+) -> Vec<Option<Receiver<Piece>>> {
+    let mut senders: Vec<Vec<(usize, SyncSender<Piece>)>> = (0..jobs).map(|_| Vec::new()).collect();
+    let mut receivers = Vec::with_capacity(found.len());
+    let mut next_worker = 0;
+    for (index, item) in found.iter().enumerate() {
+        if item.is_dir {
+            receivers.push(None);
+            continue;
+        }
+        let (tx, rx) = sync_channel(CHANNEL_CHUNKS);
+        senders[next_worker].push((index, tx));
+        next_worker = (next_worker + 1) % jobs;
+        receivers.push(Some(rx));
+    }
+    for work in senders {
+        scope.spawn(move || {
+            for (index, tx) in work {
+                common::interrupt::checkpoint();
+                let item = &found[index];
+                if let Err(e) = read_one(item, reference, &tx) {
+                    // The writer has stopped listening (it failed): nothing more to do.
+                    if tx.send(Piece::Failed(e)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    receivers
+}
+
+/// Decides and reads one file; a send error means the writer is gone.
+fn read_one(item: &Found, reference: Option<&Reference>, tx: &SyncSender<Piece>) -> io::Result<()> {
+    let gone = |tx: &SyncSender<Piece>| {
+        let _ = tx.send(Piece::Gone);
+        Ok(())
+    };
+    let meta = match std::fs::metadata(&item.abs) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return gone(tx),
+        Err(e) => return Err(e),
+    };
+    let size = meta.len();
+    let mtime = mtime_ns(&meta);
+    let listed = |stored| ListedFile {
+        path: item.rel.clone(),
+        size,
+        mtime_ns: mtime,
+        stored,
+    };
+    let before = reference.and_then(|r| r.files.get(&item.rel).map(|f| (r.start_lsn, f)));
+    match before {
+        Some((_, old)) if old.size == size && old.mtime_ns == mtime => {
+            send(
+                tx,
+                Piece::Start(Member {
+                    name: item.rel.clone(),
+                    size: 0,
+                    mtime_secs: 0,
+                    listed: listed(Stored::Unchanged),
+                    pages: 0,
+                }),
+            )?;
+            send(tx, Piece::End { hash: None })
+        }
+        Some((since, old))
+            if item.class == PathClass::RelationMain && size.is_multiple_of(PAGE_SIZE as u64) =>
+        {
+            let Some(file) = open_unless_gone(&item.abs)? else {
+                return gone(tx);
+            };
+            send_pages(
+                tx,
+                &file,
+                item,
+                size,
+                old.size,
+                since,
+                listed(Stored::Pages),
+            )
+        }
+        _ => {
+            let Some(file) = open_unless_gone(&item.abs)? else {
+                return gone(tx);
+            };
+            use std::os::unix::fs::MetadataExt;
+            send(
+                tx,
+                Piece::Start(Member {
+                    name: item.rel.clone(),
+                    size,
+                    mtime_secs: meta.mtime().max(0) as u64,
+                    listed: listed(Stored::Whole),
+                    pages: 0,
+                }),
+            )?;
+            send_whole(tx, file, size)
+        }
+    }
+}
+
+fn send(tx: &SyncSender<Piece>, piece: Piece) -> io::Result<()> {
+    tx.send(piece)
+        .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the tar writer stopped"))
+}
+
+/// `size` bytes as stat saw them: a file that shrank while read is padded with zeros, one
+/// that grew is cut (WAL replay makes either right).
+fn send_whole(tx: &SyncSender<Piece>, mut file: File, size: u64) -> io::Result<()> {
+    let mut hash = ContentHash::default();
+    let mut remaining = size;
+    while remaining > 0 {
+        let want = remaining.min(CHUNK as u64) as usize;
+        let mut chunk = vec![0; want];
+        read_full(&mut file, &mut chunk)?;
+        hash.update(&chunk);
+        remaining -= want as u64;
+        send(tx, Piece::Data(chunk))?;
+    }
+    send(
+        tx,
+        Piece::End {
+            hash: Some(hash.hex()),
+        },
+    )
+}
+
+/// The pages of a relation file newer than `since`, pages past its old size and all-zero
+/// pages (new, never written), as an incremental member: a first pass reads the file to
+/// pick the pages and hash it, a second reads the picked pages again.
+fn send_pages(
+    tx: &SyncSender<Piece>,
+    file: &File,
+    item: &Found,
+    size: u64,
+    old_size: u64,
+    since: Lsn,
+    listed: ListedFile,
+) -> io::Result<()> {
+    let old_blocks = old_size / PAGE_SIZE as u64;
+    let mut changed = ChangedPages {
+        file_size: size,
+        blocks: Vec::new(),
+    };
+    let mut hash = ContentHash::default();
+    let mut chunk = vec![0; CHUNK];
+    let mut block: u64 = 0;
+    let mut offset = 0;
+    while offset < size {
+        let want = (size - offset).min(CHUNK as u64) as usize;
+        read_full_at(file, &mut chunk[..want], offset)?;
+        for page in chunk[..want].chunks(PAGE_SIZE) {
+            let lsn = incremental::page_lsn(page);
+            if lsn > since || lsn == Lsn(0) || block >= old_blocks {
+                changed.blocks.push(block as u32);
+            }
+            block += 1;
+        }
+        hash.update(&chunk[..want]);
+        offset += want as u64;
+    }
+    let mut head = Vec::with_capacity(CHUNK);
+    changed.write_header(&mut head)?;
+    send(
+        tx,
+        Piece::Start(Member {
+            name: incremental::member_name(&item.rel),
+            size: changed.member_size(),
+            mtime_secs: listed_secs(&listed),
+            listed,
+            pages: changed.blocks.len() as u64,
+        }),
+    )?;
+    let mut out = head;
+    let mut page = vec![0; PAGE_SIZE];
+    for &number in &changed.blocks {
+        read_full_at(file, &mut page, u64::from(number) * PAGE_SIZE as u64)?;
+        out.extend_from_slice(&page);
+        if out.len() >= CHUNK {
+            send(
+                tx,
+                Piece::Data(std::mem::replace(&mut out, Vec::with_capacity(CHUNK))),
+            )?;
+        }
+    }
+    if !out.is_empty() {
+        send(tx, Piece::Data(out))?;
+    }
+    send(
+        tx,
+        Piece::End {
+            hash: Some(hash.hex()),
+        },
+    )
+}
+
+fn listed_secs(listed: &ListedFile) -> u64 {
+    (listed.mtime_ns / 1_000_000_000).max(0) as u64
+}
+
+fn open_unless_gone(path: &Path) -> io::Result<Option<File>> {
+    match File::open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Fills `buf` from the file's current position; past its end, zeros.
+fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    buf[got..].fill(0);
+    Ok(())
+}
+
+/// Fills `buf` from `offset`; past the file's end, zeros.
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    buf[got..].fill(0);
+    Ok(())
+}
