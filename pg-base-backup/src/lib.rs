@@ -184,6 +184,18 @@ pub fn run(mut args: Args) -> anyhow::Result<Status> {
             files: counts,
         },
     )?;
+    if let Some(failed) = details.checksum_failures.first() {
+        // As pg_basebackup: the backup is kept (its pages are what the disk holds), the run
+        // fails so that someone looks at the storage.
+        tracing::error!(
+            "data checksum verification failed for {} page(s) in {} file(s) (first: {}, blocks {:?}); the backup is complete but the cluster's storage is damaged",
+            details.checksum_failures.iter().map(|f| f.blocks.len()).sum::<usize>(),
+            details.checksum_failures.len(),
+            failed.path,
+            failed.blocks
+        );
+        return Ok(Status::CheckFailed);
+    }
     Ok(Status::Ok)
 }
 
@@ -261,6 +273,7 @@ fn write_backup(
         reference: None,
         reference_lsn: None,
         chain: Vec::new(),
+        checksum_failures: Vec::new(),
     })
 }
 
@@ -315,6 +328,7 @@ fn write_from_datadir(
         reference: reference.map(|r| r.id.clone()),
         reference_lsn: reference.map(|r| r.start_lsn),
         chain: reference.map(|r| r.chain.clone()).unwrap_or_default(),
+        checksum_failures: captured.checksum_failures,
     };
     Ok((details, captured.counts))
 }

@@ -1,7 +1,7 @@
-//! After a good backup: retention of base sets, then expiry of archived WAL that no retained
-//! base backup needs.
+//! After a good backup: retention of base sets (a kept diff or incr keeps its whole chain),
+//! then expiry of archived WAL that no retained base backup needs.
 
-use common::physical::PhysicalDetails;
+use common::physical::{chain, PhysicalDetails};
 use common::repo::{Kind, Repository};
 use common::wal::{segno_of, WalArchive};
 
@@ -17,13 +17,15 @@ pub fn apply(args: &Args, repo: &Repository) -> anyhow::Result<(Vec<String>, usi
     }
     let dry_run = args.retention.dry_run_retention;
     let policy = args.retention.policy(DEFAULT_RETENTION_DAYS);
-    let decisions = policy.apply(repo, Kind::Base, dry_run)?;
+    let decisions = policy.apply_keeping(repo, Kind::Base, dry_run, chain::dependencies)?;
     let deleted: Vec<String> = decisions
         .into_iter()
         .filter(|d| !d.keep)
         .map(|d| d.id)
         .collect();
-    // WAL before the oldest remaining base backup's start can restore nothing.
+    // WAL before the oldest remaining base backup's start can restore nothing. A remaining
+    // diff or incr keeps its chain, whose full is older than it, so the oldest remaining set
+    // is a full (or a set whose chain was already broken, which WAL cannot mend).
     let remaining = repo.complete_sets(Kind::Base)?;
     let oldest = remaining
         .iter()

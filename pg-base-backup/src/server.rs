@@ -114,6 +114,8 @@ pub struct ServerInfo {
     pub archiving: bool,
     /// Sum of database sizes: the expected tarball size, for progress.
     pub database_bytes: u64,
+    /// The cluster was initialised with data checksums.
+    pub data_checksums: bool,
 }
 
 impl ServerInfo {
@@ -128,7 +130,8 @@ impl ServerInfo {
                            FROM pg_settings WHERE name = 'wal_segment_size'),
                         current_setting('archive_mode') <> 'off'
                           AND current_setting('archive_command') NOT IN ('', '(disabled)'),
-                        (SELECT sum(pg_database_size(oid))::bigint FROM pg_database)",
+                        (SELECT sum(pg_database_size(oid))::bigint FROM pg_database),
+                        current_setting('data_checksums') = 'on'",
                 &[],
             )
             .await
@@ -147,6 +150,7 @@ impl ServerInfo {
             wal_segment_size: row.get::<_, i64>(3) as u64,
             archiving: row.get(4),
             database_bytes: row.get::<_, Option<i64>>(5).unwrap_or(0) as u64,
+            data_checksums: row.get(6),
         })
     }
 }

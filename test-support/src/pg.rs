@@ -30,6 +30,8 @@ pub struct PgOptions {
     pub settings: Vec<(String, String)>,
     /// Password authentication for TCP connections (scram) with this superuser password.
     pub password: Option<String>,
+    /// initdb --data-checksums.
+    pub data_checksums: bool,
 }
 
 impl PgOptions {
@@ -80,6 +82,9 @@ impl PgCluster {
                 .arg(format!("--pwfile={}", pwfile.display()))
                 .arg("--auth-host=scram-sha-256")
                 .arg("--auth-local=scram-sha-256");
+        }
+        if options.data_checksums {
+            initdb.arg("--data-checksums");
         }
         run_checked(as_db_user(&mut initdb), "initdb");
         let port = crate::free_port();

@@ -8,6 +8,7 @@ pub mod chain;
 pub mod datadir;
 pub mod filelist;
 pub mod incremental;
+pub mod page;
 
 use std::io::Read;
 
@@ -112,6 +113,17 @@ pub struct PhysicalDetails {
     /// (empty for a full).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<String>,
+    /// Pages whose data checksum failed twice while read (data checksums on, `--pgdata`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checksum_failures: Vec<ChecksumFailure>,
+}
+
+/// Pages of one file whose data checksum failed when the backup read them (twice).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChecksumFailure {
+    pub path: String,
+    /// Block numbers within the file.
+    pub blocks: Vec<u32>,
 }
 
 impl PhysicalDetails {

@@ -68,6 +68,10 @@ fn manifest_seeds() -> Vec<Vec<u8>> {
         reference: Some("20261121T020000Z".into()),
         reference_lsn: Some(Lsn(0x0200_0028)),
         chain: vec!["20261121T020000Z".into()],
+        checksum_failures: vec![common::physical::ChecksumFailure {
+            path: "base/5/16384".into(),
+            blocks: vec![3],
+        }],
     };
     let file = |path: &str, size| FileEntry {
         path: path.into(),

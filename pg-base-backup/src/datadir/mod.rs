@@ -17,8 +17,10 @@ use std::sync::mpsc::Receiver;
 use anyhow::Context;
 use common::lsn::Lsn;
 use common::manifest::FileEntry;
-use common::physical::datadir::{classify, PathClass};
+use common::physical::datadir::{classify, relation_file, PathClass};
 use common::physical::filelist::{FileHashes, FileList, Stored};
+use common::physical::page;
+use common::physical::ChecksumFailure;
 use common::physical::BASE_TAR;
 use common::repo::{SetFile, SetWriter};
 use time::OffsetDateTime;
@@ -35,6 +37,7 @@ pub struct Captured {
     pub range: WalRange,
     pub finished_at: OffsetDateTime,
     pub counts: Counts,
+    pub checksum_failures: Vec<ChecksumFailure>,
     /// The reference, for a diff or incr that found one.
     pub reference: Option<ReferenceUsed>,
 }
@@ -56,6 +59,8 @@ pub struct Counts {
     pub changed_pages: u64,
     /// Bytes of the data directory's files.
     pub data_bytes: u64,
+    /// Pages whose data checksum failed (twice).
+    pub checksum_failures: u64,
 }
 
 /// One path of the data directory to back up.
@@ -64,6 +69,9 @@ struct Found {
     abs: PathBuf,
     is_dir: bool,
     class: PathClass,
+    /// For a relation file: the relation block number of its first page (segment `.N`
+    /// starts at N × 131072), which page checksums include.
+    first_block: Option<u32>,
 }
 
 /// Options of the capture.
@@ -109,10 +117,15 @@ pub fn capture(
         list: FileList::default(),
         hashes: FileHashes::new(),
         counts: Counts::default(),
+        checksum_failures: Vec::new(),
         progress: &progress,
     };
     std::thread::scope(|scope| {
-        let receivers = read::spawn(scope, &found, reference.as_ref(), options.read_jobs);
+        let verify = server
+            .info
+            .data_checksums
+            .then_some(read::Verify { before: start_lsn });
+        let receivers = read::spawn(scope, &found, reference.as_ref(), verify, options.read_jobs);
         // Dropping the receivers on an error stops the readers at their next send.
         writer.write_all(&found, receivers)
     })?;
@@ -129,6 +142,7 @@ pub fn capture(
         list,
         hashes,
         counts,
+        checksum_failures,
         ..
     } = writer;
     let tar_entry = builder
@@ -147,6 +161,7 @@ pub fn capture(
         },
         finished_at: common::timefmt::now(),
         counts,
+        checksum_failures,
         reference: reference.map(|r| ReferenceUsed {
             id: r.id,
             start_lsn: r.start_lsn,
@@ -211,6 +226,7 @@ fn walk(pgdata: &Path) -> anyhow::Result<Vec<Found>> {
                 abs: abs.clone(),
                 is_dir,
                 class,
+                first_block: first_block(rel).filter(|_| !is_dir),
             }
         })
         .filter(|f| f.class != PathClass::Skip)
@@ -223,12 +239,24 @@ fn walk(pgdata: &Path) -> anyhow::Result<Vec<Found>> {
     Ok(found)
 }
 
+/// The relation block number of a relation file's first page.
+fn first_block(rel: &str) -> Option<u32> {
+    relation_file(rel)?;
+    let name = rel.rsplit('/').next()?;
+    let segment = match name.split_once('.') {
+        Some((_, segment)) => segment.parse::<u32>().ok()?,
+        None => 0,
+    };
+    segment.checked_mul(page::BLOCKS_PER_SEGMENT)
+}
+
 /// Writes the tarball in the walk's order from the readers' streams, and keeps the list.
 struct TarWriter<'a> {
     builder: tar::Builder<SetFile>,
     list: FileList,
     hashes: FileHashes,
     counts: Counts,
+    checksum_failures: Vec<ChecksumFailure>,
     progress: &'a indicatif::ProgressBar,
 }
 
@@ -274,7 +302,7 @@ impl TarWriter<'_> {
             rx: &rx,
             chunk: Vec::new(),
             at: 0,
-            hash: None,
+            end: None,
         };
         if member.listed.stored != Stored::Unchanged {
             let mut header = file_header(member.size);
@@ -282,7 +310,19 @@ impl TarWriter<'_> {
             self.builder
                 .append_data(&mut header, &member.name, &mut body)?;
         }
-        let hash = body.finish()?;
+        let (hash, bad_blocks) = body.finish()?;
+        if !bad_blocks.is_empty() {
+            tracing::error!(
+                "checksum verification failed in file {}, blocks {:?}",
+                member.listed.path,
+                bad_blocks
+            );
+            self.counts.checksum_failures += bad_blocks.len() as u64;
+            self.checksum_failures.push(ChecksumFailure {
+                path: member.listed.path.clone(),
+                blocks: bad_blocks,
+            });
+        }
         match member.listed.stored {
             Stored::Unchanged => self.counts.unchanged_files += 1,
             Stored::Pages => self.counts.page_files += 1,
@@ -320,22 +360,22 @@ struct ChannelReader<'a> {
     rx: &'a Receiver<Piece>,
     chunk: Vec<u8>,
     at: usize,
-    /// The hash, once the end has come.
-    hash: Option<Option<String>>,
+    /// The end, once it has come.
+    end: Option<(Option<String>, Vec<u32>)>,
 }
 
 impl ChannelReader<'_> {
-    fn finish(mut self) -> io::Result<Option<String>> {
+    fn finish(mut self) -> io::Result<(Option<String>, Vec<u32>)> {
         if self.at < self.chunk.len() {
             return Err(io::Error::other(
                 "a reader sent more than its member's size",
             ));
         }
-        if let Some(hash) = self.hash.take() {
-            return Ok(hash);
+        if let Some(end) = self.end.take() {
+            return Ok(end);
         }
         match receive(self.rx)? {
-            Piece::End { hash } => Ok(hash),
+            Piece::End { hash, bad_blocks } => Ok((hash, bad_blocks)),
             Piece::Failed(e) => Err(e),
             _ => Err(out_of_order()),
         }
@@ -345,12 +385,12 @@ impl ChannelReader<'_> {
 impl Read for ChannelReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.at == self.chunk.len() {
-            if self.hash.is_some() {
+            if self.end.is_some() {
                 return Ok(0);
             }
             match receive(self.rx)? {
                 Piece::Data(chunk) => (self.chunk, self.at) = (chunk, 0),
-                Piece::End { hash } => self.hash = Some(hash),
+                Piece::End { hash, bad_blocks } => self.end = Some((hash, bad_blocks)),
                 Piece::Failed(e) => return Err(e),
                 Piece::Start(_) | Piece::Gone => return Err(out_of_order()),
             }

@@ -14,6 +14,7 @@ use common::lsn::Lsn;
 use common::physical::datadir::PathClass;
 use common::physical::filelist::{mtime_ns, ContentHash, ListedFile, Stored};
 use common::physical::incremental::{self, ChangedPages, PAGE_SIZE};
+use common::physical::page;
 
 use super::Found;
 use crate::reference::Reference;
@@ -28,9 +29,51 @@ pub const CHANNEL_CHUNKS: usize = 4;
 pub enum Piece {
     Start(Member),
     Data(Vec<u8>),
-    End { hash: Option<String> },
+    End {
+        hash: Option<String>,
+        /// Blocks whose data checksum failed twice.
+        bad_blocks: Vec<u32>,
+    },
     Gone,
     Failed(io::Error),
+}
+
+/// Checks data checksums, as pg_basebackup does, of pages older than the backup's start (a
+/// newer page may be mid-write; WAL replay rewrites it anyway). A failing page is read once
+/// more before it counts.
+#[derive(Clone, Copy)]
+pub struct Verify {
+    pub before: Lsn,
+}
+
+impl Verify {
+    /// The blocks of `pages` (read at byte `offset` of a file whose block 0 is relation block
+    /// `first_block`) that fail twice.
+    fn bad_blocks(
+        &self,
+        file: &File,
+        pages: &[u8],
+        offset: u64,
+        first_block: u32,
+    ) -> io::Result<Vec<u32>> {
+        let mut bad = Vec::new();
+        for (i, page) in pages.chunks_exact(PAGE_SIZE).enumerate() {
+            let block = (offset / PAGE_SIZE as u64) as u32 + i as u32;
+            if incremental::page_lsn(page) >= self.before
+                || page::verifies(page, first_block + block)
+            {
+                continue;
+            }
+            let mut again = vec![0; PAGE_SIZE];
+            read_full_at(file, &mut again, u64::from(block) * PAGE_SIZE as u64)?;
+            if incremental::page_lsn(&again) < self.before
+                && !page::verifies(&again, first_block + block)
+            {
+                bad.push(block);
+            }
+        }
+        Ok(bad)
+    }
 }
 
 /// The tar member of a file and its entry in the list.
@@ -51,6 +94,7 @@ pub fn spawn<'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     found: &'scope [Found],
     reference: Option<&'scope Reference>,
+    verify: Option<Verify>,
     jobs: usize,
 ) -> Vec<Option<Receiver<Piece>>> {
     let mut senders: Vec<Vec<(usize, SyncSender<Piece>)>> = (0..jobs).map(|_| Vec::new()).collect();
@@ -71,7 +115,8 @@ pub fn spawn<'scope>(
             for (index, tx) in work {
                 common::interrupt::checkpoint();
                 let item = &found[index];
-                if let Err(e) = read_one(item, reference, &tx) {
+                let verify = verify.filter(|_| item.first_block.is_some());
+                if let Err(e) = read_one(item, reference, verify, &tx) {
                     // The writer has stopped listening (it failed): nothing more to do.
                     if tx.send(Piece::Failed(e)).is_err() {
                         return;
@@ -84,7 +129,12 @@ pub fn spawn<'scope>(
 }
 
 /// Decides and reads one file; a send error means the writer is gone.
-fn read_one(item: &Found, reference: Option<&Reference>, tx: &SyncSender<Piece>) -> io::Result<()> {
+fn read_one(
+    item: &Found,
+    reference: Option<&Reference>,
+    verify: Option<Verify>,
+    tx: &SyncSender<Piece>,
+) -> io::Result<()> {
     let gone = |tx: &SyncSender<Piece>| {
         let _ = tx.send(Piece::Gone);
         Ok(())
@@ -115,7 +165,13 @@ fn read_one(item: &Found, reference: Option<&Reference>, tx: &SyncSender<Piece>)
                     pages: 0,
                 }),
             )?;
-            send(tx, Piece::End { hash: None })
+            send(
+                tx,
+                Piece::End {
+                    hash: None,
+                    bad_blocks: Vec::new(),
+                },
+            )
         }
         Some((since, old))
             if item.class == PathClass::RelationMain && size.is_multiple_of(PAGE_SIZE as u64) =>
@@ -123,15 +179,12 @@ fn read_one(item: &Found, reference: Option<&Reference>, tx: &SyncSender<Piece>)
             let Some(file) = open_unless_gone(&item.abs)? else {
                 return gone(tx);
             };
-            send_pages(
-                tx,
-                &file,
-                item,
-                size,
-                old.size,
+            let pages = Pages {
+                old_size: old.size,
                 since,
-                listed(Stored::Pages),
-            )
+                verify,
+            };
+            send_pages(tx, &file, item, size, &pages, listed(Stored::Pages))
         }
         _ => {
             let Some(file) = open_unless_gone(&item.abs)? else {
@@ -148,7 +201,7 @@ fn read_one(item: &Found, reference: Option<&Reference>, tx: &SyncSender<Piece>)
                     pages: 0,
                 }),
             )?;
-            send_whole(tx, file, size)
+            send_whole(tx, file, size, verify.zip(item.first_block))
         }
     }
 }
@@ -160,23 +213,42 @@ fn send(tx: &SyncSender<Piece>, piece: Piece) -> io::Result<()> {
 
 /// `size` bytes as stat saw them: a file that shrank while read is padded with zeros, one
 /// that grew is cut (WAL replay makes either right).
-fn send_whole(tx: &SyncSender<Piece>, mut file: File, size: u64) -> io::Result<()> {
+fn send_whole(
+    tx: &SyncSender<Piece>,
+    mut file: File,
+    size: u64,
+    verify: Option<(Verify, u32)>,
+) -> io::Result<()> {
     let mut hash = ContentHash::default();
-    let mut remaining = size;
-    while remaining > 0 {
-        let want = remaining.min(CHUNK as u64) as usize;
+    let mut bad_blocks = Vec::new();
+    let mut offset = 0;
+    while offset < size {
+        let want = (size - offset).min(CHUNK as u64) as usize;
         let mut chunk = vec![0; want];
         read_full(&mut file, &mut chunk)?;
         hash.update(&chunk);
-        remaining -= want as u64;
+        if let Some((verify, first_block)) = verify {
+            bad_blocks.extend(verify.bad_blocks(&file, &chunk, offset, first_block)?);
+        }
+        offset += want as u64;
         send(tx, Piece::Data(chunk))?;
     }
     send(
         tx,
         Piece::End {
             hash: Some(hash.hex()),
+            bad_blocks,
         },
     )
+}
+
+/// What picks the pages of an incremental member.
+struct Pages {
+    /// The file's size in the reference: pages past it are new.
+    old_size: u64,
+    /// The reference's start: newer pages changed.
+    since: Lsn,
+    verify: Option<Verify>,
 }
 
 /// The pages of a relation file newer than `since`, pages past its old size and all-zero
@@ -187,11 +259,11 @@ fn send_pages(
     file: &File,
     item: &Found,
     size: u64,
-    old_size: u64,
-    since: Lsn,
+    pages: &Pages,
     listed: ListedFile,
 ) -> io::Result<()> {
-    let old_blocks = old_size / PAGE_SIZE as u64;
+    let old_blocks = pages.old_size / PAGE_SIZE as u64;
+    let mut bad_blocks = Vec::new();
     let mut changed = ChangedPages {
         file_size: size,
         blocks: Vec::new(),
@@ -205,12 +277,15 @@ fn send_pages(
         read_full_at(file, &mut chunk[..want], offset)?;
         for page in chunk[..want].chunks(PAGE_SIZE) {
             let lsn = incremental::page_lsn(page);
-            if lsn > since || lsn == Lsn(0) || block >= old_blocks {
+            if lsn > pages.since || lsn == Lsn(0) || block >= old_blocks {
                 changed.blocks.push(block as u32);
             }
             block += 1;
         }
         hash.update(&chunk[..want]);
+        if let (Some(verify), Some(first_block)) = (pages.verify, item.first_block) {
+            bad_blocks.extend(verify.bad_blocks(file, &chunk[..want], offset, first_block)?);
+        }
         offset += want as u64;
     }
     let mut head = Vec::with_capacity(CHUNK);
@@ -244,6 +319,7 @@ fn send_pages(
         tx,
         Piece::End {
             hash: Some(hash.hex()),
+            bad_blocks,
         },
     )
 }

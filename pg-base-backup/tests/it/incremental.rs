@@ -159,3 +159,48 @@ fn bad_type_and_pgdata_combinations_are_refused_before_any_work() {
     let repo = Repository::open(&Location::Local(backups.path().into())).unwrap();
     assert!(repo.complete_sets(Kind::Base).unwrap().is_empty());
 }
+
+#[test]
+fn data_checksums_are_verified_and_a_damaged_page_fails_the_run_but_keeps_the_backup() {
+    let backups = db_tempdir("bb-sums-");
+    let pg = PgCluster::start_with(test_support::pg::PgOptions {
+        data_checksums: true,
+        ..archiving_options(backups.path())
+    });
+    pg.psql(
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g;
+         CHECKPOINT",
+    );
+    pg.switch_wal_and_wait_archived();
+    let pgdata = pg.data_dir.display().to_string();
+    // Every page PostgreSQL wrote verifies: our checksum is PostgreSQL's.
+    let clean = summary(&base_backup(&pg, backups.path(), &["--pgdata", &pgdata]));
+    assert_eq!(clean["files"]["checksum_failures"], 0, "{clean}");
+
+    // A bit flips on disk in block 2 of t (the server's buffer stays clean).
+    let relfile = pg
+        .data_dir
+        .join(pg.psql("SELECT pg_relation_filepath('t')"));
+    let mut bytes = std::fs::read(&relfile).unwrap();
+    bytes[2 * 8192 + 5000] ^= 0x10;
+    std::fs::write(&relfile, &bytes).unwrap();
+    let out = base_backup(&pg, backups.path(), &["--pgdata", &pgdata]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("checksum verification failed in file"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(json["files"]["checksum_failures"], 1, "{json}");
+    let repo = Repository::open(&Location::Local(backups.path().into())).unwrap();
+    let damaged = details(&repo, json["id"].as_str().unwrap());
+    assert_eq!(damaged.checksum_failures.len(), 1);
+    assert_eq!(damaged.checksum_failures[0].blocks, vec![2]);
+}
