@@ -2,7 +2,7 @@
 //! continues, so retention keeps every predecessor of a set it keeps.
 
 use common::repo::{Kind, Repository, SetInfo};
-use common::retention::{Decision, RetentionPolicy};
+use common::retention::RetentionPolicy;
 
 use crate::backup::details_of;
 
@@ -13,67 +13,28 @@ pub fn apply_retention(
     policy: &RetentionPolicy,
     dry_run: bool,
 ) -> anyhow::Result<Vec<String>> {
-    let sets = repo.list(Kind::Kafka)?;
-    let mut decisions = policy.plan(&sets, common::timefmt::now());
-    keep_predecessors(&sets, &mut decisions);
-    let mut deleted = Vec::new();
-    for (set, decision) in sets.iter().zip(&decisions) {
-        if decision.keep {
-            continue;
-        }
-        if dry_run {
-            tracing::info!(
-                "retention would delete kafka set {} ({})",
-                set.id,
-                decision.reason
-            );
-        } else {
-            tracing::info!(
-                "retention deletes kafka set {} ({})",
-                set.id,
-                decision.reason
-            );
-            repo.delete_set(set).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot delete kafka set {}: {e}",
-                    repo.describe(&set.prefix)
-                )
-            })?;
-        }
-        deleted.push(set.id.clone());
-    }
-    Ok(deleted)
+    let decisions = policy.apply_keeping(repo, Kind::Kafka, dry_run, predecessors)?;
+    Ok(decisions
+        .into_iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.id)
+        .collect())
 }
 
-fn keep_predecessors(sets: &[SetInfo], decisions: &mut [Decision]) {
-    loop {
-        let mut changed = false;
-        for index in 0..sets.len() {
-            if !decisions[index].keep {
-                continue;
-            }
-            let Some(details) = details_of(&sets[index]) else {
-                continue;
-            };
-            // The cut is in clear: retention needs no key, encrypted sets or not.
-            for topic in &details.cuts() {
-                let Some(previous) = &topic.incremental_from else {
-                    continue;
-                };
-                if let Some(at) = sets.iter().position(|s| &s.id == previous) {
-                    if !decisions[at].keep {
-                        decisions[at].keep = true;
-                        decisions[at].reason =
-                            format!("continued by incremental set {}", sets[index].id);
-                        changed = true;
-                    }
-                }
-            }
-        }
-        if !changed {
-            return;
-        }
-    }
+/// The sets an incremental set continues (one per topic exported incrementally).
+fn predecessors(set: &SetInfo) -> Vec<String> {
+    // The cut is in clear: retention needs no key, encrypted sets or not.
+    let Some(details) = details_of(set) else {
+        return Vec::new();
+    };
+    let mut previous: Vec<String> = details
+        .cuts()
+        .into_iter()
+        .filter_map(|topic| topic.incremental_from)
+        .collect();
+    previous.sort();
+    previous.dedup();
+    previous
 }
 
 #[cfg(test)]
@@ -141,9 +102,9 @@ mod tests {
             keep_count: Some(2),
             ..RetentionPolicy::default()
         };
-        let mut decisions = policy.plan(&sets, common::timefmt::now());
-        assert!(!decisions[0].keep && !decisions[1].keep);
-        keep_predecessors(&sets, &mut decisions);
+        let plain = policy.plan(&sets, common::timefmt::now());
+        assert!(!plain[0].keep && !plain[1].keep);
+        let decisions = policy.plan_keeping(&sets, common::timefmt::now(), predecessors);
         let kept: Vec<bool> = decisions.iter().map(|d| d.keep).collect();
         assert_eq!(kept, vec![true, true, true, true]);
         assert!(decisions[0].reason.contains("20200102T000000Z"));
@@ -152,8 +113,7 @@ mod tests {
             keep_count: Some(1),
             ..RetentionPolicy::default()
         };
-        let mut decisions = policy.plan(&sets, common::timefmt::now());
-        keep_predecessors(&sets, &mut decisions);
+        let decisions = policy.plan_keeping(&sets, common::timefmt::now(), predecessors);
         let kept: Vec<bool> = decisions.iter().map(|d| d.keep).collect();
         assert_eq!(kept, vec![false, false, false, true]);
     }

@@ -39,11 +39,22 @@ pub fn is_incremental(manifest: &Manifest) -> bool {
         })
 }
 
-/// The sets whose sizes are comparable, oldest first.
+/// True for a base set of type diff or incr (it holds what changed, not the database).
+pub fn is_partial_base(manifest: &Manifest) -> bool {
+    common::physical::PhysicalDetails::from_manifest(manifest)
+        .is_ok_and(|d| d.backup_type != common::physical::BackupType::Full)
+}
+
+/// The sets whose sizes are comparable (full ones: incremental sets hold only changes),
+/// oldest first.
 pub fn comparable(kind: Kind, complete: &[&Manifest]) -> Vec<u64> {
     complete
         .iter()
-        .filter(|m| kind != Kind::Kafka || !is_incremental(m))
+        .filter(|m| match kind {
+            Kind::Kafka => !is_incremental(m),
+            Kind::Base => !is_partial_base(m),
+            _ => true,
+        })
         .map(|m| m.total_size())
         .collect()
 }
@@ -172,6 +183,38 @@ mod tests {
                 "incremental_from": if incremental { serde_json::json!("20261120T000000Z") } else { serde_json::Value::Null },
             }]}),
         }
+    }
+
+    fn base_manifest(size: u64, backup_type: &str) -> Manifest {
+        let mut m = manifest(size, false);
+        m.kind = "base".into();
+        m.details = serde_json::json!({
+            "start_lsn": "0/2000028", "stop_lsn": "0/2000100", "timeline": 1,
+            "start_time": "2020-01-01T00:00:00Z", "stop_time": "2020-01-01T00:00:01Z",
+            "system_identifier": "7000000000000000001", "server_version_num": 150000,
+            "server_version": "15.0", "wal_segment_size": 16777216, "wal_method": "archive",
+            "compression": "zstd", "raw_bytes": 1, "stored_bytes": 1, "duration_s": 1.0,
+            "file_count": 1, "backup_type": backup_type,
+        });
+        m
+    }
+
+    #[test]
+    fn diff_and_incr_base_sets_are_not_compared() {
+        let full_a = base_manifest(1000, "full");
+        let diff = base_manifest(50, "diff");
+        let full_b = base_manifest(1200, "full");
+        let incr = base_manifest(10, "incr");
+        let sets = [&full_a, &diff, &full_b, &incr];
+        let (previous, newest, change) = size_change(Kind::Base, &sets).unwrap();
+        assert_eq!((previous, newest), (1000, 1200));
+        assert!((change - 0.2).abs() < 1e-9);
+        // Sets written before backup types existed are full.
+        let mut old = base_manifest(900, "full");
+        old.details.as_object_mut().unwrap().remove("backup_type");
+        let (previous, _, _) = size_change(Kind::Base, &[&old, &incr, &full_a]).unwrap();
+        assert_eq!(previous, 900);
+        assert!(size_change(Kind::Base, &[&full_a, &incr]).is_none());
     }
 
     #[test]

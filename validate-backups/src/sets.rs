@@ -298,6 +298,13 @@ pub fn encryption_check_name(kind: Kind) -> &'static str {
     }
 }
 
+/// Files an encrypted set stores in clear by design: a base set's list of data-directory files
+/// (paths, sizes and times, no content), which the next incremental backup reads without a
+/// key.
+fn clear_by_design(manifest: &Manifest, path: &str) -> bool {
+    manifest.kind == Kind::Base.name() && path == common::physical::filelist::FILE_LIST
+}
+
 /// Whether a set's files agree with the encryption its manifest records, and its recipients
 /// with `expected` (when given). Returns a summary and the problems.
 pub fn encryption_problems(
@@ -308,6 +315,7 @@ pub fn encryption_problems(
     let encryption = manifest.encryption();
     for f in &manifest.files {
         match (&encryption, f.is_encrypted()) {
+            (Some(_), false) if clear_by_design(manifest, &f.path) => {}
             (Some(_), false) => problems.push(format!(
                 "{} is stored in plaintext in an encrypted set",
                 f.path
@@ -349,4 +357,56 @@ pub fn encryption_problems(
         }
     }
     (summary, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encrypted(kind: Kind, files: &[&str]) -> Manifest {
+        let now = common::timefmt::now();
+        Manifest {
+            format_version: 1,
+            kind: kind.name().into(),
+            id: common::timefmt::id_string(now),
+            tool: "test".into(),
+            tool_version: "0".into(),
+            started_at: now,
+            finished_at: now,
+            status: common::manifest::SetStatus::Complete,
+            source: serde_json::json!({"encryption": {"format": "age", "recipients": ["age1x"]}}),
+            files: files
+                .iter()
+                .map(|path| FileEntry {
+                    path: (*path).into(),
+                    size: 1,
+                    sha256: "0".repeat(64),
+                    compression: Compression::None,
+                    raw_size: None,
+                })
+                .collect(),
+            details: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn only_a_base_sets_file_list_may_be_in_clear_in_an_encrypted_set() {
+        let files = ["base.tar.zst.age", "hashes.json.age", "files.json"];
+        let (summary, problems) = encryption_problems(&encrypted(Kind::Base, &files), None);
+        assert_eq!(summary, "age, 1 recipients");
+        assert!(problems.is_empty(), "{problems:?}");
+        let (_, problems) = encryption_problems(
+            &encrypted(Kind::Base, &["base.tar.zst", "files.json"]),
+            None,
+        );
+        assert_eq!(
+            problems,
+            ["base.tar.zst is stored in plaintext in an encrypted set"]
+        );
+        let (_, problems) = encryption_problems(&encrypted(Kind::Logical, &["files.json"]), None);
+        assert_eq!(
+            problems,
+            ["files.json is stored in plaintext in an encrypted set"]
+        );
+    }
 }

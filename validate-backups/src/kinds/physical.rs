@@ -1,6 +1,7 @@
-//! Base sets: details and PostgreSQL's backup_manifest are valid, the WAL each set needs is
-//! archived; `--deep` extracts the newest set for pg_verifybackup and test-restores it with
-//! pitr-restore.
+//! Base sets: details and PostgreSQL's backup_manifest (or, for sets read from the data
+//! directory, their file list) are valid, every diff and incr set's chain is whole, the WAL
+//! each set needs is archived; `--deep` extracts the newest set for pg_verifybackup and
+//! test-restores it (with its chain) with pitr-restore.
 
 use std::path::Path;
 use std::process::Command;
@@ -8,8 +9,11 @@ use std::process::Command;
 use anyhow::Context;
 use common::encryption::Identities;
 use common::os_user;
+use common::physical::chain::{self, Link};
+use common::physical::filelist::{self, Stored, FILE_LIST, HASHES};
 use common::physical::{
-    PgBackupManifest, PhysicalDetails, WalMethod, BASE_TAR, PG_BACKUP_MANIFEST,
+    BackupType, CaptureMethod, PgBackupManifest, PhysicalDetails, WalMethod, BASE_TAR,
+    PG_BACKUP_MANIFEST,
 };
 use common::repo::SetInfo;
 use common::wal::{segno_of, WalArchive};
@@ -31,6 +35,7 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, sets: &[SetInf
             },
         )
     });
+    run.check(settings, "base.chain", || chains(sets));
     let archive = WalArchive::new(repo);
     run.check(settings, "base.wal-present", || {
         super::per_set("base.wal-present", Kind::Base, sets, |_, m| {
@@ -87,27 +92,18 @@ fn details_problems(
         )),
         Some(_) => {}
     }
-    let mut sealed = "";
-    match m.stored(PG_BACKUP_MANIFEST) {
-        None => problems.push(format!("no {PG_BACKUP_MANIFEST} in the set")),
-        // Without a key the files checks vouch for its stored bytes and age header.
-        Some(entry) if entry.is_encrypted() && identities.is_none() => {
-            sealed = " (backup_manifest encrypted: content not checked without a key)"
-        }
-        Some(entry) => {
-            let shown = repo.describe(&set.key(&entry.path));
-            let parsed = repo
-                .open_plain(set, entry, identities)
-                .map_err(|e| e.to_string())
-                .and_then(|f| PgBackupManifest::read(f, &shown).map_err(|e| format!("{e:#}")));
-            if let Err(e) = parsed {
-                problems.push(e);
-            }
-        }
-    }
+    let listing = match details.method {
+        CaptureMethod::PgBasebackup => backup_manifest_note(repo, set, m, identities),
+        CaptureMethod::DataDir => file_list_note(repo, set, m, identities),
+    };
+    let note = listing.unwrap_or_else(|problem| {
+        problems.push(problem);
+        String::new()
+    });
     if problems.is_empty() {
         Ok(format!(
-            "LSN {} .. {} on timeline {}, PostgreSQL {}, WAL {:?}{sealed}",
+            "{} backup, LSN {} .. {} on timeline {}, PostgreSQL {}, WAL {:?}{note}",
+            details.backup_type.name(),
             details.start_lsn,
             details.stop_lsn,
             details.timeline,
@@ -117,6 +113,173 @@ fn details_problems(
     } else {
         Err(problems.join("; "))
     }
+}
+
+/// Checks PostgreSQL's `backup_manifest` of a set taken with pg_basebackup parses; the note
+/// says when its content was not read (encrypted, no key).
+fn backup_manifest_note(
+    repo: &Repository,
+    set: &SetInfo,
+    m: &Manifest,
+    identities: Option<&Identities>,
+) -> Result<String, String> {
+    let entry = m
+        .stored(PG_BACKUP_MANIFEST)
+        .ok_or_else(|| format!("no {PG_BACKUP_MANIFEST} in the set"))?;
+    // Without a key the files checks vouch for its stored bytes and age header.
+    if entry.is_encrypted() && identities.is_none() {
+        return Ok(" (backup_manifest encrypted: content not checked without a key)".into());
+    }
+    let shown = repo.describe(&set.key(&entry.path));
+    let file = repo
+        .open_plain(set, entry, identities)
+        .map_err(|e| e.to_string())?;
+    PgBackupManifest::read(file, &shown).map_err(|e| format!("{e:#}"))?;
+    Ok(String::new())
+}
+
+/// A set read from the data directory has no PostgreSQL `backup_manifest` (so no
+/// pg_verifybackup); its `files.json` (in clear) lists the data directory's files and its
+/// `hashes.json` (encrypted with the set) the hashes of those it stored: checks both parse
+/// and every stored file has its hash.
+fn file_list_note(
+    repo: &Repository,
+    set: &SetInfo,
+    m: &Manifest,
+    identities: Option<&Identities>,
+) -> Result<String, String> {
+    let list = filelist::load(repo, set, m).map_err(|e| format!("{e:#}"))?;
+    if list.files.is_empty() {
+        return Err(format!("{FILE_LIST} of set {} lists no file", set.id));
+    }
+    let listed = format!(
+        "; read from the data directory, so no PostgreSQL backup_manifest: {FILE_LIST} lists {} files",
+        list.files.len()
+    );
+    let entry = m.stored(HASHES).ok_or_else(|| {
+        format!("no {HASHES} in the set (a set read from the data directory has one)")
+    })?;
+    // Without a key the files checks vouch for its stored bytes and age header.
+    if entry.is_encrypted() && identities.is_none() {
+        return Ok(format!(
+            "{listed} ({HASHES} encrypted: content not checked without a key)"
+        ));
+    }
+    let hashes = filelist::load_hashes(repo, set, m, identities).map_err(|e| format!("{e:#}"))?;
+    let unhashed: Vec<&str> = list
+        .files
+        .iter()
+        .filter(|f| f.stored != Stored::Unchanged && !hashes.contains_key(&f.path))
+        .map(|f| f.path.as_str())
+        .collect();
+    if let Some(first) = unhashed.first() {
+        return Err(format!(
+            "{HASHES} of set {} has no hash of {} stored file(s), e.g. {first}: a delta restore cannot compare them",
+            set.id,
+            unhashed.len()
+        ));
+    }
+    Ok(format!("{listed}, {HASHES} {} hashes", hashes.len()))
+}
+
+/// `base.chain`: every diff and incr set's chain is present, complete and consistent.
+fn chains(sets: &[SetInfo]) -> Vec<CheckResult> {
+    const NAME: &str = "base.chain";
+    let chained: Vec<(&SetInfo, PhysicalDetails)> = super::complete(sets)
+        .into_iter()
+        // Unreadable details fail base.details.
+        .filter_map(|(set, m)| PhysicalDetails::from_manifest(m).ok().map(|d| (set, d)))
+        .filter(|(_, d)| d.backup_type != BackupType::Full || !d.chain.is_empty())
+        .collect();
+    if chained.is_empty() {
+        return vec![CheckResult::skip(NAME, "no diff or incr base sets").on("base")];
+    }
+    chained
+        .into_iter()
+        .map(|(set, details)| {
+            match chain_problems(sets, set, &details) {
+                Ok(text) => CheckResult::pass(NAME, text),
+                Err(problem) => CheckResult::fail(NAME, problem),
+            }
+            .on(&set.id)
+        })
+        .collect()
+}
+
+/// The chain of one diff or incr set, described, or what is wrong with it.
+fn chain_problems(
+    sets: &[SetInfo],
+    set: &SetInfo,
+    details: &PhysicalDetails,
+) -> Result<String, String> {
+    let kind = details.backup_type.name();
+    if details.chain.is_empty() {
+        return Err(format!(
+            "the details of this {kind} backup name no chain: it cannot be restored"
+        ));
+    }
+    if details.backup_type == BackupType::Full {
+        return Err(format!(
+            "a full backup whose details name a chain ({})",
+            details.chain.join(", ")
+        ));
+    }
+    let links = chain::resolve(sets, set).map_err(|broken| broken.to_string())?;
+    let mut problems = Vec::new();
+    let first = &links[0];
+    if first.details.backup_type != BackupType::Full {
+        problems.push(format!(
+            "its chain starts with {} backup {}, not a full",
+            first.details.backup_type.name(),
+            first.set.id
+        ));
+    }
+    for pair in links.windows(2) {
+        let (earlier, later) = (&pair[0], &pair[1]);
+        if earlier.details.system_identifier != details.system_identifier {
+            problems.push(format!(
+                "link {} is of database system {}, this set of {}",
+                earlier.set.id, earlier.details.system_identifier, details.system_identifier
+            ));
+        }
+        if earlier.details.start_lsn >= later.details.start_lsn {
+            problems.push(format!(
+                "link {} starts at LSN {}, not before {} at {}",
+                earlier.set.id, earlier.details.start_lsn, later.set.id, later.details.start_lsn
+            ));
+        }
+    }
+    let reference: &Link = &links[links.len() - 2];
+    if details.reference.as_deref() != Some(reference.set.id.as_str()) {
+        problems.push(format!(
+            "its reference {} is not the chain's last link {}",
+            details.reference.as_deref().unwrap_or("(none)"),
+            reference.set.id
+        ));
+    }
+    if details
+        .reference_lsn
+        .is_some_and(|lsn| lsn != reference.details.start_lsn)
+    {
+        problems.push(format!(
+            "its reference LSN {} is not the start LSN {} of reference {}",
+            details.reference_lsn.expect("checked"),
+            reference.details.start_lsn,
+            reference.set.id
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(format!("{kind} backup {}: {}", set.id, problems.join("; ")));
+    }
+    let names: Vec<String> = links
+        .iter()
+        .map(|l| format!("{} {}", l.details.backup_type.name(), l.set.id))
+        .collect();
+    Ok(format!(
+        "chain of {} sets present and complete: {}",
+        links.len(),
+        names.join(" -> ")
+    ))
 }
 
 fn wal_present(archive: &WalArchive, m: &Manifest) -> CheckResult {
@@ -185,6 +348,14 @@ fn verifybackup(
 ) -> CheckResult {
     const NAME: &str = "base.verifybackup";
     let identities = settings.identities.as_deref();
+    if PhysicalDetails::from_manifest(m).is_ok_and(|d| d.method == CaptureMethod::DataDir) {
+        return CheckResult::skip(
+            NAME,
+            "the newest set was read from the data directory (--pgdata): it has no PostgreSQL \
+             backup_manifest for pg_verifybackup (base.details checks its files.json, \
+             base.test-restore restores it)",
+        );
+    }
     if m.encryption().is_some() && identities.is_none() {
         return CheckResult::skip(
             NAME,

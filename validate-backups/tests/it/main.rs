@@ -1,6 +1,7 @@
 //! validate-backups against real repositories: backups taken by the real tools from real
 //! PostgreSQL 15 clusters and the test Kafka broker, damaged one way per test.
 
+mod chains;
 mod cli;
 mod connectivity;
 mod damage;
