@@ -2,7 +2,11 @@
 //! the WAL archive to a target, and optionally start the server and wait until it is ready.
 #![forbid(unsafe_code)]
 
+mod chain;
+mod conform;
+mod delta;
 mod extract;
+mod locate;
 mod recovery;
 mod safety;
 mod start;
@@ -15,9 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use common::cli::{GlobalArgs, RepoArgs};
-use common::physical::{PhysicalDetails, BASE_TAR};
-use common::repo::{Repository, SetInfo};
-use common::FileEntry;
+use common::encryption::Identities;
+use common::physical::filelist::FileList;
+use common::repo::Repository;
 use common::Status;
 use serde::Serialize;
 
@@ -37,7 +41,8 @@ pub struct Args {
     pub global: GlobalArgs,
     #[command(flatten)]
     pub repo: RepoArgs,
-    /// Data directory to restore into (created if missing; must be empty unless --force).
+    /// Data directory to restore into (created if missing; must be empty unless --force or
+    /// --delta).
     #[arg(long)]
     pub pgdata: PathBuf,
     /// Base backup set to restore [default: the newest that ended before the target].
@@ -61,6 +66,15 @@ pub struct Args {
     /// Replace a non-empty data directory (stopping a server running on it).
     #[arg(long)]
     pub force: bool,
+    /// Restore into an existing, stopped data directory of the same database system,
+    /// rewriting only the files whose size or content differ from the backup and removing
+    /// those it does not have. Needs a backup taken with `pg-base-backup --pgdata` (it keeps
+    /// a file list). Refused, with nothing changed, while a server runs on the directory or
+    /// when it belongs to another system (pg_control's system identifier). Interrupted, the
+    /// directory is left without global/pg_control (it cannot start half-restored): run the
+    /// same command again to finish.
+    #[arg(long)]
+    pub delta: bool,
     /// Do not ask for confirmation on a terminal.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -123,7 +137,16 @@ struct Summary {
     target: String,
     backup_timeline: u32,
     backup_stop_lsn: String,
+    /// full, diff or incr.
+    backup_type: &'static str,
+    /// The sets unpacked, in order (the full first, `id` last).
+    chain: Vec<String>,
+    /// Bytes written into the data directory: its files' size (the tarball's for a backup
+    /// taken by pg_basebackup); with --delta, the size of the files rewritten.
     restored_bytes: u64,
+    /// With --delta: what was kept, rewritten and removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<delta::Report>,
     started: bool,
     #[serde(flatten)]
     reached: Option<start::Reached>,
@@ -136,34 +159,47 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let began = Instant::now();
     let target = args.recovery_target();
     let repo = Repository::open(&args.repo.backup_dir)?;
-    let chosen = choose_backup(&args, &repo, &target)?;
+    let chain = choose_backup(&args, &repo, &target)?;
+    let last = chain.last();
     if !args.accept_wal_gaps {
-        walcheck::check_continuity(&repo, &chosen.details, &target)?;
+        walcheck::check_continuity(&repo, &last.details, &target)?;
     }
-    let identities = common::encryption::Identities::from_env()?;
-    extract::check_key(&repo, &chosen.set, &chosen.tar_entry, identities.as_ref())?;
-    warn_if_server_lacks_key(&repo, &chosen.tar_entry, identities.is_some())?;
-    safety::prepare_pgdata(&args.pgdata, args.force)?;
-    let unfinished = safety::emptied_unless_done(&args.pgdata);
-    let raw_bytes = chosen.details.raw_bytes;
-    safety::check_space(&args.pgdata, raw_bytes + raw_bytes / 10)?;
-    extract_backup(&args, &repo, &chosen, identities.as_ref())?;
-    configure_recovery(&args, &repo, &target)?;
-    unfinished.done();
+    let identities = Identities::from_env()?;
+    chain.check_keys(&repo, identities.as_ref())?;
+    warn_if_server_lacks_key(&repo, &last.tar, identities.is_some())?;
+    let destination = destination(&args, &chain, chain.file_list(&repo)?)?;
+    confirm(&args, &chain, &target)?;
+    let restore = Restore {
+        args: &args,
+        repo: &repo,
+        chain: &chain,
+        identities: identities.as_ref(),
+        target: &target,
+    };
+    let restored = match destination {
+        Destination::Empty(list) => restore.fresh(list.as_ref())?,
+        Destination::Delta {
+            system_identifier,
+            list,
+        } => restore.delta(system_identifier, &list)?,
+    };
     tracing::info!(
         "data directory {} is ready for recovery",
         args.pgdata.display()
     );
-    let reached = start_or_explain(&args, &target, chosen.details.timeline)?;
+    let reached = start_or_explain(&args, &target, last.details.timeline)?;
     report(
         args.global.output,
         &Summary {
-            id: chosen.set.id.clone(),
+            id: last.set.id.clone(),
             pgdata: args.pgdata.display().to_string(),
             target: target.describe(),
-            backup_timeline: chosen.details.timeline,
-            backup_stop_lsn: chosen.details.stop_lsn.to_string(),
-            restored_bytes: raw_bytes,
+            backup_timeline: last.details.timeline,
+            backup_stop_lsn: last.details.stop_lsn.to_string(),
+            backup_type: last.details.backup_type.name(),
+            chain: chain.ids(),
+            restored_bytes: restored.bytes,
+            delta: restored.delta,
             started: reached.is_some(),
             reached,
             rto_s: began.elapsed().as_secs_f64(),
@@ -172,65 +208,162 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     Ok(Status::Ok)
 }
 
-/// The base backup being restored.
-struct Chosen {
-    set: SetInfo,
-    details: PhysicalDetails,
-    tar_entry: FileEntry,
-}
-
-/// Picks the set that can reach the target and asks for confirmation on a terminal.
-fn choose_backup(args: &Args, repo: &Repository, target: &Target) -> anyhow::Result<Chosen> {
-    let (set, manifest, details) = target::choose(repo, args.backup_id.as_deref(), target)?;
-    let tar_entry = manifest
-        .files
-        .iter()
-        .find(|f| f.path.starts_with(BASE_TAR))
-        .with_context(|| format!("base backup {} has no {BASE_TAR} file", set.id))?
-        .clone();
+/// Picks the set that can reach the target, with the sets it is restored on top of.
+fn choose_backup(args: &Args, repo: &Repository, target: &Target) -> anyhow::Result<chain::Chain> {
+    let (set, _, details) = target::choose(repo, args.backup_id.as_deref(), target)?;
     tracing::info!(
-        "restoring base backup {} (LSN {} .. {}, timeline {}) to {}",
+        "restoring {} base backup {} (LSN {} .. {}, timeline {}) to {}",
+        details.backup_type.name(),
         set.id,
         details.start_lsn,
         details.stop_lsn,
         details.timeline,
         target.describe()
     );
+    let chain = chain::Chain::resolve(repo, set, details)?;
+    if chain.links().len() > 1 {
+        tracing::info!("restoring the chain {}", chain.ids().join(" -> "));
+    }
+    Ok(chain)
+}
+
+/// What the restore writes into, with the chosen set's file list.
+enum Destination {
+    /// An empty (or missing) directory, or one --force empties.
+    Empty(Option<FileList>),
+    /// An existing data directory of the same system (--delta).
+    Delta {
+        system_identifier: u64,
+        list: FileList,
+    },
+}
+
+/// With --delta, checks the set has a file list and the data directory may be rewritten
+/// (stopped, of the same system). Nothing is changed.
+fn destination(
+    args: &Args,
+    chain: &chain::Chain,
+    list: Option<FileList>,
+) -> anyhow::Result<Destination> {
+    if !args.delta {
+        return Ok(Destination::Empty(list));
+    }
+    let last = chain.last();
+    let list = list.with_context(|| {
+        format!(
+            "delta restore needs a backup taken with --pgdata: base backup {} was taken by pg_basebackup and has no file list to compare with; restore it into an empty directory",
+            last.set.id
+        )
+    })?;
+    let system_identifier = delta::check(&args.pgdata, &last.set.id, &last.details)?;
+    Ok(Destination::Delta {
+        system_identifier,
+        list,
+    })
+}
+
+/// Asks for confirmation on a terminal.
+fn confirm(args: &Args, chain: &chain::Chain, target: &Target) -> anyhow::Result<()> {
+    let how = if args.delta {
+        "Rewrite what differs from base backup"
+    } else {
+        "Restore base backup"
+    };
     common::prompt::confirm(
         &format!(
-            "Restore base backup {} into {} (target {})",
-            set.id,
+            "{how} {} in {} (target {})",
+            chain.last().set.id,
             args.pgdata.display(),
             target.describe()
         ),
         args.yes,
         common::prompt::Unattended::Proceed,
-    )?;
-    Ok(Chosen {
-        set,
-        details,
-        tar_entry,
-    })
+    )
 }
 
-/// Unpacks the tarball into the data directory, with a progress bar.
-fn extract_backup(
-    args: &Args,
-    repo: &Repository,
-    chosen: &Chosen,
-    identities: Option<&common::encryption::Identities>,
-) -> anyhow::Result<()> {
-    let progress = common::progress::bytes(&args.global, Some(chosen.tar_entry.size), "restore");
-    extract::extract(
-        repo,
-        &chosen.set,
-        &chosen.tar_entry,
-        identities,
-        &args.pgdata,
-        &progress,
-    )?;
-    progress.finish_and_clear();
-    Ok(())
+/// What a restore wrote.
+struct Restored {
+    bytes: u64,
+    delta: Option<delta::Report>,
+}
+
+/// A restore about to write into the data directory.
+struct Restore<'a> {
+    args: &'a Args,
+    repo: &'a Repository,
+    chain: &'a chain::Chain,
+    identities: Option<&'a Identities>,
+    target: &'a Target,
+}
+
+impl Restore<'_> {
+    /// Into an empty directory (or one emptied with --force): every link unpacked, then the
+    /// files the chosen set's list does not have removed and the listed ones checked. A
+    /// failure empties the directory again.
+    fn fresh(&self, list: Option<&FileList>) -> anyhow::Result<Restored> {
+        let pgdata = &self.args.pgdata;
+        safety::prepare_pgdata(pgdata, self.args.force)?;
+        let unfinished = safety::emptied_unless_done(pgdata);
+        let size = list.map_or(self.chain.last().details.raw_bytes, FileList::total_size);
+        safety::check_space(pgdata, size + size / 10)?;
+        self.extract(extract::Members::All)?;
+        if let Some(list) = list {
+            let local = conform::walk(pgdata, &[])?;
+            conform::remove(pgdata, &conform::unlisted(&local, list))?;
+            conform::verify(pgdata, list, &self.chain.last().set.id, str::to_string)?;
+        }
+        configure_recovery(self.args, self.repo, self.target)?;
+        unfinished.done();
+        Ok(Restored {
+            bytes: size,
+            delta: None,
+        })
+    }
+
+    /// Into the existing data directory (checked by [`check_delta`]): only what differs.
+    fn delta(&self, system_identifier: u64, list: &FileList) -> anyhow::Result<Restored> {
+        let pgdata = &self.args.pgdata;
+        let hashes = self.chain.hashes(self.repo, self.identities)?;
+        let progress = common::progress::bytes(&self.args.global, None, "compare");
+        let plan = delta::compare(pgdata, list, &hashes, &progress)?;
+        progress.finish_and_clear();
+        let report = plan.report().clone();
+        tracing::info!(
+            "{} file(s) unchanged, {} to rewrite ({} MiB), {} to remove",
+            report.kept_files,
+            report.rewritten_files,
+            report.rewritten_bytes >> 20,
+            report.removed_files
+        );
+        safety::check_space(pgdata, report.rewritten_bytes)?;
+        let pending = delta::begin(pgdata, system_identifier, &plan)?;
+        self.extract(plan.members())?;
+        pending.verify(list, &self.chain.last().set.id)?;
+        configure_recovery(self.args, self.repo, self.target)?;
+        pending.finish()?;
+        Ok(Restored {
+            bytes: report.rewritten_bytes,
+            delta: Some(report),
+        })
+    }
+
+    /// Unpacks the chain's tarballs, with a progress bar.
+    fn extract(&self, members: extract::Members<'_>) -> anyhow::Result<()> {
+        let progress = common::progress::bytes(
+            &self.args.global,
+            Some(self.chain.stored_bytes()),
+            "restore",
+        );
+        self.chain.extract(
+            self.repo,
+            self.identities,
+            &self.args.pgdata,
+            members,
+            &progress,
+        )?;
+        progress.finish_and_clear();
+        Ok(())
+    }
 }
 
 /// Writes restore_command and the target into the data directory.
@@ -281,6 +414,12 @@ fn report(format: common::output::OutputFormat, summary: &Summary) -> anyhow::Re
             "restored {} into {} (target {}); start the server to recover",
             summary.id, summary.pgdata, summary.target
         ),
+    } + &match &summary.delta {
+        Some(d) => format!(
+            " (delta: {} file(s) rewritten, {} kept, {} removed)",
+            d.rewritten_files, d.kept_files, d.removed_files
+        ),
+        None => String::new(),
     })
 }
 

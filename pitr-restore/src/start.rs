@@ -36,15 +36,38 @@ pub fn log_file(pgdata: &Path) -> PathBuf {
     pgdata.join("pitr-restore-server.log")
 }
 
-/// The server's last words: the last few log lines, one line.
+/// The server's last words, one line: its FATAL and PANIC lines (the cause, such as
+/// "recovery ended before configured recovery target was reached"), else the last few
+/// lines of its log (which after a failure are only the shutdown).
 fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
+    server_words(&text)
+}
+
+fn server_words(text: &str) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = &lines[lines.len().saturating_sub(3)..];
-    if tail.is_empty() {
+    let mut fatal: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.contains("FATAL:") || l.contains("PANIC:"))
+        // Our own connection attempts while it recovers are turned away with FATAL lines
+        // ("the database system is starting up"): not the cause.
+        .filter(|l| !l.contains("the database system is "))
+        .map(|l| {
+            l.find("FATAL:")
+                .or_else(|| l.find("PANIC:"))
+                .map_or(*l, |at| l[at..].trim())
+        })
+        .collect();
+    fatal.dedup();
+    let words = if fatal.is_empty() {
+        &lines[lines.len().saturating_sub(3)..]
+    } else {
+        &fatal[fatal.len().saturating_sub(3)..]
+    };
+    if words.is_empty() {
         "no log".to_string()
     } else {
-        tail.join(" | ")
+        words.join(" | ")
     }
 }
 
@@ -215,4 +238,30 @@ fn validate(
         _ => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_words;
+
+    #[test]
+    fn the_fatal_line_is_quoted_rather_than_the_shutdown() {
+        let log = "\
+2026-12-03 09:11:38.996 UTC [100] LOG:  starting point-in-time recovery to \"A\"
+2026-12-03 09:11:39.001 UTC [101] FATAL:  the database system is starting up
+2026-12-03 09:11:39.204 UTC [100] LOG:  redo done at 0/5000060 system usage: CPU: user: 0.00 s
+2026-12-03 09:11:39.204 UTC [100] FATAL:  recovery ended before configured recovery target was reached
+2026-12-03 09:11:39.205 UTC [99] LOG:  startup process (PID 100) exited with exit code 1
+2026-12-03 09:11:39.205 UTC [99] LOG:  terminating any other active server processes
+2026-12-03 09:11:39.206 UTC [99] LOG:  shutting down due to startup process failure
+2026-12-03 09:11:39.207 UTC [99] LOG:  database system is shut down
+";
+        assert_eq!(
+            server_words(log),
+            "FATAL:  recovery ended before configured recovery target was reached"
+        );
+        let clean = "a\n\nb\nc\nd\n";
+        assert_eq!(server_words(clean), "b | c | d");
+        assert_eq!(server_words(""), "no log");
+    }
 }

@@ -1,9 +1,13 @@
 //! pitr-restore against real clusters: back up with pg-base-backup and wal-archive, restore,
 //! start, and look at the data that came back.
 
+mod chains;
+mod delta;
 mod encryption;
+mod encryption_chains;
 mod failures;
 mod pgbench;
+mod restore_points;
 mod s3;
 mod selection;
 mod targets;

@@ -1,0 +1,387 @@
+//! `--delta`: restore into an existing data directory of the same database system, rewriting
+//! only the files whose size or content differ from the backup's file list and removing the
+//! files it does not have.
+//!
+//! Refused, with nothing changed, while a server runs on the directory, when it belongs to
+//! another system (pg_control's system identifier) or when the backup has no file list. From
+//! the first change on, `global/pg_control` is absent (the backup's is written under another
+//! name and moved into place last), so an unfinished delta restore cannot be started by
+//! mistake; a marker file keeps the system identifier so that running it again finishes.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use common::interrupt::Undo;
+use common::physical::filelist::{self, FileHashes, FileList, ListedFile};
+use common::physical::PhysicalDetails;
+use serde::Serialize;
+
+use crate::conform::{self, Unlisted};
+use crate::extract::{Members, ALWAYS_WRITTEN, PG_CONTROL};
+
+/// Marker of an unfinished delta restore, holding the system identifier.
+pub const PENDING: &str = "pitr-restore-delta.pending";
+/// Where the backup's pg_control waits until the end.
+const PG_CONTROL_NEW: &str = "global/pg_control.pitr-restore";
+
+/// The system identifier of a data directory: the first 8 bytes of `global/pg_control`
+/// (`ControlFileData.system_identifier`, little-endian), else the marker of an unfinished
+/// delta restore.
+pub fn system_identifier(pgdata: &Path) -> anyhow::Result<u64> {
+    let control = pgdata.join(PG_CONTROL);
+    match std::fs::read(&control) {
+        Ok(bytes) => {
+            let first: [u8; 8] = bytes
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .with_context(|| {
+                    format!("{} is too short to be a pg_control file", control.display())
+                })?;
+            return Ok(u64::from_le_bytes(first));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", control.display())),
+    }
+    let marker = pgdata.join(PENDING);
+    match std::fs::read_to_string(&marker) {
+        Ok(text) => text.trim().parse().with_context(|| {
+            format!("{} does not hold a system identifier", marker.display())
+        }),
+        Err(_) => anyhow::bail!(
+            "{} is not a data directory (it has no {PG_CONTROL}); --delta restores into an existing data directory of the backed-up system: omit it to restore into an empty directory",
+            pgdata.display()
+        ),
+    }
+}
+
+/// Refuses a data directory that a delta restore must not touch; returns its system
+/// identifier.
+pub fn check(pgdata: &Path, set: &str, details: &PhysicalDetails) -> anyhow::Result<u64> {
+    if !pgdata.is_dir() {
+        anyhow::bail!(
+            "{} is not an existing directory; --delta restores into an existing data directory: omit it to restore into a new one",
+            pgdata.display()
+        );
+    }
+    if crate::safety::server_running(pgdata) {
+        anyhow::bail!(
+            "a PostgreSQL server is running on {}; stop it first (pg_ctl -D {} stop): --delta never rewrites the files of a running server",
+            pgdata.display(),
+            pgdata.display()
+        );
+    }
+    let local = system_identifier(pgdata)?;
+    if local.to_string() != details.system_identifier {
+        anyhow::bail!(
+            "{} belongs to another database system (system identifier {local}; base backup {set} is of {}): --delta only restores into a data directory of the same system; restore into an empty directory instead",
+            pgdata.display(),
+            details.system_identifier
+        );
+    }
+    Ok(local)
+}
+
+/// What a delta restore does to each file.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Listed files written from the backup.
+    rewrite: HashSet<String>,
+    /// Files and directories the backup does not have.
+    unlisted: Unlisted,
+    /// Local backup_label and tablespace_map: replaced by the set's own (or gone).
+    labels: Vec<PathBuf>,
+    /// Listed paths that are directories or special files here: removed before rewriting.
+    in_the_way: Vec<PathBuf>,
+    report: Report,
+}
+
+/// What a delta restore did, in the summary.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Report {
+    pub kept_files: u64,
+    pub rewritten_files: u64,
+    pub removed_files: u64,
+    /// Bytes of the files rewritten (their size in the backup).
+    pub rewritten_bytes: u64,
+}
+
+impl Plan {
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// The members of the chain's tarballs to write.
+    pub fn members(&self) -> Members<'_> {
+        Members::Only {
+            rewrite: &self.rewrite,
+            pg_control_as: PG_CONTROL_NEW,
+        }
+    }
+}
+
+/// Compares `pgdata` with the backup's file list: a local file whose size is the listed one
+/// and whose content hash is in `hashes` is kept. Only reads.
+pub fn compare(
+    pgdata: &Path,
+    list: &FileList,
+    hashes: &FileHashes,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<Plan> {
+    let local = conform::walk(pgdata, &[PENDING])?;
+    let here: HashMap<&str, &conform::LocalFile> = local
+        .files
+        .iter()
+        .filter_map(|f| Some((f.key()?, f)))
+        .collect();
+    let dirs: HashSet<&Path> = local.dirs.iter().map(PathBuf::as_path).collect();
+    let mut plan = Plan::default();
+    let mut candidates = Vec::new();
+    for file in &list.files {
+        match here.get(file.path.as_str()) {
+            Some(found) if found.odd => plan.in_the_way.push(found.relative.clone()),
+            Some(found) if found.size == file.size && file.path != PG_CONTROL => {
+                candidates.push(file);
+            }
+            None if dirs.contains(Path::new(&file.path)) => {
+                plan.in_the_way.push(PathBuf::from(&file.path));
+            }
+            _ => {}
+        }
+    }
+    progress.set_length(candidates.iter().map(|f| f.size).sum());
+    let same = same_content(pgdata, &candidates, hashes, progress)?;
+    for file in &list.files {
+        if same.contains(file.path.as_str()) {
+            plan.report.kept_files += 1;
+        } else {
+            plan.rewrite.insert(file.path.clone());
+            plan.report.rewritten_files += 1;
+            plan.report.rewritten_bytes += file.size;
+        }
+    }
+    plan.unlisted = conform::unlisted(&local, list);
+    plan.report.removed_files = plan.unlisted.files.len() as u64;
+    plan.labels = ALWAYS_WRITTEN
+        .iter()
+        .filter(|name| here.contains_key(*name))
+        .map(PathBuf::from)
+        .collect();
+    Ok(plan)
+}
+
+/// The paths of `files` whose local content hashes as `hashes` say, hashed on a few threads.
+fn same_content<'a>(
+    pgdata: &Path,
+    files: &[&'a ListedFile],
+    hashes: &FileHashes,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<HashSet<&'a str>> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|worker| {
+                scope.spawn(move || -> anyhow::Result<Vec<&'a str>> {
+                    let mut same = Vec::new();
+                    for file in files.iter().skip(worker).step_by(workers) {
+                        common::interrupt::checkpoint();
+                        let path = pgdata.join(&file.path);
+                        let (size, hash) = filelist::hash_file(&path)
+                            .with_context(|| format!("cannot read {}", path.display()))?;
+                        if size == file.size && hashes.get(&file.path) == Some(&hash) {
+                            same.push(file.path.as_str());
+                        }
+                        progress.inc(file.size);
+                    }
+                    Ok(same)
+                })
+            })
+            .collect();
+        let mut same = HashSet::new();
+        for handle in handles {
+            same.extend(handle.join().expect("hashing thread panicked")?);
+        }
+        Ok(same)
+    })
+}
+
+/// A delta restore under way: the directory is being changed.
+pub struct Pending {
+    pgdata: PathBuf,
+    unfinished: Undo,
+}
+
+/// The point of no return: marks the directory as being restored, takes its pg_control away
+/// and removes what the backup does not have (or has as a file where a directory is).
+pub fn begin(pgdata: &Path, system_identifier: u64, plan: &Plan) -> anyhow::Result<Pending> {
+    common::durable::write_atomic(
+        &pgdata.join(PENDING),
+        format!("{system_identifier}\n").as_bytes(),
+    )
+    .with_context(|| format!("cannot write {}", pgdata.join(PENDING).display()))?;
+    let shown = pgdata.display().to_string();
+    let unfinished = Undo::new(move || {
+        tracing::warn!(
+            "the delta restore of {shown} is unfinished: it has no {PG_CONTROL}, so it cannot be started half-restored; run pitr-restore --delta again to finish"
+        );
+    });
+    let control = pgdata.join(PG_CONTROL);
+    match std::fs::remove_file(&control) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove {}", control.display()))
+        }
+        _ => {}
+    }
+    if let Some(global) = control.parent().filter(|g| g.is_dir()) {
+        common::durable::fsync_dir(global)?;
+    }
+    conform::remove(pgdata, &plan.unlisted)?;
+    for path in plan.labels.iter().chain(&plan.in_the_way) {
+        let path = pgdata.join(path);
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(_) => Ok(()),
+        };
+        removed.with_context(|| format!("cannot remove {}", path.display()))?;
+    }
+    Ok(Pending {
+        pgdata: pgdata.to_path_buf(),
+        unfinished,
+    })
+}
+
+impl Pending {
+    /// Every listed file is there with its size (pg_control still under its waiting name).
+    pub fn verify(&self, list: &FileList, set: &str) -> anyhow::Result<()> {
+        conform::verify(&self.pgdata, list, set, |path| {
+            if path == PG_CONTROL {
+                PG_CONTROL_NEW.to_string()
+            } else {
+                path.to_string()
+            }
+        })
+    }
+
+    /// Moves the backup's pg_control into place and removes the marker: the directory can
+    /// start.
+    pub fn finish(self) -> anyhow::Result<()> {
+        let control = self.pgdata.join(PG_CONTROL);
+        std::fs::rename(self.pgdata.join(PG_CONTROL_NEW), &control)
+            .with_context(|| format!("cannot write {}", control.display()))?;
+        common::durable::fsync_dir(control.parent().expect("global/"))?;
+        std::fs::remove_file(self.pgdata.join(PENDING))
+            .with_context(|| format!("cannot remove {}", self.pgdata.join(PENDING).display()))?;
+        common::durable::fsync_dir(&self.pgdata)?;
+        self.unfinished.done();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::physical::filelist::Stored;
+
+    /// Writes a file; returns its list entry and hash.
+    fn listed(root: &Path, path: &str, bytes: &[u8]) -> (ListedFile, (String, String)) {
+        let full = root.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(&full, bytes).unwrap();
+        let (size, hash) = filelist::hash_file(&full).unwrap();
+        let file = ListedFile {
+            path: path.into(),
+            size,
+            mtime_ns: 0,
+            stored: Stored::Whole,
+        };
+        (file, (path.to_string(), hash))
+    }
+
+    #[test]
+    fn system_identifier_of_an_initdb_data_directory_matches_pg_controldata() {
+        let pg = test_support::pg::PgCluster::start();
+        let mut cmd = std::process::Command::new(test_support::pg::pg_bin("pg_controldata"));
+        cmd.arg(&pg.data_dir);
+        let out = test_support::pg::run_checked(&mut cmd, "pg_controldata");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let expected = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Database system identifier:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let found = system_identifier(&pg.data_dir).unwrap();
+        assert_eq!(found.to_string(), expected);
+    }
+
+    #[test]
+    fn a_directory_without_pg_control_is_not_a_data_directory_unless_a_delta_was_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = system_identifier(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is not a data directory"), "{err}");
+        std::fs::write(dir.path().join(PENDING), "7365012345678901234\n").unwrap();
+        assert_eq!(system_identifier(dir.path()).unwrap(), 7365012345678901234);
+    }
+
+    #[test]
+    fn plan_keeps_equal_files_and_rewrites_changed_missing_and_in_the_way_ones() {
+        let src = tempfile::tempdir().unwrap();
+        let (files, hashes): (Vec<_>, FileHashes) = [
+            listed(src.path(), "PG_VERSION", b"15\n"),
+            listed(src.path(), "base/1/1259", &[1; 8192]),
+            listed(src.path(), "base/1/1249", &[2; 8192]),
+            listed(src.path(), "base/1/2608", &[3; 100]),
+            listed(src.path(), "base/1/2619", b"x"),
+            listed(src.path(), "global/pg_control", &[4; 8192]),
+        ]
+        .into_iter()
+        .unzip();
+        let list = FileList {
+            dirs: ["base", "base/1", "global"].map(String::from).to_vec(),
+            files,
+        };
+        let here = tempfile::tempdir().unwrap();
+        let root = here.path();
+        listed(root, "PG_VERSION", b"15\n");
+        listed(root, "base/1/1259", &[1; 8192]);
+        // Same size, one byte changed.
+        let mut changed = vec![2; 8192];
+        changed[100] = 0;
+        listed(root, "base/1/1249", &changed);
+        // base/1/2608 missing; base/1/2619 a directory here.
+        std::fs::create_dir_all(root.join("base/1/2619")).unwrap();
+        listed(root, "global/pg_control", &[4; 8192]);
+        listed(root, "base/1/stray", b"not in the backup");
+        listed(root, "backup_label", b"an old label");
+        listed(root, "postmaster.opts", b"opts");
+
+        let plan = compare(root, &list, &hashes, &indicatif::ProgressBar::hidden()).unwrap();
+        let mut rewrite: Vec<&str> = plan.rewrite.iter().map(String::as_str).collect();
+        rewrite.sort();
+        // pg_control is always rewritten (it is put in place last).
+        assert_eq!(
+            rewrite,
+            [
+                "base/1/1249",
+                "base/1/2608",
+                "base/1/2619",
+                "global/pg_control"
+            ]
+        );
+        assert_eq!(plan.report.kept_files, 2);
+        assert_eq!(plan.report.rewritten_files, 4);
+        assert_eq!(plan.report.rewritten_bytes, 8192 + 100 + 1 + 8192);
+        assert_eq!(plan.report.removed_files, 2, "{:?}", plan.unlisted);
+        assert_eq!(plan.in_the_way, [PathBuf::from("base/1/2619")]);
+
+        let pending = begin(root, 42, &plan).unwrap();
+        assert!(!root.join("global/pg_control").exists());
+        assert!(!root.join("base/1/stray").exists());
+        assert!(!root.join("backup_label").exists());
+        assert!(!root.join("base/1/2619").exists());
+        assert!(root.join("base/1/1259").exists());
+        assert_eq!(system_identifier(root).unwrap(), 42);
+        drop(pending);
+    }
+}

@@ -1,0 +1,179 @@
+//! `--delta`: a data directory that diverged from the backup (a page overwritten, a file
+//! added, one removed) ends identical to a fresh restore, rewriting few files; a running
+//! server, another system's directory and a backup without a file list are refused with
+//! nothing changed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use test_support::os_user::db_tempdir;
+use test_support::pg::PgCluster;
+
+use crate::chains::{backup, dumpall, id, pgbench_init, touch_one_percent};
+use crate::{Restore, Source};
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every file under `dir` with its size and modification time.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+            files.insert(entry.path(), (meta.len(), meta.modified().unwrap()));
+        }
+    }
+    files
+}
+
+/// The data file of a table, relative to the data directory.
+fn relation_file(server: &test_support::pg::Endpoint, table: &str) -> String {
+    server.psql(&format!("SELECT pg_relation_filepath('{table}')"))
+}
+
+#[test]
+fn delta_restore_of_a_diverged_directory_equals_a_fresh_restore_and_refuses_what_it_must() {
+    let src = Source::start();
+    pgbench_init(&src, "1");
+    src.pg.psql(
+        "CREATE TABLE still AS SELECT g, md5(g::text) AS v FROM generate_series(1, 20000) g; CREATE TABLE other AS SELECT g FROM generate_series(1, 5000) g",
+    );
+    let still_file = relation_file(&src.pg, "still");
+    let other_file = relation_file(&src.pg, "other");
+    let full = id(&backup(&src, "full"));
+    touch_one_percent(&src, 1);
+    let incr = id(&backup(&src, "incr"));
+    touch_one_percent(&src, 2);
+    src.pg.switch_wal_and_wait_archived();
+
+    // Directory A: the full restored, started, stopped.
+    let a = Restore::in_tempdir();
+    let (json, server) = a.ok(
+        src.backups.path(),
+        &["--backup-id", &full, "--target", "immediate"],
+    );
+    assert_eq!(json["chain"], serde_json::json!([&full]));
+    drop(server);
+    // It diverges: a page of a table nobody changes since is overwritten in its tuple
+    // data, a file appears, a relation file vanishes.
+    let still_path = a.pgdata.join(&still_file);
+    let mut bytes = std::fs::read(&still_path).unwrap();
+    bytes[8000..8100].fill(b'Z');
+    std::fs::write(&still_path, &bytes).unwrap();
+    let stray = a.pgdata.join("base/stray-file");
+    std::fs::write(&stray, b"not from any backup").unwrap();
+    std::fs::remove_file(a.pgdata.join(&other_file)).unwrap();
+
+    // A fresh restore of the newest chain, for comparison.
+    let fresh = Restore::in_tempdir();
+    let (json, fresh_server) = fresh.ok(src.backups.path(), &[]);
+    assert_eq!(json["chain"], serde_json::json!([&full, &incr]));
+    assert!(json.get("delta").is_none(), "{json}");
+    let expected = dumpall(&fresh_server);
+    drop(fresh_server);
+
+    // The delta restore of the same chain into A.
+    let (json, server) = a.ok(src.backups.path(), &["--delta"]);
+    assert_eq!(json["id"], incr.as_str());
+    assert_eq!(json["chain"], serde_json::json!([&full, &incr]));
+    let delta = &json["delta"];
+    let (kept, rewritten, removed) = (
+        delta["kept_files"].as_u64().unwrap(),
+        delta["rewritten_files"].as_u64().unwrap(),
+        delta["removed_files"].as_u64().unwrap(),
+    );
+    assert!(
+        rewritten >= 3 && rewritten * 10 < kept,
+        "few files rewritten: {json}"
+    );
+    assert!(removed >= 1, "{json}");
+    assert_eq!(json["restored_bytes"], delta["rewritten_bytes"]);
+    assert!(!stray.exists());
+    assert!(a.pgdata.join(&other_file).exists());
+    assert!(!a.pgdata.join("pitr-restore-delta.pending").exists());
+    assert!(
+        dumpall(&server) == expected,
+        "pg_dumpall after the delta restore differs from a fresh restore's"
+    );
+    assert_eq!(
+        server.psql("SELECT count(*) FROM still WHERE v LIKE '%Z%'"),
+        "0"
+    );
+
+    // A running server: refused before anything is touched (the server writes on its own,
+    // so no snapshot here: the stray file put back stays, pg_control stays).
+    std::fs::write(&stray, b"back again").unwrap();
+    let out = a.run_only(src.backups.path(), &["--delta"], false);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is running"), "{}", stderr(&out));
+    assert!(stray.exists());
+    assert!(a.pgdata.join("global/pg_control").exists());
+    assert!(!a.pgdata.join("pitr-restore-delta.pending").exists());
+    assert_eq!(server.psql("SELECT count(*) FROM other"), "5000");
+    drop(server);
+
+    // Again, stopped: all files kept but the few recovery and the server changed.
+    let (json, server) = a.ok(src.backups.path(), &["--delta"]);
+    assert!(
+        json["delta"]["rewritten_files"].as_u64().unwrap() * 5 < kept,
+        "{json}"
+    );
+    assert!(!stray.exists());
+    assert!(dumpall(&server) == expected);
+    drop(server);
+
+    // Another system's data directory: refused, unchanged.
+    let mut other = PgCluster::start();
+    other.stop();
+    let before = snapshot(&other.data_dir);
+    let elsewhere = Restore {
+        dir: db_tempdir("pitr-delta-other-"),
+        pgdata: other.data_dir.clone(),
+        port: test_support::free_port(),
+    };
+    let out = elsewhere.run_only(src.backups.path(), &["--delta"], false);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let line = stderr(&out).trim_end().lines().last().unwrap().to_string();
+    assert!(line.contains("another database system"), "{line}");
+    assert_eq!(snapshot(&other.data_dir), before);
+
+    // A backup without a file list (pg_basebackup): refused, A unchanged.
+    let plain = id(&src.base_backup(&[]));
+    src.pg.switch_wal_and_wait_archived();
+    let before = snapshot(&a.pgdata);
+    let out = a.run_only(
+        src.backups.path(),
+        &["--delta", "--backup-id", &plain],
+        false,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("delta restore needs a backup taken with --pgdata"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot(&a.pgdata), before);
+
+    // An empty directory is no data directory: refused.
+    let empty = Restore::in_tempdir();
+    std::fs::create_dir_all(&empty.pgdata).unwrap();
+    let out = empty.run_only(
+        src.backups.path(),
+        &["--delta", "--backup-id", &incr],
+        false,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not a data directory"),
+        "{}",
+        stderr(&out)
+    );
+}
