@@ -8,8 +8,9 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::history::{HistoryEntry, TimelinePath};
+use crate::history::TimelinePath;
 use common::lsn::Lsn;
+use common::wal::history::HistoryEntry;
 
 /// What the backup knew about the server's history.
 #[derive(Debug, Clone)]
@@ -250,7 +251,11 @@ pub fn assess(placement: &Placement, saved: Option<Lsn>, slot_lsn: Lsn) -> Asses
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::parse;
+    use common::wal::history;
+
+    fn parse(text: &str) -> Result<Vec<HistoryEntry>, history::HistoryError> {
+        history::parse(text.as_bytes(), "00000002.history")
+    }
 
     fn lsn(text: &str) -> Lsn {
         text.parse().unwrap()

@@ -6,20 +6,10 @@
 //! history that no longer exists.
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use common::lsn::Lsn;
-
-/// One ancestor timeline: it was left at `switchpoint` (records from there on belong to
-/// the next timeline).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    pub timeline: u32,
-    pub switchpoint: Lsn,
-    #[serde(default)]
-    pub reason: String,
-}
+use common::wal::history::{self, HistoryEntry};
 
 /// A server's timeline path: its ancestors in order, then the current timeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,41 +49,13 @@ impl TimelinePath {
     }
 }
 
-/// Parses a `.history` file: `parentTLI <tab> switchpoint <tab> reason` per line, `#`
-/// comments and blank lines ignored.
-pub fn parse(text: &str) -> anyhow::Result<Vec<HistoryEntry>> {
-    let mut entries = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut fields = line.splitn(3, char::is_whitespace);
-        let bad = || format!("timeline history line {}: '{line}'", n + 1);
-        let timeline = fields
-            .next()
-            .and_then(|t| t.parse().ok())
-            .with_context(bad)?;
-        let switchpoint = fields
-            .next()
-            .and_then(|l| l.parse().ok())
-            .with_context(bad)?;
-        entries.push(HistoryEntry {
-            timeline,
-            switchpoint,
-            reason: fields.next().unwrap_or("").trim().to_string(),
-        });
-    }
-    Ok(entries)
-}
-
 /// Reads the ancestors of `timeline` from the server's `pg_wal`. Timeline 1 has none.
 /// Needs superuser or `pg_read_server_files`.
 pub async fn read(client: &Client, timeline: u32) -> anyhow::Result<Vec<HistoryEntry>> {
     if timeline <= 1 {
         return Ok(Vec::new());
     }
-    let file = format!("pg_wal/{timeline:08X}.history");
+    let file = format!("pg_wal/{}", history::file_name(timeline));
     let row = client
         .query_one("SELECT pg_read_file($1)", &[&file])
         .await
@@ -101,7 +63,7 @@ pub async fn read(client: &Client, timeline: u32) -> anyhow::Result<Vec<HistoryE
             format!("cannot read {file} from the server (needs superuser or pg_read_server_files)")
         })?;
     let text: String = row.get(0);
-    parse(&text).with_context(|| format!("in {file}"))
+    Ok(history::parse(text.as_bytes(), &file)?)
 }
 
 #[cfg(test)]
@@ -112,17 +74,8 @@ mod tests {
         text.parse().unwrap()
     }
 
-    #[test]
-    fn parses_postgres_history_files() {
-        let text = "1\t0/3000000\tno recovery target specified\n\n\
-                    2\t0/5000A28\tbefore 2026-11-21 12:00:00+00\n";
-        let entries = parse(text).unwrap();
-        assert_eq!(entries.len(), 2);
-        assert_eq!(entries[1].timeline, 2);
-        assert_eq!(entries[1].switchpoint, lsn("0/5000A28"));
-        assert_eq!(entries[1].reason, "before 2026-11-21 12:00:00+00");
-        assert!(parse("x\t0/1\n").is_err());
-        assert!(parse("1\tnope\n").is_err());
+    fn parse(text: &str) -> Result<Vec<HistoryEntry>, history::HistoryError> {
+        history::parse(text.as_bytes(), "00000002.history")
     }
 
     #[test]

@@ -10,8 +10,9 @@ use time::OffsetDateTime;
 use tokio_postgres::Client;
 
 use common::timefmt::rfc3339;
+use common::wal::history::HistoryEntry;
 
-use crate::history::{self, HistoryEntry};
+use crate::history;
 use crate::server::{self, Identity, Server};
 use crate::size;
 use common::lsn::Lsn;
@@ -235,6 +236,22 @@ struct PublicationRow {
     pubviaroot: Option<bool>,
 }
 
+impl PublicationRow {
+    /// The operations published, by their `CREATE PUBLICATION ... WITH (publish = ...)` names.
+    fn publish(&self) -> Vec<String> {
+        [
+            ("insert", self.pubinsert),
+            ("update", self.pubupdate),
+            ("delete", self.pubdelete),
+            ("truncate", self.pubtruncate.unwrap_or(false)),
+        ]
+        .into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(op, _)| op.to_string())
+        .collect()
+    }
+}
+
 /// The publications of the database `client` is connected to.
 pub async fn publications(
     client: &Client,
@@ -249,7 +266,36 @@ pub async fn publications(
         )
         .await
         .context("cannot read pg_publication")?;
-    let members_sql = if version_num >= 150000 {
+    let mut publications = Vec::with_capacity(rows.len());
+    for row in rows {
+        let json: String = row.get(0);
+        let p: PublicationRow = serde_json::from_str(&json)
+            .with_context(|| format!("unexpected pg_publication row {json}"))?;
+        let oid: u32 = row.get(2);
+        publications.push(Publication {
+            database: database.to_string(),
+            owner: row.get(1),
+            all_tables: p.puballtables,
+            publish: p.publish(),
+            via_partition_root: p.pubviaroot,
+            tables: listed_tables(client, oid, &p.pubname, version_num).await?,
+            schemas: listed_schemas(client, oid, &p.pubname, version_num).await?,
+            effective_tables: effective_tables(client, &p.pubname).await?,
+            name: p.pubname,
+        });
+    }
+    Ok(publications)
+}
+
+/// The tables publication `oid` lists by name, with their row filters and column lists
+/// (PostgreSQL 15+).
+async fn listed_tables(
+    client: &Client,
+    oid: u32,
+    name: &str,
+    version_num: u32,
+) -> anyhow::Result<Vec<PublishedTable>> {
+    let sql = if version_num >= 150000 {
         "SELECT n.nspname::text, c.relname::text, pg_get_expr(pr.prqual, pr.prrelid),
                 (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
                  WHERE a.attrelid = pr.prrelid AND a.attnum = ANY(pr.prattrs::int2[]))
@@ -264,77 +310,60 @@ pub async fn publications(
          JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE pr.prpubid = $1 ORDER BY 1, 2"
     };
-    let mut publications = Vec::with_capacity(rows.len());
-    for row in rows {
-        let json: String = row.get(0);
-        let p: PublicationRow = serde_json::from_str(&json)
-            .with_context(|| format!("unexpected pg_publication row {json}"))?;
-        let oid: u32 = row.get(2);
-        let tables = client
-            .query(members_sql, &[&oid])
-            .await
-            .with_context(|| format!("cannot read the tables of publication {}", p.pubname))?
-            .iter()
-            .map(|r| PublishedTable {
-                schema: r.get(0),
-                name: r.get(1),
-                row_filter: r.get(2),
-                columns: r.get(3),
-            })
-            .collect();
-        let schemas = if version_num >= 150000 {
-            client
-                .query(
-                    "SELECT n.nspname::text FROM pg_publication_namespace pn
-                     JOIN pg_namespace n ON n.oid = pn.pnnspid
-                     WHERE pn.pnpubid = $1 ORDER BY 1",
-                    &[&oid],
-                )
-                .await
-                .with_context(|| format!("cannot read the schemas of publication {}", p.pubname))?
-                .iter()
-                .map(|r| r.get(0))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let effective_tables = client
-            .query(
-                "SELECT schemaname::text, tablename::text FROM pg_publication_tables
-                 WHERE pubname = $1 ORDER BY 1, 2",
-                &[&p.pubname],
-            )
-            .await
-            .with_context(|| format!("cannot read pg_publication_tables for {}", p.pubname))?
-            .iter()
-            .map(|r| TableName {
-                schema: r.get(0),
-                name: r.get(1),
-            })
-            .collect();
-        let publish = [
-            ("insert", p.pubinsert),
-            ("update", p.pubupdate),
-            ("delete", p.pubdelete),
-            ("truncate", p.pubtruncate.unwrap_or(false)),
-        ]
-        .into_iter()
-        .filter(|(_, on)| *on)
-        .map(|(op, _)| op.to_string())
-        .collect();
-        publications.push(Publication {
-            database: database.to_string(),
-            name: p.pubname,
-            owner: row.get(1),
-            all_tables: p.puballtables,
-            publish,
-            via_partition_root: p.pubviaroot,
-            tables,
-            schemas,
-            effective_tables,
-        });
+    Ok(client
+        .query(sql, &[&oid])
+        .await
+        .with_context(|| format!("cannot read the tables of publication {name}"))?
+        .iter()
+        .map(|r| PublishedTable {
+            schema: r.get(0),
+            name: r.get(1),
+            row_filter: r.get(2),
+            columns: r.get(3),
+        })
+        .collect())
+}
+
+/// The schemas publication `oid` lists (`FOR TABLES IN SCHEMA`, PostgreSQL 15+).
+async fn listed_schemas(
+    client: &Client,
+    oid: u32,
+    name: &str,
+    version_num: u32,
+) -> anyhow::Result<Vec<String>> {
+    if version_num < 150000 {
+        return Ok(Vec::new());
     }
-    Ok(publications)
+    Ok(client
+        .query(
+            "SELECT n.nspname::text FROM pg_publication_namespace pn
+             JOIN pg_namespace n ON n.oid = pn.pnnspid
+             WHERE pn.pnpubid = $1 ORDER BY 1",
+            &[&oid],
+        )
+        .await
+        .with_context(|| format!("cannot read the schemas of publication {name}"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Every table publication `name` covers, however it came to: `pg_publication_tables`.
+async fn effective_tables(client: &Client, name: &str) -> anyhow::Result<Vec<TableName>> {
+    Ok(client
+        .query(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables
+             WHERE pubname = $1 ORDER BY 1, 2",
+            &[&name],
+        )
+        .await
+        .with_context(|| format!("cannot read pg_publication_tables for {name}"))?
+        .iter()
+        .map(|r| TableName {
+            schema: r.get(0),
+            name: r.get(1),
+        })
+        .collect())
 }
 
 /// Collects the whole inventory: slots and identity on the default connection, then the

@@ -74,35 +74,71 @@ struct Summary {
 
 pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let now = timefmt::now();
+    let (slots, identity) = read_slots(args, now)?;
+    let slots = selected(slots, args)?;
+    let healths = assess(slots, args, &identity, now)?;
+    emit_metrics(
+        args,
+        &metrics::render_status(&healths, &identity, unix(now)),
+    )?;
+    let unhealthy = healths.iter().filter(|h| !h.healthy).count();
+    for health in healths.iter().filter(|h| !h.healthy) {
+        tracing::warn!(
+            "slot {}: {}",
+            health.slot.slot_name,
+            health.problems.join("; ")
+        );
+    }
+    if !metrics_on_stdout(args) {
+        report(global.output, &healths, &identity, unhealthy)?;
+    }
+    Ok(Status::from_passed(unhealthy == 0))
+}
+
+/// Every slot and the server's identity; when the server cannot be read, the metrics say
+/// `cdc_slot_up 0` before the error is returned.
+fn read_slots(args: &StatusArgs, now: OffsetDateTime) -> anyhow::Result<(Vec<Slot>, Identity)> {
     let read = common::postgres::runtime()?.block_on(async {
         let client = Server::new(&args.pg).connect(None).await?;
         inventory::slots_and_identity(&client).await
     });
-    let (mut slots, identity) = match read {
-        Ok(found) => found,
-        Err(e) => {
-            if let Err(write_error) = emit_metrics(args, &metrics::render_down(unix(now))) {
-                tracing::error!("{write_error:#}");
-            }
-            return Err(e);
+    if read.is_err() {
+        if let Err(write_error) = emit_metrics(args, &metrics::render_down(unix(now))) {
+            tracing::error!("{write_error:#}");
         }
-    };
-    if !args.slots.is_empty() {
-        for name in &args.slots {
-            if !slots.iter().any(|s| &s.slot_name == name) {
-                anyhow::bail!(
-                    "no replication slot named '{name}' on {}",
-                    args.pg.describe()
-                );
-            }
-        }
-        slots.retain(|s| args.slots.contains(&s.slot_name));
     }
+    read
+}
 
+/// The slots `--slot` names (every slot without it); a name with no slot is an error.
+fn selected(mut slots: Vec<Slot>, args: &StatusArgs) -> anyhow::Result<Vec<Slot>> {
+    if args.slots.is_empty() {
+        return Ok(slots);
+    }
+    for name in &args.slots {
+        if !slots.iter().any(|s| &s.slot_name == name) {
+            anyhow::bail!(
+                "no replication slot named '{name}' on {}",
+                args.pg.describe()
+            );
+        }
+    }
+    slots.retain(|s| args.slots.contains(&s.slot_name));
+    Ok(slots)
+}
+
+/// Checks every slot, counting inactivity from the `--state-file` where the server does
+/// not record it (and updating that file).
+fn assess(
+    slots: Vec<Slot>,
+    args: &StatusArgs,
+    identity: &Identity,
+    now: OffsetDateTime,
+) -> anyhow::Result<Vec<SlotHealth>> {
     let mut state = args
         .state_file
         .as_ref()
-        .map(|path| InactiveState::load(path, &identity));
+        .map(|path| InactiveState::load(path, identity));
     let mut unknown_inactivity = false;
     let healths: Vec<SlotHealth> = slots
         .into_iter()
@@ -122,22 +158,17 @@ pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
             identity.server_version
         );
     }
-    emit_metrics(
-        args,
-        &metrics::render_status(&healths, &identity, unix(now)),
-    )?;
-    let unhealthy = healths.iter().filter(|h| !h.healthy).count();
-    for health in healths.iter().filter(|h| !h.healthy) {
-        tracing::warn!(
-            "slot {}: {}",
-            health.slot.slot_name,
-            health.problems.join("; ")
-        );
-    }
-    if metrics_on_stdout(args) {
-        return Ok(Status::from_passed(unhealthy == 0));
-    }
-    print(global.output, &healths)?;
+    Ok(healths)
+}
+
+/// The slot lines and the summary line.
+fn report(
+    format: OutputFormat,
+    healths: &[SlotHealth],
+    identity: &Identity,
+    unhealthy: usize,
+) -> anyhow::Result<()> {
+    print(format, healths)?;
     let summary = Summary {
         system_identifier: identity.system_identifier.clone(),
         timeline: identity.timeline,
@@ -146,13 +177,13 @@ pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
         unhealthy,
         healthy: unhealthy == 0,
     };
-    output::summary(global.output, &summary, || {
+    output::summary(format, &summary, || {
         format!(
             "{} slot(s), {unhealthy} need attention; server at {} on timeline {}",
             summary.slots, summary.current_lsn, summary.timeline
         )
     })?;
-    Ok(Status::from_passed(unhealthy == 0))
+    Ok(())
 }
 
 fn metrics_on_stdout(args: &StatusArgs) -> bool {

@@ -4,6 +4,7 @@
 //! Each tool's own logic lives in that tool; only what two or more tools use belongs here.
 #![forbid(unsafe_code)]
 
+pub mod cdc;
 pub mod cli;
 pub mod config_file;
 pub mod durable;

@@ -8,6 +8,8 @@
 //! checked on every fetch and verify. Once anything was archived encrypted, the marker
 //! `wal/.encrypted` says so, so that a push without recipients can refuse cheaply.
 
+pub mod history;
+
 use std::io::{self, Read};
 
 use crate::lsn::Lsn;

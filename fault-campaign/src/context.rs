@@ -40,6 +40,24 @@ impl Tier {
             Tier::Full => 50,
         }
     }
+
+    /// Kill trials of `pg-base-backup --pgdata --type incr` into a local repository: 50, or 2
+    /// in the quick tier.
+    pub fn pgdata_incr_local_trials(self) -> usize {
+        match self {
+            Tier::Quick => 2,
+            Tier::Full => 50,
+        }
+    }
+
+    /// Kill trials of the other `--pgdata` scenarios (full backups, S3): 50, or 1 in the quick
+    /// tier, as each trial takes three or four base backups and a restore.
+    pub fn pgdata_kill_trials(self) -> usize {
+        match self {
+            Tier::Quick => 1,
+            Tier::Full => 50,
+        }
+    }
 }
 
 /// The workspace tools this campaign runs.

@@ -31,7 +31,8 @@ pub use context::Tier;
     after_help = "Exit codes:\n  0    every trial ended as it should\n  1    at least one trial did not (see the table and the report)\n  2    the campaign itself could not run (tools not built, services not running)\n\nThe tools are taken from the directory of this binary (cargo build --workspace --all-features --bins).\nServices: PIPELINE_BACKUP_TEST_KAFKA and PIPELINE_BACKUP_TEST_S3_* as scripts/services.sh env prints them.\nRuns as root (PostgreSQL runs as the postgres user; disk-full mounts tmpfs)."
 )]
 pub struct Args {
-    /// The short tier for CI: 5 trials per kill scenario instead of 50, one per disk-full case
+    /// The short tier for CI: 5 trials per kill scenario instead of 50 (1 or 2 for the
+    /// `--pgdata` base backups), one per disk-full case
     #[arg(long)]
     pub quick: bool,
 
@@ -82,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<bool> {
     let selected = scenarios::select(&args.scenario)?;
     if args.list {
         for entry in &selected {
-            println!("{:<36} {}", entry.name, entry.about);
+            println!("{:<40} {}", entry.name, entry.about);
         }
         return Ok(true);
     }

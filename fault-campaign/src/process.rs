@@ -1,6 +1,7 @@
 //! Running a tool as a child in its own process group: to completion within a bound, or
-//! killed with SIGKILL at a chosen moment (the tool's own pid only, as the OOM killer or a
-//! crash would), then waiting for whatever it left running in its group.
+//! stopped at a chosen moment with SIGKILL (the tool's own pid only, as the OOM killer or a
+//! crash would) or SIGTERM (as Kubernetes ends a job past its deadline), then waiting for
+//! whatever it left running in its group.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -17,6 +18,27 @@ pub const RUN_LIMIT: Duration = Duration::from_secs(300);
 /// How long children of a killed tool may outlive it before that counts as a failure.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(10);
 
+/// How long a tool may take to exit after SIGTERM (its clean-up included).
+pub const TERM_LIMIT: Duration = Duration::from_secs(30);
+
+/// The signal that stops a run at its moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGKILL: the tool has no say (a crash, the OOM killer).
+    Kill,
+    /// SIGTERM: the tool may clean up, then exits 143.
+    Term,
+}
+
+impl Stop {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stop::Kill => "SIGKILL",
+            Stop::Term => "SIGTERM",
+        }
+    }
+}
+
 /// A tool under way.
 pub struct Running {
     child: Child,
@@ -31,8 +53,10 @@ pub struct Running {
 pub struct Ended {
     pub run: Run,
     pub elapsed: Duration,
-    /// When the SIGKILL was sent, if the tool was still running then.
+    /// When the SIGKILL (or [`Ended::stop`]) was sent, if the tool was still running then.
     pub killed_at: Option<Duration>,
+    /// The signal sent at `killed_at`.
+    pub stop: Stop,
     /// Processes of its group still running [`ORPHAN_GRACE`] after the kill (then killed).
     pub orphans: Vec<String>,
 }
@@ -53,10 +77,24 @@ impl Ended {
         self.expect_code(0, what)
     }
 
+    /// The id of the set a backup run wrote, from its JSON summary.
+    pub fn set_id(&self) -> anyhow::Result<String> {
+        self.run.summary()["id"]
+            .as_str()
+            .map(str::to_string)
+            .context("the backup's summary names no set id")
+    }
+
     /// A short description of when the kill landed.
     pub fn kill_note(&self) -> String {
         match self.killed_at {
-            Some(at) => format!("killed at {:.2}s", at.as_secs_f64()),
+            Some(at) if self.stop == Stop::Kill => format!("killed at {:.2}s", at.as_secs_f64()),
+            Some(at) => format!(
+                "{} at {:.2}s (exit {})",
+                self.stop.name(),
+                at.as_secs_f64(),
+                self.run.code
+            ),
             None => format!(
                 "ended on its own after {:.2}s (exit {})",
                 self.elapsed.as_secs_f64(),
@@ -127,7 +165,13 @@ impl Running {
 
     /// Sends SIGKILL to the tool `at` after its start if it still runs, then waits for it
     /// and for its group to empty.
-    pub fn kill_at(mut self, at: Duration) -> anyhow::Result<Ended> {
+    pub fn kill_at(self, at: Duration) -> anyhow::Result<Ended> {
+        self.stop_at(at, Stop::Kill)
+    }
+
+    /// Sends `stop` to the tool `at` after its start if it still runs, then waits for it (after
+    /// SIGTERM up to [`TERM_LIMIT`], else it is an error) and for its group to empty.
+    pub fn stop_at(mut self, at: Duration, stop: Stop) -> anyhow::Result<Ended> {
         let deadline = self.started + at;
         loop {
             if self.child.try_wait()?.is_some() {
@@ -140,11 +184,36 @@ impl Running {
             std::thread::sleep((deadline - now).min(Duration::from_millis(2)));
         }
         let at = self.started.elapsed();
-        // The tool only: its children live on as a crash would leave them.
-        let _ = self.child.kill();
+        match stop {
+            // The tool only: its children live on as a crash would leave them.
+            Stop::Kill => {
+                let _ = self.child.kill();
+            }
+            Stop::Term => {
+                let _ = rustix::process::kill_process(self.pgid(), rustix::process::Signal::TERM);
+                let deadline = Instant::now() + TERM_LIMIT;
+                while self.child.try_wait()?.is_none() {
+                    if Instant::now() >= deadline {
+                        let _ = rustix::process::kill_process_group(
+                            self.pgid(),
+                            rustix::process::Signal::KILL,
+                        );
+                        let what = self.what.clone();
+                        let ended = self.collect(Some(at));
+                        anyhow::bail!(
+                            "{what} did not exit within {}s of SIGTERM: {}",
+                            TERM_LIMIT.as_secs(),
+                            last_lines(&ended.run.stderr, 3)
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
         let _ = self.child.wait();
         let orphans = settle_group(self.pgid(), ORPHAN_GRACE);
         let mut ended = self.collect(Some(at));
+        ended.stop = stop;
         ended.orphans = orphans;
         Ok(ended)
     }
@@ -162,6 +231,7 @@ impl Running {
             },
             elapsed,
             killed_at,
+            stop: Stop::Kill,
             orphans: Vec::new(),
         }
     }

@@ -1,5 +1,6 @@
 //! Talking to PostgreSQL with psql, as errors rather than panics: queries, table digests
-//! (row count and an md5 over every row in order) and database clean-up.
+//! (row count and an md5 over every row in order), `pg_dumpall` references and database
+//! clean-up.
 
 use std::time::{Duration, Instant};
 
@@ -132,4 +133,39 @@ pub fn wait_until_idle(endpoint: &Endpoint, limit: Duration) -> anyhow::Result<(
     )
     .context("sessions of the killed run are still working")
     .map(drop)
+}
+
+/// `pg_dumpall` of a server (roles without passwords), without the lines that differ from
+/// one run to the next.
+pub fn dumpall(endpoint: &Endpoint) -> anyhow::Result<String> {
+    let mut cmd = endpoint.command(pg_bin("pg_dumpall"));
+    cmd.arg("--no-role-passwords");
+    let out = cmd.output().context("cannot run pg_dumpall")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "pg_dumpall failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    // `\restrict KEY` / `\unrestrict KEY` (newer minor releases) carry a random key per run.
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+        .map(|l| format!("{l}\n"))
+        .collect())
+}
+
+/// The first line where two dumps differ.
+pub fn first_difference(a: &str, b: &str) -> String {
+    a.lines()
+        .zip(b.lines())
+        .enumerate()
+        .find(|(_, (x, y))| x != y)
+        .map(|(n, (x, y))| format!("line {}: restored '{x}', reference '{y}'", n + 1))
+        .unwrap_or_else(|| {
+            format!(
+                "lengths differ: {} and {} lines",
+                a.lines().count(),
+                b.lines().count()
+            )
+        })
 }

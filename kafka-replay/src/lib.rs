@@ -2,11 +2,15 @@
 //! incremental sets before it, or an archive stream on stdin) into a topic, record for record:
 //! same partition, key, value, headers and timestamp. Verified after producing, resumable
 //! after an interruption, optionally restoring consumer-group offsets. Encrypted sets and
-//! age streams on stdin are decrypted with the identity from the environment.
+//! age streams on stdin are decrypted with the identity from the environment. A CDC topic can
+//! be cut at the LSN a point-in-time restore of its database reached (`--until-lsn`), and the
+//! connector's stored offset set to that cut (`--connector-offset`).
 #![forbid(unsafe_code)]
 
+mod connector;
 mod destination;
 mod filter;
+mod lsn_cut;
 mod partitioner;
 mod plan;
 mod produce;
@@ -21,8 +25,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::cli::{GlobalArgs, KafkaArgs, RepoArgs};
+use common::lsn::Lsn;
 
+pub use connector::ConnectorName;
 pub use filter::OffsetRange;
+pub use lsn_cut::{parse_lsn, LsnField};
+pub use partitioner::murmur2_partition;
 pub use replay::run;
 
 /// Replay a Kafka topic backup into a topic, verified and resumable.
@@ -105,6 +113,28 @@ pub struct Args {
         requires = "restore_group_offsets"
     )]
     pub groups: Vec<String>,
+    /// Only records whose LSN is below this one (0/16B3748 or a decimal number): a CDC topic
+    /// cut where a point-in-time restore of its database ended, since events at or after it
+    /// are changes the restored database does not hold. A tombstone follows the record before
+    /// it with the same key. Every selected record is checked first: one without an LSN stops
+    /// the replay before anything is produced (exit 1). Needs a set (read twice), not --stdin.
+    #[arg(long, value_name = "LSN", value_parser = lsn_cut::parse_lsn, conflicts_with = "stdin")]
+    pub until_lsn: Option<Lsn>,
+    /// Where each record's LSN is, for --until-lsn: a JSON pointer into the value
+    /// (/after/lsn) or header:NAME; a JSON number or text (0/16B3748 or decimal) [default:
+    /// Debezium's source.lsn, /payload/source/lsn or /source/lsn].
+    #[arg(long, value_name = "SPEC", requires = "until_lsn")]
+    pub lsn_field: Option<LsnField>,
+    /// After a verified --until-lsn replay, store Debezium's PostgreSQL source offset at the
+    /// cut ({"lsn", "txId", "ts_usec"} under key ["CONNECTOR",{"server":"SERVER"}]) in Kafka
+    /// Connect's offsets topic, so the connector named CONNECTOR (topic.prefix SERVER)
+    /// resumes with the first change after the cut. Stop the connector first.
+    #[arg(long, value_name = "CONNECTOR=SERVER", requires = "until_lsn")]
+    pub connector_offset: Option<ConnectorName>,
+    /// Kafka Connect's offsets topic (offset.storage.topic) for --connector-offset; created
+    /// with cleanup.policy=compact when missing.
+    #[arg(long, value_name = "NAME", default_value = connector::DEFAULT_OFFSETS_TOPIC)]
+    pub offsets_topic: String,
     /// Produce every selected record after what the target holds, without resuming.
     #[arg(long)]
     pub append: bool,

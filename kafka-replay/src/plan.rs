@@ -1,6 +1,7 @@
-//! What happens to each archived record: filtered out, already in the target (an interrupted
-//! replay being resumed), or produced; and which target offset each consumer group's committed
-//! offset becomes.
+//! What happens to each archived record: filtered out (by time, offset or the LSN cut),
+//! already in the target (an interrupted replay being resumed), or produced; and which target
+//! offset each consumer group's committed offset becomes. A group committed past the last
+//! selected record (past the LSN cut, say) is placed at the end of what was replayed.
 //!
 //! Resuming: a replay into an existing, non-empty target partition assumes that partition's
 //! records `low..high` are the first `high - low` selected records of the archive, written by
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use common::topic_archive::RecordView;
 
 use crate::filter::Filter;
+use crate::lsn_cut::LsnCut;
 
 /// The fields of a target record, to compare with an archived one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,12 +123,17 @@ pub enum Action {
 #[derive(Debug, Clone, Default)]
 pub struct Planner {
     pub filter: Filter,
+    /// `--until-lsn`: only records below the cut, on top of the filter.
+    pub cut: Option<LsnCut>,
     pub partitions: BTreeMap<i32, PartitionPlan>,
 }
 
 impl Planner {
     /// Starts a new pass over the archive: counts restart, the plan stays.
     pub fn restart(&mut self) {
+        if let Some(cut) = &mut self.cut {
+            cut.restart();
+        }
         for plan in self.partitions.values_mut() {
             plan.selected = 0;
             plan.first_offset = None;
@@ -138,7 +145,8 @@ impl Planner {
         }
     }
 
-    /// Classifies one record; an error when the target contradicts the archive.
+    /// Classifies one record; an error when the target contradicts the archive, or when the
+    /// record has no LSN to cut at.
     pub fn observe(
         &mut self,
         partition: i32,
@@ -151,6 +159,11 @@ impl Planner {
         let Some(plan) = self.partitions.get_mut(&partition) else {
             return Ok(Action::Skip);
         };
+        if let Some(cut) = &mut self.cut {
+            if !cut.keeps(partition, record)? {
+                return Ok(Action::Skip);
+            }
+        }
         let index = plan.selected;
         plan.selected += 1;
         plan.first_offset.get_or_insert(record.offset);
@@ -275,6 +288,62 @@ mod tests {
         assert!(error
             .to_string()
             .contains("differs from the archive's (source offset 10) in the value"));
+    }
+
+    #[test]
+    fn groups_committed_past_the_lsn_cut_land_at_the_end_of_the_replay() {
+        let mut builder = RecordsChunkBuilder::new(0, 1 << 20);
+        // Offsets 10..16 with their LSNs in a header; 12, 14 and 15 are at or past the cut.
+        for (offset, lsn) in [
+            (10, "100"),
+            (11, "110"),
+            (12, "300"),
+            (13, "120"),
+            (14, "310"),
+            (15, "320"),
+        ] {
+            builder.push(
+                offset,
+                TimestampType::CreateTime,
+                0,
+                Some(b"k".as_slice()),
+                Some(b"{}".as_slice()),
+                [(b"lsn".as_slice(), Some(lsn.as_bytes()))],
+            );
+        }
+        let encoded = builder.seal(Codec::None, 0).unwrap();
+        let records = RecordsChunk::parse(encoded.decode_payload(0, 0).unwrap()).unwrap();
+        let field = "header:lsn".parse().unwrap();
+        let mut planner = Planner {
+            cut: Some(LsnCut::new(common::lsn::Lsn(200), field, "t".into())),
+            ..Planner::default()
+        };
+        let mut plan = PartitionPlan::new(0, Some(0), 5);
+        plan.groups = [11, 12, 14, 99]
+            .into_iter()
+            .map(|committed| GroupPoint {
+                group: format!("g{committed}"),
+                committed,
+                selected_before: None,
+            })
+            .collect();
+        planner.partitions.insert(0, plan);
+        for pass in 0..2 {
+            planner.restart();
+            let produced: Vec<i64> = records
+                .iter()
+                .filter(|r| planner.observe(0, r, "t").unwrap() == Action::Produce)
+                .map(|r| r.offset)
+                .collect();
+            assert_eq!(produced, [10, 11, 13], "pass {pass}");
+            let plan = &planner.partitions[&0];
+            let targets: Vec<i64> = plan.groups.iter().map(|g| plan.translate(g)).collect();
+            // 11 -> the second replayed record; 12 (a phantom) -> the next one kept, 13;
+            // 14 and 99, past every kept record -> the end of the replay.
+            assert_eq!(targets, [6, 7, 8, 8], "pass {pass}");
+        }
+        let report = planner.cut.as_ref().unwrap().report();
+        assert_eq!((report.replayed, report.dropped_after_cut), (3, 3));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! One replay: open the source, inspect the target, plan (resume, filters, group offsets),
-//! check the whole archive before producing when it can be read twice, produce, verify the
-//! target's watermarks, restore group offsets, report. The target topic is a
+//! One replay: open the source, inspect the target, plan (resume, filters, LSN cut, group
+//! offsets), check the whole archive before producing when it can be read twice, produce,
+//! verify the target's watermarks, restore group offsets, write the connector's offset,
+//! report. The target topic is a
 //! [`Destination`]; verification and the summary's rows are in `verify`.
 
 use std::collections::BTreeMap;
@@ -13,8 +14,10 @@ use common::Status;
 
 use rdkafka::ClientConfig;
 
+use crate::connector;
 use crate::destination::Destination;
 use crate::filter::Filter;
+use crate::lsn_cut::LsnCut;
 use crate::plan::{Action, GroupPoint, PartitionPlan, Planner};
 use crate::produce::{Replayer, TopicHints};
 use crate::report::{self, Summary};
@@ -54,6 +57,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     if args.restore_group_offsets {
         restore_group_offsets(&dest, &planner, &mut summary)?;
     }
+    summary.lsn_cut = planner.cut.as_ref().map(LsnCut::report);
+    write_connector_offset(&args, &config, &dest, &planner, &mut summary)?;
     common::kafka::close_in_background(dest.target);
     report::print(args.global.output, &summary)?;
     Ok(Status::from_passed(verified))
@@ -129,6 +134,10 @@ fn plan(args: &Args, dest: &Destination, meta: &TopicMeta) -> anyhow::Result<Pla
             &args.offset_ranges,
             &args.only_partitions,
         ),
+        cut: args.until_lsn.map(|until| {
+            let field = args.lsn_field.clone().unwrap_or_default();
+            LsnCut::new(until, field, meta.topic.clone())
+        }),
         ..Planner::default()
     };
     let mut source_partitions: Vec<i32> = (0..meta.partitions).collect();
@@ -188,9 +197,10 @@ fn partition_plan(
 }
 
 /// Checks a set's files before anything is produced. When nothing needs the records
-/// themselves beforehand (no resume to check, no dry run), the manifest's checksums are
-/// enough; otherwise, or when they disagree, a first pass reads every chunk (and names a
-/// damaged one). Returns whether that pass counted the records to produce.
+/// themselves beforehand (no resume to check, no LSN cut, no dry run), the manifest's
+/// checksums are enough; otherwise, or when they disagree, a first pass reads every chunk
+/// (and names a damaged one, or a record without an LSN). Returns whether that pass counted
+/// the records to produce.
 fn check_archive(
     args: &Args,
     source: &mut Source,
@@ -198,7 +208,8 @@ fn check_archive(
     topic: &str,
 ) -> anyhow::Result<bool> {
     let rereadable = source.rereadable();
-    let needs_records = args.dry_run || planner.partitions.values().any(|p| p.present > 0);
+    let needs_records =
+        args.dry_run || planner.cut.is_some() || planner.partitions.values().any(|p| p.present > 0);
     let checksums_ok = rereadable && {
         let problems = source.checksum_problems();
         for problem in &problems {
@@ -240,6 +251,8 @@ fn new_summary(source: &Source, meta: &TopicMeta, dest: &Destination, dry_run: b
         records_produced: 0,
         partitions: Vec::new(),
         groups: Vec::new(),
+        lsn_cut: None,
+        connector_offset: None,
     }
 }
 
@@ -253,8 +266,41 @@ fn dry_run(
     summary.created_topic = dest.existing.is_none();
     fill_partitions(&mut summary, planner, None, None);
     summary.groups = group_reports(planner);
+    summary.lsn_cut = planner.cut.as_ref().map(LsnCut::report);
+    if let (Some(name), Some(cut)) = (&args.connector_offset, &planner.cut) {
+        let value = connector::offset_value(cut.until, cut.last_event());
+        summary.connector_offset = Some(connector::planned(&args.offsets_topic, name, value));
+    }
     report::print(args.global.output, &summary)?;
     Ok(Status::Ok)
+}
+
+/// With --connector-offset: stores the connector's offset at the cut, once the replay is
+/// verified (the connector must not resume past records that did not land).
+fn write_connector_offset(
+    args: &Args,
+    config: &ClientConfig,
+    dest: &Destination,
+    planner: &Planner,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    let (Some(name), Some(cut)) = (&args.connector_offset, &planner.cut) else {
+        return Ok(());
+    };
+    if !summary.verified {
+        tracing::warn!("verification failed: the connector offset was not written");
+        return Ok(());
+    }
+    let value = connector::offset_value(cut.until, cut.last_event());
+    summary.connector_offset = Some(connector::write(
+        &dest.target,
+        config,
+        &args.offsets_topic,
+        name,
+        value,
+        args.timeout,
+    )?);
+    Ok(())
 }
 
 /// What the producing phase delivered.

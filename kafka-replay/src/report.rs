@@ -3,6 +3,9 @@
 use common::output::{self, OutputFormat};
 use serde::Serialize;
 
+use crate::connector::ConnectorOffsetReport;
+use crate::lsn_cut::LsnCutReport;
+
 /// One source partition's outcome.
 #[derive(Debug, Serialize)]
 pub struct PartitionReport {
@@ -58,6 +61,12 @@ pub struct Summary {
     pub records_produced: u64,
     pub partitions: Vec<PartitionReport>,
     pub groups: Vec<GroupReport>,
+    /// With --until-lsn: what the cut kept and left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lsn_cut: Option<LsnCutReport>,
+    /// With --connector-offset: the offset record written (or, in a dry run, to be written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connector_offset: Option<ConnectorOffsetReport>,
 }
 
 /// Prints the summary.
@@ -104,6 +113,29 @@ pub fn print(format: OutputFormat, summary: &Summary) -> anyhow::Result<()> {
                 "group {}: {verb} offsets {}",
                 group.group,
                 offsets.join(" ")
+            ))?;
+        }
+        if let Some(cut) = &summary.lsn_cut {
+            output::text_line(&format!(
+                "LSN cut {}: {} records below it, {} at or after it left out (newest replayed {}, newest in the backup {})",
+                cut.until_lsn,
+                cut.replayed,
+                cut.dropped_after_cut,
+                cut.max_replayed_lsn.as_deref().unwrap_or("none"),
+                cut.backup_newest_lsn.as_deref().unwrap_or("none")
+            ))?;
+        }
+        if let Some(offset) = &summary.connector_offset {
+            let verb = if offset.partition.is_some() {
+                "written"
+            } else {
+                "would be written"
+            };
+            output::text_line(&format!(
+                "connector offset {} = {} {verb} to {}",
+                offset.key,
+                serde_json::to_string(&offset.value)?,
+                offset.topic
             ))?;
         }
     }

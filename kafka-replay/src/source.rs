@@ -67,92 +67,9 @@ impl Source {
         identities: Option<Identities>,
     ) -> anyhow::Result<Source> {
         let sets = repo.complete_sets(Kind::Kafka)?;
-        let cuts = |set: &SetInfo| -> Option<Vec<TopicCut>> {
-            serde_json::from_value::<KafkaSetDetails>(set.manifest.as_ref()?.details.clone())
-                .ok()
-                .map(|d| d.cuts())
-        };
-        let cut_of = |cuts: &[TopicCut]| cuts.iter().find(|c| c.topic == topic).cloned();
-        let chosen = match id {
-            Some(id) => {
-                let (set, _) = repo.find(Kind::Kafka, Some(id))?;
-                set
-            }
-            None => sets
-                .iter()
-                .rev()
-                .find(|s| cuts(s).is_some_and(|c| cut_of(&c).is_some()))
-                .cloned()
-                .with_context(|| {
-                    format!(
-                        "no complete kafka backup set in {} holds topic '{topic}'; take one with kafka-topic-backup first",
-                        repo.describe(Kind::Kafka.name())
-                    )
-                })?,
-        };
-        let mut parts = Vec::new();
-        let mut current = chosen.clone();
-        loop {
-            let set_cuts = cuts(&current)
-                .with_context(|| format!("set {} has no readable kafka details", current.id))?;
-            let set_topic = cut_of(&set_cuts).with_context(|| {
-                format!(
-                    "backup set {} does not hold topic '{topic}' (it holds: {})",
-                    current.id,
-                    set_cuts
-                        .iter()
-                        .map(|t| t.topic.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?;
-            // A name from the manifest: a file of the set, nothing outside it (a topic may
-            // start with '.', so its file may too).
-            if set_topic.file.contains(['/', '\\', '\0'])
-                || matches!(set_topic.file.as_str(), "" | "." | "..")
-            {
-                anyhow::bail!(
-                    "set {} lists '{}' as the archive of topic '{topic}', which is not a file name",
-                    current.id,
-                    set_topic.file
-                );
-            }
-            parts.push(Part {
-                set: current.clone(),
-                file: set_topic.file.clone(),
-                shown: repo.describe(&current.key(&set_topic.file)),
-                expected: current
-                    .manifest
-                    .as_ref()
-                    .and_then(|m| m.file(&set_topic.file))
-                    .cloned(),
-            });
-            let Some(previous) = set_topic.incremental_from.clone().filter(|_| !only_set) else {
-                break;
-            };
-            current = sets.iter().find(|s| s.id == previous).cloned().with_context(|| {
-                format!(
-                    "set {} continues set {previous}, which is missing or incomplete; replay with --only-set to replay {} alone",
-                    current.id, current.id
-                )
-            })?;
-        }
-        parts.reverse();
-        // Every file opens (the key fits, the header and META read) before anything else:
-        // a chain mixing plain and encrypted sets, or keys, fails here rather than midway.
-        let mut meta = None;
-        for part in &parts {
-            let opened = open_file(repo, part, identities.as_ref())?.meta().clone();
-            if opened.topic != topic {
-                anyhow::bail!(
-                    "{} holds topic '{}', not '{topic}'",
-                    part.shown,
-                    opened.topic
-                );
-            }
-            meta = Some(opened);
-        }
-        let meta = meta.expect("at least the chosen set");
+        let chosen = choose_set(repo, &sets, id, topic)?;
+        let parts = chain(repo, &sets, chosen, topic, only_set)?;
+        let meta = open_all(repo, &parts, topic, identities.as_ref())?;
         let set_ids: Vec<String> = parts.iter().map(|p| p.set.id.clone()).collect();
         Ok(Source {
             description: format!("set {}", set_ids.join(" + ")),
@@ -267,6 +184,132 @@ impl Source {
         }
         Ok(())
     }
+}
+
+/// The topic cuts a set's manifest keeps in clear; `None` when it has no readable ones.
+fn cuts(set: &SetInfo) -> Option<Vec<TopicCut>> {
+    serde_json::from_value::<KafkaSetDetails>(set.manifest.as_ref()?.details.clone())
+        .ok()
+        .map(|d| d.cuts())
+}
+
+fn cut_of(cuts: &[TopicCut], topic: &str) -> Option<TopicCut> {
+    cuts.iter().find(|c| c.topic == topic).cloned()
+}
+
+/// Set `id`, or else the newest complete set holding `topic`.
+fn choose_set(
+    repo: &Repository,
+    sets: &[SetInfo],
+    id: Option<&str>,
+    topic: &str,
+) -> anyhow::Result<SetInfo> {
+    if let Some(id) = id {
+        let (set, _) = repo.find(Kind::Kafka, Some(id))?;
+        return Ok(set);
+    }
+    sets.iter()
+        .rev()
+        .find(|s| cuts(s).is_some_and(|c| cut_of(&c, topic).is_some()))
+        .cloned()
+        .with_context(|| {
+            format!(
+                "no complete kafka backup set in {} holds topic '{topic}'; take one with kafka-topic-backup first",
+                repo.describe(Kind::Kafka.name())
+            )
+        })
+}
+
+/// The parts to read, oldest first: `chosen`'s, preceded (unless `only_set`) by those of
+/// the sets its incremental export continues.
+fn chain(
+    repo: &Repository,
+    sets: &[SetInfo],
+    chosen: SetInfo,
+    topic: &str,
+    only_set: bool,
+) -> anyhow::Result<Vec<Part>> {
+    let mut parts = Vec::new();
+    let mut current = chosen;
+    loop {
+        let (part, previous) = part_of(repo, current, topic)?;
+        let Some(previous) = previous.filter(|_| !only_set) else {
+            parts.push(part);
+            break;
+        };
+        current = sets.iter().find(|s| s.id == previous).cloned().with_context(|| {
+            format!(
+                "set {} continues set {previous}, which is missing or incomplete; replay with --only-set to replay {} alone",
+                part.set.id, part.set.id
+            )
+        })?;
+        parts.push(part);
+    }
+    parts.reverse();
+    Ok(parts)
+}
+
+/// The part of `set` that holds `topic`, and the set its export continues, if any.
+fn part_of(repo: &Repository, set: SetInfo, topic: &str) -> anyhow::Result<(Part, Option<String>)> {
+    let set_cuts =
+        cuts(&set).with_context(|| format!("set {} has no readable kafka details", set.id))?;
+    let set_topic = cut_of(&set_cuts, topic).with_context(|| {
+        format!(
+            "backup set {} does not hold topic '{topic}' (it holds: {})",
+            set.id,
+            set_cuts
+                .iter()
+                .map(|t| t.topic.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    // A name from the manifest: a file of the set, nothing outside it (a topic may
+    // start with '.', so its file may too).
+    if set_topic.file.contains(['/', '\\', '\0'])
+        || matches!(set_topic.file.as_str(), "" | "." | "..")
+    {
+        anyhow::bail!(
+            "set {} lists '{}' as the archive of topic '{topic}', which is not a file name",
+            set.id,
+            set_topic.file
+        );
+    }
+    let part = Part {
+        shown: repo.describe(&set.key(&set_topic.file)),
+        expected: set
+            .manifest
+            .as_ref()
+            .and_then(|m| m.file(&set_topic.file))
+            .cloned(),
+        file: set_topic.file,
+        set,
+    };
+    Ok((part, set_topic.incremental_from))
+}
+
+/// Opens every part (the key fits, the header and META read) before anything else, so a
+/// chain mixing plain and encrypted sets, or keys, fails here rather than midway: the META
+/// of the newest.
+fn open_all(
+    repo: &Repository,
+    parts: &[Part],
+    topic: &str,
+    identities: Option<&Identities>,
+) -> anyhow::Result<TopicMeta> {
+    let mut meta = None;
+    for part in parts {
+        let opened = open_file(repo, part, identities)?.meta().clone();
+        if opened.topic != topic {
+            anyhow::bail!(
+                "{} holds topic '{}', not '{topic}'",
+                part.shown,
+                opened.topic
+            );
+        }
+        meta = Some(opened);
+    }
+    Ok(meta.expect("at least the chosen set"))
 }
 
 fn open_file(

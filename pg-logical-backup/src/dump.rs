@@ -14,7 +14,9 @@
 //! wherever the repository is, and a custom-format dump is listed by `pg_restore --list`
 //! from a pipe as it streams into the set, since this run holds no key to read it back.
 
-use std::collections::{HashMap, HashSet};
+mod plan;
+
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::time::Instant;
 
@@ -28,14 +30,13 @@ use common::storage::{self, Store};
 use common::stream::{Compression, HashingReader};
 use common::FileEntry;
 
-use crate::backup::BackupArgs;
-use crate::catalog::TableInfo;
-use crate::details::{self, DatabaseEntry, DumpFormat, TableEntry};
-use crate::patterns;
+use crate::details::{DatabaseEntry, DumpFormat};
 use crate::pgbin::{self, PgBin};
 use crate::snapshot::SnapshotSession;
 use crate::source::{DumpSource, Scratch};
 use crate::toc;
+
+pub use plan::{DumpJob, DumpPlan, Naming};
 
 /// The globals' file in a set.
 pub const GLOBALS_FILE: &str = "globals.sql";
@@ -122,218 +123,6 @@ impl<W: Write> Write for Tee<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
     }
-}
-
-/// One pg_dump run of a set.
-#[derive(Debug, Clone)]
-pub struct DumpJob {
-    what: String,
-    /// Output relative to the set: a file, or a folder for the directory format.
-    output: String,
-    format: DumpFormat,
-    args: Vec<String>,
-    /// Table whose data the dump must list, checked with `pg_restore --list`.
-    must_hold: Option<(String, String)>,
-    /// Size of what it dumps, to start the big ones first.
-    size_bytes: u64,
-}
-
-/// The dumps of one database and where they go.
-pub struct DumpPlan {
-    dir: String,
-    format: DumpFormat,
-    full: String,
-    schema: Option<String>,
-    table_files: Vec<Option<String>>,
-    pub jobs: Vec<DumpJob>,
-}
-
-/// How a set's files are named: after the databases and tables, or (encrypted sets, whose
-/// file names are in clear) by number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Naming {
-    Tables,
-    Numbers,
-}
-
-impl Naming {
-    /// The folder of the `n`th database (from 0) of a set.
-    pub fn database_dir(self, n: usize, database: &str, taken: &mut HashSet<String>) -> String {
-        match self {
-            Naming::Tables => details::file_name(database, taken),
-            Naming::Numbers => format!("db{}", n + 1),
-        }
-    }
-}
-
-impl DumpPlan {
-    pub fn new(
-        args: &BackupArgs,
-        dir: &str,
-        naming: Naming,
-        session: &SnapshotSession,
-        selected: &HashSet<(String, String)>,
-    ) -> DumpPlan {
-        let mut common_args = vec![format!("--snapshot={}", session.snapshot)];
-        if let Some(level) = args.compress_level {
-            common_args.push(format!("--compress={level}"));
-        }
-        let workers = args.jobs.filter(|_| jobs_pay(session));
-        let (format, full) = match workers {
-            Some(_) => (DumpFormat::Directory, format!("{dir}/full.dir")),
-            None => (DumpFormat::Custom, format!("{dir}/full.dump")),
-        };
-        let mut full_args = common_args.clone();
-        match workers {
-            Some(jobs) => full_args.extend(["--format=directory".into(), format!("--jobs={jobs}")]),
-            None => full_args.push("--format=custom".into()),
-        }
-        let mut jobs = vec![DumpJob {
-            what: format!("whole database {}", session.database),
-            output: full.clone(),
-            format,
-            args: full_args,
-            must_hold: None,
-            size_bytes: u64::MAX,
-        }];
-        // The old layout's schema dump; without it a schema restore reads the definitions
-        // from the whole-database dump's table of contents, which costs nothing extra to keep.
-        let schema = args.per_table_dumps().then(|| format!("{dir}/schema.dump"));
-        if let Some(schema) = &schema {
-            jobs.push(DumpJob {
-                what: format!("schema of {}", session.database),
-                output: schema.clone(),
-                format: DumpFormat::Custom,
-                args: [
-                    common_args.clone(),
-                    vec!["--format=custom".into(), "--schema-only".into()],
-                ]
-                .concat(),
-                must_hold: None,
-                size_bytes: u64::MAX,
-            });
-        }
-        let mut taken = HashSet::new();
-        let mut table_files = Vec::new();
-        for (n, table) in session.tables.iter().enumerate() {
-            if !selected.contains(&(table.schema.clone(), table.name.clone())) {
-                table_files.push(None);
-                continue;
-            }
-            let name = match naming {
-                Naming::Tables => details::file_name(&table.display_name(), &mut taken),
-                Naming::Numbers => format!("t{}", n + 1),
-            };
-            let output = format!("{dir}/tables/{name}.dump");
-            let mut table_args = common_args.clone();
-            table_args.extend([
-                "--format=custom".into(),
-                "--strict-names".into(),
-                format!(
-                    "--table={}",
-                    patterns::qualified(&table.schema, &table.name)
-                ),
-            ]);
-            jobs.push(DumpJob {
-                what: format!("table {} of {}", table.display_name(), session.database),
-                output: output.clone(),
-                format: DumpFormat::Custom,
-                args: table_args,
-                must_hold: (table.kind == 'r').then(|| (table.schema.clone(), table.name.clone())),
-                size_bytes: table.size_bytes,
-            });
-            table_files.push(Some(output));
-        }
-        // Biggest first, so the long dumps start early and the short ones fill the gaps.
-        jobs.sort_by_key(|j| std::cmp::Reverse(j.size_bytes));
-        DumpPlan {
-            dir: dir.to_string(),
-            format,
-            full,
-            schema,
-            table_files,
-            jobs,
-        }
-    }
-
-    /// The manifest entry, once the dumps ran and the rows were counted.
-    pub fn entry(
-        &self,
-        session: &SnapshotSession,
-        counts: Vec<u64>,
-        dumped: &[Dumped],
-    ) -> DatabaseEntry {
-        let full_dump_secs = dumped
-            .iter()
-            .find(|d| d.output == self.full)
-            .map(|d| d.secs);
-        // Recorded under their stored names (`.age` added to an encrypted file).
-        let stored: HashMap<&str, &str> = dumped
-            .iter()
-            .map(|d| (d.output.as_str(), d.stored.as_str()))
-            .collect();
-        let stored = |output: &String| {
-            stored
-                .get(output.as_str())
-                .map_or_else(|| output.clone(), |s| s.to_string())
-        };
-        let tables = session
-            .tables
-            .iter()
-            .zip(counts)
-            .zip(&self.table_files)
-            .map(
-                |((t, rows), file): ((&TableInfo, u64), &Option<String>)| TableEntry {
-                    schema: t.schema.clone(),
-                    name: t.name.clone(),
-                    rows,
-                    size_bytes: t.size_bytes,
-                    indexes: t.indexes,
-                    constraints: t.constraints,
-                    file: file.as_ref().map(stored),
-                    index_names: t.index_names.clone(),
-                    sequences: t.sequences.clone(),
-                },
-            )
-            .collect();
-        DatabaseEntry {
-            name: session.database.clone(),
-            dir: self.dir.clone(),
-            encoding: session.encoding.clone(),
-            snapshot: session.snapshot.clone(),
-            snapshot_lsn: session.lsn.clone(),
-            snapshot_time: session.time,
-            format: self.format,
-            full_dump: stored(&self.full),
-            full_dump_secs,
-            schema_dump: self.schema.as_ref().map(stored),
-            tables,
-        }
-    }
-}
-
-/// A database smaller than this is dumped with `--jobs` as asked, whatever its tables.
-const JOBS_MIN_BYTES: u64 = 64 << 20;
-
-/// Whether parallel pg_dump workers can pay off on this database: pg_dump gives each
-/// worker whole tables, so when one table holds 2/3 or more of the data the others finish
-/// early and the run takes as long as that table alone, plus the directory format's cost.
-/// Says so when they cannot.
-fn jobs_pay(session: &SnapshotSession) -> bool {
-    let total: u64 = session.tables.iter().map(|t| t.size_bytes).sum();
-    let Some(largest) = session.tables.iter().max_by_key(|t| t.size_bytes) else {
-        return true;
-    };
-    if total < JOBS_MIN_BYTES || largest.size_bytes.saturating_mul(3) < total.saturating_mul(2) {
-        return true;
-    }
-    tracing::warn!(
-        "database {}: table {} holds {}% of the data and --jobs cannot split a table (each pg_dump worker dumps whole tables); dumping it as one custom-format file instead",
-        session.database,
-        largest.display_name(),
-        largest.size_bytes * 100 / total.max(1)
-    );
-    false
 }
 
 /// Exact row counts of every table, in the session's snapshot, in table order.

@@ -53,10 +53,35 @@ pub fn run(args: ListArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let mut complete = 0;
     let mut newest = None;
     for set in &sets {
+        let record = SetRecord::of(&repo, set, identities.as_ref());
+        if record.complete {
+            complete += 1;
+            newest = Some(set.id.clone());
+        }
+        match global.output {
+            OutputFormat::Json => common::output::json_line(&record)?,
+            OutputFormat::Text => common::output::text_line(&record.text())?,
+        }
+    }
+    let summary = Summary {
+        sets: sets.len(),
+        complete,
+        newest_complete: newest,
+    };
+    common::output::summary(global.output, &summary, || {
+        format!("{} set(s), {} complete", summary.sets, summary.complete)
+    })?;
+    Ok(Status::Ok)
+}
+
+impl SetRecord {
+    /// What the listing says of `set`: its contents, read with `identities` when encrypted,
+    /// or why it is not usable.
+    fn of(repo: &Repository, set: &SetInfo, identities: Option<&Identities>) -> SetRecord {
         let details = set
             .manifest
             .as_ref()
-            .map(|m| contents(&repo, set, m, identities.as_ref()));
+            .map(|m| contents(repo, set, m, identities));
         let (databases, tables, rows, problem) = match &details {
             Some(Ok(None)) => (Vec::new(), 0, 0, None),
             Some(Ok(Some(d))) => (
@@ -80,55 +105,41 @@ pub fn run(args: ListArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
                 ),
             ),
         };
-        let is_complete = problem.is_none();
-        if is_complete {
-            complete += 1;
-            newest = Some(set.id.clone());
-        }
-        let encrypted = set
-            .manifest
-            .as_ref()
-            .is_some_and(|m| m.encryption().is_some());
-        let record = SetRecord {
+        SetRecord {
             kind: "set",
             id: set.id.clone(),
-            complete: is_complete,
+            complete: problem.is_none(),
             problem,
-            encrypted,
+            encrypted: set
+                .manifest
+                .as_ref()
+                .is_some_and(|m| m.encryption().is_some()),
             contents_known: !matches!(details, Some(Ok(None))),
             databases,
             tables,
             rows,
             bytes: set.manifest.as_ref().map_or(0, |m| m.total_size()),
-        };
-        match global.output {
-            OutputFormat::Json => common::output::json_line(&record)?,
-            OutputFormat::Text => common::output::text_line(&match &record.problem {
-                None if !record.contents_known => format!(
-                    "{}  complete    encrypted (set BACKUP_ENCRYPTION_IDENTITY_FILE to see what it holds)  {} bytes",
-                    record.id, record.bytes
-                ),
-                None => format!(
-                    "{}  complete    {}  {} tables  {} rows  {} bytes",
-                    record.id,
-                    record.databases.join(","),
-                    record.tables,
-                    record.rows,
-                    record.bytes
-                ),
-                Some(problem) => format!("{}  INCOMPLETE  {problem}", record.id),
-            })?,
         }
     }
-    let summary = Summary {
-        sets: sets.len(),
-        complete,
-        newest_complete: newest,
-    };
-    common::output::summary(global.output, &summary, || {
-        format!("{} set(s), {} complete", summary.sets, summary.complete)
-    })?;
-    Ok(Status::Ok)
+
+    /// The record as a text line.
+    fn text(&self) -> String {
+        match &self.problem {
+            None if !self.contents_known => format!(
+                "{}  complete    encrypted (set BACKUP_ENCRYPTION_IDENTITY_FILE to see what it holds)  {} bytes",
+                self.id, self.bytes
+            ),
+            None => format!(
+                "{}  complete    {}  {} tables  {} rows  {} bytes",
+                self.id,
+                self.databases.join(","),
+                self.tables,
+                self.rows,
+                self.bytes
+            ),
+            Some(problem) => format!("{}  INCOMPLETE  {problem}", self.id),
+        }
+    }
 }
 
 /// The details of a complete set; `None` for an encrypted set whose private part cannot be

@@ -8,6 +8,8 @@ use std::process::Stdio;
 
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin};
+use tokio::task::JoinHandle;
 
 use crate::details::TableEntry;
 use crate::patterns;
@@ -179,6 +181,27 @@ pub async fn replace_rows(
 /// Streams the parts into one `psql --single-transaction` session on `target`. Any error, in
 /// psql or in a pg_restore producing a part, leaves the database as it was.
 async fn run_script(bin: &PgBin, target: &str, parts: Vec<Part>) -> anyhow::Result<()> {
+    let (mut child, mut stdin, errors) = spawn_psql(bin, target)?;
+    let feed_error = match feed(bin, &mut stdin, parts).await? {
+        None => None,
+        Some(Stopped::Psql(e)) => Some(e),
+        Some(Stopped::Producer(e)) => {
+            // Killed before its input ends, psql never commits.
+            let _ = child.start_kill();
+            Some(e)
+        }
+    };
+    drop(stdin);
+    let status = child.wait().await.context("cannot wait for psql")?;
+    let psql_errors = errors.await.unwrap_or_default();
+    outcome(target, status.success(), &psql_errors, feed_error)
+}
+
+/// `psql` reading a script on its stdin, and the task collecting what it says on stderr.
+fn spawn_psql(
+    bin: &PgBin,
+    target: &str,
+) -> anyhow::Result<(Child, ChildStdin, JoinHandle<String>)> {
     let mut psql = bin.command("psql", target);
     psql.args([
         "-X",
@@ -192,57 +215,87 @@ async fn run_script(bin: &PgBin, target: &str, parts: Vec<Part>) -> anyhow::Resu
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
     let mut child = psql.spawn().map_err(|e| pgbin::spawn_error(e, "psql"))?;
-    let mut stdin = child.stdin.take().context("psql stdin")?;
+    let stdin = child.stdin.take().context("psql stdin")?;
     let mut stderr = child.stderr.take().context("psql stderr")?;
     let errors = tokio::spawn(async move {
         let mut text = String::new();
         let _ = stderr.read_to_string(&mut text).await;
         text
     });
-    let mut feed_error = None;
+    Ok((child, stdin, errors))
+}
+
+/// Why feeding the script stopped before its end.
+enum Stopped {
+    /// psql stopped reading: it hit an error, which it reports itself.
+    Psql(anyhow::Error),
+    /// A pg_restore producing a part failed: psql must not commit what it got.
+    Producer(anyhow::Error),
+}
+
+fn psql_stopped(e: std::io::Error) -> Stopped {
+    Stopped::Psql(anyhow::Error::new(e).context("psql stopped reading"))
+}
+
+/// Writes the parts into psql's stdin, in order, until one cannot be written.
+async fn feed(
+    bin: &PgBin,
+    stdin: &mut ChildStdin,
+    parts: Vec<Part>,
+) -> anyhow::Result<Option<Stopped>> {
     for part in parts {
-        match part {
-            Part::Sql(sql) => {
-                if let Err(e) = stdin.write_all(sql.as_bytes()).await {
-                    // psql stopped reading: it hit an error, reported below.
-                    feed_error = Some(anyhow::Error::new(e).context("psql stopped reading"));
-                    break;
-                }
-            }
-            Part::Dump { source, args } => {
-                let mut cmd = bin.command("pg_restore", "postgres");
-                cmd.arg("--file=-").args(&args);
-                source.pg_restore_input(&mut cmd);
-                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-                let (mut reader, feeder) = source.spawn(&mut cmd)?;
-                let mut out = reader.stdout.take().context("pg_restore stdout")?;
-                let copied = tokio::io::copy(&mut out, &mut stdin).await;
-                drop(out);
-                let output = reader
-                    .wait_with_output()
-                    .await
-                    .context("cannot wait for pg_restore")?;
-                let fed = feeder.finish().await;
-                if let Err(e) = copied {
-                    feed_error = Some(anyhow::Error::new(e).context("psql stopped reading"));
-                    break;
-                }
-                let read = fed.and_then(|()| {
-                    pgbin::check(&output, &format!("pg_restore of {}", source.shown()))
-                });
-                if let Err(e) = read {
-                    feed_error = Some(e);
-                    // Killed before its input ends, psql never commits.
-                    let _ = child.start_kill();
-                    break;
-                }
-            }
+        let stopped = match part {
+            Part::Sql(sql) => stdin
+                .write_all(sql.as_bytes())
+                .await
+                .err()
+                .map(psql_stopped),
+            Part::Dump { source, args } => feed_dump(bin, stdin, &source, &args).await?,
+        };
+        if stopped.is_some() {
+            return Ok(stopped);
         }
     }
-    drop(stdin);
-    let status = child.wait().await.context("cannot wait for psql")?;
-    let psql_errors = errors.await.unwrap_or_default();
-    if !status.success() && (feed_error.is_none() || !psql_errors.trim().is_empty()) {
+    Ok(None)
+}
+
+/// Copies the SQL pg_restore makes of `source` into psql's stdin.
+async fn feed_dump(
+    bin: &PgBin,
+    stdin: &mut ChildStdin,
+    source: &DumpSource,
+    args: &[String],
+) -> anyhow::Result<Option<Stopped>> {
+    let mut cmd = bin.command("pg_restore", "postgres");
+    cmd.arg("--file=-").args(args);
+    source.pg_restore_input(&mut cmd);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (mut reader, feeder) = source.spawn(&mut cmd)?;
+    let mut out = reader.stdout.take().context("pg_restore stdout")?;
+    let copied = tokio::io::copy(&mut out, stdin).await;
+    drop(out);
+    let output = reader
+        .wait_with_output()
+        .await
+        .context("cannot wait for pg_restore")?;
+    let fed = feeder.finish().await;
+    if let Err(e) = copied {
+        return Ok(Some(psql_stopped(e)));
+    }
+    let read =
+        fed.and_then(|()| pgbin::check(&output, &format!("pg_restore of {}", source.shown())));
+    Ok(read.err().map(Stopped::Producer))
+}
+
+/// The verdict on the script: psql's own errors (with a hint where one helps) when it
+/// failed, else why feeding it stopped.
+fn outcome(
+    target: &str,
+    psql_succeeded: bool,
+    psql_errors: &str,
+    feed_error: Option<anyhow::Error>,
+) -> anyhow::Result<()> {
+    if !psql_succeeded && (feed_error.is_none() || !psql_errors.trim().is_empty()) {
         let hint = if psql_errors.contains("depends on") {
             " (other objects depend on a table being replaced: drop or include them, replace only the rows with --data-only, or restore into a new database)"
         } else if psql_errors.contains("session_replication_role") {
@@ -252,7 +305,7 @@ async fn run_script(bin: &PgBin, target: &str, parts: Vec<Part>) -> anyhow::Resu
         };
         anyhow::bail!(
             "restoring the tables into '{target}' failed and was rolled back, nothing changed: {}{hint}",
-            pgbin::last_lines(&psql_errors, 3)
+            pgbin::last_lines(psql_errors, 3)
         );
     }
     if let Some(e) = feed_error {

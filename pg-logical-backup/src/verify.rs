@@ -7,6 +7,7 @@
 //! An encrypted set needs its identity (`BACKUP_ENCRYPTION_IDENTITY_FILE`): its dumps are
 //! decrypted as pg_restore reads them.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -16,8 +17,8 @@ use common::cli::{GlobalArgs, PgArgs, RepoArgs};
 use common::output::OutputFormat;
 use common::{Manifest, Status};
 
-use crate::catalog;
-use crate::details::{ChosenSet, DatabaseEntry, DumpFormat};
+use crate::catalog::{self, TableInfo};
+use crate::details::{ChosenSet, DatabaseEntry, DumpFormat, TableEntry};
 use crate::integrity;
 use crate::pgbin::{PgBin, PgBinArgs};
 use crate::source::DumpSource;
@@ -289,17 +290,7 @@ async fn table_dumps(bin: &PgBin, chosen: &ChosenSet, db: &DatabaseEntry) -> Che
         match toc::count_data_rows(bin, &chosen.source(file)).await {
             Ok(counts) => {
                 checked += 1;
-                let found = counts
-                    .get(&toc::copy_name(&t.schema, &t.name))
-                    .copied()
-                    .unwrap_or(0);
-                if found != t.rows {
-                    problems.push(format!(
-                        "{}: {file} holds {found} rows, the manifest says {}",
-                        t.display_name(),
-                        t.rows
-                    ));
-                }
+                problems.extend(row_count_problem(&counts, t, file));
             }
             Err(e) => problems.push(format!("{e:#}")),
         }
@@ -317,22 +308,11 @@ async fn table_dumps(bin: &PgBin, chosen: &ChosenSet, db: &DatabaseEntry) -> Che
 async fn table_data(bin: &PgBin, full: &DumpSource, db: &DatabaseEntry) -> Check {
     let mut problems = Vec::new();
     match toc::count_data_rows(bin, full).await {
-        Ok(counts) => {
-            for t in &db.tables {
-                let found = counts
-                    .get(&toc::copy_name(&t.schema, &t.name))
-                    .copied()
-                    .unwrap_or(0);
-                if found != t.rows {
-                    problems.push(format!(
-                        "{}: {} holds {found} rows, the manifest says {}",
-                        t.display_name(),
-                        db.full_dump,
-                        t.rows
-                    ));
-                }
-            }
-        }
+        Ok(counts) => problems.extend(
+            db.tables
+                .iter()
+                .filter_map(|t| row_count_problem(&counts, t, &db.full_dump)),
+        ),
         Err(e) => problems.push(format!("{e:#}")),
     }
     Check::new(
@@ -344,6 +324,22 @@ async fn table_data(bin: &PgBin, full: &DumpSource, db: &DatabaseEntry) -> Check
         ),
         problems,
     )
+}
+
+/// What is wrong, if anything, with the rows `counts` (per COPY block of dump `file`) holds
+/// for table `t`: the manifest says how many there should be.
+fn row_count_problem(counts: &BTreeMap<String, u64>, t: &TableEntry, file: &str) -> Option<String> {
+    let found = counts
+        .get(&toc::copy_name(&t.schema, &t.name))
+        .copied()
+        .unwrap_or(0);
+    (found != t.rows).then(|| {
+        format!(
+            "{}: {file} holds {found} rows, the manifest says {}",
+            t.display_name(),
+            t.rows
+        )
+    })
 }
 
 /// Restores the whole-database dump into a temporary database, runs the comparisons, and
@@ -385,17 +381,8 @@ async fn restore_and_compare(
     db: &DatabaseEntry,
     temp: &str,
 ) -> anyhow::Result<Vec<Check>> {
-    let mut cmd = bin.command("pg_restore", temp);
-    cmd.arg(format!("--dbname={temp}"))
-        .args(["--exit-on-error", "--no-owner", "--no-privileges"]);
-    match db.format {
-        DumpFormat::Directory => cmd.arg("--jobs=2"),
-        DumpFormat::Custom => cmd.arg("--single-transaction"),
-    };
-    full.pg_restore_input(&mut cmd);
-    let restored = full.run(&mut cmd, "test restore").await;
     let name = Some(db.name.as_str());
-    if let Err(e) = restored {
+    if let Err(e) = restore_into(bin, full, db, temp).await {
         return Ok(vec![Check::new(
             "restore",
             name,
@@ -412,20 +399,53 @@ async fn restore_and_compare(
     let client =
         common::postgres::connect(&catalog::for_database(&args.pg, temp), crate::TOOL).await?;
     let present = catalog::list_tables(&client).await?;
+    checks.push(compare_tables(db, &present));
+    checks.push(compare_row_counts(&client, db, &present).await?);
+    if args.level >= crate::verify::Level::Deep {
+        checks.push(integrity::foreign_keys(&client, name).await?);
+        checks.push(integrity::indexes(&client, db, &present, name).await?);
+        checks.push(integrity::constraints(&client, db, &present, name).await?);
+    }
+    Ok(checks)
+}
 
+/// pg_restore of the whole-database dump into database `temp`.
+async fn restore_into(
+    bin: &PgBin,
+    full: &DumpSource,
+    db: &DatabaseEntry,
+    temp: &str,
+) -> anyhow::Result<()> {
+    let mut cmd = bin.command("pg_restore", temp);
+    cmd.arg(format!("--dbname={temp}"))
+        .args(["--exit-on-error", "--no-owner", "--no-privileges"]);
+    match db.format {
+        DumpFormat::Directory => cmd.arg("--jobs=2"),
+        DumpFormat::Custom => cmd.arg("--single-transaction"),
+    };
+    full.pg_restore_input(&mut cmd);
+    full.run(&mut cmd, "test restore").await?;
+    Ok(())
+}
+
+fn is_present(present: &[TableInfo], t: &TableEntry) -> bool {
+    present
+        .iter()
+        .any(|p| p.schema == t.schema && p.name == t.name)
+}
+
+/// `tables`: the restored tables are the manifest's.
+fn compare_tables(db: &DatabaseEntry, present: &[TableInfo]) -> Check {
     let mut problems = Vec::new();
     for t in &db.tables {
-        if !present
-            .iter()
-            .any(|p| p.schema == t.schema && p.name == t.name)
-        {
+        if !is_present(present, t) {
             problems.push(format!(
                 "{}: in the manifest, missing after restore",
                 t.display_name()
             ));
         }
     }
-    for p in &present {
+    for p in present {
         if !db
             .tables
             .iter()
@@ -437,23 +457,24 @@ async fn restore_and_compare(
             ));
         }
     }
-    checks.push(Check::new(
+    Check::new(
         "tables",
-        name,
+        Some(&db.name),
         format!("{} tables", db.tables.len()),
         problems,
-    ));
+    )
+}
 
+/// `row_counts`: each restored table holds the manifest's count of rows.
+async fn compare_row_counts(
+    client: &tokio_postgres::Client,
+    db: &DatabaseEntry,
+    present: &[TableInfo],
+) -> anyhow::Result<Check> {
     let mut problems = Vec::new();
     let mut rows = 0;
-    for t in &db.tables {
-        if !present
-            .iter()
-            .any(|p| p.schema == t.schema && p.name == t.name)
-        {
-            continue;
-        }
-        let count = catalog::count_rows(&client, &t.schema, &t.name).await?;
+    for t in db.tables.iter().filter(|t| is_present(present, t)) {
+        let count = catalog::count_rows(client, &t.schema, &t.name).await?;
         rows += count;
         if count != t.rows {
             problems.push(format!(
@@ -463,17 +484,10 @@ async fn restore_and_compare(
             ));
         }
     }
-    checks.push(Check::new(
+    Ok(Check::new(
         "row_counts",
-        name,
+        Some(&db.name),
         format!("{rows} rows"),
         problems,
-    ));
-
-    if args.level >= crate::verify::Level::Deep {
-        checks.push(integrity::foreign_keys(&client, name).await?);
-        checks.push(integrity::indexes(&client, db, &present, name).await?);
-        checks.push(integrity::constraints(&client, db, &present, name).await?);
-    }
-    Ok(checks)
+    ))
 }

@@ -21,10 +21,8 @@ use anyhow::Context;
 use common::encryption::{self, Identities};
 use common::lsn::Lsn;
 use common::repo::Repository;
+use common::wal::history::{self, MAX_HISTORY_BYTES};
 use common::wal::{segment_name, segno_of, ArchivedFile, WalArchive, WalFile};
-
-/// Largest timeline history file read: PostgreSQL writes one short line per switch.
-const MAX_HISTORY_BYTES: u64 = 16 << 20;
 
 /// The WAL record that marks a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,34 +131,19 @@ impl Span {
 
 /// The spans, newest first, from the newest timeline's history file text (`None` when it has
 /// none: timeline 1, or history not archived). Lines are `<parent> <switch LSN> <reason>`.
-fn spans(newest: u32, history: Option<&str>, shown: &str) -> anyhow::Result<Vec<Span>> {
-    let mut entries = Vec::new();
-    for (n, line) in history.unwrap_or("").lines().enumerate() {
-        if line.trim().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut fields = line.split_whitespace();
-        let parent = fields.next().and_then(|t| t.parse::<u32>().ok());
-        let switch = fields.next().and_then(|l| l.parse::<Lsn>().ok());
-        match (parent, switch) {
-            (Some(parent), Some(switch)) => entries.push((parent, switch)),
-            _ => anyhow::bail!(
-                "{shown} is not a timeline history file (line {} is not '<timeline> <LSN> <reason>')",
-                n + 1
-            ),
-        }
-    }
+fn spans(newest: u32, text: Option<&str>, shown: &str) -> anyhow::Result<Vec<Span>> {
+    let entries = history::parse(text.unwrap_or("").as_bytes(), shown)?;
     let mut spans = Vec::with_capacity(entries.len() + 1);
     let mut end = None;
     let mut timeline = newest;
-    for &(parent, switch) in entries.iter().rev() {
+    for entry in entries.iter().rev() {
         spans.push(Span {
             timeline,
-            begin: switch,
+            begin: entry.switchpoint,
             end,
         });
-        end = Some(switch);
-        timeline = parent;
+        end = Some(entry.switchpoint);
+        timeline = entry.timeline;
     }
     spans.push(Span {
         timeline,

@@ -6,7 +6,6 @@
 
 mod fetch;
 mod header;
-pub mod history;
 mod push;
 mod verify;
 

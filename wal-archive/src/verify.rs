@@ -9,12 +9,12 @@ use common::output::{self, OutputFormat};
 use common::physical::PhysicalDetails;
 use common::repo::{Kind, Repository};
 use common::storage::Location;
+use common::wal::history;
 use common::wal::{segno_of, ArchivedFile, WalArchive, WalFile, DEFAULT_SEGMENT_SIZE};
 use common::Status;
 use serde::Serialize;
 
 use crate::header::SegmentHeader;
-use crate::history;
 
 #[derive(Debug, Serialize)]
 struct Gap {
@@ -78,7 +78,7 @@ fn switch_point(
     identities: Option<&Identities>,
     timeline: u32,
 ) -> Option<Lsn> {
-    let (stored, key, compression) = archive.open(&format!("{timeline:08X}.history")).ok()??;
+    let (stored, key, compression) = archive.open(&history::file_name(timeline)).ok()??;
     let stored = encryption::reader(
         stored,
         encryption::is_encrypted_name(&key),

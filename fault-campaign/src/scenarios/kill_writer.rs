@@ -97,8 +97,8 @@ impl<W: Writer> Scenario for KillWriter<W> {
 }
 
 /// "id (complete|incomplete)" of each set.
-fn describe(sets: &[common::repo::SetInfo]) -> String {
-    sets.iter()
+pub fn describe<'a>(sets: impl IntoIterator<Item = &'a common::repo::SetInfo>) -> String {
+    sets.into_iter()
         .map(|s| {
             format!(
                 "{} ({})",

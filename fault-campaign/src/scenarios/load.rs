@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tempfile::TempDir;
 use test_support::os_user::db_tempdir;
-use test_support::pg::{pg_bin, DataDirServer, Endpoint, PgCluster, PgOptions};
+use test_support::pg::{pg_bin, DataDirServer, PgCluster, PgOptions};
 
 use super::{entry, Entry, Scenario};
 use crate::context::{Backend, Ctx, Repo, Tier};
@@ -65,7 +65,7 @@ impl Load {
         let mut base = base_backup(ctx, &pg, &repo);
         let first = process::run_ok(&mut base, "the first base backup")?;
         Ok(Load {
-            first_base: set_id(&first)?,
+            first_base: first.set_id()?,
             pg,
             repo,
             duration: ctx.load_duration,
@@ -91,14 +91,6 @@ fn base_backup(ctx: &Ctx, pg: &PgCluster, repo: &Repo) -> Command {
         "json",
     ]);
     cmd
-}
-
-/// The id of the set a backup run wrote, from its JSON summary.
-fn set_id(ended: &process::Ended) -> anyhow::Result<String> {
-    ended.run.summary()["id"]
-        .as_str()
-        .map(str::to_string)
-        .context("the backup's summary names no set id")
 }
 
 /// `.ready` files in the cluster's archive status directory: the archiver's backlog.
@@ -134,7 +126,7 @@ fn restore_point(pg: &PgCluster, name: &str) -> anyhow::Result<String> {
         .transpose()?
         .unwrap_or_default();
     let dump = if locked.starts_with("rp ") {
-        dumpall(pg)
+        sql::dumpall(pg)
     } else {
         Err(anyhow::anyhow!(
             "could not create restore point {name}: {locked}"
@@ -144,39 +136,6 @@ fn restore_point(pg: &PgCluster, name: &str) -> anyhow::Result<String> {
     drop(stdin);
     let _ = session.wait();
     dump
-}
-
-fn dumpall(endpoint: &Endpoint) -> anyhow::Result<String> {
-    let mut cmd = endpoint.command(pg_bin("pg_dumpall"));
-    cmd.arg("--no-role-passwords");
-    let out = cmd.output().context("cannot run pg_dumpall")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "pg_dumpall failed: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    // `\restrict KEY` / `\unrestrict KEY` (newer minor releases) carry a random key per run.
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
-        .map(|l| format!("{l}\n"))
-        .collect())
-}
-
-/// The first line where two dumps differ.
-fn first_difference(a: &str, b: &str) -> String {
-    a.lines()
-        .zip(b.lines())
-        .enumerate()
-        .find(|(_, (x, y))| x != y)
-        .map(|(n, (x, y))| format!("line {}: restored '{x}', reference '{y}'", n + 1))
-        .unwrap_or_else(|| {
-            format!(
-                "lengths differ: {} and {} lines",
-                a.lines().count(),
-                b.lines().count()
-            )
-        })
 }
 
 /// What the run under load produced.
@@ -224,7 +183,7 @@ impl Load {
                     if finished.is_some() {
                         let ended = backup.take().expect("finished").wait(process::RUN_LIMIT)?;
                         ended.ok(&format!("base backup {} under load", run.backups + 1))?;
-                        newest = set_id(&ended)?;
+                        newest = ended.set_id()?;
                         run.backups += 1;
                     }
                     backup = Some(Running::spawn(
@@ -238,7 +197,7 @@ impl Load {
         if let Some(last) = backup {
             let ended = last.wait(process::RUN_LIMIT)?;
             ended.ok("the last base backup under load")?;
-            newest = set_id(&ended)?;
+            newest = ended.set_id()?;
             run.backups += 1;
         }
         let bench = bench.wait(Duration::from_secs(120))?;
@@ -289,11 +248,11 @@ impl Load {
             None => format!("pitr-restore --target-name {name} (the base set it picks)"),
         };
         ended.ok(&shown)?;
-        let restored = dumpall(&server)?;
+        let restored = sql::dumpall(&server)?;
         anyhow::ensure!(
             restored == reference,
             "restored to {name}, pg_dumpall differs from the reference: {}",
-            first_difference(&restored, reference)
+            sql::first_difference(&restored, reference)
         );
         Ok(())
     }

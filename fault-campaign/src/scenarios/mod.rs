@@ -3,6 +3,7 @@
 
 mod disk_full;
 mod hostile;
+mod kill_pgdata;
 mod kill_restorer;
 mod kill_writer;
 mod load;
@@ -11,6 +12,8 @@ mod sources;
 mod wal_push;
 mod wiped;
 mod writers;
+
+use common::physical::BackupType;
 
 use crate::context::{Backend, Ctx, Tier};
 
@@ -50,6 +53,21 @@ fn all() -> Vec<Entry> {
             "SIGKILL mid base backup; complete sets validate and restore, the next run works",
             kill,
             Box::new(move |ctx| kill_writer::make(writers::Base::new(ctx)?, backend)),
+        ));
+        list.push(entry(
+            format!("kill:pg-base-backup-pgdata-full:{b}"),
+            "SIGKILL/SIGTERM mid --pgdata full backup; nothing new looks complete, the re-run restores the source",
+            Tier::pgdata_kill_trials,
+            Box::new(move |ctx| kill_pgdata::make(ctx, BackupType::Full, backend)),
+        ));
+        list.push(entry(
+            format!("kill:pg-base-backup-pgdata-incr:{b}"),
+            "SIGKILL/SIGTERM mid --pgdata incr; nothing new looks complete, the re-run's chain restores the source",
+            match backend {
+                Backend::Local => Tier::pgdata_incr_local_trials,
+                Backend::S3 => Tier::pgdata_kill_trials,
+            },
+            Box::new(move |ctx| kill_pgdata::make(ctx, BackupType::Incr, backend)),
         ));
         list.push(entry(
             format!("kill:wal-archive-push:{b}"),

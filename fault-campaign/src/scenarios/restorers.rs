@@ -27,8 +27,35 @@ pub struct ArchivingSource {
 }
 
 impl ArchivingSource {
+    /// The cluster with one `pg_basebackup` base backup, more data after it, every segment
+    /// archived.
     pub fn new(ctx: &Ctx, backend: Backend) -> anyhow::Result<ArchivingSource> {
-        let repo = ctx.fresh_repo(backend, "pitr")?;
+        let mut source = ArchivingSource::without_backup(ctx, backend, "pitr")?;
+        let (cluster, repo) = (&mut source.cluster, &source.repo);
+        let mut cmd = ctx.tool("pg-base-backup");
+        repo.apply(&mut cmd).envs(cluster.pg.env()).args([
+            "--backup-dir",
+            &repo.url,
+            "--wal-method",
+            "archive",
+            "--output",
+            "json",
+        ]);
+        process::run_ok(&mut cmd, "pg-base-backup")?;
+        sources::fill_app(&cluster.pg, 2001)?;
+        sql::switch_wal_and_wait(&cluster.pg, std::time::Duration::from_secs(60))?;
+        cluster.refresh()?;
+        Ok(source)
+    }
+
+    /// A cluster with the application database archiving its WAL into a fresh repository
+    /// (`fc-NAME`) of `backend`; no base backup yet.
+    pub fn without_backup(
+        ctx: &Ctx,
+        backend: Backend,
+        name: &str,
+    ) -> anyhow::Result<ArchivingSource> {
+        let repo = ctx.fresh_repo(backend, name)?;
         let config_dir = db_tempdir("fc-config-");
         let config = repo.config_args(config_dir.path())?;
         let options = PgOptions::default()
@@ -43,20 +70,7 @@ impl ArchivingSource {
                 ),
             )
             .setting("archive_timeout", "0");
-        let mut cluster = Cluster::with_app(options)?;
-        let mut cmd = ctx.tool("pg-base-backup");
-        repo.apply(&mut cmd).envs(cluster.pg.env()).args([
-            "--backup-dir",
-            &repo.url,
-            "--wal-method",
-            "archive",
-            "--output",
-            "json",
-        ]);
-        process::run_ok(&mut cmd, "pg-base-backup")?;
-        sources::fill_app(&cluster.pg, 2001)?;
-        sql::switch_wal_and_wait(&cluster.pg, std::time::Duration::from_secs(60))?;
-        cluster.refresh()?;
+        let cluster = Cluster::with_app(options)?;
         Ok(ArchivingSource {
             cluster,
             repo,

@@ -17,7 +17,7 @@ use crate::process;
 use crate::{sql, topic};
 
 /// Retention that keeps one complete set, so a killed run may be deleting the previous one.
-const KEEP_ONE: [&str; 4] = ["--keep-count", "1", "--retention-days", "0"];
+pub const KEEP_ONE: [&str; 4] = ["--keep-count", "1", "--retention-days", "0"];
 
 /// pg-base-backup of a cluster that does not archive (the WAL goes into the tarball).
 pub struct Base {

@@ -7,6 +7,7 @@ mod damaged;
 mod encryption;
 mod filters;
 mod groups;
+mod lsn_cut;
 mod pipeline;
 mod repartition;
 mod resume;

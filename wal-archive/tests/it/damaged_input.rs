@@ -4,10 +4,10 @@
 //!
 //! `PROPTEST_CASES=100000 cargo test -p wal-archive --test it damaged_input` is the full run.
 
+use common::wal::history;
 use common::wal::WalFile;
 use proptest::prelude::*;
 use test_support::damage::{self, bounded};
-use wal_archive::history;
 use wal_archive::SegmentHeader;
 
 const HISTORY_SHOWN: &str = "/backups/wal/00000003.history.zst";
@@ -99,7 +99,7 @@ proptest! {
     fn history_file(input in damage::damaged(history_seeds())) {
         let result = bounded(&input, |b| history::switch_point(&b, HISTORY_SHOWN));
         if let Err(e) = &result {
-            prop_assert!(e.contains(HISTORY_SHOWN), "error does not name the file: {e}");
+            prop_assert!(e.to_string().contains(HISTORY_SHOWN), "error does not name the file: {e}");
         }
     }
 }

@@ -1,0 +1,458 @@
+//! The LSN cut (`--until-lsn`): of a CDC topic, only the events of changes PostgreSQL's
+//! recovery reached are replayed, those whose LSN is strictly below the cut. Events at or
+//! after it describe changes the restored database does not hold (phantoms).
+//!
+//! The LSN is read from each record: by default Debezium's envelope `source.lsn`, with the
+//! JsonConverter schema wrapper (`/payload/source/lsn`) or without (`/source/lsn`); or where
+//! `--lsn-field` says (a JSON pointer into the value, or `header:NAME`). It may be a JSON
+//! number or text (`0/16B3748` or decimal). A tombstone (null value) carries no LSN: it
+//! follows the record before it with the same key (Debezium emits a delete, then its
+//! tombstone), looked up among the partition's recent records; without one there, it follows
+//! the record just before it in the partition, and the first record of a partition is kept.
+//! A record whose LSN cannot be read stops the replay (exit 1) before anything is produced:
+//! the replay checks every selected record in a first pass.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::str::FromStr;
+
+use common::exit::CodedError;
+use common::lsn::Lsn;
+use common::topic_archive::RecordView;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Debezium's envelope: with the JsonConverter schema wrapper, then without.
+const ENVELOPE: [&str; 2] = ["/payload/source", "/source"];
+
+/// Recent records remembered per partition for their tombstones: Debezium writes a delete's
+/// tombstone right after it, so a short memory is enough, and it stays bounded.
+const RECENT_KEYS: usize = 1024;
+
+/// Parses an LSN as PostgreSQL prints it (`0/16B3748`) or as a decimal number.
+pub fn parse_lsn(text: &str) -> Result<Lsn, String> {
+    let text = text.trim();
+    if let Ok(number) = text.parse::<u64>() {
+        return Ok(Lsn(number));
+    }
+    text.parse::<Lsn>().map_err(|_| {
+        format!("invalid LSN '{text}': expected PostgreSQL's form (0/16B3748) or a decimal number")
+    })
+}
+
+/// Where a record's LSN is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LsnField {
+    /// Debezium's `source.lsn`, with or without the schema wrapper.
+    #[default]
+    Envelope,
+    /// A JSON pointer into the value (`/after/lsn`).
+    Pointer(String),
+    /// A record header, as text.
+    Header(String),
+}
+
+impl FromStr for LsnField {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(name) = text.strip_prefix("header:") {
+            if !name.is_empty() {
+                return Ok(LsnField::Header(name.to_string()));
+            }
+        } else if text.starts_with('/') {
+            return Ok(LsnField::Pointer(text.to_string()));
+        }
+        Err(format!(
+            "invalid LSN field '{text}': expected a JSON pointer into the value (/source/lsn) or header:NAME"
+        ))
+    }
+}
+
+impl fmt::Display for LsnField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LsnField::Envelope => write!(f, "{}/lsn or {}/lsn", ENVELOPE[0], ENVELOPE[1]),
+            LsnField::Pointer(pointer) => write!(f, "{pointer}"),
+            LsnField::Header(name) => write!(f, "header '{name}'"),
+        }
+    }
+}
+
+/// The replayed event with the highest LSN: where the connector's stored offset comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastEvent {
+    pub lsn: Lsn,
+    /// Its `source.txId`, when the value is Debezium's envelope.
+    pub tx_id: Option<i64>,
+    /// Its `source.ts_ms`.
+    pub ts_ms: Option<i64>,
+}
+
+/// The cut's outcome in the summary (`lsn_cut`); LSNs in PostgreSQL's text form.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LsnCutReport {
+    pub until_lsn: String,
+    /// Selected records below the cut (produced now or already in the target).
+    pub replayed: u64,
+    /// Selected records at or after the cut, left out.
+    pub dropped_after_cut: u64,
+    pub max_replayed_lsn: Option<String>,
+    pub min_dropped_lsn: Option<String>,
+    /// The highest LSN among the records the other filters select: below `until_lsn`, the
+    /// topic backup may be older than the restore point.
+    pub backup_newest_lsn: Option<String>,
+}
+
+/// What one pass over the archive saw.
+#[derive(Debug, Clone, Default)]
+struct Counts {
+    replayed: u64,
+    dropped: u64,
+    min_dropped: Option<Lsn>,
+    newest: Option<Lsn>,
+    last: Option<LastEvent>,
+}
+
+/// A partition's recent decisions, for the tombstones that follow.
+#[derive(Debug, Clone, Default)]
+struct Recent {
+    /// Hashes of recent keys with whether that record was kept, newest last.
+    keys: VecDeque<(u64, bool)>,
+    /// The decision on the partition's previous record.
+    last: Option<bool>,
+}
+
+/// The cut of one replay, with its running counts.
+#[derive(Debug, Clone)]
+pub struct LsnCut {
+    pub until: Lsn,
+    pub field: LsnField,
+    /// The source topic, for error messages.
+    topic: String,
+    recent: HashMap<i32, Recent>,
+    counts: Counts,
+}
+
+/// Why a record has no usable LSN.
+enum Missing {
+    NotJson,
+    Absent,
+    NotAnLsn(String),
+}
+
+impl LsnCut {
+    pub fn new(until: Lsn, field: LsnField, topic: String) -> LsnCut {
+        LsnCut {
+            until,
+            field,
+            topic,
+            recent: HashMap::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// Starts a new pass over the archive.
+    pub fn restart(&mut self) {
+        self.recent.clear();
+        self.counts = Counts::default();
+    }
+
+    /// Whether the record is below the cut. An error (exit 1) names the record whose LSN
+    /// cannot be read.
+    pub fn keeps(&mut self, partition: i32, record: &RecordView<'_>) -> anyhow::Result<bool> {
+        let key = key_hash(record.key);
+        let recent = self.recent.entry(partition).or_default();
+        if record.value.is_none() {
+            let kept = recent
+                .keys
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == key)
+                .map(|(_, kept)| *kept)
+                .or(recent.last)
+                .unwrap_or(true);
+            recent.last = Some(kept);
+            self.count(kept, None);
+            return Ok(kept);
+        }
+        let (lsn, value) = match read_lsn(&self.field, record) {
+            Ok(found) => found,
+            Err(missing) => return Err(self.missing(partition, record.offset, missing)),
+        };
+        let kept = lsn < self.until;
+        if recent.keys.len() == RECENT_KEYS {
+            recent.keys.pop_front();
+        }
+        recent.keys.push_back((key, kept));
+        recent.last = Some(kept);
+        self.count(kept, Some(lsn));
+        self.counts.newest = self.counts.newest.max(Some(lsn));
+        if kept && self.counts.last.as_ref().is_none_or(|l| lsn >= l.lsn) {
+            self.counts.last = Some(last_event(lsn, value, record.value));
+        }
+        Ok(kept)
+    }
+
+    fn count(&mut self, kept: bool, lsn: Option<Lsn>) {
+        if kept {
+            self.counts.replayed += 1;
+        } else {
+            self.counts.dropped += 1;
+            if let Some(lsn) = lsn {
+                self.counts.min_dropped = Some(self.counts.min_dropped.map_or(lsn, |m| m.min(lsn)));
+            }
+        }
+    }
+
+    fn missing(&self, partition: i32, offset: i64, missing: Missing) -> anyhow::Error {
+        let why = match missing {
+            Missing::NotJson => "the value is not JSON".to_string(),
+            Missing::Absent => "it is missing or null".to_string(),
+            Missing::NotAnLsn(found) => {
+                format!("it holds {found}, not an LSN (a number, or text like 0/16B3748)")
+            }
+        };
+        let error = anyhow::anyhow!(
+            "{}[{partition}] offset {offset} has no LSN at {}: {why}; every record of a --until-lsn replay needs one (--lsn-field says where it is); nothing was produced",
+            self.topic,
+            self.field
+        );
+        CodedError::new(1, error).into()
+    }
+
+    /// The replayed event with the highest LSN.
+    pub fn last_event(&self) -> Option<&LastEvent> {
+        self.counts.last.as_ref()
+    }
+
+    /// The summary's `lsn_cut`.
+    pub fn report(&self) -> LsnCutReport {
+        let text = |lsn: Option<Lsn>| lsn.map(|l| l.to_string());
+        LsnCutReport {
+            until_lsn: self.until.to_string(),
+            replayed: self.counts.replayed,
+            dropped_after_cut: self.counts.dropped,
+            max_replayed_lsn: text(self.counts.last.as_ref().map(|l| l.lsn)),
+            min_dropped_lsn: text(self.counts.min_dropped),
+            backup_newest_lsn: text(self.counts.newest),
+        }
+    }
+}
+
+fn key_hash(key: Option<&[u8]>) -> u64 {
+    // DefaultHasher::new() has fixed keys: the same key hashes alike in every pass.
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The record's LSN, and its value parsed when the LSN came from it.
+fn read_lsn(field: &LsnField, record: &RecordView<'_>) -> Result<(Lsn, Option<Value>), Missing> {
+    match field {
+        LsnField::Header(name) => {
+            let header = record
+                .headers()
+                .filter(|h| h.key == name.as_bytes())
+                .last()
+                .and_then(|h| h.value)
+                .ok_or(Missing::Absent)?;
+            let text = std::str::from_utf8(header)
+                .map_err(|_| Missing::NotAnLsn("bytes that are not text".to_string()))?;
+            let lsn = parse_lsn(text).map_err(|_| Missing::NotAnLsn(format!("'{text}'")))?;
+            Ok((lsn, None))
+        }
+        LsnField::Envelope | LsnField::Pointer(_) => {
+            let bytes = record.value.ok_or(Missing::Absent)?;
+            let value: Value = serde_json::from_slice(bytes).map_err(|_| Missing::NotJson)?;
+            let found = match field {
+                LsnField::Pointer(pointer) => value.pointer(pointer),
+                _ => ENVELOPE
+                    .iter()
+                    .find_map(|source| value.pointer(&format!("{source}/lsn"))),
+            };
+            let lsn = lsn_of(found.unwrap_or(&Value::Null))?;
+            Ok((lsn, Some(value)))
+        }
+    }
+}
+
+/// An LSN from a JSON number or text.
+fn lsn_of(found: &Value) -> Result<Lsn, Missing> {
+    match found {
+        Value::Null => Err(Missing::Absent),
+        Value::Number(n) => n
+            .as_u64()
+            .map(Lsn)
+            .ok_or_else(|| Missing::NotAnLsn(n.to_string())),
+        Value::String(text) => parse_lsn(text).map_err(|_| Missing::NotAnLsn(format!("'{text}'"))),
+        other => Err(Missing::NotAnLsn(other.to_string())),
+    }
+}
+
+/// The transaction and time of a replayed event, from Debezium's envelope when it has one.
+fn last_event(lsn: Lsn, parsed: Option<Value>, raw: Option<&[u8]>) -> LastEvent {
+    let value = parsed.or_else(|| raw.and_then(|raw| serde_json::from_slice(raw).ok()));
+    let source_field = |name: &str| {
+        let value = value.as_ref()?;
+        ENVELOPE
+            .iter()
+            .find_map(|source| value.pointer(&format!("{source}/{name}")))
+            .and_then(Value::as_i64)
+    };
+    LastEvent {
+        lsn,
+        tx_id: source_field("txId"),
+        ts_ms: source_field("ts_ms"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::topic_archive::{Codec, RecordsChunk, RecordsChunkBuilder, TimestampType};
+
+    /// A record's key, value and headers.
+    type Fields<'a> = (&'a str, Option<String>, Vec<(&'a str, &'a str)>);
+
+    /// Records at offsets 0.. of partition 0.
+    fn chunk(records: &[Fields<'_>]) -> RecordsChunk {
+        let mut builder = RecordsChunkBuilder::new(0, 1 << 20);
+        for (offset, (key, value, headers)) in records.iter().enumerate() {
+            builder.push(
+                offset as i64,
+                TimestampType::CreateTime,
+                0,
+                Some(key.as_bytes()),
+                value.as_deref().map(str::as_bytes),
+                headers
+                    .iter()
+                    .map(|(k, v)| (k.as_bytes(), Some(v.as_bytes()))),
+            );
+        }
+        let encoded = builder.seal(Codec::None, 0).unwrap();
+        RecordsChunk::parse(encoded.decode_payload(0, 0).unwrap()).unwrap()
+    }
+
+    fn debezium(lsn: u64, tx: i64, wrapped: bool) -> Option<String> {
+        let source =
+            serde_json::json!({"lsn": lsn, "txId": tx, "ts_ms": 1_700_000_000_000i64 + tx});
+        let envelope = serde_json::json!({"op": "u", "after": {"id": 1}, "source": source});
+        Some(if wrapped {
+            serde_json::json!({"schema": {"type": "struct"}, "payload": envelope}).to_string()
+        } else {
+            envelope.to_string()
+        })
+    }
+
+    fn decide(cut: &mut LsnCut, records: &RecordsChunk) -> anyhow::Result<Vec<bool>> {
+        records.iter().map(|r| cut.keeps(0, &r)).collect()
+    }
+
+    #[test]
+    fn lsns_parse_in_both_forms() {
+        assert_eq!(parse_lsn("0/16B3748").unwrap(), Lsn(0x16B_3748));
+        assert_eq!(parse_lsn("23803720").unwrap(), Lsn(23_803_720));
+        assert_eq!(parse_lsn("1/0").unwrap(), Lsn(1 << 32));
+        assert!(parse_lsn("16B3748").unwrap_err().contains("0/16B3748"));
+        assert_eq!("header:lsn".parse(), Ok(LsnField::Header("lsn".into())));
+        assert_eq!(
+            "/after/lsn".parse(),
+            Ok(LsnField::Pointer("/after/lsn".into()))
+        );
+        assert!("after.lsn".parse::<LsnField>().is_err());
+        assert!("header:".parse::<LsnField>().is_err());
+    }
+
+    #[test]
+    fn envelope_lsns_cut_and_tombstones_follow_their_deletes() {
+        let records = chunk(&[
+            ("a", debezium(100, 1, true), vec![]),
+            ("b", debezium(150, 2, false), vec![]),
+            ("b", None, vec![]),
+            ("c", Some(r#"{"source":{"lsn":"0/C8"}}"#.into()), vec![]),
+            ("a", debezium(250, 3, false), vec![]),
+            ("x", debezium(120, 4, true), vec![]),
+            ("a", None, vec![]),
+        ]);
+        let mut cut = LsnCut::new(Lsn(200), LsnField::Envelope, "t".into());
+        let kept = decide(&mut cut, &records).unwrap();
+        // 0/C8 = 200 is at the cut: dropped. The last tombstone follows a's delete at 250,
+        // not the record just before it.
+        assert_eq!(kept, [true, true, true, false, false, true, false]);
+        let report = cut.report();
+        assert_eq!((report.replayed, report.dropped_after_cut), (4, 3));
+        assert_eq!(report.max_replayed_lsn.as_deref(), Some("0/96"));
+        assert_eq!(report.min_dropped_lsn.as_deref(), Some("0/C8"));
+        assert_eq!(report.backup_newest_lsn.as_deref(), Some("0/FA"));
+        assert_eq!(
+            cut.last_event(),
+            Some(&LastEvent {
+                lsn: Lsn(150),
+                tx_id: Some(2),
+                ts_ms: Some(1_700_000_000_002)
+            })
+        );
+        // A second pass decides the same.
+        cut.restart();
+        assert_eq!(decide(&mut cut, &records).unwrap(), kept);
+    }
+
+    #[test]
+    fn header_and_pointer_fields() {
+        let records = chunk(&[
+            ("a", Some("not json".into()), vec![("lsn", "0/10")]),
+            ("a", Some("{}".into()), vec![("lsn", "40"), ("lsn", "10")]),
+            ("b", Some("{}".into()), vec![("lsn", "0/30")]),
+        ]);
+        let mut cut = LsnCut::new(Lsn(0x20), "header:lsn".parse().unwrap(), "t".into());
+        // Of duplicate headers, the last one counts.
+        assert_eq!(decide(&mut cut, &records).unwrap(), [true, true, false]);
+        assert_eq!(cut.last_event().unwrap().tx_id, None);
+
+        let records = chunk(&[("a", Some(r#"{"after":{"lsn":"0/16B3748"}}"#.into()), vec![])]);
+        let mut cut = LsnCut::new(Lsn(0x16B_3749), "/after/lsn".parse().unwrap(), "t".into());
+        assert_eq!(decide(&mut cut, &records).unwrap(), [true]);
+    }
+
+    #[test]
+    fn a_missing_lsn_names_the_record_and_exits_1() {
+        let cases = [
+            (
+                Some(r#"{"payload":{"after":{}}}"#.to_string()),
+                "missing or null",
+            ),
+            (Some("[1,2".to_string()), "not JSON"),
+            (
+                Some(r#"{"source":{"lsn":-5}}"#.to_string()),
+                "holds -5, not an LSN",
+            ),
+            (
+                Some(r#"{"source":{"lsn":"soon"}}"#.to_string()),
+                "holds 'soon'",
+            ),
+        ];
+        for (value, why) in cases {
+            let records = chunk(&[("a", debezium(1, 1, true), vec![]), ("a", value, vec![])]);
+            let mut cut = LsnCut::new(Lsn(200), LsnField::Envelope, "orders".into());
+            let error = decide(&mut cut, &records).unwrap_err();
+            let text = format!("{error:#}");
+            assert!(
+                text.starts_with(
+                    "orders[0] offset 1 has no LSN at /payload/source/lsn or /source/lsn: "
+                ),
+                "{text}"
+            );
+            assert!(text.contains(why), "{text}");
+            assert_eq!(common::exit::code_for(&error), Some(1));
+        }
+        let records = chunk(&[("a", Some("{}".into()), vec![])]);
+        let mut cut = LsnCut::new(Lsn(1), "header:lsn".parse().unwrap(), "t".into());
+        let error = decide(&mut cut, &records).unwrap_err().to_string();
+        assert!(
+            error.contains("t[0] offset 0 has no LSN at header 'lsn'"),
+            "{error}"
+        );
+    }
+}
