@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod age_keys;
+#[cfg(feature = "kafka")]
+pub mod cdc;
 #[cfg(feature = "damage")]
 pub mod damage;
 #[cfg(feature = "kafka")]
