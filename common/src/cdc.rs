@@ -1,7 +1,8 @@
 //! Change events of a CDC connector (Debezium's PostgreSQL connector and the like) as the
 //! pipeline cut reads them: where an event's LSN is (Debezium's envelope `source.lsn`, with or
 //! without the JsonConverter schema wrapper, or a JSON pointer or a record header the user
-//! names), and the envelope's payload.
+//! names), in which forms an LSN comes, and the envelope's payload. `kafka-replay --until-lsn`
+//! cuts topics with it; `validate-backups restore` proves the cut with it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,15 +11,29 @@ use serde_json::Value;
 
 use crate::lsn::Lsn;
 
+/// Debezium's envelope source block: with the JsonConverter schema wrapper, then without.
+pub const ENVELOPE: [&str; 2] = ["/payload/source", "/source"];
+
+/// Parses an LSN as PostgreSQL prints it (`0/16B3748`) or as a decimal number.
+pub fn parse_lsn(text: &str) -> Result<Lsn, String> {
+    let text = text.trim();
+    if let Ok(number) = text.parse::<u64>() {
+        return Ok(Lsn(number));
+    }
+    text.parse::<Lsn>().map_err(|_| {
+        format!("invalid LSN '{text}': expected PostgreSQL's form (0/16B3748) or a decimal number")
+    })
+}
+
 /// Where a record's LSN is.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum LsnField {
-    /// Debezium's envelope: `/payload/source/lsn`, else `/source/lsn`.
+    /// Debezium's `source.lsn`, with or without the schema wrapper.
     #[default]
-    Debezium,
-    /// A JSON pointer into the record's value (`/after/lsn`).
+    Envelope,
+    /// A JSON pointer into the value (`/after/lsn`).
     Pointer(String),
-    /// A record header (`header:NAME`), its value an LSN as text.
+    /// A record header, as text.
     Header(String),
 }
 
@@ -26,73 +41,98 @@ impl FromStr for LsnField {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if text == "debezium" {
-            Ok(LsnField::Debezium)
-        } else if let Some(name) = text.strip_prefix("header:") {
-            if name.is_empty() {
-                return Err("--lsn-field header: needs a header name (header:NAME)".into());
+        if let Some(name) = text.strip_prefix("header:") {
+            if !name.is_empty() {
+                return Ok(LsnField::Header(name.to_string()));
             }
-            Ok(LsnField::Header(name.to_string()))
         } else if text.starts_with('/') {
-            Ok(LsnField::Pointer(text.to_string()))
-        } else {
-            Err(format!(
-                "invalid LSN field '{text}': expected a JSON pointer (/source/lsn), header:NAME or debezium"
-            ))
+            return Ok(LsnField::Pointer(text.to_string()));
         }
+        Err(format!(
+            "invalid LSN field '{text}': expected a JSON pointer into the value (/source/lsn) or header:NAME"
+        ))
     }
 }
 
 impl fmt::Display for LsnField {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LsnField::Debezium => f.write_str("/payload/source/lsn or /source/lsn"),
-            LsnField::Pointer(pointer) => f.write_str(pointer),
-            LsnField::Header(name) => write!(f, "header {name}"),
+            LsnField::Envelope => write!(f, "{}/lsn or {}/lsn", ENVELOPE[0], ENVELOPE[1]),
+            LsnField::Pointer(pointer) => write!(f, "{pointer}"),
+            LsnField::Header(name) => write!(f, "header '{name}'"),
+        }
+    }
+}
+
+/// Why a record has no usable LSN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    NotJson,
+    Absent,
+    NotAnLsn(String),
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Missing::NotJson => f.write_str("the value is not JSON"),
+            Missing::Absent => f.write_str("it is missing or null"),
+            Missing::NotAnLsn(found) => write!(
+                f,
+                "it holds {found}, not an LSN (a number, or text like 0/16B3748)"
+            ),
         }
     }
 }
 
 impl LsnField {
-    /// The LSN of a record, from its value (JSON) or its headers; `None` when the field is
-    /// absent or not an LSN.
-    pub fn extract<'h>(
+    /// The LSN of a record from its value or, for a header field, from `header(name)`; with
+    /// the value parsed when the LSN came from it.
+    pub fn read<'a>(
         &self,
         value: Option<&[u8]>,
-        mut headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)>,
-    ) -> Option<Lsn> {
+        header: impl FnOnce(&str) -> Option<&'a [u8]>,
+    ) -> Result<(Lsn, Option<Value>), Missing> {
         match self {
             LsnField::Header(name) => {
-                let (_, bytes) = headers.find(|(key, _)| key == name)?;
-                lsn_of_text(std::str::from_utf8(bytes?).ok()?)
+                let bytes = header(name).ok_or(Missing::Absent)?;
+                let text = std::str::from_utf8(bytes)
+                    .map_err(|_| Missing::NotAnLsn("bytes that are not text".to_string()))?;
+                let lsn = parse_lsn(text).map_err(|_| Missing::NotAnLsn(format!("'{text}'")))?;
+                Ok((lsn, None))
             }
-            LsnField::Pointer(pointer) => {
-                let json: Value = serde_json::from_slice(value?).ok()?;
-                lsn_of_json(json.pointer(pointer)?)
-            }
-            LsnField::Debezium => {
-                let json: Value = serde_json::from_slice(value?).ok()?;
-                lsn_of_json(payload(&json).pointer("/source/lsn")?)
+            LsnField::Envelope | LsnField::Pointer(_) => {
+                let bytes = value.ok_or(Missing::Absent)?;
+                let value: Value = serde_json::from_slice(bytes).map_err(|_| Missing::NotJson)?;
+                let found = match self {
+                    LsnField::Pointer(pointer) => value.pointer(pointer),
+                    _ => source_field(&value, "lsn"),
+                };
+                let lsn = lsn_of(found.unwrap_or(&Value::Null))?;
+                Ok((lsn, Some(value)))
             }
         }
     }
 }
 
-/// An LSN given as a JSON number (Debezium's form), or as text (`0/16B3748` or decimal).
-pub fn lsn_of_json(value: &Value) -> Option<Lsn> {
-    match value {
-        Value::Number(n) => n.as_u64().map(Lsn),
-        Value::String(s) => lsn_of_text(s),
-        _ => None,
-    }
+/// A field of Debezium's `source` block, with or without the schema wrapper.
+pub fn source_field<'v>(value: &'v Value, name: &str) -> Option<&'v Value> {
+    ENVELOPE
+        .iter()
+        .find_map(|source| value.pointer(&format!("{source}/{name}")))
 }
 
-/// `0/16B3748` or a decimal number.
-pub fn lsn_of_text(text: &str) -> Option<Lsn> {
-    let text = text.trim();
-    text.parse::<Lsn>()
-        .ok()
-        .or_else(|| text.parse::<u64>().ok().map(Lsn))
+/// An LSN from a JSON number or text.
+pub fn lsn_of(found: &Value) -> Result<Lsn, Missing> {
+    match found {
+        Value::Null => Err(Missing::Absent),
+        Value::Number(n) => n
+            .as_u64()
+            .map(Lsn)
+            .ok_or_else(|| Missing::NotAnLsn(n.to_string())),
+        Value::String(text) => parse_lsn(text).map_err(|_| Missing::NotAnLsn(format!("'{text}'"))),
+        other => Err(Missing::NotAnLsn(other.to_string())),
+    }
 }
 
 /// The payload of a JsonConverter record written with schemas (`{"schema": ..., "payload":
@@ -110,38 +150,54 @@ pub fn payload(value: &Value) -> &Value {
 mod tests {
     use super::*;
 
-    fn none() -> std::iter::Empty<(&'static str, Option<&'static [u8]>)> {
-        std::iter::empty()
+    fn no_header(_: &str) -> Option<&'static [u8]> {
+        None
     }
 
     #[test]
     fn debezium_envelopes_with_and_without_schema() {
-        let plain = br#"{"before":null,"after":{"id":1},"source":{"lsn":23456789,"txId":7},"op":"c"}"#;
-        assert_eq!(LsnField::Debezium.extract(Some(plain), none()), Some(Lsn(23456789)));
+        let plain =
+            br#"{"before":null,"after":{"id":1},"source":{"lsn":23456789,"txId":7},"op":"c"}"#;
+        let (lsn, parsed) = LsnField::Envelope.read(Some(plain), no_header).unwrap();
+        assert_eq!(lsn, Lsn(23456789));
+        assert_eq!(
+            source_field(&parsed.unwrap(), "txId"),
+            Some(&Value::from(7))
+        );
         let wrapped = br#"{"schema":{"type":"struct"},"payload":{"source":{"lsn":"0/16B3748"}}}"#;
         assert_eq!(
-            LsnField::Debezium.extract(Some(wrapped), none()),
-            Some(Lsn(0x16B3748))
+            LsnField::Envelope.read(Some(wrapped), no_header).unwrap().0,
+            Lsn(0x16B3748)
         );
-        assert_eq!(LsnField::Debezium.extract(Some(b"{}"), none()), None);
-        assert_eq!(LsnField::Debezium.extract(None, none()), None, "a tombstone");
-        assert_eq!(LsnField::Debezium.extract(Some(b"not json"), none()), None);
+        assert_eq!(
+            LsnField::Envelope.read(Some(b"{}"), no_header),
+            Err(Missing::Absent)
+        );
+        assert_eq!(
+            LsnField::Envelope.read(None, no_header),
+            Err(Missing::Absent)
+        );
+        assert_eq!(
+            LsnField::Envelope.read(Some(b"no"), no_header),
+            Err(Missing::NotJson)
+        );
     }
 
     #[test]
-    fn pointers_and_headers() {
+    fn pointers_headers_and_lsn_forms() {
         let field: LsnField = "/meta/pos".parse().unwrap();
-        assert_eq!(
-            field.extract(Some(br#"{"meta":{"pos":"42"}}"#), none()),
-            Some(Lsn(42))
-        );
+        let read = field.read(Some(br#"{"meta":{"pos":"42"}}"#), no_header);
+        assert_eq!(read.unwrap().0, Lsn(42));
         let field: LsnField = "header:lsn".parse().unwrap();
-        let headers = [("other", Some(&b"x"[..])), ("lsn", Some(&b"1/0"[..]))];
-        assert_eq!(
-            field.extract(None, headers.iter().copied()),
-            Some(Lsn(1 << 32))
-        );
+        let read = field.read(None, |name| (name == "lsn").then_some(&b"1/0"[..]));
+        assert_eq!(read.unwrap().0, Lsn(1 << 32));
         assert!("lsn".parse::<LsnField>().is_err());
         assert!("header:".parse::<LsnField>().is_err());
+        assert_eq!(parse_lsn("0/16B3748"), Ok(Lsn(0x16B3748)));
+        assert!(parse_lsn("x").is_err());
+        assert!(matches!(
+            lsn_of(&Value::Bool(true)),
+            Err(Missing::NotAnLsn(_))
+        ));
     }
 }

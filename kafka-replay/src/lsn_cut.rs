@@ -13,72 +13,19 @@
 //! the replay checks every selected record in a first pass.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::str::FromStr;
 
+pub use common::cdc::{parse_lsn, LsnField};
+use common::cdc::{source_field, Missing};
 use common::exit::CodedError;
 use common::lsn::Lsn;
 use common::topic_archive::RecordView;
 use serde::Serialize;
 use serde_json::Value;
 
-/// Debezium's envelope: with the JsonConverter schema wrapper, then without.
-const ENVELOPE: [&str; 2] = ["/payload/source", "/source"];
-
 /// Recent records remembered per partition for their tombstones: Debezium writes a delete's
 /// tombstone right after it, so a short memory is enough, and it stays bounded.
 const RECENT_KEYS: usize = 1024;
-
-/// Parses an LSN as PostgreSQL prints it (`0/16B3748`) or as a decimal number.
-pub fn parse_lsn(text: &str) -> Result<Lsn, String> {
-    let text = text.trim();
-    if let Ok(number) = text.parse::<u64>() {
-        return Ok(Lsn(number));
-    }
-    text.parse::<Lsn>().map_err(|_| {
-        format!("invalid LSN '{text}': expected PostgreSQL's form (0/16B3748) or a decimal number")
-    })
-}
-
-/// Where a record's LSN is.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum LsnField {
-    /// Debezium's `source.lsn`, with or without the schema wrapper.
-    #[default]
-    Envelope,
-    /// A JSON pointer into the value (`/after/lsn`).
-    Pointer(String),
-    /// A record header, as text.
-    Header(String),
-}
-
-impl FromStr for LsnField {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if let Some(name) = text.strip_prefix("header:") {
-            if !name.is_empty() {
-                return Ok(LsnField::Header(name.to_string()));
-            }
-        } else if text.starts_with('/') {
-            return Ok(LsnField::Pointer(text.to_string()));
-        }
-        Err(format!(
-            "invalid LSN field '{text}': expected a JSON pointer into the value (/source/lsn) or header:NAME"
-        ))
-    }
-}
-
-impl fmt::Display for LsnField {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LsnField::Envelope => write!(f, "{}/lsn or {}/lsn", ENVELOPE[0], ENVELOPE[1]),
-            LsnField::Pointer(pointer) => write!(f, "{pointer}"),
-            LsnField::Header(name) => write!(f, "header '{name}'"),
-        }
-    }
-}
 
 /// The replayed event with the highest LSN: where the connector's stored offset comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,13 +80,6 @@ pub struct LsnCut {
     topic: String,
     recent: HashMap<i32, Recent>,
     counts: Counts,
-}
-
-/// Why a record has no usable LSN.
-enum Missing {
-    NotJson,
-    Absent,
-    NotAnLsn(String),
 }
 
 impl LsnCut {
@@ -207,15 +147,8 @@ impl LsnCut {
     }
 
     fn missing(&self, partition: i32, offset: i64, missing: Missing) -> anyhow::Error {
-        let why = match missing {
-            Missing::NotJson => "the value is not JSON".to_string(),
-            Missing::Absent => "it is missing or null".to_string(),
-            Missing::NotAnLsn(found) => {
-                format!("it holds {found}, not an LSN (a number, or text like 0/16B3748)")
-            }
-        };
         let error = anyhow::anyhow!(
-            "{}[{partition}] offset {offset} has no LSN at {}: {why}; every record of a --until-lsn replay needs one (--lsn-field says where it is); nothing was produced",
+            "{}[{partition}] offset {offset} has no LSN at {}: {missing}; every record of a --until-lsn replay needs one (--lsn-field says where it is); nothing was produced",
             self.topic,
             self.field
         );
@@ -250,45 +183,13 @@ fn key_hash(key: Option<&[u8]>) -> u64 {
 
 /// The record's LSN, and its value parsed when the LSN came from it.
 fn read_lsn(field: &LsnField, record: &RecordView<'_>) -> Result<(Lsn, Option<Value>), Missing> {
-    match field {
-        LsnField::Header(name) => {
-            let header = record
-                .headers()
-                .filter(|h| h.key == name.as_bytes())
-                .last()
-                .and_then(|h| h.value)
-                .ok_or(Missing::Absent)?;
-            let text = std::str::from_utf8(header)
-                .map_err(|_| Missing::NotAnLsn("bytes that are not text".to_string()))?;
-            let lsn = parse_lsn(text).map_err(|_| Missing::NotAnLsn(format!("'{text}'")))?;
-            Ok((lsn, None))
-        }
-        LsnField::Envelope | LsnField::Pointer(_) => {
-            let bytes = record.value.ok_or(Missing::Absent)?;
-            let value: Value = serde_json::from_slice(bytes).map_err(|_| Missing::NotJson)?;
-            let found = match field {
-                LsnField::Pointer(pointer) => value.pointer(pointer),
-                _ => ENVELOPE
-                    .iter()
-                    .find_map(|source| value.pointer(&format!("{source}/lsn"))),
-            };
-            let lsn = lsn_of(found.unwrap_or(&Value::Null))?;
-            Ok((lsn, Some(value)))
-        }
-    }
-}
-
-/// An LSN from a JSON number or text.
-fn lsn_of(found: &Value) -> Result<Lsn, Missing> {
-    match found {
-        Value::Null => Err(Missing::Absent),
-        Value::Number(n) => n
-            .as_u64()
-            .map(Lsn)
-            .ok_or_else(|| Missing::NotAnLsn(n.to_string())),
-        Value::String(text) => parse_lsn(text).map_err(|_| Missing::NotAnLsn(format!("'{text}'"))),
-        other => Err(Missing::NotAnLsn(other.to_string())),
-    }
+    field.read(record.value, |name| {
+        record
+            .headers()
+            .filter(|h| h.key == name.as_bytes())
+            .last()
+            .and_then(|h| h.value)
+    })
 }
 
 /// The transaction and time of a replayed event, from Debezium's envelope when it has one.
@@ -296,10 +197,7 @@ fn last_event(lsn: Lsn, parsed: Option<Value>, raw: Option<&[u8]>) -> LastEvent 
     let value = parsed.or_else(|| raw.and_then(|raw| serde_json::from_slice(raw).ok()));
     let source_field = |name: &str| {
         let value = value.as_ref()?;
-        ENVELOPE
-            .iter()
-            .find_map(|source| value.pointer(&format!("{source}/{name}")))
-            .and_then(Value::as_i64)
+        source_field(value, name).and_then(Value::as_i64)
     };
     LastEvent {
         lsn,

@@ -25,6 +25,9 @@ pub struct StartOptions {
 pub struct Reached {
     pub timeline: u32,
     pub current_lsn: String,
+    /// Where recovery ended: the switch point of the new timeline (from its history file).
+    /// Every transaction that committed before it is in the restored cluster, none after.
+    pub recovery_end_lsn: Option<String>,
     /// Commit time of the last transaction replayed (None when none was replayed).
     pub last_replay_time: Option<String>,
     /// The server's own words on where recovery stopped, from its log.
@@ -178,6 +181,7 @@ async fn wait_promoted(
         let reached = Reached {
             timeline,
             current_lsn: current_lsn.clone(),
+            recovery_end_lsn: recovery_end(pgdata, timeline),
             last_replay_time: last_replay
                 .map(|t| common::timefmt::rfc3339_string(time::OffsetDateTime::from(t))),
             recovery_stop: recovery_stop_line(log),
@@ -185,6 +189,21 @@ async fn wait_promoted(
         };
         validate(&reached, target, backup_timeline, last_replay, &current_lsn)?;
         return Ok(reached);
+    }
+}
+
+/// The new timeline's switch point, from `pg_wal/<timeline>.history` (PostgreSQL writes it
+/// at promotion).
+fn recovery_end(pgdata: &Path, timeline: u32) -> Option<String> {
+    let name = common::wal::history::file_name(timeline);
+    let path = pgdata.join("pg_wal").join(&name);
+    let bytes = std::fs::read(&path).ok()?;
+    match common::wal::history::switch_point(&bytes, &path.display().to_string()) {
+        Ok(lsn) => lsn.map(|l| l.to_string()),
+        Err(e) => {
+            tracing::warn!("{e}");
+            None
+        }
     }
 }
 

@@ -74,85 +74,119 @@ pub fn size_change(kind: Kind, complete: &[&Manifest]) -> Option<(u64, u64, f64)
 pub fn run(run: &mut Run, settings: &Settings, kind: Kind, sets: &[SetInfo]) {
     let (fresh_name, count_name, size_name) = names(kind);
     let complete: Vec<&Manifest> = sets.iter().filter_map(|s| s.manifest.as_ref()).collect();
-    let required = settings.requires(kind);
-    let none = |name: &'static str| {
-        if required {
-            CheckResult::fail(
-                name,
-                format!("no complete {kind} set, and --require {kind} asks for one"),
-            )
-        } else {
-            CheckResult::skip(
-                name,
-                format!("no {kind} sets (use --require {kind} to fail)"),
-            )
-        }
-    };
-
     run.check(settings, fresh_name, || {
-        let Some(newest) = complete.last() else {
-            return vec![none(fresh_name)];
-        };
-        let max = settings.max_age[kind.name()];
-        let age = age(newest.finished_at);
-        let text = format!(
-            "newest set {} finished {} ago (maximum {})",
-            newest.id,
-            human(age),
-            human(max)
-        );
-        vec![if age > max {
-            CheckResult::fail(
-                fresh_name,
-                format!("{text}: {kind} backups are not running"),
-            )
-        } else {
-            CheckResult::pass(fresh_name, text)
-        }]
+        vec![freshness(fresh_name, settings, kind, &complete)]
     });
-
     run.check(settings, count_name, || {
-        if complete.is_empty() {
-            return vec![none(count_name)];
-        }
-        let min = settings.min_sets[kind.name()];
-        let text = format!("{} complete sets (minimum {min})", complete.len());
-        vec![if complete.len() < min {
-            CheckResult::fail(
-                count_name,
-                format!("{text}: retention keeps too few, or backups fail"),
-            )
-        } else {
-            CheckResult::pass(count_name, text)
-        }]
+        vec![count(count_name, settings, kind, &complete)]
     });
-
     run.check(settings, size_name, || {
-        if complete.is_empty() {
-            return vec![none(size_name)];
-        }
-        let Some((previous, newest, change)) = size_change(kind, &complete) else {
-            return vec![CheckResult::skip(
-                size_name,
-                "fewer than two comparable sets",
-            )];
-        };
-        let text = format!(
-            "newest {} vs previous {}: {:+.1}% (limit ±{:.0}%)",
-            bytes(newest),
-            bytes(previous),
-            change * 100.0,
-            settings.max_size_change * 100.0
-        );
-        vec![if change.abs() > settings.max_size_change {
-            CheckResult::fail(
-                size_name,
-                format!("{text}: investigate (lost data, a failed dump, or bloat)"),
-            )
-        } else {
-            CheckResult::pass(size_name, text)
-        }]
+        vec![size(size_name, settings, kind, &complete)]
     });
+}
+
+/// The result of a check that has no complete set to look at: a failure when `--require`
+/// names the kind, else a skip.
+fn no_sets(name: &'static str, settings: &Settings, kind: Kind) -> CheckResult {
+    if settings.requires(kind) {
+        CheckResult::fail(
+            name,
+            format!("no complete {kind} set, and --require {kind} asks for one"),
+        )
+    } else {
+        CheckResult::skip(
+            name,
+            format!("no {kind} sets (use --require {kind} to fail)"),
+        )
+    }
+}
+
+/// The newest complete set finished within `--max-age`.
+fn freshness(
+    name: &'static str,
+    settings: &Settings,
+    kind: Kind,
+    complete: &[&Manifest],
+) -> CheckResult {
+    let Some(newest) = complete.last() else {
+        return no_sets(name, settings, kind);
+    };
+    let max = settings.max_age[kind.name()];
+    let age = age(newest.finished_at);
+    let text = format!(
+        "newest set {} finished {} ago (maximum {})",
+        newest.id,
+        human(age),
+        human(max)
+    );
+    verdict(
+        name,
+        age <= max,
+        text,
+        format_args!("{kind} backups are not running"),
+    )
+}
+
+/// At least `--min-sets` complete sets are kept.
+fn count(
+    name: &'static str,
+    settings: &Settings,
+    kind: Kind,
+    complete: &[&Manifest],
+) -> CheckResult {
+    if complete.is_empty() {
+        return no_sets(name, settings, kind);
+    }
+    let min = settings.min_sets[kind.name()];
+    let text = format!("{} complete sets (minimum {min})", complete.len());
+    verdict(
+        name,
+        complete.len() >= min,
+        text,
+        "retention keeps too few, or backups fail",
+    )
+}
+
+/// The newest comparable set's size is within `--max-size-change` of the previous one's.
+fn size(
+    name: &'static str,
+    settings: &Settings,
+    kind: Kind,
+    complete: &[&Manifest],
+) -> CheckResult {
+    if complete.is_empty() {
+        return no_sets(name, settings, kind);
+    }
+    let Some((previous, newest, change)) = size_change(kind, complete) else {
+        return CheckResult::skip(name, "fewer than two comparable sets");
+    };
+    let text = format!(
+        "newest {} vs previous {}: {:+.1}% (limit ±{:.0}%)",
+        bytes(newest),
+        bytes(previous),
+        change * 100.0,
+        settings.max_size_change * 100.0
+    );
+    verdict(
+        name,
+        change.abs() <= settings.max_size_change,
+        text,
+        "investigate (lost data, a failed dump, or bloat)",
+    )
+}
+
+/// A pass saying `text`, or a failure saying `text` and what it means.
+fn verdict(
+    name: &'static str,
+    passed: bool,
+    text: String,
+    meaning: impl std::fmt::Display,
+) -> CheckResult {
+    if passed {
+        CheckResult::pass(name, text)
+    } else {
+        CheckResult::fail(name, format!("{text}: {meaning}"))
+    }
 }
 
 #[cfg(test)]

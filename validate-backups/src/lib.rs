@@ -9,6 +9,7 @@
 pub mod broker;
 pub mod check;
 pub mod connectivity;
+pub mod cut;
 pub mod drill;
 pub mod health;
 pub mod kinds;
@@ -121,6 +122,12 @@ pub enum Command {
     /// disaster, restore, verify, and report the measured RTO and RPO per component.
     #[command(after_help = EXIT_CODES_HELP)]
     Drill(drill::DrillArgs),
+    /// Restore the whole pipeline to one consistent point: PostgreSQL to the target, its CDC
+    /// slots, the CDC topics up to the LSN recovery reached (no phantom events), the
+    /// connector's offset to it; then prove the cut. Exit 1, saying what is missing, when the
+    /// backups cannot give one.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Restore(Box<cut::CutArgs>),
 }
 
 /// Options of the checks (the default command).
@@ -256,8 +263,10 @@ fn parse_recipient(text: &str) -> Result<String, common::encryption::KeyError> {
 /// Runs the checks, or the drill.
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let output = args.output;
-    if let Some(Command::Drill(drill)) = args.command {
-        return drill::run(drill, output);
+    match args.command {
+        Some(Command::Drill(drill)) => return drill::run(drill, output),
+        Some(Command::Restore(cut)) => return cut::run(*cut, output),
+        None => {}
     }
     let checks = args.checks;
     if checks.notify_test {

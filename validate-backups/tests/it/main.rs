@@ -4,6 +4,7 @@
 mod chains;
 mod cli;
 mod connectivity;
+mod cut;
 mod damage;
 mod deep;
 mod drill;

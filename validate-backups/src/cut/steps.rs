@@ -1,0 +1,281 @@
+//! The restore steps, each by the tool that owns it: pitr-restore, cdc-slot-tool restore,
+//! kafka-replay. Each returns what its tool reported, as a component of the result.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::Context;
+use common::lsn::Lsn;
+
+use super::plan::Plan;
+use super::{lsn_at, Component, CutArgs};
+use crate::tools::{self, ToolRun};
+
+/// Where the other tools are.
+pub struct Tools {
+    bin_dir: Option<PathBuf>,
+}
+
+impl Tools {
+    pub fn new(bin_dir: Option<PathBuf>) -> Tools {
+        Tools { bin_dir }
+    }
+
+    /// `name [subcommand] --output json -q [--backup-dir ...]`.
+    fn command(
+        &self,
+        name: &str,
+        subcommand: Option<&str>,
+        args: &CutArgs,
+    ) -> anyhow::Result<Command> {
+        let mut cmd = Command::new(tools::program(name, self.bin_dir.as_deref()));
+        cmd.args(subcommand).arg("--output").arg("json").arg("-q");
+        if name != "kafka-replay" {
+            cmd.arg("--backup-dir")
+                .arg(tools::backup_dir_arg(&args.repo.backup_dir)?);
+        }
+        Ok(cmd)
+    }
+}
+
+/// What PostgreSQL's restore reached.
+pub struct Database {
+    /// Where recovery ended (the new timeline's switch point): the pipeline's cut.
+    pub recovery_end: Lsn,
+    pub last_replay_time: Option<String>,
+    pub rpo_s: Option<f64>,
+    summary: serde_json::Value,
+}
+
+impl Database {
+    pub fn component(&self) -> Component {
+        Component::ok(
+            "postgres",
+            Some(self.recovery_end.to_string()),
+            format!(
+                "base backup {} ({}) + WAL, recovery ended on timeline {}, last transaction replayed {}",
+                self.summary["id"].as_str().unwrap_or("?"),
+                self.summary["backup_type"].as_str().unwrap_or("full"),
+                self.summary["timeline"],
+                self.last_replay_time.as_deref().unwrap_or("none")
+            ),
+        )
+    }
+}
+
+/// pitr-restore --start: the database at the target, and the LSN recovery ended at.
+pub fn restore_database(args: &CutArgs, plan: &Plan, bins: &Tools) -> anyhow::Result<Database> {
+    let mut cmd = bins.command("pitr-restore", None, args)?;
+    cmd.arg("--pgdata")
+        .arg(&args.pgdata)
+        .args(&plan.target_flags)
+        .args(["--start", "--yes", "--port", &args.port.to_string()])
+        .arg("--socket-dir")
+        .arg(&args.socket_dir)
+        .args(["--db-user", &args.db_user]);
+    if args.force {
+        cmd.arg("--force");
+    }
+    common::os_user::as_db_user(&mut cmd)?;
+    let run = tools::checked(&mut cmd, "pitr-restore")?;
+    let summary = run
+        .summary()
+        .context("pitr-restore printed no JSON summary")?;
+    let recovery_end = lsn_at(&summary, "/recovery_end_lsn").with_context(|| {
+        format!(
+            "pitr-restore did not report where recovery ended (no recovery_end_lsn in {summary})"
+        )
+    })?;
+    let last_replay_time = summary["last_replay_time"].as_str().map(str::to_string);
+    let rpo_s = rpo(args, last_replay_time.as_deref());
+    Ok(Database {
+        recovery_end,
+        last_replay_time,
+        rpo_s,
+        summary,
+    })
+}
+
+/// Seconds between a time target and the last transaction replayed before it.
+fn rpo(args: &CutArgs, last_replay: Option<&str>) -> Option<f64> {
+    let target = common::timefmt::parse_timestamp(args.target_time.as_deref()?).ok()?;
+    let last = common::timefmt::parse_timestamp(last_replay?).ok()?;
+    Some((target - last).as_seconds_f64().max(0.0))
+}
+
+/// cdc-slot-tool restore on the restored server: slots and publications back, created now
+/// (after the cut), never advanced to a saved position of the old timeline.
+pub fn restore_slots(args: &CutArgs, bins: &Tools) -> anyhow::Result<Component> {
+    let mut cmd = bins.command("cdc-slot-tool", Some("restore"), args)?;
+    cmd.args(["--yes", "--no-advance"])
+        .env("PGHOST", &args.socket_dir)
+        .env("PGPORT", args.port.to_string())
+        .env("PGUSER", &args.db_user)
+        .env("PGDATABASE", &args.database);
+    let run = tools::capture(&mut cmd, "cdc-slot-tool restore")?;
+    let summary = run.summary().unwrap_or_default();
+    // Exit 1 with nothing failed: slots whose saved position the new ones cannot have (they
+    // start after the cut, on the new timeline). The changes in between are the CDC events the
+    // topics get back up to the cut, which the proof checks.
+    let attention_only = run.code == Some(1) && summary["failed"] == 0;
+    if run.code != Some(0) && !attention_only {
+        return Ok(Component::failed(
+            "cdc-slots",
+            format!(
+                "cdc-slot-tool restore failed (exit {:?}): {} {summary}",
+                run.code,
+                run.last_error()
+            ),
+        ));
+    }
+    Ok(Component::ok(
+        "cdc-slots",
+        summary
+            .pointer("/server/lsn")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        format!(
+            "{} slot(s) created after the cut, {} publication(s) created, from slot set {} (saved at {}){}",
+            summary["slots_created"],
+            summary["publications_created"],
+            summary["backup_id"].as_str().unwrap_or("?"),
+            summary.pointer("/saved/lsn").and_then(|v| v.as_str()).unwrap_or("?"),
+            if attention_only {
+                "; the changes from the saved slot position to the cut come back as the replayed CDC events"
+            } else {
+                ""
+            }
+        ),
+    ))
+}
+
+/// What the CDC replays gave.
+pub struct Replayed {
+    pub components: Vec<Component>,
+    pub missing: Vec<String>,
+}
+
+/// kafka-replay --until-lsn of every CDC topic; the last one also writes the connector's
+/// offset.
+pub fn replay_cdc_topics(
+    args: &CutArgs,
+    plan: &Plan,
+    bins: &Tools,
+    reached: Lsn,
+) -> anyhow::Result<Replayed> {
+    let mut replayed = Replayed {
+        components: Vec::new(),
+        missing: Vec::new(),
+    };
+    for (index, topic) in plan.cdc_topics.iter().enumerate() {
+        let last = index + 1 == plan.cdc_topics.len();
+        let mut cmd = replay_command(args, bins, topic)?;
+        cmd.arg("--until-lsn").arg(reached.to_string());
+        if let Some(spec) = args.lsn_field.as_ref().and_then(field_spec) {
+            cmd.arg("--lsn-field").arg(spec);
+        }
+        if let (true, Some(connector)) = (last, &args.connector) {
+            cmd.arg("--connector-offset")
+                .arg(connector)
+                .arg("--offsets-topic")
+                .arg(&args.offsets_topic);
+        }
+        let run = tools::capture(&mut cmd, "kafka-replay")?;
+        match cdc_outcome(topic, &run, reached) {
+            Ok(component) => replayed.components.push(component),
+            Err(missing) => {
+                replayed
+                    .components
+                    .push(Component::failed(topic.clone(), missing.clone()));
+                replayed.missing.push(missing);
+            }
+        }
+    }
+    Ok(replayed)
+}
+
+/// The component of one CDC topic's replay, or what is missing.
+fn cdc_outcome(topic: &str, run: &ToolRun, reached: Lsn) -> Result<Component, String> {
+    if run.code != Some(0) {
+        return Err(format!(
+            "CDC topic {topic} could not be replayed up to LSN {reached}: {}",
+            run.last_error()
+        ));
+    }
+    let summary = run.summary().unwrap_or_default();
+    let cut = &summary["lsn_cut"];
+    let offset = summary
+        .pointer("/connector_offset/value")
+        .map(|v| format!("; connector offset {v}"))
+        .unwrap_or_default();
+    Ok(Component::ok(
+        topic,
+        cut["max_replayed_lsn"].as_str().map(str::to_string),
+        format!(
+            "{} event(s) replayed below LSN {reached}, {} phantom event(s) after it left out (newest in the backup: {}){offset}",
+            cut["replayed"],
+            cut["dropped_after_cut"],
+            cut["backup_newest_lsn"].as_str().unwrap_or("none")
+        ),
+    ))
+}
+
+/// kafka-replay of the other topics, up to the target time when there is one.
+pub fn replay_other_topics(
+    args: &CutArgs,
+    plan: &Plan,
+    bins: &Tools,
+) -> anyhow::Result<Vec<Component>> {
+    let mut components = Vec::new();
+    for topic in &plan.other_topics {
+        let mut cmd = replay_command(args, bins, topic)?;
+        if let Some(time) = &plan.target_time {
+            cmd.arg("--to-time").arg(time);
+        }
+        let run = tools::capture(&mut cmd, "kafka-replay")?;
+        components.push(if run.code == Some(0) {
+            let summary = run.summary().unwrap_or_default();
+            Component::ok(
+                topic.clone(),
+                plan.target_time.clone(),
+                format!("{} record(s) replayed by time", summary["produced"]),
+            )
+        } else {
+            Component::failed(topic.clone(), run.last_error())
+        });
+    }
+    Ok(components)
+}
+
+fn replay_command(args: &CutArgs, bins: &Tools, topic: &str) -> anyhow::Result<Command> {
+    let mut cmd = bins.command("kafka-replay", None, args)?;
+    cmd.arg("--backup-dir")
+        .arg(tools::backup_dir_arg(&args.repo.backup_dir)?)
+        .arg("--topic")
+        .arg(topic)
+        .arg("--target-topic")
+        .arg(format!("{topic}{}", args.topic_suffix))
+        .arg("--bootstrap-servers")
+        .arg(&args.bootstrap_servers);
+    // -X properties may be secrets: they reach the child in its environment, not its argv.
+    if !args.client_config.is_empty() {
+        let mut properties: Vec<String> = std::env::var(common::env::KAFKA_CLIENT_CONFIG)
+            .into_iter()
+            .collect();
+        properties.extend(args.client_config.iter().map(|(k, v)| format!("{k}={v}")));
+        cmd.env(common::env::KAFKA_CLIENT_CONFIG, properties.join("\n"));
+    }
+    if args.restore_group_offsets {
+        cmd.arg("--restore-group-offsets");
+    }
+    Ok(cmd)
+}
+
+/// The flag value of an LSN field (the default needs none).
+fn field_spec(field: &common::cdc::LsnField) -> Option<String> {
+    match field {
+        common::cdc::LsnField::Envelope => None,
+        common::cdc::LsnField::Pointer(p) => Some(p.clone()),
+        common::cdc::LsnField::Header(h) => Some(format!("header:{h}")),
+    }
+}
