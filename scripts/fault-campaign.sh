@@ -8,7 +8,8 @@
 #   scripts/fault-campaign.sh [--quick] [--seed N] [--scenario NAME]... [--trials N]
 #                             [--report PATH] [--list]
 #
-#   --quick           the CI tier: 5 trials per kill scenario (instead of 50), 1 per disk-full case
+#   --quick           the CI tier (scripts/test.sh runs it): 5 trials per kill scenario (1-2 for the
+#                     --pgdata ones) instead of 50, 1 per disk-full case
 #   --seed N          trial K of a scenario uses seed N+K (default: from the clock, printed)
 #   --scenario NAME   only NAME, or every scenario starting with NAME: (e.g. kill, disk-full,
 #                     kill:pg-base-backup); repeatable

@@ -23,3 +23,6 @@ fi
 # Deployment: manifests, alert rules, image contents, drop-in wrappers, the CronJobs' command
 # lines and the runbook's scenarios against the binaries built above and the test broker.
 [ $# -gt 0 ] || scripts/deploy/check.sh
+# The fault campaign's CI tier (issue 18): every tool killed at seeded random moments, disk
+# full, hostile input, a wiped repository, pgbench load with PITR to restore points.
+[ $# -gt 0 ] || scripts/fault-campaign.sh --quick --report "${CARGO_TARGET_DIR:-target}/fault-report.json"

@@ -134,7 +134,10 @@ pub fn run(mut args: Args) -> anyhow::Result<Status> {
     let wal_method = choose_wal_method(
         args.wal_method,
         server.info.archiving,
-        server.info.archiving && repo.kind_exists(Kind::Wal).unwrap_or(false),
+        // A --pgdata backup has no other place for its WAL: the server's archive is assumed
+        // to be this repository (the wait for the backup's WAL checks it).
+        server.info.archiving
+            && (args.pgdata.is_some() || repo.kind_exists(Kind::Wal).unwrap_or(false)),
         &args.repo.backup_dir,
     )?;
     if args.pgdata.is_some() && wal_method != WalMethod::Archive {
