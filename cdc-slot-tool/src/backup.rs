@@ -26,7 +26,7 @@ use common::lsn::Lsn;
 pub const INVENTORY_FILE: &str = "slots.json";
 
 /// Slot backups are kept this many days unless `--retention-days`/`RETENTION_DAYS` says
-/// otherwise (seed 000's schedule).
+/// otherwise (the schedule of the shell scripts this tool replaces).
 pub const DEFAULT_RETENTION_DAYS: u32 = 14;
 
 /// Options of `cdc-slot-tool backup`.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::encryption::SetEncryption;
+use crate::repo::Kind;
 use crate::storage::{self, Store};
 use crate::stream::{self, Compression};
 use crate::timefmt::rfc3339;
@@ -47,7 +48,7 @@ pub struct FileEntry {
 pub struct Manifest {
     pub format_version: u32,
     /// Backup kind (`base`, `logical`, `kafka`, `slots`).
-    pub kind: String,
+    pub kind: Kind,
     /// Set id, also the directory name.
     pub id: String,
     /// Tool that wrote the set and its version.
@@ -193,5 +194,44 @@ impl Manifest {
             }
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manifest as the tools have written it since format version 1.
+    const BASE_MANIFEST: &str = r#"{
+  "format_version": 1,
+  "kind": "base",
+  "id": "20261121T020000Z",
+  "tool": "pg-base-backup",
+  "tool_version": "0.1.0",
+  "started_at": "2026-11-21T02:00:00Z",
+  "finished_at": "2026-11-21T02:01:00Z",
+  "status": "complete",
+  "source": {},
+  "files": []
+}"#;
+
+    #[test]
+    fn kind_is_read_and_written_as_its_folder_name() {
+        let manifest = Manifest::parse(BASE_MANIFEST.as_bytes(), "manifest.json").unwrap();
+        assert_eq!(manifest.kind, Kind::Base);
+        let written = serde_json::to_value(&manifest).unwrap();
+        assert_eq!(written["kind"], "base");
+        for kind in Kind::ALL {
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json, kind.name());
+            assert_eq!(serde_json::from_value::<Kind>(json).unwrap(), kind);
+        }
+    }
+
+    #[test]
+    fn unknown_kind_is_not_a_valid_manifest() {
+        let text = BASE_MANIFEST.replace(r#""kind": "base""#, r#""kind": "tape""#);
+        let err = Manifest::parse(text.as_bytes(), "manifest.json").unwrap_err();
+        assert!(format!("{err:#}").contains("manifest.json is not a valid manifest"));
     }
 }

@@ -59,7 +59,7 @@ pub struct Decision {
 
 /// When a set was taken: manifest start time, else the time in its id.
 fn set_time(set: &SetInfo) -> Option<OffsetDateTime> {
-    set.manifest.as_ref().map(|m| m.started_at).or(set.started)
+    set.manifest().map(|m| m.started_at).or(set.started)
 }
 
 impl RetentionPolicy {
@@ -256,7 +256,7 @@ mod tests {
             started: Some(started),
             manifest: Some(Manifest {
                 format_version: MANIFEST_VERSION,
-                kind: "base".into(),
+                kind: crate::Kind::Base,
                 id: id.into(),
                 tool: "pg-base-backup".into(),
                 tool_version: "0".into(),

@@ -21,7 +21,7 @@ use test_support::s3::S3Env;
 pub enum Tier {
     /// For CI: a few trials of each scenario.
     Quick,
-    /// Every trial the issue asks for.
+    /// The whole campaign: every trial of every scenario.
     Full,
 }
 

@@ -1,4 +1,4 @@
-//! The fault campaign (issue 18): kills every tool with SIGKILL at seeded random moments,
+//! The fault campaign: kills every tool with SIGKILL at seeded random moments,
 //! fills the disk under it and feeds it hostile input, then checks that nothing that looks
 //! complete is damaged, that the next run works and that a restore gives exactly the source's
 //! data. Each trial has its own seed; a failure names it, and `--scenario NAME --seed SEED

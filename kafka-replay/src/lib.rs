@@ -103,8 +103,9 @@ pub struct Args {
     #[arg(long = "partition", value_name = "P")]
     pub only_partitions: Vec<i32>,
     /// Set the committed offsets of the saved consumer groups on the target topic, translated
-    /// from source offsets to target offsets.
-    #[arg(long)]
+    /// from source offsets to target offsets. Not with --repartition: records change
+    /// partitions there, so offsets cannot be translated.
+    #[arg(long, conflicts_with = "repartition")]
     pub restore_group_offsets: bool,
     /// With --restore-group-offsets, only this group (repeatable).
     #[arg(
@@ -156,5 +157,28 @@ const ENCRYPTION_HELP: &str = "Encrypted backups (age): sets written with recipi
 impl common::entry::ToolArgs for Args {
     fn global(&self) -> &GlobalArgs {
         &self.global
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Args;
+
+    #[test]
+    fn restore_group_offsets_conflicts_with_repartition() {
+        let both = [
+            "kafka-replay",
+            "--bootstrap-servers",
+            "localhost:9092",
+            "--topic",
+            "t",
+            "--repartition",
+        ];
+        let err = Args::try_parse_from(both.iter().chain(&["--restore-group-offsets"]))
+            .expect_err("the two flags must not combine");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(Args::try_parse_from(both).is_ok());
     }
 }

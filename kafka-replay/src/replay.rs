@@ -28,7 +28,6 @@ use crate::Args;
 
 /// Runs a replay as the arguments say.
 pub fn run(args: Args) -> anyhow::Result<Status> {
-    check_flags(&args)?;
     let mut source = open_source(&args)?;
     let meta = source.meta().clone();
     let target_topic = target_topic(&args, &meta)?;
@@ -62,16 +61,6 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     common::kafka::close_in_background(dest.target);
     report::print(args.global.output, &summary)?;
     Ok(Status::from_passed(verified))
-}
-
-/// Flag combinations that cannot work together.
-fn check_flags(args: &Args) -> anyhow::Result<()> {
-    if args.repartition && args.restore_group_offsets {
-        anyhow::bail!(
-            "--restore-group-offsets cannot be combined with --repartition: records change partitions, so offsets cannot be translated"
-        );
-    }
-    Ok(())
 }
 
 /// The archive to read: a stream on stdin, or the chosen set (and the sets it continues).

@@ -188,7 +188,7 @@ impl Source {
 
 /// The topic cuts a set's manifest keeps in clear; `None` when it has no readable ones.
 fn cuts(set: &SetInfo) -> Option<Vec<TopicCut>> {
-    serde_json::from_value::<KafkaSetDetails>(set.manifest.as_ref()?.details.clone())
+    serde_json::from_value::<KafkaSetDetails>(set.manifest()?.details.clone())
         .ok()
         .map(|d| d.cuts())
 }
@@ -278,8 +278,7 @@ fn part_of(repo: &Repository, set: SetInfo, topic: &str) -> anyhow::Result<(Part
     let part = Part {
         shown: repo.describe(&set.key(&set_topic.file)),
         expected: set
-            .manifest
-            .as_ref()
+            .manifest()
             .and_then(|m| m.file(&set_topic.file))
             .cloned(),
         file: set_topic.file,

@@ -341,7 +341,7 @@ impl<'a> Export<'a> {
 }
 
 pub(crate) fn details_of(set: &SetInfo) -> Option<KafkaSetDetails> {
-    let manifest = set.manifest.as_ref()?;
+    let manifest = set.manifest()?;
     serde_json::from_value(manifest.details.clone()).ok()
 }
 

@@ -70,7 +70,7 @@ mod tests {
             started: Some(started),
             manifest: Some(Manifest {
                 format_version: MANIFEST_VERSION,
-                kind: "kafka".into(),
+                kind: common::Kind::Kafka,
                 id: id.into(),
                 tool: "kafka-topic-backup".into(),
                 tool_version: "0".into(),

@@ -30,7 +30,9 @@ pub fn choose(
     }
     let mut candidates = Vec::new();
     for set in repo.complete_sets(Kind::Base)?.into_iter().rev() {
-        let manifest = set.manifest.clone().expect("complete set");
+        let Some(manifest) = set.manifest().cloned() else {
+            continue;
+        };
         let Ok(details) = PhysicalDetails::from_manifest(&manifest) else {
             continue;
         };

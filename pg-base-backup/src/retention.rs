@@ -30,10 +30,10 @@ pub fn apply(args: &Args, repo: &Repository) -> anyhow::Result<(Vec<String>, usi
     let oldest = remaining
         .iter()
         .find(|s| !(dry_run && deleted.contains(&s.id)));
-    let Some(oldest) = oldest else {
+    let Some((oldest, manifest)) = oldest.and_then(|s| s.manifest().map(|m| (s, m))) else {
         return Ok((deleted, 0));
     };
-    let details = PhysicalDetails::from_manifest(oldest.manifest.as_ref().expect("complete"))?;
+    let details = PhysicalDetails::from_manifest(manifest)?;
     let keep_from = segno_of(details.start_lsn, details.wal_segment_size);
     let expired =
         WalArchive::new(repo).expire_before(keep_from, details.wal_segment_size, dry_run)?;

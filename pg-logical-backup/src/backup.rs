@@ -22,7 +22,8 @@ use crate::patterns::{self, TablePattern};
 use crate::pgbin::{self, PgBin, PgBinArgs};
 use crate::snapshot::SnapshotSession;
 
-/// Default of `RETENTION_DAYS` for logical sets (seed 000: 14 days).
+/// Default of `RETENTION_DAYS` for logical sets: 14 days, as the shell scripts this tool
+/// replaces kept them.
 pub const DEFAULT_RETENTION_DAYS: u32 = 14;
 
 /// Settings of a backup run.

@@ -295,7 +295,7 @@ fn download(
 impl LogicalDetails {
     /// Reads the details of a manifest, with a clear error for sets of another tool.
     pub fn from_manifest(manifest: &Manifest) -> anyhow::Result<LogicalDetails> {
-        if manifest.kind != Kind::Logical.name() {
+        if manifest.kind != Kind::Logical {
             anyhow::bail!(
                 "set {} is a {} set, not a logical one",
                 manifest.id,

@@ -1,6 +1,6 @@
-//! The deep checks of a test restore (seed 001's integrity checks): foreign keys without
-//! orphans, indexes valid and structurally sound (amcheck), constraints present and
-//! validated, each compared with what the manifest recorded at backup time.
+//! The deep checks of a test restore: foreign keys without orphans, indexes valid and
+//! structurally sound (amcheck), constraints present and validated, each compared with what
+//! the manifest recorded at backup time.
 
 use anyhow::Context;
 use tokio_postgres::Client;

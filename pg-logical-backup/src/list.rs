@@ -7,7 +7,7 @@ use serde::Serialize;
 use common::cli::{GlobalArgs, RepoArgs};
 use common::encryption::Identities;
 use common::output::OutputFormat;
-use common::repo::SetInfo;
+use common::repo::{SetInfo, SetState};
 use common::{Kind, Manifest, Repository, Status};
 
 use crate::details::LogicalDetails;
@@ -78,10 +78,7 @@ impl SetRecord {
     /// What the listing says of `set`: its contents, read with `identities` when encrypted,
     /// or why it is not usable.
     fn of(repo: &Repository, set: &SetInfo, identities: Option<&Identities>) -> SetRecord {
-        let details = set
-            .manifest
-            .as_ref()
-            .map(|m| contents(repo, set, m, identities));
+        let details = set.manifest().map(|m| contents(repo, set, m, identities));
         let (databases, tables, rows, problem) = match &details {
             Some(Ok(None)) => (Vec::new(), 0, 0, None),
             Some(Ok(Some(d))) => (
@@ -98,11 +95,10 @@ impl SetRecord {
                 Vec::new(),
                 0,
                 0,
-                Some(
-                    set.manifest_error
-                        .clone()
-                        .unwrap_or_else(|| "no manifest: running, or a failed run".into()),
-                ),
+                Some(match set.state() {
+                    SetState::Broken(error) => error.to_string(),
+                    _ => "no manifest: running, or a failed run".into(),
+                }),
             ),
         };
         SetRecord {
@@ -110,15 +106,12 @@ impl SetRecord {
             id: set.id.clone(),
             complete: problem.is_none(),
             problem,
-            encrypted: set
-                .manifest
-                .as_ref()
-                .is_some_and(|m| m.encryption().is_some()),
+            encrypted: set.manifest().is_some_and(|m| m.encryption().is_some()),
             contents_known: !matches!(details, Some(Ok(None))),
             databases,
             tables,
             rows,
-            bytes: set.manifest.as_ref().map_or(0, |m| m.total_size()),
+            bytes: set.manifest().map_or(0, |m| m.total_size()),
         }
     }
 

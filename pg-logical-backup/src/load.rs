@@ -316,7 +316,8 @@ fn outcome(
     Ok(())
 }
 
-/// Fresh planner statistics for what was restored (seed 001's post-restore step).
+/// Fresh planner statistics for what was restored, so the first queries on it plan well
+/// (a restore loads rows but leaves the tables unanalyzed).
 pub async fn analyze(
     client: &tokio_postgres::Client,
     tables: &[&TableEntry],

@@ -1,5 +1,5 @@
 //! Guards before a restore overwrites anything: confirmation on a terminal, and a safety dump
-//! of what is about to be replaced (seed 002), so a wrong restore can itself be undone.
+//! of what is about to be replaced, so a wrong restore can itself be undone.
 //!
 //! The safety dump streams from pg_dump's stdout into the store, by default into the
 //! repository itself (`logical-safety/`, a folder beside the kinds, on disk or on S3), or into

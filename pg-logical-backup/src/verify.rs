@@ -1,9 +1,9 @@
-//! Verifying a set at three levels (seed 003): `quick` checks checksums and that pg_restore
+//! Verifying a set at three levels: `quick` checks checksums and that pg_restore
 //! can list every dump; `standard` also counts the rows of every table in the dumps (the
 //! per-table dumps of sets that have them, else the whole-database dump) and restores the
 //! whole-database dump into a temporary database to compare tables and row counts with the
 //! manifest; `deep` also checks foreign keys, indexes (amcheck where available) and
-//! constraints there (seed 001's checks). The temporary database is always dropped.
+//! constraints there (the checks of `integrity`). The temporary database is always dropped.
 //! An encrypted set needs its identity (`BACKUP_ENCRYPTION_IDENTITY_FILE`): its dumps are
 //! decrypted as pg_restore reads them.
 

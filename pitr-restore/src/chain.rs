@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use common::encryption::Identities;
-use common::physical::filelist::{self, FileHashes, FileList};
+use common::physical::filelist::{self, FileList};
 use common::physical::{chain, PhysicalDetails, BASE_TAR};
 use common::repo::{Kind, Repository, SetInfo};
 use common::FileEntry;
@@ -88,42 +88,52 @@ impl Chain {
     /// pg_basebackup), which a chain's set cannot be.
     pub fn file_list(&self, repo: &Repository) -> anyhow::Result<Option<FileList>> {
         let last = self.last();
-        let manifest = last.set.manifest.as_ref().expect("complete set");
+        let manifest = complete(&last.set)?;
         if manifest.stored(filelist::FILE_LIST).is_none() && self.links.len() == 1 {
             return Ok(None);
         }
         filelist::load(repo, &last.set, manifest).map(Some)
     }
 
-    /// The content hash of every file of the chosen set's list, each from the newest link
-    /// that stored the file (decrypted with `identities`).
-    pub fn hashes(
+    /// Each link's file list and the hashes of what it stored, for a delta restore.
+    pub fn states(
         &self,
         repo: &Repository,
         identities: Option<&Identities>,
-    ) -> anyhow::Result<FileHashes> {
-        let links: Vec<chain::Link> = self
-            .links
+    ) -> anyhow::Result<Vec<crate::delta::LinkState>> {
+        self.links
             .iter()
-            .map(|l| chain::Link {
-                set: l.set.clone(),
-                details: l.details.clone(),
+            .map(|link| {
+                let manifest = complete(&link.set)?;
+                Ok(crate::delta::LinkState {
+                    list: filelist::load(repo, &link.set, manifest)?,
+                    hashes: filelist::load_hashes(repo, &link.set, manifest, identities)?,
+                })
             })
-            .collect();
-        filelist::chain_hashes(repo, &links, identities)
+            .collect()
     }
 
-    /// Unpacks every link in order into `pgdata` (later whole files replace earlier ones,
-    /// incremental members patch them, the chosen set's backup_label wins).
-    pub fn extract(
+    /// Unpacks the links in order into `pgdata` (later whole files replace earlier ones,
+    /// incremental members patch them, the chosen set's backup_label wins): of link `i`, the
+    /// members `members(i)` picks; a link it gives `None` for is not read at all.
+    pub fn extract<'m>(
         &self,
         repo: &Repository,
         identities: Option<&Identities>,
         pgdata: &std::path::Path,
-        members: Members<'_>,
+        members: impl Fn(usize) -> Option<Members<'m>>,
         progress: &indicatif::ProgressBar,
     ) -> anyhow::Result<()> {
-        for link in &self.links {
+        for (index, link) in self.links.iter().enumerate() {
+            let Some(members) = members(index) else {
+                tracing::info!(
+                    "nothing to take from {} backup {}: not read",
+                    link.details.backup_type.name(),
+                    link.set.id
+                );
+                progress.inc(link.tar.size);
+                continue;
+            };
             if self.links.len() > 1 {
                 tracing::info!(
                     "unpacking {} backup {}",
@@ -140,10 +150,15 @@ impl Chain {
     }
 }
 
+/// The manifest of a set of the chain, which are complete sets.
+fn complete(set: &SetInfo) -> anyhow::Result<&common::Manifest> {
+    set.manifest()
+        .with_context(|| format!("base set {} has no valid manifest", set.id))
+}
+
 /// The base tarball of a set.
 fn tarball(set: &SetInfo) -> anyhow::Result<FileEntry> {
-    let manifest = set.manifest.as_ref().expect("complete set");
-    manifest
+    complete(set)?
         .files
         .iter()
         .find(|f| f.path.starts_with(BASE_TAR))

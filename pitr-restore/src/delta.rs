@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use common::interrupt::Undo;
-use common::physical::filelist::{self, FileHashes, FileList, ListedFile};
+use common::physical::filelist::{self, FileHashes, FileList, ListedFile, Stored};
 use common::physical::PhysicalDetails;
 use serde::Serialize;
 
@@ -82,11 +82,20 @@ pub fn check(pgdata: &Path, set: &str, details: &PhysicalDetails) -> anyhow::Res
     Ok(local)
 }
 
+/// One link of the chain as a delta restore compares with it: its file list and the hashes
+/// of the files it stored.
+pub struct LinkState {
+    pub list: FileList,
+    pub hashes: FileHashes,
+}
+
 /// What a delta restore does to each file.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Listed files written from the backup.
-    rewrite: HashSet<String>,
+    /// Per link of the chain, the listed files whose members are taken from it: a local file
+    /// that equals a file's state at some link needs only the links after it (an incremental
+    /// chain restored into its own full's restore reads the incr's pages, not the full).
+    take: Vec<HashSet<String>>,
     /// Files and directories the backup does not have.
     unlisted: Unlisted,
     /// Local backup_label and tablespace_map: replaced by the set's own (or gone).
@@ -111,23 +120,75 @@ impl Plan {
         &self.report
     }
 
-    /// The members of the chain's tarballs to write.
-    pub fn members(&self) -> Members<'_> {
-        Members::Only {
-            rewrite: &self.rewrite,
+    /// The members of link `link`'s tarball to write; `None`: nothing is taken from it (the
+    /// chosen set, the last link, always gives its backup_label and missing directories).
+    pub fn members(&self, link: usize) -> Option<Members<'_>> {
+        let take = self.take.get(link)?;
+        (!take.is_empty() || link + 1 == self.take.len()).then_some(Members::Only {
+            rewrite: take,
             pg_control_as: PG_CONTROL_NEW,
+        })
+    }
+}
+
+/// Where a listed file's content comes from: the first link whose member of it is applied
+/// (`links.len()`: nothing, the local file is the chosen set's).
+fn first_needed(
+    path: &str,
+    local: Option<&(u64, String)>,
+    links: &[LinkView<'_>],
+) -> anyhow::Result<usize> {
+    let n = links.len();
+    // The state of `path` at link k: its size there, and the hash of the newest link up to k
+    // that stored it.
+    if let Some((size, hash)) = local {
+        let mut stored_hash: Option<&String> = None;
+        let mut states = Vec::with_capacity(n);
+        for link in links {
+            let entry = link.files.get(path);
+            if let Some(entry) = entry {
+                if entry.stored != Stored::Unchanged {
+                    stored_hash = link.hashes.get(path);
+                }
+            } else {
+                stored_hash = None;
+            }
+            states.push(entry.map(|e| (e.size, stored_hash)));
+        }
+        for k in (0..n).rev() {
+            match states[k] {
+                Some((s, Some(h))) if s == *size && h == hash => return Ok(k + 1),
+                Some(_) => {}
+                None => break,
+            }
         }
     }
+    links
+        .iter()
+        .rposition(|link| {
+            link.files
+                .get(path)
+                .is_some_and(|e| e.stored == Stored::Whole)
+        })
+        .with_context(|| {
+            format!("no base backup of the chain holds {path} whole: the chain is damaged")
+        })
+}
+
+/// A link's list by path.
+struct LinkView<'a> {
+    files: HashMap<&'a str, &'a ListedFile>,
+    hashes: &'a FileHashes,
 }
 
 /// Compares `pgdata` with the backup's file list: a local file whose size is the listed one
 /// and whose content hash is in `hashes` is kept. Only reads.
 pub fn compare(
     pgdata: &Path,
-    list: &FileList,
-    hashes: &FileHashes,
+    links: &[LinkState],
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<Plan> {
+    let list = &links.last().context("a chain has its chosen set")?.list;
     let local = conform::walk(pgdata, &[PENDING])?;
     let here: HashMap<&str, &conform::LocalFile> = local
         .files
@@ -140,9 +201,7 @@ pub fn compare(
     for file in &list.files {
         match here.get(file.path.as_str()) {
             Some(found) if found.odd => plan.in_the_way.push(found.relative.clone()),
-            Some(found) if found.size == file.size && file.path != PG_CONTROL => {
-                candidates.push(file);
-            }
+            Some(_) if file.path != PG_CONTROL => candidates.push(file),
             None if dirs.contains(Path::new(&file.path)) => {
                 plan.in_the_way.push(PathBuf::from(&file.path));
             }
@@ -150,14 +209,31 @@ pub fn compare(
         }
     }
     progress.set_length(candidates.iter().map(|f| f.size).sum());
-    let same = same_content(pgdata, &candidates, hashes, progress)?;
+    let hashed = local_hashes(pgdata, &candidates, progress)?;
+    let views: Vec<LinkView<'_>> = links
+        .iter()
+        .map(|l| LinkView {
+            files: l.list.files.iter().map(|f| (f.path.as_str(), f)).collect(),
+            hashes: &l.hashes,
+        })
+        .collect();
+    plan.take = vec![HashSet::new(); links.len()];
     for file in &list.files {
-        if same.contains(file.path.as_str()) {
+        let first = first_needed(&file.path, hashed.get(file.path.as_str()), &views)?;
+        if first == links.len() {
             plan.report.kept_files += 1;
-        } else {
-            plan.rewrite.insert(file.path.clone());
-            plan.report.rewritten_files += 1;
-            plan.report.rewritten_bytes += file.size;
+            continue;
+        }
+        plan.report.rewritten_files += 1;
+        plan.report.rewritten_bytes += file.size;
+        for (view, take) in views.iter().zip(plan.take.iter_mut()).skip(first) {
+            if view
+                .files
+                .get(file.path.as_str())
+                .is_some_and(|e| e.stored != Stored::Unchanged)
+            {
+                take.insert(file.path.clone());
+            }
         }
     }
     plan.unlisted = conform::unlisted(&local, list);
@@ -170,38 +246,35 @@ pub fn compare(
     Ok(plan)
 }
 
-/// The paths of `files` whose local content hashes as `hashes` say, hashed on a few threads.
-fn same_content<'a>(
+/// Size and hash of the local copy of each of `files`, hashed on a few threads.
+fn local_hashes<'a>(
     pgdata: &Path,
     files: &[&'a ListedFile],
-    hashes: &FileHashes,
     progress: &indicatif::ProgressBar,
-) -> anyhow::Result<HashSet<&'a str>> {
+) -> anyhow::Result<HashMap<&'a str, (u64, String)>> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|worker| {
-                scope.spawn(move || -> anyhow::Result<Vec<&'a str>> {
-                    let mut same = Vec::new();
+                scope.spawn(move || -> anyhow::Result<Vec<(&'a str, (u64, String))>> {
+                    let mut hashed = Vec::new();
                     for file in files.iter().skip(worker).step_by(workers) {
                         common::interrupt::checkpoint();
                         let path = pgdata.join(&file.path);
-                        let (size, hash) = filelist::hash_file(&path)
+                        let found = filelist::hash_file(&path)
                             .with_context(|| format!("cannot read {}", path.display()))?;
-                        if size == file.size && hashes.get(&file.path) == Some(&hash) {
-                            same.push(file.path.as_str());
-                        }
+                        hashed.push((file.path.as_str(), found));
                         progress.inc(file.size);
                     }
-                    Ok(same)
+                    Ok(hashed)
                 })
             })
             .collect();
-        let mut same = HashSet::new();
+        let mut hashed = HashMap::new();
         for handle in handles {
-            same.extend(handle.join().expect("hashing thread panicked")?);
+            hashed.extend(handle.join().expect("hashing thread panicked")?);
         }
-        Ok(same)
+        Ok(hashed)
     })
 }
 
@@ -281,7 +354,6 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::physical::filelist::Stored;
 
     /// Writes a file; returns its list entry and hash.
     fn listed(root: &Path, path: &str, bytes: &[u8]) -> (ListedFile, (String, String)) {
@@ -325,6 +397,56 @@ mod tests {
     }
 
     #[test]
+    fn a_file_at_an_earlier_links_state_needs_only_the_links_after_it() {
+        let entry = |stored| ListedFile {
+            path: "base/5/16384".into(),
+            size: 16384,
+            mtime_ns: 0,
+            stored,
+        };
+        let link = |stored, hash: Option<&str>| {
+            let list = FileList {
+                dirs: Vec::new(),
+                files: vec![entry(stored)],
+            };
+            let hashes: FileHashes = hash
+                .map(|h| [("base/5/16384".to_string(), h.to_string())].into())
+                .unwrap_or_default();
+            LinkState { list, hashes }
+        };
+        // full (A), incr unchanged, incr with changed pages (B).
+        let links = [
+            link(Stored::Whole, Some("A")),
+            link(Stored::Unchanged, None),
+            link(Stored::Pages, Some("B")),
+        ];
+        let views: Vec<LinkView<'_>> = links
+            .iter()
+            .map(|l| LinkView {
+                files: l.list.files.iter().map(|f| (f.path.as_str(), f)).collect(),
+                hashes: &l.hashes,
+            })
+            .collect();
+        let first = |local: Option<(u64, &str)>| {
+            let local = local.map(|(s, h)| (s, h.to_string()));
+            first_needed("base/5/16384", local.as_ref(), &views).unwrap()
+        };
+        assert_eq!(
+            first(Some((16384, "B"))),
+            3,
+            "already the chosen set's: kept"
+        );
+        assert_eq!(
+            first(Some((16384, "A"))),
+            2,
+            "the full's state: only the pages of the last incr"
+        );
+        assert_eq!(first(Some((16384, "C"))), 0, "unknown: from the full");
+        assert_eq!(first(Some((8192, "A"))), 0, "another size");
+        assert_eq!(first(None), 0, "missing");
+    }
+
+    #[test]
     fn plan_keeps_equal_files_and_rewrites_changed_missing_and_in_the_way_ones() {
         let src = tempfile::tempdir().unwrap();
         let (files, hashes): (Vec<_>, FileHashes) = [
@@ -356,8 +478,9 @@ mod tests {
         listed(root, "backup_label", b"an old label");
         listed(root, "postmaster.opts", b"opts");
 
-        let plan = compare(root, &list, &hashes, &indicatif::ProgressBar::hidden()).unwrap();
-        let mut rewrite: Vec<&str> = plan.rewrite.iter().map(String::as_str).collect();
+        let links = [LinkState { list, hashes }];
+        let plan = compare(root, &links, &indicatif::ProgressBar::hidden()).unwrap();
+        let mut rewrite: Vec<&str> = plan.take[0].iter().map(String::as_str).collect();
         rewrite.sort();
         // pg_control is always rewritten (it is put in place last).
         assert_eq!(

@@ -306,7 +306,7 @@ impl Restore<'_> {
         let unfinished = safety::emptied_unless_done(pgdata);
         let size = list.map_or(self.chain.last().details.raw_bytes, FileList::total_size);
         safety::check_space(pgdata, size + size / 10)?;
-        self.extract(extract::Members::All)?;
+        self.extract(|_| Some(extract::Members::All))?;
         if let Some(list) = list {
             let local = conform::walk(pgdata, &[])?;
             conform::remove(pgdata, &conform::unlisted(&local, list))?;
@@ -323,9 +323,9 @@ impl Restore<'_> {
     /// Into the existing data directory (checked by [`check_delta`]): only what differs.
     fn delta(&self, system_identifier: u64, list: &FileList) -> anyhow::Result<Restored> {
         let pgdata = &self.args.pgdata;
-        let hashes = self.chain.hashes(self.repo, self.identities)?;
+        let states = self.chain.states(self.repo, self.identities)?;
         let progress = common::progress::bytes(&self.args.global, None, "compare");
-        let plan = delta::compare(pgdata, list, &hashes, &progress)?;
+        let plan = delta::compare(pgdata, &states, &progress)?;
         progress.finish_and_clear();
         let report = plan.report().clone();
         tracing::info!(
@@ -337,7 +337,7 @@ impl Restore<'_> {
         );
         safety::check_space(pgdata, report.rewritten_bytes)?;
         let pending = delta::begin(pgdata, system_identifier, &plan)?;
-        self.extract(plan.members())?;
+        self.extract(|link| plan.members(link))?;
         pending.verify(list, &self.chain.last().set.id)?;
         configure_recovery(self.args, self.repo, self.target)?;
         pending.finish()?;
@@ -348,7 +348,10 @@ impl Restore<'_> {
     }
 
     /// Unpacks the chain's tarballs, with a progress bar.
-    fn extract(&self, members: extract::Members<'_>) -> anyhow::Result<()> {
+    fn extract<'m>(
+        &self,
+        members: impl Fn(usize) -> Option<extract::Members<'m>>,
+    ) -> anyhow::Result<()> {
         let progress = common::progress::bytes(
             &self.args.global,
             Some(self.chain.stored_bytes()),

@@ -121,18 +121,14 @@ pub fn choose(
         return Ok((set, manifest, details));
     }
     let sets = repo.complete_sets(Kind::Base)?;
-    if sets.is_empty() {
+    let Some(newest) = sets.last().and_then(SetInfo::manifest) else {
         anyhow::bail!(
             "no complete base backup in {}; take one with pg-base-backup first",
             repo.describe(Kind::Base.name())
         );
-    }
+    };
     let located = match (target.wanted(), search_floor(&sets)) {
         (Some(_), Some(floor)) => {
-            let newest = sets
-                .last()
-                .and_then(|s| s.manifest.as_ref())
-                .expect("complete set");
             let size = PhysicalDetails::from_manifest(newest)?.wal_segment_size;
             locate_target(repo, target, floor, size)?
         }
@@ -140,7 +136,9 @@ pub fn choose(
     };
     let mut oldest = None;
     for set in sets.into_iter().rev() {
-        let manifest = set.manifest.clone().expect("complete set");
+        let Some(manifest) = set.manifest().cloned() else {
+            continue;
+        };
         let details = PhysicalDetails::from_manifest(&manifest)?;
         if target.reachable_from(&details, located) {
             return Ok((set, manifest, details));
@@ -160,7 +158,7 @@ pub fn choose(
 /// reach a record before it). Sets whose details do not read are left out here.
 fn search_floor(sets: &[SetInfo]) -> Option<Lsn> {
     sets.iter()
-        .filter_map(|s| s.manifest.as_ref())
+        .filter_map(SetInfo::manifest)
         .filter_map(|m| PhysicalDetails::from_manifest(m).ok())
         .map(|d| d.start_lsn)
         .min()

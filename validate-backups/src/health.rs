@@ -1,4 +1,4 @@
-//! Health of a kind over time (seeds 001/002): the newest set is fresh, enough sets are kept,
+//! Health of a kind over time: the newest set is fresh, enough sets are kept,
 //! and the newest set's size is not far off the previous one's.
 
 use std::time::Duration;
@@ -73,7 +73,7 @@ pub fn size_change(kind: Kind, complete: &[&Manifest]) -> Option<(u64, u64, f64)
 
 pub fn run(run: &mut Run, settings: &Settings, kind: Kind, sets: &[SetInfo]) {
     let (fresh_name, count_name, size_name) = names(kind);
-    let complete: Vec<&Manifest> = sets.iter().filter_map(|s| s.manifest.as_ref()).collect();
+    let complete: Vec<&Manifest> = sets.iter().filter_map(SetInfo::manifest).collect();
     run.check(settings, fresh_name, || {
         vec![freshness(fresh_name, settings, kind, &complete)]
     });
@@ -197,7 +197,7 @@ mod tests {
         let now = common::timefmt::now();
         Manifest {
             format_version: 1,
-            kind: "kafka".into(),
+            kind: common::Kind::Kafka,
             id: common::timefmt::id_string(now),
             tool: "test".into(),
             tool_version: "0".into(),
@@ -221,7 +221,7 @@ mod tests {
 
     fn base_manifest(size: u64, backup_type: &str) -> Manifest {
         let mut m = manifest(size, false);
-        m.kind = "base".into();
+        m.kind = common::Kind::Base;
         m.details = serde_json::json!({
             "start_lsn": "0/2000028", "stop_lsn": "0/2000100", "timeline": 1,
             "start_time": "2020-01-01T00:00:00Z", "stop_time": "2020-01-01T00:00:01Z",

@@ -2,8 +2,8 @@
 //! continuity, connectivity), Prometheus textfile metrics, and `drill`, an end-to-end
 //! recovery drill that measures RTO and RPO.
 //!
-//! Replaces `validate-backups.sh` of seed 000 and the health and verify scripts of seeds 001,
-//! 002 and 004.
+//! Replaces the `validate-backups.sh` shell script and the health and verification scripts
+//! that ran beside it.
 #![forbid(unsafe_code)]
 
 pub mod broker;

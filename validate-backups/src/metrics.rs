@@ -54,7 +54,7 @@ fn facts(repo: &Repository, kind: Kind) -> KindFacts {
         };
     }
     let sets = repo.complete_sets(kind).unwrap_or_default();
-    let manifests: Vec<&Manifest> = sets.iter().filter_map(|s| s.manifest.as_ref()).collect();
+    let manifests: Vec<&Manifest> = sets.iter().filter_map(|s| s.manifest()).collect();
     let newest = manifests.last();
     KindFacts {
         last_success: newest.map(|m| m.finished_at.unix_timestamp_nanos() as f64 / 1e9),

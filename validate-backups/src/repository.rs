@@ -323,7 +323,7 @@ fn incomplete_sets(repo: &Repository, settings: &Settings) -> CheckResult {
         let locked = repo.is_locked(kind);
         let last = sets.len().saturating_sub(1);
         for (i, set) in sets.iter().enumerate() {
-            if set.manifest.is_some() || set.manifest_error.is_some() {
+            if set.has_manifest_file() {
                 continue;
             }
             let name = format!("{kind}/{}", set.id);

@@ -5,7 +5,7 @@ use std::io::{self, Read};
 
 use common::encryption::{self, Identities};
 use common::manifest::FileEntry;
-use common::repo::SetInfo;
+use common::repo::{SetInfo, SetState};
 use common::stream::{Compression, HashingReader};
 use common::{Kind, Manifest, Repository};
 
@@ -123,7 +123,7 @@ fn decode<R: Read>(plain: io::Result<R>, entry: &FileEntry) -> Option<String> {
 /// Problems of the manifest itself: it must describe the set it sits in.
 pub fn manifest_problems(kind: Kind, set: &SetInfo, manifest: &Manifest) -> Vec<String> {
     let mut problems = Vec::new();
-    if manifest.kind != kind.name() {
+    if manifest.kind != kind {
         problems.push(format!(
             "manifest says kind '{}' in the {kind} folder",
             manifest.kind
@@ -154,10 +154,7 @@ pub fn manifest_problems(kind: Kind, set: &SetInfo, manifest: &Manifest) -> Vec<
 
 pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, kind: Kind, sets: &[SetInfo]) {
     let (manifest_name, files_name, decompress_name) = names(kind);
-    let judged: Vec<&SetInfo> = sets
-        .iter()
-        .filter(|s| s.manifest.is_some() || s.manifest_error.is_some())
-        .collect();
+    let judged: Vec<&SetInfo> = sets.iter().filter(|s| s.has_manifest_file()).collect();
     let empty = |name: &'static str| {
         vec![CheckResult::skip(name, format!("no {kind} sets")).on(kind.name())]
     };
@@ -168,8 +165,8 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, kind: Kind, se
         judged
             .iter()
             .map(|set| {
-                match (&set.manifest, &set.manifest_error) {
-                    (Some(m), _) => CheckResult::from_problems(
+                match set.state() {
+                    SetState::Complete(m) => CheckResult::from_problems(
                         manifest_name,
                         format!(
                             "{} files, written by {} {}",
@@ -179,12 +176,13 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, kind: Kind, se
                         ),
                         &manifest_problems(kind, set, m),
                     ),
-                    (None, error) => CheckResult::fail(
+                    SetState::Broken(error) => CheckResult::fail(
                         manifest_name,
-                        format!(
-                            "{}; the set cannot be restored",
-                            error.as_deref().unwrap_or("manifest unreadable")
-                        ),
+                        format!("{error}; the set cannot be restored"),
+                    ),
+                    SetState::Incomplete => CheckResult::fail(
+                        manifest_name,
+                        "manifest unreadable; the set cannot be restored",
                     ),
                 }
                 .on(&set.id)
@@ -195,7 +193,7 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, kind: Kind, se
     // One read per file for both checks.
     let complete: Vec<(&SetInfo, &Manifest)> = sets
         .iter()
-        .filter_map(|s| s.manifest.as_ref().map(|m| (s, m)))
+        .filter_map(|s| s.manifest().map(|m| (s, m)))
         .collect();
     // The files check times the reading; the decompress results come from the same pass.
     let mut decode_results = Vec::new();
@@ -302,7 +300,7 @@ pub fn encryption_check_name(kind: Kind) -> &'static str {
 /// (paths, sizes and times, no content), which the next incremental backup reads without a
 /// key.
 fn clear_by_design(manifest: &Manifest, path: &str) -> bool {
-    manifest.kind == Kind::Base.name() && path == common::physical::filelist::FILE_LIST
+    manifest.kind == Kind::Base && path == common::physical::filelist::FILE_LIST
 }
 
 /// Whether a set's files agree with the encryption its manifest records, and its recipients
@@ -367,7 +365,7 @@ mod tests {
         let now = common::timefmt::now();
         Manifest {
             format_version: 1,
-            kind: kind.name().into(),
+            kind,
             id: common::timefmt::id_string(now),
             tool: "test".into(),
             tool_version: "0".into(),

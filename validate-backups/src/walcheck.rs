@@ -21,7 +21,7 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository) {
         .complete_sets(Kind::Base)
         .unwrap_or_default()
         .iter()
-        .filter_map(|s| s.manifest.as_ref())
+        .filter_map(|s| s.manifest())
         .filter_map(|m| common::physical::PhysicalDetails::from_manifest(m).ok())
         .any(|d| d.wal_method == common::physical::WalMethod::Archive);
     let empty = |name: &'static str| {

@@ -7,7 +7,7 @@ use common::encryption::{self, Identities};
 use common::lsn::Lsn;
 use common::output::{self, OutputFormat};
 use common::physical::PhysicalDetails;
-use common::repo::{Kind, Repository};
+use common::repo::{Kind, Repository, SetInfo};
 use common::storage::Location;
 use common::wal::history;
 use common::wal::{segno_of, ArchivedFile, WalArchive, WalFile, DEFAULT_SEGMENT_SIZE};
@@ -61,10 +61,10 @@ impl RequiredStart {
 
 fn required_start(repo: &Repository) -> anyhow::Result<Option<RequiredStart>> {
     let sets = repo.complete_sets(Kind::Base)?;
-    let Some(oldest) = sets.first() else {
+    let Some(oldest) = sets.first().and_then(SetInfo::manifest) else {
         return Ok(None);
     };
-    let details = PhysicalDetails::from_manifest(oldest.manifest.as_ref().expect("complete"))?;
+    let details = PhysicalDetails::from_manifest(oldest)?;
     Ok(Some(RequiredStart {
         timeline: details.timeline,
         start: details.start_lsn,

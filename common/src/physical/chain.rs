@@ -62,8 +62,7 @@ pub fn resolve(sets: &[SetInfo], set: &SetInfo) -> Result<Vec<Link>, BrokenChain
     };
     let details_of = |info: &SetInfo| -> Result<PhysicalDetails, BrokenChain> {
         let manifest = info
-            .manifest
-            .as_ref()
+            .manifest()
             .ok_or_else(|| broken(&info.id, LinkProblem::Incomplete))?;
         PhysicalDetails::from_manifest(manifest)
             .map_err(|e| broken(&info.id, LinkProblem::Unreadable(format!("{e:#}"))))
@@ -89,8 +88,7 @@ pub fn resolve(sets: &[SetInfo], set: &SetInfo) -> Result<Vec<Link>, BrokenChain
 
 /// The sets that `set` depends on, by id (empty for a full or an unreadable set).
 pub fn dependencies(set: &SetInfo) -> Vec<String> {
-    set.manifest
-        .as_ref()
+    set.manifest()
         .and_then(|m| PhysicalDetails::from_manifest(m).ok())
         .map(|d| d.chain)
         .unwrap_or_default()

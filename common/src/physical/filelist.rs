@@ -7,12 +7,13 @@
 //!
 //! The content hashes of the files a set stored are in `hashes.json`, encrypted with the
 //! set. A restore of a chain ends with exactly the newest list's files; a delta restore
-//! keeps local files whose size and hash match it, each hash taken from the newest link
-//! that stored the file ([`chain_hashes`]).
+//! compares each local file with its state at every link (the hash of the newest link up to
+//! it that stored the file) and applies only the links after the state it matches.
 
 use std::io::{self, Read};
 use std::path::Path;
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 /// The list's name in a set.
@@ -55,7 +56,6 @@ pub struct FileList {
 impl FileList {
     /// Parses a stored list; `shown` names it in errors.
     pub fn read<R: Read>(input: R, shown: &str) -> anyhow::Result<FileList> {
-        use anyhow::Context;
         serde_json::from_reader(io::BufReader::new(input))
             .with_context(|| format!("{shown} is not a data directory file list"))
     }
@@ -93,43 +93,9 @@ pub fn load_hashes(
     manifest: &crate::Manifest,
     identities: Option<&crate::encryption::Identities>,
 ) -> anyhow::Result<FileHashes> {
-    use anyhow::Context;
     let (input, shown) = open(repo, set, manifest, HASHES, identities)?;
     serde_json::from_reader(io::BufReader::new(input))
         .with_context(|| format!("{shown} is not a list of file hashes"))
-}
-
-/// The hash of every file of the last link's list, each from the newest link that stored
-/// it; an error names a file no link has a hash for (a damaged chain).
-pub fn chain_hashes(
-    repo: &crate::repo::Repository,
-    links: &[super::chain::Link],
-    identities: Option<&crate::encryption::Identities>,
-) -> anyhow::Result<FileHashes> {
-    let Some(last) = links.last() else {
-        return Ok(FileHashes::new());
-    };
-    let manifest_of = |link: &super::chain::Link| link.set.manifest.clone().expect("complete");
-    let wanted = load(repo, &last.set, &manifest_of(last))?;
-    let mut found = FileHashes::new();
-    for link in links.iter().rev() {
-        let hashes = load_hashes(repo, &link.set, &manifest_of(link), identities)?;
-        for file in &wanted.files {
-            if !found.contains_key(&file.path) {
-                if let Some(hash) = hashes.get(&file.path) {
-                    found.insert(file.path.clone(), hash.clone());
-                }
-            }
-        }
-    }
-    if let Some(file) = wanted.files.iter().find(|f| !found.contains_key(&f.path)) {
-        anyhow::bail!(
-            "no base backup of the chain of {} has a hash of {}: the chain is damaged",
-            last.set.id,
-            file.path
-        );
-    }
-    Ok(found)
 }
 
 /// Opens a small file of a base set by its name before encryption.
@@ -140,7 +106,6 @@ fn open(
     name: &str,
     identities: Option<&crate::encryption::Identities>,
 ) -> anyhow::Result<(Box<dyn Read>, String)> {
-    use anyhow::Context;
     let entry = manifest.stored(name).with_context(|| {
         format!(
             "base backup {} has no {name} (was it taken with --pgdata?)",

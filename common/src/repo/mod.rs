@@ -23,8 +23,12 @@ use crate::manifest::{FileEntry, Manifest, MANIFEST_FILE};
 use crate::storage::{self, Location, Store, StoreLock};
 use crate::timefmt;
 
-/// The kinds of backup, each in its own folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+/// The kinds of backup, each in its own folder. Serialized as its folder name, as manifests
+/// hold it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Physical base backups (pg-base-backup).
     Base,
@@ -95,9 +99,39 @@ pub struct SetInfo {
     pub manifest_error: Option<String>,
 }
 
+/// Where a set stands, from its manifest.
+#[derive(Debug, Clone, Copy)]
+pub enum SetState<'a> {
+    /// The manifest is present and valid: the set is complete.
+    Complete(&'a Manifest),
+    /// No manifest: still running, or a failed run.
+    Incomplete,
+    /// A manifest exists but cannot be read; why.
+    Broken(&'a str),
+}
+
 impl SetInfo {
+    /// Complete, incomplete or broken, with the manifest or why it is unreadable.
+    pub fn state(&self) -> SetState<'_> {
+        match (&self.manifest, &self.manifest_error) {
+            (Some(manifest), _) => SetState::Complete(manifest),
+            (None, Some(error)) => SetState::Broken(error),
+            (None, None) => SetState::Incomplete,
+        }
+    }
+
+    /// The manifest of a complete set.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
+    }
+
     pub fn is_complete(&self) -> bool {
         self.manifest.is_some()
+    }
+
+    /// Whether the set has a manifest file, valid or not (it is not merely unfinished).
+    pub fn has_manifest_file(&self) -> bool {
+        !matches!(self.state(), SetState::Incomplete)
     }
 
     /// The key of a file of the set.
@@ -357,7 +391,7 @@ impl Repository {
             storage::check_component(id)?;
         }
         let sets = self.list(kind)?;
-        let found = match id {
+        let (found, manifest) = match id {
             Some(id) => {
                 let set = sets.into_iter().find(|s| s.id == id).with_context(|| {
                     format!(
@@ -365,21 +399,24 @@ impl Repository {
                         self.describe(kind.name())
                     )
                 })?;
-                if !set.is_complete() {
-                    anyhow::bail!(
-                        "{kind} backup set '{id}' is incomplete (no valid manifest{}); choose another",
-                        set.manifest_error
-                            .as_deref()
-                            .map(|e| format!(": {e}"))
-                            .unwrap_or_default()
-                    );
-                }
-                set
+                let manifest = match set.state() {
+                    SetState::Complete(manifest) => manifest.clone(),
+                    SetState::Incomplete => anyhow::bail!(
+                        "{kind} backup set '{id}' is incomplete (no valid manifest); choose another"
+                    ),
+                    SetState::Broken(error) => anyhow::bail!(
+                        "{kind} backup set '{id}' is incomplete (no valid manifest: {error}); choose another"
+                    ),
+                };
+                (set, manifest)
             }
             None => sets
                 .into_iter()
                 .rev()
-                .find(SetInfo::is_complete)
+                .find_map(|set| {
+                    let manifest = set.manifest()?.clone();
+                    Some((set, manifest))
+                })
                 .with_context(|| {
                     format!(
                         "no complete {kind} backup set in {}; take one first",
@@ -387,7 +424,6 @@ impl Repository {
                     )
                 })?,
         };
-        let manifest = found.manifest.clone().expect("complete set has a manifest");
         Ok((found, manifest))
     }
 
@@ -471,7 +507,7 @@ impl Repository {
         let newest_encrypted = self
             .complete_sets(kind)?
             .last()
-            .and_then(|set| set.manifest.as_ref())
+            .and_then(|set| set.manifest())
             .is_some_and(|m| m.encryption().is_some());
         let wal_encrypted =
             kind == Kind::Base && crate::wal::WalArchive::new(self).is_marked_encrypted()?;

@@ -191,7 +191,7 @@ impl SetWriter {
         }
         let manifest = Manifest {
             format_version: MANIFEST_VERSION,
-            kind: self.kind.name().to_string(),
+            kind: self.kind,
             id: self.id.clone(),
             tool: meta.tool.to_string(),
             tool_version: meta.tool_version.to_string(),

@@ -19,6 +19,7 @@ use common::topic_archive::{
     ArchiveError, ArchiveReader, ArchiveWriter, Chunk, Codec, PartitionEnd, PartitionRange,
     RecordsChunkBuilder, StreamEnd, TimestampType, TopicMeta,
 };
+use common::Kind;
 use proptest::prelude::*;
 use test_support::damage::{self, bounded};
 
@@ -82,7 +83,7 @@ fn manifest_seeds() -> Vec<Vec<u8>> {
     };
     let base = Manifest {
         format_version: 1,
-        kind: "base".into(),
+        kind: Kind::Base,
         id: "20260101T000000Z".into(),
         tool: "pg-base-backup".into(),
         tool_version: "0.1.0".into(),
@@ -98,7 +99,7 @@ fn manifest_seeds() -> Vec<Vec<u8>> {
         details: serde_json::to_value(&details).unwrap(),
     };
     let kafka = Manifest {
-        kind: "kafka".into(),
+        kind: Kind::Kafka,
         tool: "kafka-topic-backup".into(),
         source: serde_json::json!({"bootstrap": "localhost:9092", "topics": ["orders"]}),
         files: vec![file("orders.pbkt", 1_000)],
@@ -121,7 +122,7 @@ fn read_manifest(bytes: &[u8]) -> Result<u64, String> {
     let _ = m.encryption();
     let _ = m.stored("backup_manifest");
     let _ = m.files.iter().map(FileEntry::is_encrypted).count();
-    if m.kind == "base" {
+    if m.kind == Kind::Base {
         if let Ok(d) = PhysicalDetails::from_manifest(&m) {
             // What pitr-restore and wal-archive compute from the details.
             let _ = common::wal::segno_of(d.stop_lsn, d.wal_segment_size);

@@ -50,7 +50,7 @@ fn set_round_trip_lists_verifies_and_decompresses() {
     assert!(sets[0].is_complete());
     let (info, manifest) = repo.find(Kind::Logical, None).unwrap();
     assert_eq!(info.id, id);
-    assert_eq!(manifest.kind, "logical");
+    assert_eq!(manifest.kind, Kind::Logical);
     assert_eq!(manifest.files.len(), 2);
     assert_eq!(manifest.details["note"], "round trip");
     assert!(repo.verify_files(&info.prefix, &manifest).is_empty());

@@ -14,7 +14,7 @@ fn complete_set(repo: &Repository, now: OffsetDateTime, hours_ago: i64) -> Strin
     let prefix = format!("base/{id}");
     Manifest {
         format_version: MANIFEST_VERSION,
-        kind: "base".into(),
+        kind: common::Kind::Base,
         id: id.clone(),
         tool: "test".into(),
         tool_version: "0".into(),

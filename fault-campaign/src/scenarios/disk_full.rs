@@ -183,8 +183,7 @@ impl BaseFull {
                 repo.complete_sets(Kind::Base)
                     .ok()?
                     .last()?
-                    .manifest
-                    .as_ref()
+                    .manifest()
                     .map(common::manifest::Manifest::total_size)
             })
             .context("the backup's size is unknown")?;

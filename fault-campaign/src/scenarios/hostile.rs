@@ -143,7 +143,7 @@ impl Tarball {
             .complete_sets(Kind::Base)?
             .pop()
             .context("no base set was written")?;
-        let manifest = set.manifest.as_ref().expect("complete");
+        let manifest = set.manifest().context("a complete set has no manifest")?;
         let tar_file = manifest
             .files
             .iter()

@@ -215,7 +215,7 @@ impl KillPgdata {
             .iter()
             .find(|s| s.id == id)
             .context("it is not in the repository")?;
-        let manifest = set.manifest.as_ref().context("it has no manifest")?;
+        let manifest = set.manifest().context("it has no manifest")?;
         let details = PhysicalDetails::from_manifest(manifest)?;
         anyhow::ensure!(
             details.backup_type == self.backup_type && details.method == CaptureMethod::DataDir,

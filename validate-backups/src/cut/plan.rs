@@ -86,7 +86,9 @@ fn newest_kafka_topics(repo: &Repository) -> anyhow::Result<(Vec<String>, Option
     let Some(set) = repo.complete_sets(Kind::Kafka)?.pop() else {
         return Ok((Vec::new(), None));
     };
-    let manifest = set.manifest.expect("complete set");
+    let manifest = set
+        .manifest()
+        .with_context(|| format!("Kafka set {} has no valid manifest", set.id))?;
     let details: KafkaSetDetails = serde_json::from_value(manifest.details.clone())
         .with_context(|| format!("Kafka set {} has unreadable details", manifest.id))?;
     let mut topics: Vec<String> = details.cuts().into_iter().map(|c| c.topic).collect();

@@ -58,12 +58,37 @@ pub struct DrillArgs {
     pub metrics_file: Option<PathBuf>,
 }
 
+/// How the restore of one component ended; serialized as `ok`, `failed` or `skipped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentStatus {
+    Ok,
+    Failed,
+    Skipped,
+}
+
+impl ComponentStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            ComponentStatus::Ok => "ok",
+            ComponentStatus::Failed => "failed",
+            ComponentStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for ComponentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad` keeps width and alignment flags working in the text table.
+        f.pad(self.name())
+    }
+}
+
 /// Result of one restored component.
 #[derive(Debug, Clone, Serialize)]
 pub struct Component {
     pub component: &'static str,
-    /// `ok`, `failed` or `skipped`.
-    pub status: &'static str,
+    pub status: ComponentStatus,
     /// Seconds from the start of its restore to restored and verified data.
     pub rto_s: Option<f64>,
     /// Seconds between the last change that survived and the disaster.
@@ -75,7 +100,7 @@ impl Component {
     pub fn skipped(component: &'static str, detail: impl Into<String>) -> Component {
         Component {
             component,
-            status: "skipped",
+            status: ComponentStatus::Skipped,
             rto_s: None,
             rpo_s: None,
             detail: detail.into(),
@@ -85,7 +110,7 @@ impl Component {
     pub fn failed(component: &'static str, error: &anyhow::Error) -> Component {
         Component {
             component,
-            status: "failed",
+            status: ComponentStatus::Failed,
             rto_s: None,
             rpo_s: None,
             detail: format!("{error:#}"),
@@ -143,13 +168,19 @@ pub fn run(args: DrillArgs, format: Format) -> anyhow::Result<Status> {
     }
     report(format, &outcome)?;
     Ok(Status::from_passed(
-        outcome.components.iter().all(|c| c.status != "failed"),
+        outcome
+            .components
+            .iter()
+            .all(|c| c.status != ComponentStatus::Failed),
     ))
 }
 
 fn report(format: Format, outcome: &components::Outcome) -> anyhow::Result<()> {
     let summary = Summary {
-        passed: outcome.components.iter().all(|c| c.status != "failed"),
+        passed: outcome
+            .components
+            .iter()
+            .all(|c| c.status != ComponentStatus::Failed),
         backup_dir: outcome.backup_dir.to_string(),
         total_rto_s: outcome.total_rto_s,
         worst_rpo_s: outcome
@@ -162,13 +193,13 @@ fn report(format: Format, outcome: &components::Outcome) -> anyhow::Result<()> {
         failed: outcome
             .components
             .iter()
-            .filter(|c| c.status == "failed")
+            .filter(|c| c.status == ComponentStatus::Failed)
             .map(|c| c.component)
             .collect(),
         skipped: outcome
             .components
             .iter()
-            .filter(|c| c.status == "skipped")
+            .filter(|c| c.status == ComponentStatus::Skipped)
             .map(|c| c.component)
             .collect(),
     };
@@ -220,7 +251,7 @@ fn metrics(outcome: &components::Outcome) -> String {
     let ran: Vec<&Component> = outcome
         .components
         .iter()
-        .filter(|c| c.status != "skipped")
+        .filter(|c| c.status != ComponentStatus::Skipped)
         .collect();
     let per = |f: &dyn Fn(&Component) -> Option<f64>| -> Vec<(String, f64)> {
         ran.iter()
@@ -231,7 +262,13 @@ fn metrics(outcome: &components::Outcome) -> String {
     m.family(
         "pipeline_backup_drill_ok",
         "1 when the drill restored and verified the component, 0 when it failed.",
-        &per(&|c| Some(if c.status == "ok" { 1.0 } else { 0.0 })),
+        &per(&|c| {
+            Some(if c.status == ComponentStatus::Ok {
+                1.0
+            } else {
+                0.0
+            })
+        }),
     );
     m.family(
         "pipeline_backup_drill_rto_seconds",

@@ -7,7 +7,7 @@ use common::{Kind, Repository};
 
 use super::cluster::{self, Server};
 use super::components::{Disaster, Drill, Kafka, DB, PARTITIONS};
-use super::{topic, Component};
+use super::{topic, Component, ComponentStatus};
 use crate::tools;
 
 impl Drill<'_> {
@@ -55,7 +55,7 @@ impl Drill<'_> {
         Ok((
             Component {
                 component: "postgres-pitr",
-                status: "ok",
+                status: ComponentStatus::Ok,
                 rto_s: Some(started.elapsed().as_secs_f64()),
                 rpo_s: Some(rpo),
                 detail: format!(
@@ -106,7 +106,7 @@ impl Drill<'_> {
         let rpo = self.rpo_of_table(server, "drill_logical", disaster)?;
         Ok(Component {
             component: "postgres-logical",
-            status: "ok",
+            status: ComponentStatus::Ok,
             rto_s: Some(started.elapsed().as_secs_f64()),
             rpo_s: Some(rpo),
             detail: format!(
@@ -170,7 +170,7 @@ impl Drill<'_> {
             .max(0.0);
         Ok(Component {
             component: "cdc-slots",
-            status: "ok",
+            status: ComponentStatus::Ok,
             rto_s: Some(started.elapsed().as_secs_f64()),
             rpo_s: Some(rpo),
             detail: if run.code == Some(0) {
@@ -218,7 +218,7 @@ impl Drill<'_> {
             .map(|t| (disaster.at - t).as_seconds_f64().max(0.0));
         Ok(Component {
             component: "kafka",
-            status: "ok",
+            status: ComponentStatus::Ok,
             rto_s: Some(started.elapsed().as_secs_f64()),
             rpo_s: rpo,
             detail: format!(

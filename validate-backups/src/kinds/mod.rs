@@ -25,7 +25,7 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, kind: Kind, se
 /// The complete sets, oldest first.
 fn complete(sets: &[SetInfo]) -> Vec<(&SetInfo, &Manifest)> {
     sets.iter()
-        .filter_map(|s| s.manifest.as_ref().map(|m| (s, m)))
+        .filter_map(|s| s.manifest().map(|m| (s, m)))
         .collect()
 }
 
