@@ -3,10 +3,14 @@
 # (scale 100 by default, about 1.5 GB): pg-base-backup vs `pg_basebackup -Ft -z` vs pgBackRest
 # (process-max 2, gz and zst), and restore by pitr-restore vs `pgbackrest restore`; and the
 # cost of encryption at rest (zstd + age vs zstd: backup, restore, and wal-archive push of
-# real WAL segments).
+# real WAL segments); then incremental backups (`--pgdata`): a full read from the data
+# directory vs pgBackRest full (zst, process-max 2), 1 % of pgbench_accounts' pages changed,
+# incr vs pgBackRest incr (time and bytes), and a delta restore of the incr into the restored
+# full vs a full restore and vs `pgbackrest restore --delta`.
 # Prints the median wall time and peak memory of each, and the ratios the goals are stated in.
 #
 #   scripts/bench-physical.sh [SCALE] [RUNS]      defaults: 100 3
+#   BENCH_PARTS=incr scripts/bench-physical.sh    only the incremental part (default: full,incr)
 #
 # Needs root or the postgres user; installs pgbackrest and GNU time if missing. Noisy
 # machines: compare the ratios of one run, not absolute numbers across runs.
@@ -104,7 +108,9 @@ measure() {
     cat "$WORK/$name.last" >>"$WORK/$name.txt"
 }
 
+PARTS=${BENCH_PARTS:-full,incr}
 for run in $(seq 1 "$RUNS"); do
+    case ",$PARTS," in *,full,*) ;; *) break ;; esac
     echo "bench: run $run/$RUNS" >&2
     as_db rm -rf "$WORK/repo" "$WORK/repo-age" "$WORK/pgbb"
     measure ours_gzip "$BIN/pg-base-backup" --backup-dir "$WORK/repo" --compress gzip --wal-method fetch --no-retention -q
@@ -126,13 +132,60 @@ for run in $(seq 1 "$RUNS"); do
     as_db pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench expire --repo1-retention-full=1 >/dev/null 2>&1 || true
 done
 
+# Incremental part: the server archives into our repository (--pgdata keeps WAL there) and
+# pgBackRest reads the same cluster. Each run: full backups, full restores (ours timed), 1 %
+# of the accounts' pages updated, incr backups, delta restores of the incr into the restored
+# fulls.
+case ",$PARTS," in *,incr,*)
+    as_db mkdir -p "$WORK/repo-inc/wal"
+    cat >>"$WORK/data/postgresql.conf" <<CONF
+archive_mode = on
+archive_command = '$BIN/wal-archive push %p --backup-dir $WORK/repo-inc -q'
+CONF
+    as_db "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/server.log" -w restart >/dev/null
+    ACCOUNT_PAGES=$(as_db "$PG_BIN/psql" -XAtc "SELECT relpages FROM pg_class WHERE relname = 'pgbench_accounts'")
+    # rows per page ~ 61: updating aid 1..(pages/100 * 61) touches 1 % of the pages (their new
+    # versions land at the table's end: another 1 %).
+    CHANGE_ROWS=$((ACCOUNT_PAGES * 61 / 100))
+    for run in $(seq 1 "$RUNS"); do
+        echo "bench: incremental run $run/$RUNS ($CHANGE_ROWS rows of $ACCOUNT_PAGES pages)" >&2
+        as_db rm -rf "$WORK/repo-inc/base" "$WORK/ri" "$WORK/rp" "$WORK/ri-full"
+        measure ours_pgdata_full "$BIN/pg-base-backup" --backup-dir "$WORK/repo-inc" --pgdata "$WORK/data" --type full --compress zstd --no-retention -q
+        measure pgbackrest_zst_full pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --type=full --compress-type=zst backup
+        measure ours_pgdata_restore "$BIN/pitr-restore" --backup-dir "$WORK/repo-inc" --pgdata "$WORK/ri" --target immediate --yes -q
+        as_db pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --pg1-path="$WORK/rp" restore >/dev/null
+        as_db "$PG_BIN/psql" -XAtqc "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= $CHANGE_ROWS; CHECKPOINT" >/dev/null
+        measure ours_incr "$BIN/pg-base-backup" --backup-dir "$WORK/repo-inc" --pgdata "$WORK/data" --type incr --compress zstd --no-retention -q
+        measure pgbackrest_incr pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --type=incr --compress-type=zst backup
+        measure ours_delta "$BIN/pitr-restore" --backup-dir "$WORK/repo-inc" --pgdata "$WORK/ri" --delta --target immediate --yes -q
+        measure pgbackrest_delta pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --pg1-path="$WORK/rp" --delta restore
+        # Stored bytes of the last full and incr of each tool.
+        python3 - "$WORK" >>"$WORK/bytes.txt" <<'PY'
+import json, os, sys
+work = sys.argv[1]
+base = os.path.join(work, "repo-inc", "base")
+sets = sorted(os.listdir(base))
+def stored(set_id):
+    m = json.load(open(os.path.join(base, set_id, "manifest.json")))
+    return sum(f["size"] for f in m["files"])
+print("ours", stored(sets[-2]), stored(sets[-1]))
+PY
+        as_db pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench info --output=json \
+            | python3 -c 'import json,sys; b=json.load(sys.stdin)[0]["backup"]; print("pgbackrest", b[-2]["info"]["repository"]["delta"], b[-1]["info"]["repository"]["delta"])' >>"$WORK/bytes.txt"
+        as_db pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench expire --repo1-retention-full=1 >/dev/null 2>&1 || true
+    done
+    ;;
+esac
+
 python3 - "$WORK" "$WAL_PUSHES" <<'PY'
 import statistics, sys, os
 work = sys.argv[1]
 def med(name):
     rows = [l.split() for l in open(os.path.join(work, name + ".txt")) if l.strip()]
     return statistics.median(float(r[0]) for r in rows), statistics.median(int(r[1]) for r in rows) / 1024
-names = ["ours_gzip", "pg_basebackup_gz", "pgbackrest_gz", "ours_zstd", "ours_zstd_age", "pgbackrest_zst", "ours_restore", "ours_restore_age", "pgbackrest_restore", "wal_push", "wal_push_age"]
+names = ["ours_gzip", "pg_basebackup_gz", "pgbackrest_gz", "ours_zstd", "ours_zstd_age", "pgbackrest_zst", "ours_restore", "ours_restore_age", "pgbackrest_restore", "wal_push", "wal_push_age",
+         "ours_pgdata_full", "pgbackrest_zst_full", "ours_pgdata_restore", "ours_incr", "pgbackrest_incr", "ours_delta", "pgbackrest_delta"]
+names = [n for n in names if os.path.exists(os.path.join(work, n + ".txt"))]
 m = {n: med(n) for n in names}
 print(f"{'tool':24} {'median s':>9} {'peak MiB':>9}")
 for n in names:
@@ -140,10 +193,28 @@ for n in names:
 def ratio(a, b, goal):
     r = m[b][0] / m[a][0]
     print(f"speedup {a} vs {b}: {r:.2f}x (goal {goal})")
+def incremental():
+    if "ours_incr" not in m:
+        return
+    ratio("ours_pgdata_full", "pgbackrest_zst_full", ">= 1.0x (--pgdata full vs pgBackRest full, zst, 2 processes)")
+    ratio("ours_incr", "pgbackrest_incr", ">= 1.0x")
+    ratio("ours_delta", "pgbackrest_delta", ">= 1.0x")
+    share = lambda a, b, goal, what: print(f"{what} {a} / {b}: {m[a][0] / m[b][0]:.1%} of the time (goal {goal})")
+    share("ours_incr", "ours_pgdata_full", "<= 10%", "incr time")
+    share("ours_delta", "ours_pgdata_restore", "<= 25%", "delta restore time")
+    rows = [l.split() for l in open(os.path.join(work, "bytes.txt")) if l.strip()]
+    for tool in ("ours", "pgbackrest"):
+        full = statistics.median(int(r[1]) for r in rows if r[0] == tool)
+        incr = statistics.median(int(r[2]) for r in rows if r[0] == tool)
+        print(f"incr bytes {tool}: {incr / 1048576:.1f} MiB of a {full / 1048576:.1f} MiB full: {incr / full:.1%}" + (" (goal <= 10%)" if tool == "ours" else ""))
+if "ours_gzip" not in m:
+    incremental()
+    sys.exit(0)
 ratio("ours_gzip", "pg_basebackup_gz", ">= 1.8x")
 ratio("ours_gzip", "pgbackrest_gz", ">= 1.0x")
 ratio("ours_zstd", "pgbackrest_zst", ">= 1.0x")
 ratio("ours_restore", "pgbackrest_restore", ">= 1.0x")
+incremental()
 def cost(enc, plain, goal):
     r = m[enc][0] / m[plain][0]
     print(f"encryption cost {enc} vs {plain}: {r:.2f}x wall time (goal {goal})")
