@@ -58,14 +58,16 @@ impl Connected {
         })
     }
 
-    /// `pg_backup_stop`, waiting until the backup's last WAL segment is archived: the stop
-    /// LSN and the backup_label to store (and the tablespace_map, empty without tablespaces).
+    /// `pg_backup_stop` (which switches to a new WAL segment): the stop LSN and the
+    /// backup_label to store (and the tablespace_map, empty without tablespaces). It does not
+    /// wait for the archive (PostgreSQL polls once a second): the caller waits for the backup's
+    /// WAL in the repository itself (`wait_for_archive`), in shorter steps.
     pub fn backup_stop(&self) -> anyhow::Result<Stopped> {
         self.runtime.block_on(async {
             let row = self
                 .client
                 .query_one(
-                    "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)",
+                    "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)",
                     &[],
                 )
                 .await
