@@ -40,6 +40,9 @@ impl LocalStore {
     }
 
     pub fn create(&self, key: &str) -> io::Result<AtomicFile> {
+        // Interrupted, a writer thread stops here rather than recreate a set directory the
+        // interrupt's cleanup is removing.
+        crate::interrupt::checkpoint();
         let path = self.path(key);
         if let Some(parent) = path.parent() {
             durable::create_dir_all(parent)?;
@@ -136,7 +139,19 @@ impl LocalStore {
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_file())
             .count();
-        std::fs::remove_dir_all(&dir)?;
+        // A writer that was past its last interruption checkpoint may still add a file while
+        // the directory goes: try again a few times rather than leave an empty set behind.
+        let mut attempt = 0;
+        loop {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) if !dir.exists() => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) if attempt >= 5 => return Err(e),
+                _ => {}
+            }
+            attempt += 1;
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         if let Some(parent) = dir.parent() {
             durable::fsync_dir(parent)?;
         }
