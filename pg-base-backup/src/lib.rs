@@ -254,30 +254,66 @@ fn write_backup(
     if wal_method == WalMethod::Archive {
         server.wait_for_archive(repo, captured.range, args.wal_timeout)?;
     }
-    let info = &server.info;
     Ok(PhysicalDetails {
-        start_lsn: captured.range.start,
-        stop_lsn: captured.range.stop,
-        timeline: captured.range.timeline,
+        file_count: captured.file_count,
+        ..common_details(
+            args,
+            set,
+            &server.info,
+            captured.range,
+            &captured.tar_entry,
+            started,
+        )
+    }
+    .with_capture(wal_method, captured.finished_at))
+}
+
+/// The details every base backup has, as taken by pg_basebackup (a full backup); the caller
+/// sets what its way of reading differs in.
+fn common_details(
+    args: &Args,
+    set: &SetWriter,
+    info: &server::ServerInfo,
+    range: capture::WalRange,
+    tar_entry: &common::FileEntry,
+    started: Instant,
+) -> PhysicalDetails {
+    PhysicalDetails {
+        start_lsn: range.start,
+        stop_lsn: range.stop,
+        timeline: range.timeline,
         start_time: set.started_at(),
-        stop_time: captured.finished_at,
+        stop_time: set.started_at(),
         system_identifier: info.system_identifier.clone(),
         server_version_num: info.server_version_num,
         server_version: info.server_version.clone(),
         wal_segment_size: info.wal_segment_size,
-        wal_method,
+        wal_method: WalMethod::Archive,
         compression: args.compress,
-        raw_bytes: captured.tar_entry.raw_size.unwrap_or(0),
-        stored_bytes: captured.tar_entry.size,
+        raw_bytes: tar_entry.raw_size.unwrap_or(0),
+        stored_bytes: tar_entry.size,
         duration_s: started.elapsed().as_secs_f64(),
-        file_count: captured.file_count,
+        file_count: 0,
         backup_type: BackupType::Full,
         method: CaptureMethod::PgBasebackup,
         reference: None,
         reference_lsn: None,
         chain: Vec::new(),
         checksum_failures: Vec::new(),
-    })
+    }
+}
+
+/// Sets the WAL method and the stop time.
+trait WithCapture {
+    fn with_capture(self, wal_method: WalMethod, stop_time: time::OffsetDateTime) -> Self;
+}
+
+impl WithCapture for PhysicalDetails {
+    fn with_capture(mut self, wal_method: WalMethod, stop_time: time::OffsetDateTime) -> Self {
+        self.wal_method = wal_method;
+        self.stop_time = stop_time;
+        self
+    }
 }
 
 /// Reads the data directory into the set (see `datadir`), stores its file list and hashes,
@@ -305,23 +341,8 @@ fn write_from_datadir(
     set.put_clear_file(FILE_LIST, &serde_json::to_vec(&captured.list)?)?;
     set.put_file(HASHES, &serde_json::to_vec(&captured.hashes)?)?;
     server.wait_for_archive(repo, captured.range, args.wal_timeout)?;
-    let info = &server.info;
     let reference = captured.reference.as_ref();
     let details = PhysicalDetails {
-        start_lsn: captured.range.start,
-        stop_lsn: captured.range.stop,
-        timeline: captured.range.timeline,
-        start_time: set.started_at(),
-        stop_time: captured.finished_at,
-        system_identifier: info.system_identifier.clone(),
-        server_version_num: info.server_version_num,
-        server_version: info.server_version.clone(),
-        wal_segment_size: info.wal_segment_size,
-        wal_method: WalMethod::Archive,
-        compression: args.compress,
-        raw_bytes: captured.tar_entry.raw_size.unwrap_or(0),
-        stored_bytes: captured.tar_entry.size,
-        duration_s: started.elapsed().as_secs_f64(),
         file_count: captured.list.files.len() as u64,
         backup_type: match reference {
             Some(_) => args.backup_type,
@@ -332,7 +353,16 @@ fn write_from_datadir(
         reference_lsn: reference.map(|r| r.start_lsn),
         chain: reference.map(|r| r.chain.clone()).unwrap_or_default(),
         checksum_failures: captured.checksum_failures,
-    };
+        ..common_details(
+            args,
+            set,
+            &server.info,
+            captured.range,
+            &captured.tar_entry,
+            started,
+        )
+    }
+    .with_capture(WalMethod::Archive, captured.finished_at);
     Ok((details, captured.counts))
 }
 
