@@ -256,6 +256,8 @@ fn write_backup(
     }
     Ok(PhysicalDetails {
         file_count: captured.file_count,
+        wal_method,
+        stop_time: captured.finished_at,
         ..common_details(
             args,
             set,
@@ -264,12 +266,12 @@ fn write_backup(
             &captured.tar_entry,
             started,
         )
-    }
-    .with_capture(wal_method, captured.finished_at))
+    })
 }
 
-/// The details every base backup has, as taken by pg_basebackup (a full backup); the caller
-/// sets what its way of reading differs in.
+/// The details every base backup has, as a full backup whose WAL is in the archive (stop
+/// time the start, until the caller sets it); the caller sets what its way of reading
+/// differs in.
 fn common_details(
     args: &Args,
     set: &SetWriter,
@@ -300,19 +302,6 @@ fn common_details(
         reference_lsn: None,
         chain: Vec::new(),
         checksum_failures: Vec::new(),
-    }
-}
-
-/// Sets the WAL method and the stop time.
-trait WithCapture {
-    fn with_capture(self, wal_method: WalMethod, stop_time: time::OffsetDateTime) -> Self;
-}
-
-impl WithCapture for PhysicalDetails {
-    fn with_capture(mut self, wal_method: WalMethod, stop_time: time::OffsetDateTime) -> Self {
-        self.wal_method = wal_method;
-        self.stop_time = stop_time;
-        self
     }
 }
 
@@ -353,6 +342,7 @@ fn write_from_datadir(
         reference_lsn: reference.map(|r| r.start_lsn),
         chain: reference.map(|r| r.chain.clone()).unwrap_or_default(),
         checksum_failures: captured.checksum_failures,
+        stop_time: captured.finished_at,
         ..common_details(
             args,
             set,
@@ -361,8 +351,7 @@ fn write_from_datadir(
             &captured.tar_entry,
             started,
         )
-    }
-    .with_capture(WalMethod::Archive, captured.finished_at);
+    };
     Ok((details, captured.counts))
 }
 
