@@ -6,7 +6,8 @@
 # real WAL segments); then incremental backups (`--pgdata`): a full read from the data
 # directory vs pgBackRest full (zst, process-max 2), 1 % of pgbench_accounts' pages changed,
 # incr vs pgBackRest incr (time and bytes), and a delta restore of the incr into the restored
-# full vs a full restore and vs `pgbackrest restore --delta`.
+# full vs a full restore and vs `pgbackrest restore --delta` (by checksum), and
+# `--delta --delta-by-timestamp` vs `pgbackrest restore --delta --force` (by size and time).
 # Prints the median wall time and peak memory of each, and the ratios the goals are stated in.
 #
 #   scripts/bench-physical.sh [SCALE] [RUNS]      defaults: 100 3
@@ -149,16 +150,21 @@ CONF
     CHANGE_ROWS=$((ACCOUNT_PAGES * 61 / 100))
     for run in $(seq 1 "$RUNS"); do
         echo "bench: incremental run $run/$RUNS ($CHANGE_ROWS rows of $ACCOUNT_PAGES pages)" >&2
-        as_db rm -rf "$WORK/repo-inc/base" "$WORK/ri" "$WORK/rp" "$WORK/ri-full"
+        as_db rm -rf "$WORK/repo-inc/base" "$WORK/ri" "$WORK/rt" "$WORK/rp" "$WORK/rpf" "$WORK/ri-full"
         measure ours_pgdata_full "$BIN/pg-base-backup" --backup-dir "$WORK/repo-inc" --pgdata "$WORK/data" --type full --compress zstd --no-retention -q
         measure pgbackrest_zst_full pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --type=full --compress-type=zst backup
         measure ours_pgdata_restore "$BIN/pitr-restore" --backup-dir "$WORK/repo-inc" --pgdata "$WORK/ri" --target immediate --yes -q
         as_db pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --pg1-path="$WORK/rp" restore >/dev/null
+        # Second copies for the by-timestamp deltas.
+        as_db "$BIN/pitr-restore" --backup-dir "$WORK/repo-inc" --pgdata "$WORK/rt" --target immediate --yes -q
+        as_db pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --pg1-path="$WORK/rpf" restore >/dev/null
         as_db "$PG_BIN/psql" -XAtqc "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= $CHANGE_ROWS; CHECKPOINT" >/dev/null
         measure ours_incr "$BIN/pg-base-backup" --backup-dir "$WORK/repo-inc" --pgdata "$WORK/data" --type incr --compress zstd --no-retention -q
         measure pgbackrest_incr pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --type=incr --compress-type=zst backup
         measure ours_delta "$BIN/pitr-restore" --backup-dir "$WORK/repo-inc" --pgdata "$WORK/ri" --delta --target immediate --yes -q
         measure pgbackrest_delta pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --pg1-path="$WORK/rp" --delta restore
+        measure ours_delta_ts "$BIN/pitr-restore" --backup-dir "$WORK/repo-inc" --pgdata "$WORK/rt" --delta --delta-by-timestamp --target immediate --yes -q
+        measure pgbackrest_delta_ts pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --pg1-path="$WORK/rpf" --delta --force restore
         # Stored bytes of the last full and incr of each tool.
         python3 - "$WORK" >>"$WORK/bytes.txt" <<'PY'
 import json, os, sys
@@ -184,7 +190,7 @@ def med(name):
     rows = [l.split() for l in open(os.path.join(work, name + ".txt")) if l.strip()]
     return statistics.median(float(r[0]) for r in rows), statistics.median(int(r[1]) for r in rows) / 1024
 names = ["ours_gzip", "pg_basebackup_gz", "pgbackrest_gz", "ours_zstd", "ours_zstd_age", "pgbackrest_zst", "ours_restore", "ours_restore_age", "pgbackrest_restore", "wal_push", "wal_push_age",
-         "ours_pgdata_full", "pgbackrest_zst_full", "ours_pgdata_restore", "ours_incr", "pgbackrest_incr", "ours_delta", "pgbackrest_delta"]
+         "ours_pgdata_full", "pgbackrest_zst_full", "ours_pgdata_restore", "ours_incr", "pgbackrest_incr", "ours_delta", "pgbackrest_delta", "ours_delta_ts", "pgbackrest_delta_ts"]
 names = [n for n in names if os.path.exists(os.path.join(work, n + ".txt"))]
 m = {n: med(n) for n in names}
 print(f"{'tool':24} {'median s':>9} {'peak MiB':>9}")
@@ -199,9 +205,11 @@ def incremental():
     ratio("ours_pgdata_full", "pgbackrest_zst_full", ">= 1.0x (--pgdata full vs pgBackRest full, zst, 2 processes)")
     ratio("ours_incr", "pgbackrest_incr", ">= 1.0x")
     ratio("ours_delta", "pgbackrest_delta", ">= 1.0x")
+    ratio("ours_delta_ts", "pgbackrest_delta_ts", ">= 1.0x (--delta-by-timestamp vs pgbackrest --delta --force)")
     share = lambda a, b, goal, what: print(f"{what} {a} / {b}: {m[a][0] / m[b][0]:.1%} of the time (goal {goal})")
     share("ours_incr", "ours_pgdata_full", "<= 10%", "incr time")
-    share("ours_delta", "ours_pgdata_restore", "<= 25%", "delta restore time")
+    share("ours_delta", "ours_pgdata_restore", "<= 25%", "delta restore time (by checksum)")
+    share("ours_delta_ts", "ours_pgdata_restore", "<= 25%", "delta restore time (by timestamp)")
     rows = [l.split() for l in open(os.path.join(work, "bytes.txt")) if l.strip()]
     for tool in ("ours", "pgbackrest"):
         full = statistics.median(int(r[1]) for r in rows if r[0] == tool)

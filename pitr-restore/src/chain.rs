@@ -108,6 +108,7 @@ impl Chain {
                 Ok(crate::delta::LinkState {
                     list: filelist::load(repo, &link.set, manifest)?,
                     hashes: filelist::load_hashes(repo, &link.set, manifest, identities)?,
+                    start_ns: link.details.start_time.unix_timestamp_nanos(),
                 })
             })
             .collect()

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use common::physical::datadir::{self, PathClass};
-use common::physical::filelist::FileList;
+use common::physical::filelist::{self, FileList};
 
 use crate::extract::ALWAYS_WRITTEN;
 
@@ -17,6 +17,8 @@ pub struct LocalFile {
     /// Relative to the data directory.
     pub relative: PathBuf,
     pub size: u64,
+    /// Modification time in nanoseconds since the epoch.
+    pub mtime_ns: i128,
     /// Not a regular file (nor a link to one): a socket, a fifo, a link to nothing.
     pub odd: bool,
 }
@@ -64,11 +66,13 @@ pub fn walk(pgdata: &Path, ignore: &[&str]) -> anyhow::Result<Local> {
                 Ok(meta) => local.files.push(LocalFile {
                     relative,
                     size: meta.len(),
+                    mtime_ns: filelist::mtime_ns(&meta),
                     odd: !meta.is_file(),
                 }),
                 Err(_) => local.files.push(LocalFile {
                     relative,
                     size: 0,
+                    mtime_ns: 0,
                     odd: true,
                 }),
             }
@@ -148,7 +152,9 @@ pub fn remove(pgdata: &Path, unlisted: &Unlisted) -> anyhow::Result<u64> {
 }
 
 /// Every listed file is in `pgdata` (at `located(path)`) with its listed size; `set` names
-/// the backup in the error.
+/// the backup in the error. Each then gets its listed modification time: the directory now
+/// holds the set's state, so a later `--delta --delta-by-timestamp` may trust a file whose
+/// time is still the listed one.
 pub fn verify(
     pgdata: &Path,
     list: &FileList,
@@ -171,8 +177,22 @@ pub fn verify(
                 file.size
             );
         }
+        stamp(&path, file.mtime_ns)?;
     }
     Ok(())
+}
+
+/// Sets a file's modification time to `mtime_ns` (nanoseconds since the epoch; none at or
+/// before the epoch, which no real list holds, is set).
+fn stamp(path: &Path, mtime_ns: i128) -> anyhow::Result<()> {
+    let Some(ns) = u64::try_from(mtime_ns).ok().filter(|&ns| ns > 0) else {
+        return Ok(());
+    };
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
+    // The restore wrote the file, so it owns it: a read-only descriptor may set its times.
+    std::fs::File::open(path)
+        .and_then(|f| f.set_modified(time))
+        .with_context(|| format!("cannot set the modification time of {}", path.display()))
 }
 
 #[cfg(test)]

@@ -82,12 +82,28 @@ pub fn check(pgdata: &Path, set: &str, details: &PhysicalDetails) -> anyhow::Res
     Ok(local)
 }
 
-/// One link of the chain as a delta restore compares with it: its file list and the hashes
-/// of the files it stored.
+/// One link of the chain as a delta restore compares with it: its file list, the hashes of
+/// the files it stored and when it started.
 pub struct LinkState {
     pub list: FileList,
     pub hashes: FileHashes,
+    /// The backup's start, in nanoseconds since the epoch.
+    pub start_ns: i128,
 }
+
+/// How a delta restore tells a local file equal to the backup's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compare {
+    /// By size and content hash: every candidate file is read.
+    Checksum,
+    /// By size and modification time where the time can be trusted, else by checksum.
+    Timestamp,
+}
+
+/// How much older than a backup's start a listed modification time must be for a local file
+/// with that time to be trusted: a file written again after the backup read it gets a later
+/// time, however coarse the file system's clock (well under a second).
+const SETTLED_NS: i128 = 1_000_000_000;
 
 /// What a delta restore does to each file.
 #[derive(Debug, Default)]
@@ -113,6 +129,10 @@ pub struct Report {
     pub removed_files: u64,
     /// Bytes of the files rewritten (their size in the backup).
     pub rewritten_bytes: u64,
+    /// Local files read to compare their content (all candidates but those
+    /// `--delta-by-timestamp` trusted by size and time).
+    pub hashed_files: u64,
+    pub hashed_bytes: u64,
 }
 
 impl Plan {
@@ -175,17 +195,40 @@ fn first_needed(
         })
 }
 
+/// With [`Compare::Timestamp`], as [`first_needed`] for a local file that still has the size
+/// and modification time some link listed, that time settled before the link started (so
+/// its content is the one the link read); `None`: the time cannot tell, hash the file.
+fn first_by_timestamp(
+    path: &str,
+    local: &conform::LocalFile,
+    links: &[LinkView<'_>],
+) -> Option<usize> {
+    for (k, link) in links.iter().enumerate().rev() {
+        let entry = link.files.get(path)?;
+        if entry.size == local.size
+            && entry.mtime_ns == local.mtime_ns
+            && entry.mtime_ns < link.start_ns - SETTLED_NS
+        {
+            return Some(k + 1);
+        }
+    }
+    None
+}
+
 /// A link's list by path.
 struct LinkView<'a> {
     files: HashMap<&'a str, &'a ListedFile>,
     hashes: &'a FileHashes,
+    start_ns: i128,
 }
 
 /// Compares `pgdata` with the backup's file list: a local file whose size is the listed one
-/// and whose content hash is in `hashes` is kept. Only reads.
+/// and whose content hash is in `hashes` (or, by [`Compare::Timestamp`], whose time is a
+/// listed one that can be trusted) is kept. Only reads.
 pub fn compare(
     pgdata: &Path,
     links: &[LinkState],
+    how: Compare,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<Plan> {
     let list = &links.last().context("a chain has its chosen set")?.list;
@@ -196,30 +239,45 @@ pub fn compare(
         .filter_map(|f| Some((f.key()?, f)))
         .collect();
     let dirs: HashSet<&Path> = local.dirs.iter().map(PathBuf::as_path).collect();
+    let views: Vec<LinkView<'_>> = links
+        .iter()
+        .map(|l| LinkView {
+            files: l.list.files.iter().map(|f| (f.path.as_str(), f)).collect(),
+            hashes: &l.hashes,
+            start_ns: l.start_ns,
+        })
+        .collect();
     let mut plan = Plan::default();
     let mut candidates = Vec::new();
+    let mut by_time = HashMap::new();
     for file in &list.files {
         match here.get(file.path.as_str()) {
             Some(found) if found.odd => plan.in_the_way.push(found.relative.clone()),
-            Some(_) if file.path != PG_CONTROL => candidates.push(file),
+            Some(found) if file.path != PG_CONTROL => {
+                let trusted = (how == Compare::Timestamp)
+                    .then(|| first_by_timestamp(&file.path, found, &views))
+                    .flatten();
+                match trusted {
+                    Some(first) => _ = by_time.insert(file.path.as_str(), first),
+                    None => candidates.push(file),
+                }
+            }
             None if dirs.contains(Path::new(&file.path)) => {
                 plan.in_the_way.push(PathBuf::from(&file.path));
             }
             _ => {}
         }
     }
-    progress.set_length(candidates.iter().map(|f| f.size).sum());
+    plan.report.hashed_files = candidates.len() as u64;
+    plan.report.hashed_bytes = candidates.iter().map(|f| f.size).sum();
+    progress.set_length(plan.report.hashed_bytes);
     let hashed = local_hashes(pgdata, &candidates, progress)?;
-    let views: Vec<LinkView<'_>> = links
-        .iter()
-        .map(|l| LinkView {
-            files: l.list.files.iter().map(|f| (f.path.as_str(), f)).collect(),
-            hashes: &l.hashes,
-        })
-        .collect();
     plan.take = vec![HashSet::new(); links.len()];
     for file in &list.files {
-        let first = first_needed(&file.path, hashed.get(file.path.as_str()), &views)?;
+        let first = match by_time.get(file.path.as_str()) {
+            Some(&first) => first,
+            None => first_needed(&file.path, hashed.get(file.path.as_str()), &views)?,
+        };
         if first == links.len() {
             plan.report.kept_files += 1;
             continue;
@@ -412,7 +470,11 @@ mod tests {
             let hashes: FileHashes = hash
                 .map(|h| [("base/5/16384".to_string(), h.to_string())].into())
                 .unwrap_or_default();
-            LinkState { list, hashes }
+            LinkState {
+                list,
+                hashes,
+                start_ns: 0,
+            }
         };
         // full (A), incr unchanged, incr with changed pages (B).
         let links = [
@@ -425,6 +487,7 @@ mod tests {
             .map(|l| LinkView {
                 files: l.list.files.iter().map(|f| (f.path.as_str(), f)).collect(),
                 hashes: &l.hashes,
+                start_ns: l.start_ns,
             })
             .collect();
         let first = |local: Option<(u64, &str)>| {
@@ -444,6 +507,67 @@ mod tests {
         assert_eq!(first(Some((16384, "C"))), 0, "unknown: from the full");
         assert_eq!(first(Some((8192, "A"))), 0, "another size");
         assert_eq!(first(None), 0, "missing");
+    }
+
+    #[test]
+    fn by_timestamp_a_settled_listed_time_is_trusted_and_anything_else_is_hashed() {
+        const S: i128 = 1_000_000_000;
+        let root = tempfile::tempdir().unwrap();
+        let start_ns = 1_800_000_000 * S;
+        let mut files = Vec::new();
+        // (path, listed mtime, local mtime): settled and equal; equal but written within the
+        // second before the start; another time.
+        for (path, listed_ns, local_ns) in [
+            ("base/1/settled", start_ns - 5 * S + 7, start_ns - 5 * S + 7),
+            ("base/1/fresh", start_ns - S / 2, start_ns - S / 2),
+            ("base/1/touched", start_ns - 5 * S, start_ns + 60 * S),
+        ] {
+            let (mut file, _) = listed(root.path(), path, &[9; 8192]);
+            file.mtime_ns = listed_ns;
+            let to = std::time::UNIX_EPOCH
+                + std::time::Duration::from_nanos(u64::try_from(local_ns).unwrap());
+            std::fs::File::open(root.path().join(path))
+                .unwrap()
+                .set_modified(to)
+                .unwrap();
+            files.push(file);
+        }
+        // Hashes that match nothing: a file kept must have been kept by its time alone.
+        let hashes: FileHashes = files
+            .iter()
+            .map(|f| (f.path.clone(), "not its hash".to_string()))
+            .collect();
+        let links = [LinkState {
+            list: FileList {
+                dirs: vec!["base".into(), "base/1".into()],
+                files,
+            },
+            hashes,
+            start_ns,
+        }];
+        let plan = compare(
+            root.path(),
+            &links,
+            Compare::Timestamp,
+            &indicatif::ProgressBar::hidden(),
+        )
+        .unwrap();
+        assert_eq!(plan.report.kept_files, 1);
+        assert_eq!(plan.report.hashed_files, 2);
+        assert_eq!(plan.report.hashed_bytes, 2 * 8192);
+        let mut rewrite: Vec<&str> = plan.take[0].iter().map(String::as_str).collect();
+        rewrite.sort();
+        assert_eq!(rewrite, ["base/1/fresh", "base/1/touched"]);
+        // By checksum the same directory is all hashed (and, the hashes matching nothing,
+        // all rewritten).
+        let plan = compare(
+            root.path(),
+            &links,
+            Compare::Checksum,
+            &indicatif::ProgressBar::hidden(),
+        )
+        .unwrap();
+        assert_eq!((plan.report.kept_files, plan.report.hashed_files), (0, 3));
     }
 
     #[test]
@@ -478,8 +602,18 @@ mod tests {
         listed(root, "backup_label", b"an old label");
         listed(root, "postmaster.opts", b"opts");
 
-        let links = [LinkState { list, hashes }];
-        let plan = compare(root, &links, &indicatif::ProgressBar::hidden()).unwrap();
+        let links = [LinkState {
+            list,
+            hashes,
+            start_ns: 0,
+        }];
+        let plan = compare(
+            root,
+            &links,
+            Compare::Checksum,
+            &indicatif::ProgressBar::hidden(),
+        )
+        .unwrap();
         let mut rewrite: Vec<&str> = plan.take[0].iter().map(String::as_str).collect();
         rewrite.sort();
         // pg_control is always rewritten (it is put in place last).

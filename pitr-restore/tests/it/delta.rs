@@ -177,3 +177,102 @@ fn delta_restore_of_a_diverged_directory_equals_a_fresh_restore_and_refuses_what
         stderr(&out)
     );
 }
+
+/// Sets a file's modification time back to what it was.
+fn set_mtime(path: &Path, to: std::time::SystemTime) {
+    std::fs::File::open(path).unwrap().set_modified(to).unwrap();
+}
+
+#[test]
+fn delta_by_timestamp_reads_only_files_whose_time_changed_and_plain_delta_reads_all() {
+    let src = Source::start();
+    pgbench_init(&src, "1");
+    src.pg.psql(
+        "CREATE TABLE still WITH (autovacuum_enabled = off) AS SELECT g, md5(g::text) AS v FROM generate_series(1, 100000) g",
+    );
+    src.pg.psql("VACUUM (FREEZE) still");
+    let still_file = relation_file(&src.pg, "still");
+    let full = id(&backup(&src, "full"));
+    let a = Restore::in_tempdir();
+    let (_, server) = a.ok(
+        src.backups.path(),
+        &["--backup-id", &full, "--target", "immediate"],
+    );
+    drop(server);
+    // Every restored file has the time its backup listed.
+    let listed_mtime = std::fs::metadata(a.pgdata.join(&still_file))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let since_epoch = listed_mtime.duration_since(std::time::UNIX_EPOCH).unwrap();
+    assert_ne!(since_epoch.subsec_nanos(), 0, "nanoseconds kept");
+    touch_one_percent(&src, 1);
+    let incr = id(&backup(&src, "incr"));
+    src.pg.switch_wal_and_wait_archived();
+    let fresh = Restore::in_tempdir();
+    let (_, fresh_server) = fresh.ok(src.backups.path(), &[]);
+    let expected = dumpall(&fresh_server);
+    drop(fresh_server);
+
+    let (json, server) = a.ok(src.backups.path(), &["--delta", "--delta-by-timestamp"]);
+    assert_eq!(json["id"], incr.as_str());
+    let delta = &json["delta"];
+    let (kept, hashed, hashed_bytes, rewritten_bytes) = (
+        delta["kept_files"].as_u64().unwrap(),
+        delta["hashed_files"].as_u64().unwrap(),
+        delta["hashed_bytes"].as_u64().unwrap(),
+        delta["rewritten_bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        hashed * 20 < kept,
+        "most files trusted by their time: {json}"
+    );
+    // What is read is about what changed: the unchanged table (6 MB) is not.
+    assert!(
+        hashed_bytes <= rewritten_bytes + (1 << 20),
+        "only files whose time changed are read: {json}"
+    );
+    assert!(
+        dumpall(&server) == expected,
+        "pg_dumpall differs from a fresh restore's"
+    );
+    drop(server);
+
+    // Restored again, not started (the server's reads set hint bits, which rewrites the
+    // table's file): every file has its listed time. A page changed behind PostgreSQL's back
+    // with its time set back: by timestamp it is trusted (as documented); plain --delta
+    // reads every file and restores it.
+    let out = a.run_only(src.backups.path(), &["--delta"], false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let still_path = a.pgdata.join(&still_file);
+    let before = std::fs::metadata(&still_path).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&still_path).unwrap();
+    bytes[8000..8100].fill(b'Z');
+    std::fs::write(&still_path, &bytes).unwrap();
+    set_mtime(&still_path, before);
+    let tampered = |path: &Path| std::fs::read(path).unwrap()[8000..8100] == [b'Z'; 100];
+    let out = a.run_only(
+        src.backups.path(),
+        &["--delta", "--delta-by-timestamp"],
+        false,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        tampered(&still_path),
+        "the tampered page with its time set back was kept"
+    );
+    let (json, server) = a.ok(src.backups.path(), &["--delta"]);
+    assert!(!tampered(&still_path), "plain --delta restored it");
+    assert_eq!(
+        json["delta"]["hashed_files"].as_u64().unwrap(),
+        json["delta"]["kept_files"].as_u64().unwrap()
+            + json["delta"]["rewritten_files"].as_u64().unwrap()
+            - 1,
+        "plain --delta hashes every file but pg_control: {json}"
+    );
+    assert!(dumpall(&server) == expected);
+
+    // --delta-by-timestamp alone is a usage error.
+    let out = a.run_only(src.backups.path(), &["--delta-by-timestamp"], false);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
