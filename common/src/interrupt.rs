@@ -162,6 +162,14 @@ pub fn checkpoint() {
     }
 }
 
+/// Runs `step` while no interruption's cleanups run (the watcher waits for it): for a step
+/// that makes something and registers what undoes it, so that an interruption finds both or
+/// neither. Keep it short: the exit waits for it.
+pub fn uninterrupted<T>(step: impl FnOnce() -> T) -> T {
+    let _completing = completing();
+    step()
+}
+
 /// Something an interruption undoes until this is dropped or released.
 #[must_use = "the cleanup is unregistered as soon as this is dropped"]
 #[derive(Debug)]

@@ -288,10 +288,16 @@ impl Repository {
                 continue;
             }
             let prefix = storage::join(kind.name(), &id);
-            if !self.claim_set(&prefix)? {
-                continue;
+            // The folder and the cleanup that removes it come together: a signal in between
+            // would leave an empty set folder behind.
+            let claimed = crate::interrupt::uninterrupted(|| -> anyhow::Result<_> {
+                Ok(self
+                    .claim_set(&prefix)?
+                    .then(|| SetWriter::new(kind, id, self.clone(), prefix, started_at)))
+            })?;
+            if let Some(set) = claimed {
+                return Ok(set);
             }
-            return Ok(SetWriter::new(kind, id, self.clone(), prefix, started_at));
         }
         anyhow::bail!(
             "too many sets started in the same second in {}",
