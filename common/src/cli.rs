@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 
 use crate::env;
@@ -219,71 +218,13 @@ pub struct KafkaArgs {
     pub bootstrap_servers: String,
     /// Extra librdkafka property as key=value (repeatable), e.g. -X security.protocol=SASL_SSL.
     /// Secrets are better given in KAFKA_CLIENT_CONFIG, which is not visible in the process list.
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = crate::kafka::parse_key_value)]
     pub client_config: Vec<(String, String)>,
-}
-
-impl KafkaArgs {
-    /// All client properties: `KAFKA_CLIENT_CONFIG` first, then `-X` flags.
-    pub fn properties(&self) -> anyhow::Result<Vec<(String, String)>> {
-        kafka_properties(&self.client_config)
-    }
-}
-
-/// Kafka client properties: `KAFKA_CLIENT_CONFIG` first, then the `-X` flags given.
-pub fn kafka_properties(flags: &[(String, String)]) -> anyhow::Result<Vec<(String, String)>> {
-    let mut props = Vec::new();
-    if let Ok(text) = std::env::var(env::KAFKA_CLIENT_CONFIG) {
-        for item in text
-            .split(['\n', ';'])
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            props.push(parse_key_value(item).context(env::KAFKA_CLIENT_CONFIG)?);
-        }
-    }
-    props.extend(flags.iter().cloned());
-    Ok(props)
-}
-
-/// True for property names whose values must never be logged.
-pub fn is_secret_property(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    ["password", "secret", "token", "key.pem", "sasl.jaas"]
-        .iter()
-        .any(|s| key.contains(s))
-}
-
-/// A client property that is not `KEY=VALUE`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected KEY=VALUE, got '{0}'")]
-pub struct KeyValueError(String);
-
-/// Parses one `KEY=VALUE` client property (clap value parser).
-pub fn parse_key_value(s: &str) -> Result<(String, String), KeyValueError> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(KeyValueError(s.to_string())),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_value_parsing() {
-        assert_eq!(
-            parse_key_value("sasl.password=a=b").unwrap(),
-            ("sasl.password".to_string(), "a=b".to_string())
-        );
-        assert_eq!(
-            parse_key_value("novalue").unwrap_err().to_string(),
-            "expected KEY=VALUE, got 'novalue'"
-        );
-        assert!(is_secret_property("sasl.password"));
-        assert!(!is_secret_property("bootstrap.servers"));
-    }
 
     #[test]
     fn pg_defaults_follow_libpq() {

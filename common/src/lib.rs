@@ -13,7 +13,6 @@ pub mod entry;
 pub mod env;
 pub mod exit;
 pub mod interrupt;
-#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod logging;
 pub mod lsn;

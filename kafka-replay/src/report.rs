@@ -69,102 +69,126 @@ pub struct Summary {
     pub connector_offset: Option<ConnectorOffsetReport>,
 }
 
-/// Prints the summary.
+/// Prints the summary: in text, a line per partition, group, LSN cut and connector offset,
+/// then the closing line; in JSON, one summary record.
 pub fn print(format: OutputFormat, summary: &Summary) -> anyhow::Result<()> {
     if format == OutputFormat::Text {
-        let verb = if summary.dry_run {
-            "would produce"
-        } else {
-            "produced"
-        };
-        for p in &summary.partitions {
-            let target = match p.target_partition {
-                Some(tp) => format!("{}[{tp}]", summary.target_topic),
-                None => format!("{} (by key)", summary.target_topic),
-            };
-            let range = match (p.first_offset, p.last_offset) {
-                (Some(first), Some(last)) => format!("source offsets {first}..={last}"),
-                _ => "no records".to_string(),
-            };
-            let check = match (p.expected_high_watermark, p.high_watermark) {
-                (Some(expected), Some(found)) if expected != found => {
-                    format!(", MISMATCH: high watermark {found}, expected {expected}")
-                }
-                _ if !p.ok => ", MISMATCH".to_string(),
-                _ => String::new(),
-            };
-            output::text_line(&format!(
-                "partition {} -> {target}: {} selected ({range}), {} already there, {verb} {}{check}",
-                p.source_partition, p.selected, p.already_present, p.produced
-            ))?;
-        }
-        for group in &summary.groups {
-            let offsets: Vec<String> = group
-                .offsets
-                .iter()
-                .map(|o| format!("{}:{}->{}", o.partition, o.source_offset, o.target_offset))
-                .collect();
-            let verb = if group.committed {
-                "restored"
-            } else {
-                "would restore"
-            };
-            output::text_line(&format!(
-                "group {}: {verb} offsets {}",
-                group.group,
-                offsets.join(" ")
-            ))?;
-        }
+        print_partitions(summary)?;
+        print_groups(&summary.groups)?;
         if let Some(cut) = &summary.lsn_cut {
-            output::text_line(&format!(
-                "LSN cut {}: {} records below it, {} at or after it left out (newest replayed {}, newest in the backup {})",
-                cut.until_lsn,
-                cut.replayed,
-                cut.dropped_after_cut,
-                cut.max_replayed_lsn.as_deref().unwrap_or("none"),
-                cut.backup_newest_lsn.as_deref().unwrap_or("none")
-            ))?;
+            print_lsn_cut(cut)?;
         }
         if let Some(offset) = &summary.connector_offset {
-            let verb = if offset.partition.is_some() {
-                "written"
-            } else {
-                "would be written"
-            };
-            output::text_line(&format!(
-                "connector offset {} = {} {verb} to {}",
-                offset.key,
-                serde_json::to_string(&offset.value)?,
-                offset.topic
-            ))?;
+            print_connector_offset(offset)?;
         }
     }
-    output::summary(format, summary, || {
-        if summary.dry_run {
-            format!(
-                "dry run: {} of {} selected records would be produced to {}{}",
-                summary.records_produced,
-                summary.records_selected,
-                summary.target_topic,
-                if summary.created_topic {
-                    " (topic to be created)"
-                } else {
-                    ""
-                }
-            )
+    output::summary(format, summary, || closing_line(summary))
+}
+
+fn print_partitions(summary: &Summary) -> anyhow::Result<()> {
+    let verb = if summary.dry_run {
+        "would produce"
+    } else {
+        "produced"
+    };
+    for p in &summary.partitions {
+        let target = match p.target_partition {
+            Some(tp) => format!("{}[{tp}]", summary.target_topic),
+            None => format!("{} (by key)", summary.target_topic),
+        };
+        let range = match (p.first_offset, p.last_offset) {
+            (Some(first), Some(last)) => format!("source offsets {first}..={last}"),
+            _ => "no records".to_string(),
+        };
+        let check = match (p.expected_high_watermark, p.high_watermark) {
+            (Some(expected), Some(found)) if expected != found => {
+                format!(", MISMATCH: high watermark {found}, expected {expected}")
+            }
+            _ if !p.ok => ", MISMATCH".to_string(),
+            _ => String::new(),
+        };
+        output::text_line(&format!(
+            "partition {} -> {target}: {} selected ({range}), {} already there, {verb} {}{check}",
+            p.source_partition, p.selected, p.already_present, p.produced
+        ))?;
+    }
+    Ok(())
+}
+
+fn print_groups(groups: &[GroupReport]) -> anyhow::Result<()> {
+    for group in groups {
+        let offsets: Vec<String> = group
+            .offsets
+            .iter()
+            .map(|o| format!("{}:{}->{}", o.partition, o.source_offset, o.target_offset))
+            .collect();
+        let verb = if group.committed {
+            "restored"
         } else {
-            format!(
-                "replayed {} records from {} into {} ({} already there): {}",
-                summary.records_produced,
-                summary.source,
-                summary.target_topic,
-                summary.records_present,
-                if summary.verified {
-                    "verified"
-                } else {
-                    "VERIFICATION FAILED"
-                }
-            )
-        }
-    })
+            "would restore"
+        };
+        output::text_line(&format!(
+            "group {}: {verb} offsets {}",
+            group.group,
+            offsets.join(" ")
+        ))?;
+    }
+    Ok(())
+}
+
+fn print_lsn_cut(cut: &LsnCutReport) -> anyhow::Result<()> {
+    output::text_line(&format!(
+        "LSN cut {}: {} records below it, {} at or after it left out (newest replayed {}, newest in the backup {})",
+        cut.until_lsn,
+        cut.replayed,
+        cut.dropped_after_cut,
+        cut.max_replayed_lsn.as_deref().unwrap_or("none"),
+        cut.backup_newest_lsn.as_deref().unwrap_or("none")
+    ))?;
+    Ok(())
+}
+
+fn print_connector_offset(offset: &ConnectorOffsetReport) -> anyhow::Result<()> {
+    let verb = if offset.partition.is_some() {
+        "written"
+    } else {
+        "would be written"
+    };
+    output::text_line(&format!(
+        "connector offset {} = {} {verb} to {}",
+        offset.key,
+        serde_json::to_string(&offset.value)?,
+        offset.topic
+    ))?;
+    Ok(())
+}
+
+/// The text summary's last line.
+fn closing_line(summary: &Summary) -> String {
+    if summary.dry_run {
+        format!(
+            "dry run: {} of {} selected records would be produced to {}{}",
+            summary.records_produced,
+            summary.records_selected,
+            summary.target_topic,
+            if summary.created_topic {
+                " (topic to be created)"
+            } else {
+                ""
+            }
+        )
+    } else {
+        format!(
+            "replayed {} records from {} into {} ({} already there): {}",
+            summary.records_produced,
+            summary.source,
+            summary.target_topic,
+            summary.records_present,
+            if summary.verified {
+                "verified"
+            } else {
+                "VERIFICATION FAILED"
+            }
+        )
+    }
 }

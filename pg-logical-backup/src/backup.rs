@@ -11,12 +11,13 @@ use std::time::Instant;
 use serde::Serialize;
 
 use common::cli::{GlobalArgs, PgArgs, RepoArgs, RetentionArgs};
+use common::encryption::Recipients;
 use common::output::OutputFormat;
 use common::repo::{SetMeta, SetWriter};
 use common::{Kind, Repository, Status};
 
 use crate::catalog::{self};
-use crate::details::{LogicalDetails, DETAILS_VERSION};
+use crate::details::{DatabaseEntry, LogicalDetails, DETAILS_VERSION};
 use crate::dump::{self, DumpPlan, Naming};
 use crate::patterns::{self, TablePattern};
 use crate::pgbin::{self, PgBin, PgBinArgs};
@@ -141,56 +142,84 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
         backup(&args, global, &bin, &include, &exclude),
         "the incomplete set was removed",
     ))?;
+    let deleted = apply_retention(&args.retention, &repo)?;
+    if global.output == OutputFormat::Json {
+        print_tables(&details)?;
+    }
+    let summary = Summary::new(&manifest, &details, &repo, started, deleted);
+    print_summary(global.output, &summary)?;
+    Ok(Status::Ok)
+}
 
+/// Applies the retention policy to the logical sets; the ids deleted (none in a dry run).
+fn apply_retention(retention: &RetentionArgs, repo: &Repository) -> anyhow::Result<Vec<String>> {
     let mut deleted = Vec::new();
-    if !args.retention.no_retention {
-        let policy = args.retention.policy(DEFAULT_RETENTION_DAYS);
-        let dry_run = args.retention.dry_run_retention;
-        for decision in policy.apply(&repo, Kind::Logical, dry_run)? {
+    if !retention.no_retention {
+        let policy = retention.policy(DEFAULT_RETENTION_DAYS);
+        let dry_run = retention.dry_run_retention;
+        for decision in policy.apply(repo, Kind::Logical, dry_run)? {
             if !decision.keep && !dry_run {
                 deleted.push(decision.id);
             }
         }
     }
+    Ok(deleted)
+}
 
-    if global.output == OutputFormat::Json {
-        for db in &details.databases {
-            for t in &db.tables {
-                common::output::json_line(&TableRecord {
-                    kind: "table",
-                    database: &db.name,
-                    schema: &t.schema,
-                    table: &t.name,
-                    rows: t.rows,
-                    size_bytes: t.size_bytes,
-                    file: t.file.as_deref(),
-                })?;
-            }
+/// One JSON line per table backed up.
+fn print_tables(details: &LogicalDetails) -> anyhow::Result<()> {
+    for db in &details.databases {
+        for t in &db.tables {
+            common::output::json_line(&TableRecord {
+                kind: "table",
+                database: &db.name,
+                schema: &t.schema,
+                table: &t.name,
+                rows: t.rows,
+                size_bytes: t.size_bytes,
+                file: t.file.as_deref(),
+            })?;
         }
     }
-    let summary = Summary {
-        id: manifest.id.clone(),
-        path: repo.describe(&common::storage::join(Kind::Logical.name(), &manifest.id)),
-        databases: details.databases.iter().map(|d| d.name.clone()).collect(),
-        tables: details.databases.iter().map(|d| d.tables.len()).sum(),
-        rows: details
-            .databases
-            .iter()
-            .flat_map(|d| d.tables.iter().map(|t| t.rows))
-            .sum(),
-        bytes: manifest.total_size(),
-        files: manifest.files.len(),
-        duration_secs: started.elapsed().as_secs_f64(),
-        full_dump_secs: details
-            .databases
-            .iter()
-            .filter_map(|d| d.full_dump_secs)
-            .sum(),
-        peak_rss_bytes: peak_rss_bytes(),
-        retention_deleted: deleted,
-        encrypted: manifest.encryption().is_some(),
-    };
-    common::output::summary(global.output, &summary, || {
+    Ok(())
+}
+
+impl Summary {
+    fn new(
+        manifest: &common::Manifest,
+        details: &LogicalDetails,
+        repo: &Repository,
+        started: Instant,
+        retention_deleted: Vec<String>,
+    ) -> Summary {
+        Summary {
+            id: manifest.id.clone(),
+            path: repo.describe(&common::storage::join(Kind::Logical.name(), &manifest.id)),
+            databases: details.databases.iter().map(|d| d.name.clone()).collect(),
+            tables: details.databases.iter().map(|d| d.tables.len()).sum(),
+            rows: details
+                .databases
+                .iter()
+                .flat_map(|d| d.tables.iter().map(|t| t.rows))
+                .sum(),
+            bytes: manifest.total_size(),
+            files: manifest.files.len(),
+            duration_secs: started.elapsed().as_secs_f64(),
+            full_dump_secs: details
+                .databases
+                .iter()
+                .filter_map(|d| d.full_dump_secs)
+                .sum(),
+            peak_rss_bytes: peak_rss_bytes(),
+            retention_deleted,
+            encrypted: manifest.encryption().is_some(),
+        }
+    }
+}
+
+/// The closing line, or the JSON summary record.
+fn print_summary(format: OutputFormat, summary: &Summary) -> anyhow::Result<()> {
+    common::output::summary(format, summary, || {
         format!(
             "backup {}: {} database(s), {} tables, {} rows, {} bytes in {} files{}, {:.1}s -> {}",
             summary.id,
@@ -207,8 +236,7 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
             summary.duration_secs,
             summary.path
         )
-    })?;
-    Ok(Status::Ok)
+    })
 }
 
 /// `VmHWM` of this process from /proc, when available.
@@ -219,6 +247,9 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// A table named by schema and name.
+type TableName = (String, String);
+
 async fn backup(
     args: &BackupArgs,
     global: &GlobalArgs,
@@ -227,6 +258,28 @@ async fn backup(
     exclude: &[TablePattern],
 ) -> anyhow::Result<(common::Manifest, LogicalDetails, Repository)> {
     // Everything that can be wrong with the input is found before anything is written.
+    let (server, names) = server_and_databases(args).await?;
+    let sessions = open_sessions(args, &names).await?;
+    check_readable(args, &sessions).await?;
+    check_patterns_match(include, &names, &sessions)?;
+    let selections = sessions
+        .iter()
+        .map(|session| per_table_selection(args, include, exclude, session))
+        .collect();
+
+    let repo = Repository::create(&args.repo.backup_dir)?;
+    let recipients = repo.recipients_for(Kind::Logical, args.allow_unencrypted)?;
+    let _lock = repo.lock(Kind::Logical)?;
+    let set = start_set(&repo, recipients)?;
+    let (manifest, details) =
+        write_set(args, global, bin, &server, sessions, selections, set).await?;
+    Ok((manifest, details, repo))
+}
+
+/// The server's version and the databases to back up.
+async fn server_and_databases(
+    args: &BackupArgs,
+) -> anyhow::Result<(catalog::ServerInfo, Vec<String>)> {
     let client = common::postgres::connect(&args.pg, crate::TOOL).await?;
     let server = catalog::server_info(&client).await?;
     let names = if args.all_databases {
@@ -234,13 +287,25 @@ async fn backup(
     } else {
         vec![args.pg.dbname()]
     };
-    drop(client);
+    Ok((server, names))
+}
+
+/// A snapshot session per database, its name checked first.
+async fn open_sessions(
+    args: &BackupArgs,
+    names: &[String],
+) -> anyhow::Result<Vec<SnapshotSession>> {
     let mut sessions = Vec::new();
-    for name in &names {
+    for name in names {
         pgbin::plain_dbname(name)?;
         sessions.push(SnapshotSession::open(&args.pg, name).await?);
     }
-    for session in &sessions {
+    Ok(sessions)
+}
+
+/// Refuses a role that may not read every table: its dump would fail halfway.
+async fn check_readable(args: &BackupArgs, sessions: &[SnapshotSession]) -> anyhow::Result<()> {
+    for session in sessions {
         let unreadable = session.unreadable_tables().await?;
         if !unreadable.is_empty() {
             anyhow::bail!(
@@ -252,7 +317,15 @@ async fn backup(
             );
         }
     }
-    let mut selections = Vec::new();
+    Ok(())
+}
+
+/// Every --table pattern must match a table in some database.
+fn check_patterns_match(
+    include: &[TablePattern],
+    names: &[String],
+    sessions: &[SnapshotSession],
+) -> anyhow::Result<()> {
     for pattern in include {
         let matched = sessions
             .iter()
@@ -264,26 +337,30 @@ async fn backup(
             );
         }
     }
-    for session in &sessions {
-        let selected: HashSet<(String, String)> = if !args.per_table_dumps() {
-            HashSet::new()
-        } else {
-            session
-                .tables
-                .iter()
-                .filter(|t| {
-                    include.is_empty() || include.iter().any(|p| p.matches(&t.schema, &t.name))
-                })
-                .filter(|t| !exclude.iter().any(|p| p.matches(&t.schema, &t.name)))
-                .map(|t| (t.schema.clone(), t.name.clone()))
-                .collect()
-        };
-        selections.push(selected);
-    }
+    Ok(())
+}
 
-    let repo = Repository::create(&args.repo.backup_dir)?;
-    let recipients = repo.recipients_for(Kind::Logical, args.allow_unencrypted)?;
-    let _lock = repo.lock(Kind::Logical)?;
+/// The tables of a database that get a dump of their own (none unless per-table dumps).
+fn per_table_selection(
+    args: &BackupArgs,
+    include: &[TablePattern],
+    exclude: &[TablePattern],
+    session: &SnapshotSession,
+) -> HashSet<TableName> {
+    if !args.per_table_dumps() {
+        return HashSet::new();
+    }
+    session
+        .tables
+        .iter()
+        .filter(|t| include.is_empty() || include.iter().any(|p| p.matches(&t.schema, &t.name)))
+        .filter(|t| !exclude.iter().any(|p| p.matches(&t.schema, &t.name)))
+        .map(|t| (t.schema.clone(), t.name.clone()))
+        .collect()
+}
+
+/// Creates the set, encrypted to `recipients` when there are any.
+fn start_set(repo: &Repository, recipients: Option<Recipients>) -> anyhow::Result<SetWriter> {
     // Dropped unfinished (a failure, or the future dropped on a signal), the set is removed.
     let mut set = repo.create_set(Kind::Logical)?;
     set.encrypt_to(recipients);
@@ -299,9 +376,7 @@ async fn backup(
             ""
         }
     );
-    let (manifest, details) =
-        write_set(args, global, bin, &server, sessions, selections, set).await?;
-    Ok((manifest, details, repo))
+    Ok(set)
 }
 
 async fn write_set(
@@ -310,13 +385,9 @@ async fn write_set(
     bin: &PgBin,
     server: &catalog::ServerInfo,
     sessions: Vec<SnapshotSession>,
-    selections: Vec<HashSet<(String, String)>>,
+    selections: Vec<HashSet<TableName>>,
     mut set: SetWriter,
 ) -> anyhow::Result<(common::Manifest, LogicalDetails)> {
-    let parallel = args
-        .parallel_dumps
-        .map(NonZeroUsize::get)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, NonZeroUsize::get));
     let mut globals = None;
     let mut globals_without_passwords = args.no_role_passwords;
     if !args.no_globals {
@@ -327,39 +398,7 @@ async fn write_set(
         globals_without_passwords = no_passwords;
     }
 
-    let extra = usize::from(args.per_table_dumps());
-    let total_jobs: usize = selections.iter().map(|s| s.len() + 1 + extra).sum();
-    let bar = common::progress::items(global, Some(total_jobs as u64), "dumping", "dumps");
-    let naming = if set.is_encrypted() {
-        Naming::Numbers
-    } else {
-        Naming::Tables
-    };
-    let mut taken = HashSet::new();
-    let mut databases = Vec::new();
-    for (n, (session, selected)) in sessions.into_iter().zip(selections).enumerate() {
-        let dir = naming.database_dir(n, &session.database, &mut taken);
-        let plan = DumpPlan::new(args, &dir, naming, &session, &selected);
-        // The first failure wins and drops the other side (killing its pg_dumps): a failed
-        // count also ends the snapshot, which would only show up as confusing dump errors.
-        let (dumped, counts) = tokio::try_join!(
-            dump::run_jobs(bin, &set, &session, &plan.jobs, parallel, &bar),
-            dump::count_all(&session)
-        )?;
-        let entry = plan.entry(&session, counts, &dumped);
-        tracing::info!(
-            "database {}: {} tables, {} rows, snapshot {} at {}",
-            entry.name,
-            entry.tables.len(),
-            entry.tables.iter().map(|t| t.rows).sum::<u64>(),
-            entry.snapshot,
-            entry.snapshot_lsn
-        );
-        session.close().await?;
-        dump::record_files(&mut set, &entry, dumped);
-        databases.push(entry);
-    }
-    bar.finish_and_clear();
+    let databases = dump_databases(args, global, bin, sessions, selections, &mut set).await?;
     let details = LogicalDetails {
         details_version: DETAILS_VERSION,
         server_version: server.version.clone(),
@@ -383,4 +422,54 @@ async fn write_set(
         details: serde_json::to_value(&details)?,
     })?;
     Ok((manifest, details))
+}
+
+/// Dumps every database in its snapshot, several pg_dumps at once, counting rows meanwhile;
+/// each database's entry of the details, its files added to `set`.
+async fn dump_databases(
+    args: &BackupArgs,
+    global: &GlobalArgs,
+    bin: &PgBin,
+    sessions: Vec<SnapshotSession>,
+    selections: Vec<HashSet<TableName>>,
+    set: &mut SetWriter,
+) -> anyhow::Result<Vec<DatabaseEntry>> {
+    let parallel = args
+        .parallel_dumps
+        .map(NonZeroUsize::get)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, NonZeroUsize::get));
+    let extra = usize::from(args.per_table_dumps());
+    let total_jobs: usize = selections.iter().map(|s| s.len() + 1 + extra).sum();
+    let bar = common::progress::items(global, Some(total_jobs as u64), "dumping", "dumps");
+    let naming = if set.is_encrypted() {
+        Naming::Numbers
+    } else {
+        Naming::Tables
+    };
+    let mut taken = HashSet::new();
+    let mut databases = Vec::new();
+    for (n, (session, selected)) in sessions.into_iter().zip(selections).enumerate() {
+        let dir = naming.database_dir(n, &session.database, &mut taken);
+        let plan = DumpPlan::new(args, &dir, naming, &session, &selected);
+        // The first failure wins and drops the other side (killing its pg_dumps): a failed
+        // count also ends the snapshot, which would only show up as confusing dump errors.
+        let (dumped, counts) = tokio::try_join!(
+            dump::run_jobs(bin, set, &session, &plan.jobs, parallel, &bar),
+            dump::count_all(&session)
+        )?;
+        let entry = plan.entry(&session, counts, &dumped);
+        tracing::info!(
+            "database {}: {} tables, {} rows, snapshot {} at {}",
+            entry.name,
+            entry.tables.len(),
+            entry.tables.iter().map(|t| t.rows).sum::<u64>(),
+            entry.snapshot,
+            entry.snapshot_lsn
+        );
+        session.close().await?;
+        dump::record_files(set, &entry, dumped);
+        databases.push(entry);
+    }
+    bar.finish_and_clear();
+    Ok(databases)
 }

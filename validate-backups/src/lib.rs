@@ -203,7 +203,7 @@ pub struct CheckArgs {
     #[arg(long, short = 'b', env = common::env::KAFKA_BOOTSTRAP_SERVERS, value_name = "HOSTS")]
     pub bootstrap_servers: Option<String>,
     /// Extra librdkafka property as key=value (repeatable); secrets better in KAFKA_CLIENT_CONFIG.
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = thresholds::parse_key_value)]
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = common::kafka::parse_key_value)]
     pub client_config: Vec<(String, String)>,
 }
 
@@ -229,7 +229,7 @@ impl CheckArgs {
         {
             Some(servers) => Some((
                 servers.to_string(),
-                thresholds::kafka_properties(&self.client_config)?,
+                common::kafka::kafka_properties(&self.client_config)?,
             )),
             None => None,
         };

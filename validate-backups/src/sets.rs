@@ -152,42 +152,16 @@ pub fn manifest_problems(kind: Kind, set: &SetInfo, manifest: &Manifest) -> Vec<
     problems
 }
 
+/// The generic checks of a kind's sets: manifests, files, decompression, encryption.
 pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, kind: Kind, sets: &[SetInfo]) {
     let (manifest_name, files_name, decompress_name) = names(kind);
     let judged: Vec<&SetInfo> = sets.iter().filter(|s| s.has_manifest_file()).collect();
-    let empty = |name: &'static str| {
-        vec![CheckResult::skip(name, format!("no {kind} sets")).on(kind.name())]
-    };
     run.check(settings, manifest_name, || {
-        if judged.is_empty() {
-            return empty(manifest_name);
-        }
-        judged
-            .iter()
-            .map(|set| {
-                match set.state() {
-                    SetState::Complete(m) => CheckResult::from_problems(
-                        manifest_name,
-                        format!(
-                            "{} files, written by {} {}",
-                            m.files.len(),
-                            m.tool,
-                            m.tool_version
-                        ),
-                        &manifest_problems(kind, set, m),
-                    ),
-                    SetState::Broken(error) => CheckResult::fail(
-                        manifest_name,
-                        format!("{error}; the set cannot be restored"),
-                    ),
-                    SetState::Incomplete => CheckResult::fail(
-                        manifest_name,
-                        "manifest unreadable; the set cannot be restored",
-                    ),
-                }
-                .on(&set.id)
-            })
-            .collect()
+        or_no_sets(
+            kind,
+            manifest_name,
+            manifest_results(manifest_name, kind, &judged),
+        )
     });
 
     // One read per file for both checks.
@@ -198,48 +172,93 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, kind: Kind, se
     // The files check times the reading; the decompress results come from the same pass.
     let mut decode_results = Vec::new();
     run.check(settings, files_name, || {
-        let mut file_results = Vec::new();
-        for (set, manifest) in &complete {
-            let checks: Vec<FileCheck> = manifest
-                .files
-                .iter()
-                .map(|f| check_file(repo, set, f, settings.identities.as_deref()))
-                .collect();
-            let stored: Vec<String> = checks.iter().filter_map(|c| c.stored.clone()).collect();
-            file_results.push(
-                CheckResult::from_problems(
-                    files_name,
-                    format!(
-                        "{} files, {} bytes intact",
-                        checks.len(),
-                        manifest.total_size()
-                    ),
-                    &stored,
-                )
-                .on(&set.id),
-            );
-            decode_results.push(decode_result(decompress_name, &checks).on(&set.id));
-        }
-        if file_results.is_empty() {
-            empty(files_name)
-        } else {
-            file_results
-        }
+        let (file_results, decoded) = read_files(kind, repo, settings, &complete);
+        decode_results = decoded;
+        or_no_sets(kind, files_name, file_results)
     });
     run.check(settings, decompress_name, || {
-        if decode_results.is_empty() {
-            empty(decompress_name)
-        } else {
-            decode_results
-        }
+        or_no_sets(kind, decompress_name, decode_results)
     });
     let encryption_name = encryption_check_name(kind);
     run.check(settings, encryption_name, || {
-        if complete.is_empty() {
-            return empty(encryption_name);
-        }
-        encryption_results(encryption_name, settings, &complete)
+        or_no_sets(
+            kind,
+            encryption_name,
+            encryption_results(encryption_name, settings, &complete),
+        )
     });
+}
+
+/// A check's results, or one skip when the kind has no sets to judge.
+fn or_no_sets(kind: Kind, name: &'static str, results: Vec<CheckResult>) -> Vec<CheckResult> {
+    if results.is_empty() {
+        vec![CheckResult::skip(name, format!("no {kind} sets")).on(kind.name())]
+    } else {
+        results
+    }
+}
+
+/// The manifest check of every set that has a manifest file.
+fn manifest_results(name: &'static str, kind: Kind, judged: &[&SetInfo]) -> Vec<CheckResult> {
+    judged
+        .iter()
+        .map(|set| {
+            match set.state() {
+                SetState::Complete(m) => CheckResult::from_problems(
+                    name,
+                    format!(
+                        "{} files, written by {} {}",
+                        m.files.len(),
+                        m.tool,
+                        m.tool_version
+                    ),
+                    &manifest_problems(kind, set, m),
+                ),
+                SetState::Broken(error) => {
+                    CheckResult::fail(name, format!("{error}; the set cannot be restored"))
+                }
+                SetState::Incomplete => {
+                    CheckResult::fail(name, "manifest unreadable; the set cannot be restored")
+                }
+            }
+            .on(&set.id)
+        })
+        .collect()
+}
+
+/// Reads every file of every complete set once: the files check's results and the decompress
+/// check's, a result per set each.
+fn read_files(
+    kind: Kind,
+    repo: &Repository,
+    settings: &Settings,
+    complete: &[(&SetInfo, &Manifest)],
+) -> (Vec<CheckResult>, Vec<CheckResult>) {
+    let (_, files_name, decompress_name) = names(kind);
+    let mut file_results = Vec::new();
+    let mut decode_results = Vec::new();
+    for (set, manifest) in complete {
+        let checks: Vec<FileCheck> = manifest
+            .files
+            .iter()
+            .map(|f| check_file(repo, set, f, settings.identities.as_deref()))
+            .collect();
+        let stored: Vec<String> = checks.iter().filter_map(|c| c.stored.clone()).collect();
+        file_results.push(
+            CheckResult::from_problems(
+                files_name,
+                format!(
+                    "{} files, {} bytes intact",
+                    checks.len(),
+                    manifest.total_size()
+                ),
+                &stored,
+            )
+            .on(&set.id),
+        );
+        decode_results.push(decode_result(decompress_name, &checks).on(&set.id));
+    }
+    (file_results, decode_results)
 }
 
 /// The encryption check of every complete set.

@@ -120,8 +120,6 @@ pub fn parse_size(text: &str) -> Result<Size, String> {
         .map_err(|e| e.to_string())
 }
 
-pub use common::cli::{kafka_properties, parse_key_value};
-
 /// Human form of a duration in whole units (`26h`, `3d 2h`).
 pub fn human(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()

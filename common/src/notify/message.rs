@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::cli::is_secret_property;
 use crate::config_file::is_secret_key;
+use crate::kafka::is_secret_property;
 
 /// How a run ended, as reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,6 @@
 //! against (its `chain`, the full first). Resolving a chain checks every link is present and
 //! complete; retention keeps the links of every kept set.
 
-use std::collections::HashSet;
 use std::fmt;
 
 use super::PhysicalDetails;
@@ -92,13 +91,4 @@ pub fn dependencies(set: &SetInfo) -> Vec<String> {
         .and_then(|m| PhysicalDetails::from_manifest(m).ok())
         .map(|d| d.chain)
         .unwrap_or_default()
-}
-
-/// Ids of every set some set of `kept` depends on.
-pub fn needed_by<'a>(sets: &[SetInfo], kept: impl IntoIterator<Item = &'a str>) -> HashSet<String> {
-    let kept: HashSet<&str> = kept.into_iter().collect();
-    sets.iter()
-        .filter(|s| kept.contains(s.id.as_str()))
-        .flat_map(dependencies)
-        .collect()
 }

@@ -200,64 +200,19 @@ impl Tarball {
     fn plant(&self, case: &str, repo: &Path, outside: &Path) -> anyhow::Result<()> {
         let set_dir = repo.join("base").join(&self.set_id);
         let path = set_dir.join(&self.tar_file);
-        let out = std::fs::File::create(&path)?;
+        let hostile = hostile_members(case, outside)?;
+        self.write_tarball(&path, hostile)?;
+        let stored = std::fs::read(&path)?;
+        self.record_in_manifest(&set_dir, &stored)
+    }
+
+    /// Writes `hostile` first, then the pristine members, as the gzip tarball at `path`.
+    fn write_tarball(&self, path: &Path, hostile: Vec<(tar::Header, &[u8])>) -> anyhow::Result<()> {
+        let out = std::fs::File::create(path)?;
         let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
             out,
             flate2::Compression::fast(),
         ));
-        let data = b"written by a hostile tarball\n";
-        let outside_s = outside.display().to_string();
-        let hostile: Vec<(tar::Header, &[u8])> = match case {
-            "dotdot" => vec![(
-                raw_header(
-                    "../escape",
-                    tar::EntryType::Regular,
-                    data.len() as u64,
-                    None,
-                ),
-                data,
-            )],
-            "absolute" => vec![(
-                raw_header(
-                    &format!("{outside_s}/absolute"),
-                    tar::EntryType::Regular,
-                    data.len() as u64,
-                    None,
-                ),
-                data,
-            )],
-            "symlink" => vec![
-                (
-                    raw_header("pg_escape", tar::EntryType::Symlink, 0, Some(&outside_s)),
-                    b"",
-                ),
-                (
-                    raw_header(
-                        "pg_escape/through-link",
-                        tar::EntryType::Regular,
-                        data.len() as u64,
-                        None,
-                    ),
-                    data,
-                ),
-            ],
-            "hardlink" => vec![
-                (
-                    raw_header(
-                        "pg_hard",
-                        tar::EntryType::Link,
-                        0,
-                        Some(&format!("{outside_s}/victim")),
-                    ),
-                    b"",
-                ),
-                (
-                    raw_header("pg_hard", tar::EntryType::Regular, data.len() as u64, None),
-                    data,
-                ),
-            ],
-            other => anyhow::bail!("unknown case {other}"),
-        };
         for (header, bytes) in hostile {
             builder.append(&header, bytes)?;
         }
@@ -265,14 +220,19 @@ impl Tarball {
             builder.append(header, bytes.as_slice())?;
         }
         builder.into_inner()?.finish()?.sync_all()?;
-        let stored = std::fs::read(&path)?;
+        Ok(())
+    }
+
+    /// Gives the tarball's manifest entry the size and SHA-256 of `stored`, so only the
+    /// content is hostile.
+    fn record_in_manifest(&self, set_dir: &Path, stored: &[u8]) -> anyhow::Result<()> {
         let manifest_path = set_dir.join(common::manifest::MANIFEST_FILE);
         let mut manifest: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&manifest_path)?)?;
         for file in manifest["files"].as_array_mut().context("manifest files")? {
             if file["path"] == self.tar_file.as_str() {
                 file["size"] = stored.len().into();
-                file["sha256"] = hex::encode(Sha256::digest(&stored)).into();
+                file["sha256"] = hex::encode(Sha256::digest(stored)).into();
                 if let Some(obj) = file.as_object_mut() {
                     obj.remove("raw_size");
                 }
@@ -282,6 +242,66 @@ impl Tarball {
             .write_all(serde_json::to_string_pretty(&manifest)?.as_bytes())?;
         Ok(())
     }
+}
+
+/// The members that open the tarball of `case`, each trying to escape to `outside`.
+fn hostile_members(
+    case: &str,
+    outside: &Path,
+) -> anyhow::Result<Vec<(tar::Header, &'static [u8])>> {
+    let data: &'static [u8] = b"written by a hostile tarball\n";
+    let outside_s = outside.display().to_string();
+    Ok(match case {
+        "dotdot" => vec![(
+            raw_header(
+                "../escape",
+                tar::EntryType::Regular,
+                data.len() as u64,
+                None,
+            ),
+            data,
+        )],
+        "absolute" => vec![(
+            raw_header(
+                &format!("{outside_s}/absolute"),
+                tar::EntryType::Regular,
+                data.len() as u64,
+                None,
+            ),
+            data,
+        )],
+        "symlink" => vec![
+            (
+                raw_header("pg_escape", tar::EntryType::Symlink, 0, Some(&outside_s)),
+                b"",
+            ),
+            (
+                raw_header(
+                    "pg_escape/through-link",
+                    tar::EntryType::Regular,
+                    data.len() as u64,
+                    None,
+                ),
+                data,
+            ),
+        ],
+        "hardlink" => vec![
+            (
+                raw_header(
+                    "pg_hard",
+                    tar::EntryType::Link,
+                    0,
+                    Some(&format!("{outside_s}/victim")),
+                ),
+                b"",
+            ),
+            (
+                raw_header("pg_hard", tar::EntryType::Regular, data.len() as u64, None),
+                data,
+            ),
+        ],
+        other => anyhow::bail!("unknown case {other}"),
+    })
 }
 
 impl Scenario for Tarball {

@@ -1,33 +1,38 @@
 //! A damaged archive is refused with an error naming the chunk, before anything is produced;
 //! an unreachable broker is a clear error with exit code 2.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::support::*;
 
-/// A set of a 3000-record topic in small chunks; returns the topic and its archive file.
-fn small_chunked_set(dir: &Path) -> (String, PathBuf) {
-    let source = topic("dmg_src", 3);
-    produce(&source, (0..3000u64).map(|i| ((i % 3) as i32, varied(i))));
-    let summary = backup(dir, &["--topic", &source, "--chunk-kib", "16"])
-        .ok()
-        .summary();
-    let set_dir = PathBuf::from(summary["dir"].as_str().unwrap());
-    let file = set_dir.join(summary["topics"][0]["file"].as_str().unwrap());
-    (source, file)
+/// A set of a 3000-record topic in small chunks, and its archive file.
+fn small_chunked_set() -> (BackedUp, PathBuf) {
+    let source = source_topic(
+        "dmg_src",
+        3,
+        (0..3000u64).map(|i| ((i % 3) as i32, varied(i))),
+    );
+    let set = BackedUp::new(source, &["--chunk-kib", "16"]);
+    let file = archive_file(&set.summary);
+    (set, file)
+}
+
+/// The archive file of the first topic of a backup's summary.
+fn archive_file(summary: &serde_json::Value) -> PathBuf {
+    PathBuf::from(summary["dir"].as_str().unwrap())
+        .join(summary["topics"][0]["file"].as_str().unwrap())
 }
 
 #[test]
 fn corrupted_archive_is_refused_naming_the_chunk() {
-    let dir = tempfile::tempdir().unwrap();
-    let (source, file) = small_chunked_set(dir.path());
+    let (set, file) = small_chunked_set();
     let mut bytes = std::fs::read(&file).unwrap();
     let at = bytes.len() * 3 / 5;
     bytes[at] ^= 0xff;
     std::fs::write(&file, &bytes).unwrap();
 
     let target = test_support::unique_name("dmg_dst");
-    let run = replay(dir.path(), &["--topic", &source, "--target-topic", &target]);
+    let run = set.replay_into(&target, &[]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     let line = run.stderr.lines().last().unwrap();
     assert!(line.starts_with("kafka-replay: archive "), "{line}");
@@ -44,13 +49,12 @@ fn corrupted_archive_is_refused_naming_the_chunk() {
 
 #[test]
 fn truncated_archive_is_refused_naming_the_chunk() {
-    let dir = tempfile::tempdir().unwrap();
-    let (source, file) = small_chunked_set(dir.path());
+    let (set, file) = small_chunked_set();
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
 
     let target = test_support::unique_name("trunc_dst");
-    let run = replay(dir.path(), &["--topic", &source, "--target-topic", &target]);
+    let run = set.replay_into(&target, &[]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr.contains("is truncated") && run.stderr.contains("chunk "),
@@ -67,7 +71,7 @@ fn truncated_archive_is_refused_naming_the_chunk() {
         boundary = reader.position();
     }
     std::fs::write(&file, &bytes[..boundary as usize]).unwrap();
-    let run = replay(dir.path(), &["--topic", &source, "--target-topic", &target]);
+    let run = set.replay_into(&target, &[]);
     assert_eq!(run.code, 2);
     assert!(
         run.stderr.contains("without its END chunk"),
@@ -78,14 +82,13 @@ fn truncated_archive_is_refused_naming_the_chunk() {
 
 #[test]
 fn unreachable_broker_is_exit_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let (source, _) = small_chunked_set(dir.path());
+    let (set, _) = small_chunked_set();
     let port = test_support::free_port();
     let run = replay(
-        dir.path(),
+        set.dir(),
         &[
             "--topic",
-            &source,
+            &set.source,
             "--bootstrap-servers",
             &format!("127.0.0.1:{port}"),
         ],
@@ -96,12 +99,9 @@ fn unreachable_broker_is_exit_2() {
 
 #[test]
 fn an_archive_swapped_for_another_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let (source, first) = small_chunked_set(dir.path());
-    produce(&source, [(0, varied(1))]);
-    let summary = backup(dir.path(), &["--topic", &source]).ok().summary();
-    let second = PathBuf::from(summary["dir"].as_str().unwrap())
-        .join(summary["topics"][0]["file"].as_str().unwrap());
+    let (set, first) = small_chunked_set();
+    produce(&set.source, [(0, varied(1))]);
+    let second = archive_file(&backup(set.dir(), &["--topic", &set.source]).ok().summary());
     // A readable archive of the same topic, but not the one the first set's manifest lists.
     std::fs::copy(&second, &first).unwrap();
     let first_id = first
@@ -114,17 +114,7 @@ fn an_archive_swapped_for_another_is_refused() {
         .to_string();
 
     let target = test_support::unique_name("swap_dst");
-    let run = replay(
-        dir.path(),
-        &[
-            "--topic",
-            &source,
-            "--target-topic",
-            &target,
-            "--backup-id",
-            &first_id,
-        ],
-    );
+    let run = set.replay_into(&target, &["--backup-id", &first_id]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr.contains("do not match their manifest"),

@@ -5,11 +5,11 @@ use crate::support::*;
 const PER_PARTITION: i64 = 200;
 const T0: i64 = 1_780_000_000_000;
 
-/// A topic of 3 x 200 records whose timestamps rise by one second per offset.
-fn timed_topic(dir: &std::path::Path) -> String {
-    let source = topic("flt_src", 3);
-    produce(
-        &source,
+/// A topic of 3 x 200 records whose timestamps rise by one second per offset, backed up.
+fn timed_topic() -> BackedUp {
+    let source = source_topic(
+        "flt_src",
+        3,
         (0..PER_PARTITION).flat_map(|o| {
             (0..3).map(move |p| {
                 (
@@ -24,8 +24,7 @@ fn timed_topic(dir: &std::path::Path) -> String {
             })
         }),
     );
-    backup(dir, &["--topic", &source]).ok();
-    source
+    BackedUp::new(source, &[])
 }
 
 fn iso(millis: i64) -> String {
@@ -36,30 +35,18 @@ fn iso(millis: i64) -> String {
 
 #[test]
 fn time_range_replays_exactly_the_records_in_range() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = timed_topic(dir.path());
+    let set = timed_topic();
     let target = test_support::unique_name("flt_time");
     // [T0+50s, T0+120s): offsets 50..120 of every partition. One bound as RFC 3339, one
     // as epoch milliseconds.
     let from = iso(T0 + 50_000);
     let to = (T0 + 120_000).to_string();
-    let run = replay(
-        dir.path(),
-        &[
-            "--topic",
-            &source,
-            "--target-topic",
-            &target,
-            "--from-time",
-            &from,
-            "--to-time",
-            &to,
-        ],
-    )
-    .ok()
-    .summary();
+    let run = set
+        .replay_into(&target, &["--from-time", &from, "--to-time", &to])
+        .ok()
+        .summary();
     assert_eq!(run["records_produced"], 3 * 70);
-    let original = read_all(&source);
+    let original = read_all(&set.source);
     let restored = read_all(&target);
     for p in 0..3 {
         let expected: Vec<Rec> = original[&p]
@@ -75,26 +62,17 @@ fn time_range_replays_exactly_the_records_in_range() {
 
 #[test]
 fn offset_range_replays_exactly_those_offsets() {
-    let dir = tempfile::tempdir().unwrap();
-    let source = timed_topic(dir.path());
+    let set = timed_topic();
     let target = test_support::unique_name("flt_off");
-    let run = replay(
-        dir.path(),
-        &[
-            "--topic",
-            &source,
-            "--target-topic",
+    let run = set
+        .replay_into(
             &target,
-            "--offset-range",
-            "1:10..25",
-            "--offset-range",
-            "2:190..",
-        ],
-    )
-    .ok()
-    .summary();
+            &["--offset-range", "1:10..25", "--offset-range", "2:190.."],
+        )
+        .ok()
+        .summary();
     assert_eq!(run["records_produced"], 15 + 10);
-    let original = read_all(&source);
+    let original = read_all(&set.source);
     let restored = read_all(&target);
     assert!(restored[&0].is_empty());
     let expect = |p: i32, from: i64, to: i64| -> Vec<Rec> {
@@ -110,20 +88,10 @@ fn offset_range_replays_exactly_those_offsets() {
 
     // A dry run reports the same plan and produces nothing.
     let other = test_support::unique_name("flt_dry");
-    let dry = replay(
-        dir.path(),
-        &[
-            "--topic",
-            &source,
-            "--target-topic",
-            &other,
-            "--offset-range",
-            "0:0..5",
-            "--dry-run",
-        ],
-    )
-    .ok()
-    .summary();
+    let dry = set
+        .replay_into(&other, &["--offset-range", "0:0..5", "--dry-run"])
+        .ok()
+        .summary();
     assert_eq!(dry["records_produced"], 5);
     assert_eq!(dry["dry_run"], true);
     assert_eq!(

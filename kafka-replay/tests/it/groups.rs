@@ -13,9 +13,9 @@ const T0: i64 = 1_780_000_000_000;
 
 #[test]
 fn group_offsets_are_restored_translated() {
-    let source = topic("grp_src", 2);
-    produce(
-        &source,
+    let source = source_topic(
+        "grp_src",
+        2,
         (0..100i64).flat_map(|o| {
             (0..2).map(move |p| {
                 (
@@ -32,30 +32,26 @@ fn group_offsets_are_restored_translated() {
     );
     let group = test_support::unique_name("grp");
     commit_group(&group, &source, &[(0, 20), (1, 35)]);
-    let dir = tempfile::tempdir().unwrap();
-    let backup = backup(dir.path(), &["--topic", &source]).ok().summary();
-    let saved = backup["topics"][0]["groups"].as_array().unwrap();
-    assert!(saved.iter().any(|g| g == group.as_str()), "{backup}");
+    let set = BackedUp::new(source, &[]);
+    let saved = set.summary["topics"][0]["groups"].as_array().unwrap();
+    assert!(saved.iter().any(|g| g == group.as_str()), "{}", set.summary);
 
     // Skip the first 10 records of each partition: target offset = source offset - 10.
     let target = test_support::unique_name("grp_dst");
     let from = (T0 + 10_000).to_string();
-    let run = replay(
-        dir.path(),
-        &[
-            "--topic",
-            &source,
-            "--target-topic",
+    let run = set
+        .replay_into(
             &target,
-            "--from-time",
-            &from,
-            "--restore-group-offsets",
-            "--group",
-            &group,
-        ],
-    )
-    .ok()
-    .summary();
+            &[
+                "--from-time",
+                &from,
+                "--restore-group-offsets",
+                "--group",
+                &group,
+            ],
+        )
+        .ok()
+        .summary();
     assert_eq!(run["verified"], true);
     let restored = &run["groups"][0];
     assert_eq!(restored["group"], group.as_str());

@@ -122,35 +122,30 @@ fn offset_record(topic: &str) -> (i32, String, Value) {
 
 #[test]
 fn cut_replays_exactly_the_events_below_the_lsn_and_sets_the_offsets() {
-    let source = topic("lsn_src", 2);
-    produce(&source, cdc_records());
+    let source = source_topic("lsn_src", 2, cdc_records());
     let past = test_support::unique_name("lsn_past");
     let mid = test_support::unique_name("lsn_mid");
     commit_group(&past, &source, &[(0, 11), (1, 5)]);
     commit_group(&mid, &source, &[(0, 3), (1, 2)]);
-    let dir = tempfile::tempdir().unwrap();
-    backup(dir.path(), &["--topic", &source]).ok();
+    let set = BackedUp::new(source, &[]);
 
     let target = test_support::unique_name("lsn_dst");
     let offsets_topic = test_support::unique_name("lsn_offsets");
-    let run = replay(
-        dir.path(),
-        &[
-            "--topic",
-            &source,
-            "--target-topic",
+    let run = set
+        .replay_into(
             &target,
-            "--until-lsn",
-            "0/3000",
-            "--restore-group-offsets",
-            "--connector-offset",
-            "inventory=dbserver1",
-            "--offsets-topic",
-            &offsets_topic,
-        ],
-    )
-    .ok()
-    .summary();
+            &[
+                "--until-lsn",
+                "0/3000",
+                "--restore-group-offsets",
+                "--connector-offset",
+                "inventory=dbserver1",
+                "--offsets-topic",
+                &offsets_topic,
+            ],
+        )
+        .ok()
+        .summary();
     assert_eq!(run["verified"], true, "{run}");
     assert_eq!(
         run["lsn_cut"],
@@ -165,7 +160,7 @@ fn cut_replays_exactly_the_events_below_the_lsn_and_sets_the_offsets() {
     let kept: [&[i64]; 2] = [&[0, 1, 2, 3, 4, 5, 9], &[0, 1, 2, 3]];
     assert_eq!(
         recs(&read_all(&target)),
-        at_offsets(&read_all(&source), &kept)
+        at_offsets(&read_all(&set.source), &kept)
     );
 
     // Groups: one committed past the cut lands at the end of what was replayed; one in the
@@ -193,10 +188,10 @@ fn cut_replays_exactly_the_events_below_the_lsn_and_sets_the_offsets() {
 
 #[test]
 fn header_lsns_combine_with_a_time_range_and_an_existing_offsets_topic() {
-    let source = topic("lsn_hdr", 1);
     // LSNs 0/10, 0/20, ... 0/A0 in a header; the values carry none.
-    produce(
-        &source,
+    let source = source_topic(
+        "lsn_hdr",
+        1,
         (0..10i64).map(|i| {
             (
                 0,
@@ -212,17 +207,12 @@ fn header_lsns_combine_with_a_time_range_and_an_existing_offsets_topic() {
             )
         }),
     );
-    let dir = tempfile::tempdir().unwrap();
-    backup(dir.path(), &["--topic", &source]).ok();
+    let set = BackedUp::new(source, &[]);
     let offsets_topic = topic("lsn_offsets1", 1);
     let target = test_support::unique_name("lsn_hdr_dst");
     let from = (T0 + 2000).to_string();
     // 0/80 as a decimal number.
     let args = [
-        "--topic",
-        &source,
-        "--target-topic",
-        &target,
         "--until-lsn",
         "128",
         "--lsn-field",
@@ -241,15 +231,15 @@ fn header_lsns_combine_with_a_time_range_and_an_existing_offsets_topic() {
 
     // A dry run reports the cut and the offset, and writes nothing.
     let dry: Vec<&str> = args.iter().copied().chain(["--dry-run"]).collect();
-    let planned = replay(dir.path(), &dry).ok().summary();
+    let planned = set.replay_into(&target, &dry).ok().summary();
     assert_eq!(planned["lsn_cut"], expected_cut);
     assert_eq!(planned["connector_offset"]["partition"], Value::Null);
     assert_eq!(partition_count(&target), 0);
     assert_eq!(watermarks(&offsets_topic, 1), vec![(0, 0)]);
 
-    let run = replay(dir.path(), &args).ok().summary();
+    let run = set.replay_into(&target, &args).ok().summary();
     assert_eq!(run["lsn_cut"], expected_cut);
-    let original = read_all(&source);
+    let original = read_all(&set.source);
     assert_eq!(
         recs(&read_all(&target)),
         at_offsets(&original, &[&[2, 3, 4, 5, 6]])
@@ -272,22 +262,16 @@ fn header_lsns_combine_with_a_time_range_and_an_existing_offsets_topic() {
 
 #[test]
 fn a_record_without_an_lsn_stops_the_replay_before_anything_is_produced() {
-    let source = topic("lsn_miss", 2);
     let mut records = cdc_records();
     // Partition 1's fourth record: a heartbeat-like value with no source.lsn.
     records[14].1.value = Some(br#"{"payload":{"ts_ms":1}}"#.to_vec());
-    produce(&source, records);
-    let dir = tempfile::tempdir().unwrap();
-    backup(dir.path(), &["--topic", &source]).ok();
+    let set = BackedUp::new(source_topic("lsn_miss", 2, records), &[]);
+    let source = &set.source;
     let target = test_support::unique_name("lsn_miss_dst");
     let offsets_topic = test_support::unique_name("lsn_miss_off");
-    let run = replay(
-        dir.path(),
+    let run = set.replay_into(
+        &target,
         &[
-            "--topic",
-            &source,
-            "--target-topic",
-            &target,
             "--until-lsn",
             "0/3000",
             "--connector-offset",
@@ -309,7 +293,7 @@ fn a_record_without_an_lsn_stops_the_replay_before_anything_is_produced() {
 
     // A pipe cannot be checked before producing: --stdin is refused.
     let run = replay(
-        dir.path(),
+        set.dir(),
         &["--stdin", "--target-topic", &target, "--until-lsn", "0/1"],
     );
     run.assert_code(2);

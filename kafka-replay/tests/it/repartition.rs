@@ -7,9 +7,9 @@ use crate::support::*;
 
 #[test]
 fn repartition_into_fewer_partitions_keeps_every_record_and_key_order() {
-    let source = topic("rep_src", 3);
-    produce(
-        &source,
+    let source = source_topic(
+        "rep_src",
+        3,
         (0..600u64).map(|i| {
             let rec = Rec {
                 // Each key lives in one source partition, like a keyed producer would put it.
@@ -21,22 +21,11 @@ fn repartition_into_fewer_partitions_keeps_every_record_and_key_order() {
             ((i % 3) as i32, rec)
         }),
     );
-    let dir = tempfile::tempdir().unwrap();
-    backup(dir.path(), &["--topic", &source]).ok();
+    let set = BackedUp::new(source, &[]);
     let target = test_support::unique_name("rep_dst");
 
     // Without --repartition a 2-partition target cannot take partition 2.
-    let refused = replay(
-        dir.path(),
-        &[
-            "--topic",
-            &source,
-            "--target-topic",
-            &target,
-            "--partitions",
-            "2",
-        ],
-    );
+    let refused = set.replay_into(&target, &["--partitions", "2"]);
     assert_eq!(refused.code, 2);
     assert!(
         refused.stderr.contains("--repartition"),
@@ -44,20 +33,10 @@ fn repartition_into_fewer_partitions_keeps_every_record_and_key_order() {
         refused.stderr
     );
 
-    let run = replay(
-        dir.path(),
-        &[
-            "--topic",
-            &source,
-            "--target-topic",
-            &target,
-            "--partitions",
-            "2",
-            "--repartition",
-        ],
-    )
-    .ok()
-    .summary();
+    let run = set
+        .replay_into(&target, &["--partitions", "2", "--repartition"])
+        .ok()
+        .summary();
     assert_eq!(run["verified"], true);
     assert_eq!(run["records_produced"], 600);
     assert_eq!(partition_count(&target), 2);

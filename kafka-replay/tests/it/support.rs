@@ -1,5 +1,5 @@
 //! Helpers of the replay tests: topics with known records, reading a topic back field by
-//! field, and running the two tools.
+//! field, running the two tools, and a topic backed up ready to replay.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,6 +11,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, Timestamp};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use tempfile::TempDir;
 pub use test_support::kafka::{block_on, commit_group, topic};
 use test_support::kafka::{bootstrap, client_config};
 
@@ -276,4 +278,55 @@ pub fn replay_child(dir: &Path, args: &[&str]) -> std::process::Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// Creates a topic named after `prefix` with `partitions` partitions and produces `records`.
+pub fn source_topic(
+    prefix: &str,
+    partitions: i32,
+    records: impl IntoIterator<Item = (i32, Rec)>,
+) -> String {
+    let source = topic(prefix, partitions);
+    produce(&source, records);
+    source
+}
+
+/// Where most replay tests start: a source topic backed up by kafka-topic-backup into a
+/// repository of its own.
+pub struct BackedUp {
+    pub source: String,
+    pub dir: TempDir,
+    /// The backup's summary line.
+    pub summary: Value,
+}
+
+impl BackedUp {
+    /// Backs `source` up (`--topic SOURCE`, then `args`) into a new repository; the backup
+    /// must succeed.
+    pub fn new(source: String, args: &[&str]) -> BackedUp {
+        let dir = tempfile::tempdir().unwrap();
+        let topic_args: Vec<&str> = ["--topic", source.as_str()]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        let summary = backup(dir.path(), &topic_args).ok().summary();
+        BackedUp {
+            source,
+            dir,
+            summary,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Replays the source into `target`: `--topic SOURCE --target-topic TARGET`, then `args`.
+    pub fn replay_into(&self, target: &str, args: &[&str]) -> Run {
+        let all: Vec<&str> = ["--topic", self.source.as_str(), "--target-topic", target]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        replay(self.dir(), &all)
+    }
 }

@@ -168,64 +168,109 @@ pub(crate) struct Record {
 /// does not exist.
 pub(crate) fn read_all(bootstrap: &str, topic: &str) -> Result<Option<Vec<Record>>, CdcError> {
     let what = format!("read topic {topic}");
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer = reader(bootstrap, &what)?;
+    let Some(partitions) = partitions(&consumer, topic, &what)? else {
+        return Ok(None);
+    };
+    let ends = assign_non_empty(&consumer, topic, &partitions, &what)?;
+    if ends.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let mut records = consume_to(&consumer, &ends, &what)?;
+    records.sort_by_key(|r| (r.partition, r.offset));
+    Ok(Some(records))
+}
+
+/// A consumer of its own group that commits nothing and creates no topic.
+fn reader(bootstrap: &str, what: &str) -> Result<BaseConsumer, CdcError> {
+    ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", crate::unique_name("cdc-reader"))
         .set("enable.auto.commit", "false")
         .set("allow.auto.create.topics", "false")
         .create()
-        .map_err(kafka_error(&what))?;
+        .map_err(kafka_error(what))
+}
+
+/// The partition ids of `topic`; `None` when it does not exist.
+fn partitions(
+    consumer: &BaseConsumer,
+    topic: &str,
+    what: &str,
+) -> Result<Option<Vec<i32>>, CdcError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), TIMEOUT)
-        .map_err(kafka_error(&what))?;
+        .map_err(kafka_error(what))?;
     let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
         return Ok(None);
     };
     match meta.error() {
-        Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => return Ok(None),
-        Some(error) => {
-            return Err(CdcError::Kafka {
-                what,
-                message: format!("{error:?}"),
-            })
-        }
-        None => {}
+        Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => Ok(None),
+        Some(error) => Err(CdcError::Kafka {
+            what: what.to_string(),
+            message: format!("{error:?}"),
+        }),
+        None => Ok(Some(meta.partitions().iter().map(|p| p.id()).collect())),
     }
+}
+
+/// Assigns every partition that holds records from its low watermark; each one's high
+/// watermark, where reading it ends.
+fn assign_non_empty(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+    what: &str,
+) -> Result<Vec<(i32, i64)>, CdcError> {
     let mut ends = Vec::new();
     let mut assignment = TopicPartitionList::new();
-    for partition in meta.partitions() {
-        let id = partition.id();
+    for &id in partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, id, TIMEOUT)
-            .map_err(kafka_error(&what))?;
+            .map_err(kafka_error(what))?;
         if high > low {
             ends.push((id, high));
             assignment
                 .add_partition_offset(topic, id, Offset::Offset(low))
-                .map_err(kafka_error(&what))?;
+                .map_err(kafka_error(what))?;
         }
     }
-    let mut records = Vec::new();
-    if ends.is_empty() {
-        return Ok(Some(records));
+    if !ends.is_empty() {
+        consumer.assign(&assignment).map_err(kafka_error(what))?;
     }
-    consumer.assign(&assignment).map_err(kafka_error(&what))?;
+    Ok(ends)
+}
+
+/// Polls until every partition is read up to its end in `ends`, within [`TIMEOUT`].
+fn consume_to(
+    consumer: &BaseConsumer,
+    ends: &[(i32, i64)],
+    what: &str,
+) -> Result<Vec<Record>, CdcError> {
+    let mut records = Vec::new();
     let deadline = Instant::now() + TIMEOUT;
     let mut next: Vec<(i32, i64)> = ends.iter().map(|&(p, _)| (p, 0)).collect();
-    while next.iter().zip(&ends).any(|(&(_, n), &(_, end))| n < end) {
+    while next.iter().zip(ends).any(|(&(_, n), &(_, end))| n < end) {
         if Instant::now() > deadline {
             return Err(CdcError::Kafka {
-                what,
+                what: what.to_string(),
                 message: format!("not all records read within {TIMEOUT:?}"),
             });
         }
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let message = message.map_err(kafka_error(&what))?;
+        let message = message.map_err(kafka_error(what))?;
         if let Some(slot) = next.iter_mut().find(|(p, _)| *p == message.partition()) {
             slot.1 = message.offset() + 1;
         }
+        records.push(Record::from_message(&message));
+    }
+    Ok(records)
+}
+
+impl Record {
+    fn from_message(message: &impl Message) -> Record {
         let headers = message
             .headers()
             .map(|h| {
@@ -239,16 +284,14 @@ pub(crate) fn read_all(bootstrap: &str, topic: &str) -> Result<Option<Vec<Record
                     .collect()
             })
             .unwrap_or_default();
-        records.push(Record {
+        Record {
             partition: message.partition(),
             offset: message.offset(),
             key: message.key().map(<[u8]>::to_vec),
             value: message.payload().map(<[u8]>::to_vec),
             headers,
-        });
+        }
     }
-    records.sort_by_key(|r| (r.partition, r.offset));
-    Ok(Some(records))
 }
 
 /// A record's bytes as JSON, naming the record when they are not.

@@ -98,7 +98,7 @@ pub struct CutArgs {
     #[arg(long, short = 'b', env = common::env::KAFKA_BOOTSTRAP_SERVERS, value_name = "HOSTS")]
     pub bootstrap_servers: String,
     /// Extra librdkafka property as key=value (repeatable).
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = crate::thresholds::parse_key_value)]
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = common::kafka::parse_key_value)]
     pub client_config: Vec<(String, String)>,
     /// Directory of the other pipeline-backup tools [default: next to this program, else PATH].
     #[arg(long, value_name = "DIR")]

@@ -84,7 +84,7 @@ impl<'a> Drill<'a> {
         let backup_dir_arg = tools::backup_dir_arg(&backup_dir)?;
         let kafka = match args.bootstrap_servers.as_deref().map(str::trim) {
             Some(servers) if !servers.is_empty() => {
-                let properties = crate::thresholds::kafka_properties(&args.client_config)?;
+                let properties = common::kafka::kafka_properties(&args.client_config)?;
                 let config = broker::config(servers, &properties);
                 let topic = format!(
                     "validate-backups-drill-{}-{}",

@@ -41,7 +41,7 @@ pub struct DrillArgs {
     #[arg(long, short = 'b', env = common::env::KAFKA_BOOTSTRAP_SERVERS, value_name = "HOSTS")]
     pub bootstrap_servers: Option<String>,
     /// Extra librdkafka property as key=value (repeatable).
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = crate::thresholds::parse_key_value)]
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = common::kafka::parse_key_value)]
     pub client_config: Vec<(String, String)>,
     /// Rows in the drill's table at backup time.
     #[arg(long, default_value_t = 5000)]

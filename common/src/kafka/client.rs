@@ -2,7 +2,8 @@
 
 use rdkafka::ClientConfig;
 
-use crate::cli::{is_secret_property, KafkaArgs};
+use super::is_secret_property;
+use crate::cli::KafkaArgs;
 
 /// The client settings from the flags and `KAFKA_CLIENT_CONFIG`, logged without secrets.
 /// Topic auto-creation is off unless asked for: the tools ask for topics' metadata by name,
