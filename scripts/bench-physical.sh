@@ -156,7 +156,7 @@ CONF
         measure ours_pgdata_restore "$BIN/pitr-restore" --backup-dir "$WORK/repo-inc" --pgdata "$WORK/ri" --target immediate --yes -q
         as_db pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --pg1-path="$WORK/rp" restore >/dev/null
         # Second copies for the by-timestamp deltas.
-        as_db "$BIN/pitr-restore" --backup-dir "$WORK/repo-inc" --pgdata "$WORK/rt" --target immediate --yes -q
+        as_db "$BIN/pitr-restore" --backup-dir "$WORK/repo-inc" --pgdata "$WORK/rt" --target immediate --yes -q >/dev/null
         as_db pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --pg1-path="$WORK/rpf" restore >/dev/null
         as_db "$PG_BIN/psql" -XAtqc "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= $CHANGE_ROWS; CHECKPOINT" >/dev/null
         measure ours_incr "$BIN/pg-base-backup" --backup-dir "$WORK/repo-inc" --pgdata "$WORK/data" --type incr --compress zstd --no-retention -q

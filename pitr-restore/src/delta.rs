@@ -133,11 +133,21 @@ pub struct Report {
     /// `--delta-by-timestamp` trusted by size and time).
     pub hashed_files: u64,
     pub hashed_bytes: u64,
+    /// The sets of the chain whose tarballs were read (the chosen one always is).
+    pub sets_read: Vec<String>,
 }
 
 impl Plan {
     pub fn report(&self) -> &Report {
         &self.report
+    }
+
+    /// Names the links read, of `ids` (the chain's set ids), in the report.
+    pub fn name_sets_read(&mut self, ids: &[String]) {
+        self.report.sets_read = (0..ids.len())
+            .filter(|&link| self.members(link).is_some())
+            .map(|link| ids[link].clone())
+            .collect();
     }
 
     /// The members of link `link`'s tarball to write; `None`: nothing is taken from it (the
@@ -319,7 +329,7 @@ fn local_hashes<'a>(
                     for file in files.iter().skip(worker).step_by(workers) {
                         common::interrupt::checkpoint();
                         let path = pgdata.join(&file.path);
-                        let found = filelist::hash_file(&path)
+                        let found = local_state(&path, &file.path)
                             .with_context(|| format!("cannot read {}", path.display()))?;
                         hashed.push((file.path.as_str(), found));
                         progress.inc(file.size);
@@ -334,6 +344,37 @@ fn local_hashes<'a>(
         }
         Ok(hashed)
     })
+}
+
+/// Size and content hash of a local file as the backup would have it: postgresql.auto.conf
+/// without the recovery settings an earlier restore appended (they are written anew), so
+/// that it does not take its whole chain's tarballs to restore 100 bytes.
+fn local_state(path: &Path, listed: &str) -> std::io::Result<(u64, String)> {
+    if listed != crate::recovery::AUTO_CONF {
+        return filelist::hash_file(path);
+    }
+    let text = std::fs::read(path)?;
+    let own = crate::recovery::without_recovery_block(&text);
+    let mut hash = filelist::ContentHash::default();
+    hash.update(own);
+    Ok((own.len() as u64, hash.hex()))
+}
+
+/// Takes an earlier restore's recovery settings out of postgresql.auto.conf, leaving the
+/// backup's content (compared by [`local_state`]); the restore writes its own.
+fn strip_recovery_block(pgdata: &Path) -> anyhow::Result<()> {
+    let path = pgdata.join(crate::recovery::AUTO_CONF);
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let own = crate::recovery::without_recovery_block(&text);
+    if own.len() < text.len() {
+        common::durable::write_atomic(&path, own)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// A delta restore under way: the directory is being changed.
@@ -367,6 +408,7 @@ pub fn begin(pgdata: &Path, system_identifier: u64, plan: &Plan) -> anyhow::Resu
         common::durable::fsync_dir(global)?;
     }
     conform::remove(pgdata, &plan.unlisted)?;
+    strip_recovery_block(pgdata)?;
     for path in plan.labels.iter().chain(&plan.in_the_way) {
         let path = pgdata.join(path);
         let removed = match std::fs::symlink_metadata(&path) {

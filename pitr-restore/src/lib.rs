@@ -338,7 +338,8 @@ impl Restore<'_> {
         } else {
             delta::Compare::Checksum
         };
-        let plan = delta::compare(pgdata, &states, how, &progress)?;
+        let mut plan = delta::compare(pgdata, &states, how, &progress)?;
+        plan.name_sets_read(&self.chain.ids());
         progress.finish_and_clear();
         let report = plan.report().clone();
         tracing::info!(

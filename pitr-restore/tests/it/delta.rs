@@ -261,6 +261,20 @@ fn delta_by_timestamp_reads_only_files_whose_time_changed_and_plain_delta_reads_
         tampered(&still_path),
         "the tampered page with its time set back was kept"
     );
+    // Nothing differs by time: only the chosen set is read (for its backup_label), not the
+    // full, although the last restore changed postgresql.auto.conf (recovery settings are
+    // written anew, not restored).
+    let json = crate::last_json(&out);
+    assert_eq!(
+        json["delta"]["sets_read"],
+        serde_json::json!([&incr]),
+        "{json}"
+    );
+    assert!(
+        json["delta"]["hashed_files"].as_u64().unwrap() * 20
+            < json["delta"]["kept_files"].as_u64().unwrap(),
+        "only files written within a second of a backup's start are read: {json}"
+    );
     let (json, server) = a.ok(src.backups.path(), &["--delta"]);
     assert!(!tampered(&still_path), "plain --delta restored it");
     assert_eq!(
