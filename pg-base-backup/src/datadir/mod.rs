@@ -105,30 +105,52 @@ pub fn capture(
     let found = walk(options.pgdata)?;
     let name = format!("{BASE_TAR}{}", args.compress.extension());
     let file = set.create_file(&name, args.compress, args.compress_level, options.threads)?;
-    let expected = found
-        .iter()
-        .filter(|f| !f.is_dir)
-        .filter_map(|f| std::fs::metadata(&f.abs).ok())
-        .map(|m| m.len())
-        .sum();
-    let progress = common::progress::bytes(&args.global, Some(expected), "base backup");
-    let mut writer = TarWriter {
-        builder: tar::Builder::new(file),
-        list: FileList::default(),
-        hashes: FileHashes::new(),
-        counts: Counts::default(),
-        checksum_failures: Vec::new(),
-        progress: &progress,
-    };
+    let progress = common::progress::bytes(&args.global, Some(file_bytes(&found)), "base backup");
+    let mut writer = TarWriter::new(file, &progress);
+    let verify = server
+        .info
+        .data_checksums
+        .then_some(read::Verify { before: start_lsn });
     std::thread::scope(|scope| {
-        let verify = server
-            .info
-            .data_checksums
-            .then_some(read::Verify { before: start_lsn });
         let receivers = read::spawn(scope, &found, reference.as_ref(), verify, options.read_jobs);
         // Dropping the receivers on an error stops the readers at their next send.
         writer.write_all(&found, receivers)
     })?;
+    let stop_lsn = stop(server, &mut writer)?;
+    progress.finish_and_clear();
+    let (tar_entry, writer) = writer.finish()?;
+    Ok(Captured {
+        tar_entry,
+        list: writer.list,
+        hashes: writer.hashes,
+        range: WalRange {
+            timeline,
+            start: start_lsn,
+            stop: stop_lsn,
+        },
+        finished_at: common::timefmt::now(),
+        counts: writer.counts,
+        checksum_failures: writer.checksum_failures,
+        reference: reference.map(|r| ReferenceUsed {
+            id: r.id,
+            start_lsn: r.start_lsn,
+            chain: r.chain,
+        }),
+    })
+}
+
+/// The bytes of the regular files found, for the progress bar.
+fn file_bytes(found: &[Found]) -> u64 {
+    found
+        .iter()
+        .filter(|f| !f.is_dir)
+        .filter_map(|f| std::fs::metadata(&f.abs).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Ends the backup on the server and adds the backup_label it returns; the stop LSN.
+fn stop(server: &Connected, writer: &mut TarWriter<'_>) -> anyhow::Result<Lsn> {
     let stopped = server.backup_stop()?;
     writer.append_bytes("backup_label", stopped.label.as_bytes())?;
     if !stopped.tablespace_map.trim().is_empty() {
@@ -136,38 +158,7 @@ pub fn capture(
             "the cluster has tablespaces: their files are stored under pg_tblspc/ and restored as directories inside the data directory"
         );
     }
-    progress.finish_and_clear();
-    let TarWriter {
-        builder,
-        list,
-        hashes,
-        counts,
-        checksum_failures,
-        ..
-    } = writer;
-    let tar_entry = builder
-        .into_inner()
-        .context("finishing the tarball")?
-        .finish()
-        .context("writing the tarball")?;
-    Ok(Captured {
-        tar_entry,
-        list,
-        hashes,
-        range: WalRange {
-            timeline,
-            start: start_lsn,
-            stop: stopped.lsn,
-        },
-        finished_at: common::timefmt::now(),
-        counts,
-        checksum_failures,
-        reference: reference.map(|r| ReferenceUsed {
-            id: r.id,
-            start_lsn: r.start_lsn,
-            chain: r.chain,
-        }),
-    })
+    Ok(stopped.lsn)
 }
 
 /// A data directory has PG_VERSION and global/pg_control.
@@ -260,7 +251,43 @@ struct TarWriter<'a> {
     progress: &'a indicatif::ProgressBar,
 }
 
-impl TarWriter<'_> {
+/// What the tar writer gathered, once the tarball is finished.
+struct Gathered {
+    list: FileList,
+    hashes: FileHashes,
+    counts: Counts,
+    checksum_failures: Vec<ChecksumFailure>,
+}
+
+impl<'a> TarWriter<'a> {
+    fn new(file: SetFile, progress: &'a indicatif::ProgressBar) -> Self {
+        TarWriter {
+            builder: tar::Builder::new(file),
+            list: FileList::default(),
+            hashes: FileHashes::new(),
+            counts: Counts::default(),
+            checksum_failures: Vec::new(),
+            progress,
+        }
+    }
+
+    /// Finishes the tarball: its entry in the manifest, and what was gathered.
+    fn finish(self) -> anyhow::Result<(FileEntry, Gathered)> {
+        let tar_entry = self
+            .builder
+            .into_inner()
+            .context("finishing the tarball")?
+            .finish()
+            .context("writing the tarball")?;
+        let gathered = Gathered {
+            list: self.list,
+            hashes: self.hashes,
+            counts: self.counts,
+            checksum_failures: self.checksum_failures,
+        };
+        Ok((tar_entry, gathered))
+    }
+
     fn write_all(
         &mut self,
         found: &[Found],
