@@ -1,8 +1,10 @@
 //! Change events of a CDC connector (Debezium's PostgreSQL connector and the like) as the
 //! pipeline cut reads them: where an event's LSN is (Debezium's envelope `source.lsn`, with or
 //! without the JsonConverter schema wrapper, or a JSON pointer or a record header the user
-//! names), in which forms an LSN comes, and the envelope's payload. `kafka-replay --until-lsn`
-//! cuts topics with it; `validate-backups restore` proves the cut with it.
+//! names), in which forms an LSN comes, where an event's transaction id is (Debezium's
+//! `source.txId`, or a pointer or header, [`TxIdField`]), and the envelope's payload.
+//! `kafka-replay --until-lsn` cuts topics with it; `validate-backups restore` proves the cut
+//! with it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -70,6 +72,8 @@ pub enum Missing {
     NotJson,
     Absent,
     NotAnLsn(String),
+    /// A transaction id field holding something else than a non-negative integer.
+    NotATxId(String),
 }
 
 impl fmt::Display for Missing {
@@ -80,6 +84,10 @@ impl fmt::Display for Missing {
             Missing::NotAnLsn(found) => write!(
                 f,
                 "it holds {found}, not an LSN (a number, or text like 0/16B3748)"
+            ),
+            Missing::NotATxId(found) => write!(
+                f,
+                "it holds {found}, not a transaction id (a non-negative integer)"
             ),
         }
     }
@@ -112,6 +120,96 @@ impl LsnField {
                 Ok((lsn, Some(value)))
             }
         }
+    }
+}
+
+/// Where a record's transaction id is: Debezium's `source.txId` (the top-level transaction's
+/// 32-bit xid, or a 64-bit xid8) by default, else a JSON pointer or a header, written as for
+/// [`LsnField`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TxIdField {
+    /// Debezium's `source.txId`, with or without the schema wrapper.
+    #[default]
+    Envelope,
+    /// A JSON pointer into the value (`/source/xid`).
+    Pointer(String),
+    /// A record header, as decimal text.
+    Header(String),
+}
+
+impl FromStr for TxIdField {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        // One syntax for both fields: an LSN field's spec is parsed, then taken over.
+        match text.parse::<LsnField>() {
+            Ok(LsnField::Pointer(pointer)) => Ok(TxIdField::Pointer(pointer)),
+            Ok(LsnField::Header(name)) => Ok(TxIdField::Header(name)),
+            _ => Err(format!(
+                "invalid txId field '{text}': expected a JSON pointer into the value (/source/txId) or header:NAME"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for TxIdField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TxIdField::Envelope => write!(f, "{}/txId or {}/txId", ENVELOPE[0], ENVELOPE[1]),
+            TxIdField::Pointer(pointer) => write!(f, "{pointer}"),
+            TxIdField::Header(name) => write!(f, "header '{name}'"),
+        }
+    }
+}
+
+impl TxIdField {
+    /// The transaction id of a record: from its value (`parsed`, when the caller has parsed
+    /// it already, else `value`) or, for a header field, from `header(name)`.
+    pub fn read<'a>(
+        &self,
+        parsed: Option<&Value>,
+        value: Option<&[u8]>,
+        header: impl FnOnce(&str) -> Option<&'a [u8]>,
+    ) -> Result<u64, Missing> {
+        let found = match self {
+            TxIdField::Header(name) => {
+                let bytes = header(name).ok_or(Missing::Absent)?;
+                let text = std::str::from_utf8(bytes)
+                    .map_err(|_| Missing::NotATxId("bytes that are not text".to_string()))?;
+                Value::String(text.to_string())
+            }
+            TxIdField::Envelope | TxIdField::Pointer(_) => {
+                let owned;
+                let value = match parsed {
+                    Some(value) => value,
+                    None => {
+                        let bytes = value.ok_or(Missing::Absent)?;
+                        owned =
+                            serde_json::from_slice::<Value>(bytes).map_err(|_| Missing::NotJson)?;
+                        &owned
+                    }
+                };
+                let found = match self {
+                    TxIdField::Pointer(pointer) => value.pointer(pointer),
+                    _ => source_field(value, "txId"),
+                };
+                found.cloned().unwrap_or(Value::Null)
+            }
+        };
+        tx_id_of(&found)
+    }
+}
+
+/// A transaction id from a JSON number or decimal text.
+pub fn tx_id_of(found: &Value) -> Result<u64, Missing> {
+    match found {
+        Value::Null => Err(Missing::Absent),
+        Value::Number(n) => n.as_u64().ok_or_else(|| Missing::NotATxId(n.to_string())),
+        Value::String(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| Missing::NotATxId(format!("'{text}'"))),
+        other => Err(Missing::NotATxId(other.to_string())),
     }
 }
 
@@ -199,5 +297,40 @@ mod tests {
             lsn_of(&Value::Bool(true)),
             Err(Missing::NotAnLsn(_))
         ));
+    }
+
+    #[test]
+    fn transaction_ids_from_the_envelope_a_pointer_or_a_header() {
+        let plain = br#"{"source":{"lsn":1,"txId":725}}"#;
+        assert_eq!(
+            TxIdField::Envelope.read(None, Some(plain), no_header),
+            Ok(725)
+        );
+        let wrapped: Value =
+            serde_json::from_str(r#"{"schema":{},"payload":{"source":{"txId":"4294967296"}}}"#)
+                .unwrap();
+        let read = TxIdField::Envelope.read(Some(&wrapped), None, no_header);
+        assert_eq!(read, Ok(1 << 32));
+        let field: TxIdField = "/meta/xid".parse().unwrap();
+        let read = field.read(None, Some(br#"{"meta":{"xid":9}}"#), no_header);
+        assert_eq!(read, Ok(9));
+        let field: TxIdField = "header:xid".parse().unwrap();
+        let read = field.read(None, None, |name| (name == "xid").then_some(&b"12"[..]));
+        assert_eq!(read, Ok(12));
+        assert_eq!(
+            TxIdField::Envelope.read(None, Some(b"{}"), no_header),
+            Err(Missing::Absent)
+        );
+        let negative =
+            TxIdField::Envelope.read(None, Some(br#"{"source":{"txId":-1}}"#), no_header);
+        assert_eq!(negative, Err(Missing::NotATxId("-1".into())));
+        assert!("txId"
+            .parse::<TxIdField>()
+            .unwrap_err()
+            .contains("invalid txId field"));
+        assert_eq!(
+            TxIdField::Envelope.to_string(),
+            "/payload/source/txId or /source/txId"
+        );
     }
 }

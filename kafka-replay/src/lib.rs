@@ -29,7 +29,7 @@ use common::lsn::Lsn;
 
 pub use connector::ConnectorName;
 pub use filter::OffsetRange;
-pub use lsn_cut::{parse_lsn, LsnField};
+pub use lsn_cut::{parse_lsn, LsnField, TxIdField};
 pub use partitioner::murmur2_partition;
 pub use replay::run;
 
@@ -126,6 +126,27 @@ pub struct Args {
     /// Debezium's source.lsn, /payload/source/lsn or /source/lsn].
     #[arg(long, value_name = "SPEC", requires = "until_lsn")]
     pub lsn_field: Option<LsnField>,
+    /// Leave out the events below --until-lsn of these transactions: those the restore cut off
+    /// (begun before the cut, committed after it, so rolled back by recovery). FILE (- for
+    /// stdin) holds decimal transaction ids separated by whitespace or commas, or a JSON
+    /// array; they are counted as skipped_cut_off_events. Every event below the cut then
+    /// needs a transaction id (--txid-field), else exit 1 before anything is produced.
+    #[arg(long, value_name = "FILE", requires = "until_lsn")]
+    pub skip_txids: Option<std::path::PathBuf>,
+    /// Where each record's transaction id is, for --skip-txids and --list-txids: a JSON
+    /// pointer into the value or header:NAME, as --lsn-field; a non-negative integer
+    /// [default: Debezium's source.txId, /payload/source/txId or /source/txId].
+    #[arg(long, value_name = "SPEC", requires = "until_lsn")]
+    pub txid_field: Option<TxIdField>,
+    /// Print the distinct transaction ids of the selected events below --until-lsn (JSON:
+    /// a `txids` array) and replay nothing; no broker is contacted. A caller asks the
+    /// restored server which of them it did not commit, and passes those to --skip-txids.
+    #[arg(
+        long,
+        requires = "until_lsn",
+        conflicts_with_all = ["skip_txids", "connector_offset", "dry_run", "restore_group_offsets"]
+    )]
+    pub list_txids: bool,
     /// After a verified --until-lsn replay, store Debezium's PostgreSQL source offset at the
     /// cut ({"lsn", "txId", "ts_usec"} under key ["CONNECTOR",{"server":"SERVER"}]) in Kafka
     /// Connect's offsets topic, so the connector named CONNECTOR (topic.prefix SERVER)
@@ -146,7 +167,8 @@ pub struct Args {
     /// partitions (at most one per partition).
     #[arg(long, value_name = "N", default_value = "4")]
     pub producers: std::num::NonZeroUsize,
-    /// How long to wait for the last deliveries (e.g. 2m).
+    /// How long to wait for the last deliveries, and for the broker to acknowledge anything
+    /// while the producers' queues are full, before giving up (e.g. 2m).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 }

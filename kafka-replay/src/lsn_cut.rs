@@ -11,11 +11,20 @@
 //! the record just before it in the partition, and the first record of a partition is kept.
 //! A record whose LSN cannot be read stops the replay (exit 1) before anything is produced:
 //! the replay checks every selected record in a first pass.
+//!
+//! Transactions cut off by the restore (`--skip-txids`): a transaction that began before the
+//! cut and committed after it has events below the cut that the restored database does not
+//! hold (recovery rolled it back). Their transaction ids (Debezium's `source.txId`, or where
+//! `--txid-field` says) are given, and their events are left out like the phantoms after the
+//! cut. `--list-txids` prints the distinct transaction ids of the events below the cut, so
+//! the caller can ask the restored server which of them it did not commit.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::Path;
 
-pub use common::cdc::{parse_lsn, LsnField};
+use anyhow::Context;
+pub use common::cdc::{parse_lsn, LsnField, TxIdField};
 use common::cdc::{source_field, Missing};
 use common::exit::CodedError;
 use common::lsn::Lsn;
@@ -45,6 +54,9 @@ pub struct LsnCutReport {
     pub replayed: u64,
     /// Selected records at or after the cut, left out.
     pub dropped_after_cut: u64,
+    /// Selected records below the cut of transactions the restore cut off (--skip-txids),
+    /// left out.
+    pub skipped_cut_off_events: u64,
     pub max_replayed_lsn: Option<String>,
     pub min_dropped_lsn: Option<String>,
     /// The highest LSN among the records the other filters select: below `until_lsn`, the
@@ -57,18 +69,37 @@ pub struct LsnCutReport {
 struct Counts {
     replayed: u64,
     dropped: u64,
+    skipped: u64,
     min_dropped: Option<Lsn>,
     newest: Option<Lsn>,
     last: Option<LastEvent>,
 }
 
+/// What the cut decided for one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Kept,
+    AfterCut,
+    /// Below the cut, of a transaction the restore cut off.
+    CutOff,
+}
+
 /// A partition's recent decisions, for the tombstones that follow.
 #[derive(Debug, Clone, Default)]
 struct Recent {
-    /// Hashes of recent keys with whether that record was kept, newest last.
-    keys: VecDeque<(u64, bool)>,
+    /// Hashes of recent keys with the decision on that record, newest last.
+    keys: VecDeque<(u64, Decision)>,
     /// The decision on the partition's previous record.
-    last: Option<bool>,
+    last: Option<Decision>,
+}
+
+/// What the cut does with the transaction ids of the events below it.
+#[derive(Debug, Clone)]
+pub enum TxIds {
+    /// `--skip-txids`: leave out the events of these transactions.
+    Skip(TxIdField, HashSet<u64>),
+    /// `--list-txids`: collect the distinct ids.
+    List(TxIdField, BTreeSet<u64>),
 }
 
 /// The cut of one replay, with its running counts.
@@ -80,6 +111,8 @@ pub struct LsnCut {
     topic: String,
     recent: HashMap<i32, Recent>,
     counts: Counts,
+    /// None: transaction ids are not read.
+    txids: Option<TxIds>,
 }
 
 impl LsnCut {
@@ -90,6 +123,21 @@ impl LsnCut {
             topic,
             recent: HashMap::new(),
             counts: Counts::default(),
+            txids: None,
+        }
+    }
+
+    /// Reads the transaction id of every event below the cut, to skip or list it.
+    pub fn with_txids(mut self, txids: TxIds) -> LsnCut {
+        self.txids = Some(txids);
+        self
+    }
+
+    /// The distinct transaction ids of the events below the cut, in `--list-txids` mode.
+    pub fn listed_txids(&self) -> Option<&BTreeSet<u64>> {
+        match &self.txids {
+            Some(TxIds::List(_, ids)) => Some(ids),
+            _ => None,
         }
     }
 
@@ -97,6 +145,9 @@ impl LsnCut {
     pub fn restart(&mut self) {
         self.recent.clear();
         self.counts = Counts::default();
+        if let Some(TxIds::List(_, ids)) = &mut self.txids {
+            ids.clear();
+        }
     }
 
     /// Whether the record is below the cut. An error (exit 1) names the record whose LSN
@@ -105,45 +156,97 @@ impl LsnCut {
         let key = key_hash(record.key);
         let recent = self.recent.entry(partition).or_default();
         if record.value.is_none() {
-            let kept = recent
+            let decision = recent
                 .keys
                 .iter()
                 .rev()
                 .find(|(k, _)| *k == key)
-                .map(|(_, kept)| *kept)
+                .map(|(_, decision)| *decision)
                 .or(recent.last)
-                .unwrap_or(true);
-            recent.last = Some(kept);
-            self.count(kept, None);
-            return Ok(kept);
+                .unwrap_or(Decision::Kept);
+            recent.last = Some(decision);
+            self.count(decision, None);
+            return Ok(decision == Decision::Kept);
         }
         let (lsn, value) = match read_lsn(&self.field, record) {
             Ok(found) => found,
             Err(missing) => return Err(self.missing(partition, record.offset, missing)),
         };
-        let kept = lsn < self.until;
+        let decision = if lsn >= self.until {
+            Decision::AfterCut
+        } else {
+            self.below_cut(partition, record, value.as_ref())?
+        };
+        let recent = self.recent.entry(partition).or_default();
         if recent.keys.len() == RECENT_KEYS {
             recent.keys.pop_front();
         }
-        recent.keys.push_back((key, kept));
-        recent.last = Some(kept);
-        self.count(kept, Some(lsn));
+        recent.keys.push_back((key, decision));
+        recent.last = Some(decision);
+        self.count(decision, Some(lsn));
         self.counts.newest = self.counts.newest.max(Some(lsn));
+        let kept = decision == Decision::Kept;
         if kept && self.counts.last.as_ref().is_none_or(|l| lsn >= l.lsn) {
             self.counts.last = Some(last_event(lsn, value, record.value));
         }
         Ok(kept)
     }
 
-    fn count(&mut self, kept: bool, lsn: Option<Lsn>) {
-        if kept {
-            self.counts.replayed += 1;
-        } else {
-            self.counts.dropped += 1;
-            if let Some(lsn) = lsn {
-                self.counts.min_dropped = Some(self.counts.min_dropped.map_or(lsn, |m| m.min(lsn)));
+    /// An event below the cut: kept, unless its transaction is one the restore cut off; its
+    /// transaction id listed in `--list-txids` mode.
+    fn below_cut(
+        &mut self,
+        partition: i32,
+        record: &RecordView<'_>,
+        value: Option<&Value>,
+    ) -> anyhow::Result<Decision> {
+        let Some(txids) = &mut self.txids else {
+            return Ok(Decision::Kept);
+        };
+        let (TxIds::Skip(field, _) | TxIds::List(field, _)) = txids;
+        let id = match read_txid(field, record, value) {
+            Ok(id) => id,
+            Err(missing) => {
+                let field = field.to_string();
+                return Err(self.missing_txid(partition, record.offset, &field, missing));
+            }
+        };
+        Ok(match txids {
+            TxIds::Skip(_, skip) if skip.contains(&id) => Decision::CutOff,
+            TxIds::Skip(..) => Decision::Kept,
+            TxIds::List(_, ids) => {
+                ids.insert(id);
+                Decision::Kept
+            }
+        })
+    }
+
+    fn count(&mut self, decision: Decision, lsn: Option<Lsn>) {
+        match decision {
+            Decision::Kept => self.counts.replayed += 1,
+            Decision::CutOff => self.counts.skipped += 1,
+            Decision::AfterCut => {
+                self.counts.dropped += 1;
+                if let Some(lsn) = lsn {
+                    self.counts.min_dropped =
+                        Some(self.counts.min_dropped.map_or(lsn, |m| m.min(lsn)));
+                }
             }
         }
+    }
+
+    fn missing_txid(
+        &self,
+        partition: i32,
+        offset: i64,
+        field: &str,
+        missing: Missing,
+    ) -> anyhow::Error {
+        let error = anyhow::anyhow!(
+            "{}[{partition}] offset {offset} is below the cut but has no transaction id at {field}: {missing}; the transactions the restore cut off cannot be told apart without one (--txid-field says where it is); nothing was produced",
+            self.topic
+        );
+        CodedError::new(1, error).into()
     }
 
     fn missing(&self, partition: i32, offset: i64, missing: Missing) -> anyhow::Error {
@@ -167,6 +270,7 @@ impl LsnCut {
             until_lsn: self.until.to_string(),
             replayed: self.counts.replayed,
             dropped_after_cut: self.counts.dropped,
+            skipped_cut_off_events: self.counts.skipped,
             max_replayed_lsn: text(self.counts.last.as_ref().map(|l| l.lsn)),
             min_dropped_lsn: text(self.counts.min_dropped),
             backup_newest_lsn: text(self.counts.newest),
@@ -190,6 +294,44 @@ fn read_lsn(field: &LsnField, record: &RecordView<'_>) -> Result<(Lsn, Option<Va
             .last()
             .and_then(|h| h.value)
     })
+}
+
+/// The record's transaction id, from the value already parsed for its LSN when there is one.
+fn read_txid(
+    field: &TxIdField,
+    record: &RecordView<'_>,
+    parsed: Option<&Value>,
+) -> Result<u64, Missing> {
+    field.read(parsed, record.value, |name| {
+        record
+            .headers()
+            .filter(|h| h.key == name.as_bytes())
+            .last()
+            .and_then(|h| h.value)
+    })
+}
+
+/// Reads `--skip-txids FILE` (`-` for stdin): decimal transaction ids separated by
+/// whitespace or commas, optionally in a JSON array (as `--list-txids` prints them).
+pub fn read_skip_list(path: &Path) -> anyhow::Result<HashSet<u64>> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read --skip-txids from stdin")?
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --skip-txids file {}", path.display()))?
+    };
+    parse_skip_list(&text).with_context(|| format!("invalid --skip-txids file {}", path.display()))
+}
+
+fn parse_skip_list(text: &str) -> anyhow::Result<HashSet<u64>> {
+    text.split(|c: char| c.is_whitespace() || matches!(c, ',' | '[' | ']'))
+        .filter(|word| !word.is_empty())
+        .map(|word| {
+            word.parse::<u64>().map_err(|_| {
+                anyhow::anyhow!("'{word}' is not a transaction id (a non-negative integer)")
+            })
+        })
+        .collect()
 }
 
 /// The transaction and time of a replayed event, from Debezium's envelope when it has one.
@@ -351,6 +493,77 @@ mod tests {
         assert!(
             error.contains("t[0] offset 0 has no LSN at header 'lsn'"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn events_of_cut_off_transactions_are_left_out_with_their_tombstones() {
+        let delete = |lsn: u64, tx: i64| {
+            let source = serde_json::json!({"lsn": lsn, "txId": tx});
+            Some(serde_json::json!({"op": "d", "after": null, "source": source}).to_string())
+        };
+        let records = chunk(&[
+            ("a", debezium(100, 1, true), vec![]),
+            ("b", debezium(110, 7, false), vec![]),
+            ("c", delete(120, 7), vec![]),
+            ("c", None, vec![]),
+            ("d", debezium(130, 1, false), vec![]),
+            ("e", debezium(300, 7, false), vec![]),
+        ]);
+        let skip = TxIds::Skip(TxIdField::Envelope, HashSet::from([7, 99]));
+        let mut cut = LsnCut::new(Lsn(200), LsnField::Envelope, "t".into()).with_txids(skip);
+        let kept = decide(&mut cut, &records).unwrap();
+        // Transaction 7's events below the cut go, its delete's tombstone with them; its event
+        // after the cut is a phantom as before.
+        assert_eq!(kept, [true, false, false, false, true, false]);
+        let report = cut.report();
+        assert_eq!(
+            (
+                report.replayed,
+                report.skipped_cut_off_events,
+                report.dropped_after_cut
+            ),
+            (2, 3, 1)
+        );
+        assert_eq!(report.min_dropped_lsn.as_deref(), Some("0/12C"));
+        assert_eq!(cut.last_event().unwrap().lsn, Lsn(130));
+
+        let list = TxIds::List(TxIdField::Envelope, BTreeSet::new());
+        let mut cut = LsnCut::new(Lsn(200), LsnField::Envelope, "t".into()).with_txids(list);
+        decide(&mut cut, &records).unwrap();
+        assert_eq!(cut.listed_txids(), Some(&BTreeSet::from([1, 7])));
+        cut.restart();
+        assert_eq!(cut.listed_txids(), Some(&BTreeSet::new()));
+    }
+
+    #[test]
+    fn an_event_below_the_cut_without_a_txid_names_the_record_and_exits_1() {
+        let records = chunk(&[
+            ("a", Some(r#"{"source":{"lsn":300}}"#.into()), vec![]),
+            ("a", Some(r#"{"source":{"lsn":100}}"#.into()), vec![]),
+        ]);
+        let skip = TxIds::Skip(TxIdField::Envelope, HashSet::new());
+        let mut cut = LsnCut::new(Lsn(200), LsnField::Envelope, "orders".into()).with_txids(skip);
+        let error = decide(&mut cut, &records).unwrap_err();
+        let text = format!("{error:#}");
+        assert!(
+            text.starts_with("orders[0] offset 1 is below the cut but has no transaction id at /payload/source/txId or /source/txId: it is missing or null"),
+            "{text}"
+        );
+        assert_eq!(common::exit::code_for(&error), Some(1));
+    }
+
+    #[test]
+    fn skip_lists_parse_from_lines_commas_or_a_json_array() {
+        assert_eq!(
+            parse_skip_list("1\n2, 3\n[4,5]\n").unwrap(),
+            HashSet::from([1, 2, 3, 4, 5])
+        );
+        assert!(parse_skip_list("").unwrap().is_empty());
+        let error = parse_skip_list("1 x2").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "'x2' is not a transaction id (a non-negative integer)"
         );
     }
 }

@@ -1,7 +1,8 @@
 //! One replay: open the source, inspect the target, plan (resume, filters, LSN cut, group
 //! offsets), check the whole archive before producing when it can be read twice, produce,
 //! verify the target's watermarks, restore group offsets, write the connector's offset,
-//! report. The target topic is a
+//! report; or, with `--list-txids`, only list the transactions below the cut. The target
+//! topic is a
 //! [`Destination`]; verification and the summary's rows are in `verify`.
 
 use std::collections::BTreeMap;
@@ -17,10 +18,10 @@ use rdkafka::ClientConfig;
 use crate::connector;
 use crate::destination::Destination;
 use crate::filter::Filter;
-use crate::lsn_cut::LsnCut;
+use crate::lsn_cut::{self as cut, LsnCut, TxIds};
 use crate::plan::{Action, GroupPoint, PartitionPlan, Planner};
 use crate::produce::{Replayer, TopicHints};
-use crate::report::{self, Summary};
+use crate::report::{self, Summary, TxIdList};
 use crate::source::Source;
 use crate::target::client_config;
 use crate::verify::{fill_partitions, group_reports, restore_group_offsets, verify};
@@ -28,6 +29,9 @@ use crate::Args;
 
 /// Runs a replay as the arguments say.
 pub fn run(args: Args) -> anyhow::Result<Status> {
+    if args.list_txids {
+        return list_txids(&args);
+    }
     let mut source = open_source(&args)?;
     let meta = source.meta().clone();
     let target_topic = target_topic(&args, &meta)?;
@@ -123,10 +127,7 @@ fn plan(args: &Args, dest: &Destination, meta: &TopicMeta) -> anyhow::Result<Pla
             &args.offset_ranges,
             &args.only_partitions,
         ),
-        cut: args.until_lsn.map(|until| {
-            let field = args.lsn_field.clone().unwrap_or_default();
-            LsnCut::new(until, field, meta.topic.clone())
-        }),
+        cut: lsn_cut(args, meta)?,
         ..Planner::default()
     };
     let mut source_partitions: Vec<i32> = (0..meta.partitions).collect();
@@ -146,6 +147,62 @@ fn plan(args: &Args, dest: &Destination, meta: &TopicMeta) -> anyhow::Result<Pla
         add_group_points(&mut planner, meta, &args.groups)?;
     }
     Ok(planner)
+}
+
+/// The `--until-lsn` cut, with the transactions to skip (`--skip-txids`) or list
+/// (`--list-txids`).
+fn lsn_cut(args: &Args, meta: &TopicMeta) -> anyhow::Result<Option<LsnCut>> {
+    let Some(until) = args.until_lsn else {
+        return Ok(None);
+    };
+    let field = args.lsn_field.clone().unwrap_or_default();
+    let mut lsn_cut = LsnCut::new(until, field, meta.topic.clone());
+    let txid_field = args.txid_field.clone().unwrap_or_default();
+    if let Some(path) = &args.skip_txids {
+        let skip = cut::read_skip_list(path)?;
+        lsn_cut = lsn_cut.with_txids(TxIds::Skip(txid_field, skip));
+    } else if args.list_txids {
+        lsn_cut = lsn_cut.with_txids(TxIds::List(txid_field, Default::default()));
+    }
+    Ok(Some(lsn_cut))
+}
+
+/// `--list-txids`: one pass over the archive (every chunk checked as it is read), then the
+/// distinct transaction ids of the selected events below the cut. Nothing is produced.
+fn list_txids(args: &Args) -> anyhow::Result<Status> {
+    let mut source = open_source(args)?;
+    let meta = source.meta().clone();
+    target_topic(args, &meta)?;
+    if source.rereadable() && !source.checksum_problems().is_empty() {
+        anyhow::bail!(
+            "the archive files of {} do not match their manifest (size or SHA-256); refusing to read a modified set",
+            source.description
+        );
+    }
+    let filter = Filter::new(
+        args.from_time,
+        args.to_time,
+        &args.offset_ranges,
+        &args.only_partitions,
+    );
+    let mut lsn_cut = lsn_cut(args, &meta)?.context("--list-txids needs --until-lsn")?;
+    source.pass(&mut |chunk| {
+        let partition = chunk.partition();
+        for record in chunk.iter() {
+            if filter.selects(partition, &record) {
+                lsn_cut.keeps(partition, &record)?;
+            }
+        }
+        Ok(())
+    })?;
+    let list = TxIdList {
+        source: source.description.clone(),
+        topic: meta.topic.clone(),
+        txids: lsn_cut.listed_txids().cloned().unwrap_or_default(),
+        lsn_cut: lsn_cut.report(),
+    };
+    report::print_txids(args.global.output, &list)?;
+    Ok(Status::Ok)
 }
 
 /// One source partition's plan: its target partition and, in an existing topic, where the

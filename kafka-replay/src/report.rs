@@ -1,4 +1,7 @@
-//! The replay's summary on stdout: a line per partition and a closing line, or one JSON line.
+//! The replay's summary on stdout: a line per partition and a closing line, or one JSON line;
+//! with `--list-txids`, the transaction ids below the cut.
+
+use std::collections::BTreeSet;
 
 use common::output::{self, OutputFormat};
 use serde::Serialize;
@@ -137,8 +140,12 @@ fn print_groups(groups: &[GroupReport]) -> anyhow::Result<()> {
 }
 
 fn print_lsn_cut(cut: &LsnCutReport) -> anyhow::Result<()> {
+    let cut_off = match cut.skipped_cut_off_events {
+        0 => String::new(),
+        n => format!(", {n} below it of transactions the restore cut off left out"),
+    };
     output::text_line(&format!(
-        "LSN cut {}: {} records below it, {} at or after it left out (newest replayed {}, newest in the backup {})",
+        "LSN cut {}: {} records below it, {} at or after it left out{cut_off} (newest replayed {}, newest in the backup {})",
         cut.until_lsn,
         cut.replayed,
         cut.dropped_after_cut,
@@ -161,6 +168,34 @@ fn print_connector_offset(offset: &ConnectorOffsetReport) -> anyhow::Result<()> 
         offset.topic
     ))?;
     Ok(())
+}
+
+/// `--list-txids`: the distinct transaction ids of the events below the cut.
+#[derive(Debug, Serialize)]
+pub struct TxIdList {
+    pub source: String,
+    pub topic: String,
+    pub txids: BTreeSet<u64>,
+    /// The cut's counts (`replayed`: the events below it).
+    pub lsn_cut: LsnCutReport,
+}
+
+/// Prints the list: in text, one id a line, then a closing line; in JSON, one summary record.
+pub fn print_txids(format: OutputFormat, list: &TxIdList) -> anyhow::Result<()> {
+    if format == OutputFormat::Text {
+        for id in &list.txids {
+            output::text_line(&id.to_string())?;
+        }
+    }
+    output::summary(format, list, || {
+        format!(
+            "{} transaction id(s) among the {} event(s) of {} below LSN {}",
+            list.txids.len(),
+            list.lsn_cut.replayed,
+            list.topic,
+            list.lsn_cut.until_lsn
+        )
+    })
 }
 
 /// The text summary's last line.

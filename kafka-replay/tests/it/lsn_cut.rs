@@ -1,6 +1,8 @@
 //! `--until-lsn`: a CDC topic replayed only up to the LSN a restore reached, tombstones with
 //! their deletes, group offsets translated over the cut, and the connector's offset written
-//! to Kafka Connect's offsets topic. The records are Debezium-shaped JSON built by hand.
+//! to Kafka Connect's offsets topic; the transactions a restore cut off listed
+//! (`--list-txids`) and left out (`--skip-txids`). The records are Debezium-shaped JSON built
+//! by hand.
 
 use serde_json::{json, Value};
 
@@ -120,6 +122,23 @@ fn offset_record(topic: &str) -> (i32, String, Value) {
     (*partition, key, value)
 }
 
+/// A replay cut at 0/3000 that writes the connector's offset (inventory=dbserver1) to
+/// `offsets_topic`, with `extra` flags.
+fn cut_with_offset(set: &BackedUp, target: &str, offsets_topic: &str, extra: &[&str]) -> Run {
+    let args: Vec<&str> = [
+        "--until-lsn",
+        "0/3000",
+        "--connector-offset",
+        "inventory=dbserver1",
+        "--offsets-topic",
+        offsets_topic,
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .collect();
+    set.replay_into(target, &args)
+}
+
 #[test]
 fn cut_replays_exactly_the_events_below_the_lsn_and_sets_the_offsets() {
     let source = source_topic("lsn_src", 2, cdc_records());
@@ -131,26 +150,14 @@ fn cut_replays_exactly_the_events_below_the_lsn_and_sets_the_offsets() {
 
     let target = test_support::unique_name("lsn_dst");
     let offsets_topic = test_support::unique_name("lsn_offsets");
-    let run = set
-        .replay_into(
-            &target,
-            &[
-                "--until-lsn",
-                "0/3000",
-                "--restore-group-offsets",
-                "--connector-offset",
-                "inventory=dbserver1",
-                "--offsets-topic",
-                &offsets_topic,
-            ],
-        )
+    let run = cut_with_offset(&set, &target, &offsets_topic, &["--restore-group-offsets"])
         .ok()
         .summary();
     assert_eq!(run["verified"], true, "{run}");
     assert_eq!(
         run["lsn_cut"],
         json!({
-            "until_lsn": "0/3000", "replayed": 11, "dropped_after_cut": 7,
+            "until_lsn": "0/3000", "replayed": 11, "dropped_after_cut": 7, "skipped_cut_off_events": 0,
             "max_replayed_lsn": "0/2FF0", "min_dropped_lsn": "0/3000", "backup_newest_lsn": "0/3400",
         })
     );
@@ -225,7 +232,7 @@ fn header_lsns_combine_with_a_time_range_and_an_existing_offsets_topic() {
         &offsets_topic,
     ];
     let expected_cut = json!({
-        "until_lsn": "0/80", "replayed": 5, "dropped_after_cut": 3,
+        "until_lsn": "0/80", "replayed": 5, "dropped_after_cut": 3, "skipped_cut_off_events": 0,
         "max_replayed_lsn": "0/70", "min_dropped_lsn": "0/80", "backup_newest_lsn": "0/A0",
     });
 
@@ -269,17 +276,7 @@ fn a_record_without_an_lsn_stops_the_replay_before_anything_is_produced() {
     let source = &set.source;
     let target = test_support::unique_name("lsn_miss_dst");
     let offsets_topic = test_support::unique_name("lsn_miss_off");
-    let run = set.replay_into(
-        &target,
-        &[
-            "--until-lsn",
-            "0/3000",
-            "--connector-offset",
-            "inventory=dbserver1",
-            "--offsets-topic",
-            &offsets_topic,
-        ],
-    );
+    let run = cut_with_offset(&set, &target, &offsets_topic, &[]);
     run.assert_code(1);
     let line = run.error_line("kafka-replay");
     assert!(
@@ -298,4 +295,73 @@ fn a_record_without_an_lsn_stops_the_replay_before_anything_is_produced() {
     );
     run.assert_code(2);
     assert!(run.stderr.contains("--stdin"), "{}", run.stderr);
+}
+
+#[test]
+fn transactions_cut_off_by_the_restore_are_listed_then_left_out() {
+    let set = BackedUp::new(source_topic("lsn_txid", 2, cdc_records()), &[]);
+    let target = test_support::unique_name("lsn_txid_dst");
+
+    // The distinct transactions below the cut; nothing is created or produced.
+    let listed = set
+        .replay_into(&target, &["--until-lsn", "0/3000", "--list-txids"])
+        .ok()
+        .summary();
+    assert_eq!(
+        listed["txids"],
+        json!([500, 501, 502, 503, 504, 507, 600, 601, 602])
+    );
+    assert_eq!(listed["lsn_cut"]["replayed"], 11);
+    assert_eq!(partition_count(&target), 0);
+
+    // Transaction 507 began before the cut and committed after it: the restored database
+    // does not hold it, so its event below the cut goes (999 has no event: harmless).
+    let dir = tempfile::tempdir().unwrap();
+    let skip = dir.path().join("cut-off.txids");
+    std::fs::write(&skip, "507\n999\n").unwrap();
+    let skip = skip.to_str().unwrap();
+    let offsets_topic = test_support::unique_name("lsn_txid_off");
+    let run = cut_with_offset(&set, &target, &offsets_topic, &["--skip-txids", skip])
+        .ok()
+        .summary();
+    assert_eq!(run["verified"], true, "{run}");
+    assert_eq!(
+        run["lsn_cut"],
+        json!({
+            "until_lsn": "0/3000", "replayed": 10, "dropped_after_cut": 7, "skipped_cut_off_events": 1,
+            "max_replayed_lsn": "0/2F00", "min_dropped_lsn": "0/3000", "backup_newest_lsn": "0/3400",
+        })
+    );
+    let kept: [&[i64]; 2] = [&[0, 1, 2, 3, 4, 5], &[0, 1, 2, 3]];
+    assert_eq!(
+        recs(&read_all(&target)),
+        at_offsets(&read_all(&set.source), &kept)
+    );
+    // The connector resumes at the cut; the last event replayed is transaction 504's.
+    let (_, _, value) = offset_record(&offsets_topic);
+    assert_eq!(
+        (&value["lsn"], &value["txId"]),
+        (&json!(0x3000), &json!(504))
+    );
+
+    // A skip list that is not one: exit 2 naming the file and the word, nothing produced.
+    let bad = dir.path().join("bad.txids");
+    std::fs::write(&bad, "507 x7").unwrap();
+    let other = test_support::unique_name("lsn_txid_bad");
+    let run = set.replay_into(
+        &other,
+        &[
+            "--until-lsn",
+            "0/3000",
+            "--skip-txids",
+            bad.to_str().unwrap(),
+        ],
+    );
+    run.assert_code(2);
+    let line = run.error_line("kafka-replay");
+    assert!(
+        line.contains("invalid --skip-txids file") && line.contains("'x7' is not a transaction id"),
+        "{line}"
+    );
+    assert_eq!(partition_count(&other), 0);
 }

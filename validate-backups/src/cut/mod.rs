@@ -2,24 +2,27 @@
 //! restored to the target with `pitr-restore`, which reports the LSN recovery actually ended
 //! at; the CDC slots and publications are recreated with `cdc-slot-tool restore`; every CDC
 //! topic is replayed with `kafka-replay --until-lsn` up to that LSN (no event of a change the
-//! database does not have), the connector's source offset is set to it, other topics are
-//! replayed by time; then the cut is proved: each CDC topic, applied in order, gives exactly
+//! database does not have: neither after the cut nor of a transaction begun before it and
+//! committed after it, found by `cut_off`), the connector's source offset is set to it,
+//! other topics are replayed by time; then the cut is proved: each CDC topic, applied in order, gives exactly
 //! the rows of its table in the restored database, no replayed event is at or after the
 //! reached LSN, and a change made after the restore streams through the recreated slots.
 //!
 //! When the backups cannot give a consistent cut (no backup of a CDC topic, no slot set, an
-//! event without an LSN, a topic backup that ends before the reached point), it says what is
-//! missing and which window is inconsistent, and exits 1: it never reports a cut it did not
-//! reach.
+//! event without an LSN, or below the cut without a transaction id, a topic backup that ends
+//! before the reached point), it says what is missing and which window is inconsistent, and
+//! exits 1: it never reports a cut it did not reach.
 
+mod cut_off;
 mod plan;
 mod prove;
 mod steps;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::cdc::LsnField;
+use common::cdc::{LsnField, TxIdField};
 use common::cli::RepoArgs;
 use common::lsn::Lsn;
 use common::output::{self, OutputFormat};
@@ -56,6 +59,11 @@ pub struct CutArgs {
     /// header:NAME [default: Debezium's source.lsn, with or without the schema wrapper].
     #[arg(long, value_name = "SPEC")]
     pub lsn_field: Option<LsnField>,
+    /// Where each CDC event's transaction id is (a JSON pointer or header:NAME), to leave out
+    /// the events of transactions begun before the cut and committed after it, which the
+    /// restored database does not hold [default: Debezium's source.txId].
+    #[arg(long, value_name = "SPEC")]
+    pub txid_field: Option<TxIdField>,
     /// Other topics (a regular expression), replayed up to the target time (whole without
     /// a time target).
     #[arg(long, value_name = "REGEX")]
@@ -155,6 +163,11 @@ pub struct Summary {
     pub topics_backed_up_at: Option<String>,
     /// What is missing, and the window it leaves inconsistent, when the cut does not hold.
     pub missing: Vec<String>,
+    /// Transactions begun before the cut and committed after it (so not in the restored
+    /// database) whose events below the cut were left out.
+    pub cut_off_txids: BTreeSet<u64>,
+    /// Their events, over all CDC topics.
+    pub skipped_cut_off_events: u64,
     /// Seconds from the start to a verified pipeline (the whole-pipeline RTO).
     pub rto_s: f64,
     /// Seconds between the cut and the newest change in the backups (the whole-pipeline RPO
@@ -175,6 +188,8 @@ pub fn run(args: CutArgs, format: Format) -> anyhow::Result<Status> {
         target: plan.target_description(),
         topics_backed_up_at: plan.kafka_backup_time.map(common::timefmt::rfc3339_string),
         missing: plan.missing.clone(),
+        cut_off_txids: BTreeSet::new(),
+        skipped_cut_off_events: 0,
         rto_s: 0.0,
         rpo_s: None,
         components: Vec::new(),
@@ -189,7 +204,8 @@ pub fn run(args: CutArgs, format: Format) -> anyhow::Result<Status> {
     Ok(Status::from_passed(summary.consistent))
 }
 
-/// The restore proper: database, slots, topics, connector offset, proof. A step that cannot
+/// The restore proper: database, slots, the transactions the restore cut off, topics,
+/// connector offset, proof. A step that cannot
 /// give its part of the cut ends the run with what it found missing.
 fn restore_pipeline(
     args: &CutArgs,
@@ -204,7 +220,18 @@ fn restore_pipeline(
     summary.rpo_s = database.rpo_s;
     summary.components.push(database.component());
     summary.components.push(steps::restore_slots(args, bins)?);
-    let replayed = steps::replay_cdc_topics(args, plan, bins, reached)?;
+    match cut_off::find(args, plan, bins, reached)? {
+        cut_off::CutOff::Found { txids, component } => {
+            summary.cut_off_txids = txids;
+            summary.components.push(component);
+        }
+        cut_off::CutOff::Missing(missing) => {
+            summary.missing.extend(missing);
+            return Ok(());
+        }
+    }
+    let replayed = steps::replay_cdc_topics(args, plan, bins, reached, &summary.cut_off_txids)?;
+    summary.skipped_cut_off_events = replayed.skipped_cut_off_events;
     summary.missing.extend(replayed.missing.iter().cloned());
     summary
         .components

@@ -71,7 +71,7 @@ pub fn prove(args: &CutArgs, plan: &Plan, cut: Lsn) -> anyhow::Result<Proof> {
     Ok(proof)
 }
 
-async fn connect(args: &CutArgs) -> anyhow::Result<Client> {
+pub(super) async fn connect(args: &CutArgs) -> anyhow::Result<Client> {
     let mut config = tokio_postgres::Config::new();
     config
         .host_path(&args.socket_dir)

@@ -1,6 +1,8 @@
 //! The restore steps, each by the tool that owns it: pitr-restore, cdc-slot-tool restore,
 //! kafka-replay. Each returns what its tool reported, as a component of the result.
+//! (`cut_off` runs kafka-replay's `--list-txids` pass through [`kafka_replay`] too.)
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -153,36 +155,49 @@ pub fn restore_slots(args: &CutArgs, bins: &Tools) -> anyhow::Result<Component> 
 pub struct Replayed {
     pub components: Vec<Component>,
     pub missing: Vec<String>,
+    /// Events below the cut of transactions the restore cut off, left out.
+    pub skipped_cut_off_events: u64,
 }
 
-/// kafka-replay --until-lsn of every CDC topic; the last one also writes the connector's
-/// offset.
+/// kafka-replay --until-lsn of every CDC topic, leaving out the events of the transactions
+/// the restore cut off (`--skip-txids -`, fed on stdin); the last one also writes the
+/// connector's offset.
 pub fn replay_cdc_topics(
     args: &CutArgs,
     plan: &Plan,
     bins: &Tools,
     reached: Lsn,
+    cut_off: &BTreeSet<u64>,
 ) -> anyhow::Result<Replayed> {
     let mut replayed = Replayed {
         components: Vec::new(),
         missing: Vec::new(),
+        skipped_cut_off_events: 0,
     };
+    let skip_list: String = cut_off.iter().map(|id| format!("{id}\n")).collect();
     for (index, topic) in plan.cdc_topics.iter().enumerate() {
         let last = index + 1 == plan.cdc_topics.len();
-        let mut cmd = replay_command(args, bins, topic)?;
-        cmd.arg("--until-lsn").arg(reached.to_string());
-        if let Some(spec) = args.lsn_field.as_ref().and_then(field_spec) {
-            cmd.arg("--lsn-field").arg(spec);
-        }
+        let mut cmd = kafka_replay(args, bins, topic, reached)?;
+        target_flags(args, &mut cmd, topic);
+        cmd.args(["--skip-txids", "-"]);
         if let (true, Some(connector)) = (last, &args.connector) {
             cmd.arg("--connector-offset")
                 .arg(connector)
                 .arg("--offsets-topic")
                 .arg(&args.offsets_topic);
         }
-        let run = tools::capture(&mut cmd, "kafka-replay")?;
+        let list = skip_list.clone();
+        let run = tools::capture_with_input(&mut cmd, "kafka-replay", move |stdin| {
+            stdin.write_all(list.as_bytes())
+        })?;
         match cdc_outcome(topic, &run, reached) {
-            Ok(component) => replayed.components.push(component),
+            Ok(component) => {
+                replayed.skipped_cut_off_events += run
+                    .summary()
+                    .and_then(|s| s.pointer("/lsn_cut/skipped_cut_off_events")?.as_u64())
+                    .unwrap_or(0);
+                replayed.components.push(component);
+            }
             Err(missing) => {
                 replayed
                     .components
@@ -212,9 +227,10 @@ fn cdc_outcome(topic: &str, run: &ToolRun, reached: Lsn) -> Result<Component, St
         topic,
         cut["max_replayed_lsn"].as_str().map(str::to_string),
         format!(
-            "{} event(s) replayed below LSN {reached}, {} phantom event(s) after it left out (newest in the backup: {}){offset}",
+            "{} event(s) replayed below LSN {reached}, {} phantom event(s) after it and {} of transactions cut off by the restore left out (newest in the backup: {}){offset}",
             cut["replayed"],
             cut["dropped_after_cut"],
+            cut["skipped_cut_off_events"],
             cut["backup_newest_lsn"].as_str().unwrap_or("none")
         ),
     ))
@@ -247,14 +263,48 @@ pub fn replay_other_topics(
     Ok(components)
 }
 
+/// kafka-replay of a topic into its target, by time.
 fn replay_command(args: &CutArgs, bins: &Tools, topic: &str) -> anyhow::Result<Command> {
+    let mut cmd = source_command(args, bins, topic)?;
+    target_flags(args, &mut cmd, topic);
+    Ok(cmd)
+}
+
+/// kafka-replay of a CDC topic's events cut at `cut`, with the LSN and txId fields; the
+/// caller adds the mode (a replay into the target, or --list-txids).
+pub fn kafka_replay(
+    args: &CutArgs,
+    bins: &Tools,
+    topic: &str,
+    cut: Lsn,
+) -> anyhow::Result<Command> {
+    let mut cmd = source_command(args, bins, topic)?;
+    cmd.arg("--until-lsn").arg(cut.to_string());
+    if let Some(spec) = args.lsn_field.as_ref().and_then(field_spec) {
+        cmd.arg("--lsn-field").arg(spec);
+    }
+    if let Some(spec) = args.txid_field.as_ref().and_then(txid_spec) {
+        cmd.arg("--txid-field").arg(spec);
+    }
+    Ok(cmd)
+}
+
+/// The target topic and the group offsets of a replay.
+fn target_flags(args: &CutArgs, cmd: &mut Command, topic: &str) {
+    cmd.arg("--target-topic")
+        .arg(format!("{topic}{}", args.topic_suffix));
+    if args.restore_group_offsets {
+        cmd.arg("--restore-group-offsets");
+    }
+}
+
+/// kafka-replay reading `topic` from the repository, with the broker and client settings.
+fn source_command(args: &CutArgs, bins: &Tools, topic: &str) -> anyhow::Result<Command> {
     let mut cmd = bins.command("kafka-replay", None, args)?;
     cmd.arg("--backup-dir")
         .arg(tools::backup_dir_arg(&args.repo.backup_dir)?)
         .arg("--topic")
         .arg(topic)
-        .arg("--target-topic")
-        .arg(format!("{topic}{}", args.topic_suffix))
         .arg("--bootstrap-servers")
         .arg(&args.bootstrap_servers);
     // -X properties may be secrets: they reach the child in its environment, not its argv.
@@ -265,9 +315,6 @@ fn replay_command(args: &CutArgs, bins: &Tools, topic: &str) -> anyhow::Result<C
         properties.extend(args.client_config.iter().map(|(k, v)| format!("{k}={v}")));
         cmd.env(common::env::KAFKA_CLIENT_CONFIG, properties.join("\n"));
     }
-    if args.restore_group_offsets {
-        cmd.arg("--restore-group-offsets");
-    }
     Ok(cmd)
 }
 
@@ -277,5 +324,14 @@ fn field_spec(field: &common::cdc::LsnField) -> Option<String> {
         common::cdc::LsnField::Envelope => None,
         common::cdc::LsnField::Pointer(p) => Some(p.clone()),
         common::cdc::LsnField::Header(h) => Some(format!("header:{h}")),
+    }
+}
+
+/// The flag value of a txId field (the default needs none).
+fn txid_spec(field: &common::cdc::TxIdField) -> Option<String> {
+    match field {
+        common::cdc::TxIdField::Envelope => None,
+        common::cdc::TxIdField::Pointer(p) => Some(p.clone()),
+        common::cdc::TxIdField::Header(h) => Some(format!("header:{h}")),
     }
 }

@@ -1,6 +1,8 @@
 //! `validate-backups restore`: PostgreSQL, its CDC topics and the connector's offset restored
 //! to one point, with a real CDC leg (test-support's Debezium-shaped producer on a
-//! test_decoding slot) producing the events and the offsets as Debezium does.
+//! test_decoding slot) producing the events and the offsets as Debezium does. A transaction
+//! open across the restore point (its changes below the cut, its commit after it) is left out
+//! of the topics as the restored database leaves it out.
 
 use std::path::Path;
 use std::process::Command;
@@ -55,6 +57,54 @@ fn delete_topics(topics: &[String]) {
     std::thread::sleep(std::time::Duration::from_secs(2));
 }
 
+/// A transaction left open in a psql session of its own; committed by [`Open::commit`].
+struct Open {
+    psql: std::process::Child,
+    /// Its top-level xid, as pg_stat_activity shows it.
+    xid: u64,
+}
+
+impl Open {
+    fn begin(pg: &test_support::pg::Endpoint, sql: &str) -> Open {
+        use std::io::Write;
+        let mut psql = pg.command(test_support::pg::pg_bin("psql"));
+        psql.args(["-XAtq", "-v", "ON_ERROR_STOP=1", "-d", "postgres"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        let mut psql = psql.spawn().expect("start psql");
+        let stdin = psql.stdin.as_mut().unwrap();
+        write!(stdin, "BEGIN;\n{sql}\n").unwrap();
+        stdin.flush().unwrap();
+        // Open once its changes are made: idle in a transaction that has an xid.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let xid = loop {
+            let found = pg.psql(
+                "SELECT backend_xid FROM pg_stat_activity WHERE state = 'idle in transaction' AND backend_xid IS NOT NULL",
+            );
+            if let Ok(xid) = found.trim().parse() {
+                break xid;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the transaction did not open"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        Open { psql, xid }
+    }
+
+    fn commit(mut self) {
+        use std::io::Write;
+        let mut stdin = self.psql.stdin.take().unwrap();
+        stdin.write_all(b"COMMIT;\n").unwrap();
+        drop(stdin);
+        assert!(
+            self.psql.wait().unwrap().success(),
+            "the open transaction failed"
+        );
+    }
+}
+
 fn table_rows(pg: &test_support::pg::Endpoint, table: &str) -> String {
     let mut psql = pg.command(test_support::pg::pg_bin("psql"));
     psql.args(["-XAtq", "-d", "postgres", "-c"]).arg(format!(
@@ -95,13 +145,22 @@ fn the_pipeline_comes_back_at_one_point_and_the_connector_resumes_without_gap_or
     // Changes up to the restore point, then changes after it: the phantoms of a restore to it.
     pg.psql("INSERT INTO orders VALUES (100, 'kept'); UPDATE items SET n = -1 WHERE id = 3");
     pg.psql("DELETE FROM orders WHERE id = 2");
+    // Begun before the restore point, committed after it: its changes are below the cut, its
+    // commit is not, so the restored database does not hold it.
+    let straddling = Open::begin(
+        &pg,
+        "INSERT INTO orders VALUES (150, 'straddling'); UPDATE items SET n = 99 WHERE id = 5;",
+    );
     pg.psql("SELECT pg_create_restore_point('mid')");
     let (orders_mid, items_mid) = (table_rows(&pg, "orders"), table_rows(&pg, "items"));
     let kept = cdc.poll().unwrap();
+    let straddling_xid = straddling.xid;
+    straddling.commit();
     pg.psql("INSERT INTO orders VALUES (200, 'phantom'); DELETE FROM items WHERE id = 4");
     pg.psql("UPDATE orders SET v = 'phantom' WHERE id = 100");
+    // The connector emits the open transaction at its commit, as Debezium does.
     let phantom = cdc.poll().unwrap();
-    assert_eq!(phantom.events, 3);
+    assert_eq!(phantom.events, 2 + 3);
     pg.switch_wal_and_wait_archived();
     let regex = format!("{prefix}\\..*");
     tool(
@@ -162,9 +221,18 @@ fn the_pipeline_comes_back_at_one_point_and_the_connector_resumes_without_gap_or
         "{summary:#}"
     );
 
+    // The straddling transaction was cut off: both of its events left out, by its txId.
+    assert_eq!(
+        summary["cut_off_txids"],
+        serde_json::json!([straddling_xid]),
+        "{summary:#}"
+    );
+    assert_eq!(summary["skipped_cut_off_events"], 2, "{summary:#}");
+
     // The database is at the restore point; the topics hold exactly the events up to it.
     assert_eq!(table_rows(&restored, "orders"), orders_mid);
     assert_eq!(table_rows(&restored, "items"), items_mid);
+    assert!(!orders_mid.contains("straddling"), "{orders_mid}");
     let events: usize = topics
         .iter()
         .map(|t| {
@@ -184,6 +252,11 @@ fn the_pipeline_comes_back_at_one_point_and_the_connector_resumes_without_gap_or
                 event.lsn.unwrap() < cut.0,
                 "event at {:?} after the cut {cut}",
                 event.lsn
+            );
+            assert_ne!(
+                event.tx_id,
+                Some(straddling_xid),
+                "a cut-off event replayed"
             );
         }
     }
