@@ -23,6 +23,9 @@ pub async fn wait_for_archive(
     );
     let deadline = Instant::now() + timeout;
     let mut switched = false;
+    // The archiver takes some tens of milliseconds for a segment: look soon, then back off
+    // (on S3 each look is one listing request).
+    let mut pause = Duration::from_millis(10);
     loop {
         // One listing per round (on S3 one request, not one per segment).
         let missing = archive.missing(range.timeline, first, last, segment_size)?;
@@ -47,6 +50,7 @@ pub async fn wait_for_archive(
             client.simple_query("SELECT pg_switch_wal()").await.ok();
             switched = true;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
