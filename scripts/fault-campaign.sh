@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The fault campaign (issue 18): kills every backup and restore tool with SIGKILL at seeded
-# random moments, fills the disk under them, feeds them hostile tarballs and names, and checks
+# random moments, fills the disk under them, restarts or kills the services under them (the
+# broker and S3 server killed are private ones), feeds them hostile tarballs and names, and checks
 # that no set that looks complete is damaged, that the next run works and that restores give
 # exactly the source's data. Prints a table (scenario, trials, ok, failed, seeds of failures)
 # and writes fault-report.json; exits 0 only when every trial ended as it should.
@@ -9,7 +10,8 @@
 #                             [--report PATH] [--list]
 #
 #   --quick           the CI tier (scripts/test.sh runs it): 5 trials per kill scenario (1-2 for the
-#                     --pgdata ones) instead of 50, 1 per disk-full case
+#                     --pgdata ones) instead of 50, 1 per disk-full case, 1 per service case
+#                     (PostgreSQL restarted, private broker/S3 killed, S3 stalling) instead of 10
 #   --seed N          trial K of a scenario uses seed N+K (default: from the clock, printed)
 #   --scenario NAME   only NAME, or every scenario starting with NAME: (e.g. kill, disk-full,
 #                     kill:pg-base-backup); repeatable

@@ -153,6 +153,8 @@ pub struct RepoArgs {
     /// metadata; see the README). Uploads stream in parts of BACKUP_S3_PART_SIZE (default
     /// 64 MiB), BACKUP_S3_UPLOAD_CONCURRENCY (default 2) in flight: part buffers take up to
     /// (concurrency + 1) x part size, 192 MiB by default, on top of the tool's own memory.
+    /// A request fails after BACKUP_S3_REQUEST_TIMEOUT (default 5m) without an answer and is
+    /// retried for up to BACKUP_S3_RETRY_TIMEOUT (default 60s).
     #[arg(long, env = env::BACKUP_DIR, default_value = env::DEFAULT_BACKUP_DIR)]
     pub backup_dir: Location,
 }

@@ -46,6 +46,20 @@ fn completing() -> MutexGuard<'static, ()> {
     COMPLETING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+thread_local! {
+    /// Set while this thread holds [`COMPLETING`] for a step: [`checkpoint`] lets it go on.
+    static COMPLETING_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `step` holding [`COMPLETING`], marked so that its own checkpoints do not park.
+fn while_completing<T>(step: impl FnOnce() -> T) -> T {
+    let _completing = completing();
+    let outer = COMPLETING_HERE.with(|c| c.replace(true));
+    let result = step();
+    COMPLETING_HERE.with(|c| c.set(outer));
+    result
+}
+
 /// Set once a signal is being handled: [`checkpoint`] then parks the calling thread.
 static INTERRUPTING: AtomicBool = AtomicBool::new(false);
 
@@ -154,8 +168,13 @@ fn watch(tool: &str, mut signals: signal_hook::iterator::Signals) {
 /// signal), and by destructors that undo the same thing as a cleanup: otherwise the run would
 /// unwind and clean up beside the watcher, in another order.
 pub fn checkpoint() {
-    // The watcher's own cleanups pass through the same code (running pg_ctl, say).
-    if INTERRUPTING.load(Ordering::Relaxed) && !IS_WATCHER.with(std::cell::Cell::get) {
+    // The watcher's own cleanups pass through the same code (running pg_ctl, say); a step
+    // that holds off the cleanups (writing a manifest) finishes first, or the watcher would
+    // wait for it forever.
+    if INTERRUPTING.load(Ordering::Relaxed)
+        && !IS_WATCHER.with(std::cell::Cell::get)
+        && !COMPLETING_HERE.with(std::cell::Cell::get)
+    {
         loop {
             std::thread::park();
         }
@@ -166,8 +185,7 @@ pub fn checkpoint() {
 /// that makes something and registers what undoes it, so that an interruption finds both or
 /// neither. Keep it short: the exit waits for it.
 pub fn uninterrupted<T>(step: impl FnOnce() -> T) -> T {
-    let _completing = completing();
-    step()
+    while_completing(step)
 }
 
 /// Something an interruption undoes until this is dropped or released.
@@ -267,12 +285,13 @@ impl Undo {
     /// Runs `finish` (the step that completes the work, such as writing a manifest) while no
     /// interruption can undo it; the work counts as finished if `finish` succeeds.
     pub fn done_if_ok<T, E>(&mut self, finish: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
-        let _completing = completing();
-        let result = finish();
-        if result.is_ok() {
-            self.cleanup.take();
-        }
-        result
+        while_completing(|| {
+            let result = finish();
+            if result.is_ok() {
+                self.cleanup.take();
+            }
+            result
+        })
     }
 }
 

@@ -223,6 +223,16 @@ impl Repo {
         }
     }
 
+    /// A repository at `url` on another S3 server (a private one a scenario kills), with the
+    /// environment that reaches it; removed object by object when dropped, as any S3 one.
+    pub fn on_s3(url: String, env: Vec<(String, String)>) -> Repo {
+        Repo {
+            url,
+            env,
+            _dir: None,
+        }
+    }
+
     /// Points `cmd` at this repository (`--backup-dir` is given by the caller where the
     /// tool's syntax wants it; the environment here).
     pub fn apply<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {

@@ -1,7 +1,8 @@
 //! The fault campaign: kills every tool with SIGKILL at seeded random moments,
-//! fills the disk under it and feeds it hostile input, then checks that nothing that looks
-//! complete is damaged, that the next run works and that a restore gives exactly the source's
-//! data. Each trial has its own seed; a failure names it, and `--scenario NAME --seed SEED
+//! fills the disk under it, fails the services under it (PostgreSQL restarted, a private
+//! broker and S3 server killed, S3 stalling) and feeds it hostile input, then checks that
+//! nothing that looks complete is damaged, that the next run works and that a restore gives
+//! exactly the source's data. Each trial has its own seed; a failure names it, and `--scenario NAME --seed SEED
 //! --trials 1` runs that trial again.
 //!
 //! Run it through `scripts/fault-campaign.sh`, which builds the tools beside this binary and
@@ -11,6 +12,7 @@ mod checks;
 mod context;
 mod process;
 mod report;
+mod s3_server;
 mod scenarios;
 mod sql;
 mod topic;
@@ -32,7 +34,8 @@ pub use context::Tier;
 )]
 pub struct Args {
     /// The short tier for CI: 5 trials per kill scenario instead of 50 (1 or 2 for the
-    /// `--pgdata` base backups), one per disk-full case
+    /// `--pgdata` base backups), one per disk-full case, one per failing-service case
+    /// instead of 10
     #[arg(long)]
     pub quick: bool,
 

@@ -17,7 +17,13 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// Every record of `topic`; an error when the topic does not exist.
 pub fn read(topic: &str) -> anyhow::Result<Contents> {
-    let consumer: BaseConsumer = test_support::kafka::client_config()
+    read_from(&test_support::kafka::bootstrap(), topic)
+}
+
+/// Every record of `topic` on the broker at `bootstrap` (a private one).
+pub fn read_from(bootstrap: &str, topic: &str) -> anyhow::Result<Contents> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", test_support::unique_name("fc-read"))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")

@@ -295,7 +295,7 @@ fn produce(
                 continue;
             }
             picks.next();
-            send(producer, topic, partition, &record)?;
+            send(producer, topic, partition, &record, timeout)?;
             sent += 1;
             if sent.is_multiple_of(1024) {
                 producer.poll(Duration::ZERO);
@@ -307,7 +307,7 @@ fn produce(
     while producer.in_flight_count() > 0 {
         if Instant::now() > deadline {
             anyhow::bail!(
-                "records were still undelivered when the timeout ran out (raise --timeout)"
+                "records were still undelivered when the timeout ran out (is the broker down? raise --timeout); re-run the same replay to resume"
             );
         }
         producer.poll(Duration::ZERO);
@@ -323,12 +323,14 @@ fn produce(
     Ok(failures)
 }
 
-/// Queues one record for `partition`, waiting while the local queue is full.
+/// Queues one record for `partition`, waiting while the local queue is full, but not longer
+/// than `timeout` without the broker acknowledging anything.
 fn send(
     producer: &BaseProducer<Deliveries>,
     topic: &str,
     partition: i32,
     record: &RecordView<'_>,
+    timeout: Duration,
 ) -> anyhow::Result<()> {
     let mut headers = None;
     if record.header_count() > 0 {
@@ -360,11 +362,19 @@ fn send(
     if let Some(headers) = headers {
         message = message.headers(headers);
     }
+    let mut waiting: Option<Acks> = None;
     loop {
         match producer.send(message) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 message = back;
+                let acks = waiting.get_or_insert_with(|| Acks::new(timeout, Instant::now()));
+                if !acks.progressing(Instant::now(), producer.in_flight_count()) {
+                    anyhow::bail!(
+                        "the broker acknowledged no record for {} while the producer's queue was full (is it down?); re-run the same replay to resume (raise --timeout)",
+                        humantime::format_duration(timeout)
+                    );
+                }
                 // The queue has room again as soon as a batch is acked. Not a poll with a
                 // timeout: BaseProducer::poll spins through its last millisecond.
                 producer.poll(Duration::ZERO);
@@ -382,9 +392,71 @@ fn send(
     }
 }
 
+/// Whether a full queue drains. A dead broker acknowledges nothing: librdkafka keeps the
+/// records until their `message.timeout.ms` (5 min by default), then the queue fills again
+/// with the next ones, once per queue's worth of the archive, so without this a replay into
+/// a dead broker would wait for hours. A pure decision, tested on its own.
+///
+/// The count looked at is librdkafka's out queue, which also holds events waiting for a
+/// poll: a dead broker's connection errors come and go there every second or so. Only a new
+/// low counts as an acknowledgement.
+#[derive(Debug)]
+struct Acks {
+    limit: Duration,
+    /// The fewest records (and events) queued or in flight seen in this wait.
+    lowest: Option<i32>,
+    /// When that low was reached (or the wait began).
+    since: Instant,
+}
+
+impl Acks {
+    fn new(limit: Duration, now: Instant) -> Acks {
+        Acks {
+            limit,
+            lowest: None,
+            since: now,
+        }
+    }
+
+    /// Notes `queued` (queued and in flight) at `now`; false once no record has been
+    /// acknowledged for the limit.
+    fn progressing(&mut self, now: Instant, queued: i32) -> bool {
+        match self.lowest {
+            Some(lowest) if queued < lowest => {
+                self.lowest = Some(queued);
+                self.since = now;
+            }
+            Some(_) => {}
+            None => self.lowest = Some(queued),
+        }
+        now.duration_since(self.since) < self.limit
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_queue_that_never_drains_gives_up_after_the_limit() {
+        let start = Instant::now();
+        let secs = |s: u64| start + Duration::from_secs(s);
+        let mut acks = Acks::new(Duration::from_secs(10), start);
+        // Draining, however slowly, keeps it going.
+        assert!(acks.progressing(secs(0), 100));
+        assert!(acks.progressing(secs(9), 99));
+        assert!(acks.progressing(secs(18), 98));
+        // Stuck: an error event that comes and goes is no acknowledgement; false once the
+        // limit has passed since the last one.
+        assert!(acks.progressing(secs(20), 99));
+        assert!(acks.progressing(secs(24), 98));
+        assert!(acks.progressing(secs(27), 98));
+        assert!(!acks.progressing(secs(28), 98));
+        // A wait that starts stuck gives up after the limit too.
+        let mut stuck = Acks::new(Duration::from_secs(10), start);
+        assert!(stuck.progressing(secs(9), 50));
+        assert!(!stuck.progressing(secs(10), 50));
+    }
 
     fn entry(name: &str, value: &str) -> ConfigEntry {
         ConfigEntry {

@@ -127,10 +127,11 @@ pub fn run_pg_basebackup(
         );
     }
     if !status.success() {
-        anyhow::bail!(
-            "pg_basebackup failed ({status}): {}",
-            tail.last().map_or("no message", String::as_str)
-        );
+        // Its error line names the cause; the last line is often the end of libpq's hint.
+        let message = common::pgbin::error_message(&tail.join("\n"))
+            .or_else(|| tail.last().cloned())
+            .unwrap_or_else(|| "no message".into());
+        anyhow::bail!("pg_basebackup failed ({status}): {message}");
     }
     let (pg_manifest, file_count) = walked.context("reading pg_basebackup's tar stream")?;
     let finished_at = common::timefmt::now();

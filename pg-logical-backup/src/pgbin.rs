@@ -167,7 +167,8 @@ pub fn spawn_error(e: std::io::Error, program: &str) -> anyhow::Error {
     }
 }
 
-/// Fails with the program's last stderr lines when it did not exit successfully.
+/// Fails with the program's error (else its last stderr lines) when it did not exit
+/// successfully.
 pub fn check(output: &Output, what: &str) -> anyhow::Result<()> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !stderr.trim().is_empty() {
@@ -176,11 +177,9 @@ pub fn check(output: &Output, what: &str) -> anyhow::Result<()> {
     if output.status.success() {
         return Ok(());
     }
-    anyhow::bail!(
-        "{what} failed ({}): {}",
-        output.status,
-        last_lines(&stderr, 3)
-    )
+    // Its error line names the cause; the last lines are often libpq's hint and the query.
+    let message = common::pgbin::error_message(&stderr).unwrap_or_else(|| last_lines(&stderr, 3));
+    anyhow::bail!("{what} failed ({}): {message}", output.status)
 }
 
 /// The last `n` non-empty lines of a program's stderr, joined into one line.

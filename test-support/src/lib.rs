@@ -1,12 +1,13 @@
 //! Real services for integration tests, shared by every crate: throwaway PostgreSQL 15
 //! clusters ([`pg::PgCluster`]) and the Kafka-protocol broker started by `scripts/services.sh`
-//! ([`kafka`]).
+//! ([`kafka`]), or a private one a test may kill ([`broker::PrivateBroker`]).
 //!
 //! PostgreSQL refuses to run as root, and CI runs as root: servers and the tools that touch
 //! their files run as the `postgres` OS user ([`os_user`]).
 #![forbid(unsafe_code)]
 
 pub mod age_keys;
+pub mod broker;
 #[cfg(feature = "kafka")]
 pub mod cdc;
 #[cfg(feature = "damage")]
@@ -19,6 +20,7 @@ pub mod pg;
 pub mod process;
 pub mod run;
 pub mod s3;
+pub mod stall;
 
 use std::path::PathBuf;
 

@@ -8,6 +8,9 @@ mod kill_restorer;
 mod kill_writer;
 mod load;
 mod restorers;
+mod service;
+mod service_faults;
+mod service_replay;
 mod sources;
 mod wal_push;
 mod wiped;
@@ -122,6 +125,7 @@ fn all() -> Vec<Entry> {
         ));
     }
     list.extend(disk_full::entries());
+    list.extend(service::entries());
     list.extend(hostile::entries());
     list.extend(wiped::entries());
     list.extend(load::entries());

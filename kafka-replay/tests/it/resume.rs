@@ -201,3 +201,74 @@ fn a_concurrent_writer_fails_verification_with_exit_1() {
     assert_eq!(summary["partitions"][0]["expected_high_watermark"], 2000);
     assert_eq!(summary["partitions"][1]["ok"], true);
 }
+
+/// The target broker killed (-9) mid-replay (found by the fault campaign): the producer's
+/// queue fills and nothing is acknowledged, and the replay used to wait for librdkafka's
+/// message timeout (5 min) once per queue's worth of records. It now ends within --timeout of
+/// the last acknowledgement with exit 2 and one line; with the broker back, the same replay
+/// resumes and leaves every record once, in order. A private broker: the shared one stays up.
+#[test]
+fn a_broker_killed_mid_replay_ends_it_within_the_timeout_and_the_rerun_resumes() {
+    // One partition, more records than its producer's queue holds (30,000).
+    let source = topic("dead_src", 1);
+    produce(&source, (0..80_000u64).map(|i| (0, varied(i))));
+    let dir = tempfile::tempdir().unwrap();
+    let summary = backup(dir.path(), &["--topic", &source, "--chunk-kib", "64"])
+        .ok()
+        .summary();
+    let file = std::path::Path::new(summary["dir"].as_str().unwrap())
+        .join(summary["topics"][0]["file"].as_str().unwrap());
+    let archive = std::fs::read(file).unwrap();
+    let mut broker = test_support::broker::PrivateBroker::start();
+    let private = broker.bootstrap();
+    let target = test_support::unique_name("dead_dst");
+
+    let args = ["--bootstrap-servers", &private, "--timeout", "3s"];
+    let mut child = tool(replay_bin(), dir.path(), &args)
+        .args(["--stdin", "--target-topic", &target])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // A tenth of the archive first: the replay is under way when the broker dies.
+    let (head, rest) = archive.split_at(archive.len() / 10);
+    stdin.write_all(head).unwrap();
+    stdin.flush().unwrap();
+    test_support::process::wait_for("the first records", Duration::from_secs(60), || {
+        partition_count_at(&private, &target) == 1 && watermarks_at(&private, &target, 1)[0].1 > 0
+    });
+    broker.kill();
+    let killed = Instant::now();
+    // The rest, from a thread: a replay stuck on the dead broker stops reading its input.
+    let rest = rest.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&rest);
+    });
+    let deadline = killed + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the replay still waits 60 s after its broker died (--timeout 3s)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let run = Run::from(child.wait_with_output().unwrap());
+    let _ = feeder.join();
+    run.assert_code(2);
+    let line = run.error_line("kafka-replay");
+    assert!(line.contains("broker"), "the cause is named: {line}");
+
+    broker.restart();
+    let rerun = tool(replay_bin(), dir.path(), &args)
+        .args(["--topic", &source, "--target-topic", &target])
+        .output()
+        .unwrap();
+    let rerun = Run::from(rerun).ok().summary();
+    assert_eq!(rerun["verified"], true);
+    assert_eq!(
+        recs(&read_all_at(&private, &target)),
+        recs(&read_all(&source))
+    );
+}

@@ -107,7 +107,12 @@ pub fn produce(topic: &str, records: impl IntoIterator<Item = (i32, Rec)>) {
 
 /// Low and high watermark of every partition.
 pub fn watermarks(topic: &str, partitions: i32) -> Vec<(i64, i64)> {
-    let consumer: BaseConsumer = client_config().create().unwrap();
+    watermarks_at(&bootstrap(), topic, partitions)
+}
+
+/// [`watermarks`] on the broker at `broker` (a private one).
+pub fn watermarks_at(broker: &str, topic: &str, partitions: i32) -> Vec<(i64, i64)> {
+    let consumer: BaseConsumer = config_at(broker).create().unwrap();
     (0..partitions)
         .map(|p| {
             consumer
@@ -119,7 +124,12 @@ pub fn watermarks(topic: &str, partitions: i32) -> Vec<(i64, i64)> {
 
 /// Partition count of a topic (0 when missing).
 pub fn partition_count(topic: &str) -> usize {
-    let consumer: BaseConsumer = client_config().create().unwrap();
+    partition_count_at(&bootstrap(), topic)
+}
+
+/// [`partition_count`] on the broker at `broker`.
+pub fn partition_count_at(broker: &str, topic: &str) -> usize {
+    let consumer: BaseConsumer = config_at(broker).create().unwrap();
     let metadata = consumer
         .fetch_metadata(None, Duration::from_secs(10))
         .unwrap();
@@ -132,9 +142,14 @@ pub fn partition_count(topic: &str) -> usize {
 
 /// Every record of every partition, in offset order.
 pub fn read_all(topic: &str) -> BTreeMap<i32, Vec<Read>> {
-    let partitions = partition_count(topic) as i32;
-    let marks = watermarks(topic, partitions);
-    let consumer: BaseConsumer = client_config()
+    read_all_at(&bootstrap(), topic)
+}
+
+/// [`read_all`] on the broker at `broker`.
+pub fn read_all_at(broker: &str, topic: &str) -> BTreeMap<i32, Vec<Read>> {
+    let partitions = partition_count_at(broker, topic) as i32;
+    let marks = watermarks_at(broker, topic, partitions);
+    let consumer: BaseConsumer = config_at(broker)
         .set("group.id", test_support::unique_name("reader"))
         .set("enable.auto.commit", "false")
         .create()
@@ -194,6 +209,13 @@ pub fn read_all(topic: &str) -> BTreeMap<i32, Vec<Read>> {
         }
     }
     out
+}
+
+/// A client configuration for the broker at `broker`.
+fn config_at(broker: &str) -> rdkafka::ClientConfig {
+    let mut config = client_config();
+    config.set("bootstrap.servers", broker);
+    config
 }
 
 /// The records only, per partition, for field-by-field comparison.

@@ -178,3 +178,42 @@ fn a_full_repository_disk_is_named_and_the_next_run_works() {
         json["id"].as_str().unwrap()
     );
 }
+
+/// The server restarted under a backup (found by the fault campaign): the one error line
+/// carries pg_basebackup's own error, not the last line of libpq's hint ("before or while
+/// processing the request."); nothing looks complete and the next run works.
+#[test]
+fn a_server_restarted_mid_backup_is_named_and_the_next_run_works() {
+    let (mut pg, backups, child) = slow_backup_under_way();
+    // While pg_basebackup streams: the connection drops under it.
+    let walsenders = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'";
+    test_support::process::wait_for("pg_basebackup to stream", Duration::from_secs(60), || {
+        pg.psql(walsenders) == "1"
+    });
+    pg.restart();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("pg-base-backup: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "one error line: {stderr}");
+    assert!(
+        lines[0].starts_with("pg-base-backup: pg_basebackup failed")
+            && ["server closed the connection", "terminating connection"]
+                .iter()
+                .any(|cause| lines[0].contains(cause)),
+        "the cause is named: {stderr}"
+    );
+    let repo = Repository::open(&common::storage::Location::Local(backups.path().into())).unwrap();
+    assert!(repo
+        .list(Kind::Base)
+        .unwrap()
+        .iter()
+        .all(|s| !s.is_complete()));
+
+    let json = summary(&base_backup(&pg, backups.path(), &[]));
+    let (good, _) = repo.find(Kind::Base, None).unwrap();
+    assert_eq!(good.id, json["id"].as_str().unwrap());
+}

@@ -253,3 +253,57 @@ fn the_object_store_dying_mid_backup_is_exit_2_and_the_rerun_is_clean() {
     assert_eq!(sets[0].id, json["id"].as_str().unwrap());
     assert!(env.open_uploads(&url).is_empty());
 }
+
+/// The object store stops answering mid-upload (found by the fault campaign): each request
+/// used to wait 5 minutes, and the clean-up's requests after it as long again. With
+/// BACKUP_S3_REQUEST_TIMEOUT each one ends in time: exit 2 well within a minute, one line
+/// saying the request timed out, nothing complete; a re-run straight to the store is clean.
+/// (A proxy in front of the shared service stalls; the service itself is not touched.)
+#[test]
+fn a_stalling_object_store_times_out_within_the_bound_and_the_rerun_is_clean() {
+    let _service = shared();
+    let env = s3::env();
+    let url = env.url("bb-stall");
+    let proxy = test_support::stall::StallProxy::to_endpoint(&env.endpoint);
+    let mut vars: Vec<(String, String)> = short_lock_vars()
+        .into_iter()
+        .filter(|(k, _)| k != "AWS_ENDPOINT_URL" && k != "BACKUP_S3_RETRY_TIMEOUT")
+        .collect();
+    vars.extend(
+        [
+            ("AWS_ENDPOINT_URL", proxy.endpoint()),
+            ("BACKUP_S3_REQUEST_TIMEOUT", "2s".to_string()),
+            ("BACKUP_S3_RETRY_TIMEOUT", "1s".to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+    let (pg, mut child) = slow_backup_into(&url, &vars);
+    wait_for_open_upload(&url);
+    proxy.stall();
+    let stalled = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if stalled.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the backup still waits 60 s after the store stalled (request timeout 2s)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let run = Run::from(child.wait_with_output().unwrap());
+    drop(proxy);
+    run.assert_code(2);
+    let line = run.error_line("pg-base-backup");
+    assert!(line.contains("timed out"), "the cause is named: {line}");
+    assert!(
+        repo(&url).find(Kind::Base, None).is_err(),
+        "nothing complete"
+    );
+    // The stalled run's lock could not be released: it expires.
+    std::thread::sleep(Duration::from_secs(4));
+    let out = backup_cmd(&pg, &url, &[])
+        .env("BACKUP_S3_LOCK_TTL", "3s")
+        .output()
+        .unwrap();
+    let json = summary(&out);
+    let (good, _) = repo(&url).find(Kind::Base, None).unwrap();
+    assert_eq!(good.id, json["id"].as_str().unwrap());
+}

@@ -211,3 +211,40 @@ fn sigterm_mid_backup_removes_the_set_stops_pg_dump_and_exits_143() {
         env.pg.psql(ours) == "0"
     });
 }
+
+/// The server restarted (immediate) under pg_dump (found by the fault campaign): the one error
+/// line carries pg_dump's own error ("server closed the connection unexpectedly"), not the
+/// end of libpq's hint and the query; nothing looks like a set and the next run works.
+#[test]
+fn a_server_restarted_mid_dump_is_named_and_the_next_run_works() {
+    let env = Env::new();
+    env.sql("CREATE TABLE big AS SELECT g, repeat(md5(g::text), 8) AS v FROM generate_series(1, 400000) g");
+    let child = env
+        .tool()
+        .args(["--compress-level", "9"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let copying = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY public.big%'";
+    test_support::process::wait_for("pg_dump to copy", Duration::from_secs(60), || {
+        env.pg.psql(copying) == "1"
+    });
+    let mut restart = Command::new(test_support::pg::pg_bin("pg_ctl"));
+    restart
+        .arg("-D")
+        .arg(&env.pg.data_dir)
+        .arg("-l")
+        .arg(env.pg.log_file())
+        .args(["-m", "immediate", "-w", "restart"]);
+    test_support::pg::run_checked(as_db_user(&mut restart), "pg_ctl restart");
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.assert_code(2);
+    let line = run.error_line("pg-logical-backup");
+    assert!(
+        line.contains("server closed the connection") && !line.contains("): This probably means"),
+        "pg_dump's error is named: {line}"
+    );
+    assert!(env.set_dirs().is_empty(), "the incomplete set was removed");
+    env.backup(&[]);
+}

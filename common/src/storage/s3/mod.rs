@@ -38,6 +38,8 @@ pub const PART_SIZE_ENV: &str = "BACKUP_S3_PART_SIZE";
 pub const CONCURRENCY_ENV: &str = "BACKUP_S3_UPLOAD_CONCURRENCY";
 /// Environment variable: how long a failing request is retried.
 pub const RETRY_TIMEOUT_ENV: &str = "BACKUP_S3_RETRY_TIMEOUT";
+/// Environment variable: how long one request (one attempt, body included) may take.
+pub const REQUEST_TIMEOUT_ENV: &str = "BACKUP_S3_REQUEST_TIMEOUT";
 /// Environment variable: the lifetime of a lock object between renewals.
 pub const LOCK_TTL_ENV: &str = "BACKUP_S3_LOCK_TTL";
 
@@ -53,6 +55,10 @@ pub struct S3Settings {
     /// Transient errors (5xx, 429, timeouts, refused connections) are retried with
     /// exponential backoff for at most this long per request (default 60 s).
     pub retry_timeout: Duration,
+    /// One attempt of a request, from connecting to the end of its body, fails after this
+    /// long (default 5 min: a 64 MiB part at 220 KB/s). It bounds the wait on a service that
+    /// stops answering; the attempt is then retried within `retry_timeout`.
+    pub request_timeout: Duration,
     /// Lifetime of a lock object; a live run renews it every third of it (default 120 s).
     pub lock_ttl: Duration,
 }
@@ -93,6 +99,7 @@ impl S3Settings {
             part_size: part_size as usize,
             concurrency,
             retry_timeout: duration(RETRY_TIMEOUT_ENV, 60)?,
+            request_timeout: duration(REQUEST_TIMEOUT_ENV, 300)?.max(Duration::from_secs(1)),
             lock_ttl: duration(LOCK_TTL_ENV, 120)?.max(Duration::from_secs(3)),
         })
     }
@@ -146,7 +153,10 @@ pub(super) fn explain(error: &object_store::Error) -> String {
         _ => text,
     };
     let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
-    let hint = if line.contains("SignatureDoesNotMatch") || line.contains("InvalidAccessKeyId") {
+    let hint = if timed_out(error) {
+        // The message says only "error sending request": the cause is further down the chain.
+        " (the request timed out: no answer within BACKUP_S3_REQUEST_TIMEOUT; check that the S3 service is up and not overloaded)"
+    } else if line.contains("SignatureDoesNotMatch") || line.contains("InvalidAccessKeyId") {
         " (check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
     } else if line.contains("NoSuchBucket") {
         " (create the bucket, or check the URL in --backup-dir / BACKUP_DIR)"
@@ -156,6 +166,24 @@ pub(super) fn explain(error: &object_store::Error) -> String {
         ""
     };
     format!("{line}{hint}")
+}
+
+/// Whether a request failed for running out of time ([`REQUEST_TIMEOUT_ENV`]), found in the
+/// error's chain of causes.
+fn timed_out(error: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        let http = e.downcast_ref::<HttpError>();
+        let io = e.downcast_ref::<io::Error>();
+        if http.is_some_and(|h| h.kind() == HttpErrorKind::Timeout)
+            || io.is_some_and(|i| i.kind() == io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 pub(super) fn to_io(error: object_store::Error, what: &str) -> io::Error {
@@ -216,7 +244,7 @@ impl S3Store {
         let path_style = env_flag(overrides, "AWS_S3_FORCE_PATH_STYLE")?.unwrap_or(endpoint_set);
         let client = ClientOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(300))
+            .with_timeout(settings.request_timeout)
             .with_allow_http(env_flag(overrides, "AWS_ALLOW_HTTP")?.unwrap_or(false));
         let retry = RetryConfig {
             retry_timeout: settings.retry_timeout,
@@ -497,5 +525,42 @@ impl Read for S3Reader {
         buf[..n].copy_from_slice(&self.current[..n]);
         self.current = self.current.slice(n..);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::client::{HttpError, HttpErrorKind};
+
+    fn failed(kind: HttpErrorKind, io_kind: io::ErrorKind) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(HttpError::new(kind, io::Error::new(io_kind, "the cause"))),
+        }
+    }
+
+    #[test]
+    fn a_request_that_timed_out_says_so_and_names_its_setting() {
+        let line = explain(&failed(HttpErrorKind::Timeout, io::ErrorKind::TimedOut));
+        assert!(
+            line.contains("timed out") && line.contains(REQUEST_TIMEOUT_ENV),
+            "{line}"
+        );
+        let refused = explain(&failed(
+            HttpErrorKind::Connect,
+            io::ErrorKind::ConnectionRefused,
+        ));
+        assert!(!refused.contains("timed out"), "{refused}");
+    }
+
+    #[test]
+    fn the_request_timeout_is_a_setting() {
+        let set = |value: &str| {
+            S3Settings::from_env_with(&[(REQUEST_TIMEOUT_ENV.to_string(), value.to_string())])
+        };
+        assert_eq!(set("7s").unwrap().request_timeout, Duration::from_secs(7));
+        let bad = format!("{:#}", set("soon").unwrap_err());
+        assert!(bad.contains(REQUEST_TIMEOUT_ENV), "{bad}");
     }
 }
