@@ -232,6 +232,21 @@ struct LinkView<'a> {
     start_ns: i128,
 }
 
+impl<'a> LinkView<'a> {
+    fn of(link: &'a LinkState) -> Self {
+        LinkView {
+            files: link
+                .list
+                .files
+                .iter()
+                .map(|f| (f.path.as_str(), f))
+                .collect(),
+            hashes: &link.hashes,
+            start_ns: link.start_ns,
+        }
+    }
+}
+
 /// Compares `pgdata` with the backup's file list: a local file whose size is the listed one
 /// and whose content hash is in `hashes` (or, by [`Compare::Timestamp`], whose time is a
 /// listed one that can be trusted) is kept. Only reads.
@@ -249,14 +264,7 @@ pub fn compare(
         .filter_map(|f| Some((f.key()?, f)))
         .collect();
     let dirs: HashSet<&Path> = local.dirs.iter().map(PathBuf::as_path).collect();
-    let views: Vec<LinkView<'_>> = links
-        .iter()
-        .map(|l| LinkView {
-            files: l.list.files.iter().map(|f| (f.path.as_str(), f)).collect(),
-            hashes: &l.hashes,
-            start_ns: l.start_ns,
-        })
-        .collect();
+    let views: Vec<LinkView<'_>> = links.iter().map(LinkView::of).collect();
     let mut plan = Plan::default();
     let mut candidates = Vec::new();
     let mut by_time = HashMap::new();
@@ -524,14 +532,7 @@ mod tests {
             link(Stored::Unchanged, None),
             link(Stored::Pages, Some("B")),
         ];
-        let views: Vec<LinkView<'_>> = links
-            .iter()
-            .map(|l| LinkView {
-                files: l.list.files.iter().map(|f| (f.path.as_str(), f)).collect(),
-                hashes: &l.hashes,
-                start_ns: l.start_ns,
-            })
-            .collect();
+        let views: Vec<LinkView<'_>> = links.iter().map(LinkView::of).collect();
         let first = |local: Option<(u64, &str)>| {
             let local = local.map(|(s, h)| (s, h.to_string()));
             first_needed("base/5/16384", local.as_ref(), &views).unwrap()

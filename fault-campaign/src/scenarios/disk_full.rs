@@ -129,40 +129,14 @@ fn fill(path: &Path, leave: u64) -> anyhow::Result<()> {
 
 /// The one `<tool>: ...` line of a run that must have failed for lack of space on `place`.
 fn expect_no_space(run: &Run, tool: &str, place: &Path) -> anyhow::Result<String> {
-    let prefix = format!("{tool}: ");
-    let lines: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .collect();
-    anyhow::ensure!(
-        run.code == 2,
-        "exit {} instead of 2; stderr: {}",
-        run.code,
-        process::last_lines(&run.stderr, 3)
-    );
-    anyhow::ensure!(
-        lines.len() == 1,
-        "{} error lines instead of one: {}",
-        lines.len(),
-        process::last_lines(&run.stderr, 4)
-    );
-    let line = lines[0];
-    let lower = line.to_lowercase();
-    anyhow::ensure!(
-        lower.contains("no space") || lower.contains("free space") || lower.contains("space left"),
-        "the error does not say the disk is full: {line}"
-    );
+    let line =
+        super::service::expect_error_line(run, tool, &["no space", "free space", "space left"])?;
     anyhow::ensure!(
         line.contains(&place.display().to_string()),
         "the error does not name the full filesystem's path ({}): {line}",
         place.display()
     );
-    anyhow::ensure!(
-        !line.contains("signal") && !line.contains("SIGPIPE"),
-        "the error blames a child's signal: {line}"
-    );
-    Ok(line.to_string())
+    Ok(line)
 }
 
 /// pg-base-backup onto a repository filesystem smaller than the backup.
