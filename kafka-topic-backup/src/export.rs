@@ -249,6 +249,15 @@ impl PartitionReader<'_> {
                     return Ok(Stop::Done);
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => continue,
+                // librdkafka reconnects by itself (a broker restarting, a connection the
+                // broker closed): wait as for an empty poll, up to the idle timeout.
+                Some(Err(KafkaError::MessageConsumption(code))) if reconnects(code) => {
+                    tracing::warn!("reading {topic}[{partition}]: {code}; waiting for the broker");
+                    if idle.after_empty_poll() > self.options.idle_timeout {
+                        return Err(self.stalled(range, end));
+                    }
+                    continue;
+                }
                 Some(Err(error)) => {
                     return Err(error)
                         .with_context(|| format!("reading {topic}[{partition}] failed"))
@@ -315,6 +324,12 @@ impl PartitionReader<'_> {
 
 /// How long a partition has yielded nothing. The clock is read only when a poll comes back
 /// empty, not per record.
+/// Consumer errors after which librdkafka reconnects on its own.
+fn reconnects(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(code, Code::AllBrokersDown | Code::BrokerTransportFailure)
+}
+
 struct IdleClock {
     last_progress: Instant,
     read_since_idle: bool,
