@@ -66,7 +66,10 @@ fn sigterm_mid_run_removes_the_set_stops_pg_basebackup_and_exits_143() {
     let (pg, backups, child) = slow_backup_under_way();
     let repo = Repository::open(&common::storage::Location::Local(backups.path().into())).unwrap();
     let walsenders = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'";
-    assert_eq!(pg.psql(walsenders), "1", "pg_basebackup is streaming");
+    // The set's folder is made before pg_basebackup connects.
+    test_support::process::wait_for("pg_basebackup to stream", Duration::from_secs(30), || {
+        pg.psql(walsenders) == "1"
+    });
 
     test_support::process::signal_and_wait(child, "TERM")
         .assert_interrupted("pg-base-backup", "TERM");
