@@ -37,6 +37,10 @@ use crate::context::{Backend, Ctx};
 use crate::process::{self, Ended, Running, Stop};
 use crate::sql;
 
+/// A signal this soon after the start may come before the program has set its handler (the
+/// runtime's own start-up): it then ends by the signal, as any program would.
+const STARTING: Duration = Duration::from_millis(20);
+
 /// How long the archiver may take to archive the segment a restore needs.
 const ARCHIVE_WAIT: Duration = Duration::from_secs(60);
 
@@ -170,6 +174,9 @@ impl KillPgdata {
         );
         match (stopped.killed_at, stopped.stop) {
             (None, _) => stopped.ok("the run meant to be stopped (it ended first)")?,
+            // Signalled while the program was still starting, before any program can have
+            // its handler: ended by the signal itself, with nothing written (checked below).
+            (Some(at), Stop::Term) if stopped.run.code == -1 && at < STARTING => {}
             (Some(_), Stop::Term) if stopped.run.code != 0 => {
                 stopped.expect_code(143, "the run stopped by SIGTERM")?
             }
