@@ -87,6 +87,20 @@ pub fn read_from(bootstrap: &str, topic: &str) -> anyhow::Result<Contents> {
     Ok(contents)
 }
 
+/// Each partition of `got` holds the first records of the same partition of `source` (a
+/// replay stopped part-way, before a re-run completes it).
+pub fn expect_prefix(got: &Contents, source: &Contents) -> anyhow::Result<()> {
+    for (p, records) in got {
+        let first = source.get(p).map(Vec::as_slice).unwrap_or_default();
+        anyhow::ensure!(
+            first.starts_with(records),
+            "partition {p} of the target holds {} records that are not the source's first {0}",
+            records.len()
+        );
+    }
+    Ok(())
+}
+
 /// Total records.
 pub fn count(contents: &Contents) -> usize {
     contents.values().map(Vec::len).sum()

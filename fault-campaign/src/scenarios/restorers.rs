@@ -307,19 +307,7 @@ impl Restorer for Replay {
         let Ok(got) = topic::read(&self.target) else {
             return Ok(()); // not created yet
         };
-        for (p, records) in &got {
-            let source = self
-                .source
-                .contents
-                .get(p)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            anyhow::ensure!(
-                source.starts_with(records),
-                "partition {p} of the target holds {} records that are not the source's first {0}",
-                records.len()
-            );
-        }
+        topic::expect_prefix(&got, &self.source.contents)?;
         Ok(())
     }
 

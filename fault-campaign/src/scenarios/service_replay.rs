@@ -236,19 +236,7 @@ impl BrokerReplay {
             }
             Err(e) => return Err(e),
         };
-        for (p, records) in &got {
-            let source = self
-                .source
-                .contents
-                .get(p)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            anyhow::ensure!(
-                source.starts_with(records),
-                "partition {p} of the target holds {} records that are not the source's first {0}",
-                records.len()
-            );
-        }
+        topic::expect_prefix(&got, &self.source.contents)?;
         Ok(format!(
             "{} of {} records in the target after the restart",
             topic::count(&got),
