@@ -181,6 +181,19 @@ pub fn checkpoint() {
     }
 }
 
+/// For a reader feeding a step run by [`uninterrupted`] (a member of a tarball being written
+/// into a directory a cleanup empties): outside such a step, as [`checkpoint`]; inside one,
+/// once an interruption is being handled, an error, so that a long step ends early instead of
+/// holding up the exit. The caller then stops at a [`checkpoint`] after the step.
+pub fn checkpoint_read() -> std::io::Result<()> {
+    if INTERRUPTING.load(Ordering::Relaxed) && COMPLETING_HERE.with(std::cell::Cell::get) {
+        // Not ErrorKind::Interrupted: readers retry on that.
+        return Err(std::io::Error::other("interrupted by a signal"));
+    }
+    checkpoint();
+    Ok(())
+}
+
 /// Runs `step` while no interruption's cleanups run (the watcher waits for it): for a step
 /// that makes something and registers what undoes it, so that an interruption finds both or
 /// neither. Keep it short: the exit waits for it.

@@ -26,8 +26,9 @@ struct Counting<'a, R> {
 
 impl<R: io::Read> io::Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // Interrupted, extraction stops here while the data directory is emptied.
-        common::interrupt::checkpoint();
+        // Interrupted, extraction stops here while the data directory is emptied (or the
+        // member being written ends early: see `unpack_members`).
+        common::interrupt::checkpoint_read()?;
         let n = self.inner.read(buf)?;
         self.progress.inc(n as u64);
         Ok(n)
@@ -200,21 +201,40 @@ fn unpack_members<R: io::Read>(
         }
         let relative = relative_path(&path);
         let is_dir = member.header().entry_type().is_dir();
-        match members.action(&relative, is_dir, || pgdata.join(&relative).exists()) {
-            Action::Skip => {}
-            // unpack_in also refuses links whose targets, or whose parents, lead outside.
-            Action::Unpack => {
-                member.unpack_in(pgdata)?;
-            }
-            Action::UnpackAs(other) => {
-                let dst = pgdata.join(other);
-                if let Some(parent) = dst.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                member.unpack(&dst)?;
-            }
-            Action::Patch(file) => patch(pgdata, &relative, &file, &mut member)?,
+        let action = members.action(&relative, is_dir, || pgdata.join(&relative).exists());
+        // The decoder may hold the rest of the tarball already, so its reads alone do not
+        // stop the writes: each member is written while the cleanup that empties the data
+        // directory waits (it ends early on a signal), and the run stops after it.
+        common::interrupt::checkpoint();
+        let written = common::interrupt::uninterrupted(|| {
+            write_member(pgdata, &relative, action, &mut member)
+        });
+        common::interrupt::checkpoint();
+        written?;
+    }
+    Ok(())
+}
+
+fn write_member<R: io::Read>(
+    pgdata: &Path,
+    relative: &str,
+    action: Action,
+    member: &mut tar::Entry<'_, R>,
+) -> anyhow::Result<()> {
+    match action {
+        Action::Skip => {}
+        // unpack_in also refuses links whose targets, or whose parents, lead outside.
+        Action::Unpack => {
+            member.unpack_in(pgdata)?;
         }
+        Action::UnpackAs(other) => {
+            let dst = pgdata.join(other);
+            if let Some(parent) = dst.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            member.unpack(&dst)?;
+        }
+        Action::Patch(file) => patch(pgdata, relative, &file, member)?,
     }
     Ok(())
 }

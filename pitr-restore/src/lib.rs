@@ -311,7 +311,7 @@ impl Restore<'_> {
     fn fresh(&self, list: Option<&FileList>) -> anyhow::Result<Restored> {
         let pgdata = &self.args.pgdata;
         safety::prepare_pgdata(pgdata, self.args.force)?;
-        let unfinished = safety::emptied_unless_done(pgdata);
+        let mut unfinished = safety::emptied_unless_done(pgdata);
         let size = list.map_or(self.chain.last().details.raw_bytes, FileList::total_size);
         safety::check_space(pgdata, size + size / 10)?;
         self.extract(|_| Some(extract::Members::All))?;
@@ -320,8 +320,8 @@ impl Restore<'_> {
             conform::remove(pgdata, &conform::unlisted(&local, list))?;
             conform::verify(pgdata, list, &self.chain.last().set.id, str::to_string)?;
         }
-        configure_recovery(self.args, self.repo, self.target)?;
-        unfinished.done();
+        // Its last writes while no interruption empties the directory beside them.
+        unfinished.done_if_ok(|| configure_recovery(self.args, self.repo, self.target))?;
         Ok(Restored {
             bytes: size,
             delta: None,

@@ -162,16 +162,18 @@ impl Pending {
 
     /// Moves the backup's pg_control into place and removes the marker: the directory can
     /// start.
-    pub fn finish(self) -> anyhow::Result<()> {
-        let control = self.pgdata.join(PG_CONTROL);
-        std::fs::rename(self.pgdata.join(PG_CONTROL_NEW), &control)
-            .with_context(|| format!("cannot write {}", control.display()))?;
-        common::durable::fsync_dir(control.parent().expect("global/"))?;
-        std::fs::remove_file(self.pgdata.join(PENDING))
-            .with_context(|| format!("cannot remove {}", self.pgdata.join(PENDING).display()))?;
-        common::durable::fsync_dir(&self.pgdata)?;
-        self.unfinished.done();
-        Ok(())
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        let pgdata = &self.pgdata;
+        self.unfinished.done_if_ok(|| {
+            let control = pgdata.join(PG_CONTROL);
+            std::fs::rename(pgdata.join(PG_CONTROL_NEW), &control)
+                .with_context(|| format!("cannot write {}", control.display()))?;
+            common::durable::fsync_dir(control.parent().expect("global/"))?;
+            std::fs::remove_file(pgdata.join(PENDING))
+                .with_context(|| format!("cannot remove {}", pgdata.join(PENDING).display()))?;
+            common::durable::fsync_dir(pgdata)?;
+            anyhow::Ok(())
+        })
     }
 }
 
