@@ -11,7 +11,6 @@
 //! it that stored the file) and applies only the links after the state it matches.
 
 use std::io::{self, Read};
-use std::path::Path;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -72,8 +71,8 @@ impl FileList {
     }
 }
 
-/// XXH3-128 of the content (hex) of each file a set stored, by path: what a delta restore
-/// compares local files with.
+/// The content hash ([`super::filehash`]) of each file a set stored, by path: what a delta
+/// restore compares local files with.
 pub type FileHashes = std::collections::BTreeMap<String, String>;
 
 /// The file list of a base set read from the data directory (clear in every set).
@@ -119,37 +118,6 @@ fn open(
     Ok((input, shown))
 }
 
-/// A streaming XXH3-128 of a file's content.
-#[derive(Default)]
-pub struct ContentHash(twox_hash::XxHash3_128);
-
-impl ContentHash {
-    pub fn update(&mut self, bytes: &[u8]) {
-        self.0.write(bytes);
-    }
-
-    /// The hash as 32 hex digits.
-    pub fn hex(&self) -> String {
-        format!("{:032x}", self.0.finish_128())
-    }
-}
-
-/// Size and hash of a local file.
-pub fn hash_file(path: &Path) -> io::Result<(u64, String)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hash = ContentHash::default();
-    let mut buf = vec![0; 1 << 20];
-    let mut size = 0;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok((size, hash.hex()));
-        }
-        hash.update(&buf[..n]);
-        size += n as u64;
-    }
-}
-
 /// Modification time in nanoseconds since the epoch.
 pub fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
     use std::os::unix::fs::MetadataExt;
@@ -159,23 +127,6 @@ pub fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hashing_a_file_equals_hashing_its_bytes_in_pieces() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&path, &bytes).unwrap();
-        let mut pieces = ContentHash::default();
-        for chunk in bytes.chunks(8192) {
-            pieces.update(chunk);
-        }
-        assert_eq!(
-            hash_file(&path).unwrap(),
-            (bytes.len() as u64, pieces.hex())
-        );
-        assert_ne!(pieces.hex(), ContentHash::default().hex());
-    }
 
     #[test]
     fn a_list_round_trips_through_json() {

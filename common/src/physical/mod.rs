@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod datadir;
+pub mod filehash;
 pub mod filelist;
 pub mod incremental;
 pub mod page;

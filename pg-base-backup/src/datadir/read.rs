@@ -1,8 +1,10 @@
 //! Reading the files of a data-directory backup on `--jobs` threads: each file is decided
 //! (unchanged since the reference, changed pages, or whole), read, hashed and handed to the
 //! tar writer as a stream of chunks over a small bounded channel of its own, so the tarball
-//! keeps the walk's order while up to `jobs` files are read ahead. Memory stays at most
-//! `jobs` × [`CHANNEL_CHUNKS`] × [`CHUNK`] bytes, plus each incremental file's page list.
+//! keeps the walk's order while up to `jobs` files are read ahead. The pieces of a large file
+//! an incremental backup scans for changed pages are scanned on `jobs` threads. Memory stays
+//! at most `jobs` × ([`CHANNEL_CHUNKS`] + `jobs`) × [`CHUNK`] bytes, plus each incremental
+//! file's page list.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -12,7 +14,8 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use common::lsn::Lsn;
 use common::physical::datadir::PathClass;
-use common::physical::filelist::{mtime_ns, ContentHash, ListedFile, Stored};
+use common::physical::filehash::{self, ContentHash, PieceDigest, PieceHasher, PIECE};
+use common::physical::filelist::{mtime_ns, ListedFile, Stored};
 use common::physical::incremental::{self, ChangedPages, PAGE_SIZE};
 use common::physical::page;
 
@@ -116,7 +119,7 @@ pub fn spawn<'scope>(
                 common::interrupt::checkpoint();
                 let item = &found[index];
                 let verify = verify.filter(|_| item.first_block.is_some());
-                if let Err(e) = read_one(item, reference, verify, &tx) {
+                if let Err(e) = read_one(item, reference, verify, jobs, &tx) {
                     // The writer has stopped listening (it failed): nothing more to do.
                     if tx.send(Piece::Failed(e)).is_err() {
                         return;
@@ -133,6 +136,7 @@ fn read_one(
     item: &Found,
     reference: Option<&Reference>,
     verify: Option<Verify>,
+    jobs: usize,
     tx: &SyncSender<Piece>,
 ) -> io::Result<()> {
     let gone = |tx: &SyncSender<Piece>| {
@@ -183,6 +187,8 @@ fn read_one(
                 old_size: old.size,
                 since,
                 verify,
+                first_block: item.first_block,
+                threads: jobs,
             };
             send_pages(tx, &file, item, size, &pages, listed(Stored::Pages))
         }
@@ -236,7 +242,7 @@ fn send_whole(
     send(
         tx,
         Piece::End {
-            hash: Some(hash.hex()),
+            hash: Some(hash.finish()),
             bad_blocks,
         },
     )
@@ -249,11 +255,87 @@ struct Pages {
     /// The reference's start: newer pages changed.
     since: Lsn,
     verify: Option<Verify>,
+    /// The relation block of the file's block 0, for the data checksums.
+    first_block: Option<u32>,
+    /// Threads a large file's pieces are scanned on.
+    threads: usize,
 }
 
-/// The pages of a relation file newer than `since`, pages past its old size and all-zero
-/// pages (new, never written), as an incremental member: a first pass reads the file to
-/// pick the pages and hash it, a second reads the picked pages again.
+/// What one piece of a relation file gives its incremental member.
+struct PieceScan {
+    digest: PieceDigest,
+    /// Its changed blocks (numbered in the file).
+    changed: Vec<u32>,
+    bad_blocks: Vec<u32>,
+}
+
+impl Pages {
+    /// Scans every piece of the file (`size` bytes), on up to `threads` threads.
+    fn scan(&self, file: &File, size: u64) -> io::Result<Vec<PieceScan>> {
+        let count = size.div_ceil(PIECE as u64) as usize;
+        let threads = self.threads.clamp(1, count.max(1));
+        if threads == 1 {
+            return (0..count).map(|i| self.scan_piece(file, size, i)).collect();
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|first| {
+                    scope.spawn(move || {
+                        (first..count)
+                            .step_by(threads)
+                            .map(|i| Ok((i, self.scan_piece(file, size, i)?)))
+                            .collect::<io::Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            let mut scans = Vec::with_capacity(count);
+            for handle in handles {
+                scans.extend(handle.join().expect("a scanning thread panicked")?);
+            }
+            scans.sort_by_key(|(i, _)| *i);
+            Ok(scans.into_iter().map(|(_, scan)| scan).collect())
+        })
+    }
+
+    /// Piece `index` of the file: its digest, and its pages newer than `since`, past the old
+    /// size, or all-zero (new, never written).
+    fn scan_piece(&self, file: &File, size: u64, index: usize) -> io::Result<PieceScan> {
+        let old_blocks = self.old_size / PAGE_SIZE as u64;
+        let start = index as u64 * PIECE as u64;
+        let end = size.min(start + PIECE as u64);
+        let mut scan = PieceScan {
+            digest: PieceDigest::default(),
+            changed: Vec::new(),
+            bad_blocks: Vec::new(),
+        };
+        let mut hash = PieceHasher::default();
+        let mut chunk = vec![0; CHUNK];
+        let mut offset = start;
+        while offset < end {
+            let want = (end - offset).min(CHUNK as u64) as usize;
+            read_full_at(file, &mut chunk[..want], offset)?;
+            let blocks = (offset / PAGE_SIZE as u64..).zip(chunk[..want].chunks(PAGE_SIZE));
+            for (block, page) in blocks {
+                let lsn = incremental::page_lsn(page);
+                if lsn > self.since || lsn == Lsn(0) || block >= old_blocks {
+                    scan.changed.push(block as u32);
+                }
+            }
+            hash.update(&chunk[..want]);
+            if let (Some(verify), Some(first_block)) = (self.verify, self.first_block) {
+                let bad = verify.bad_blocks(file, &chunk[..want], offset, first_block)?;
+                scan.bad_blocks.extend(bad);
+            }
+            offset += want as u64;
+        }
+        scan.digest = hash.finish();
+        Ok(scan)
+    }
+}
+
+/// The pages of a relation file that [`Pages`] picks, as an incremental member: a first pass
+/// reads the file (its pieces in parallel) to pick the pages and hash it, a second reads the
+/// picked pages again.
 fn send_pages(
     tx: &SyncSender<Piece>,
     file: &File,
@@ -262,31 +344,16 @@ fn send_pages(
     pages: &Pages,
     listed: ListedFile,
 ) -> io::Result<()> {
-    let old_blocks = pages.old_size / PAGE_SIZE as u64;
-    let mut bad_blocks = Vec::new();
+    let scans = pages.scan(file, size)?;
+    let hash = filehash::from_digests(scans.iter().map(|scan| &scan.digest));
     let mut changed = ChangedPages {
         file_size: size,
         blocks: Vec::new(),
     };
-    let mut hash = ContentHash::default();
-    let mut chunk = vec![0; CHUNK];
-    let mut block: u64 = 0;
-    let mut offset = 0;
-    while offset < size {
-        let want = (size - offset).min(CHUNK as u64) as usize;
-        read_full_at(file, &mut chunk[..want], offset)?;
-        for page in chunk[..want].chunks(PAGE_SIZE) {
-            let lsn = incremental::page_lsn(page);
-            if lsn > pages.since || lsn == Lsn(0) || block >= old_blocks {
-                changed.blocks.push(block as u32);
-            }
-            block += 1;
-        }
-        hash.update(&chunk[..want]);
-        if let (Some(verify), Some(first_block)) = (pages.verify, item.first_block) {
-            bad_blocks.extend(verify.bad_blocks(file, &chunk[..want], offset, first_block)?);
-        }
-        offset += want as u64;
+    let mut bad_blocks = Vec::new();
+    for scan in scans {
+        changed.blocks.extend(scan.changed);
+        bad_blocks.extend(scan.bad_blocks);
     }
     let mut head = Vec::with_capacity(CHUNK);
     changed.write_header(&mut head)?;
@@ -318,7 +385,7 @@ fn send_pages(
     send(
         tx,
         Piece::End {
-            hash: Some(hash.hex()),
+            hash: Some(hash),
             bad_blocks,
         },
     )
@@ -360,4 +427,62 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     }
     buf[got..].fill(0);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A relation file of `blocks` pages, each with the LSN `lsn(block)` in its header.
+    fn relation(blocks: u64, lsn: impl Fn(u64) -> u64) -> tempfile::NamedTempFile {
+        let mut bytes = Vec::with_capacity((blocks as usize) * PAGE_SIZE);
+        for block in 0..blocks {
+            let mut page = vec![(block % 199) as u8; PAGE_SIZE];
+            let lsn = lsn(block);
+            page[..4].copy_from_slice(&((lsn >> 32) as u32).to_le_bytes());
+            page[4..8].copy_from_slice(&(lsn as u32).to_le_bytes());
+            bytes.extend_from_slice(&page);
+        }
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &bytes).unwrap();
+        file
+    }
+
+    #[test]
+    fn pieces_scanned_in_parallel_give_the_changed_pages_and_hash_of_one_pass() {
+        // Three pieces and a bit; new pages past the old size, newer LSNs in every piece.
+        let blocks = (3 * PIECE / PAGE_SIZE + 10) as u64;
+        let changed_at = |block: u64| block % 1500 == 7;
+        let file = relation(blocks, |b| {
+            if changed_at(b) {
+                0x2_0000_0000
+            } else {
+                0x1_0000_0000
+            }
+        });
+        let size = blocks * PAGE_SIZE as u64;
+        let scan = |threads| {
+            let pages = Pages {
+                old_size: size - 4 * PAGE_SIZE as u64,
+                since: Lsn(0x1_8000_0000),
+                verify: None,
+                first_block: Some(0),
+                threads,
+            };
+            let scans = pages.scan(&File::open(file.path()).unwrap(), size).unwrap();
+            let hash = filehash::from_digests(scans.iter().map(|s| &s.digest));
+            let changed: Vec<u32> = scans.into_iter().flat_map(|s| s.changed).collect();
+            (changed, hash)
+        };
+        let (changed, hash) = scan(1);
+        let expected: Vec<u32> = (0..blocks)
+            .filter(|&b| changed_at(b) || b >= blocks - 4)
+            .map(|b| b as u32)
+            .collect();
+        assert_eq!(changed, expected);
+        assert_eq!(scan(3), (changed, hash.clone()));
+        let mut whole = ContentHash::default();
+        whole.update(&std::fs::read(file.path()).unwrap());
+        assert_eq!(hash, whole.finish());
+    }
 }

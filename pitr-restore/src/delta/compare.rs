@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use common::physical::filelist::{self, FileHashes, FileList, ListedFile, Stored};
+use common::physical::filehash::{self, LocalHash};
+use common::physical::filelist::{FileHashes, FileList, ListedFile, Stored};
 use serde::Serialize;
 
 use crate::conform::{self, Unlisted};
@@ -97,13 +98,13 @@ impl Plan {
 /// (`links.len()`: nothing, the local file is the chosen set's).
 fn first_needed(
     path: &str,
-    local: Option<&(u64, String)>,
+    local: Option<&LocalHash>,
     links: &[LinkView<'_>],
 ) -> anyhow::Result<usize> {
     let n = links.len();
     // The state of `path` at link k: its size there, and the hash of the newest link up to k
     // that stored it.
-    if let Some((size, hash)) = local {
+    if let Some(local) = local {
         let mut stored_hash: Option<&String> = None;
         let mut states = Vec::with_capacity(n);
         for link in links {
@@ -119,7 +120,7 @@ fn first_needed(
         }
         for k in (0..n).rev() {
             match states[k] {
-                Some((s, Some(h))) if s == *size && h == hash => return Ok(k + 1),
+                Some((s, Some(h))) if s == local.size && local.matches(h) => return Ok(k + 1),
                 Some(_) => {}
                 None => break,
             }
@@ -259,12 +260,12 @@ fn local_hashes<'a>(
     pgdata: &Path,
     files: &[&'a ListedFile],
     progress: &indicatif::ProgressBar,
-) -> anyhow::Result<HashMap<&'a str, (u64, String)>> {
+) -> anyhow::Result<HashMap<&'a str, LocalHash>> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|worker| {
-                scope.spawn(move || -> anyhow::Result<Vec<(&'a str, (u64, String))>> {
+                scope.spawn(move || -> anyhow::Result<Vec<(&'a str, LocalHash)>> {
                     let mut hashed = Vec::new();
                     for file in files.iter().skip(worker).step_by(workers) {
                         common::interrupt::checkpoint();
@@ -289,15 +290,14 @@ fn local_hashes<'a>(
 /// Size and content hash of a local file as the backup would have it: postgresql.auto.conf
 /// without the recovery settings an earlier restore appended (they are written anew), so
 /// that it does not take its whole chain's tarballs to restore 100 bytes.
-fn local_state(path: &Path, listed: &str) -> std::io::Result<(u64, String)> {
+fn local_state(path: &Path, listed: &str) -> std::io::Result<LocalHash> {
     if listed != crate::recovery::AUTO_CONF {
-        return filelist::hash_file(path);
+        return filehash::hash_file(path);
     }
     let text = std::fs::read(path)?;
-    let own = crate::recovery::without_recovery_block(&text);
-    let mut hash = filelist::ContentHash::default();
-    hash.update(own);
-    Ok((own.len() as u64, hash.hex()))
+    Ok(LocalHash::of(crate::recovery::without_recovery_block(
+        &text,
+    )))
 }
 
 #[cfg(test)]
@@ -312,14 +312,14 @@ mod tests {
         let full = root.join(path);
         std::fs::create_dir_all(full.parent().unwrap()).unwrap();
         std::fs::write(&full, bytes).unwrap();
-        let (size, hash) = filelist::hash_file(&full).unwrap();
+        let local = filehash::hash_file(&full).unwrap();
         let file = ListedFile {
             path: path.into(),
-            size,
+            size: local.size,
             mtime_ns: 0,
             stored: Stored::Whole,
         };
-        (file, (path.to_string(), hash))
+        (file, (path.to_string(), local.pieces))
     }
 
     #[test]
@@ -351,8 +351,13 @@ mod tests {
             link(Stored::Pages, Some("B")),
         ];
         let views: Vec<LinkView<'_>> = links.iter().map(LinkView::of).collect();
+        // Hashes in the older form (no pieces prefix) compare with the whole content's.
         let first = |local: Option<(u64, &str)>| {
-            let local = local.map(|(s, h)| (s, h.to_string()));
+            let local = local.map(|(size, whole)| LocalHash {
+                size,
+                pieces: String::new(),
+                whole: whole.to_string(),
+            });
             first_needed("base/5/16384", local.as_ref(), &views).unwrap()
         };
         assert_eq!(
