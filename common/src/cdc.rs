@@ -16,15 +16,19 @@ use crate::lsn::Lsn;
 /// Debezium's envelope source block: with the JsonConverter schema wrapper, then without.
 pub const ENVELOPE: [&str; 2] = ["/payload/source", "/source"];
 
+/// Text that is an LSN in neither form a change event carries it in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid LSN '{0}': expected PostgreSQL's form (0/16B3748) or a decimal number")]
+pub struct ParseEventLsnError(String);
+
 /// Parses an LSN as PostgreSQL prints it (`0/16B3748`) or as a decimal number.
-pub fn parse_lsn(text: &str) -> Result<Lsn, String> {
+pub fn parse_lsn(text: &str) -> Result<Lsn, ParseEventLsnError> {
     let text = text.trim();
     if let Ok(number) = text.parse::<u64>() {
         return Ok(Lsn(number));
     }
-    text.parse::<Lsn>().map_err(|_| {
-        format!("invalid LSN '{text}': expected PostgreSQL's form (0/16B3748) or a decimal number")
-    })
+    text.parse::<Lsn>()
+        .map_err(|_| ParseEventLsnError(text.to_string()))
 }
 
 /// Where a record's LSN is.
@@ -39,8 +43,19 @@ pub enum LsnField {
     Header(String),
 }
 
+/// A field spec that is neither a JSON pointer nor `header:NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid {what} field '{text}': expected a JSON pointer into the value ({example}) or header:NAME"
+)]
+pub struct ParseFieldError {
+    what: &'static str,
+    text: String,
+    example: &'static str,
+}
+
 impl FromStr for LsnField {
-    type Err = String;
+    type Err = ParseFieldError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         if let Some(name) = text.strip_prefix("header:") {
@@ -50,9 +65,11 @@ impl FromStr for LsnField {
         } else if text.starts_with('/') {
             return Ok(LsnField::Pointer(text.to_string()));
         }
-        Err(format!(
-            "invalid LSN field '{text}': expected a JSON pointer into the value (/source/lsn) or header:NAME"
-        ))
+        Err(ParseFieldError {
+            what: "LSN",
+            text: text.to_string(),
+            example: "/source/lsn",
+        })
     }
 }
 
@@ -138,16 +155,18 @@ pub enum TxIdField {
 }
 
 impl FromStr for TxIdField {
-    type Err = String;
+    type Err = ParseFieldError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         // One syntax for both fields: an LSN field's spec is parsed, then taken over.
         match text.parse::<LsnField>() {
             Ok(LsnField::Pointer(pointer)) => Ok(TxIdField::Pointer(pointer)),
             Ok(LsnField::Header(name)) => Ok(TxIdField::Header(name)),
-            _ => Err(format!(
-                "invalid txId field '{text}': expected a JSON pointer into the value (/source/txId) or header:NAME"
-            )),
+            _ => Err(ParseFieldError {
+                what: "txId",
+                text: text.to_string(),
+                example: "/source/txId",
+            }),
         }
     }
 }
@@ -327,6 +346,7 @@ mod tests {
         assert!("txId"
             .parse::<TxIdField>()
             .unwrap_err()
+            .to_string()
             .contains("invalid txId field"));
         assert_eq!(
             TxIdField::Envelope.to_string(),

@@ -65,7 +65,7 @@ pub fn run_scenario(ctx: &Ctx, entry: &Entry, seed: u64, trials: usize) -> Scena
         Ok(scenario) => scenario,
         Err(error) => {
             eprintln!("[{}] setup failed: {error}", entry.name);
-            result.setup_error = Some(error);
+            result.setup_error = Some(error.to_string());
             result.duration_s = started.elapsed().as_secs_f64();
             return result;
         }
@@ -80,7 +80,7 @@ pub fn run_scenario(ctx: &Ctx, entry: &Entry, seed: u64, trials: usize) -> Scena
             ok: outcome.is_ok(),
             detail: match outcome {
                 Ok(note) => note,
-                Err(error) => error,
+                Err(error) => error.to_string(),
             },
             duration_s: trial_started.elapsed().as_secs_f64(),
         };
@@ -99,16 +99,28 @@ pub fn run_scenario(ctx: &Ctx, entry: &Entry, seed: u64, trials: usize) -> Scena
     result
 }
 
-/// Runs `f`, turning both its error and a panic (the test helpers panic) into a message.
-fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Result<T, String> {
+/// Why a scenario's setup or a trial failed; shown as one message (an error's whole chain).
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{0:#}")]
+    Error(anyhow::Error),
+    /// A panic of the test helpers, with its message.
+    #[error("{0}")]
+    Panic(String),
+}
+
+/// Runs `f`, catching a panic (the test helpers panic) as well as its error.
+fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Result<T, Failure> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(format!("{error:#}")),
-        Err(panic) => Err(panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "panicked".into())),
+        Ok(Err(error)) => Err(Failure::Error(error)),
+        Err(panic) => Err(Failure::Panic(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panicked".into()),
+        )),
     }
 }
 

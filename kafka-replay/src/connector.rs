@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use common::lsn::Lsn;
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext};
@@ -36,8 +37,15 @@ pub struct ConnectorName {
     pub server: String,
 }
 
+/// Text that is not `CONNECTOR=SERVER`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid connector '{0}': expected CONNECTOR=SERVER, the connector's name and its topic.prefix"
+)]
+pub struct ParseConnectorError(String);
+
 impl FromStr for ConnectorName {
-    type Err = String;
+    type Err = ParseConnectorError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text.split_once('=') {
@@ -47,9 +55,7 @@ impl FromStr for ConnectorName {
                     server: server.to_string(),
                 })
             }
-            _ => Err(format!(
-                "invalid connector '{text}': expected CONNECTOR=SERVER, the connector's name and its topic.prefix"
-            )),
+            _ => Err(ParseConnectorError(text.to_string())),
         }
     }
 }
@@ -174,11 +180,11 @@ pub fn write(
 /// The delivery report of the one offset record.
 #[derive(Default)]
 struct OneDelivery {
-    result: Mutex<Option<Result<(i32, i64), String>>>,
+    result: Mutex<Option<Result<(i32, i64), KafkaError>>>,
 }
 
 impl OneDelivery {
-    fn take(&self) -> Option<Result<(i32, i64), String>> {
+    fn take(&self) -> Option<Result<(i32, i64), KafkaError>> {
         self.result.lock().ok()?.take()
     }
 }
@@ -191,7 +197,7 @@ impl ProducerContext for OneDelivery {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         let outcome = match result {
             Ok(message) => Ok((message.partition(), message.offset())),
-            Err((error, _)) => Err(error.to_string()),
+            Err((error, _)) => Err(error.clone()),
         };
         if let Ok(mut slot) = self.result.lock() {
             *slot = Some(outcome);

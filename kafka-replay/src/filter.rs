@@ -14,14 +14,17 @@ pub struct OffsetRange {
     pub to: Option<i64>,
 }
 
+/// Text that is not an offset range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid offset range '{0}': expected PARTITION:FROM..TO, e.g. 0:100..200 (TO exclusive; either end may be left out)")]
+pub struct ParseOffsetRangeError(String);
+
 impl FromStr for OffsetRange {
-    type Err = String;
+    type Err = ParseOffsetRangeError;
 
     /// `P:FROM..TO`, `P:FROM..`, `P:..TO` or `P` (the whole partition).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let hint = || {
-            format!("invalid offset range '{text}': expected PARTITION:FROM..TO, e.g. 0:100..200 (TO exclusive; either end may be left out)")
-        };
+        let hint = || ParseOffsetRangeError(text.to_string());
         let (partition, range) = match text.split_once(':') {
             Some((p, r)) => (p, Some(r)),
             None => (text, None),
@@ -31,7 +34,7 @@ impl FromStr for OffsetRange {
             None => (None, None),
             Some(range) => {
                 let (from, to) = range.split_once("..").ok_or_else(hint)?;
-                let bound = |s: &str| -> Result<Option<i64>, String> {
+                let bound = |s: &str| -> Result<Option<i64>, ParseOffsetRangeError> {
                     let s = s.trim();
                     if s.is_empty() {
                         Ok(None)
@@ -53,10 +56,15 @@ impl FromStr for OffsetRange {
     }
 }
 
+/// Text that is none of the forms of a time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid time '{0}': expected RFC 3339 (2026-11-21T02:00:00Z), a duration ago (2h, 3days) or epoch milliseconds")]
+pub struct ParseTimeError(String);
+
 /// Parses a time for `--from-time`/`--to-time`: RFC 3339 (or PostgreSQL style), a humantime
 /// timestamp (`2026-11-21 02:00:00` is UTC), a duration meaning that long ago (`2h`,
 /// `3days`), or milliseconds since the epoch. Returns epoch milliseconds.
-pub fn parse_time(text: &str) -> Result<i64, String> {
+pub fn parse_time(text: &str) -> Result<i64, ParseTimeError> {
     let text = text.trim();
     if let Ok(t) = common::timefmt::parse_timestamp(text) {
         return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
@@ -71,9 +79,7 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
     if let Ok(millis) = text.parse::<i64>() {
         return Ok(millis);
     }
-    Err(format!(
-        "invalid time '{text}': expected RFC 3339 (2026-11-21T02:00:00Z), a duration ago (2h, 3days) or epoch milliseconds"
-    ))
+    Err(ParseTimeError(text.to_string()))
 }
 
 fn system_millis(t: std::time::SystemTime) -> i64 {
@@ -168,6 +174,7 @@ mod tests {
         assert!("1:5-9"
             .parse::<OffsetRange>()
             .unwrap_err()
+            .to_string()
             .contains("PARTITION:FROM..TO"));
     }
 

@@ -395,7 +395,10 @@ mod tests {
         assert_eq!(parse_lsn("0/16B3748").unwrap(), Lsn(0x16B_3748));
         assert_eq!(parse_lsn("23803720").unwrap(), Lsn(23_803_720));
         assert_eq!(parse_lsn("1/0").unwrap(), Lsn(1 << 32));
-        assert!(parse_lsn("16B3748").unwrap_err().contains("0/16B3748"));
+        assert!(parse_lsn("16B3748")
+            .unwrap_err()
+            .to_string()
+            .contains("0/16B3748"));
         assert_eq!("header:lsn".parse(), Ok(LsnField::Header("lsn".into())));
         assert_eq!(
             "/after/lsn".parse(),

@@ -23,7 +23,27 @@ pub const DEFAULT_MAX_AGE: [(Kind, u64); 5] = [
     (Kind::Slots, 26 * 3600),
 ];
 
-fn parse_kind(name: &str) -> Result<Option<Kind>, String> {
+/// A threshold on the command line that does not parse; the message shows a form that does.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParseThresholdError {
+    #[error("unknown kind '{0}': expected base, wal, logical, kafka, slots or all")]
+    UnknownKind(String),
+    #[error("expected KIND=VALUE, got '{item}' (e.g. {example})")]
+    NotAPair { item: String, example: &'static str },
+    #[error("empty list (e.g. {example})")]
+    Empty { example: &'static str },
+    /// The cause is shown in the message and not chained as a source, so an error chain
+    /// (`{:#}`) says it once.
+    #[error("invalid duration '{value}': {error} (e.g. 26h, 8d, 90m)")]
+    Duration {
+        value: String,
+        error: humantime::DurationError,
+    },
+    #[error("invalid count '{0}': expected a whole number")]
+    Count(String),
+}
+
+fn parse_kind(name: &str) -> Result<Option<Kind>, ParseThresholdError> {
     let name = name.trim();
     if name == "all" || name == "*" {
         return Ok(None);
@@ -33,48 +53,51 @@ fn parse_kind(name: &str) -> Result<Option<Kind>, String> {
         .copied()
         .find(|k| k.name() == name)
         .map(Some)
-        .ok_or_else(|| {
-            format!("unknown kind '{name}': expected base, wal, logical, kafka, slots or all")
-        })
+        .ok_or_else(|| ParseThresholdError::UnknownKind(name.to_string()))
 }
 
 fn parse_map<T>(
     text: &str,
-    value: impl Fn(&str) -> Result<T, String>,
-    example: &str,
-) -> Result<KindMap<T>, String> {
+    value: impl Fn(&str) -> Result<T, ParseThresholdError>,
+    example: &'static str,
+) -> Result<KindMap<T>, ParseThresholdError> {
     let mut items = Vec::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (kind, v) = item
             .split_once('=')
-            .ok_or_else(|| format!("expected KIND=VALUE, got '{item}' (e.g. {example})"))?;
+            .ok_or_else(|| ParseThresholdError::NotAPair {
+                item: item.to_string(),
+                example,
+            })?;
         items.push((parse_kind(kind)?, value(v.trim())?));
     }
     if items.is_empty() {
-        return Err(format!("empty list (e.g. {example})"));
+        return Err(ParseThresholdError::Empty { example });
     }
     Ok(KindMap(items))
 }
 
 /// `base=26h,kafka=8d`.
-pub fn parse_durations(text: &str) -> Result<KindMap<Duration>, String> {
+pub fn parse_durations(text: &str) -> Result<KindMap<Duration>, ParseThresholdError> {
     parse_map(
         text,
         |v| {
-            humantime::parse_duration(v)
-                .map_err(|e| format!("invalid duration '{v}': {e} (e.g. 26h, 8d, 90m)"))
+            humantime::parse_duration(v).map_err(|error| ParseThresholdError::Duration {
+                value: v.to_string(),
+                error,
+            })
         },
         "base=26h,kafka=8d",
     )
 }
 
 /// `base=7,logical=14` or `all=2`.
-pub fn parse_counts(text: &str) -> Result<KindMap<usize>, String> {
+pub fn parse_counts(text: &str) -> Result<KindMap<usize>, ParseThresholdError> {
     parse_map(
         text,
         |v| {
             v.parse()
-                .map_err(|_| format!("invalid count '{v}': expected a whole number"))
+                .map_err(|_| ParseThresholdError::Count(v.to_string()))
         },
         "base=7,all=1",
     )
@@ -114,10 +137,8 @@ pub fn min_sets(given: Option<&KindMap<usize>>) -> BTreeMap<&'static str, usize>
 
 /// `1GiB`, `500MB`, `10G`, `4096`: suffixes are powers of 1024 whatever their spelling (kB,
 /// KiB, K...), as in cdc-slot-tool.
-pub fn parse_size(text: &str) -> Result<Size, String> {
-    common::size::parse_bytes(text)
-        .map(Size)
-        .map_err(|e| e.to_string())
+pub fn parse_size(text: &str) -> Result<Size, common::size::ParseSizeError> {
+    common::size::parse_bytes(text).map(Size)
 }
 
 /// Human form of a duration in whole units (`26h`, `3d 2h`).
@@ -142,6 +163,7 @@ mod tests {
         assert_eq!(counts["slots"], 3);
         assert!(parse_durations("bogus=1h")
             .unwrap_err()
+            .to_string()
             .contains("unknown kind"));
         assert!(parse_durations("base").is_err());
         assert!(parse_durations("base=soon").is_err());

@@ -32,6 +32,24 @@ pub use message::{host_name, Outcome, Report};
 
 use crate::env;
 
+/// Every variable that configures notifications (channels, when, rate limit, quiet
+/// children): what a caller clears to start a tool with none configured.
+pub const VARIABLES: [&str; 13] = [
+    env::BACKUP_NOTIFICATION_WEBHOOK,
+    env::SLACK_WEBHOOK_URL,
+    env::BACKUP_EMAIL_RECIPIENT,
+    env::SMTP_HOST,
+    env::SMTP_PORT,
+    env::SMTP_USERNAME,
+    env::SMTP_PASSWORD,
+    env::SMTP_FROM,
+    env::SMTP_TLS,
+    env::BACKUP_NOTIFY_ON,
+    env::BACKUP_NOTIFY_INTERVAL,
+    env::BACKUP_NOTIFY_PARENT,
+    env::XDG_STATE_HOME,
+];
+
 /// Longest time a finished run spends notifying.
 pub const FINISH_LIMIT: Duration = Duration::from_secs(5);
 /// Longest time an interrupted run spends notifying (SIGTERM gives 30 s by default).

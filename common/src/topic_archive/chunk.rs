@@ -459,7 +459,7 @@ impl<R: Read> ArchiveReader<R> {
         match chunk.kind {
             ChunkKind::Meta => Err(corrupt("a second META chunk".into())),
             ChunkKind::Records => {
-                let records = RecordsChunk::parse(raw).map_err(corrupt)?;
+                let records = RecordsChunk::parse(raw).map_err(|e| corrupt(e.to_string()))?;
                 self.records_seen += u64::from(records.len());
                 *self
                     .records_per_partition
@@ -470,7 +470,7 @@ impl<R: Read> ArchiveReader<R> {
             ChunkKind::End => {
                 let end: StreamEnd = serde_json::from_slice(&raw)
                     .map_err(|e| corrupt(format!("END is not valid: {e}")))?;
-                self.check_end(&end).map_err(corrupt)?;
+                self.check_end(&end).map_err(|e| corrupt(e.to_string()))?;
                 let mut probe = [0u8; 1];
                 if read_full(&mut self.inner, &mut probe)? != 0 {
                     return Err(corrupt("data after the END chunk".into()));
@@ -481,20 +481,20 @@ impl<R: Read> ArchiveReader<R> {
         }
     }
 
-    fn check_end(&self, end: &StreamEnd) -> Result<(), String> {
+    fn check_end(&self, end: &StreamEnd) -> Result<(), EndMismatch> {
         // META and END themselves are not RECORDS chunks.
         let records_chunks = self.next_sequence.saturating_sub(2);
         if end.chunks != records_chunks {
-            return Err(format!(
-                "END lists {} record chunks, the stream holds {records_chunks}",
-                end.chunks
-            ));
+            return Err(EndMismatch::Chunks {
+                listed: end.chunks,
+                held: records_chunks,
+            });
         }
         if end.records != self.records_seen {
-            return Err(format!(
-                "END lists {} records, the stream holds {}",
-                end.records, self.records_seen
-            ));
+            return Err(EndMismatch::Records {
+                listed: end.records,
+                held: self.records_seen,
+            });
         }
         for partition in &end.partitions {
             let seen = self
@@ -503,12 +503,28 @@ impl<R: Read> ArchiveReader<R> {
                 .copied()
                 .unwrap_or(0);
             if seen != partition.records {
-                return Err(format!(
-                    "END lists {} records for partition {}, the stream holds {seen}",
-                    partition.records, partition.partition
-                ));
+                return Err(EndMismatch::PartitionRecords {
+                    partition: partition.partition,
+                    listed: partition.records,
+                    held: seen,
+                });
             }
         }
         Ok(())
     }
+}
+
+/// An END chunk whose totals disagree with the stream it closes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum EndMismatch {
+    #[error("END lists {listed} record chunks, the stream holds {held}")]
+    Chunks { listed: u64, held: u64 },
+    #[error("END lists {listed} records, the stream holds {held}")]
+    Records { listed: u64, held: u64 },
+    #[error("END lists {listed} records for partition {partition}, the stream holds {held}")]
+    PartitionRecords {
+        partition: i32,
+        listed: u64,
+        held: u64,
+    },
 }

@@ -24,7 +24,9 @@ pub use meta::{
     PartitionEnd, PartitionRange, SetPartition, SetTopic, StreamEnd, TopicCut, TopicMeta,
     ARCHIVE_EXTENSION, PRIVATE_DETAILS,
 };
-pub use record::{HeaderView, RecordView, RecordsChunk, RecordsChunkBuilder, TimestampType};
+pub use record::{
+    HeaderView, RecordError, RecordView, RecordsChunk, RecordsChunkBuilder, TimestampType,
+};
 
 #[cfg(test)]
 mod tests;

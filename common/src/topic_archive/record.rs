@@ -205,13 +205,36 @@ impl<'a> RecordView<'a> {
     }
 }
 
+/// Why a RECORDS payload does not decode; the archive reader reports it as a corrupt chunk.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record data ends early (need {need} bytes at payload byte {at}, have {have})")]
+    EndsEarly { need: usize, at: usize, have: usize },
+    #[error("invalid length {0}")]
+    InvalidLength(i32),
+    #[error("unknown timestamp type {0}")]
+    UnknownTimestampType(u8),
+    /// The cause is shown in the message and not chained as a source, so an error chain
+    /// (`{:#}`) says it once.
+    #[error("record {index}: {error}")]
+    InRecord { index: u32, error: Box<RecordError> },
+    #[error("record {index}: offset {offset} does not follow {previous}")]
+    OffsetOrder {
+        index: u32,
+        offset: i64,
+        previous: i64,
+    },
+    #[error("{stray} stray bytes after {count} records")]
+    StrayBytes { stray: usize, count: u32 },
+}
+
 struct Cursor<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
         match end {
             Some(end) => {
@@ -219,50 +242,50 @@ impl<'a> Cursor<'a> {
                 self.pos = end;
                 Ok(slice)
             }
-            None => Err(format!(
-                "record data ends early (need {n} bytes at payload byte {}, have {})",
-                self.pos,
-                self.data.len() - self.pos
-            )),
+            None => Err(RecordError::EndsEarly {
+                need: n,
+                at: self.pos,
+                have: self.data.len() - self.pos,
+            }),
         }
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], RecordError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
 
-    fn i64(&mut self) -> Result<i64, String> {
+    fn i64(&mut self) -> Result<i64, RecordError> {
         Ok(i64::from_le_bytes(self.array()?))
     }
 
-    fn i32(&mut self) -> Result<i32, String> {
+    fn i32(&mut self) -> Result<i32, RecordError> {
         Ok(i32::from_le_bytes(self.array()?))
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, RecordError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], String> {
+    fn bytes(&mut self) -> Result<&'a [u8], RecordError> {
         let len = self.u32()? as usize;
         self.take(len)
     }
 
-    fn nullable(&mut self) -> Result<Option<&'a [u8]>, String> {
+    fn nullable(&mut self) -> Result<Option<&'a [u8]>, RecordError> {
         match self.i32()? {
             -1 => Ok(None),
             len if len >= 0 => self.take(len as usize).map(Some),
-            len => Err(format!("invalid length {len}")),
+            len => Err(RecordError::InvalidLength(len)),
         }
     }
 
-    fn record(&mut self) -> Result<RecordView<'a>, String> {
+    fn record(&mut self) -> Result<RecordView<'a>, RecordError> {
         let offset = self.i64()?;
         let code = self.array::<1>()?[0];
-        let timestamp_type = TimestampType::from_code(code)
-            .ok_or_else(|| format!("unknown timestamp type {code}"))?;
+        let timestamp_type =
+            TimestampType::from_code(code).ok_or(RecordError::UnknownTimestampType(code))?;
         let timestamp = self.i64()?;
         let key = self.nullable()?;
         let value = self.nullable()?;
@@ -286,7 +309,7 @@ impl<'a> Cursor<'a> {
 
 impl RecordsChunk {
     /// Parses and validates a raw RECORDS payload; the error says what is wrong.
-    pub fn parse(data: Vec<u8>) -> Result<RecordsChunk, String> {
+    pub fn parse(data: Vec<u8>) -> Result<RecordsChunk, RecordError> {
         let mut cursor = Cursor {
             data: &data,
             pos: 0,
@@ -294,22 +317,25 @@ impl RecordsChunk {
         let partition = cursor.i32()?;
         let count = cursor.u32()?;
         let mut previous: Option<i64> = None;
-        for n in 0..count {
-            let record = cursor.record().map_err(|e| format!("record {n}: {e}"))?;
-            if previous.is_some_and(|p| record.offset <= p) {
-                return Err(format!(
-                    "record {n}: offset {} does not follow {}",
-                    record.offset,
-                    previous.unwrap_or_default()
-                ));
+        for index in 0..count {
+            let record = cursor.record().map_err(|error| RecordError::InRecord {
+                index,
+                error: Box::new(error),
+            })?;
+            if let Some(previous) = previous.filter(|&p| record.offset <= p) {
+                return Err(RecordError::OffsetOrder {
+                    index,
+                    offset: record.offset,
+                    previous,
+                });
             }
             previous = Some(record.offset);
         }
         if cursor.pos != data.len() {
-            return Err(format!(
-                "{} stray bytes after {count} records",
-                data.len() - cursor.pos
-            ));
+            return Err(RecordError::StrayBytes {
+                stray: data.len() - cursor.pos,
+                count,
+            });
         }
         Ok(RecordsChunk {
             partition,
@@ -395,6 +421,9 @@ mod tests {
         let chunk = builder.seal(Codec::None, 0).unwrap();
         let mut raw = chunk.decode_payload(0, 0).unwrap();
         raw.truncate(raw.len() - 1);
-        assert!(RecordsChunk::parse(raw).unwrap_err().contains("record 0"));
+        assert!(RecordsChunk::parse(raw)
+            .unwrap_err()
+            .to_string()
+            .contains("record 0"));
     }
 }

@@ -17,12 +17,6 @@ fn small_chunked_set() -> (BackedUp, PathBuf) {
     (set, file)
 }
 
-/// The archive file of the first topic of a backup's summary.
-fn archive_file(summary: &serde_json::Value) -> PathBuf {
-    PathBuf::from(summary["dir"].as_str().unwrap())
-        .join(summary["topics"][0]["file"].as_str().unwrap())
-}
-
 #[test]
 fn corrupted_archive_is_refused_naming_the_chunk() {
     let (set, file) = small_chunked_set();

@@ -4,7 +4,7 @@
 //! passphrase mode; a chain mixing plain and encrypted sets replays whole; no key shows.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use test_support::age_keys::{cmdlines_containing, AgeKeys};
@@ -48,11 +48,6 @@ fn replay_stdin(dir: &Path, input: &[u8], args: &[&str], env: &[(String, String)
     Run::from(child.wait_with_output().unwrap())
 }
 
-/// The archive file of the set a backup summary describes.
-fn archive_of(summary: &serde_json::Value) -> PathBuf {
-    Path::new(summary["dir"].as_str().unwrap()).join(summary["topics"][0]["file"].as_str().unwrap())
-}
-
 /// Asserts the run failed with exit 2 and one error line holding every `needle`, and that
 /// `target` was never created.
 fn refused(run: &Run, target: &str, needles: &[&str]) -> String {
@@ -81,7 +76,7 @@ fn encrypted_set_replays_record_for_record_and_keys_never_show() {
         .ok()
         .summary();
     assert_eq!(backup["encrypted"], true);
-    let file = archive_of(&backup);
+    let file = archive_file(&backup);
     let name = file.file_name().unwrap().to_str().unwrap().to_string();
     assert!(name.ends_with(".kta.age"), "{name}");
     assert!(std::fs::read(&file).unwrap().starts_with(AGE_MAGIC));
@@ -185,7 +180,7 @@ fn damaged_or_truncated_encrypted_archive_is_refused_before_producing() {
     )
     .ok()
     .summary();
-    let file = archive_of(&summary);
+    let file = archive_file(&summary);
     let name = file.file_name().unwrap().to_str().unwrap().to_string();
     let bytes = std::fs::read(&file).unwrap();
     assert!(bytes.len() > 4 * 65_536, "{} bytes", bytes.len());
@@ -349,7 +344,10 @@ fn passphrase_mode_round_trip() {
     let run = backup_env(&repo, &["--topic", &source], &env).ok();
     let backup = run.summary();
     assert_eq!(backup["encrypted"], true);
-    assert!(archive_of(&backup).to_str().unwrap().ends_with(".kta.age"));
+    assert!(archive_file(&backup)
+        .to_str()
+        .unwrap()
+        .ends_with(".kta.age"));
     let manifest =
         std::fs::read_to_string(Path::new(backup["dir"].as_str().unwrap()).join("manifest.json"))
             .unwrap();
@@ -395,7 +393,7 @@ fn chain_of_a_plain_then_an_encrypted_set_replays_whole() {
     // Without the key, the encrypted part is named before the plain part is produced.
     let target = test_support::unique_name("encmix_dst");
     let args = ["--topic", &source, "--target-topic", &target];
-    let name = archive_of(&second);
+    let name = archive_file(&second);
     let name = name.file_name().unwrap().to_str().unwrap();
     refused(&replay(dir.path(), &args), &target, &[name, "is encrypted"]);
 

@@ -8,11 +8,15 @@ use crate::support::*;
 
 #[test]
 fn replay_resumes_after_a_partial_run_without_duplicates() {
-    let source = topic("res_src", 3);
-    produce(&source, (0..6000u64).map(|i| ((i % 3) as i32, varied(i))));
-    let dir = tempfile::tempdir().unwrap();
-    backup(dir.path(), &["--topic", &source]).ok();
-    let original = read_all(&source);
+    let set = BackedUp::new(
+        source_topic(
+            "res_src",
+            3,
+            (0..6000u64).map(|i| ((i % 3) as i32, varied(i))),
+        ),
+        &[],
+    );
+    let original = read_all(&set.source);
 
     // What an interrupted run leaves: a prefix of each partition (different lengths).
     let target = topic("res_dst", 3);
@@ -26,9 +30,7 @@ fn replay_resumes_after_a_partial_run_without_duplicates() {
                 .collect::<Vec<_>>()
         }),
     );
-    let run = replay(dir.path(), &["--topic", &source, "--target-topic", &target])
-        .ok()
-        .summary();
+    let run = set.replay_into(&target, &[]).ok().summary();
     assert_eq!(run["records_present"], 700 + 1999);
     assert_eq!(run["records_produced"], 6000 - 700 - 1999);
     assert_eq!(run["verified"], true);
@@ -53,20 +55,20 @@ fn sigterm_ends_a_replay_with_143_and_the_rerun_has_no_duplicates() {
 }
 
 fn interrupted_replay_rerun_has_no_duplicates(name: &str, stop: impl FnOnce(std::process::Child)) {
-    let source = topic(&format!("{name}_src"), 3);
-    produce(&source, (0..30_000u64).map(|i| ((i % 3) as i32, varied(i))));
-    let dir = tempfile::tempdir().unwrap();
-    let summary = backup(dir.path(), &["--topic", &source, "--chunk-kib", "64"])
-        .ok()
-        .summary();
-    let file = std::path::Path::new(summary["dir"].as_str().unwrap())
-        .join(summary["topics"][0]["file"].as_str().unwrap());
-    let archive = std::fs::read(file).unwrap();
+    let set = BackedUp::new(
+        source_topic(
+            &format!("{name}_src"),
+            3,
+            (0..30_000u64).map(|i| ((i % 3) as i32, varied(i))),
+        ),
+        &["--chunk-kib", "64"],
+    );
+    let archive = set.archive();
     let target = test_support::unique_name(&format!("{name}_dst"));
 
     // The replay reads the archive from a pipe that delivers only its first half, so it is
     // certainly still running when it is killed with some records produced.
-    let mut child = replay_child(dir.path(), &["--stdin", "--target-topic", &target]);
+    let mut child = replay_child(set.dir(), &["--stdin", "--target-topic", &target]);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&archive[..archive.len() / 2]).unwrap();
     stdin.flush().unwrap();
@@ -90,21 +92,23 @@ fn interrupted_replay_rerun_has_no_duplicates(name: &str, stop: impl FnOnce(std:
     let partial: i64 = watermarks(&target, 3).iter().map(|(_, h)| h).sum();
     assert!(partial > 0 && partial < 30_000, "{partial}");
 
-    let run = replay(dir.path(), &["--topic", &source, "--target-topic", &target])
-        .ok()
-        .summary();
+    let run = set.replay_into(&target, &[]).ok().summary();
     assert_eq!(run["verified"], true);
     assert_eq!(run["records_present"].as_i64().unwrap(), partial);
     assert_eq!(run["records_produced"].as_i64().unwrap(), 30_000 - partial);
-    assert_eq!(recs(&read_all(&target)), recs(&read_all(&source)));
+    assert_eq!(recs(&read_all(&target)), recs(&read_all(&set.source)));
 }
 
 #[test]
 fn foreign_records_in_the_target_are_refused_unless_appending() {
-    let source = topic("frn_src", 2);
-    produce(&source, (0..100u64).map(|i| ((i % 2) as i32, varied(i))));
-    let dir = tempfile::tempdir().unwrap();
-    backup(dir.path(), &["--topic", &source]).ok();
+    let set = BackedUp::new(
+        source_topic(
+            "frn_src",
+            2,
+            (0..100u64).map(|i| ((i % 2) as i32, varied(i))),
+        ),
+        &[],
+    );
     let target = topic("frn_dst", 2);
     let stranger = Rec {
         key: Some(b"someone else".to_vec()),
@@ -114,7 +118,7 @@ fn foreign_records_in_the_target_are_refused_unless_appending() {
     };
     produce(&target, [(1, stranger.clone())]);
 
-    let refused = replay(dir.path(), &["--topic", &source, "--target-topic", &target]);
+    let refused = set.replay_into(&target, &[]);
     assert_eq!(refused.code, 2, "{}", refused.stderr);
     assert!(
         refused.stderr.contains("did not write"),
@@ -125,32 +129,27 @@ fn foreign_records_in_the_target_are_refused_unless_appending() {
     // Refused before producing anything, into any partition.
     assert_eq!(watermarks(&target, 2), vec![(0, 0), (0, 1)]);
 
-    let appended = replay(
-        dir.path(),
-        &["--topic", &source, "--target-topic", &target, "--append"],
-    )
-    .ok()
-    .summary();
+    let appended = set.replay_into(&target, &["--append"]).ok().summary();
     assert_eq!(appended["records_produced"], 100);
     let after = read_all(&target);
     assert_eq!(after[&1][0].rec, stranger);
     assert_eq!(after[&1].len(), 51);
-    let original = read_all(&source);
+    let original = read_all(&set.source);
     assert_eq!(recs(&after)[&0], recs(&original)[&0]);
     assert_eq!(recs(&after)[&1][1..], recs(&original)[&1][..]);
 }
 
 #[test]
 fn a_concurrent_writer_fails_verification_with_exit_1() {
-    let source = topic("conc_src", 2);
-    produce(&source, (0..4000u64).map(|i| ((i % 2) as i32, varied(i))));
-    let dir = tempfile::tempdir().unwrap();
-    let summary = backup(dir.path(), &["--topic", &source, "--chunk-kib", "32"])
-        .ok()
-        .summary();
-    let file = std::path::Path::new(summary["dir"].as_str().unwrap())
-        .join(summary["topics"][0]["file"].as_str().unwrap());
-    let archive = std::fs::read(file).unwrap();
+    let set = BackedUp::new(
+        source_topic(
+            "conc_src",
+            2,
+            (0..4000u64).map(|i| ((i % 2) as i32, varied(i))),
+        ),
+        &["--chunk-kib", "32"],
+    );
+    let archive = set.archive();
     let target = test_support::unique_name("conc_dst");
 
     let mut child = std::process::Command::new(replay_bin())
@@ -210,21 +209,17 @@ fn a_concurrent_writer_fails_verification_with_exit_1() {
 #[test]
 fn a_broker_killed_mid_replay_ends_it_within_the_timeout_and_the_rerun_resumes() {
     // One partition, more records than its producer's queue holds (30,000).
-    let source = topic("dead_src", 1);
-    produce(&source, (0..80_000u64).map(|i| (0, varied(i))));
-    let dir = tempfile::tempdir().unwrap();
-    let summary = backup(dir.path(), &["--topic", &source, "--chunk-kib", "64"])
-        .ok()
-        .summary();
-    let file = std::path::Path::new(summary["dir"].as_str().unwrap())
-        .join(summary["topics"][0]["file"].as_str().unwrap());
-    let archive = std::fs::read(file).unwrap();
+    let set = BackedUp::new(
+        source_topic("dead_src", 1, (0..80_000u64).map(|i| (0, varied(i)))),
+        &["--chunk-kib", "64"],
+    );
+    let archive = set.archive();
     let mut broker = test_support::broker::PrivateBroker::start();
     let private = broker.bootstrap();
     let target = test_support::unique_name("dead_dst");
 
     let args = ["--bootstrap-servers", &private, "--timeout", "3s"];
-    let mut child = tool(replay_bin(), dir.path(), &args)
+    let mut child = tool(replay_bin(), set.dir(), &args)
         .args(["--stdin", "--target-topic", &target])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
@@ -261,14 +256,14 @@ fn a_broker_killed_mid_replay_ends_it_within_the_timeout_and_the_rerun_resumes()
     assert!(line.contains("broker"), "the cause is named: {line}");
 
     broker.restart();
-    let rerun = tool(replay_bin(), dir.path(), &args)
-        .args(["--topic", &source, "--target-topic", &target])
+    let rerun = tool(replay_bin(), set.dir(), &args)
+        .args(["--topic", &set.source, "--target-topic", &target])
         .output()
         .unwrap();
     let rerun = Run::from(rerun).ok().summary();
     assert_eq!(rerun["verified"], true);
     assert_eq!(
         recs(&read_all_at(&private, &target)),
-        recs(&read_all(&source))
+        recs(&read_all(&set.source))
     );
 }

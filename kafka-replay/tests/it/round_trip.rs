@@ -11,11 +11,16 @@ const RECORDS: u64 = 21_000;
 
 #[test]
 fn full_fidelity_round_trip_over_three_partitions() {
-    let source = topic("rt_src", 3);
-    produce(&source, (0..RECORDS).map(|i| ((i % 3) as i32, varied(i))));
-    let dir = tempfile::tempdir().unwrap();
+    let set = BackedUp::new(
+        source_topic(
+            "rt_src",
+            3,
+            (0..RECORDS).map(|i| ((i % 3) as i32, varied(i))),
+        ),
+        &[],
+    );
 
-    let backup = backup(dir.path(), &["--topic", &source]).ok().summary();
+    let backup = &set.summary;
     assert_eq!(backup["records"], RECORDS);
     let partitions = backup["topics"][0]["partitions"].as_array().unwrap();
     assert_eq!(partitions.len(), 3);
@@ -26,15 +31,13 @@ fn full_fidelity_round_trip_over_three_partitions() {
     }
 
     let target = test_support::unique_name("rt_dst");
-    let replayed = replay(dir.path(), &["--topic", &source, "--target-topic", &target])
-        .ok()
-        .summary();
+    let replayed = set.replay_into(&target, &[]).ok().summary();
     assert_eq!(replayed["verified"], true);
     assert_eq!(replayed["created_topic"], true);
     assert_eq!(replayed["records_produced"], RECORDS);
     assert_eq!(partition_count(&target), 3);
 
-    let original = read_all(&source);
+    let original = read_all(&set.source);
     let restored = read_all(&target);
     assert_eq!(original.len(), 3);
     for partition in 0..3 {
@@ -71,9 +74,7 @@ fn full_fidelity_round_trip_over_three_partitions() {
     assert_eq!(topic_config(&target, "retention.ms").as_deref(), Some("-1"));
 
     // Re-running the finished replay produces nothing and still verifies.
-    let again = replay(dir.path(), &["--topic", &source, "--target-topic", &target])
-        .ok()
-        .summary();
+    let again = set.replay_into(&target, &[]).ok().summary();
     assert_eq!(again["records_produced"], 0);
     assert_eq!(again["records_present"], RECORDS);
     assert_eq!(recs(&read_all(&target)), recs(&restored));
@@ -89,10 +90,8 @@ fn log_append_time_is_archived_and_replayed_as_create_time() {
         "the broker stamps append times"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let summary = backup(dir.path(), &["--topic", &name]).ok().summary();
-    let file = std::path::Path::new(summary["dir"].as_str().unwrap())
-        .join(summary["topics"][0]["file"].as_str().unwrap());
+    let set = BackedUp::new(name, &[]);
+    let file = archive_file(&set.summary);
     let mut reader =
         common::topic_archive::ArchiveReader::open(std::fs::File::open(file).unwrap()).unwrap();
     let chunk = reader.next_records().unwrap().unwrap();
@@ -104,7 +103,7 @@ fn log_append_time_is_archived_and_replayed_as_create_time() {
     assert_eq!(first.timestamp, original[&0][0].rec.timestamp);
 
     let target = test_support::unique_name("lat_dst");
-    let run = replay(dir.path(), &["--topic", &name, "--target-topic", &target]).ok();
+    let run = set.replay_into(&target, &[]).ok();
     assert!(
         run.stderr.contains("created with CreateTime"),
         "{}",
@@ -119,26 +118,21 @@ fn log_append_time_is_archived_and_replayed_as_create_time() {
 /// serves all. Either way every partition comes back whole and in order.
 #[test]
 fn producers_sharing_partitions_keep_each_partition_in_order() {
-    let source = topic("shr_src", 5);
-    produce(&source, (0..5_000u64).map(|i| ((i % 5) as i32, varied(i))));
-    let dir = tempfile::tempdir().unwrap();
-    backup(dir.path(), &["--topic", &source]).ok();
-    let original = read_all(&source);
+    let set = BackedUp::new(
+        source_topic(
+            "shr_src",
+            5,
+            (0..5_000u64).map(|i| ((i % 5) as i32, varied(i))),
+        ),
+        &[],
+    );
+    let original = read_all(&set.source);
     for producers in ["2", "1"] {
         let target = test_support::unique_name("shr_dst");
-        let summary = replay(
-            dir.path(),
-            &[
-                "--topic",
-                &source,
-                "--target-topic",
-                &target,
-                "--producers",
-                producers,
-            ],
-        )
-        .ok()
-        .summary();
+        let summary = set
+            .replay_into(&target, &["--producers", producers])
+            .ok()
+            .summary();
         assert_eq!(summary["verified"], true, "--producers {producers}");
         assert_eq!(summary["records_produced"], 5_000);
         let restored = read_all(&target);
@@ -183,12 +177,9 @@ fn records_over_a_megabyte_round_trip_with_the_topics_size_limit_and_codec() {
     let original = read_all(&name);
     assert_eq!(original.values().map(Vec::len).sum::<usize>(), 12);
 
-    let dir = tempfile::tempdir().unwrap();
-    backup(dir.path(), &["--topic", &name]).ok();
+    let set = BackedUp::new(name, &[]);
     let target = test_support::unique_name("big_dst");
-    let run = replay(dir.path(), &["--topic", &name, "--target-topic", &target])
-        .ok()
-        .summary();
+    let run = set.replay_into(&target, &[]).ok().summary();
     assert_eq!(run["verified"], true);
     assert_eq!(recs(&read_all(&target)), recs(&original));
 

@@ -2,7 +2,7 @@
 //! field, running the two tools, and a topic backed up ready to replay.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -343,6 +343,11 @@ impl BackedUp {
         self.dir.path()
     }
 
+    /// The bytes of the set's topic archive, as kafka-topic-backup wrote them.
+    pub fn archive(&self) -> Vec<u8> {
+        std::fs::read(archive_file(&self.summary)).unwrap()
+    }
+
     /// Replays the source into `target`: `--topic SOURCE --target-topic TARGET`, then `args`.
     pub fn replay_into(&self, target: &str, args: &[&str]) -> Run {
         let all: Vec<&str> = ["--topic", self.source.as_str(), "--target-topic", target]
@@ -351,4 +356,9 @@ impl BackedUp {
             .collect();
         replay(self.dir(), &all)
     }
+}
+
+/// The archive file of the first topic of a backup's summary.
+pub fn archive_file(summary: &Value) -> PathBuf {
+    Path::new(summary["dir"].as_str().unwrap()).join(summary["topics"][0]["file"].as_str().unwrap())
 }

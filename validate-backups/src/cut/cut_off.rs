@@ -25,7 +25,7 @@ use tokio_postgres::Client;
 
 use super::plan::Plan;
 use super::steps::{kafka_replay, Tools};
-use super::{Component, CutArgs};
+use super::{Component, CutArgs, Missing};
 use crate::tools;
 
 /// Transaction ids checked on the server per query.
@@ -49,8 +49,8 @@ pub fn find(args: &CutArgs, plan: &Plan, bins: &Tools, cut: Lsn) -> anyhow::Resu
     let mut missing = Vec::new();
     for topic in &plan.cdc_topics {
         match list_txids(args, bins, topic, cut)? {
-            Ok(ids) => below.extend(ids),
-            Err(problem) => missing.push(problem),
+            Txids::Listed(ids) => below.extend(ids),
+            Txids::Unlisted(problem) => missing.push(problem.into()),
         }
     }
     if !missing.is_empty() {
@@ -79,22 +79,22 @@ pub fn find(args: &CutArgs, plan: &Plan, bins: &Tools, cut: Lsn) -> anyhow::Resu
     Ok(CutOff::Found { txids, component })
 }
 
-/// `kafka-replay --list-txids` of one topic: its distinct transaction ids below the cut, or
-/// why they cannot be listed.
-fn list_txids(
-    args: &CutArgs,
-    bins: &Tools,
-    topic: &str,
-    cut: Lsn,
-) -> anyhow::Result<Result<Vec<u64>, String>> {
+/// One topic's distinct transaction ids below the cut, or why they cannot be listed.
+enum Txids {
+    Listed(Vec<u64>),
+    Unlisted(Missing),
+}
+
+/// `kafka-replay --list-txids` of one topic.
+fn list_txids(args: &CutArgs, bins: &Tools, topic: &str, cut: Lsn) -> anyhow::Result<Txids> {
     let mut cmd = kafka_replay(args, bins, topic, cut)?;
     cmd.arg("--list-txids");
     let run = tools::capture(&mut cmd, "kafka-replay --list-txids")?;
     if run.code != Some(0) {
-        return Ok(Err(format!(
+        return Ok(Txids::Unlisted(Missing(format!(
             "the transactions of CDC topic {topic} below LSN {cut} cannot be listed, so those the restore cut off cannot be told apart: {}",
             run.last_error()
-        )));
+        ))));
     }
     let summary = run.summary().unwrap_or_default();
     let ids = summary["txids"]
@@ -103,7 +103,7 @@ fn list_txids(
         .with_context(|| {
             format!("kafka-replay --list-txids of {topic} printed no txids: {summary}")
         })?;
-    Ok(Ok(ids))
+    Ok(Txids::Listed(ids))
 }
 
 /// The ids the restored server does not know as committed.

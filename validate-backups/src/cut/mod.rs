@@ -149,6 +149,18 @@ impl Component {
     }
 }
 
+/// A part of the cut that could not be restored or proven, worded for the summary's
+/// `missing` list (and the failed component's detail).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+struct Missing(String);
+
+impl From<Missing> for String {
+    fn from(missing: Missing) -> String {
+        missing.0
+    }
+}
+
 /// The result of a pipeline restore.
 #[derive(Debug, Serialize)]
 pub struct Summary {

@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio_postgres::Client;
 
 use super::plan::Plan;
-use super::{Component, CutArgs};
+use super::{Component, CutArgs, Missing};
 use crate::broker;
 
 /// The logical decoding message prefix of the streaming probe.
@@ -55,9 +55,9 @@ pub fn prove(args: &CutArgs, plan: &Plan, cut: Lsn) -> anyhow::Result<Proof> {
             Err(problem) => {
                 proof.components.push(Component::failed(
                     format!("proof:{target}"),
-                    problem.clone(),
+                    problem.to_string(),
                 ));
-                proof.missing.push(problem);
+                proof.missing.push(problem.into());
             }
         }
     }
@@ -274,15 +274,17 @@ fn compare(
     events: &Materialized,
     rows: Option<BTreeMap<String, Value>>,
     cut: Lsn,
-) -> Result<String, String> {
+) -> Result<String, Missing> {
     let name = format!("{schema}.{table}");
     if let Some(max) = events.max_lsn.filter(|&m| m >= cut) {
-        return Err(format!(
+        return Err(Missing(format!(
             "{name}: an event at LSN {max} is in the topic, at or after the cut {cut}"
-        ));
+        )));
     }
     let Some(rows) = rows else {
-        return Err(format!("{name}: the table is not in the restored database"));
+        return Err(Missing(format!(
+            "{name}: the table is not in the restored database"
+        )));
     };
     let missing_events: Vec<&String> = rows
         .keys()
@@ -311,7 +313,7 @@ fn compare(
         keys.first()
             .map_or(String::new(), |k| format!(" (first key {k})"))
     };
-    Err(format!(
+    Err(Missing(format!(
         "{name} and its CDC events disagree: {} row(s) without their event{}, {} event row(s) not in the table{}, {} row(s) with other values{}: the events of the window ({}, {cut}] are missing from the topic backup or events after the cut are in it",
         missing_events.len(),
         first(&missing_events),
@@ -320,7 +322,7 @@ fn compare(
         differing.len(),
         first(&differing),
         events.max_lsn.map_or("the start".into(), |l| l.to_string()),
-    ))
+    )))
 }
 
 /// Whether an event's `after` agrees with the row: every column the event carries has the

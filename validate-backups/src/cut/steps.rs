@@ -10,7 +10,7 @@ use anyhow::Context;
 use common::lsn::Lsn;
 
 use super::plan::Plan;
-use super::{lsn_at, Component, CutArgs};
+use super::{lsn_at, Component, CutArgs, Missing};
 use crate::tools::{self, ToolRun};
 
 /// Where the other tools are.
@@ -201,8 +201,8 @@ pub fn replay_cdc_topics(
             Err(missing) => {
                 replayed
                     .components
-                    .push(Component::failed(topic.clone(), missing.clone()));
-                replayed.missing.push(missing);
+                    .push(Component::failed(topic.clone(), missing.to_string()));
+                replayed.missing.push(missing.into());
             }
         }
     }
@@ -210,12 +210,12 @@ pub fn replay_cdc_topics(
 }
 
 /// The component of one CDC topic's replay, or what is missing.
-fn cdc_outcome(topic: &str, run: &ToolRun, reached: Lsn) -> Result<Component, String> {
+fn cdc_outcome(topic: &str, run: &ToolRun, reached: Lsn) -> Result<Component, Missing> {
     if run.code != Some(0) {
-        return Err(format!(
+        return Err(Missing(format!(
             "CDC topic {topic} could not be replayed up to LSN {reached}: {}",
             run.last_error()
-        ));
+        )));
     }
     let summary = run.summary().unwrap_or_default();
     let cut = &summary["lsn_cut"];

@@ -7,6 +7,7 @@ use common::repo::SetInfo;
 use common::topic_archive::{ArchiveReader, KafkaSetDetails, SetTopic};
 use common::{Kind, Manifest, Repository};
 
+use super::Problem;
 use crate::check::{CheckResult, Run, Settings};
 
 pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, sets: &[SetInfo]) {
@@ -32,11 +33,11 @@ fn check_set(
     settings: &Settings,
     set: &SetInfo,
     manifest: &Manifest,
-) -> Result<(usize, u64), String> {
+) -> Result<(usize, u64), Problem> {
     let details: KafkaSetDetails = serde_json::from_value(manifest.details.clone())
         .map_err(|e| format!("unreadable Kafka details in the manifest: {e}"))?;
     if details.topics.is_empty() {
-        return Err("the manifest lists no topics".to_string());
+        return Err("the manifest lists no topics".into());
     }
     let mut problems = Vec::new();
     let mut total = 0;
@@ -49,7 +50,7 @@ fn check_set(
     if problems.is_empty() {
         Ok((details.topics.len(), total))
     } else {
-        Err(problems.join("; "))
+        Err(Problem::joined(&problems, "; "))
     }
 }
 
@@ -60,7 +61,7 @@ pub fn check_topic(
     set: &SetInfo,
     manifest: &Manifest,
     topic: &SetTopic,
-) -> Result<u64, String> {
+) -> Result<u64, Problem> {
     let decoded = super::open_plain(repo, settings, set, manifest, &topic.file)?;
     let mut reader = ArchiveReader::open(decoded).map_err(|e| e.to_string())?;
     if reader.meta().topic != topic.topic {
@@ -68,7 +69,8 @@ pub fn check_topic(
             "holds topic '{}', the manifest says '{}'",
             reader.meta().topic,
             topic.topic
-        ));
+        )
+        .into());
     }
     let mut per_partition: BTreeMap<i32, u64> = BTreeMap::new();
     while let Some(chunk) = reader.next_records().map_err(|e| e.to_string())? {
@@ -98,7 +100,7 @@ pub fn check_topic(
     if problems.is_empty() {
         Ok(counted)
     } else {
-        Err(problems.join(", "))
+        Err(Problem::joined(&problems, ", "))
     }
 }
 

@@ -7,6 +7,7 @@ use common::repo::SetInfo;
 use common::stream::Compression;
 use common::{Kind, Manifest, Repository};
 
+use super::Problem;
 use crate::check::{CheckResult, Run, Settings};
 use crate::tools::{self, ToolRun};
 
@@ -32,7 +33,7 @@ pub fn run(run: &mut Run, settings: &Settings, repo: &Repository, sets: &[SetInf
 
 /// The dumps of a set from its details: per database the whole-database dump (a file or a
 /// directory) and, in sets that have them, the schema dump and every table dump.
-pub fn dumps(manifest: &Manifest) -> Result<Vec<String>, String> {
+pub fn dumps(manifest: &Manifest) -> Result<Vec<String>, Problem> {
     let databases = manifest.details["databases"]
         .as_array()
         .ok_or("the manifest's details list no databases")?;
@@ -40,7 +41,7 @@ pub fn dumps(manifest: &Manifest) -> Result<Vec<String>, String> {
     for db in databases {
         match db["full_dump"].as_str() {
             Some(path) => dumps.push(path.to_string()),
-            None => return Err("a database entry has no full_dump".to_string()),
+            None => return Err("a database entry has no full_dump".into()),
         }
         // Only sets with per-table dumps have a schema dump (all of details version 1);
         // newer sets keep the schema in the whole-database dump.
@@ -48,7 +49,7 @@ pub fn dumps(manifest: &Manifest) -> Result<Vec<String>, String> {
             serde_json::Value::Null => {}
             value => match value.as_str() {
                 Some(path) => dumps.push(path.to_string()),
-                None => return Err("a database entry has a malformed schema_dump".to_string()),
+                None => return Err("a database entry has a malformed schema_dump".into()),
             },
         }
         for table in db["tables"].as_array().into_iter().flatten() {
@@ -58,7 +59,7 @@ pub fn dumps(manifest: &Manifest) -> Result<Vec<String>, String> {
         }
     }
     if dumps.is_empty() {
-        return Err("the set holds no dumps".to_string());
+        return Err("the set holds no dumps".into());
     }
     Ok(dumps)
 }
@@ -68,13 +69,13 @@ fn list_dumps(
     repo: &Repository,
     set: &SetInfo,
     manifest: &Manifest,
-) -> Result<usize, String> {
+) -> Result<usize, Problem> {
     let dumps = dumps(manifest)?;
     let mut problems = Vec::new();
     for dump in &dumps {
         match list_dump(settings, repo, set, manifest, dump) {
             Err(DumpListError::NoPgRestore) => {
-                return Err(common::pgbin::missing_hint("pg_restore"))
+                return Err(common::pgbin::missing_hint("pg_restore").into())
             }
             Err(DumpListError::Unreadable(e)) => problems.push(format!("{dump}: {e:#}")),
             Ok(run) if run.code != Some(0) => {
@@ -94,7 +95,7 @@ fn list_dumps(
     if problems.is_empty() {
         Ok(dumps.len())
     } else {
-        Err(problems.join("; "))
+        Err(Problem::joined(&problems, "; "))
     }
 }
 

@@ -81,6 +81,36 @@ fn sealed_skip(name: &'static str, settings: &Settings, m: &Manifest) -> Option<
     })
 }
 
+/// What a check found wrong with a set, worded for its failure line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+struct Problem(String);
+
+impl Problem {
+    /// Several findings in one line.
+    fn joined(found: &[String], separator: &str) -> Problem {
+        Problem(found.join(separator))
+    }
+}
+
+impl From<String> for Problem {
+    fn from(text: String) -> Problem {
+        Problem(text)
+    }
+}
+
+impl From<&str> for Problem {
+    fn from(text: &str) -> Problem {
+        Problem(text.to_string())
+    }
+}
+
+impl From<Problem> for String {
+    fn from(problem: Problem) -> String {
+        problem.0
+    }
+}
+
 /// A file of a set as it was written (decrypted, decompressed), by the name it was written
 /// under; errors say what went wrong with it.
 fn open_plain(
@@ -89,12 +119,12 @@ fn open_plain(
     set: &SetInfo,
     manifest: &Manifest,
     path: &str,
-) -> Result<Box<dyn std::io::Read>, String> {
+) -> Result<Box<dyn std::io::Read>, Problem> {
     let entry = manifest
         .stored(path)
-        .ok_or_else(|| format!("{path}: not listed in the manifest's files"))?;
+        .ok_or_else(|| Problem(format!("{path}: not listed in the manifest's files")))?;
     repo.open_plain(set, entry, settings.identities.as_deref())
-        .map_err(|e| format!("cannot read {path}: {e}"))
+        .map_err(|e| Problem(format!("cannot read {path}: {e}")))
 }
 
 /// A scratch directory for a test restore, removed on drop.

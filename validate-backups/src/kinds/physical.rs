@@ -19,6 +19,7 @@ use common::repo::SetInfo;
 use common::wal::{segno_of, WalArchive};
 use common::{Kind, Manifest, Repository};
 
+use super::Problem;
 use crate::check::{CheckResult, Run, Settings};
 
 use crate::{scratch, tools};
@@ -66,7 +67,7 @@ fn details_problems(
     set: &SetInfo,
     m: &Manifest,
     identities: Option<&Identities>,
-) -> Result<String, String> {
+) -> Result<String, Problem> {
     let details = PhysicalDetails::from_manifest(m).map_err(|e| format!("{e:#}"))?;
     let mut problems = Vec::new();
     if details.start_lsn > details.stop_lsn {
@@ -97,7 +98,7 @@ fn details_problems(
         CaptureMethod::DataDir => file_list_note(repo, set, m, identities),
     };
     let note = listing.unwrap_or_else(|problem| {
-        problems.push(problem);
+        problems.push(problem.into());
         String::new()
     });
     if problems.is_empty() {
@@ -111,7 +112,7 @@ fn details_problems(
             details.wal_method
         ))
     } else {
-        Err(problems.join("; "))
+        Err(Problem::joined(&problems, "; "))
     }
 }
 
@@ -122,7 +123,7 @@ fn backup_manifest_note(
     set: &SetInfo,
     m: &Manifest,
     identities: Option<&Identities>,
-) -> Result<String, String> {
+) -> Result<String, Problem> {
     let entry = m
         .stored(PG_BACKUP_MANIFEST)
         .ok_or_else(|| format!("no {PG_BACKUP_MANIFEST} in the set"))?;
@@ -147,10 +148,10 @@ fn file_list_note(
     set: &SetInfo,
     m: &Manifest,
     identities: Option<&Identities>,
-) -> Result<String, String> {
+) -> Result<String, Problem> {
     let list = filelist::load(repo, set, m).map_err(|e| format!("{e:#}"))?;
     if list.files.is_empty() {
-        return Err(format!("{FILE_LIST} of set {} lists no file", set.id));
+        return Err(format!("{FILE_LIST} of set {} lists no file", set.id).into());
     }
     let listed = format!(
         "; read from the data directory, so no PostgreSQL backup_manifest: {FILE_LIST} lists {} files",
@@ -177,7 +178,8 @@ fn file_list_note(
             "{HASHES} of set {} has no hash of {} stored file(s), e.g. {first}: a delta restore cannot compare them",
             set.id,
             unhashed.len()
-        ));
+        )
+        .into());
     }
     Ok(format!("{listed}, {HASHES} {} hashes", hashes.len()))
 }
@@ -211,18 +213,20 @@ fn chain_problems(
     sets: &[SetInfo],
     set: &SetInfo,
     details: &PhysicalDetails,
-) -> Result<String, String> {
+) -> Result<String, Problem> {
     let kind = details.backup_type.name();
     if details.chain.is_empty() {
         return Err(format!(
             "the details of this {kind} backup name no chain: it cannot be restored"
-        ));
+        )
+        .into());
     }
     if details.backup_type == BackupType::Full {
         return Err(format!(
             "a full backup whose details name a chain ({})",
             details.chain.join(", ")
-        ));
+        )
+        .into());
     }
     let links = chain::resolve(sets, set).map_err(|broken| broken.to_string())?;
     let mut problems = Vec::new();
@@ -269,7 +273,7 @@ fn chain_problems(
         ));
     }
     if !problems.is_empty() {
-        return Err(format!("{kind} backup {}: {}", set.id, problems.join("; ")));
+        return Err(format!("{kind} backup {}: {}", set.id, problems.join("; ")).into());
     }
     let names: Vec<String> = links
         .iter()

@@ -5,6 +5,7 @@ use std::io::Read;
 use common::repo::SetInfo;
 use common::{Kind, Manifest, Repository};
 
+use super::Problem;
 use crate::check::{CheckResult, Run, Settings};
 
 /// The inventory file of a slot set (cdc-slot-tool's `INVENTORY_FILE`).
@@ -29,9 +30,9 @@ fn inventory_problems(
     settings: &Settings,
     set: &SetInfo,
     manifest: &Manifest,
-) -> Result<(usize, usize), String> {
+) -> Result<(usize, usize), Problem> {
     if manifest.stored(INVENTORY_FILE).is_none() {
-        return Err(format!("the manifest lists no {INVENTORY_FILE}"));
+        return Err(format!("the manifest lists no {INVENTORY_FILE}").into());
     }
     let mut text = String::new();
     super::open_plain(repo, settings, set, manifest, INVENTORY_FILE)?
@@ -96,6 +97,6 @@ fn inventory_problems(
     if problems.is_empty() {
         Ok((slots.map_or(0, Vec::len), publications.map_or(0, Vec::len)))
     } else {
-        Err(problems.join("; "))
+        Err(Problem::joined(&problems, "; "))
     }
 }

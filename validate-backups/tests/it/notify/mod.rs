@@ -28,21 +28,8 @@ const BOUND: Duration = Duration::from_secs(9);
 /// A command for `program` with nothing of the caller's environment that could change it.
 fn clean(program: impl AsRef<OsStr>) -> Command {
     let mut cmd = Command::new(program);
-    for var in [
-        "BACKUP_NOTIFICATION_WEBHOOK",
-        "SLACK_WEBHOOK_URL",
-        "BACKUP_EMAIL_RECIPIENT",
-        "SMTP_HOST",
-        "SMTP_PORT",
-        "SMTP_USERNAME",
-        "SMTP_PASSWORD",
-        "SMTP_FROM",
-        "SMTP_TLS",
-        "BACKUP_NOTIFY_ON",
-        "BACKUP_NOTIFY_INTERVAL",
-        "BACKUP_NOTIFY_PARENT",
+    for var in common::notify::VARIABLES.into_iter().chain([
         "PIPELINE_BACKUP_CONFIG",
-        "XDG_STATE_HOME",
         "http_proxy",
         "HTTP_PROXY",
         "https_proxy",
@@ -58,7 +45,7 @@ fn clean(program: impl AsRef<OsStr>) -> Command {
         "BACKUP_DIR",
         "KAFKA_BOOTSTRAP_SERVERS",
         "KAFKA_CLIENT_CONFIG",
-    ] {
+    ]) {
         cmd.env_remove(var);
     }
     cmd.stdin(Stdio::null());
