@@ -30,7 +30,7 @@ fn tx(pg: &PgCluster, db: &str, sql: &str) -> u64 {
 }
 
 fn config(pg: &PgCluster, db: &str) -> CdcConfig {
-    let mut config = CdcConfig::new(pg, db, &unique_name("cdc"));
+    let mut config = test_support::cdc::config(pg, db, &unique_name("cdc"));
     config.offsets_topic = unique_name("cdc-offsets");
     config
 }

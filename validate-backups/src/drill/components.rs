@@ -1,5 +1,5 @@
 //! The drill's phases: workload, full pipeline backup and disaster, then the restore of every
-//! component (in `restore`) and the outcome.
+//! component (in `restore`, and the whole pipeline's in `pipeline`) and the outcome.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,7 @@ use rdkafka::ClientConfig;
 use time::OffsetDateTime;
 
 use super::cluster::{self, Server};
+use super::pipeline::Pipeline;
 use super::{topic, Component, DrillArgs};
 use crate::broker;
 use crate::tools::{self, ToolRun};
@@ -139,16 +140,33 @@ impl<'a> Drill<'a> {
     }
 
     /// Runs the drill: prepare, Kafka workload, PostgreSQL workload, full backup, disaster,
-    /// then the restore of every component, timed as the recovery time.
+    /// then the restore of every component, timed as the recovery time. The pipeline
+    /// component's topics are deleted at the end, whatever happened.
     pub fn run(mut self) -> anyhow::Result<Outcome> {
         self.prepare()?;
         let wal_archive = tools::resolve("wal-archive", self.args.bin_dir.as_deref())?;
         let kafka_failure = self.start_kafka();
-        let prepared = self.backup_and_disaster(&wal_archive)?;
+        let mut pipeline = self.kafka.as_ref().map(Pipeline::new);
+        let outcome = self.backup_and_restore(&wal_archive, kafka_failure, pipeline.as_mut());
+        if let Some(pipeline) = &pipeline {
+            pipeline.delete_topics();
+        }
+        outcome
+    }
+
+    fn backup_and_restore(
+        &self,
+        wal_archive: &Path,
+        kafka_failure: Option<anyhow::Error>,
+        mut pipeline: Option<&mut Pipeline>,
+    ) -> anyhow::Result<Outcome> {
+        let prepared = self.backup_and_disaster(wal_archive, pipeline.as_deref_mut())?;
         tracing::info!("drill: restoring every component");
         let restore_started = Instant::now();
         let (mut components, server) = self.restore_postgres_side(&prepared.disaster);
+        let kafka_failed = kafka_failure.is_some();
         components.push(self.kafka_component(&prepared.disaster, kafka_failure));
+        components.push(self.pipeline_component(pipeline, &prepared.disaster, kafka_failed));
         let total_rto_s = restore_started.elapsed().as_secs_f64();
         drop(server);
         Ok(Outcome {
@@ -163,10 +181,8 @@ impl<'a> Drill<'a> {
     /// base backup yet.
     fn prepare(&self) -> anyhow::Result<()> {
         let local_repo = self.backup_dir.local().map(Path::to_path_buf);
-        for dir in [self.work.join("origin"), self.work.join("restore")]
-            .into_iter()
-            .chain(local_repo)
-        {
+        let dirs = ["origin", "restore", "pipeline"].map(|d| self.work.join(d));
+        for dir in dirs.into_iter().chain(local_repo) {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             os_user::give_to_db_user(&dir)?;
@@ -201,15 +217,25 @@ impl<'a> Drill<'a> {
 
     /// A throwaway origin cluster: its workload, the full pipeline backup, the disaster. The
     /// drill's topic is removed when this fails after the cluster started.
-    fn backup_and_disaster(&self, wal_archive: &Path) -> anyhow::Result<Prepared> {
+    fn backup_and_disaster(
+        &self,
+        wal_archive: &Path,
+        mut pipeline: Option<&mut Pipeline>,
+    ) -> anyhow::Result<Prepared> {
         tracing::info!("drill: starting a throwaway PostgreSQL 15 cluster");
         let mut origin = Server::create(&self.work.join("origin"), &self.backup_dir, wal_archive)?;
         let prepared = (|| -> anyhow::Result<Prepared> {
             self.workload(&origin)?;
+            if let (Some(pipeline), Some(kafka)) = (pipeline.as_deref_mut(), &self.kafka) {
+                pipeline.start(&origin, &kafka.servers, self.args.cdc_rows);
+            }
             tracing::info!("drill: taking the full pipeline backup");
             let backup_started = Instant::now();
-            let last_kafka_record = self.backup(&origin)?;
+            let last_kafka_record = self.backup(&origin, pipeline.as_deref_mut())?;
             let backup_s = backup_started.elapsed().as_secs_f64();
+            if let Some(pipeline) = pipeline.as_deref_mut() {
+                pipeline.lose(&origin, self.args.cdc_rows);
+            }
             let disaster = self.disaster(&mut origin, last_kafka_record)?;
             Ok(Prepared { backup_s, disaster })
         })();
@@ -318,7 +344,13 @@ impl<'a> Drill<'a> {
     }
 
     /// Takes every backup; returns when the last Kafka record that will be backed up was sent.
-    fn backup(&self, origin: &Server) -> anyhow::Result<Option<OffsetDateTime>> {
+    /// The pipeline's restore point comes after the base backup (recovery can only stop
+    /// after the backup's end) and before the topic backup, which holds its topics too.
+    fn backup(
+        &self,
+        origin: &Server,
+        pipeline: Option<&mut Pipeline>,
+    ) -> anyhow::Result<Option<OffsetDateTime>> {
         let pg = origin.pg_args("postgres");
         let db = origin.pg_args(DB);
         let once = ["--no-retention", "-q"];
@@ -328,6 +360,11 @@ impl<'a> Drill<'a> {
         let Some(kafka) = &self.kafka else {
             return Ok(None);
         };
+        let mut pipeline_topics = Vec::new();
+        if let Some(pipeline) = pipeline {
+            pipeline.mark(origin, self.args.cdc_rows);
+            pipeline_topics = pipeline.topics_to_back_up();
+        }
         let last_record = OffsetDateTime::now_utc();
         let mut args = vec![
             "--topic",
@@ -337,6 +374,9 @@ impl<'a> Drill<'a> {
             "--no-retention",
             "-q",
         ];
+        for topic in &pipeline_topics {
+            args.extend(["--topic", topic.as_str()]);
+        }
         let x_args = kafka.x_args();
         args.extend(x_args.iter().map(String::as_str));
         self.repo_tool("kafka-topic-backup", &[], &args, None)?;

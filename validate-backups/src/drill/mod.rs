@@ -3,10 +3,13 @@
 //! simulates a disaster (drops a table, deletes a topic, crashes the server), restores every
 //! component to its last good point with the real tools, verifies the data, and reports the
 //! measured RTO (time to restored and verified) and RPO (time between the last change that
-//! survived and the disaster) per component.
+//! survived and the disaster) per component. With a Kafka broker it also restores the whole
+//! pipeline (PostgreSQL, slots, CDC topics, connector offset) to one consistent cut with
+//! `validate-backups restore`, and reports that cut's RTO and RPO.
 
 mod cluster;
 mod components;
+mod pipeline;
 mod restore;
 mod topic;
 
@@ -49,6 +52,12 @@ pub struct DrillArgs {
     /// Records per partition in the drill's topic at backup time.
     #[arg(long, default_value_t = 500)]
     pub records: u64,
+    /// Rows of the pipeline component's CDC table inserted (a third of them updated, a
+    /// seventh deleted) and streamed by the CDC connector emulator before the backups; a
+    /// fifth as many before the restore point and again after the backups (lost in the
+    /// disaster: the pipeline's RPO). Needs a Kafka broker.
+    #[arg(long, default_value_t = 1000)]
+    pub cdc_rows: u64,
     /// Directory of the other pipeline-backup tools [default: next to this program, else PATH].
     #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use test_support::cdc::{read_events, read_offset, CdcConfig, CdcProducer};
+use test_support::cdc::{self, read_events, read_offset, CdcProducer};
 use test_support::os_user::db_tempdir;
 use test_support::pg::{DataDirServer, PgCluster};
 
@@ -124,7 +124,7 @@ fn the_pipeline_comes_back_at_one_point_and_the_connector_resumes_without_gap_or
          CREATE TABLE items (id int PRIMARY KEY, n int);",
     );
     // The slot first: the test connector takes no snapshot, every row comes as an event.
-    let config = CdcConfig::new(&pg, "postgres", &prefix);
+    let config = cdc::config(&pg, "postgres", &prefix);
     let mut cdc = CdcProducer::new(config.clone()).unwrap();
     cdc.create_slot().unwrap();
     pg.psql(
@@ -277,7 +277,7 @@ fn the_pipeline_comes_back_at_one_point_and_the_connector_resumes_without_gap_or
     );
 
     // The connector restarted on the restored system continues: no gap, no duplicate.
-    let mut resumed = CdcProducer::resume(CdcConfig::new(&restored, "postgres", &prefix)).unwrap();
+    let mut resumed = CdcProducer::resume(cdc::config(&restored, "postgres", &prefix)).unwrap();
     restored.psql("INSERT INTO orders VALUES (300, 'after'); UPDATE items SET n = 7 WHERE id = 1");
     let after = resumed.poll().unwrap();
     assert_eq!(

@@ -15,6 +15,8 @@ fn drill_restores_every_component_and_measures_rto_and_rpo() {
         "2000",
         "--records",
         "200",
+        "--cdc-rows",
+        "300",
     ]);
     cmd.arg("--work-dir")
         .arg(work.path().join("w"))
@@ -31,7 +33,13 @@ fn drill_restores_every_component_and_measures_rto_and_rpo() {
         .collect();
     assert_eq!(
         names,
-        ["postgres-pitr", "postgres-logical", "cdc-slots", "kafka"]
+        [
+            "postgres-pitr",
+            "postgres-logical",
+            "cdc-slots",
+            "kafka",
+            "pipeline"
+        ]
     );
     for c in &components {
         assert_eq!(c["status"], "ok", "{c}");
@@ -51,6 +59,19 @@ fn drill_restores_every_component_and_measures_rto_and_rpo() {
         rpo("postgres-pitr") < rpo("postgres-logical"),
         "{components:?}"
     );
+    // The whole pipeline came back at one cut before the disaster: the changes streamed after
+    // the backups are lost, so its RPO is above zero.
+    let pipeline = components[4];
+    assert!(rpo("pipeline") > 0.0, "{pipeline}");
+    assert!(pipeline["rto_s"].as_f64().unwrap() > 0.0, "{pipeline}");
+    let detail = pipeline["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("restored to one point") && detail.contains("lost in the disaster"),
+        "{pipeline}"
+    );
+    // 60 rows (a fifth of --cdc-rows, ids 361-420) after the backups: 60 inserts, 20
+    // updates, 9 deletes.
+    assert!(detail.contains("; 89 CDC event(s)"), "{pipeline}");
     assert!(
         components[0]["detail"]
             .as_str()
@@ -89,6 +110,12 @@ fn drill_without_kafka_skips_that_component_with_a_note() {
         kafka.contains("skipped") && kafka.contains("KAFKA_BOOTSTRAP_SERVERS"),
         "{kafka}"
     );
+    let pipeline = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("pipeline "))
+        .expect("a pipeline line");
+    assert!(pipeline.contains("skipped"), "{pipeline}");
     assert!(
         run.stdout
             .lines()
@@ -142,6 +169,7 @@ fn drill_with_an_unreachable_broker_fails_only_the_kafka_component() {
             .to_string()
     };
     assert_eq!(status("kafka"), "failed");
+    assert_eq!(status("pipeline"), "skipped");
     assert_eq!(status("postgres-pitr"), "ok");
     let summary = run.summary();
     assert_eq!(summary["passed"], false);

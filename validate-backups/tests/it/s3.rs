@@ -333,7 +333,13 @@ fn drill_with_its_repository_on_s3_restores_every_component() {
         .collect();
     assert_eq!(
         names,
-        ["postgres-pitr", "postgres-logical", "cdc-slots", "kafka"]
+        [
+            "postgres-pitr",
+            "postgres-logical",
+            "cdc-slots",
+            "kafka",
+            "pipeline"
+        ]
     );
     for c in &components {
         assert_eq!(c["status"], "ok", "{c}");

@@ -4,9 +4,46 @@
 use common::lsn::Lsn;
 use serde_json::Value;
 
+use std::process::Command;
+
 use super::decoding::{parse_line, Change, Line};
 use super::CdcError;
-use crate::pg::{pg_bin, Endpoint};
+
+/// The server holding the slot, as psql reaches it: a Unix-socket directory (or host name),
+/// a port and a role. psql runs as the database OS user when we are root, so a trusted
+/// local socket lets it in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// PGHOST: a socket directory or a host name.
+    pub host: String,
+    pub port: u16,
+    /// PGUSER.
+    pub user: String,
+}
+
+impl Endpoint {
+    /// The server at `host` (a socket directory or host name) and `port`, as `postgres`.
+    pub fn new(host: impl Into<String>, port: u16) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            port,
+            user: "postgres".to_string(),
+        }
+    }
+
+    /// psql (from [`common::pgbin`]) with this server's libpq environment.
+    fn psql(&self) -> Result<Command, CdcError> {
+        let mut cmd = Command::new(common::pgbin::program("psql"));
+        cmd.env("PGHOST", &self.host)
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", &self.user);
+        common::os_user::as_db_user(&mut cmd).map_err(|e| CdcError::Sql {
+            what: "run psql".to_string(),
+            message: format!("{e:#}"),
+        })?;
+        Ok(cmd)
+    }
+}
 
 /// Where the slot lives.
 #[derive(Debug, Clone)]
@@ -42,7 +79,7 @@ impl SlotDb<'_> {
     fn sql(&self, sql: &str, what: &str) -> Result<String, CdcError> {
         let out = self
             .endpoint
-            .command(pg_bin("psql"))
+            .psql()?
             .args([
                 "-X",
                 "-q",
@@ -57,7 +94,7 @@ impl SlotDb<'_> {
             .output()
             .map_err(|e| CdcError::Sql {
                 what: what.to_string(),
-                message: format!("cannot run psql: {e}"),
+                message: common::pgbin::missing_hint("psql") + &format!(" ({e})"),
             })?;
         if !out.status.success() {
             return Err(CdcError::Sql {

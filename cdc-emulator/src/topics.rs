@@ -46,11 +46,21 @@ pub(crate) fn ensure_topic(
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = std::thread::scope(|scope| {
         scope
-            .spawn(|| crate::kafka::block_on(admin.create_topics([&topic], &options)))
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| CdcError::Kafka {
+                        what: what.clone(),
+                        message: format!("cannot start a runtime: {e}"),
+                    })?;
+                runtime
+                    .block_on(admin.create_topics([&topic], &options))
+                    .map_err(kafka_error(&what))
+            })
             .join()
             .expect("the admin thread does not panic")
-    })
-    .map_err(kafka_error(&what))?;
+    })?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -185,11 +195,25 @@ pub(crate) fn read_all(bootstrap: &str, topic: &str) -> Result<Option<Vec<Record
 fn reader(bootstrap: &str, what: &str) -> Result<BaseConsumer, CdcError> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", crate::unique_name("cdc-reader"))
+        .set("group.id", reader_group())
         .set("enable.auto.commit", "false")
         .set("allow.auto.create.topics", "false")
         .create()
         .map_err(kafka_error(what))
+}
+
+/// A consumer group name of its own: `cdc-reader-<pid>-<n>-<nanos>`.
+fn reader_group() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "cdc-reader-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The partition ids of `topic`; `None` when it does not exist.
