@@ -36,6 +36,17 @@ pub fn kafka_properties(flags: &[(String, String)]) -> anyhow::Result<Vec<(Strin
     Ok(props)
 }
 
+/// Hands client properties (all of them: [`kafka_properties`]) to a child tool in its
+/// environment, as `KAFKA_CLIENT_CONFIG` with one `key=value` per line, never in its argv,
+/// where any user could read a password.
+pub fn pass_to_child(cmd: &mut std::process::Command, properties: &[(String, String)]) {
+    if properties.is_empty() {
+        return;
+    }
+    let lines: Vec<String> = properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    cmd.env(env::KAFKA_CLIENT_CONFIG, lines.join("\n"));
+}
+
 /// True for property names whose values must never be logged.
 pub fn is_secret_property(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
@@ -60,6 +71,32 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), KeyValueError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_gets_the_client_properties_in_its_environment_not_its_arguments() {
+        let mut cmd = std::process::Command::new("kafka-replay");
+        cmd.arg("--topic").arg("t");
+        let properties = [
+            ("security.protocol".to_string(), "SASL_SSL".to_string()),
+            ("sasl.password".to_string(), "s3cret".to_string()),
+        ];
+        pass_to_child(&mut cmd, &properties);
+        assert!(cmd
+            .get_args()
+            .all(|a| !a.to_string_lossy().contains("s3cret")));
+        let (_, value) = cmd
+            .get_envs()
+            .find(|(k, _)| *k == env::KAFKA_CLIENT_CONFIG)
+            .expect("KAFKA_CLIENT_CONFIG set");
+        let value = value.unwrap().to_str().unwrap();
+        assert_eq!(value, "security.protocol=SASL_SSL\nsasl.password=s3cret");
+        // Parsed back by the child exactly as given.
+        let parsed: Vec<_> = value
+            .split('\n')
+            .map(|l| parse_key_value(l).unwrap())
+            .collect();
+        assert_eq!(parsed, properties);
+    }
 
     #[test]
     fn key_value_parsing() {

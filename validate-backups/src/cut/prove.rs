@@ -107,7 +107,8 @@ struct Materialized {
 }
 
 fn materialize(args: &CutArgs, topic: &str, field: &LsnField) -> anyhow::Result<Materialized> {
-    let mut config = broker::config(&args.bootstrap_servers, &args.client_config);
+    let properties = common::kafka::kafka_properties(&args.client_config)?;
+    let mut config = broker::config(&args.bootstrap_servers, &properties);
     config
         .set("group.id", "validate-backups-restore-proof")
         .set("enable.auto.commit", "false")

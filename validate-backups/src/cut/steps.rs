@@ -307,14 +307,8 @@ fn source_command(args: &CutArgs, bins: &Tools, topic: &str) -> anyhow::Result<C
         .arg(topic)
         .arg("--bootstrap-servers")
         .arg(&args.bootstrap_servers);
-    // -X properties may be secrets: they reach the child in its environment, not its argv.
-    if !args.client_config.is_empty() {
-        let mut properties: Vec<String> = std::env::var(common::env::KAFKA_CLIENT_CONFIG)
-            .into_iter()
-            .collect();
-        properties.extend(args.client_config.iter().map(|(k, v)| format!("{k}={v}")));
-        cmd.env(common::env::KAFKA_CLIENT_CONFIG, properties.join("\n"));
-    }
+    let properties = common::kafka::kafka_properties(&args.client_config)?;
+    common::kafka::pass_to_child(&mut cmd, &properties);
     Ok(cmd)
 }
 

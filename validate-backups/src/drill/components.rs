@@ -37,16 +37,6 @@ pub(super) struct Kafka {
     pub(super) topic: String,
 }
 
-impl Kafka {
-    /// The client properties as `-X key=value` arguments for the Kafka tools.
-    pub(super) fn x_args(&self) -> Vec<String> {
-        self.properties
-            .iter()
-            .flat_map(|(k, v)| ["-X".to_string(), format!("{k}={v}")])
-            .collect()
-    }
-}
-
 pub struct Drill<'a> {
     pub(super) args: &'a DrillArgs,
     pub(super) work: PathBuf,
@@ -117,6 +107,9 @@ impl<'a> Drill<'a> {
         let mut cmd = Command::new(tools::program(name, self.args.bin_dir.as_deref()));
         if let Some(pg) = pg {
             cmd.envs(pg.libpq_env());
+        }
+        if let Some(kafka) = &self.kafka {
+            common::kafka::pass_to_child(&mut cmd, &kafka.properties);
         }
         os_user::as_db_user(&mut cmd)?;
         Ok(cmd)
@@ -377,8 +370,6 @@ impl<'a> Drill<'a> {
         for topic in &pipeline_topics {
             args.extend(["--topic", topic.as_str()]);
         }
-        let x_args = kafka.x_args();
-        args.extend(x_args.iter().map(String::as_str));
         self.repo_tool("kafka-topic-backup", &[], &args, None)?;
         Ok(Some(last_record))
     }

@@ -246,8 +246,8 @@ impl Drill<'_> {
             .args(["--topic-suffix", RESTORED_SUFFIX])
             .args(["--database", DB])
             .args(["--bootstrap-servers", &kafka.servers])
-            .args(kafka.x_args())
             .args(["--output", "json", "-q"]);
+        common::kafka::pass_to_child(&mut cmd, &kafka.properties);
         if let Some(dir) = &self.args.bin_dir {
             cmd.arg("--bin-dir").arg(dir);
         }

@@ -192,7 +192,7 @@ impl Drill<'_> {
     ) -> anyhow::Result<Component> {
         let started = Instant::now();
         topic::wait_gone(&kafka.config, &kafka.topic)?;
-        let mut args = vec![
+        let args = [
             "--topic",
             kafka.topic.as_str(),
             "--bootstrap-servers",
@@ -201,8 +201,6 @@ impl Drill<'_> {
             "json",
             "-q",
         ];
-        let x_args = kafka.x_args();
-        args.extend(x_args.iter().map(String::as_str));
         let run = self.repo_tool("kafka-replay", &[], &args, None)?;
         let summary = run.summary().context("kafka-replay printed no summary")?;
         if summary["verified"] != true {
