@@ -5,8 +5,10 @@
 # wal-archive, wal_level=logical), takes the full pipeline backup (base backup + WAL, logical
 # dump, replication slots, a topic), simulates a disaster (drops a table, deletes the topic,
 # crashes the server), restores every component to the last good point, checks the data that
-# came back, and prints the measured RTO and RPO per component. Extra arguments go to the
-# drill (e.g. --output json, --keep).
+# came back, restores the whole pipeline (PostgreSQL, its CDC topic and the connector's
+# offset, streamed by a Debezium-shaped connector emulator) to one consistent point, and
+# prints the measured RTO and RPO per component. Extra arguments go to the drill (e.g.
+# --output json, --keep, --cdc-rows N).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
