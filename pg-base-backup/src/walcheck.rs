@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use common::repo::Repository;
 use common::wal::{segment_name, segno_of, WalArchive};
 use tokio_postgres::Client;
@@ -28,7 +30,9 @@ pub async fn wait_for_archive(
     let mut pause = Duration::from_millis(10);
     loop {
         // One listing per round (on S3 one request, not one per segment).
-        let missing = archive.missing(range.timeline, first, last, segment_size)?;
+        let missing = archive
+            .missing(range.timeline, first, last, segment_size)
+            .with_context(|| format!("cannot list the WAL archive {}", archive.describe()))?;
         if missing.is_empty() {
             tracing::info!(
                 "WAL {} .. {} archived",

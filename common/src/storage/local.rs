@@ -110,7 +110,14 @@ impl LocalStore {
         for entry in entries {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let meta = entry.metadata()?;
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                // Gone since the directory was read: a temporary file renamed into place (a
+                // WAL segment the archiver just finished: seen by the next listing) or one
+                // deleted.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             if meta.is_dir() {
                 dirs.push(name);
             } else if meta.is_file() && !is_temporary(&name) {
@@ -217,5 +224,37 @@ pub struct LocalLock {
 impl LocalLock {
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_skips_files_renamed_or_deleted_while_it_runs() {
+        let root = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(root.path().to_path_buf());
+        let dir = root.path().join("wal");
+        std::fs::create_dir(&dir).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            // An archiver: temporary files renamed into place, older ones deleted.
+            scope.spawn(|| {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let tmp = dir.join(format!(".{n}.tmp.x"));
+                    std::fs::write(&tmp, b"x").unwrap();
+                    std::fs::rename(&tmp, dir.join(format!("{n:024}"))).unwrap();
+                    if n >= 8 {
+                        std::fs::remove_file(dir.join(format!("{:024}", n - 8))).unwrap();
+                    }
+                    n += 1;
+                }
+            });
+            let failed = (0..3000).find_map(|_| store.list_dir("wal").err());
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert!(failed.is_none(), "{failed:?}");
+        });
     }
 }
