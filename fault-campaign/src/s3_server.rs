@@ -113,18 +113,7 @@ impl S3Server {
     /// The tools' environment for this server, reached at `endpoint` (this server's own, or a
     /// proxy's in front of it).
     pub fn vars(&self, endpoint: &str) -> Vec<(String, String)> {
-        [
-            ("AWS_ACCESS_KEY_ID", self.access_key.as_str()),
-            ("AWS_SECRET_ACCESS_KEY", self.secret_key.as_str()),
-            ("AWS_ENDPOINT_URL", endpoint),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ALLOW_HTTP", "true"),
-            ("BACKUP_S3_RETRY_TIMEOUT", "5s"),
-            ("BACKUP_S3_PART_SIZE", "5MiB"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        test_support::s3::tool_vars(&self.access_key, &self.secret_key, endpoint)
     }
 
     /// SIGKILL, as a crash would end it; waits until it is gone.

@@ -44,19 +44,7 @@ impl S3Env {
 
     /// The tools' environment for this service.
     pub fn vars(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ACCESS_KEY_ID", self.access_key.as_str()),
-            ("AWS_SECRET_ACCESS_KEY", self.secret_key.as_str()),
-            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_ALLOW_HTTP", "true"),
-            ("BACKUP_S3_RETRY_TIMEOUT", "5s"),
-            // Small parts, so that test-sized files go up as multipart uploads too.
-            ("BACKUP_S3_PART_SIZE", "5MiB"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        tool_vars(&self.access_key, &self.secret_key, &self.endpoint)
     }
 
     /// Adds the credentials and endpoint to a tool's command.
@@ -133,4 +121,21 @@ fn services(command: &str) {
         .status()
         .expect("run scripts/services.sh");
     assert!(status.success(), "scripts/services.sh {command} failed");
+}
+
+/// The tools' environment for a local S3 service with this key and endpoint.
+pub fn tool_vars(access_key: &str, secret_key: &str, endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ACCESS_KEY_ID", access_key),
+        ("AWS_SECRET_ACCESS_KEY", secret_key),
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("BACKUP_S3_RETRY_TIMEOUT", "5s"),
+        // Small parts, so that test-sized files go up as multipart uploads too.
+        ("BACKUP_S3_PART_SIZE", "5MiB"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }

@@ -28,7 +28,7 @@ use super::writers::{Base, Logical, TopicExport};
 use super::{entry, Entry, Scenario};
 use crate::checks;
 use crate::context::{Ctx, Repo, Tier};
-use crate::process::{self, Running};
+use crate::process::{self, Ended, Running};
 
 /// Trials per scenario: 1 in the quick tier (ten scenarios of a few seconds each, for
 /// CI), 10 in the full campaign.
@@ -135,6 +135,26 @@ pub trait Fault {
     fn causes(&self) -> &'static [&'static str];
 }
 
+/// Injects `fault` now and waits for the run to end within the fault's bound after it;
+/// returns what was injected, when (since `started`), and how the run ended.
+pub(super) fn inject_and_wait(
+    fault: &mut impl Fault,
+    running: Running,
+    started: Instant,
+) -> anyhow::Result<(String, Duration, Ended)> {
+    let injected_at = started.elapsed();
+    let what = fault.inject()?;
+    let bound = fault.bound();
+    let ended = running.wait(injected_at + bound).with_context(|| {
+        format!(
+            "{what} at {:.2}s: no end within {}s of it",
+            injected_at.as_secs_f64(),
+            bound.as_secs()
+        )
+    })?;
+    Ok((what, injected_at, ended))
+}
+
 struct FaultWriter<W, F> {
     writer: W,
     fault: F,
@@ -207,16 +227,7 @@ impl<W: Writer, F: Fault> FaultWriter<W, F> {
                 succeeded: true,
             });
         }
-        let injected_at = started.elapsed();
-        let what = self.fault.inject()?;
-        let bound = self.fault.bound();
-        let ended = running.wait(injected_at + bound).with_context(|| {
-            format!(
-                "{what} at {:.2}s: no end within {}s of it",
-                injected_at.as_secs_f64(),
-                bound.as_secs()
-            )
-        })?;
+        let (what, injected_at, ended) = inject_and_wait(&mut self.fault, running, started)?;
         let after = ended.elapsed.saturating_sub(injected_at);
         let mut note = format!(
             "{what} at {:.2}s of a {:.2}s run; exit {} {:.1}s later",

@@ -18,7 +18,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
 use super::kill_writer::Writer;
-use super::service::{expect_error_line, Fault};
+use super::service::{expect_error_line, inject_and_wait, Fault};
 use super::service_faults::{BrokerKill, KAFKA_TIMEOUT};
 use super::writers::KEEP_ONE;
 use super::Scenario;
@@ -261,16 +261,7 @@ impl BrokerReplay {
                 at.as_secs_f64()
             ));
         }
-        let injected_at = started.elapsed();
-        let what = self.fault.inject()?;
-        let bound = self.fault.bound();
-        let ended = running.wait(injected_at + bound).with_context(|| {
-            format!(
-                "{what} at {:.2}s: no end within {}s of it",
-                injected_at.as_secs_f64(),
-                bound.as_secs()
-            )
-        })?;
+        let (what, injected_at, ended) = inject_and_wait(&mut self.fault, running, started)?;
         let note = format!(
             "{what} at {:.2}s of a {:.2}s replay; exit {} {:.1}s later",
             injected_at.as_secs_f64(),
