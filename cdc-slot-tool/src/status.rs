@@ -196,7 +196,7 @@ fn emit_metrics(args: &StatusArgs, text: &str) -> anyhow::Result<()> {
         None => Ok(()),
         Some(_) if metrics_on_stdout(args) => {
             use std::io::Write;
-            let mut out = std::io::stdout().lock();
+            let mut out = common::output::stdout();
             out.write_all(text.as_bytes())?;
             Ok(out.flush()?)
         }

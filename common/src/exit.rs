@@ -71,17 +71,49 @@ impl fmt::Display for CodedError {
 
 impl std::error::Error for CodedError {}
 
+/// The reader of the tool's own stdout went away (`tool | head`): a normal end. Only writes
+/// through [`crate::output::stdout`] say so; a broken pipe anywhere else (a socket to
+/// PostgreSQL or S3, a child's stdin) is an error like any other.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("stdout was closed by its reader")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+impl StdoutClosed {
+    /// `error` as a broken pipe on stdout when it is a broken pipe, else unchanged.
+    pub fn mark(error: std::io::Error) -> std::io::Error {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed)
+        } else {
+            error
+        }
+    }
+
+    fn is_in(cause: &(dyn std::error::Error + 'static)) -> bool {
+        cause.is::<StdoutClosed>()
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.is::<StdoutClosed>())
+    }
+}
+
 /// The exit code for an error chain: a [`CodedError`] anywhere in it wins, a broken pipe on
-/// stdout is a normal end (the reader went away), anything else is [`ERROR`].
+/// stdout ([`StdoutClosed`]) is a normal end (the reader went away), anything else is
+/// [`ERROR`].
 pub fn code_for(error: &anyhow::Error) -> Option<u8> {
     for cause in error.chain() {
         if let Some(coded) = cause.downcast_ref::<CodedError>() {
             return Some(coded.code);
         }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::BrokenPipe {
-                return None;
-            }
+        if StdoutClosed::is_in(cause) {
+            return None;
         }
     }
     Some(ERROR)
@@ -100,10 +132,24 @@ mod tests {
     }
 
     #[test]
-    fn broken_pipe_is_not_an_error() {
-        let io = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+    fn a_broken_pipe_on_stdout_is_not_an_error() {
+        let io = StdoutClosed::mark(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
         let e = Err::<(), _>(io).context("writing").unwrap_err();
         assert_eq!(code_for(&e), None);
         assert_eq!(code_for(&anyhow::anyhow!("boom")), Some(ERROR));
+    }
+
+    /// A connection to a server that went away during a backup ends in EPIPE too: that
+    /// backup failed, and must not exit 0 with nothing written.
+    #[test]
+    fn a_broken_pipe_elsewhere_is_an_error() {
+        let io = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let e = Err::<(), _>(io)
+            .context("cannot connect to PostgreSQL")
+            .unwrap_err();
+        assert_eq!(code_for(&e), Some(ERROR));
+        let other = StdoutClosed::mark(std::io::Error::other("disk full"));
+        let e = Err::<(), _>(other).context("writing").unwrap_err();
+        assert_eq!(code_for(&e), Some(ERROR));
     }
 }

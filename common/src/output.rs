@@ -20,9 +20,34 @@ pub enum OutputFormat {
     Json,
 }
 
+/// The tool's own stdout, locked: a broken pipe on it ends the run as a normal end
+/// ([`crate::exit::StdoutClosed`]). Every write of the tool's output goes through it.
+pub fn stdout() -> Stdout {
+    Stdout(std::io::stdout().lock())
+}
+
+/// See [`stdout`].
+pub struct Stdout(std::io::StdoutLock<'static>);
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(crate::exit::StdoutClosed::mark)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.0
+            .write_all(buf)
+            .map_err(crate::exit::StdoutClosed::mark)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(crate::exit::StdoutClosed::mark)
+    }
+}
+
 /// Writes one JSON record as a line on stdout.
 pub fn json_line<T: Serialize>(record: &T) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = stdout();
     serde_json::to_writer(&mut out, record)?;
     out.write_all(b"\n")?;
     out.flush()
@@ -30,7 +55,7 @@ pub fn json_line<T: Serialize>(record: &T) -> std::io::Result<()> {
 
 /// Writes one line of text on stdout.
 pub fn text_line(line: &str) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = stdout();
     out.write_all(line.as_bytes())?;
     out.write_all(b"\n")?;
     out.flush()

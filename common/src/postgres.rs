@@ -56,10 +56,22 @@ fn connect_hint(config: &tokio_postgres::Config, error: &tokio_postgres::Error) 
         .is_some_and(|e| *e.code() == tokio_postgres::error::SqlState::INVALID_PASSWORD);
     let asked_for_password = std::error::Error::source(error)
         .is_some_and(|cause| cause.to_string() == "password missing");
+    let io_kind = std::error::Error::source(error)
+        .and_then(|cause| cause.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
     if config.get_password().is_none() && asked_for_password {
         "the server asks for a password: set PGPASSWORD, or put it in ~/.pgpass (PGPASSFILE names another file)"
     } else if refused_password {
         "the server refused the password: check PGPASSWORD, or ~/.pgpass (PGPASSFILE names another file)"
+    } else if matches!(
+        io_kind,
+        Some(
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+        )
+    ) {
+        "the server closed the connection during the handshake (is it restarting or shutting down?)"
     } else {
         "check PGHOST/PGPORT/PGUSER and that the server runs"
     }
@@ -87,5 +99,32 @@ mod tests {
         assert_eq!(quote_ident("orders"), "\"orders\"");
         assert_eq!(quote_ident("Mixed Case"), "\"Mixed Case\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    /// A server that resets the connection during the startup handshake (as one does in the
+    /// instant of an immediate restart) is named as such, not sent to check PGHOST.
+    #[test]
+    fn a_connection_reset_in_the_handshake_says_the_server_closed_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            // Closing with the startup packet unread makes the kernel send a reset.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(stream);
+        });
+        let mut config = tokio_postgres::Config::new();
+        config.host("127.0.0.1").port(port).user("u").dbname("d");
+        let error = runtime()
+            .unwrap()
+            .block_on(connect_config(&config, "test server"))
+            .err()
+            .expect("the connection is reset");
+        server.join().unwrap();
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("the server closed the connection"),
+            "{message}"
+        );
     }
 }

@@ -212,7 +212,7 @@ impl<'a> Export<'a> {
         };
         let groups = groups.remove(&topic.name).unwrap_or_default();
         let meta = topic_meta(&cluster, topic, None, groups, self.args.max_messages)?;
-        let out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        let out = BufWriter::with_capacity(1 << 20, common::output::stdout());
         let out = Sealed::new(out, recipients).context("cannot write to stdout")?;
         common::kafka::close_in_background(cluster);
         let (end, out) = self.topic(&meta, out)?;

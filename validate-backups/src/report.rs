@@ -78,7 +78,7 @@ pub fn print(format: Format, run: &Run, duration_s: f64) -> anyhow::Result<()> {
     match format {
         Format::Text => {
             let colour = colour();
-            let mut out = std::io::stdout().lock();
+            let mut out = common::output::stdout();
             for r in &run.results {
                 writeln!(out, "{}", text_line(r, colour))?;
             }
@@ -112,7 +112,7 @@ pub fn print(format: Format, run: &Run, duration_s: f64) -> anyhow::Result<()> {
         }
         Format::Junit => {
             let xml = junit(run, &summary);
-            let mut out = std::io::stdout().lock();
+            let mut out = common::output::stdout();
             out.write_all(xml.as_bytes())?;
             out.flush()?;
         }

@@ -188,6 +188,8 @@ struct Outcome {
     before: BTreeSet<String>,
     /// The run exited 0: the fault came too late to matter.
     succeeded: bool,
+    /// The faulty run's last lines on stderr, for a report that needs them.
+    stderr_tail: String,
 }
 
 impl<W: Writer, F: Fault> FaultWriter<W, F> {
@@ -225,6 +227,11 @@ impl<W: Writer, F: Fault> FaultWriter<W, F> {
                 ),
                 before,
                 succeeded: true,
+                stderr_tail: format!(
+                    "{} / stdout: {}",
+                    process::last_lines(&ended.run.stderr, 3),
+                    process::last_lines(&ended.run.stdout, 3)
+                ),
             });
         }
         let (what, injected_at, ended) = inject_and_wait(&mut self.fault, running, started)?;
@@ -246,6 +253,11 @@ impl<W: Writer, F: Fault> FaultWriter<W, F> {
             note,
             before,
             succeeded,
+            stderr_tail: format!(
+                "{} / stdout: {}",
+                process::last_lines(&ended.run.stderr, 3),
+                process::last_lines(&ended.run.stdout, 3)
+            ),
         })
     }
 
@@ -257,14 +269,18 @@ impl<W: Writer, F: Fault> FaultWriter<W, F> {
             note,
             before,
             succeeded,
+            stderr_tail,
         } = outcome;
         let sets = repo.sets(kind)?;
         let now = complete_ids(repo, kind)?;
         let new: Vec<&String> = now.difference(&before).collect();
         if succeeded {
-            let newest = new
-                .last()
-                .with_context(|| format!("{note}: it exited 0 but left no new complete set"))?;
+            let newest = new.last().with_context(|| {
+                format!(
+                    "{note}: it exited 0 but left no new complete set; sets: {}; stderr: {stderr_tail}",
+                    describe(&sets)
+                )
+            })?;
             self.writer
                 .check_set(ctx, repo, newest)
                 .with_context(|| format!("{note}: its set {newest}"))?;

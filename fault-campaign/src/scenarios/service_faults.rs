@@ -23,6 +23,8 @@ const PG_CAUSES: &[&str] = &[
     "server closed the connection",
     "terminating connection",
     "connection closed",
+    "closed the connection",
+    "connection reset",
     "connection refused",
     "could not connect",
     "connection to server",

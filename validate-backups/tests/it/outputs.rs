@@ -42,6 +42,20 @@ fn text_is_plain_when_piped_and_summarises() {
     );
 }
 
+/// `validate-backups | head -0`: the reader went away, which ends the run normally (as for
+/// any Unix filter), with no error line.
+#[test]
+fn a_closed_stdout_is_a_normal_end() {
+    let (_h, dir) = empty_repo();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut cmd = command(&["--output", "json"]);
+    cmd.arg("--backup-dir").arg(&dir).stdout(writer);
+    let run = finish(cmd.output().unwrap());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("validate-backups:"), "{}", run.stderr);
+}
+
 /// A minimal XML well-formedness check: tags nest and close, attributes are quoted, entities
 /// are known. Returns the element names in document order.
 fn parse_xml(text: &str) -> Vec<(String, Vec<(String, String)>)> {
