@@ -118,8 +118,7 @@ mod tests {
         let error = runtime()
             .unwrap()
             .block_on(connect_config(&config, "test server"))
-            .err()
-            .expect("the connection is reset");
+            .expect_err("the connection is reset");
         server.join().unwrap();
         let message = format!("{error:#}");
         assert!(
