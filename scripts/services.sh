@@ -348,7 +348,7 @@ s3_stop_only() {
 # Waits up to 3 s for ended processes to be reaped, so that none shows in ps or pgrep after
 # stop (here PID 1 reaps the orphans only every other second or so).
 wait_reaped() {
-    local pid
+    local pid=
     for _ in $(seq 1 30); do
         for pid in "$@"; do
             [ -e "/proc/$pid" ] && break
