@@ -34,12 +34,6 @@ impl Write for Stdout {
         self.0.write(buf).map_err(crate::exit::StdoutClosed::mark)
     }
 
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.0
-            .write_all(buf)
-            .map_err(crate::exit::StdoutClosed::mark)
-    }
-
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.flush().map_err(crate::exit::StdoutClosed::mark)
     }

@@ -85,6 +85,16 @@ impl Ended {
             .context("the backup's summary names no set id")
     }
 
+    /// The run's last lines on stderr and on stdout, for a report that must show what the
+    /// run said.
+    pub fn output_tail(&self) -> String {
+        format!(
+            "stderr: {}; stdout: {}",
+            last_lines(&self.run.stderr, 3),
+            last_lines(&self.run.stdout, 3)
+        )
+    }
+
     /// A short description of when the kill landed.
     pub fn kill_note(&self) -> String {
         match self.killed_at {

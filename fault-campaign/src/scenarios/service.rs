@@ -188,8 +188,8 @@ struct Outcome {
     before: BTreeSet<String>,
     /// The run exited 0: the fault came too late to matter.
     succeeded: bool,
-    /// The faulty run's last lines on stderr, for a report that needs them.
-    stderr_tail: String,
+    /// What the faulty run said last ([`Ended::output_tail`]), for a report that needs it.
+    output_tail: String,
 }
 
 impl<W: Writer, F: Fault> FaultWriter<W, F> {
@@ -227,11 +227,7 @@ impl<W: Writer, F: Fault> FaultWriter<W, F> {
                 ),
                 before,
                 succeeded: true,
-                stderr_tail: format!(
-                    "{} / stdout: {}",
-                    process::last_lines(&ended.run.stderr, 3),
-                    process::last_lines(&ended.run.stdout, 3)
-                ),
+                output_tail: ended.output_tail(),
             });
         }
         let (what, injected_at, ended) = inject_and_wait(&mut self.fault, running, started)?;
@@ -253,11 +249,7 @@ impl<W: Writer, F: Fault> FaultWriter<W, F> {
             note,
             before,
             succeeded,
-            stderr_tail: format!(
-                "{} / stdout: {}",
-                process::last_lines(&ended.run.stderr, 3),
-                process::last_lines(&ended.run.stdout, 3)
-            ),
+            output_tail: ended.output_tail(),
         })
     }
 
@@ -269,7 +261,7 @@ impl<W: Writer, F: Fault> FaultWriter<W, F> {
             note,
             before,
             succeeded,
-            stderr_tail,
+            output_tail,
         } = outcome;
         let sets = repo.sets(kind)?;
         let now = complete_ids(repo, kind)?;
@@ -277,7 +269,7 @@ impl<W: Writer, F: Fault> FaultWriter<W, F> {
         if succeeded {
             let newest = new.last().with_context(|| {
                 format!(
-                    "{note}: it exited 0 but left no new complete set; sets: {}; stderr: {stderr_tail}",
+                    "{note}: it exited 0 but left no new complete set; sets: {}; {output_tail}",
                     describe(&sets)
                 )
             })?;
