@@ -247,8 +247,8 @@ fn write_backup(
     let threads = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
-    let captured =
-        capture::run_pg_basebackup(args, set, wal_method, threads, server.info.database_bytes)?;
+    let expected_bytes = server.database_bytes()?;
+    let captured = capture::run_pg_basebackup(args, set, wal_method, threads, expected_bytes)?;
     set.add(captured.tar_entry.clone());
     set.put_file(PG_BACKUP_MANIFEST, captured.pg_manifest.as_bytes())?;
     if wal_method == WalMethod::Archive {

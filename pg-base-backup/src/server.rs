@@ -81,6 +81,22 @@ impl Connected {
         })
     }
 
+    /// The sum of the databases' sizes: what pg_basebackup will send, for progress (it walks
+    /// every database's directory, so only the pg_basebackup path asks).
+    pub fn database_bytes(&self) -> anyhow::Result<u64> {
+        self.runtime.block_on(async {
+            let row = self
+                .client
+                .query_one(
+                    "SELECT sum(pg_database_size(oid))::bigint FROM pg_database",
+                    &[],
+                )
+                .await
+                .context("cannot read the databases' sizes")?;
+            Ok(row.get::<_, Option<i64>>(0).unwrap_or(0).max(0) as u64)
+        })
+    }
+
     /// Waits until every WAL segment of `range` is in the repository's archive.
     pub fn wait_for_archive(
         &self,
@@ -114,8 +130,6 @@ pub struct ServerInfo {
     pub wal_segment_size: u64,
     /// archive_mode is on (or always) and archive_command is set.
     pub archiving: bool,
-    /// Sum of database sizes: the expected tarball size, for progress.
-    pub database_bytes: u64,
     /// The cluster was initialised with data checksums.
     pub data_checksums: bool,
 }
@@ -132,7 +146,6 @@ impl ServerInfo {
                            FROM pg_settings WHERE name = 'wal_segment_size'),
                         current_setting('archive_mode') <> 'off'
                           AND current_setting('archive_command') NOT IN ('', '(disabled)'),
-                        (SELECT sum(pg_database_size(oid))::bigint FROM pg_database),
                         current_setting('data_checksums') = 'on'",
                 &[],
             )
@@ -151,8 +164,7 @@ impl ServerInfo {
             server_version_num: version_num as u32,
             wal_segment_size: row.get::<_, i64>(3) as u64,
             archiving: row.get(4),
-            database_bytes: row.get::<_, Option<i64>>(5).unwrap_or(0) as u64,
-            data_checksums: row.get(6),
+            data_checksums: row.get(5),
         })
     }
 }

@@ -25,9 +25,10 @@ pub async fn wait_for_archive(
     );
     let deadline = Instant::now() + timeout;
     let mut switched = false;
-    // The archiver takes some tens of milliseconds for a segment: look soon, then back off
-    // (on S3 each look is one listing request).
-    let mut pause = Duration::from_millis(10);
+    // The archiver takes some tens of milliseconds for a segment: look often at first (a look
+    // late by half a pause costs the backup that much), then back off (on S3 each look is one
+    // listing request).
+    let mut pause = Duration::from_millis(5);
     loop {
         // One listing per round (on S3 one request, not one per segment).
         let missing = archive
@@ -55,6 +56,6 @@ pub async fn wait_for_archive(
             switched = true;
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(200));
+        pause = (pause * 3 / 2).min(Duration::from_millis(200));
     }
 }

@@ -66,8 +66,10 @@ pub fn push(
         .store()
         .create(&target)
         .with_context(|| format!("cannot write into {}", archive.describe()))?;
-    let mut reader = HashingReader::new(BufReader::with_capacity(1 << 20, file));
-    {
+    // No checksum on the way: it is needed only when another push wins the race below, and
+    // hashing every segment would cost a third of a push's CPU.
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let size = {
         let sealed = Sealed::new(&mut out, recipients.as_ref())?;
         let mut encoder = compression.encoder(sealed, level, 1)?;
         let shown = || {
@@ -76,22 +78,20 @@ pub fn push(
                 archive.store().describe(&target)
             )
         };
-        io::copy(&mut reader, &mut encoder).with_context(shown)?;
+        let size = io::copy(&mut reader, &mut encoder).with_context(shown)?;
         encoder.finish()?.finish().with_context(shown)?;
-    }
-    let new_sum = reader.finish()?;
+        size
+    };
     match out.commit_new() {
         Ok(()) => {
-            tracing::debug!("archived {name} ({} bytes)", new_sum.size);
+            tracing::debug!("archived {name} ({size} bytes)");
             Ok(Status::Ok)
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             // Another push of the same file won the race: compare with what it stored.
-            match archived_checksum(&archive, &target, compression)? {
-                None => Ok(Status::Ok),
-                Some(theirs) if theirs.sha256 == new_sum.sha256 => Ok(Status::Ok),
-                Some(_) => different(&archive, &name, &target),
-            }
+            let file =
+                File::open(source).with_context(|| format!("cannot read {}", source.display()))?;
+            compare_existing(&archive, &name, file, &target, compression)
         }
         Err(e) => {
             Err(e).with_context(|| format!("cannot store {}", archive.store().describe(&target)))

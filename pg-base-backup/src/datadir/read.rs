@@ -24,6 +24,9 @@ use crate::reference::Reference;
 
 /// Bytes per chunk sent to the writer.
 pub const CHUNK: usize = 1 << 20;
+/// Bytes read at a time when scanning a relation file for changed pages: small enough to stay
+/// in a core's cache between the read and the hash.
+const SCAN_CHUNK: usize = 128 << 10;
 /// Chunks buffered per file in flight.
 pub const CHANNEL_CHUNKS: usize = 4;
 
@@ -275,15 +278,19 @@ impl Pages {
         let count = size.div_ceil(PIECE as u64) as usize;
         let threads = self.threads.clamp(1, count.max(1));
         if threads == 1 {
-            return (0..count).map(|i| self.scan_piece(file, size, i)).collect();
+            let mut buf = vec![0; SCAN_CHUNK];
+            return (0..count)
+                .map(|i| self.scan_piece(file, size, i, &mut buf))
+                .collect();
         }
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
                 .map(|first| {
                     scope.spawn(move || {
+                        let mut buf = vec![0; SCAN_CHUNK];
                         (first..count)
                             .step_by(threads)
-                            .map(|i| Ok((i, self.scan_piece(file, size, i)?)))
+                            .map(|i| Ok((i, self.scan_piece(file, size, i, &mut buf)?)))
                             .collect::<io::Result<Vec<_>>>()
                     })
                 })
@@ -299,7 +306,13 @@ impl Pages {
 
     /// Piece `index` of the file: its digest, and its pages newer than `since`, past the old
     /// size, or all-zero (new, never written).
-    fn scan_piece(&self, file: &File, size: u64, index: usize) -> io::Result<PieceScan> {
+    fn scan_piece(
+        &self,
+        file: &File,
+        size: u64,
+        index: usize,
+        chunk: &mut [u8],
+    ) -> io::Result<PieceScan> {
         let old_blocks = self.old_size / PAGE_SIZE as u64;
         let start = index as u64 * PIECE as u64;
         let end = size.min(start + PIECE as u64);
@@ -309,10 +322,9 @@ impl Pages {
             bad_blocks: Vec::new(),
         };
         let mut hash = PieceHasher::default();
-        let mut chunk = vec![0; CHUNK];
         let mut offset = start;
         while offset < end {
-            let want = (end - offset).min(CHUNK as u64) as usize;
+            let want = (end - offset).min(chunk.len() as u64) as usize;
             read_full_at(file, &mut chunk[..want], offset)?;
             let blocks = (offset / PAGE_SIZE as u64..).zip(chunk[..want].chunks(PAGE_SIZE));
             for (block, page) in blocks {
