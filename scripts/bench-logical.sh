@@ -11,9 +11,11 @@
 #                                                         per-table dump (createdb included)
 #   peak memory of our own process                     < 100 MB
 #
+# Each time is the median of RUNS rounds (default 3) in which the contenders take turns.
+#
 # Usage: scripts/bench-logical.sh            (pgbench scale 100, about 1.5 GB per database)
 #        SCALE=20 scripts/bench-logical.sh   (quick run, about 300 MB per database)
-# Env: SCALE, BIN (tool binary; default: a release build made here), PG_BIN_DIR,
+# Env: SCALE, RUNS, BIN (tool binary; default: a release build made here), PG_BIN_DIR,
 #      KEEP=1 to keep the cluster directory. Prints a table on stdout; exit 1 when a goal is
 #      missed (STRICT=0 to always exit 0).
 # Runs a throwaway cluster on 127.0.0.1 / a socket in a temp dir; as root, the servers and
@@ -24,6 +26,7 @@ cd "$(dirname "$0")/.."
 SCALE=${SCALE:-100}
 PG_BIN_DIR=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
 STRICT=${STRICT:-1}
+RUNS=${RUNS:-3}
 if [ -z "${BIN:-}" ]; then
     cargo build --release -p pg-logical-backup >&2
     BIN=${CARGO_TARGET_DIR:-target}/release/pg-logical-backup
@@ -41,6 +44,7 @@ as_db_user() {
 now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 ratio() { python3 -c "print(f'{$1 / $2:.3f}')"; }
+median() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "$@"; }
 
 WORK=$(mktemp -d /tmp/bench-logical-XXXXXX)
 [ "$(id -u)" = 0 ] && chown postgres: "$WORK"
@@ -93,53 +97,65 @@ note_rss() {
     return 0
 }
 
-# bench_db DB TABLE: times everything for one database; sets the R_* and T_* variables.
+# bench_db DB TABLE: times everything for one database, RUNS rounds with the contenders
+# interleaved; sets the R_* and T_* variables (medians).
 bench_db() {
-    local db=$1 table=$2 t0 json
+    local db=$1 table=$2 t0 json run
+    local bare=() whole=() inner=() jobs=() full=() tbl=() tbl_bare=()
     SIZE=$(psql_at "$db" "SELECT pg_size_pretty(pg_database_size('$db'))")
     # Warm the page cache so the first contender does not pay for it alone.
     run_pg "$db" "$PG_BIN_DIR/pg_dump" -Fc --no-sync -f "$WORK/warm.dump"
     rm -f "$WORK/warm.dump"
-
-    t0=$(now)
-    run_pg "$db" "$PG_BIN_DIR/pg_dump" -Fc -f "$WORK/bare.dump"
-    T_BARE=$(elapsed "$t0" "$(now)")
-    rm -f "$WORK/bare.dump"
-
-    t0=$(now)
-    json=$(run_pg "$db" "$BIN" -q --no-globals --no-retention --output json)
-    T_WHOLE=$(elapsed "$t0" "$(now)")
-    T_INNER=$(python3 -c "print(f'{$(echo "$json" | summary_field full_dump_secs):.2f}')")
-    note_rss "$json"
-    rm -rf "$WORK/repo/logical"
-
-    t0=$(now)
-    json=$(run_pg "$db" "$BIN" -q --jobs 2 --no-globals --no-retention --output json)
-    T_JOBS=$(elapsed "$t0" "$(now)")
-    note_rss "$json"
-    FORMAT_JOBS=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['details']['databases'][0]['format'])" \
-        "$(ls -d "$WORK"/repo/logical/*/ | head -1)manifest.json")
-    rm -rf "$WORK/repo/logical"
-
-    t0=$(now)
-    json=$(run_pg "$db" "$BIN" -q --no-retention --output json)
-    T_FULL=$(elapsed "$t0" "$(now)")
-    note_rss "$json"
-
-    # One table back: ours from the set (into a new database, with safety checks, ANALYZE
-    # and the row count), bare pg_restore from a per-table dump (createdb included).
-    t0=$(now)
-    run_pg "$db" "$BIN" restore -q --target-db "${db}_ours" --table "$table" --yes >/dev/null
-    T_TABLE=$(elapsed "$t0" "$(now)")
-    rm -rf "$WORK/repo/logical"
     run_pg "$db" "$PG_BIN_DIR/pg_dump" -Fc -t "$table" -f "$WORK/table.dump"
-    t0=$(now)
-    run_pg postgres "$PG_BIN_DIR/createdb" "${db}_bare"
-    run_pg "${db}_bare" "$PG_BIN_DIR/pg_restore" -d "${db}_bare" --single-transaction "$WORK/table.dump"
-    T_TABLE_BARE=$(elapsed "$t0" "$(now)")
+    for run in $(seq 1 "$RUNS"); do
+        echo "bench: database $db, round $run/$RUNS" >&2
+        t0=$(now)
+        run_pg "$db" "$PG_BIN_DIR/pg_dump" -Fc -f "$WORK/bare.dump"
+        bare+=("$(elapsed "$t0" "$(now)")")
+        rm -f "$WORK/bare.dump"
+
+        t0=$(now)
+        json=$(run_pg "$db" "$BIN" -q --no-globals --no-retention --output json)
+        whole+=("$(elapsed "$t0" "$(now)")")
+        inner+=("$(echo "$json" | summary_field full_dump_secs)")
+        note_rss "$json"
+        rm -rf "$WORK/repo/logical"
+
+        t0=$(now)
+        json=$(run_pg "$db" "$BIN" -q --jobs 2 --no-globals --no-retention --output json)
+        jobs+=("$(elapsed "$t0" "$(now)")")
+        note_rss "$json"
+        FORMAT_JOBS=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['details']['databases'][0]['format'])" \
+            "$(ls -d "$WORK"/repo/logical/*/ | head -1)manifest.json")
+        rm -rf "$WORK/repo/logical"
+
+        t0=$(now)
+        json=$(run_pg "$db" "$BIN" -q --no-retention --output json)
+        full+=("$(elapsed "$t0" "$(now)")")
+        note_rss "$json"
+
+        # One table back: ours from the set (into a new database, with safety checks,
+        # ANALYZE and the row count), bare pg_restore from a per-table dump (createdb
+        # included).
+        t0=$(now)
+        run_pg "$db" "$BIN" restore -q --target-db "${db}_ours" --table "$table" --yes >/dev/null
+        tbl+=("$(elapsed "$t0" "$(now)")")
+        rm -rf "$WORK/repo/logical"
+        t0=$(now)
+        run_pg postgres "$PG_BIN_DIR/createdb" "${db}_bare"
+        run_pg "${db}_bare" "$PG_BIN_DIR/pg_restore" -d "${db}_bare" --single-transaction "$WORK/table.dump"
+        tbl_bare+=("$(elapsed "$t0" "$(now)")")
+        run_pg postgres "$PG_BIN_DIR/dropdb" "${db}_ours"
+        run_pg postgres "$PG_BIN_DIR/dropdb" "${db}_bare"
+    done
     rm -f "$WORK/table.dump"
-    run_pg postgres "$PG_BIN_DIR/dropdb" "${db}_ours"
-    run_pg postgres "$PG_BIN_DIR/dropdb" "${db}_bare"
+    T_BARE=$(median "${bare[@]}")
+    T_WHOLE=$(median "${whole[@]}")
+    T_INNER=$(median "${inner[@]}")
+    T_JOBS=$(median "${jobs[@]}")
+    T_FULL=$(median "${full[@]}")
+    T_TABLE=$(median "${tbl[@]}")
+    T_TABLE_BARE=$(median "${tbl_bare[@]}")
 }
 
 fail=0

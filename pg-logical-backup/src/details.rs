@@ -197,15 +197,21 @@ impl ChosenSet {
         )
     }
 
+    /// A file or folder of the set as a real path, unchecked: in place in a local repository
+    /// when it is not encrypted.
+    pub fn in_place(&self, path: &str) -> Option<DumpSource> {
+        let local = self.repo.store().local_path(&self.set.key(path))?;
+        (!self.is_encrypted()).then_some(DumpSource::Path(local))
+    }
+
     /// A file or folder of the set as a real path, checked against the manifest: in place in
     /// a local repository; downloaded from object storage, or decrypted, into a temporary
     /// directory (for a directory-format dump, and for parallel pg_restore, which needs a
     /// seekable file).
     pub async fn checked_copy(&self, path: &str) -> anyhow::Result<DumpSource> {
-        let in_place = self.repo.store().local_path(&self.set.key(path));
-        if let Some(local) = in_place.filter(|_| !self.is_encrypted()) {
+        if let Some(in_place) = self.in_place(path) {
             self.check(&[path.to_string()]).await?;
-            return Ok(DumpSource::Path(local));
+            return Ok(in_place);
         }
         let entries = self.entries(path);
         if entries.is_empty() {

@@ -2,6 +2,7 @@
 //! their entries of the whole-database dump (or their own dumps, in older sets) replayed as
 //! SQL through one psql transaction.
 
+use std::future::Future;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -79,6 +80,7 @@ pub async fn restore_tables(
     target: &str,
     args: &RestoreArgs,
     exists: bool,
+    before_commit: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     // Table dumps do not create their schema; a new database may lack it.
     let mut parts = vec![Part::Sql(
@@ -131,7 +133,7 @@ pub async fn restore_tables(
             args: dump_args,
         });
     }
-    run_script(bin, target, parts).await
+    run_script(bin, target, parts, before_commit).await
 }
 
 /// Replaces the rows of existing tables with those of their dumps, keeping the tables, their
@@ -144,6 +146,7 @@ pub async fn replace_rows(
     dumps: &TableDumps,
     fk_checks: &[String],
     target: &str,
+    before_commit: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     let mut parts = vec![Part::Sql(
         "SET LOCAL session_replication_role = replica;\n".to_string(),
@@ -175,26 +178,37 @@ pub async fn replace_rows(
     parts.push(Part::Sql(
         "SET LOCAL session_replication_role = origin;\n".to_string(),
     ));
-    run_script(bin, target, parts).await
+    run_script(bin, target, parts, before_commit).await
 }
 
-/// Streams the parts into one `psql --single-transaction` session on `target`. Any error, in
-/// psql or in a pg_restore producing a part, leaves the database as it was.
-async fn run_script(bin: &PgBin, target: &str, parts: Vec<Part>) -> anyhow::Result<()> {
+/// Streams the parts into one `psql --single-transaction` session on `target` while
+/// `before_commit` (the check of the dumps read) runs beside it; psql sees the end of its
+/// input, and commits, only once both succeeded. Any error, in psql, in a pg_restore
+/// producing a part or in the check, leaves the database as it was.
+async fn run_script(
+    bin: &PgBin,
+    target: &str,
+    parts: Vec<Part>,
+    before_commit: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     let (mut child, mut stdin, errors) = spawn_psql(bin, target)?;
-    let feed_error = match feed(bin, &mut stdin, parts).await? {
-        None => None,
-        Some(Stopped::Psql(e)) => Some(e),
-        Some(Stopped::Producer(e)) => {
-            // Killed before its input ends, psql never commits.
-            let _ = child.start_kill();
-            Some(e)
-        }
+    let (fed, checked) = tokio::join!(feed(bin, &mut stdin, parts), before_commit);
+    let stopped = match (fed, checked) {
+        // A part that could not even start (pg_restore missing...) must not commit the
+        // parts before it either.
+        (Err(e), _) => Some(Stopped::Producer(e)),
+        (Ok(Some(stopped)), _) => Some(stopped),
+        (Ok(None), Err(e)) => Some(Stopped::Producer(e)),
+        (Ok(None), Ok(())) => None,
     };
+    if let Some(Stopped::Producer(_)) = stopped {
+        // Killed before its input ends, psql never commits.
+        let _ = child.start_kill();
+    }
     drop(stdin);
     let status = child.wait().await.context("cannot wait for psql")?;
     let psql_errors = errors.await.unwrap_or_default();
-    outcome(target, status.success(), &psql_errors, feed_error)
+    outcome(target, status.success(), &psql_errors, stopped)
 }
 
 /// `psql` reading a script on its stdin, and the task collecting what it says on stderr.
@@ -229,7 +243,8 @@ fn spawn_psql(
 enum Stopped {
     /// psql stopped reading: it hit an error, which it reports itself.
     Psql(anyhow::Error),
-    /// A pg_restore producing a part failed: psql must not commit what it got.
+    /// A pg_restore producing a part, or the check of the dumps, failed: psql must not
+    /// commit what it got.
     Producer(anyhow::Error),
 }
 
@@ -293,8 +308,18 @@ fn outcome(
     target: &str,
     psql_succeeded: bool,
     psql_errors: &str,
-    feed_error: Option<anyhow::Error>,
+    stopped: Option<Stopped>,
 ) -> anyhow::Result<()> {
+    let feed_error = match stopped {
+        // psql was killed for it: what psql said (notices) is not the cause.
+        Some(Stopped::Producer(e)) => {
+            return Err(e.context(format!(
+                "restoring the tables into '{target}' failed and was rolled back, nothing changed"
+            )))
+        }
+        Some(Stopped::Psql(e)) => Some(e),
+        None => None,
+    };
     if !psql_succeeded && (feed_error.is_none() || !psql_errors.trim().is_empty()) {
         let hint = if psql_errors.contains("depends on") {
             " (other objects depend on a table being replaced: drop or include them, replace only the rows with --data-only, or restore into a new database)"

@@ -11,6 +11,7 @@
 //! and every set before details version 2) restore from those.
 //! The guards around the target database live in [`crate::target`].
 
+use std::future::Future;
 use std::num::NonZeroUsize;
 use std::time::Instant;
 
@@ -161,12 +162,18 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
     let bin = PgBin::resolve(&args.bin, &args.pg)?;
     let chosen = ChosenSet::find(&args.repo.backup_dir, args.backup_id.as_deref())?;
     let selection = Selection::new(&chosen, &args)?;
-    let whole_dump = check_files(&selection, &args).await?;
+    let (whole_dump, check_later) = check_files(&selection, &args).await?;
     let admin = common::postgres::connect(&args.pg, crate::TOOL).await?;
     let state = target::inspect(&admin, &args, &selection).await?;
     target::confirm(&args, &selection, &state)?;
     let safety_dump = target::prepare(&bin, &admin, &args, &selection, &state).await?;
-    load_dumps(&bin, &admin, &args, &selection, &state, whole_dump).await?;
+    let checked = async {
+        match check_later {
+            Some(files) => chosen.check(&files).await,
+            None => Ok(()),
+        }
+    };
+    load_dumps(&bin, &admin, &args, &selection, &state, whole_dump, checked).await?;
     let (mismatched, rows) = check_restored(&args, &selection, &state, global).await?;
     let summary = Summary {
         id: chosen.manifest.id.clone(),
@@ -210,20 +217,32 @@ impl<'a> Selection<'a> {
     }
 }
 
-/// Checks the files to restore against the manifest before anything is touched. Returns the
-/// whole-database dump when pg_restore needs it as a real file (a copy is checked as it is
-/// made).
+/// Checks the files to restore against the manifest: a whole-database restore before
+/// anything is touched; a table restore, which runs in one transaction, while it runs (it
+/// commits only once they pass), so a table comes out of a large local dump without reading
+/// all of it first. A copy (from object storage, or decrypted) is checked as it is made.
+/// Returns the whole-database dump when pg_restore needs it as a real file, and the files
+/// still to check.
 async fn check_files(
     selection: &Selection<'_>,
     args: &RestoreArgs,
-) -> anyhow::Result<Option<DumpSource>> {
+) -> anyhow::Result<(Option<DumpSource>, Option<Vec<String>>)> {
     let chosen = selection.chosen;
-    let whole = args.table.is_empty() && needs_real_file(selection.db, args);
-    if whole || selection.from_archive {
-        return Ok(Some(chosen.checked_copy(&selection.files[0]).await?));
+    let later = Some(selection.files.clone());
+    if !args.table.is_empty() {
+        if !selection.from_archive {
+            return Ok((None, later));
+        }
+        return Ok(match chosen.in_place(&selection.files[0]) {
+            Some(in_place) => (Some(in_place), later),
+            None => (Some(chosen.checked_copy(&selection.files[0]).await?), None),
+        });
+    }
+    if needs_real_file(selection.db, args) {
+        return Ok((Some(chosen.checked_copy(&selection.files[0]).await?), None));
     }
     chosen.check(&selection.files).await?;
-    Ok(None)
+    Ok((None, None))
 }
 
 /// Loads the dumps: the whole database, the rows of existing tables (--data-only), or the
@@ -235,13 +254,14 @@ async fn load_dumps(
     selection: &Selection<'_>,
     state: &TargetState,
     whole_dump: Option<DumpSource>,
+    before_commit: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     let (chosen, target) = (selection.chosen, &selection.target);
     let result = if args.table.is_empty() {
         let dump = whole_dump.unwrap_or_else(|| chosen.source(&selection.files[0]));
         load::restore_database(bin, &dump, target, args, state.exists).await
     } else {
-        load_tables(bin, args, selection, state, whole_dump).await
+        load_tables(bin, args, selection, state, whole_dump, before_commit).await
     };
     if let Err(e) = result {
         if !state.exists {
@@ -262,6 +282,7 @@ async fn load_tables(
     selection: &Selection<'_>,
     state: &TargetState,
     whole_dump: Option<DumpSource>,
+    before_commit: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     let (chosen, target) = (selection.chosen, &selection.target);
     // Kept until the restore ends: the list file lives in it.
@@ -286,12 +307,21 @@ async fn load_tables(
         ),
     };
     if args.data_only {
-        return replace_rows(bin, &dumps, &selection.tables, &state.pg, target).await;
+        return replace_rows(bin, &dumps, selection, &state.pg, before_commit).await;
     }
     let mut schemas: Vec<&str> = selection.tables.iter().map(|t| t.schema.as_str()).collect();
     schemas.sort_unstable();
     schemas.dedup();
-    load::restore_tables(bin, &dumps, &schemas, target, args, state.exists).await
+    load::restore_tables(
+        bin,
+        &dumps,
+        &schemas,
+        target,
+        args,
+        state.exists,
+        before_commit,
+    )
+    .await
 }
 
 /// Writes the `pg_restore --use-list` file taking the selected tables out of `archive`.
@@ -341,10 +371,17 @@ async fn check_restored(
     global: &GlobalArgs,
 ) -> anyhow::Result<(Vec<String>, u64)> {
     let client = common::postgres::connect(&state.pg, crate::TOOL).await?;
-    if !args.no_analyze {
-        load::analyze(&client, &selection.tables, args.table.is_empty()).await?;
+    if args.no_analyze {
+        return compare(&client, &selection.tables, args.schema_only, global).await;
     }
-    compare(&client, &selection.tables, args.schema_only, global).await
+    // ANALYZE samples while the counts scan, on a second session: the slower of the two, not
+    // their sum.
+    let analyzer = common::postgres::connect(&state.pg, crate::TOOL).await?;
+    let analyzed = load::analyze(&analyzer, &selection.tables, args.table.is_empty());
+    let compared = compare(&client, &selection.tables, args.schema_only, global);
+    let (analyzed, compared) = tokio::join!(analyzed, compared);
+    analyzed?;
+    compared
 }
 
 fn print_summary(global: &GlobalArgs, summary: &Summary, what: &str) -> anyhow::Result<()> {
@@ -374,11 +411,12 @@ fn print_summary(global: &GlobalArgs, summary: &Summary, what: &str) -> anyhow::
 async fn replace_rows(
     bin: &PgBin,
     dumps: &TableDumps,
-    tables: &[&TableEntry],
+    selection: &Selection<'_>,
     target_pg: &PgArgs,
-    target: &str,
+    before_commit: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    let names: Vec<(String, String)> = tables
+    let names: Vec<(String, String)> = selection
+        .tables
         .iter()
         .map(|t| (t.schema.clone(), t.name.clone()))
         .collect();
@@ -390,7 +428,15 @@ async fn replace_rows(
         .map(|k| k.check_statement())
         .collect();
     drop(client);
-    load::replace_rows(bin, &names, dumps, &checks, target).await
+    load::replace_rows(
+        bin,
+        &names,
+        dumps,
+        &checks,
+        &selection.target,
+        before_commit,
+    )
+    .await
 }
 
 /// Counts what was restored, table by table, and compares it with the manifest; prints one

@@ -246,6 +246,55 @@ fn a_failed_table_restore_changes_nothing() {
 }
 
 #[test]
+fn a_table_out_of_a_damaged_dump_is_rolled_back() {
+    let env = Env::new();
+    create_shop(&env);
+    let id = env.backup(&[])["id"].as_str().unwrap().to_string();
+    env.sql("DELETE FROM notes WHERE id = 1; INSERT INTO notes VALUES (99, 'written after');");
+    let now = || env.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM notes");
+    // Bytes added at the end: pg_restore, which reads only the table's entries, does not
+    // notice; the check of the dump beside the restore does, before the commit.
+    let manifest = env.manifest(&id);
+    let full = env.set_dir(&id).join(
+        manifest["details"]["databases"][0]["full_dump"]
+            .as_str()
+            .unwrap(),
+    );
+    let mut bytes = std::fs::read(&full).unwrap();
+    bytes.extend_from_slice(b"not part of the dump");
+    std::fs::write(&full, &bytes).unwrap();
+
+    let run = env.run(&[
+        "restore",
+        "--target-db",
+        &env.db,
+        "--table",
+        "notes",
+        "--clean",
+        "--yes",
+    ]);
+    run.assert_code(2);
+    let error = run.error_line("pg-logical-backup");
+    assert!(
+        error.contains("damaged") && error.contains("rolled back"),
+        "{error}"
+    );
+    assert_eq!(now(), "2,3,99");
+
+    let target = test_support::unique_name("never");
+    let run = env.run(&["restore", "--target-db", &target, "--table", "notes"]);
+    run.assert_code(2);
+    let error = run.error_line("pg-logical-backup");
+    assert!(error.contains("damaged"), "{error}");
+    assert_eq!(
+        env.pg.psql(&format!(
+            "SELECT count(*) FROM pg_database WHERE datname = '{target}'"
+        )),
+        "0"
+    );
+}
+
+#[test]
 fn a_table_of_another_schema_into_a_new_database() {
     let env = Env::new();
     env.sql(
