@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use common::kafka::Complaints;
 use common::topic_archive::{
     ArchiveWriter, Codec, EncodedChunk, OffsetGap, PartitionEnd, PartitionRange,
     RecordsChunkBuilder, TimestampType,
@@ -22,6 +23,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message, Timestamp};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// A worker's consumer: it keeps librdkafka's last complaint for the error line.
+type ExportConsumer = BaseConsumer<Complaints>;
 
 /// How the export runs.
 #[derive(Debug, Clone)]
@@ -128,8 +132,8 @@ fn worker(
     sender: &SyncSender<anyhow::Result<Event>>,
     cancel: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = consumer_config(config)
-        .create()
+    let consumer: ExportConsumer = consumer_config(config)
+        .create_with_context(Complaints::default())
         .context("cannot create the Kafka consumer")?;
     let reader = PartitionReader {
         consumer: &consumer,
@@ -158,7 +162,7 @@ fn worker(
 /// One worker's means of reading partitions: its consumer, how chunks are built, the channel
 /// to the writer, and the flag that cancels the export.
 struct PartitionReader<'a> {
-    consumer: &'a BaseConsumer,
+    consumer: &'a ExportConsumer,
     topic: &'a str,
     options: &'a ExportOptions,
     sender: &'a SyncSender<anyhow::Result<Event>>,
@@ -259,8 +263,9 @@ impl PartitionReader<'_> {
                     continue;
                 }
                 Some(Err(error)) => {
+                    let said = self.librdkafka_said();
                     return Err(error)
-                        .with_context(|| format!("reading {topic}[{partition}] failed"))
+                        .with_context(|| format!("reading {topic}[{partition}] failed{said}"));
                 }
                 Some(Ok(message)) => message,
             };
@@ -302,13 +307,24 @@ impl PartitionReader<'_> {
     /// The error for a partition that yielded nothing for the idle timeout.
     fn stalled(&self, range: &PartitionRange, end: &PartitionEnd) -> anyhow::Error {
         anyhow::anyhow!(
-            "{}[{}]: no record for {} while offsets {}..{} remain to be read (broker unreachable? raise --timeout)",
+            "{}[{}]: no record for {} while offsets {}..{} remain to be read (broker unreachable? raise --timeout){}",
             self.topic,
             range.partition,
             humantime::format_duration(self.options.idle_timeout),
             end.last_offset.map_or(range.start_offset, |o| o + 1),
-            range.end_offset
+            range.end_offset,
+            self.librdkafka_said()
         )
+    }
+
+    /// librdkafka's last complaint, to add to an error: its error codes alone (`BadMessage`)
+    /// often do not say what went wrong.
+    fn librdkafka_said(&self) -> String {
+        self.consumer
+            .context()
+            .last()
+            .map(|said| format!("; librdkafka said: {said}"))
+            .unwrap_or_default()
     }
 
     /// Seals the chunk under construction and hands it to the writer; false when the writer
@@ -382,7 +398,7 @@ fn push_record(builder: &mut RecordsChunkBuilder, message: &BorrowedMessage<'_>)
 /// records in between during the export (the low watermark moved past them) rather than
 /// compaction or transaction markers leaving offsets without records.
 fn lost_while_reading(
-    consumer: &BaseConsumer,
+    consumer: &ExportConsumer,
     topic: &str,
     range: &PartitionRange,
     first_read: Option<i64>,

@@ -274,6 +274,9 @@ async fn feed(
     Ok(None)
 }
 
+/// Bytes relayed at a time from pg_restore to psql.
+const RELAY_BUFFER: usize = 1 << 20;
+
 /// Copies the SQL pg_restore makes of `source` into psql's stdin.
 async fn feed_dump(
     bin: &PgBin,
@@ -286,8 +289,10 @@ async fn feed_dump(
     source.pg_restore_input(&mut cmd);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let (mut reader, feeder) = source.spawn(&mut cmd)?;
-    let mut out = reader.stdout.take().context("pg_restore stdout")?;
-    let copied = tokio::io::copy(&mut out, stdin).await;
+    let out = reader.stdout.take().context("pg_restore stdout")?;
+    // In 1 MiB steps, not tokio::io::copy's 8 KiB: a table's rows pass through here.
+    let mut out = tokio::io::BufReader::with_capacity(RELAY_BUFFER, out);
+    let copied = tokio::io::copy_buf(&mut out, stdin).await;
     drop(out);
     let output = reader
         .wait_with_output()

@@ -1,6 +1,11 @@
 //! rdkafka client settings from [`KafkaArgs`], shared by the Kafka tools.
 
-use rdkafka::ClientConfig;
+use std::sync::Mutex;
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, ClientContext};
 
 use super::is_secret_property;
 use crate::cli::KafkaArgs;
@@ -30,7 +35,6 @@ pub fn client_config(kafka: &KafkaArgs, client_id: &str) -> anyhow::Result<Clien
 /// repeats the value, which may be a secret: a mistyped `sasl.passwrod` is not known to be
 /// one, so the value of an unknown or secret property is never shown.
 pub fn check_settings(config: &ClientConfig) -> anyhow::Result<()> {
-    use rdkafka::error::KafkaError;
     use rdkafka::types::RDKafkaConfRes;
     match config.create_native_config() {
         Ok(_) => Ok(()),
@@ -57,6 +61,45 @@ pub fn check_settings(config: &ClientConfig) -> anyhow::Result<()> {
         )),
     }
 }
+
+/// A client context that keeps librdkafka's last complaint (an error event, or a log line at
+/// warning level or worse), which the errors it hands the application do not carry: a
+/// consume failing with a bare `BadMessage` was, say, a fetch response over
+/// `receive.message.max.bytes`. Log lines go to the debug log, as before.
+#[derive(Default)]
+pub struct Complaints {
+    last: Mutex<Option<String>>,
+}
+
+impl Complaints {
+    /// librdkafka's last complaint, if it made one.
+    pub fn last(&self) -> Option<String> {
+        self.last.lock().ok()?.clone()
+    }
+
+    fn keep(&self, complaint: &str) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(complaint.to_string());
+        }
+    }
+}
+
+impl ClientContext for Complaints {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        tracing::debug!(target: "librdkafka", "{facility} {message}");
+        use RDKafkaLogLevel::{Alert, Critical, Emerg, Error, Warning};
+        if matches!(level, Emerg | Alert | Critical | Error | Warning) {
+            self.keep(message);
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(target: "librdkafka", "{error}: {reason}");
+        self.keep(reason);
+    }
+}
+
+impl ConsumerContext for Complaints {}
 
 /// Drops a Kafka client on a thread of its own. Closing an admin client (or a consumer with a
 /// group) waits up to 100 ms for its polling thread, which a tool about to report and exit

@@ -11,7 +11,7 @@ use crate::env;
 mod client;
 
 #[cfg(feature = "kafka")]
-pub use client::{check_settings, client_config, close_in_background, Admin};
+pub use client::{check_settings, client_config, close_in_background, Admin, Complaints};
 
 impl KafkaArgs {
     /// All client properties: `KAFKA_CLIENT_CONFIG` first, then `-X` flags.

@@ -70,6 +70,28 @@ fn missing_topic_and_bad_regex_are_exit_2() {
 }
 
 #[test]
+fn a_fetch_response_over_the_client_limit_is_named() {
+    // The test broker answers a fetch with the whole partition, whatever fetch.max.bytes
+    // says; librdkafka refuses a response over receive.message.max.bytes and reports only
+    // "BadMessage". The error line must carry librdkafka's reason.
+    let dir = tempfile::tempdir().unwrap();
+    let topic = topic("limit", 1);
+    produce(&topic, &[0], 0, 20_000);
+    let run = Run::of(
+        backup_command(dir.path(), &["--topic", &topic, "--timeout", "10s"]).env(
+            "KAFKA_CLIENT_CONFIG",
+            "message.max.bytes=1000;fetch.max.bytes=50000;max.partition.fetch.bytes=50000;receive.message.max.bytes=100000",
+        ),
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let line = run.stderr.lines().last().unwrap();
+    assert!(line.contains("receive.message.max.bytes"), "{line}");
+    if let Ok(repo) = Repository::open(&Location::Local(dir.path().into())) {
+        assert!(repo.list(Kind::Kafka).unwrap().is_empty());
+    }
+}
+
+#[test]
 fn sigterm_mid_export_exits_143_and_leaves_no_set() {
     let source = topic("sig_src", 3);
     produce(&source, &[0, 1, 2], 0, 40_000);
