@@ -23,14 +23,7 @@ fn unknown_table_pattern() {
 
     // The same for a restore, before anything is touched.
     env.backup(&[]);
-    let run = env.run(&[
-        "restore",
-        "--target-db",
-        &env.db,
-        "--table",
-        "nosuch",
-        "--yes",
-    ]);
+    let run = env.restore_here(&["--table", "nosuch", "--yes"]);
     run.assert_code(2);
     assert!(run
         .error_line("pg-logical-backup")
@@ -127,11 +120,7 @@ fn non_existent_backup_id() {
             "{error}"
         );
     }
-    assert_eq!(
-        env.pg
-            .psql("SELECT count(*) FROM pg_database WHERE datname = 'x'"),
-        "0"
-    );
+    assert!(!env.database_exists("x"));
 }
 
 #[test]

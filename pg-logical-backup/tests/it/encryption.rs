@@ -60,12 +60,6 @@ fn id_of(summary: &Value) -> String {
     summary["id"].as_str().unwrap().to_string()
 }
 
-fn database_exists(env: &Env, name: &str) -> bool {
-    env.pg.psql(&format!(
-        "SELECT count(*) FROM pg_database WHERE datname = '{name}'"
-    )) == "1"
-}
-
 /// Stored file names of a set, relative to it.
 fn stored_files(set: &Path) -> Vec<String> {
     let mut files = Vec::new();
@@ -322,7 +316,7 @@ fn encrypted_set_refuses_bad_keys_damage_and_plaintext_and_mixes() {
         let line = run.error_line("pg-logical-backup");
         assert!(line.contains("private.json.age"), "{line}");
         assert!(!run.stderr.contains(&other.secret));
-        assert!(!database_exists(&env, &target));
+        assert!(!env.database_exists(&target));
         let verify = run_with(&env, &vars, &["verify", "--backup-id", &id]);
         verify.assert_code(2);
         assert!(verify
@@ -349,7 +343,7 @@ fn encrypted_set_refuses_bad_keys_damage_and_plaintext_and_mixes() {
         let line = run.error_line("pg-logical-backup");
         assert!(line.contains("full.dump.age"), "{line}");
         assert!(line.contains("nothing restored"), "{line}");
-        assert!(!database_exists(&env, &target));
+        assert!(!env.database_exists(&target));
     }
     std::fs::write(&full, &original).unwrap();
 
@@ -435,7 +429,7 @@ fn encrypted_set_refuses_bad_keys_damage_and_plaintext_and_mixes() {
         &["restore", "--backup-id", &pass_id, "--target-db", &target],
     );
     wrong.assert_code(2);
-    assert!(!database_exists(&env, &target));
+    assert!(!env.database_exists(&target));
     run_with(
         &env,
         &pass,

@@ -159,14 +159,7 @@ fn replacing_a_table_needs_clean_and_keeps_a_safety_dump() {
     assert_eq!(now(), "2,3,99");
 
     // Without --clean: refused, nothing changed.
-    let run = env.run(&[
-        "restore",
-        "--target-db",
-        &env.db,
-        "--table",
-        "notes",
-        "--yes",
-    ]);
+    let run = env.restore_here(&["--table", "notes", "--yes"]);
     run.assert_code(2);
     let error = run.error_line("pg-logical-backup");
     assert!(
@@ -176,29 +169,12 @@ fn replacing_a_table_needs_clean_and_keeps_a_safety_dump() {
     assert_eq!(now(), "2,3,99");
 
     // With --clean but no terminal and no --yes: refused.
-    let run = env.run(&[
-        "restore",
-        "--target-db",
-        &env.db,
-        "--table",
-        "notes",
-        "--clean",
-    ]);
+    let run = env.restore_here(&["--table", "notes", "--clean"]);
     run.assert_code(2);
     assert!(run.error_line("pg-logical-backup").contains("--yes"));
     assert_eq!(now(), "2,3,99");
 
-    let run = env.run(&[
-        "restore",
-        "--target-db",
-        &env.db,
-        "--table",
-        "notes",
-        "--clean",
-        "--yes",
-        "--output",
-        "json",
-    ]);
+    let run = env.restore_here(&["--table", "notes", "--clean", "--yes", "--output", "json"]);
     run.assert_code(0);
     assert_eq!(now(), "1,2,3");
     let summary = run.summary();
@@ -224,10 +200,7 @@ fn a_failed_table_restore_changes_nothing() {
     env.sql("UPDATE customers SET name = 'changed'; DELETE FROM notes;");
     // customers is referenced by orders' foreign key, so it cannot be dropped and replaced;
     // notes comes first in the same transaction and must be rolled back with it.
-    let run = env.run(&[
-        "restore",
-        "--target-db",
-        &env.db,
+    let run = env.restore_here(&[
         "--table",
         "notes",
         "--table",
@@ -254,25 +227,12 @@ fn a_table_out_of_a_damaged_dump_is_rolled_back() {
     let now = || env.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM notes");
     // Bytes added at the end: pg_restore, which reads only the table's entries, does not
     // notice; the check of the dump beside the restore does, before the commit.
-    let manifest = env.manifest(&id);
-    let full = env.set_dir(&id).join(
-        manifest["details"]["databases"][0]["full_dump"]
-            .as_str()
-            .unwrap(),
-    );
+    let full = env.full_dump(&id);
     let mut bytes = std::fs::read(&full).unwrap();
     bytes.extend_from_slice(b"not part of the dump");
     std::fs::write(&full, &bytes).unwrap();
 
-    let run = env.run(&[
-        "restore",
-        "--target-db",
-        &env.db,
-        "--table",
-        "notes",
-        "--clean",
-        "--yes",
-    ]);
+    let run = env.restore_here(&["--table", "notes", "--clean", "--yes"]);
     run.assert_code(2);
     let error = run.error_line("pg-logical-backup");
     assert!(
@@ -286,12 +246,7 @@ fn a_table_out_of_a_damaged_dump_is_rolled_back() {
     run.assert_code(2);
     let error = run.error_line("pg-logical-backup");
     assert!(error.contains("damaged"), "{error}");
-    assert_eq!(
-        env.pg.psql(&format!(
-            "SELECT count(*) FROM pg_database WHERE datname = '{target}'"
-        )),
-        "0"
-    );
+    assert!(!env.database_exists(&target));
 }
 
 #[test]
@@ -358,10 +313,7 @@ fn whole_database_over_itself_ends_blocking_sessions() {
     }
 
     let started = std::time::Instant::now();
-    let run = env.run(&[
-        "restore",
-        "--target-db",
-        &env.db,
+    let run = env.restore_here(&[
         "--clean",
         "--yes",
         "--terminate-connections",
@@ -407,15 +359,7 @@ fn data_only_replaces_rows_under_foreign_keys_or_rolls_back() {
     let damaged = || env.sql("SELECT count(*) FROM customers WHERE name = 'damaged'");
 
     // Replacing the table is impossible: orders' foreign key and the view depend on it.
-    let run = env.run(&[
-        "restore",
-        "--target-db",
-        &env.db,
-        "--table",
-        "customers",
-        "--clean",
-        "--yes",
-    ]);
+    let run = env.restore_here(&["--table", "customers", "--clean", "--yes"]);
     run.assert_code(2);
     let error = run.error_line("pg-logical-backup");
     assert!(error.contains("--data-only"), "{error}");
@@ -424,15 +368,7 @@ fn data_only_replaces_rows_under_foreign_keys_or_rolls_back() {
     // A new customer with an order, both missing from the backup: replacing the customers'
     // rows would orphan that order, so nothing changes.
     env.sql("INSERT INTO customers VALUES (51, 'new'); INSERT INTO orders (customer_id, amount) VALUES (51, 5);");
-    let run = env.run(&[
-        "restore",
-        "--target-db",
-        &env.db,
-        "--table",
-        "customers",
-        "--data-only",
-        "--yes",
-    ]);
+    let run = env.restore_here(&["--table", "customers", "--data-only", "--yes"]);
     run.assert_code(2);
     let error = run.error_line("pg-logical-backup");
     assert!(
@@ -444,10 +380,7 @@ fn data_only_replaces_rows_under_foreign_keys_or_rolls_back() {
 
     // Without it the rows are replaced; the view, the foreign key and orders stay.
     env.sql("DELETE FROM orders WHERE customer_id = 51;");
-    let run = env.run(&[
-        "restore",
-        "--target-db",
-        &env.db,
+    let run = env.restore_here(&[
         "--table",
         "customers",
         "--data-only",
@@ -468,15 +401,7 @@ fn data_only_replaces_rows_under_foreign_keys_or_rolls_back() {
 
     // --data-only only replaces rows of tables that exist.
     env.sql("DROP TABLE notes;");
-    let run = env.run(&[
-        "restore",
-        "--target-db",
-        &env.db,
-        "--table",
-        "notes",
-        "--data-only",
-        "--yes",
-    ]);
+    let run = env.restore_here(&["--table", "notes", "--data-only", "--yes"]);
     run.assert_code(2);
     assert!(run
         .error_line("pg-logical-backup")

@@ -110,16 +110,7 @@ fn an_old_shape_set_restores_verifies_and_lists() {
     // gone.
     std::fs::write(env.set_dir(&id).join(&dir).join("full.dump"), b"gone").unwrap();
     env.sql("DROP TABLE orders");
-    let run = env.run(&[
-        "restore",
-        "--target-db",
-        &env.db,
-        "--table",
-        "orders",
-        "--yes",
-        "--output",
-        "json",
-    ]);
+    let run = env.restore_here(&["--table", "orders", "--yes", "--output", "json"]);
     run.assert_code(0);
     let orders = run
         .json()

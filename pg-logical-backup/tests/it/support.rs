@@ -91,6 +91,28 @@ impl Env {
         read_json(&self.set_dir(id).join("manifest.json"))
     }
 
+    /// The whole-database dump of a set's (first) database.
+    pub fn full_dump(&self, id: &str) -> PathBuf {
+        let manifest = self.manifest(id);
+        let path = manifest["details"]["databases"][0]["full_dump"]
+            .as_str()
+            .unwrap();
+        self.set_dir(id).join(path)
+    }
+
+    /// `restore --target-db <the test's database>`, then `args`.
+    pub fn restore_here(&self, args: &[&str]) -> Run {
+        let mut all = vec!["restore", "--target-db", self.db.as_str()];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
+    pub fn database_exists(&self, name: &str) -> bool {
+        self.pg.psql(&format!(
+            "SELECT count(*) FROM pg_database WHERE datname = '{name}'"
+        )) == "1"
+    }
+
     /// Set directories present (complete or not).
     pub fn set_dirs(&self) -> Vec<PathBuf> {
         let dir = self.backup_dir.path().join("logical");
