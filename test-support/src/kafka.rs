@@ -52,6 +52,30 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
+/// The names of the broker's topics.
+pub fn topic_names() -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = client_config().create().expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect()
+}
+
+/// Deletes a topic; panics when the broker refuses.
+pub fn delete_topic(name: &str) {
+    let admin: AdminClient<DefaultClientContext> = client_config().create().expect("admin client");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = block_on(admin.delete_topics(&[name], &options)).expect("DeleteTopics request");
+    for result in results {
+        result.unwrap_or_else(|(topic, e)| panic!("delete topic {topic}: {e}"));
+    }
+}
+
 /// A fresh topic (retention.ms=-1) with a unique name starting with `prefix`.
 pub fn topic(prefix: &str, partitions: i32) -> String {
     let name = crate::unique_name(prefix);

@@ -134,15 +134,22 @@ impl<'a> Drill<'a> {
 
     /// Runs the drill: prepare, Kafka workload, PostgreSQL workload, full backup, disaster,
     /// then the restore of every component, timed as the recovery time. The pipeline
-    /// component's topics are deleted at the end, whatever happened.
+    /// component's topics are deleted at the end, whatever happened (kept with `--keep`).
     pub fn run(mut self) -> anyhow::Result<Outcome> {
         self.prepare()?;
         let wal_archive = tools::resolve("wal-archive", self.args.bin_dir.as_deref())?;
         let kafka_failure = self.start_kafka();
         let mut pipeline = self.kafka.as_ref().map(Pipeline::new);
         let outcome = self.backup_and_restore(&wal_archive, kafka_failure, pipeline.as_mut());
-        if let Some(pipeline) = &pipeline {
-            pipeline.delete_topics();
+        match &pipeline {
+            Some(pipeline) if self.args.keep => {
+                tracing::warn!(
+                    "--keep: the drill's topics {} are left on the broker; delete them when done",
+                    pipeline.topics().join(" ")
+                );
+            }
+            Some(pipeline) => pipeline.delete_topics(),
+            None => {}
         }
         outcome
     }
@@ -290,8 +297,15 @@ impl<'a> Drill<'a> {
         result
     }
 
-    /// Removes the drill's own topic, whatever state the drill ended in.
+    /// Removes the drill's own topic, whatever state the drill ended in (kept with `--keep`).
     fn delete_topic(&self) {
+        if let Some(kafka) = self.kafka.as_ref().filter(|_| self.args.keep) {
+            tracing::warn!(
+                "--keep: the drill's topics {} are left on the broker; delete them when done",
+                kafka.topic
+            );
+            return;
+        }
         if let Some(kafka) = &self.kafka {
             if let Err(e) =
                 broker::block_on(broker::delete_topic(&kafka.config, &kafka.topic)).and_then(|r| r)

@@ -36,7 +36,8 @@ pub struct DrillArgs {
     /// drill restores the newest sets it finds there.
     #[arg(long, value_name = "DIR|URL")]
     pub backup_dir: Option<Location>,
-    /// Keep the work directory (cluster data, restores, logs) for inspection.
+    /// Keep the work directory (cluster data, restores, logs) and the drill's Kafka topics
+    /// (named on stderr) for inspection.
     #[arg(long)]
     pub keep: bool,
     /// Kafka brokers for the Kafka component (host:port,...); without them that component is

@@ -154,7 +154,7 @@ impl Pipeline {
     }
 
     /// Every topic the component may have created, restored copies included.
-    fn topics(&self) -> Vec<String> {
+    pub(super) fn topics(&self) -> Vec<String> {
         let originals = [self.cdc_topic(), self.offsets_topic.clone()];
         let copies = originals.clone().map(|t| format!("{t}{RESTORED_SUFFIX}"));
         originals.into_iter().chain(copies).collect()

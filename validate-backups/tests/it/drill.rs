@@ -17,6 +17,7 @@ fn drill_restores_every_component_and_measures_rto_and_rpo() {
         "200",
         "--cdc-rows",
         "300",
+        "--keep",
     ]);
     cmd.arg("--work-dir")
         .arg(work.path().join("w"))
@@ -25,6 +26,24 @@ fn drill_restores_every_component_and_measures_rto_and_rpo() {
         .env("KAFKA_BOOTSTRAP_SERVERS", test_support::kafka::bootstrap());
     let run = finish(cmd.output().unwrap());
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    // --keep leaves the drill's topics on the broker, named: the Kafka component's and the
+    // pipeline's (originals and restored copies).
+    let kept: Vec<String> = run
+        .stderr
+        .lines()
+        .filter_map(|l| {
+            l.split_once("the drill's topics ")?
+                .1
+                .split_once(" are left")
+        })
+        .flat_map(|(names, _)| names.split(' ').map(str::to_string))
+        .collect();
+    assert_eq!(kept.len(), 5, "{}", run.stderr);
+    let existing = test_support::kafka::topic_names();
+    for topic in &kept {
+        assert!(existing.contains(topic), "{topic} kept: {existing:?}");
+        test_support::kafka::delete_topic(topic);
+    }
     let lines = run.json();
     let components: Vec<_> = lines.iter().filter(|l| l["type"] == "component").collect();
     let names: Vec<&str> = components
