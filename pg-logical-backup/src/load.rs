@@ -315,13 +315,11 @@ fn outcome(
     psql_errors: &str,
     stopped: Option<Stopped>,
 ) -> anyhow::Result<()> {
+    let rolled_back =
+        format!("restoring the tables into '{target}' failed and was rolled back, nothing changed");
     let feed_error = match stopped {
         // psql was killed for it: what psql said (notices) is not the cause.
-        Some(Stopped::Producer(e)) => {
-            return Err(e.context(format!(
-                "restoring the tables into '{target}' failed and was rolled back, nothing changed"
-            )))
-        }
+        Some(Stopped::Producer(e)) => return Err(e.context(rolled_back)),
         Some(Stopped::Psql(e)) => Some(e),
         None => None,
     };
@@ -333,15 +331,10 @@ fn outcome(
         } else {
             ""
         };
-        anyhow::bail!(
-            "restoring the tables into '{target}' failed and was rolled back, nothing changed: {}{hint}",
-            pgbin::last_lines(psql_errors, 3)
-        );
+        anyhow::bail!("{rolled_back}: {}{hint}", pgbin::last_lines(psql_errors, 3));
     }
     if let Some(e) = feed_error {
-        return Err(e.context(format!(
-            "restoring the tables into '{target}' failed and was rolled back, nothing changed"
-        )));
+        return Err(e.context(rolled_back));
     }
     Ok(())
 }

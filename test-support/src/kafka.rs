@@ -66,11 +66,12 @@ pub fn topic_names() -> Vec<String> {
         .collect()
 }
 
-/// Deletes a topic; panics when the broker refuses.
-pub fn delete_topic(name: &str) {
+/// Deletes topics; panics when the broker refuses one.
+pub fn delete_topics(names: &[String]) {
     let admin: AdminClient<DefaultClientContext> = client_config().create().expect("admin client");
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = block_on(admin.delete_topics(&[name], &options)).expect("DeleteTopics request");
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let results = block_on(admin.delete_topics(&names, &options)).expect("DeleteTopics request");
     for result in results {
         result.unwrap_or_else(|(topic, e)| panic!("delete topic {topic}: {e}"));
     }

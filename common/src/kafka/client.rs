@@ -86,8 +86,8 @@ impl Complaints {
 
 impl ClientContext for Complaints {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        tracing::debug!(target: "librdkafka", "{facility} {message}");
         use RDKafkaLogLevel::{Alert, Critical, Emerg, Error, Warning};
+        tracing::debug!(target: "librdkafka", "{facility} {message}");
         if matches!(level, Emerg | Alert | Critical | Error | Warning) {
             self.keep(message);
         }

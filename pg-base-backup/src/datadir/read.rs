@@ -24,9 +24,6 @@ use crate::reference::Reference;
 
 /// Bytes per chunk sent to the writer.
 pub const CHUNK: usize = 1 << 20;
-/// Bytes read at a time when scanning a relation file for changed pages: small enough to stay
-/// in a core's cache between the read and the hash.
-const SCAN_CHUNK: usize = 128 << 10;
 /// Chunks buffered per file in flight.
 pub const CHANNEL_CHUNKS: usize = 4;
 
@@ -278,7 +275,7 @@ impl Pages {
         let count = size.div_ceil(PIECE as u64) as usize;
         let threads = self.threads.clamp(1, count.max(1));
         if threads == 1 {
-            let mut buf = vec![0; SCAN_CHUNK];
+            let mut buf = vec![0; CHUNK];
             return (0..count)
                 .map(|i| self.scan_piece(file, size, i, &mut buf))
                 .collect();
@@ -287,7 +284,7 @@ impl Pages {
             let handles: Vec<_> = (0..threads)
                 .map(|first| {
                     scope.spawn(move || {
-                        let mut buf = vec![0; SCAN_CHUNK];
+                        let mut buf = vec![0; CHUNK];
                         (first..count)
                             .step_by(threads)
                             .map(|i| Ok((i, self.scan_piece(file, size, i, &mut buf)?)))

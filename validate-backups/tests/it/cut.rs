@@ -50,10 +50,7 @@ fn restore(
 }
 
 fn delete_topics(topics: &[String]) {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    let admin: AdminClient<_> = test_support::kafka::client_config().create().unwrap();
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    test_support::kafka::block_on(admin.delete_topics(&names, &AdminOptions::new())).unwrap();
+    test_support::kafka::delete_topics(topics);
     std::thread::sleep(std::time::Duration::from_secs(2));
 }
 

@@ -42,8 +42,8 @@ fn drill_restores_every_component_and_measures_rto_and_rpo() {
     let existing = test_support::kafka::topic_names();
     for topic in &kept {
         assert!(existing.contains(topic), "{topic} kept: {existing:?}");
-        test_support::kafka::delete_topic(topic);
     }
+    test_support::kafka::delete_topics(&kept);
     let lines = run.json();
     let components: Vec<_> = lines.iter().filter(|l| l["type"] == "component").collect();
     let names: Vec<&str> = components
