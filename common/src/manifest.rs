@@ -41,6 +41,10 @@ pub struct FileEntry {
     /// Bytes before compression, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_size: Option<u64>,
+    /// XXH3-128 of the stored bytes, lower-case hex: what a restore checks the file with
+    /// before it uses it (SHA-256 is for `verify`, and sets before this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xxh3: Option<String>,
 }
 
 /// The manifest of one backup set.
@@ -72,6 +76,44 @@ impl FileEntry {
     pub fn is_encrypted(&self) -> bool {
         crate::encryption::is_encrypted_name(&self.path)
     }
+
+    /// What is wrong with the stored file, read whole: missing, unreadable, or another size
+    /// or hash than listed.
+    fn problem(&self, store: &Store, prefix: &str, hash: Hash) -> Option<String> {
+        let key = storage::join(prefix, &self.path);
+        let read = store.open_read(&key);
+        let sum = match (hash, &self.xxh3) {
+            (Hash::Fastest, Some(xxh3)) => read
+                .and_then(stream::quick_checksum)
+                .map(|(size, sum)| (size, (&sum != xxh3).then_some("XXH3-128"))),
+            _ => read
+                .and_then(|r| stream::HashingReader::new(r).finish())
+                .map(|sum| (sum.size, (sum.sha256 != self.sha256).then_some("SHA-256"))),
+        };
+        match sum {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some(format!("{}: missing", self.path))
+            }
+            Err(e) => Some(format!("{}: unreadable: {e}", self.path)),
+            Ok((size, _)) if size != self.size => Some(format!(
+                "{}: size {size} differs from the manifest's {}",
+                self.path, self.size
+            )),
+            Ok((_, Some(hash))) => Some(format!(
+                "{}: {hash} mismatch (file changed or corrupted)",
+                self.path
+            )),
+            Ok((_, None)) => None,
+        }
+    }
+}
+
+/// Which hash a check of stored files compares.
+#[derive(Clone, Copy)]
+enum Hash {
+    Sha256,
+    /// XXH3-128 where listed, else SHA-256.
+    Fastest,
 }
 
 /// Key under the manifest's `source` where a set's encryption is recorded in clear.
@@ -151,29 +193,19 @@ impl Manifest {
     /// Re-reads every listed file and compares size and SHA-256. Returns the problems found,
     /// one line each; empty means the set is intact.
     pub fn verify_files(&self, store: &Store, prefix: &str) -> Vec<String> {
-        let mut problems = Vec::new();
-        for entry in &self.files {
-            let key = storage::join(prefix, &entry.path);
-            let sum = store
-                .open_read(&key)
-                .and_then(|r| stream::HashingReader::new(r).finish());
-            match sum {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    problems.push(format!("{}: missing", entry.path));
-                }
-                Err(e) => problems.push(format!("{}: unreadable: {e}", entry.path)),
-                Ok(sum) if sum.size != entry.size => problems.push(format!(
-                    "{}: size {} differs from the manifest's {}",
-                    entry.path, sum.size, entry.size
-                )),
-                Ok(sum) if sum.sha256 != entry.sha256 => problems.push(format!(
-                    "{}: SHA-256 mismatch (file changed or corrupted)",
-                    entry.path
-                )),
-                Ok(_) => {}
-            }
-        }
-        problems
+        self.files
+            .iter()
+            .filter_map(|entry| entry.problem(store, prefix, Hash::Sha256))
+            .collect()
+    }
+
+    /// As [`Manifest::verify_files`], with the fast XXH3-128 where the manifest lists it:
+    /// the check before a restore uses a file.
+    pub fn check_files(&self, store: &Store, prefix: &str) -> Vec<String> {
+        self.files
+            .iter()
+            .filter_map(|entry| entry.problem(store, prefix, Hash::Fastest))
+            .collect()
     }
 
     /// Checks every listed file is stored with its size (one listing, no reading).

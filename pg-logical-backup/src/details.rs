@@ -179,7 +179,7 @@ impl ChosenSet {
         }
         let (store, prefix) = (self.repo.store().clone(), self.set.prefix.clone());
         // On its own thread: reading may take long, and an interruption must not wait for it.
-        let problems = tokio::task::spawn_blocking(move || subset.verify_files(&store, &prefix))
+        let problems = tokio::task::spawn_blocking(move || subset.check_files(&store, &prefix))
             .await
             .context("the checksum task failed")?;
         self.refuse_damage(&problems)

@@ -372,6 +372,7 @@ fn record_local_file(store: &Store, prefix: &str, key: &str) -> anyhow::Result<F
         sha256: sum.sha256,
         compression: Compression::None,
         raw_size: None,
+        xxh3: Some(sum.xxh3),
     })
 }
 

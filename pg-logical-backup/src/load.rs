@@ -12,7 +12,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin};
 use tokio::task::JoinHandle;
 
-use crate::details::TableEntry;
 use crate::patterns;
 use crate::pgbin::{self, PgBin};
 use crate::restore::RestoreArgs;
@@ -72,7 +71,9 @@ pub enum TableDumps {
 
 /// Selected tables, all in one psql transaction: first every table's definition and rows,
 /// then every index, constraint and trigger, so foreign keys between restored tables find
-/// their targets whatever the order. Any error rolls everything back.
+/// their targets whatever the order; then the [`Closing`] statements. Any error rolls
+/// everything back.
+#[allow(clippy::too_many_arguments)]
 pub async fn restore_tables(
     bin: &PgBin,
     dumps: &TableDumps,
@@ -80,8 +81,9 @@ pub async fn restore_tables(
     target: &str,
     args: &RestoreArgs,
     exists: bool,
+    closing: &Closing<'_>,
     before_commit: impl Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Inserted> {
     // Table dumps do not create their schema; a new database may lack it.
     let mut parts = vec![Part::Sql(
         schemas
@@ -133,25 +135,27 @@ pub async fn restore_tables(
             args: dump_args,
         });
     }
-    run_script(bin, target, parts, before_commit).await
+    parts.push(closing.part());
+    run_script(bin, target, parts, closing, before_commit).await
 }
 
 /// Replaces the rows of existing tables with those of their dumps, keeping the tables, their
 /// dependents and grants: in one transaction with triggers and foreign-key enforcement off
 /// (`session_replication_role = replica`, superuser only), delete the rows, load the dump's
-/// data, then `fk_checks` must find no broken reference, else everything rolls back.
+/// data, then `fk_checks` must find no broken reference, else everything rolls back; then
+/// the [`Closing`] statements.
 pub async fn replace_rows(
     bin: &PgBin,
-    tables: &[(String, String)],
     dumps: &TableDumps,
     fk_checks: &[String],
     target: &str,
+    closing: &Closing<'_>,
     before_commit: impl Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Inserted> {
     let mut parts = vec![Part::Sql(
         "SET LOCAL session_replication_role = replica;\n".to_string(),
     )];
-    for (schema, table) in tables {
+    for (schema, table) in closing.tables {
         parts.push(Part::Sql(format!(
             "DELETE FROM ONLY {};\n",
             patterns::qualified(schema, table)
@@ -178,7 +182,66 @@ pub async fn replace_rows(
     parts.push(Part::Sql(
         "SET LOCAL session_replication_role = origin;\n".to_string(),
     ));
-    run_script(bin, target, parts, before_commit).await
+    parts.push(closing.part());
+    run_script(bin, target, parts, closing, before_commit).await
+}
+
+/// What ends a table restore's script, inside its transaction: ANALYZE of the tables (unless
+/// `--no-analyze`; the statistics commit with the rows), and a report of the rows the
+/// transaction inserted into each. The tables are new or emptied by the restore, so these
+/// are the rows they hold, counted without a second pass over them.
+pub struct Closing<'a> {
+    /// The restored tables, (schema, name).
+    pub tables: &'a [(String, String)],
+    pub analyze: bool,
+}
+
+/// Per table of [`Closing::tables`], the rows the restore inserted; `None`: the table is not
+/// there.
+pub type Inserted = Vec<Option<u64>>;
+
+/// What starts psql's output lines that report rows inserted: `pglb-rows|INDEX|ROWS`.
+const ROWS_MARKER: &str = "pglb-rows";
+
+impl Closing<'_> {
+    fn part(&self) -> Part {
+        let mut sql = String::new();
+        for (schema, table) in self.tables.iter().filter(|_| self.analyze) {
+            sql += &format!("ANALYZE {};\n", patterns::qualified(schema, table));
+        }
+        for (index, (schema, table)) in self.tables.iter().enumerate() {
+            let name = patterns::qualified(schema, table).replace('\'', "''");
+            sql += &format!(
+                "SELECT '{ROWS_MARKER}', {index}, coalesce((SELECT n_tup_ins FROM pg_catalog.pg_stat_xact_user_tables WHERE relid = pg_catalog.to_regclass('{name}')), -1);\n"
+            );
+        }
+        Part::Sql(sql)
+    }
+
+    /// The rows reported in psql's output.
+    fn inserted(&self, output: &str) -> anyhow::Result<Inserted> {
+        let mut inserted: Vec<Option<Option<u64>>> = vec![None; self.tables.len()];
+        for line in output.lines() {
+            let mut fields = line.split('|');
+            if fields.next() != Some(ROWS_MARKER) {
+                continue;
+            }
+            let index = fields.next().and_then(|i| i.parse::<usize>().ok());
+            let rows = fields.next().and_then(|n| n.parse::<i64>().ok());
+            if let (Some(slot), Some(rows)) = (index.and_then(|i| inserted.get_mut(i)), rows) {
+                *slot = Some(u64::try_from(rows).ok());
+            }
+        }
+        inserted
+            .into_iter()
+            .zip(self.tables)
+            .map(|(rows, (schema, table))| {
+                rows.with_context(|| {
+                    format!("psql did not report the rows restored into {schema}.{table}")
+                })
+            })
+            .collect()
+    }
 }
 
 /// Streams the parts into one `psql --single-transaction` session on `target` while
@@ -189,9 +252,10 @@ async fn run_script(
     bin: &PgBin,
     target: &str,
     parts: Vec<Part>,
+    closing: &Closing<'_>,
     before_commit: impl Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
-    let (mut child, mut stdin, errors) = spawn_psql(bin, target)?;
+) -> anyhow::Result<Inserted> {
+    let (mut child, mut stdin, output, errors) = spawn_psql(bin, target)?;
     let (fed, checked) = tokio::join!(feed(bin, &mut stdin, parts), before_commit);
     let stopped = match (fed, checked) {
         // A part that could not even start (pg_restore missing...) must not commit the
@@ -208,35 +272,44 @@ async fn run_script(
     drop(stdin);
     let status = child.wait().await.context("cannot wait for psql")?;
     let psql_errors = errors.await.unwrap_or_default();
-    outcome(target, status.success(), &psql_errors, stopped)
+    outcome(target, status.success(), &psql_errors, stopped)?;
+    closing.inserted(&output.await.unwrap_or_default())
 }
 
-/// `psql` reading a script on its stdin, and the task collecting what it says on stderr.
+/// `psql` reading a script on its stdin, and the tasks collecting what it says on stdout
+/// and on stderr.
 fn spawn_psql(
     bin: &PgBin,
     target: &str,
-) -> anyhow::Result<(Child, ChildStdin, JoinHandle<String>)> {
+) -> anyhow::Result<(Child, ChildStdin, JoinHandle<String>, JoinHandle<String>)> {
     let mut psql = bin.command("psql", target);
     psql.args([
         "-X",
         "-q",
+        "--no-align",
+        "--tuples-only",
         "-v",
         "ON_ERROR_STOP=1",
         "--single-transaction",
         "--file=-",
     ])
     .stdin(Stdio::piped())
-    .stdout(Stdio::null())
+    .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     let mut child = psql.spawn().map_err(|e| pgbin::spawn_error(e, "psql"))?;
     let stdin = child.stdin.take().context("psql stdin")?;
-    let mut stderr = child.stderr.take().context("psql stderr")?;
-    let errors = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
-    Ok((child, stdin, errors))
+    let output = collect(child.stdout.take().context("psql stdout")?);
+    let errors = collect(child.stderr.take().context("psql stderr")?);
+    Ok((child, stdin, output, errors))
+}
+
+/// A task reading `stream` to its end.
+fn collect(mut stream: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> JoinHandle<String> {
+    tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        let _ = stream.read_to_end(&mut bytes).await;
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
 }
 
 /// Why feeding the script stopped before its end.
@@ -339,25 +412,50 @@ fn outcome(
     Ok(())
 }
 
-/// Fresh planner statistics for what was restored, so the first queries on it plan well
-/// (a restore loads rows but leaves the tables unanalyzed).
-pub async fn analyze(
-    client: &tokio_postgres::Client,
-    tables: &[&TableEntry],
-    whole_database: bool,
-) -> anyhow::Result<()> {
-    if whole_database {
-        return client
-            .batch_execute("ANALYZE")
-            .await
-            .context("ANALYZE failed");
+/// Fresh planner statistics for a restored database, so the first queries on it plan well
+/// (a restore loads rows but leaves the tables unanalyzed). Restored tables are analyzed
+/// in their restore's transaction ([`Closing`]).
+pub async fn analyze(client: &tokio_postgres::Client) -> anyhow::Result<()> {
+    client
+        .batch_execute("ANALYZE")
+        .await
+        .context("ANALYZE failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_closing_names_each_table_quoted_and_reads_back_its_rows() {
+        let tables = [
+            ("public".to_string(), "it's".to_string()),
+            ("Sales".to_string(), "orders".to_string()),
+        ];
+        let closing = Closing {
+            tables: &tables,
+            analyze: true,
+        };
+        let Part::Sql(sql) = closing.part() else {
+            panic!("the closing is SQL")
+        };
+        assert!(
+            sql.starts_with("ANALYZE \"public\".\"it's\";\nANALYZE \"Sales\".\"orders\";\n"),
+            "{sql}"
+        );
+        assert!(sql.contains("to_regclass('\"public\".\"it''s\"')"), "{sql}");
+        // psql's output: the dump's own SELECTs print empty lines; a missing table says -1.
+        let output = "\n\npglb-rows|1|-1\npglb-rows|0|1250000\n";
+        assert_eq!(closing.inserted(output).unwrap(), [Some(1_250_000), None]);
+        let error = closing.inserted("pglb-rows|0|5\n").unwrap_err();
+        assert!(error.to_string().contains("Sales.orders"), "{error}");
+        let quiet = Closing {
+            tables: &tables,
+            analyze: false,
+        };
+        let Part::Sql(sql) = quiet.part() else {
+            panic!("the closing is SQL")
+        };
+        assert!(!sql.contains("ANALYZE"), "{sql}");
     }
-    for table in tables {
-        let name = patterns::qualified(&table.schema, &table.name);
-        client
-            .batch_execute(&format!("ANALYZE {name}"))
-            .await
-            .with_context(|| format!("ANALYZE {} failed", table.display_name()))?;
-    }
-    Ok(())
 }

@@ -1,5 +1,6 @@
 //! Restoring a set: the whole database (pg_restore) or selected tables, into an existing or
-//! new database; then ANALYZE and a row-count comparison with the manifest.
+//! new database; then ANALYZE and a row-count comparison with the manifest (for tables, in
+//! the restore's own transaction).
 //!
 //! Tables come from the whole-database dump: `pg_restore --use-list` takes their entries
 //! (definition, data, indexes, constraints, owned sequences...) out of it, replayed through
@@ -27,7 +28,7 @@ use anyhow::Context;
 
 use crate::details::{ChosenSet, DatabaseEntry, DumpFormat, TableEntry};
 use crate::integrity;
-use crate::load::{self, TableDumps};
+use crate::load::{self, Closing, Inserted, TableDumps};
 use crate::patterns;
 use crate::pgbin::{self, PgBin, PgBinArgs};
 use crate::source::{DumpSource, Scratch};
@@ -107,7 +108,8 @@ struct TableRecord<'a> {
     kind: &'static str,
     schema: &'a str,
     table: &'a str,
-    /// Rows now in the table (None for a schema-only restore).
+    /// Rows now in the table: for a table restore, those its transaction inserted into the
+    /// table it created or emptied (None for a schema-only restore).
     rows: Option<u64>,
     /// Rows the manifest recorded in the snapshot.
     expected: u64,
@@ -173,8 +175,8 @@ async fn restore(args: RestoreArgs, global: &GlobalArgs) -> anyhow::Result<Statu
             None => Ok(()),
         }
     };
-    load_dumps(&bin, &admin, &args, &selection, &state, whole_dump, checked).await?;
-    let (mismatched, rows) = check_restored(&args, &selection, &state, global).await?;
+    let inserted = load_dumps(&bin, &admin, &args, &selection, &state, whole_dump, checked).await?;
+    let (mismatched, rows) = check_restored(&args, &selection, &state, inserted, global).await?;
     let summary = Summary {
         id: chosen.manifest.id.clone(),
         source_db: selection.db.name.clone(),
@@ -246,7 +248,8 @@ async fn check_files(
 }
 
 /// Loads the dumps: the whole database, the rows of existing tables (--data-only), or the
-/// selected tables. A database this run created is dropped again when that fails.
+/// selected tables (and then the rows inserted into each). A database this run created is
+/// dropped again when that fails.
 async fn load_dumps(
     bin: &PgBin,
     admin: &tokio_postgres::Client,
@@ -255,13 +258,17 @@ async fn load_dumps(
     state: &TargetState,
     whole_dump: Option<DumpSource>,
     before_commit: impl Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Inserted>> {
     let (chosen, target) = (selection.chosen, &selection.target);
     let result = if args.table.is_empty() {
         let dump = whole_dump.unwrap_or_else(|| chosen.source(&selection.files[0]));
-        load::restore_database(bin, &dump, target, args, state.exists).await
+        load::restore_database(bin, &dump, target, args, state.exists)
+            .await
+            .map(|()| None)
     } else {
-        load_tables(bin, args, selection, state, whole_dump, before_commit).await
+        load_tables(bin, args, selection, state, whole_dump, before_commit)
+            .await
+            .map(Some)
     };
     if let Err(e) = result {
         if !state.exists {
@@ -272,7 +279,7 @@ async fn load_dumps(
         }
         return Err(e);
     }
-    Ok(())
+    result
 }
 
 /// The selected tables, from their own dumps or out of the whole-database dump.
@@ -283,7 +290,7 @@ async fn load_tables(
     state: &TargetState,
     whole_dump: Option<DumpSource>,
     before_commit: impl Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Inserted> {
     let (chosen, target) = (selection.chosen, &selection.target);
     // Kept until the restore ends: the list file lives in it.
     let mut _scratch = None;
@@ -306,8 +313,17 @@ async fn load_tables(
                 .collect(),
         ),
     };
+    let names: Vec<(String, String)> = selection
+        .tables
+        .iter()
+        .map(|t| (t.schema.clone(), t.name.clone()))
+        .collect();
+    let closing = Closing {
+        tables: &names,
+        analyze: !args.no_analyze,
+    };
     if args.data_only {
-        return replace_rows(bin, &dumps, selection, &state.pg, before_commit).await;
+        return replace_rows(bin, &dumps, selection, &state.pg, &closing, before_commit).await;
     }
     let mut schemas: Vec<&str> = selection.tables.iter().map(|t| t.schema.as_str()).collect();
     schemas.sort_unstable();
@@ -319,6 +335,7 @@ async fn load_tables(
         target,
         args,
         state.exists,
+        &closing,
         before_commit,
     )
     .await
@@ -362,26 +379,77 @@ async fn write_use_list(
     std::fs::write(list, text).with_context(|| format!("cannot write {}", list.display()))
 }
 
-/// Fresh statistics (unless --no-analyze), then every restored table's rows compared with
-/// the manifest. Returns the tables that differ and the rows counted.
+/// Every restored table's rows compared with the manifest: for a table restore, the rows
+/// its transaction reported inserting (it analyzed them too); for a whole database, counted
+/// after fresh statistics (unless --no-analyze). Returns the tables that differ and the
+/// rows counted.
 async fn check_restored(
     args: &RestoreArgs,
     selection: &Selection<'_>,
     state: &TargetState,
+    inserted: Option<Inserted>,
     global: &GlobalArgs,
 ) -> anyhow::Result<(Vec<String>, u64)> {
+    let found = match inserted {
+        Some(inserted) => inserted
+            .into_iter()
+            .map(|rows| Found {
+                present: rows.is_some(),
+                rows: rows.filter(|_| !args.schema_only),
+            })
+            .collect(),
+        None => count_database(args, selection, state).await?,
+    };
+    report(&selection.tables, &found, args.schema_only, global)
+}
+
+/// What is in the target of one restored table.
+struct Found {
+    present: bool,
+    /// Its rows (None for a schema-only restore, or when it is missing).
+    rows: Option<u64>,
+}
+
+/// A restored database's tables, counted while ANALYZE samples them on a second session:
+/// the slower of the two, not their sum.
+async fn count_database(
+    args: &RestoreArgs,
+    selection: &Selection<'_>,
+    state: &TargetState,
+) -> anyhow::Result<Vec<Found>> {
     let client = common::postgres::connect(&state.pg, crate::TOOL).await?;
+    let counted = count_tables(&client, &selection.tables, args.schema_only);
     if args.no_analyze {
-        return compare(&client, &selection.tables, args.schema_only, global).await;
+        return counted.await;
     }
-    // ANALYZE samples while the counts scan, on a second session: the slower of the two, not
-    // their sum.
     let analyzer = common::postgres::connect(&state.pg, crate::TOOL).await?;
-    let analyzed = load::analyze(&analyzer, &selection.tables, args.table.is_empty());
-    let compared = compare(&client, &selection.tables, args.schema_only, global);
-    let (analyzed, compared) = tokio::join!(analyzed, compared);
+    let (analyzed, counted) = tokio::join!(load::analyze(&analyzer), counted);
     analyzed?;
-    compared
+    counted
+}
+
+async fn count_tables(
+    client: &tokio_postgres::Client,
+    tables: &[&TableEntry],
+    schema_only: bool,
+) -> anyhow::Result<Vec<Found>> {
+    let present = catalog::list_tables(client).await?;
+    let mut found = Vec::with_capacity(tables.len());
+    for table in tables {
+        let is_present = present
+            .iter()
+            .any(|p| p.schema == table.schema && p.name == table.name);
+        let rows = if is_present && !schema_only {
+            Some(catalog::count_rows(client, &table.schema, &table.name).await?)
+        } else {
+            None
+        };
+        found.push(Found {
+            present: is_present,
+            rows,
+        });
+    }
+    Ok(found)
 }
 
 fn print_summary(global: &GlobalArgs, summary: &Summary, what: &str) -> anyhow::Result<()> {
@@ -413,52 +481,40 @@ async fn replace_rows(
     dumps: &TableDumps,
     selection: &Selection<'_>,
     target_pg: &PgArgs,
+    closing: &Closing<'_>,
     before_commit: impl Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
-    let names: Vec<(String, String)> = selection
-        .tables
-        .iter()
-        .map(|t| (t.schema.clone(), t.name.clone()))
-        .collect();
+) -> anyhow::Result<Inserted> {
     let client = common::postgres::connect(target_pg, crate::TOOL).await?;
     let checks: Vec<String> = integrity::list_foreign_keys(&client)
         .await?
         .iter()
-        .filter(|k| k.touches(&names))
+        .filter(|k| k.touches(closing.tables))
         .map(|k| k.check_statement())
         .collect();
     drop(client);
     load::replace_rows(
         bin,
-        &names,
         dumps,
         &checks,
         &selection.target,
+        closing,
         before_commit,
     )
     .await
 }
 
-/// Counts what was restored, table by table, and compares it with the manifest; prints one
-/// record per table. Returns the tables that differ and the rows counted.
-async fn compare(
-    client: &tokio_postgres::Client,
+/// Compares what was found of each restored table with the manifest; prints one record per
+/// table. Returns the tables that differ and the rows found.
+fn report(
     tables: &[&TableEntry],
+    found: &[Found],
     schema_only: bool,
     global: &GlobalArgs,
 ) -> anyhow::Result<(Vec<String>, u64)> {
-    let present = catalog::list_tables(client).await?;
     let mut mismatched = Vec::new();
     let mut total_rows = 0;
-    for table in tables {
-        let is_present = present
-            .iter()
-            .any(|p| p.schema == table.schema && p.name == table.name);
-        let rows = if is_present && !schema_only {
-            Some(catalog::count_rows(client, &table.schema, &table.name).await?)
-        } else {
-            None
-        };
+    for (table, found) in tables.iter().zip(found) {
+        let (is_present, rows) = (found.present, found.rows);
         let matches = is_present && (schema_only || rows == Some(table.rows));
         if !matches {
             tracing::warn!(

@@ -211,6 +211,7 @@ mod tests {
                 sha256: "0".repeat(64),
                 compression: common::stream::Compression::None,
                 raw_size: None,
+                xxh3: None,
             }],
             details: serde_json::json!({"topics": [{
                 "topic": "t",

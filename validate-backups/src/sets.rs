@@ -400,6 +400,7 @@ mod tests {
                     sha256: "0".repeat(64),
                     compression: Compression::None,
                     raw_size: None,
+                    xxh3: None,
                 })
                 .collect(),
             details: serde_json::Value::Null,

@@ -267,6 +267,7 @@ impl SetFile {
             sha256: sum.sha256,
             compression: self.compression,
             raw_size: Some(self.raw_size),
+            xxh3: Some(sum.xxh3),
         })
     }
 }

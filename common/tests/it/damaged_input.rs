@@ -80,6 +80,7 @@ fn manifest_seeds() -> Vec<Vec<u8>> {
         sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
         compression: Compression::Zstd,
         raw_size: Some(size * 7),
+        xxh3: None,
     };
     let base = Manifest {
         format_version: 1,

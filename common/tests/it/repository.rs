@@ -94,9 +94,28 @@ fn flipped_byte_is_detected() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].contains("data/payload.gz"));
     assert!(problems[0].contains("SHA-256"));
+    // The fast check before a restore catches it too, with the XXH3-128 the set lists...
+    let store = repo.store();
+    let problems = manifest.check_files(store, &info.prefix);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("data/payload.gz") && problems[0].contains("XXH3-128"));
+    // ...and with SHA-256 in a set from before that hash.
+    let mut older = manifest.clone();
+    older.files.iter_mut().for_each(|f| f.xxh3 = None);
+    let problems = older.check_files(store, &info.prefix);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("SHA-256"), "{problems:?}");
+    bytes[middle] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(
+        manifest.check_files(store, &info.prefix),
+        Vec::<String>::new()
+    );
 
     std::fs::remove_file(dir.path().join(&info.prefix).join("notes.txt")).unwrap();
     let problems = repo.verify_files(&info.prefix, &manifest);
+    assert!(problems.iter().any(|p| p.contains("notes.txt: missing")));
+    let problems = manifest.check_files(store, &info.prefix);
     assert!(problems.iter().any(|p| p.contains("notes.txt: missing")));
 }
 

@@ -195,6 +195,35 @@ fn a_row_count_mismatch_is_caught() {
         "{problem}"
     );
     assert_eq!(verify_databases_left(&env), "0");
+
+    // A table restore counts the rows in its transaction and reports the difference.
+    let run = env.run(&[
+        "restore",
+        "--target-db",
+        "mismatch_copy",
+        "--table",
+        "orders",
+        "--table",
+        "customers",
+        "--yes",
+        "--output",
+        "json",
+    ]);
+    run.assert_code(1);
+    let records = run.json();
+    let orders = records.iter().find(|r| r["table"] == "orders").unwrap();
+    assert_eq!(
+        (orders["rows"].as_u64(), orders["expected"].as_u64()),
+        (Some(300), Some(301))
+    );
+    assert_eq!(orders["matches"], false);
+    let customers = records.iter().find(|r| r["table"] == "customers").unwrap();
+    assert_eq!(customers["matches"], true);
+    assert_eq!(
+        run.summary()["mismatched"],
+        serde_json::json!(["public.orders"])
+    );
+    assert_eq!(env.count("mismatch_copy", "orders"), 300);
 }
 
 #[test]
