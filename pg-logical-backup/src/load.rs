@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use anyhow::Context;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin};
+use std::io::Write;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::Child;
 use tokio::task::JoinHandle;
 
 use crate::patterns;
@@ -255,8 +257,8 @@ async fn run_script(
     closing: &Closing<'_>,
     before_commit: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<Inserted> {
-    let (mut child, mut stdin, output, errors) = spawn_psql(bin, target)?;
-    let (fed, checked) = tokio::join!(feed(bin, &mut stdin, parts), before_commit);
+    let mut psql = Psql::spawn(bin, target)?;
+    let (fed, checked) = tokio::join!(psql.feed(bin, parts), before_commit);
     let stopped = match (fed, checked) {
         // A part that could not even start (pg_restore missing...) must not commit the
         // parts before it either.
@@ -265,42 +267,126 @@ async fn run_script(
         (Ok(None), Err(e)) => Some(Stopped::Producer(e)),
         (Ok(None), Ok(())) => None,
     };
-    if let Some(Stopped::Producer(_)) = stopped {
-        // Killed before its input ends, psql never commits.
-        let _ = child.start_kill();
-    }
-    drop(stdin);
-    let status = child.wait().await.context("cannot wait for psql")?;
-    let psql_errors = errors.await.unwrap_or_default();
-    outcome(target, status.success(), &psql_errors, stopped)?;
-    closing.inserted(&output.await.unwrap_or_default())
+    let (succeeded, psql_errors, output) = psql
+        .end(matches!(stopped, Some(Stopped::Producer(_))))
+        .await?;
+    outcome(target, succeeded, &psql_errors, stopped)?;
+    closing.inserted(&output)
 }
 
-/// `psql` reading a script on its stdin, and the tasks collecting what it says on stdout
-/// and on stderr.
-fn spawn_psql(
-    bin: &PgBin,
-    target: &str,
-) -> anyhow::Result<(Child, ChildStdin, JoinHandle<String>, JoinHandle<String>)> {
-    let mut psql = bin.command("psql", target);
-    psql.args([
-        "-X",
-        "-q",
-        "--no-align",
-        "--tuples-only",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "--single-transaction",
-        "--file=-",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = psql.spawn().map_err(|e| pgbin::spawn_error(e, "psql"))?;
-    let stdin = child.stdin.take().context("psql stdin")?;
-    let output = collect(child.stdout.take().context("psql stdout")?);
-    let errors = collect(child.stderr.take().context("psql stderr")?);
-    Ok((child, stdin, output, errors))
+/// `psql` reading a script from a pipe of ours, and the tasks collecting what it says on
+/// stdout and on stderr. Each pg_restore producing a part writes into the pipe itself (no
+/// copy through this process); psql sees the end of its input only when [`Psql::end`]
+/// closes it, or when it is gone: it is killed before its input closes otherwise (fields
+/// drop in order), so it never commits a script cut short.
+struct Psql {
+    child: Child,
+    input: Option<std::io::PipeWriter>,
+    output: JoinHandle<String>,
+    errors: JoinHandle<String>,
+}
+
+impl Psql {
+    fn spawn(bin: &PgBin, target: &str) -> anyhow::Result<Psql> {
+        let (reader, input) = std::io::pipe().context("cannot make a pipe for psql")?;
+        let mut psql = bin.command("psql", target);
+        psql.args([
+            "-X",
+            "-q",
+            "--no-align",
+            "--tuples-only",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "--single-transaction",
+            "--file=-",
+        ])
+        .stdin(reader)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = psql.spawn().map_err(|e| pgbin::spawn_error(e, "psql"))?;
+        let output = collect(child.stdout.take().context("psql stdout")?);
+        let errors = collect(child.stderr.take().context("psql stderr")?);
+        Ok(Psql {
+            child,
+            input: Some(input),
+            output,
+            errors,
+        })
+    }
+
+    fn input(&self) -> std::io::Result<std::io::PipeWriter> {
+        match &self.input {
+            Some(input) => input.try_clone(),
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    /// Writes the parts into psql's input, in order, until one cannot be written.
+    async fn feed(&mut self, bin: &PgBin, parts: Vec<Part>) -> anyhow::Result<Option<Stopped>> {
+        for part in parts {
+            let stopped = match part {
+                Part::Sql(sql) => self.write(sql).await.err().map(psql_stopped),
+                Part::Dump { source, args } => self.feed_dump(bin, &source, &args).await?,
+            };
+            if stopped.is_some() {
+                return Ok(stopped);
+            }
+        }
+        Ok(None)
+    }
+
+    async fn write(&self, sql: String) -> std::io::Result<()> {
+        let mut input = self.input()?;
+        tokio::task::spawn_blocking(move || input.write_all(sql.as_bytes()))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// Has pg_restore write the SQL it makes of `source` into psql's input.
+    async fn feed_dump(
+        &mut self,
+        bin: &PgBin,
+        source: &DumpSource,
+        args: &[String],
+    ) -> anyhow::Result<Option<Stopped>> {
+        let mut cmd = bin.command("pg_restore", "postgres");
+        cmd.arg("--file=-").args(args);
+        source.pg_restore_input(&mut cmd);
+        let input = match self.input() {
+            Ok(input) => input,
+            Err(e) => return Ok(Some(psql_stopped(e))),
+        };
+        cmd.stdout(input).stderr(Stdio::piped());
+        let (reader, feeder) = source.spawn(&mut cmd)?;
+        let output = reader
+            .wait_with_output()
+            .await
+            .context("cannot wait for pg_restore")?;
+        let fed = feeder.finish().await;
+        let read =
+            fed.and_then(|()| pgbin::check(&output, &format!("pg_restore of {}", source.shown())));
+        Ok(match read {
+            Ok(()) => None,
+            // It could not write: psql stopped reading (it hit an error, which it reports).
+            Err(e) if self.child.try_wait().ok().flatten().is_some() => {
+                Some(Stopped::Psql(e.context("psql stopped reading")))
+            }
+            Err(e) => Some(Stopped::Producer(e)),
+        })
+    }
+
+    /// Ends psql's input (killing it first when `kill`: it must not commit) and waits for
+    /// it: whether it succeeded, its stderr and its stdout.
+    async fn end(mut self, kill: bool) -> anyhow::Result<(bool, String, String)> {
+        if kill {
+            let _ = self.child.start_kill();
+        }
+        drop(self.input.take());
+        let status = self.child.wait().await.context("cannot wait for psql")?;
+        let errors = (&mut self.errors).await.unwrap_or_default();
+        let output = (&mut self.output).await.unwrap_or_default();
+        Ok((status.success(), errors, output))
+    }
 }
 
 /// A task reading `stream` to its end.
@@ -323,61 +409,6 @@ enum Stopped {
 
 fn psql_stopped(e: std::io::Error) -> Stopped {
     Stopped::Psql(anyhow::Error::new(e).context("psql stopped reading"))
-}
-
-/// Writes the parts into psql's stdin, in order, until one cannot be written.
-async fn feed(
-    bin: &PgBin,
-    stdin: &mut ChildStdin,
-    parts: Vec<Part>,
-) -> anyhow::Result<Option<Stopped>> {
-    for part in parts {
-        let stopped = match part {
-            Part::Sql(sql) => stdin
-                .write_all(sql.as_bytes())
-                .await
-                .err()
-                .map(psql_stopped),
-            Part::Dump { source, args } => feed_dump(bin, stdin, &source, &args).await?,
-        };
-        if stopped.is_some() {
-            return Ok(stopped);
-        }
-    }
-    Ok(None)
-}
-
-/// Bytes relayed at a time from pg_restore to psql.
-const RELAY_BUFFER: usize = 1 << 20;
-
-/// Copies the SQL pg_restore makes of `source` into psql's stdin.
-async fn feed_dump(
-    bin: &PgBin,
-    stdin: &mut ChildStdin,
-    source: &DumpSource,
-    args: &[String],
-) -> anyhow::Result<Option<Stopped>> {
-    let mut cmd = bin.command("pg_restore", "postgres");
-    cmd.arg("--file=-").args(args);
-    source.pg_restore_input(&mut cmd);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let (mut reader, feeder) = source.spawn(&mut cmd)?;
-    let out = reader.stdout.take().context("pg_restore stdout")?;
-    // In 1 MiB steps, not tokio::io::copy's 8 KiB: a table's rows pass through here.
-    let mut out = tokio::io::BufReader::with_capacity(RELAY_BUFFER, out);
-    let copied = tokio::io::copy_buf(&mut out, stdin).await;
-    drop(out);
-    let output = reader
-        .wait_with_output()
-        .await
-        .context("cannot wait for pg_restore")?;
-    let fed = feeder.finish().await;
-    if let Err(e) = copied {
-        return Ok(Some(psql_stopped(e)));
-    }
-    let read =
-        fed.and_then(|()| pgbin::check(&output, &format!("pg_restore of {}", source.shown())));
-    Ok(read.err().map(Stopped::Producer))
 }
 
 /// The verdict on the script: psql's own errors (with a hint where one helps) when it
