@@ -11,7 +11,8 @@
 #                                                         per-table dump (createdb included)
 #   peak memory of our own process                     < 100 MB
 #
-# Each time is the median of RUNS rounds (default 3) in which the contenders take turns.
+# Each time is the median of RUNS rounds (default 3) in which the contenders take turns, the
+# order of the four dumps rotated each round.
 #
 # Usage: scripts/bench-logical.sh            (pgbench scale 100, about 1.5 GB per database)
 #        SCALE=20 scripts/bench-logical.sh   (quick run, about 300 MB per database)
@@ -107,20 +108,23 @@ bench_db() {
     run_pg "$db" "$PG_BIN_DIR/pg_dump" -Fc --no-sync -f "$WORK/warm.dump"
     rm -f "$WORK/warm.dump"
     run_pg "$db" "$PG_BIN_DIR/pg_dump" -Fc -t "$table" -f "$WORK/table.dump"
-    for run in $(seq 1 "$RUNS"); do
-        echo "bench: database $db, round $run/$RUNS" >&2
+    # The four dumps, in an order rotated each round: whatever runs right after another
+    # (a file just deleted, a cache just filled) does not always hit the same contender.
+    run_bare() {
         t0=$(now)
         run_pg "$db" "$PG_BIN_DIR/pg_dump" -Fc -f "$WORK/bare.dump"
         bare+=("$(elapsed "$t0" "$(now)")")
         rm -f "$WORK/bare.dump"
-
+    }
+    run_whole() {
         t0=$(now)
         json=$(run_pg "$db" "$BIN" -q --no-globals --no-retention --output json)
         whole+=("$(elapsed "$t0" "$(now)")")
         inner+=("$(echo "$json" | summary_field full_dump_secs)")
         note_rss "$json"
         rm -rf "$WORK/repo/logical"
-
+    }
+    run_jobs() {
         t0=$(now)
         json=$(run_pg "$db" "$BIN" -q --jobs 2 --no-globals --no-retention --output json)
         jobs+=("$(elapsed "$t0" "$(now)")")
@@ -128,19 +132,29 @@ bench_db() {
         FORMAT_JOBS=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['details']['databases'][0]['format'])" \
             "$(ls -d "$WORK"/repo/logical/*/ | head -1)manifest.json")
         rm -rf "$WORK/repo/logical"
-
+    }
+    run_full() {
+        rm -rf "$WORK/full-repo"
         t0=$(now)
-        json=$(run_pg "$db" "$BIN" -q --no-retention --output json)
+        json=$(run_pg "$db" env BACKUP_DIR="$WORK/full-repo" "$BIN" -q --no-retention --output json)
         full+=("$(elapsed "$t0" "$(now)")")
         note_rss "$json"
+    }
+    local order=(run_bare run_whole run_jobs run_full)
+    for run in $(seq 1 "$RUNS"); do
+        echo "bench: database $db, round $run/$RUNS" >&2
+        local shift_by=$(((run - 1) % 4)) i
+        for i in 0 1 2 3; do
+            "${order[$(((i + shift_by) % 4))]}"
+        done
 
         # One table back: ours from the set (into a new database, with safety checks,
         # ANALYZE and the row count), bare pg_restore from a per-table dump (createdb
         # included).
         t0=$(now)
-        run_pg "$db" "$BIN" restore -q --target-db "${db}_ours" --table "$table" --yes >/dev/null
+        run_pg "$db" env BACKUP_DIR="$WORK/full-repo" "$BIN" restore -q --target-db "${db}_ours" --table "$table" --yes >/dev/null
         tbl+=("$(elapsed "$t0" "$(now)")")
-        rm -rf "$WORK/repo/logical"
+        rm -rf "$WORK/full-repo"
         t0=$(now)
         run_pg postgres "$PG_BIN_DIR/createdb" "${db}_bare"
         run_pg "${db}_bare" "$PG_BIN_DIR/pg_restore" -d "${db}_bare" --single-transaction "$WORK/table.dump"
