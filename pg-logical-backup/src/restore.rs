@@ -428,6 +428,7 @@ async fn count_database(
     counted
 }
 
+/// Whether each table is in the target, and its rows by `count(*)`.
 async fn count_tables(
     client: &tokio_postgres::Client,
     tables: &[&TableEntry],
