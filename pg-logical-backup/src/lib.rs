@@ -38,6 +38,7 @@ pub mod load;
 pub mod patterns;
 pub mod pgbin;
 pub mod restore;
+mod restored;
 pub mod safety;
 pub mod snapshot;
 pub mod source;
