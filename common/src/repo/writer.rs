@@ -217,9 +217,26 @@ impl SetWriter {
         self.repo.check_lock(self.kind)?;
         // Written while no interruption can remove the set: it ends whole or not at all.
         let (store, prefix) = (&self.repo.store, &self.prefix);
-        self.undo
-            .done_if_ok(|| manifest.save(store, prefix))
-            .with_context(|| format!("cannot write the manifest of {}", store.describe(prefix)))?;
+        let saved = self.undo.done_if_ok(|| manifest.save(store, prefix));
+        if let Err(e) = saved.map_err(anyhow::Error::from) {
+            let shown = store.describe(prefix);
+            if store.is_local() {
+                // A local manifest appears by a rename: it is there or not; the drop removes the set.
+                return Err(e.context(format!("cannot write the manifest of {shown}")));
+            }
+            // An object store may have kept a manifest whose answer was lost: its outcome is
+            // in doubt, so the set is removed here, and a failed removal said.
+            let removal = remove_set(store, prefix);
+            self.undo.done();
+            return Err(match removal {
+                Ok(()) => e.context(format!(
+                    "cannot write the manifest of {shown}; the set was removed"
+                )),
+                Err(removal) => anyhow::anyhow!(
+                    "cannot write the manifest of {shown} ({e:#}), nor remove the set ({removal:#}); if the store kept the manifest, the set is complete: its files were verified before it"
+                ),
+            });
+        }
         if !store.is_local() {
             let _ = store.delete(&storage::join(prefix, STARTED_MARKER));
         }
@@ -227,13 +244,21 @@ impl SetWriter {
     }
 }
 
+/// Deletes every object of the set at `prefix`.
+fn remove_set(store: &Store, prefix: &str) -> anyhow::Result<()> {
+    store
+        .delete_prefix(prefix)
+        .map(drop)
+        .with_context(|| format!("cannot remove {}", store.describe(prefix)))
+}
+
 /// Removes a set that did not get its manifest (see [`SetWriter`]).
 fn remove_incomplete_set(store: Store, prefix: String) -> interrupt::Undo {
     interrupt::Undo::new(move || {
         let shown = store.describe(&prefix);
         tracing::warn!("removing the incomplete set {shown}");
-        if let Err(e) = store.delete_prefix(&prefix) {
-            tracing::warn!("cannot remove {shown}: {e}");
+        if let Err(e) = remove_set(&store, &prefix) {
+            tracing::warn!("{e:#}");
         }
     })
 }
