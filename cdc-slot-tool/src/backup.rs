@@ -128,9 +128,12 @@ pub fn run(args: &BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
     let retention_deleted = if args.retention.no_retention {
         Vec::new()
     } else {
-        args.retention
-            .policy(DEFAULT_RETENTION_DAYS)
-            .apply(&repo, Kind::Slots, args.retention.dry_run_retention)?
+        let applied = args.retention.policy(DEFAULT_RETENTION_DAYS).apply(
+            &repo,
+            Kind::Slots,
+            args.retention.dry_run_retention,
+        );
+        common::retention::after_commit(Kind::Slots, &id, applied)?
             .into_iter()
             .filter(|d| !d.keep)
             .map(|d| d.id)

@@ -49,6 +49,13 @@ impl Default for RetentionPolicy {
     }
 }
 
+/// The outcome of retention run after the new set `id` was committed. A failure leaves that
+/// set complete, and the error says so: the run still fails (sets nobody expires pile up until
+/// someone looks), but nobody should take the backup for lost.
+pub fn after_commit<T>(kind: Kind, id: &str, applied: anyhow::Result<T>) -> anyhow::Result<T> {
+    applied.with_context(|| format!("{kind} backup {id} is complete, but retention failed"))
+}
+
 /// The verdict on one set.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Decision {
@@ -237,6 +244,20 @@ mod tests {
     use super::*;
     use crate::manifest::{Manifest, SetStatus, MANIFEST_VERSION};
     use crate::physical::chain::dependencies;
+
+    #[test]
+    fn a_retention_failure_after_the_commit_says_the_set_is_complete() {
+        let failed: anyhow::Result<()> = Err(anyhow::anyhow!("cannot list s3://b/base: refused"));
+        let line = format!(
+            "{:#}",
+            after_commit(Kind::Base, "20261204T103735Z", failed).unwrap_err()
+        );
+        assert_eq!(
+            line,
+            "base backup 20261204T103735Z is complete, but retention failed: cannot list s3://b/base: refused"
+        );
+        assert_eq!(after_commit(Kind::Base, "x", Ok(3)).unwrap(), 3);
+    }
 
     /// A complete base set of type `kind` restored on top of `chain` (full first).
     fn base_set(id: &str, kind: &str, chain: &[&str]) -> SetInfo {

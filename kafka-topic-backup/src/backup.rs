@@ -45,7 +45,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     // Released on drop, and on an interrupt by the lock itself.
     let _lock = repo.lock(Kind::Kafka)?;
     let committed = backup_to_set(&export, &repo, selection)?;
-    let retention = apply_retention(&args, &repo)?;
+    let retention =
+        common::retention::after_commit(Kind::Kafka, &committed.id, apply_retention(&args, &repo))?;
     report::print(args.global.output, &committed.summary(&args, retention))?;
     Ok(Status::Ok)
 }

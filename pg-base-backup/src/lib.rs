@@ -165,7 +165,8 @@ pub fn run(mut args: Args) -> anyhow::Result<Status> {
         }
     };
     let stored_bytes = commit(&args, set, &server.info, &details)?;
-    let (deleted_sets, expired_wal_files) = retention::apply(&args, &repo)?;
+    let (deleted_sets, expired_wal_files) =
+        common::retention::after_commit(Kind::Base, &id, retention::apply(&args, &repo))?;
     report(
         args.global.output,
         &Summary {

@@ -142,7 +142,11 @@ pub fn run(args: BackupArgs, global: &GlobalArgs) -> anyhow::Result<Status> {
         backup(&args, global, &bin, &include, &exclude),
         "the incomplete set was removed",
     ))?;
-    let deleted = apply_retention(&args.retention, &repo)?;
+    let deleted = common::retention::after_commit(
+        Kind::Logical,
+        &manifest.id,
+        apply_retention(&args.retention, &repo),
+    )?;
     if global.output == OutputFormat::Json {
         print_tables(&details)?;
     }

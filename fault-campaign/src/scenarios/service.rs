@@ -284,9 +284,10 @@ impl<W: Writer, F: Fault> FaultWriter<W, F> {
                 .check_set(ctx, repo, newest)
                 .with_context(|| format!("{note}: its set {newest}"))?;
         } else if let Some(&kept) = new.first() {
-            // Only a manifest whose write was in doubt may have landed, and the run said so.
+            // Only a set the run said may be complete, and which checks out.
             let said = error_line.as_deref().is_some_and(|line| {
-                line.contains(MANIFEST_IN_DOUBT) && line.contains(kept.as_str())
+                COMPLETE_DESPITE.iter().any(|why| line.contains(why))
+                    && line.contains(kept.as_str())
             });
             anyhow::ensure!(
                 said && new.len() == 1,
@@ -317,9 +318,13 @@ impl<W: Writer, F: Fault> FaultWriter<W, F> {
     }
 }
 
-/// What a run says when the store may have kept a manifest whose answer was lost (see
-/// `common::repo::SetWriter::commit`): the one case where a failed run may leave a complete set.
-const MANIFEST_IN_DOUBT: &str = "if the store kept the manifest, the set is complete";
+/// What a failed run says when it leaves a complete set, the only cases where it may: the
+/// store may have kept a manifest whose answer was lost (`common::repo::SetWriter::commit`),
+/// or retention failed after the commit (`common::retention::after_commit`).
+const COMPLETE_DESPITE: [&str; 2] = [
+    "if the store kept the manifest, the set is complete",
+    "is complete, but retention failed",
+];
 
 /// The binary a writer runs, for its error line's prefix.
 fn tool_of<W: Writer>(writer: &W) -> &'static str {
