@@ -1,6 +1,7 @@
 //! Taking a backup: export a snapshot per database, run every pg_dump of the set with
-//! `--snapshot` (several at once), count rows in the same snapshot meanwhile, check each dump
-//! with `pg_restore --list`, and commit the set with its manifest last. With recipients in
+//! `--snapshot` (several at once), count rows (in the whole-database dump as it streams, else
+//! in the same snapshot), check each dump with `pg_restore --list`, and commit the set with its
+//! manifest last. With recipients in
 //! the environment every file is encrypted (age) and what the set holds stays out of
 //! `manifest.json` (see [`crate::details`]).
 
@@ -455,15 +456,27 @@ async fn dump_databases(
     for (n, (session, selected)) in sessions.into_iter().zip(selections).enumerate() {
         let dir = naming.database_dir(n, &session.database, &mut taken);
         let plan = DumpPlan::new(args, &dir, naming, &session, &selected);
-        // The first failure wins and drops the other side (killing its pg_dumps): a failed
-        // count also ends the snapshot, which would only show up as confusing dump errors.
-        let (dumped, counts) = tokio::try_join!(
-            dump::run_jobs(bin, set, &session, &plan.jobs, parallel, &bar),
-            dump::count_all(&session)
-        )?;
+        let (dumped, counts, in_dump) = if plan.counts_rows() {
+            // Counted in the whole-database dump as it streams; what it lacks, afterwards.
+            let dumped = dump::run_jobs(bin, set, &session, &plan.jobs, parallel, &bar).await?;
+            let found = dumped
+                .iter()
+                .find_map(|d| d.rows.clone())
+                .unwrap_or_default();
+            let counts = dump::count_missing(&session, &found).await?;
+            (dumped, counts, found.len())
+        } else {
+            // The first failure wins and drops the other side (killing its pg_dumps): a failed
+            // count also ends the snapshot, which would only show up as confusing dump errors.
+            let (dumped, counts) = tokio::try_join!(
+                dump::run_jobs(bin, set, &session, &plan.jobs, parallel, &bar),
+                dump::count_all(&session)
+            )?;
+            (dumped, counts, 0)
+        };
         let entry = plan.entry(&session, counts, &dumped);
         tracing::info!(
-            "database {}: {} tables, {} rows, snapshot {} at {}",
+            "database {}: {} tables, {} rows ({in_dump} tables counted in the dump as it streamed), snapshot {} at {}",
             entry.name,
             entry.tables.len(),
             entry.tables.iter().map(|t| t.rows).sum::<u64>(),

@@ -85,7 +85,8 @@ pub struct DatabaseEntry {
 pub struct TableEntry {
     pub schema: String,
     pub name: String,
-    /// Exact `count(*) FROM ONLY` in the snapshot.
+    /// Exact rows in the snapshot: counted in the whole-database dump as it streamed, else
+    /// `count(*) FROM ONLY` in the snapshot (directory format, a table without data entry).
     pub rows: u64,
     /// `pg_total_relation_size` when backed up.
     pub size_bytes: u64,

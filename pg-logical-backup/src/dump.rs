@@ -15,6 +15,7 @@
 //! from a pipe as it streams into the set, since this run holds no key to read it back.
 
 mod plan;
+mod rows;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -37,6 +38,7 @@ use crate::source::{DumpSource, Scratch};
 use crate::toc;
 
 pub use plan::{DumpJob, DumpPlan, Naming};
+pub use rows::TableRows;
 
 /// The globals' file in a set.
 pub const GLOBALS_FILE: &str = "globals.sql";
@@ -63,7 +65,7 @@ pub async fn dump_globals(
         GLOBALS_FILE,
         &mut command(no_role_passwords),
         what,
-        None,
+        Sinks::default(),
     )
     .await;
     match first {
@@ -71,53 +73,63 @@ pub async fn dump_globals(
         Err(e) if !no_role_passwords && format!("{e:#}").contains("permission denied") => {
             tracing::warn!("cannot read role passwords ({e:#}); dumping roles without them");
             let what = "pg_dumpall --globals-only --no-role-passwords";
-            let entry = dump_to_set(set, GLOBALS_FILE, &mut command(true), what, None).await?;
+            let entry = dump_to_set(
+                set,
+                GLOBALS_FILE,
+                &mut command(true),
+                what,
+                Sinks::default(),
+            )
+            .await?;
             Ok((entry, true))
         }
         Err(e) => Err(e),
     }
 }
 
-/// Runs `cmd` with its stdout streamed into the new file `path` of the set (and into `list`,
-/// a `pg_restore --list` pipe, when given), and finishes the file once the program succeeded.
+/// Runs `cmd` with its stdout streamed into the new file `path` of the set (and into the
+/// `sinks` beside it), and finishes the file once the program succeeded.
 async fn dump_to_set(
     set: &SetWriter,
     path: &str,
     cmd: &mut Command,
     what: &str,
-    list: Option<std::fs::File>,
+    sinks: Sinks,
 ) -> anyhow::Result<FileEntry> {
     let shown = set.store().describe(&storage::join(set.prefix(), path));
     let file = set
         .create_file(path, Compression::None, None, 1)
         .with_context(|| format!("cannot create {shown}"))?;
-    let tee = pgbin::run_into(cmd, Tee { file, list }, what).await?;
+    let tee = pgbin::run_into(cmd, Tee { file, sinks }, what).await?;
     // Finished here, with no await in between: a run that fails or is interrupted drops its
     // other dumps only at an await, so the set is never removed while a file of it commits.
-    // (Dropping the list pipe ends pg_restore's input.)
+    // (Dropping the sinks ends their readers' input.)
     tee.file
         .finish()
         .with_context(|| format!("cannot store {shown}"))
 }
 
-/// Writes a dump into the set's file and, as long as it reads, into `pg_restore --list`.
+/// Where a dump goes besides the set's file, each as long as it reads.
+#[derive(Default)]
+struct Sinks {
+    /// `pg_restore --list`, which stops reading after the table of contents (or fails, and
+    /// says why itself).
+    list: Option<std::fs::File>,
+    /// The row counter, which stops reading an archive it cannot read.
+    rows: Option<io::PipeWriter>,
+}
+
+/// Writes a dump into the set's file and its other sinks.
 struct Tee<W> {
     file: W,
-    list: Option<std::fs::File>,
+    sinks: Sinks,
 }
 
 impl<W: Write> Write for Tee<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
-        if let Some(list) = &mut self.list {
-            match list.write_all(&buf[..n]) {
-                Ok(()) => {}
-                // pg_restore has read the table of contents, all it needs (or failed, and
-                // says why itself).
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => self.list = None,
-                Err(e) => return Err(e),
-            }
-        }
+        feed(&mut self.sinks.list, &buf[..n])?;
+        feed(&mut self.sinks.rows, &buf[..n])?;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -125,11 +137,37 @@ impl<W: Write> Write for Tee<W> {
     }
 }
 
+/// Writes `bytes` into `sink` while its reader reads: one that stopped is let go.
+fn feed(sink: &mut Option<impl Write>, bytes: &[u8]) -> io::Result<()> {
+    if let Some(writer) = sink {
+        match writer.write_all(bytes) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => *sink = None,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Exact row counts of every table, in the session's snapshot, in table order.
 pub async fn count_all(session: &SnapshotSession) -> anyhow::Result<Vec<u64>> {
+    count_missing(session, &TableRows::new()).await
+}
+
+/// Row counts of every table in table order: those found in a dump as it streamed, the
+/// others with `count(*)` in the session's snapshot (a table without data in the dump, a dump
+/// the counter could not read).
+pub async fn count_missing(
+    session: &SnapshotSession,
+    found: &TableRows,
+) -> anyhow::Result<Vec<u64>> {
     let mut counts = Vec::with_capacity(session.tables.len());
     for table in &session.tables {
-        counts.push(session.count_rows(table).await?);
+        let key = (table.schema.clone(), table.name.clone());
+        counts.push(match found.get(&key) {
+            Some(&rows) => rows,
+            None => session.count_rows(table).await?,
+        });
     }
     Ok(counts)
 }
@@ -142,6 +180,8 @@ pub struct Dumped {
     pub stored: String,
     pub secs: f64,
     pub files: Vec<FileEntry>,
+    /// The rows of each table, counted as the dump streamed (see [`DumpJob::counts_rows`]).
+    pub rows: Option<TableRows>,
 }
 
 /// Runs the dumps, at most `parallel` at once, each checked with `pg_restore --list`. The
@@ -178,19 +218,31 @@ async fn dump_one(
     let what = format!("pg_dump of {}", job.what);
     // Timed as pg_dump and the storing of what it wrote, without the check (an encrypted
     // set's is listed as it streams).
+    let (counter, rows) = match job.counts_rows {
+        true => {
+            let (counter, pipe) = rows::Counter::start().context("cannot make a pipe")?;
+            (Some(counter), Some(pipe))
+        }
+        false => (None, None),
+    };
     let (files, secs) = match job.format {
         DumpFormat::Custom if set.is_encrypted() => {
             let shown = set
                 .store()
                 .describe(&storage::join(set.prefix(), &job.output));
             let (pipe, listing) = toc::list_piped(bin, &shown)?;
-            let entry = dump_to_set(set, &job.output, &mut cmd, &what, Some(pipe)).await?;
+            let sinks = Sinks {
+                list: Some(pipe),
+                rows,
+            };
+            let entry = dump_to_set(set, &job.output, &mut cmd, &what, sinks).await?;
             let secs = started.elapsed().as_secs_f64();
             check_toc(job, listing.finish().await)?;
             (vec![entry], secs)
         }
         DumpFormat::Custom => {
-            let entry = dump_to_set(set, &job.output, &mut cmd, &what, None).await?;
+            let sinks = Sinks { list: None, rows };
+            let entry = dump_to_set(set, &job.output, &mut cmd, &what, sinks).await?;
             let secs = started.elapsed().as_secs_f64();
             let key = storage::join(set.prefix(), &job.output);
             check_list(bin, job, &DumpSource::of(set.store(), &key)).await?;
@@ -200,6 +252,10 @@ async fn dump_one(
             let files = dump_directory(bin, set, job, &mut cmd, &what).await?;
             (files, started.elapsed().as_secs_f64())
         }
+    };
+    let rows = match counter {
+        Some(counter) => counter.finish(&job.what).await,
+        None => None,
     };
     tracing::debug!("dumped {} in {secs:.2}s", job.what);
     let stored = match job.format {
@@ -211,6 +267,7 @@ async fn dump_one(
         stored,
         secs,
         files,
+        rows,
     })
 }
 

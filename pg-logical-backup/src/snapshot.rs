@@ -41,8 +41,8 @@ impl SnapshotSession {
     pub async fn open(pg: &PgArgs, database: &str) -> anyhow::Result<SnapshotSession> {
         let settings = catalog::for_database(pg, database);
         let client = common::postgres::connect(&settings, crate::TOOL).await?;
-        // The row counts run beside the pg_dumps: one backend each, not a parallel query
-        // whose workers would take the cores the dumps are compressing on.
+        // Row counts with count(*) (beside a directory-format dump) take one backend, not a
+        // parallel query whose workers would take the cores the dumps are compressing on.
         client
             .batch_execute(
                 "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;

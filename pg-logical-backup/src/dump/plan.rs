@@ -25,6 +25,8 @@ pub struct DumpJob {
     pub(super) must_hold: Option<(String, String)>,
     /// Size of what it dumps, to start the big ones first.
     pub(super) size_bytes: u64,
+    /// Its rows are counted as it streams: the whole-database dump, when it is one file.
+    pub(super) counts_rows: bool,
 }
 
 /// The dumps of one database and where they go.
@@ -104,6 +106,12 @@ impl DumpPlan {
             table_files,
             jobs,
         }
+    }
+
+    /// Whether one of the dumps counts the rows of every table as it streams (when it can
+    /// read the dump; [`super::count_missing`] counts the rest).
+    pub fn counts_rows(&self) -> bool {
+        self.jobs.iter().any(|j| j.counts_rows)
     }
 
     /// The manifest entry, once the dumps ran and the rows were counted.
@@ -195,6 +203,7 @@ impl DumpJob {
             args,
             must_hold: None,
             size_bytes: u64::MAX,
+            counts_rows: format == DumpFormat::Custom,
         }
     }
 
@@ -211,6 +220,7 @@ impl DumpJob {
             .concat(),
             must_hold: None,
             size_bytes: u64::MAX,
+            counts_rows: false,
         }
     }
 
@@ -237,6 +247,7 @@ impl DumpJob {
             args,
             must_hold: (table.kind == 'r').then(|| (table.schema.clone(), table.name.clone())),
             size_bytes: table.size_bytes,
+            counts_rows: false,
         }
     }
 }
