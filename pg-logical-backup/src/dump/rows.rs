@@ -25,7 +25,8 @@ const BLOCK_BLOBS: u8 = 3;
 const COPY_END: &[u8] = b"\\.\n\n\n";
 /// Lines of [`COPY_END`].
 const COPY_END_LINES: u64 = 3;
-/// Longest string believed in a table of contents (a function body can be long).
+/// Longest string believed in a table of contents (a function body can be long); data is
+/// read in pieces, whatever its chunks' length.
 const MAX_STRING: usize = 1 << 30;
 
 /// Rows by (schema, table) as named in the archive.
@@ -36,12 +37,12 @@ pub fn count(input: impl Read) -> anyhow::Result<TableRows> {
     let mut archive = Archive::open(BufReader::with_capacity(256 << 10, input))?;
     let tables = archive.table_data_entries()?;
     let mut rows = TableRows::new();
-    let mut inflated = vec![0u8; 256 << 10];
+    let (mut text, mut piece) = (BlockText::default(), vec![0u8; 64 << 10]);
     while let Some(kind) = archive.byte_or_end()? {
         let dump_id = archive.int()?;
         match kind {
             BLOCK_DATA => {
-                let lines = archive.data(&mut inflated)?;
+                let lines = archive.data(&mut text, &mut piece)?;
                 if let (Some(table), Some(lines)) = (tables.get(&dump_id), lines) {
                     rows.insert(table.clone(), lines);
                 }
@@ -144,68 +145,36 @@ impl<R: Read> Archive<R> {
     }
 
     /// Reads a data block's chunks; the lines of COPY rows it holds (`None`: not COPY rows).
-    fn data(&mut self, inflated: &mut [u8]) -> anyhow::Result<Option<u64>> {
-        let mut lines = Lines::default();
-        let mut inflater = self.compressed.then(|| Decompress::new(true));
-        let mut chunk = Vec::new();
-        while self.chunk(&mut chunk)? {
-            let Some(inflater) = inflater.as_mut() else {
-                lines.add(&chunk);
-                continue;
-            };
-            let mut input = &chunk[..];
-            while !input.is_empty() {
-                let (before_in, before_out) = (inflater.total_in(), inflater.total_out());
-                let status = inflater
-                    .decompress(input, inflated, FlushDecompress::None)
-                    .context("the archive's data does not inflate")?;
-                let used = (inflater.total_in() - before_in) as usize;
-                let made = (inflater.total_out() - before_out) as usize;
-                lines.add(&inflated[..made]);
-                input = &input[used..];
-                if status == Status::StreamEnd {
-                    anyhow::ensure!(input.is_empty(), "data after the end of a compressed block");
-                } else if used == 0 && made == 0 {
-                    anyhow::bail!("the archive's data does not inflate (no progress)");
-                }
+    /// A chunk (a whole row, when not compressed) is read in pieces of `piece`'s length.
+    fn data(&mut self, text: &mut BlockText, piece: &mut [u8]) -> anyhow::Result<Option<u64>> {
+        text.start(self.compressed);
+        while let Some(mut left) = self.chunk_len()? {
+            while left > 0 {
+                let n = left.min(piece.len());
+                self.input
+                    .read_exact(&mut piece[..n])
+                    .context("the archive ends inside a chunk")?;
+                text.feed(&piece[..n])?;
+                left -= n;
             }
         }
-        if let Some(inflater) = inflater.as_mut() {
-            // What zlib still holds once the input is all in.
-            loop {
-                let before_out = inflater.total_out();
-                let status = inflater
-                    .decompress(&[], inflated, FlushDecompress::Finish)
-                    .context("the archive's data does not inflate")?;
-                let made = (inflater.total_out() - before_out) as usize;
-                lines.add(&inflated[..made]);
-                if status == Status::StreamEnd {
-                    break;
-                }
-                anyhow::ensure!(made > 0, "a compressed block ends early");
-            }
-        }
-        Ok(lines.rows())
+        text.finish()
     }
 
     /// Skips a data block's chunks.
     fn skip_data(&mut self) -> anyhow::Result<()> {
-        let mut chunk = Vec::new();
-        while self.chunk(&mut chunk)? {}
+        while let Some(len) = self.chunk_len()? {
+            self.skip(len)?;
+        }
         Ok(())
     }
 
-    /// The next chunk of a data block into `chunk`; false at the block's end.
-    fn chunk(&mut self, chunk: &mut Vec<u8>) -> anyhow::Result<bool> {
+    /// The length of a data block's next chunk; `None` at the block's end.
+    fn chunk_len(&mut self) -> anyhow::Result<Option<usize>> {
         let len = self.int()?;
         anyhow::ensure!(len >= 0, "negative chunk length {len}");
         let len = usize::try_from(len).context("chunk too long")?;
-        anyhow::ensure!(len <= MAX_STRING, "chunk of {len} bytes");
-        chunk.resize(len, 0);
-        self.input
-            .read_exact(chunk)
-            .context("the archive ends inside a chunk")?;
-        Ok(len > 0)
+        Ok((len > 0).then_some(len))
     }
 
     /// pg_dump's integer: a sign byte, then `int_size` bytes, least significant first.
@@ -253,6 +222,70 @@ impl<R: Read> Archive<R> {
         let skipped = io::copy(&mut (&mut self.input).take(n as u64), &mut io::sink())?;
         anyhow::ensure!(skipped == n as u64, "the archive ends early");
         Ok(())
+    }
+}
+
+/// The text of a data block, inflated when compressed, as its lines.
+#[derive(Default)]
+struct BlockText {
+    lines: Lines,
+    /// For a compressed block: one zlib stream over all its chunks.
+    inflater: Option<Decompress>,
+    inflated: Vec<u8>,
+}
+
+impl BlockText {
+    fn start(&mut self, compressed: bool) {
+        self.lines = Lines::default();
+        self.inflater = compressed.then(|| Decompress::new(true));
+        self.inflated.resize(256 << 10, 0);
+    }
+
+    /// The block's next stored bytes.
+    fn feed(&mut self, mut stored: &[u8]) -> anyhow::Result<()> {
+        let Some(inflater) = self.inflater.as_mut() else {
+            self.lines.add(stored);
+            return Ok(());
+        };
+        while !stored.is_empty() {
+            let (before_in, before_out) = (inflater.total_in(), inflater.total_out());
+            let status = inflater
+                .decompress(stored, &mut self.inflated, FlushDecompress::None)
+                .context("the archive's data does not inflate")?;
+            let used = (inflater.total_in() - before_in) as usize;
+            let made = (inflater.total_out() - before_out) as usize;
+            self.lines.add(&self.inflated[..made]);
+            stored = &stored[used..];
+            if status == Status::StreamEnd {
+                anyhow::ensure!(
+                    stored.is_empty(),
+                    "data after the end of a compressed block"
+                );
+            } else if used == 0 && made == 0 {
+                anyhow::bail!("the archive's data does not inflate (no progress)");
+            }
+        }
+        Ok(())
+    }
+
+    /// The block's rows, once all of it was fed.
+    fn finish(&mut self) -> anyhow::Result<Option<u64>> {
+        if let Some(inflater) = self.inflater.as_mut() {
+            // What zlib still holds once the input is all in.
+            loop {
+                let before_out = inflater.total_out();
+                let status = inflater
+                    .decompress(&[], &mut self.inflated, FlushDecompress::Finish)
+                    .context("the archive's data does not inflate")?;
+                let made = (inflater.total_out() - before_out) as usize;
+                self.lines.add(&self.inflated[..made]);
+                if status == Status::StreamEnd {
+                    break;
+                }
+                anyhow::ensure!(made > 0, "a compressed block ends early");
+            }
+        }
+        Ok(self.lines.rows())
     }
 }
 
@@ -414,6 +447,21 @@ mod tests {
                 assert_eq!(rows[&("public".into(), "orders".into())], 1000);
                 assert_eq!(rows[&("my schema".into(), "empty \"one\"".into())], 0);
             }
+        }
+    }
+
+    #[test]
+    fn a_row_longer_than_a_piece_is_read_through() {
+        let mut row = vec![b'x'; 300 << 10];
+        row.push(b'\n');
+        row.extend_from_slice(COPY_END);
+        for compressed in [false, true] {
+            let mut bytes = header(i32::from(compressed) * 6);
+            int(&mut bytes, 1);
+            entry(&mut bytes, 8, "TABLE DATA", "public", "t");
+            block(&mut bytes, 8, &row, compressed, 1 << 20);
+            let rows = count(&bytes[..]).unwrap();
+            assert_eq!(rows[&("public".into(), "t".into())], 1, "{compressed}");
         }
     }
 
