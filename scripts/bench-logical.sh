@@ -11,7 +11,8 @@
 #                                                         per-table dump (createdb included)
 #   peak memory of our own process                     < 100 MB
 #
-# Each time is the median of RUNS rounds (default 3) in which the contenders take turns, the
+# Each time is the median of RUNS rounds (default 5: on a noisy 2-core machine medians of 3
+# vary by about 5 %, the size of the goals) in which the contenders take turns, the
 # order of the four dumps rotated each round.
 #
 # Usage: scripts/bench-logical.sh            (pgbench scale 100, about 1.5 GB per database)
@@ -27,7 +28,7 @@ cd "$(dirname "$0")/.."
 SCALE=${SCALE:-100}
 PG_BIN_DIR=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
 STRICT=${STRICT:-1}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 if [ -z "${BIN:-}" ]; then
     cargo build --release -p pg-logical-backup >&2
     BIN=${CARGO_TARGET_DIR:-target}/release/pg-logical-backup
