@@ -1,9 +1,8 @@
 //! Taking a backup: export a snapshot per database, run every pg_dump of the set with
 //! `--snapshot` (several at once), count rows (in the whole-database dump as it streams, else
 //! in the same snapshot), check each dump with `pg_restore --list`, and commit the set with its
-//! manifest last. With recipients in
-//! the environment every file is encrypted (age) and what the set holds stays out of
-//! `manifest.json` (see [`crate::details`]).
+//! manifest last. With recipients in the environment every file is encrypted (age) and what
+//! the set holds stays out of `manifest.json` (see [`crate::details`]).
 
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
@@ -458,10 +457,10 @@ async fn dump_databases(
         let plan = DumpPlan::new(args, &dir, naming, &session, &selected);
         let (dumped, counts, in_dump) = if plan.counts_rows() {
             // Counted in the whole-database dump as it streams; what it lacks, afterwards.
-            let dumped = dump::run_jobs(bin, set, &session, &plan.jobs, parallel, &bar).await?;
+            let mut dumped = dump::run_jobs(bin, set, &session, &plan.jobs, parallel, &bar).await?;
             let found = dumped
-                .iter()
-                .find_map(|d| d.rows.clone())
+                .iter_mut()
+                .find_map(|d| d.rows.take())
                 .unwrap_or_default();
             let counts = dump::count_missing(&session, &found).await?;
             (dumped, counts, found.len())

@@ -218,12 +218,11 @@ async fn dump_one(
     let what = format!("pg_dump of {}", job.what);
     // Timed as pg_dump and the storing of what it wrote, without the check (an encrypted
     // set's is listed as it streams).
-    let (counter, rows) = match job.counts_rows {
-        true => {
-            let (counter, pipe) = rows::Counter::start().context("cannot make a pipe")?;
-            (Some(counter), Some(pipe))
-        }
-        false => (None, None),
+    let (counter, rows) = if job.counts_rows {
+        let (counter, pipe) = rows::Counter::start().context("cannot make a pipe")?;
+        (Some(counter), Some(pipe))
+    } else {
+        (None, None)
     };
     let (files, secs) = match job.format {
         DumpFormat::Custom if set.is_encrypted() => {

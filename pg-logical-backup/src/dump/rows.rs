@@ -204,8 +204,7 @@ impl<R: Read> Archive<R> {
     }
 
     fn byte(&mut self) -> anyhow::Result<u8> {
-        self.byte_or_end()?
-            .context("the archive ends inside its table of contents")
+        self.byte_or_end()?.context("the archive ends early")
     }
 
     /// The next byte, `None` at the end of the archive.
