@@ -8,9 +8,12 @@
 //! checked on every fetch and verify. Once anything was archived encrypted, the marker
 //! `wal/.encrypted` says so, so that a push without recipients can refuse cheaply.
 
+pub mod blocks;
 pub mod history;
 
 use std::io::{self, Read};
+
+use anyhow::Context;
 
 use crate::lsn::Lsn;
 use crate::repo::{Kind, Repository};
@@ -149,6 +152,11 @@ const SUFFIXES: [(Compression, bool); 8] = [
     (Compression::None, true),
 ];
 
+/// What follows a segment's name in the name of its block summary (`blocks::SegmentSummary`,
+/// zstd-compressed JSON): `000000010000000000000003.blocks.zst`. Not a WAL file: listings of
+/// the archive skip it.
+pub const SUMMARY_SUFFIX: &str = ".blocks";
+
 /// Marker object: something in the archive is encrypted.
 pub const ENCRYPTED_MARKER: &str = ".encrypted";
 
@@ -248,6 +256,39 @@ impl WalArchive {
         Ok(None)
     }
 
+    /// Stores the block summary of segment `name` (in clear, like a base set's file list:
+    /// relation and block numbers, no content), unless one is there already.
+    pub fn put_summary(&self, name: &str, summary: &blocks::SegmentSummary) -> io::Result<()> {
+        let packed = zstd::encode_all(summary.to_json().as_slice(), 3)?;
+        self.store
+            .put_new(&self.summary_key(name), &packed)
+            .map(|_| ())
+    }
+
+    /// The block summary of segment `name`, when one was stored.
+    pub fn summary(&self, name: &str) -> anyhow::Result<Option<blocks::SegmentSummary>> {
+        let key = self.summary_key(name);
+        let packed = match self.store.open_read(&key) {
+            Ok(mut reader) => {
+                let mut packed = Vec::new();
+                reader.read_to_end(&mut packed)?;
+                packed
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let shown = self.store.describe(&key);
+        let json = zstd::decode_all(packed.as_slice())
+            .map_err(anyhow::Error::from)
+            .and_then(|json| blocks::SegmentSummary::from_json(&json))
+            .with_context(|| format!("{shown} is damaged"))?;
+        Ok(Some(json))
+    }
+
+    fn summary_key(&self, name: &str) -> String {
+        self.key_for(&format!("{name}{SUMMARY_SUFFIX}"), Compression::Zstd)
+    }
+
     /// Every archived file, sorted by name (so by timeline, then position).
     pub fn list(&self) -> io::Result<Vec<ArchivedFile>> {
         let (objects, _) = self.store.list_dir(Kind::Wal.name())?;
@@ -329,6 +370,21 @@ impl WalArchive {
                     self.store.delete(&file.key)?;
                 }
                 gone.push(file.name);
+            }
+        }
+        // The block summaries of the segments gone (not counted: they are not WAL).
+        if !dry_run {
+            let (objects, _) = self.store.list_dir(Kind::Wal.name())?;
+            for object in objects {
+                let file_name = storage::file_name(&object.key);
+                let summarized = file_name
+                    .strip_suffix(Compression::Zstd.extension())
+                    .and_then(|n| n.strip_suffix(SUMMARY_SUFFIX))
+                    .and_then(WalFile::parse)
+                    .and_then(|w| w.segno(segment_size));
+                if summarized.is_some_and(|segno| segno < keep_from) {
+                    self.store.delete(&object.key)?;
+                }
             }
         }
         Ok(gone)

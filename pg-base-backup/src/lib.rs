@@ -89,6 +89,13 @@ pub struct Args {
     /// method is archive) and a role allowed to run pg_backup_start.
     #[arg(long, value_name = "PATH")]
     pub pgdata: Option<PathBuf>,
+    /// How a diff or incr finds the changed pages of a changed relation file: from the WAL
+    /// since its reference (only those pages are read; the segments come from the data
+    /// directory's pg_wal or the archive), or by reading the file whole for its page LSNs
+    /// (scan). auto reads the WAL when it is less than half the changed files' size, and
+    /// scans when the WAL cannot be read.
+    #[arg(long, value_enum, default_value_t = datadir::PagePicking::Auto)]
+    pub changed_pages: datadir::PagePicking,
 }
 
 impl common::entry::ToolArgs for Args {
@@ -325,6 +332,7 @@ fn write_from_datadir(
         threads: jobs,
         read_jobs: jobs as usize,
         wanted: args.backup_type,
+        picking: args.changed_pages,
     };
     let captured = datadir::capture(args, &options, set, server, repo)?;
     set.add(captured.tar_entry.clone());

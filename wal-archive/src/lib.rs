@@ -2,6 +2,9 @@
 //!
 //! `push` is PostgreSQL's `archive_command`, `fetch` its `restore_command`; `verify` checks the
 //! archive is continuous from the oldest base backup on, and `list` shows what is there.
+//! Beside each full segment `push` stores its block summary (`<segment>.blocks.zst`: which
+//! relation blocks its records change), which incremental base backups read instead of the
+//! WAL itself.
 #![forbid(unsafe_code)]
 
 mod fetch;
@@ -34,7 +37,8 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Archive one WAL file (archive_command = 'wal-archive push %p').
+    /// Archive one WAL file (archive_command = 'wal-archive push %p'); of a full segment, also
+    /// its block summary (`<segment>.blocks.zst`) for incremental base backups.
     Push {
         /// The file to archive (PostgreSQL's %p, relative to the data directory).
         path: PathBuf,

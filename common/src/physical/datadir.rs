@@ -2,6 +2,8 @@
 //! them are relation files whose pages carry an LSN: the rules `pg_basebackup` applies
 //! (PostgreSQL 15's `basebackup.c`), kept in one place for the backup and the delta restore.
 
+use crate::wal::blocks::RelFileNode;
+
 /// Directories whose contents are not backed up (the directory itself is, empty).
 pub const EXCLUDED_DIR_CONTENTS: &[&str] = &[
     "pg_wal",
@@ -137,6 +139,33 @@ pub fn relation_file(path: &str) -> Option<RelationFile<'_>> {
     })
 }
 
+/// `pg_default`'s OID: relations under `base/<db>/`.
+pub const DEFAULT_TABLESPACE: u32 = 1663;
+/// `pg_global`'s OID: shared relations under `global/`.
+pub const GLOBAL_TABLESPACE: u32 = 1664;
+
+/// The storage of a main-fork relation file and its segment number, as WAL records name it:
+/// `base/5/16384.2` is tablespace 1663, database 5, relfilenode 16384, segment 2.
+pub fn relation_node(path: &str) -> Option<(RelFileNode, u32)> {
+    let relation = relation_file(path)?;
+    if relation.fork.is_some() || relation.temporary {
+        return None;
+    }
+    let parts: Vec<&str> = path.split('/').collect();
+    let (spc, db) = match parts.as_slice() {
+        ["global", _] => (GLOBAL_TABLESPACE, 0),
+        ["base", db, _] => (DEFAULT_TABLESPACE, db.parse().ok()?),
+        ["pg_tblspc", spc, _, db, _] => (spc.parse().ok()?, db.parse().ok()?),
+        _ => return None,
+    };
+    let segment = match parts.last()?.split_once('.') {
+        Some((_, segment)) => segment.parse().ok()?,
+        None => 0,
+    };
+    let rel = relation.relfilenode.parse().ok()?;
+    Some((RelFileNode { spc, db, rel }, segment))
+}
+
 fn all_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
@@ -162,6 +191,18 @@ mod tests {
         assert_eq!(relation_file("global/1262").unwrap().relfilenode, "1262");
         assert!(relation_file("pg_tblspc/16390/PG_15_202209061/5/16391.2").is_some());
         assert!(relation_file("base/5/t3_16384").unwrap().temporary);
+        let node = |spc, db, rel| RelFileNode { spc, db, rel };
+        assert_eq!(
+            relation_node("base/5/16384.3"),
+            Some((node(1663, 5, 16384), 3))
+        );
+        assert_eq!(relation_node("global/1262"), Some((node(1664, 0, 1262), 0)));
+        assert_eq!(
+            relation_node("pg_tblspc/16390/PG_15_202209061/5/16391"),
+            Some((node(16390, 5, 16391), 0))
+        );
+        assert_eq!(relation_node("base/5/16384_vm"), None);
+        assert_eq!(relation_node("base/5/t3_16384"), None);
         for not in [
             "base/5/PG_VERSION",
             "global/pg_control",

@@ -8,6 +8,9 @@
 //! goes to the archive.
 
 mod read;
+mod wal;
+
+pub use wal::{PagePicking, PickedBy};
 
 use std::collections::HashSet;
 use std::io::{self, Read};
@@ -61,6 +64,9 @@ pub struct Counts {
     pub data_bytes: u64,
     /// Pages whose data checksum failed (twice).
     pub checksum_failures: u64,
+    /// How a diff or incr found the changed pages (`wal`: only those pages were read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed_pages_from: Option<PickedBy>,
 }
 
 /// One path of the data directory to back up.
@@ -84,6 +90,7 @@ pub struct Options<'a> {
     /// Threads reading files.
     pub read_jobs: usize,
     pub wanted: common::physical::BackupType,
+    pub picking: PagePicking,
 }
 
 pub fn capture(
@@ -103,6 +110,18 @@ pub fn capture(
         timeline,
     )?;
     let found = walk(options.pgdata)?;
+    let from_wal = match &reference {
+        Some(reference) => wal::pick(
+            options.picking,
+            options.pgdata,
+            repo,
+            reference,
+            &found,
+            (timeline, start_lsn),
+            server.info.wal_segment_size,
+        )?,
+        None => None,
+    };
     let name = format!("{BASE_TAR}{}", args.compress.extension());
     let file = set.create_file(&name, args.compress, args.compress_level, options.threads)?;
     let progress = common::progress::bytes(&args.global, Some(file_bytes(&found)), "base backup");
@@ -112,13 +131,24 @@ pub fn capture(
         .data_checksums
         .then_some(read::Verify { before: start_lsn });
     std::thread::scope(|scope| {
-        let receivers = read::spawn(scope, &found, reference.as_ref(), verify, options.read_jobs);
+        let receivers = read::spawn(
+            scope,
+            &found,
+            reference.as_ref(),
+            from_wal.as_ref(),
+            verify,
+            options.read_jobs,
+        );
         // Dropping the receivers on an error stops the readers at their next send.
         writer.write_all(&found, receivers)
     })?;
     let stop_lsn = stop(server, &mut writer)?;
     progress.finish_and_clear();
-    let (tar_entry, writer) = writer.finish()?;
+    let (tar_entry, mut writer) = writer.finish()?;
+    writer.counts.changed_pages_from = reference.as_ref().map(|_| match from_wal {
+        Some(_) => PickedBy::Wal,
+        None => PickedBy::Scan,
+    });
     Ok(Captured {
         tar_entry,
         list: writer.list,

@@ -13,11 +13,12 @@ use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use common::lsn::Lsn;
-use common::physical::datadir::PathClass;
+use common::physical::datadir::{relation_node, PathClass};
 use common::physical::filehash::{self, ContentHash, PieceDigest, PieceHasher, PIECE};
 use common::physical::filelist::{mtime_ns, ListedFile, Stored};
 use common::physical::incremental::{self, ChangedPages, PAGE_SIZE};
 use common::physical::page;
+use common::wal::blocks::{ChangedBlocks, FileChanges};
 
 use super::Found;
 use crate::reference::Reference;
@@ -97,6 +98,7 @@ pub fn spawn<'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     found: &'scope [Found],
     reference: Option<&'scope Reference>,
+    wal: Option<&'scope ChangedBlocks>,
     verify: Option<Verify>,
     jobs: usize,
 ) -> Vec<Option<Receiver<Piece>>> {
@@ -119,7 +121,7 @@ pub fn spawn<'scope>(
                 common::interrupt::checkpoint();
                 let item = &found[index];
                 let verify = verify.filter(|_| item.first_block.is_some());
-                if let Err(e) = read_one(item, reference, verify, jobs, &tx) {
+                if let Err(e) = read_one(item, reference, wal, verify, jobs, &tx) {
                     // The writer has stopped listening (it failed): nothing more to do.
                     if tx.send(Piece::Failed(e)).is_err() {
                         return;
@@ -135,6 +137,7 @@ pub fn spawn<'scope>(
 fn read_one(
     item: &Found,
     reference: Option<&Reference>,
+    wal: Option<&ChangedBlocks>,
     verify: Option<Verify>,
     jobs: usize,
     tx: &SyncSender<Piece>,
@@ -157,6 +160,16 @@ fn read_one(
         stored,
     };
     let before = reference.and_then(|r| r.files.get(&item.rel).map(|f| (r.start_lsn, f)));
+    // From the WAL: the file's changed blocks, or that it changed whole.
+    let from_wal = wal
+        .zip(relation_node(&item.rel))
+        .map(|(wal, (node, segment))| {
+            wal.in_file(
+                node,
+                segment * page::BLOCKS_PER_SEGMENT,
+                page::BLOCKS_PER_SEGMENT,
+            )
+        });
     match before {
         Some((_, old)) if old.size == size && old.mtime_ns == mtime => {
             send(
@@ -178,7 +191,9 @@ fn read_one(
             )
         }
         Some((since, old))
-            if item.class == PathClass::RelationMain && size.is_multiple_of(PAGE_SIZE as u64) =>
+            if item.class == PathClass::RelationMain
+                && size.is_multiple_of(PAGE_SIZE as u64)
+                && from_wal != Some(FileChanges::Whole) =>
         {
             let Some(file) = open_unless_gone(&item.abs)? else {
                 return gone(tx);
@@ -190,7 +205,13 @@ fn read_one(
                 first_block: item.first_block,
                 threads: jobs,
             };
-            send_pages(tx, &file, item, size, &pages, listed(Stored::Pages))
+            let picked = match from_wal {
+                Some(FileChanges::Blocks { blocks, from }) => {
+                    pages.pick_from_wal(&file, size, &blocks, from)?
+                }
+                _ => pages.scan(&file, size)?,
+            };
+            send_pages(tx, &file, item, picked, listed(Stored::Pages))
         }
         _ => {
             let Some(file) = open_unless_gone(&item.abs)? else {
@@ -261,6 +282,14 @@ struct Pages {
     threads: usize,
 }
 
+/// The pages of a relation file an incremental member stores, and the file's hash when the
+/// whole file was read.
+struct Picked {
+    changed: ChangedPages,
+    hash: Option<String>,
+    bad_blocks: Vec<u32>,
+}
+
 /// What one piece of a relation file gives its incremental member.
 struct PieceScan {
     digest: PieceDigest,
@@ -270,8 +299,74 @@ struct PieceScan {
 }
 
 impl Pages {
+    /// Whether the page `block`, read as `page`, goes into the member: newer than the
+    /// reference, past its old size, or all-zero (new, never written).
+    fn changed(&self, block: u64, page: &[u8]) -> bool {
+        let lsn = incremental::page_lsn(page);
+        lsn > self.since || lsn == Lsn(0) || block >= self.old_size / PAGE_SIZE as u64
+    }
+
+    /// Reads the whole file, its pieces on up to `threads` threads: the changed pages and
+    /// the file's hash.
+    fn scan(&self, file: &File, size: u64) -> io::Result<Picked> {
+        let scans = self.scan_pieces(file, size)?;
+        let hash = filehash::from_digests(scans.iter().map(|scan| &scan.digest));
+        let mut picked = Picked {
+            changed: ChangedPages {
+                file_size: size,
+                blocks: Vec::new(),
+            },
+            hash: Some(hash),
+            bad_blocks: Vec::new(),
+        };
+        for scan in scans {
+            picked.changed.blocks.extend(scan.changed);
+            picked.bad_blocks.extend(scan.bad_blocks);
+        }
+        Ok(picked)
+    }
+
+    /// Reads only the blocks the WAL changed (`blocks`, sorted), every block from `from` on
+    /// and the blocks past the old size, keeping those [`Pages::changed`] keeps as a scan
+    /// would. The file is not read whole, so it gets no hash (a delta restore compares it
+    /// with an earlier link's).
+    fn pick_from_wal(
+        &self,
+        file: &File,
+        size: u64,
+        blocks: &[u32],
+        from: Option<u32>,
+    ) -> io::Result<Picked> {
+        let count = size / PAGE_SIZE as u64;
+        let tail = (self.old_size / PAGE_SIZE as u64).min(from.map_or(u64::MAX, u64::from));
+        let listed = blocks
+            .iter()
+            .map(|&b| u64::from(b))
+            .take_while(|&b| b < tail.min(count));
+        let mut picked = Picked {
+            changed: ChangedPages {
+                file_size: size,
+                blocks: Vec::new(),
+            },
+            hash: None,
+            bad_blocks: Vec::new(),
+        };
+        read_blocks(file, listed.chain(tail..count), |block, page| {
+            if self.changed(block, page) {
+                picked.changed.blocks.push(block as u32);
+            }
+            if let (Some(verify), Some(first_block)) = (self.verify, self.first_block) {
+                let offset = block * PAGE_SIZE as u64;
+                let bad = verify.bad_blocks(file, page, offset, first_block)?;
+                picked.bad_blocks.extend(bad);
+            }
+            Ok(())
+        })?;
+        Ok(picked)
+    }
+
     /// Scans every piece of the file (`size` bytes), on up to `threads` threads.
-    fn scan(&self, file: &File, size: u64) -> io::Result<Vec<PieceScan>> {
+    fn scan_pieces(&self, file: &File, size: u64) -> io::Result<Vec<PieceScan>> {
         let count = size.div_ceil(PIECE as u64) as usize;
         let threads = self.threads.clamp(1, count.max(1));
         if threads == 1 {
@@ -310,7 +405,6 @@ impl Pages {
         index: usize,
         chunk: &mut [u8],
     ) -> io::Result<PieceScan> {
-        let old_blocks = self.old_size / PAGE_SIZE as u64;
         let start = index as u64 * PIECE as u64;
         let end = size.min(start + PIECE as u64);
         let mut scan = PieceScan {
@@ -325,8 +419,7 @@ impl Pages {
             read_full_at(file, &mut chunk[..want], offset)?;
             let blocks = (offset / PAGE_SIZE as u64..).zip(chunk[..want].chunks(PAGE_SIZE));
             for (block, page) in blocks {
-                let lsn = incremental::page_lsn(page);
-                if lsn > self.since || lsn == Lsn(0) || block >= old_blocks {
+                if self.changed(block, page) {
                     scan.changed.push(block as u32);
                 }
             }
@@ -342,28 +435,20 @@ impl Pages {
     }
 }
 
-/// The pages of a relation file that [`Pages`] picks, as an incremental member: a first pass
-/// reads the file (its pieces in parallel) to pick the pages and hash it, a second reads the
-/// picked pages again.
+/// The pages of a relation file that [`Pages`] picked, as an incremental member (read again:
+/// the picking kept only their numbers).
 fn send_pages(
     tx: &SyncSender<Piece>,
     file: &File,
     item: &Found,
-    size: u64,
-    pages: &Pages,
+    picked: Picked,
     listed: ListedFile,
 ) -> io::Result<()> {
-    let scans = pages.scan(file, size)?;
-    let hash = filehash::from_digests(scans.iter().map(|scan| &scan.digest));
-    let mut changed = ChangedPages {
-        file_size: size,
-        blocks: Vec::new(),
-    };
-    let mut bad_blocks = Vec::new();
-    for scan in scans {
-        changed.blocks.extend(scan.changed);
-        bad_blocks.extend(scan.bad_blocks);
-    }
+    let Picked {
+        changed,
+        hash,
+        bad_blocks,
+    } = picked;
     let mut head = Vec::with_capacity(CHUNK);
     changed.write_header(&mut head)?;
     send(
@@ -377,31 +462,61 @@ fn send_pages(
         }),
     )?;
     let mut out = head;
-    let mut page = vec![0; PAGE_SIZE];
-    for &number in &changed.blocks {
-        read_full_at(file, &mut page, u64::from(number) * PAGE_SIZE as u64)?;
-        out.extend_from_slice(&page);
+    let blocks = changed.blocks.iter().map(|&b| u64::from(b));
+    read_blocks(file, blocks, |_, page| {
+        out.extend_from_slice(page);
         if out.len() >= CHUNK {
             send(
                 tx,
                 Piece::Data(std::mem::replace(&mut out, Vec::with_capacity(CHUNK))),
             )?;
         }
-    }
+        Ok(())
+    })?;
     if !out.is_empty() {
         send(tx, Piece::Data(out))?;
     }
-    send(
-        tx,
-        Piece::End {
-            hash: Some(hash),
-            bad_blocks,
-        },
-    )
+    send(tx, Piece::End { hash, bad_blocks })
 }
 
 fn listed_secs(listed: &ListedFile) -> u64 {
     (listed.mtime_ns / 1_000_000_000).max(0) as u64
+}
+
+/// Pages per read of consecutive blocks.
+const RUN: usize = 32;
+
+/// Reads `blocks` (ascending) of `file`, consecutive ones [`RUN`] pages at a time, and hands
+/// each page to `each` in order (past the file's end, zeros).
+fn read_blocks(
+    file: &File,
+    blocks: impl Iterator<Item = u64>,
+    mut each: impl FnMut(u64, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut buf = vec![0; RUN * PAGE_SIZE];
+    let (mut first, mut len) = (0u64, 0usize);
+    let mut flush = |first: u64, len: usize| -> io::Result<()> {
+        let bytes = &mut buf[..len * PAGE_SIZE];
+        read_full_at(file, bytes, first * PAGE_SIZE as u64)?;
+        for (i, page) in bytes.chunks_exact(PAGE_SIZE).enumerate() {
+            each(first + i as u64, page)?;
+        }
+        Ok(())
+    };
+    for block in blocks {
+        if len > 0 && (len == RUN || first + len as u64 != block) {
+            flush(first, len)?;
+            len = 0;
+        }
+        if len == 0 {
+            first = block;
+        }
+        len += 1;
+    }
+    if len > 0 {
+        flush(first, len)?;
+    }
+    Ok(())
 }
 
 fn open_unless_gone(path: &Path) -> io::Result<Option<File>> {
@@ -478,7 +593,9 @@ mod tests {
                 first_block: Some(0),
                 threads,
             };
-            let scans = pages.scan(&File::open(file.path()).unwrap(), size).unwrap();
+            let scans = pages
+                .scan_pieces(&File::open(file.path()).unwrap(), size)
+                .unwrap();
             let hash = filehash::from_digests(scans.iter().map(|s| &s.digest));
             let changed: Vec<u32> = scans.into_iter().flat_map(|s| s.changed).collect();
             (changed, hash)
@@ -493,5 +610,62 @@ mod tests {
         let mut whole = ContentHash::default();
         whole.update(&std::fs::read(file.path()).unwrap());
         assert_eq!(hash, whole.finish());
+    }
+
+    #[test]
+    fn pages_picked_from_the_wal_are_the_scans_pages_among_those_the_wal_names() {
+        let blocks = 3000u64;
+        let file = relation(blocks, |b| {
+            if b % 100 == 3 {
+                0x2_0000_0000
+            } else if b % 50 == 0 {
+                0
+            } else {
+                0x1_0000_0000
+            }
+        });
+        let size = blocks * PAGE_SIZE as u64;
+        let pages = Pages {
+            old_size: size - 10 * PAGE_SIZE as u64,
+            since: Lsn(0x1_8000_0000),
+            verify: None,
+            first_block: Some(0),
+            threads: 2,
+        };
+        let file = File::open(file.path()).unwrap();
+        let scan = pages.scan(&file, size).unwrap();
+        assert!(scan.hash.is_some());
+        // The WAL names every changed page, and some unchanged ones (kept out by their LSN).
+        let named: Vec<u32> = (0..blocks as u32)
+            .filter(|b| b % 100 == 3 || b % 7 == 0)
+            .collect();
+        let wal = pages.pick_from_wal(&file, size, &named, None).unwrap();
+        let expected: Vec<u32> = scan
+            .changed
+            .blocks
+            .iter()
+            .copied()
+            .filter(|b| named.contains(b) || u64::from(*b) >= blocks - 10)
+            .collect();
+        assert_eq!(wal.changed.blocks, expected);
+        assert_eq!(wal.changed.file_size, size);
+        assert!(wal.hash.is_none(), "not read whole: no hash");
+        // Truncated at block 2000 since: every block from there on is read.
+        let from = pages
+            .pick_from_wal(&file, size, &named, Some(2000))
+            .unwrap();
+        let tail: Vec<u32> = scan
+            .changed
+            .blocks
+            .iter()
+            .copied()
+            .filter(|&b| b >= 2000)
+            .collect();
+        assert!(from.changed.blocks.ends_with(&tail));
+        assert!(from
+            .changed
+            .blocks
+            .iter()
+            .any(|&b| b >= 2000 && b % 50 == 0 && b % 100 != 3));
     }
 }

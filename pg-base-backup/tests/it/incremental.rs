@@ -5,6 +5,7 @@ use common::physical::filelist::{self, Stored};
 use common::physical::{BackupType, CaptureMethod, PhysicalDetails};
 use common::repo::{Kind, Repository};
 use common::storage::Location;
+use common::wal::{segment_name, segno_of, DEFAULT_SEGMENT_SIZE};
 use test_support::os_user::db_tempdir;
 use test_support::pg::{archiving_options, PgCluster};
 
@@ -203,4 +204,132 @@ fn data_checksums_are_verified_and_a_damaged_page_fails_the_run_but_keeps_the_ba
     let damaged = details(&repo, json["id"].as_str().unwrap());
     assert_eq!(damaged.checksum_failures.len(), 1);
     assert_eq!(damaged.checksum_failures[0].blocks, vec![2]);
+}
+
+/// The pages a diff stores are the same whether they are found by reading the changed files
+/// whole (scan), from the block summaries `wal-archive push` stored beside each segment, or
+/// by decoding the WAL when the summaries are gone; and `--changed-pages wal` fails with a
+/// clear error where `auto` falls back to a scan when the WAL cannot be read.
+#[test]
+fn pages_found_by_scan_by_wal_summaries_and_by_decoding_the_wal_agree() {
+    let backups = db_tempdir("bb-incr-");
+    let pg = PgCluster::start_with(archiving_options(backups.path()));
+    pg.psql(
+        "CREATE TABLE t (id int PRIMARY KEY, v text) WITH (fillfactor = 100, autovacuum_enabled = off);
+         INSERT INTO t SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 100000) g;
+         CREATE TABLE gone WITH (autovacuum_enabled = off) AS SELECT g FROM generate_series(1, 50000) g;
+         CHECKPOINT",
+    );
+    pg.switch_wal_and_wait_archived();
+    typed(&pg, backups.path(), "full");
+    // Updates spread over the table, a table truncated at its end by VACUUM, a new table.
+    pg.psql(
+        "UPDATE t SET v = 'changed' WHERE id % 97 = 0;
+         DELETE FROM gone WHERE g > 20000; VACUUM gone;
+         CREATE TABLE fresh AS SELECT g FROM generate_series(1, 1000) g;
+         CHECKPOINT",
+    );
+    pg.switch_wal_and_wait_archived();
+    let wal_dir = backups.path().join("wal");
+    let summaries = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&wal_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(".blocks.zst"))
+            .collect()
+    };
+    assert!(!summaries().is_empty(), "wal-archive push stores summaries");
+
+    let pgdata = pg.data_dir.display().to_string();
+    let diff = |picking: &str| {
+        summary(&base_backup(
+            &pg,
+            backups.path(),
+            &[
+                "--type",
+                "diff",
+                "--pgdata",
+                &pgdata,
+                "--changed-pages",
+                picking,
+            ],
+        ))
+    };
+    let scan = diff("scan");
+    let from_summaries = diff("wal");
+    for path in summaries() {
+        std::fs::remove_file(path).unwrap();
+    }
+    let decoded = diff("wal");
+    assert_eq!(scan["files"]["changed_pages_from"], "scan");
+    for json in [&from_summaries, &decoded] {
+        assert_eq!(json["files"]["changed_pages_from"], "wal", "{json}");
+        for field in ["changed_pages", "page_files", "whole_files"] {
+            assert_eq!(
+                json["files"][field], scan["files"][field],
+                "{field}: {json} vs {scan}"
+            );
+        }
+    }
+    assert!(
+        scan["files"]["changed_pages"].as_u64().unwrap() > 10,
+        "{scan}"
+    );
+
+    // The WAL since the full made unreadable: removed from the archive, and pg_wal's copies
+    // recycled by checkpoints after enough WAL.
+    pg.psql("CREATE TABLE filler AS SELECT g, md5(g::text) FROM generate_series(1, 300000) g; CHECKPOINT");
+    pg.switch_wal_and_wait_archived();
+    pg.psql("CHECKPOINT");
+    let full_start = {
+        let repo = Repository::open(&Location::Local(backups.path().into())).unwrap();
+        let sets = repo.complete_sets(Kind::Base).unwrap();
+        let first = sets.first().unwrap().manifest().cloned().unwrap();
+        PhysicalDetails::from_manifest(&first).unwrap().start_lsn
+    };
+    let first_name = segment_name(
+        1,
+        segno_of(full_start, DEFAULT_SEGMENT_SIZE),
+        DEFAULT_SEGMENT_SIZE,
+    );
+    let removed: Vec<_> = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&first_name)
+        })
+        .collect();
+    assert!(!removed.is_empty(), "{first_name} archived");
+    for path in &removed {
+        std::fs::remove_file(path).unwrap();
+    }
+    let _ = std::fs::remove_file(pg.data_dir.join("pg_wal").join(&first_name));
+    let out = base_backup(
+        &pg,
+        backups.path(),
+        &[
+            "--type",
+            "diff",
+            "--pgdata",
+            &pgdata,
+            "--changed-pages",
+            "wal",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot find the changed pages in the WAL") && stderr.contains(&first_name),
+        "{stderr}"
+    );
+    let auto = diff("auto");
+    assert_eq!(auto["files"]["changed_pages_from"], "scan", "{auto}");
 }

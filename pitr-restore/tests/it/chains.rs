@@ -17,13 +17,29 @@ pub fn dumpall(server: &Endpoint) -> String {
 }
 
 /// A base backup of the source read from its data directory (the WAL archive must exist
-/// first: a segment is archived).
-pub fn backup(src: &Source, kind: &str) -> serde_json::Value {
+/// first: a segment is archived), a diff or incr finding its pages as `--changed-pages`
+/// `picking` says.
+pub fn backup_picking(src: &Source, kind: &str, picking: &str) -> serde_json::Value {
     src.pg.switch_wal_and_wait_archived();
     let pgdata = src.pg.data_dir.display().to_string();
-    let summary = src.base_backup(&["--type", kind, "--pgdata", &pgdata]);
+    let summary = src.base_backup(&[
+        "--type",
+        kind,
+        "--pgdata",
+        &pgdata,
+        "--changed-pages",
+        picking,
+    ]);
     assert_eq!(summary["backup_type"], kind, "{summary}");
+    if kind != "full" && picking != "auto" {
+        assert_eq!(summary["files"]["changed_pages_from"], picking, "{summary}");
+    }
     summary
+}
+
+/// [`backup_picking`] with the default picking.
+pub fn backup(src: &Source, kind: &str) -> serde_json::Value {
+    backup_picking(src, kind, "auto")
 }
 
 pub fn id(summary: &serde_json::Value) -> String {
@@ -58,11 +74,26 @@ fn check_pages(server: &Endpoint) {
 
 #[test]
 fn restores_inside_each_interval_of_a_full_incr_diff_incr_chain_equal_the_source() {
+    restores_inside_each_interval_equal_the_source("scan");
+}
+
+/// The same chain with every diff and incr finding its pages from the WAL: only the pages
+/// the WAL names are read, and every restore still equals the source.
+#[test]
+fn a_chain_whose_pages_were_found_from_the_wal_restores_the_source_at_every_point() {
+    restores_inside_each_interval_equal_the_source("wal");
+}
+
+/// full -> incr -> diff -> incr, with updates, a dropped and a new table, a database copied
+/// from a template, a relation truncated by VACUUM then extended again, restored to a
+/// point inside each interval.
+fn restores_inside_each_interval_equal_the_source(picking: &str) {
     let src = Source::start();
     pgbench_init(&src, "1");
     src.pg
         .psql("CREATE TABLE still AS SELECT g, md5(g::text) AS v FROM generate_series(1, 20000) g");
     let full = backup(&src, "full");
+    let backup = |src: &Source, kind: &str| backup_picking(src, kind, picking);
 
     touch_one_percent(&src, 1);
     src.pg.psql("SELECT pg_create_restore_point('chain_p1')");
@@ -76,6 +107,12 @@ fn restores_inside_each_interval_of_a_full_incr_diff_incr_chain_equal_the_source
     touch_one_percent(&src, 2);
     src.pg.psql(
         "DROP TABLE pgbench_history; CREATE TABLE fresh AS SELECT g, repeat('x', 50) AS pad FROM generate_series(1, 5000) g",
+    );
+    // A database made by copying its template's files (their pages keep the template's
+    // LSNs), and a table emptied at its end, truncated by VACUUM, then filled again.
+    src.pg.psql("CREATE DATABASE copied STRATEGY FILE_COPY");
+    src.pg.psql(
+        "DELETE FROM still WHERE g > 15000; VACUUM still; INSERT INTO still SELECT g, 'again' FROM generate_series(15001, 17000) g",
     );
     src.pg.psql("SELECT pg_create_restore_point('chain_p2')");
     let at_p2 = dumpall(&src.pg);

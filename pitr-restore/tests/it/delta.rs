@@ -10,7 +10,7 @@ use std::process::Output;
 use test_support::os_user::db_tempdir;
 use test_support::pg::PgCluster;
 
-use crate::chains::{backup, dumpall, id, pgbench_init, touch_one_percent};
+use crate::chains::{backup, backup_picking, dumpall, id, pgbench_init, touch_one_percent};
 use crate::{Restore, Source};
 
 fn stderr(out: &Output) -> String {
@@ -207,7 +207,9 @@ fn delta_by_timestamp_reads_only_files_whose_time_changed_and_plain_delta_reads_
     let since_epoch = listed_mtime.duration_since(std::time::UNIX_EPOCH).unwrap();
     assert_ne!(since_epoch.subsec_nanos(), 0, "nanoseconds kept");
     touch_one_percent(&src, 1);
-    let incr = id(&backup(&src, "incr"));
+    // Pages found by a scan: each file the incr stores has its hash (see the next test for
+    // pages found from the WAL).
+    let incr = id(&backup_picking(&src, "incr", "scan"));
     src.pg.switch_wal_and_wait_archived();
     let fresh = Restore::in_tempdir();
     let (_, fresh_server) = fresh.ok(src.backups.path(), &[]);
@@ -289,4 +291,53 @@ fn delta_by_timestamp_reads_only_files_whose_time_changed_and_plain_delta_reads_
     // --delta-by-timestamp alone is a usage error.
     let out = a.run_only(src.backups.path(), &["--delta-by-timestamp"], false);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// An incr whose pages were found from the WAL stores no hash of its page files (they were
+/// not read whole): a delta restore into the full's restore applies only the incr's pages;
+/// into a directory already at the incr's state it cannot tell that state by hash and
+/// rewrites those files from the full and the incr. Both end as a fresh restore.
+#[test]
+fn a_delta_restore_over_pages_found_from_the_wal_compares_with_the_full() {
+    let src = Source::start();
+    pgbench_init(&src, "1");
+    let full = id(&backup(&src, "full"));
+    touch_one_percent(&src, 1);
+    let incr = backup_picking(&src, "incr", "wal");
+    assert!(incr["files"]["page_files"].as_u64().unwrap() >= 1, "{incr}");
+    let incr = id(&incr);
+    src.pg.switch_wal_and_wait_archived();
+    let fresh = Restore::in_tempdir();
+    let (_, fresh_server) = fresh.ok(src.backups.path(), &[]);
+    let expected = dumpall(&fresh_server);
+    drop(fresh_server);
+
+    let a = Restore::in_tempdir();
+    let out = a.run_only(
+        src.backups.path(),
+        &["--backup-id", &full, "--target", "immediate"],
+        false,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = a.run_only(src.backups.path(), &["--delta"], false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json = crate::last_json(&out);
+    assert_eq!(
+        json["delta"]["sets_read"],
+        serde_json::json!([&incr]),
+        "at the full's state: the incr's pages only: {json}"
+    );
+    let out = a.run_only(src.backups.path(), &["--delta"], false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json = crate::last_json(&out);
+    assert_eq!(
+        json["delta"]["sets_read"],
+        serde_json::json!([&full, &incr]),
+        "at the incr's state, unhashed: from the full again: {json}"
+    );
+    let (_, server) = a.ok(src.backups.path(), &["--delta"]);
+    assert!(
+        dumpall(&server) == expected,
+        "pg_dumpall after the delta restores differs from a fresh restore's"
+    );
 }

@@ -167,15 +167,17 @@ fn file_list_note(
         ));
     }
     let hashes = filelist::load_hashes(repo, set, m, identities).map_err(|e| format!("{e:#}"))?;
+    // A file stored whole is always hashed; one stored as pages is not when its pages were
+    // found from the WAL (not read whole): a delta restore compares it with an earlier link.
     let unhashed: Vec<&str> = list
         .files
         .iter()
-        .filter(|f| f.stored != Stored::Unchanged && !hashes.contains_key(&f.path))
+        .filter(|f| f.stored == Stored::Whole && !hashes.contains_key(&f.path))
         .map(|f| f.path.as_str())
         .collect();
     if let Some(first) = unhashed.first() {
         return Err(format!(
-            "{HASHES} of set {} has no hash of {} stored file(s), e.g. {first}: a delta restore cannot compare them",
+            "{HASHES} of set {} has no hash of {} file(s) stored whole, e.g. {first}: a delta restore cannot compare them",
             set.id,
             unhashed.len()
         )

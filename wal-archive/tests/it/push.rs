@@ -117,3 +117,68 @@ fn not_a_wal_file_name_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a WAL file name"));
 }
+
+/// Every full segment pushed gets its block summary beside it: read back, it names the
+/// blocks of a table the segment's records wrote; listings of the archive do not show it, and
+/// expiring the segment removes it.
+#[test]
+fn a_pushed_segment_gets_a_block_summary_that_expires_with_it() {
+    let a = Archived::start();
+    let table = a.pg.psql("SELECT pg_relation_filenode('t1')");
+    let archive = WalArchive::new(&crate::local_repo(a.backups.path()));
+    let segments = a.segments();
+    let mut with_t1 = 0;
+    for segment in &segments {
+        assert!(
+            a.backups
+                .path()
+                .join(format!("wal/{}.blocks.zst", segment.name))
+                .is_file(),
+            "{} has a summary",
+            segment.name
+        );
+        let summary = archive.summary(&segment.name).unwrap().expect("a summary");
+        assert!(summary.changed.records > 0);
+        let node = common::wal::blocks::RelFileNode {
+            spc: 1663,
+            db: a
+                .pg
+                .psql("SELECT oid FROM pg_database WHERE datname = current_database()")
+                .parse()
+                .unwrap(),
+            rel: table.parse().unwrap(),
+        };
+        if let common::wal::blocks::FileChanges::Blocks { blocks, from } =
+            summary.changed.in_file(node, 0, 131072)
+        {
+            if !blocks.is_empty() || from.is_some() {
+                with_t1 += 1;
+            }
+        }
+    }
+    assert!(with_t1 >= 1, "a summary names t1's blocks");
+    assert!(archive
+        .list()
+        .unwrap()
+        .iter()
+        .all(|f| !f.name.contains("blocks")));
+
+    let last = segments.last().unwrap();
+    let segno = last.kind.segno(common::wal::DEFAULT_SEGMENT_SIZE).unwrap();
+    let gone = archive
+        .expire_before(segno, common::wal::DEFAULT_SEGMENT_SIZE, false)
+        .unwrap();
+    assert!(gone.iter().all(|name| !name.contains("blocks")), "{gone:?}");
+    for segment in &segments {
+        let summary = a
+            .backups
+            .path()
+            .join(format!("wal/{}.blocks.zst", segment.name));
+        assert_eq!(
+            summary.is_file(),
+            segment.name == last.name,
+            "{}",
+            segment.name
+        );
+    }
+}
