@@ -223,12 +223,9 @@ fn pages_found_by_scan_by_wal_summaries_and_by_decoding_the_wal_agree() {
     pg.switch_wal_and_wait_archived();
     typed(&pg, backups.path(), "full");
     // Updates spread over the table, a table truncated at its end by VACUUM, a new table.
-    pg.psql(
-        "UPDATE t SET v = 'changed' WHERE id % 97 = 0;
-         DELETE FROM gone WHERE g > 20000; VACUUM gone;
-         CREATE TABLE fresh AS SELECT g FROM generate_series(1, 1000) g;
-         CHECKPOINT",
-    );
+    pg.psql("UPDATE t SET v = 'changed' WHERE id % 97 = 0; DELETE FROM gone WHERE g > 20000");
+    pg.psql("VACUUM gone");
+    pg.psql("CREATE TABLE fresh AS SELECT g FROM generate_series(1, 1000) g; CHECKPOINT");
     pg.switch_wal_and_wait_archived();
     let wal_dir = backups.path().join("wal");
     let summaries = || -> Vec<std::path::PathBuf> {

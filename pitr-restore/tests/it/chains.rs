@@ -111,9 +111,10 @@ fn restores_inside_each_interval_equal_the_source(picking: &str) {
     // A database made by copying its template's files (their pages keep the template's
     // LSNs), and a table emptied at its end, truncated by VACUUM, then filled again.
     src.pg.psql("CREATE DATABASE copied STRATEGY FILE_COPY");
-    src.pg.psql(
-        "DELETE FROM still WHERE g > 15000; VACUUM still; INSERT INTO still SELECT g, 'again' FROM generate_series(15001, 17000) g",
-    );
+    src.pg.psql("DELETE FROM still WHERE g > 15000");
+    src.pg.psql("VACUUM still");
+    src.pg
+        .psql("INSERT INTO still SELECT g, 'again' FROM generate_series(15001, 17000) g");
     src.pg.psql("SELECT pg_create_restore_point('chain_p2')");
     let at_p2 = dumpall(&src.pg);
     let diff = backup(&src, "diff");

@@ -106,6 +106,7 @@ fn missing_wal_segment_fails_continuity() {
                 && name[..24].chars().all(|c| c.is_ascii_hexdigit())
                 && !name.contains(".backup")
                 && !name.contains(".partial")
+                && !name.contains(".blocks")
         })
         .collect();
     segments.sort();
