@@ -90,10 +90,11 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub pgdata: Option<PathBuf>,
     /// How a diff or incr finds the changed pages of a changed relation file: from the WAL
-    /// since its reference (only those pages are read; the segments come from the data
-    /// directory's pg_wal or the archive), or by reading the file whole for its page LSNs
-    /// (scan). auto reads the WAL when it is less than half the changed files' size, and
-    /// scans when the WAL cannot be read.
+    /// since its reference (only those pages are read; each segment's block summary stored
+    /// by wal-archive push, else the segment decoded from the data directory's pg_wal or the
+    /// archive), or by reading the file whole for its page LSNs (scan). auto reads the WAL
+    /// unless that costs more than half of reading the changed files, and scans when the WAL
+    /// cannot be read.
     #[arg(long, value_enum, default_value_t = datadir::PagePicking::Auto)]
     pub changed_pages: datadir::PagePicking,
 }

@@ -7,6 +7,7 @@
 //! they are read are rewritten by WAL replay from their full-page images). The WAL always
 //! goes to the archive.
 
+mod pages;
 mod read;
 mod wal;
 

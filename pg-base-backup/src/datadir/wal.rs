@@ -25,8 +25,9 @@ use crate::reference::Reference;
 /// `--changed-pages`: how a diff or incr finds the changed pages of a relation file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PagePicking {
-    /// From the WAL when it is smaller than half the changed relation files, else by a scan;
-    /// a scan too when the WAL cannot be read (said in a warning).
+    /// From the WAL unless reading it costs more than half of reading the changed relation
+    /// files (a segment summarized by `wal-archive push` costs little, one to decode its
+    /// size), else by a scan; a scan too when the WAL cannot be read (said in a warning).
     Auto,
     /// From the WAL; the backup fails when it cannot be read.
     Wal,
@@ -53,21 +54,11 @@ pub fn pick(
     segment_size: u64,
 ) -> anyhow::Result<Option<ChangedBlocks>> {
     let (timeline, start) = range;
-    let wal_bytes = start.0.saturating_sub(reference.start_lsn.0);
-    if picking == PagePicking::Scan {
-        return Ok(None);
-    }
-    if picking == PagePicking::Auto {
-        let changed = changed_relation_bytes(found, reference);
-        if wal_bytes.saturating_mul(2) > changed {
-            tracing::info!(
-                "finding the changed pages by reading the changed relation files ({} MiB): the WAL since the reference is {} MiB",
-                changed >> 20,
-                wal_bytes >> 20
-            );
-            return Ok(None);
-        }
-    }
+    let budget = match picking {
+        PagePicking::Scan => return Ok(None),
+        PagePicking::Wal => None,
+        PagePicking::Auto => Some(changed_relation_bytes(found, reference) / 2),
+    };
     let began = Instant::now();
     let wal = Wal {
         pgdata,
@@ -75,7 +66,11 @@ pub fn pick(
         timeline,
         segment_size,
     };
-    match wal.changes(reference.start_lsn, start) {
+    match wal.changes(reference.start_lsn, start, budget) {
+        Err(e) if e.is::<OverBudget>() => {
+            tracing::info!("finding the changed pages by reading the changed relation files: {e}");
+            Ok(None)
+        }
         Ok((changed, summarized)) => {
             tracing::info!(
                 "changed pages found in {} MiB of WAL ({} records; {summarized} segments of {} from their summaries) in {:.0?}",
@@ -116,6 +111,14 @@ fn segments_between(from: Lsn, to: Lsn, segment_size: u64) -> u64 {
     to.0 / segment_size - from.0 / segment_size + 1
 }
 
+/// What reading a segment's summary counts for against the budget of [`Wal::changes`].
+const SUMMARY_COST: u64 = 256 << 10;
+
+/// Reading the WAL would cost more than reading the changed files.
+#[derive(Debug, thiserror::Error)]
+#[error("the WAL since the reference would cost more to read than half of the changed relation files ({} MiB)", .0 >> 20)]
+struct OverBudget(u64);
+
 /// Where the WAL of the backup's timeline is read from.
 struct Wal<'a> {
     pgdata: &'a Path,
@@ -127,11 +130,26 @@ struct Wal<'a> {
 impl Wal<'_> {
     /// What the records from `from` up to `to` changed, and how many segments' summaries
     /// (made by `wal-archive push`) gave it; a segment without one (not archived yet, or
-    /// archived by another tool) is decoded, the segment being written up to `to`.
-    fn changes(&self, from: Lsn, to: Lsn) -> anyhow::Result<(ChangedBlocks, u64)> {
+    /// archived by another tool) is decoded, the segment being written up to `to`. With a
+    /// `budget` (bytes), an [`OverBudget`] error as soon as the summaries read and the
+    /// segments to decode cost more.
+    fn changes(
+        &self,
+        from: Lsn,
+        to: Lsn,
+        budget: Option<u64>,
+    ) -> anyhow::Result<(ChangedBlocks, u64)> {
         let (first, last) = (from.0 / self.segment_size, to.0 / self.segment_size);
         let mut changed = ChangedBlocks::default();
         let mut summarized = 0;
+        let mut spent = 0u64;
+        let mut spend = |cost: u64| -> anyhow::Result<()> {
+            spent += cost;
+            match budget {
+                Some(budget) if spent > budget => Err(OverBudget(budget * 2).into()),
+                _ => Ok(()),
+            }
+        };
         for segno in first..=last {
             let name = segment_name(self.timeline, segno, self.segment_size);
             let stored = if segno < last {
@@ -144,11 +162,14 @@ impl Wal<'_> {
             };
             let summary = match stored {
                 Some(summary) => {
+                    spend(SUMMARY_COST)?;
                     summarized += 1;
                     summary
                 }
                 None => {
                     let until = (segno == last).then_some(to);
+                    let bytes = until.map_or(self.segment_size, |u| u.0 % self.segment_size);
+                    spend(bytes)?;
                     blocks::summarize_stream(self.open(segno)?, segno, self.segment_size, until)
                         .with_context(|| format!("cannot decode WAL segment {name}"))?
                 }

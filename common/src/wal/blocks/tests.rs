@@ -1,6 +1,8 @@
 //! Synthetic WAL laid out as PostgreSQL 15 writes it (page headers, records split across
 //! pages and segments, CRC-32C), decoded back.
 
+use super::reader::*;
+use super::record::*;
 use super::*;
 
 const SEGMENT: u64 = 64 * 1024;
