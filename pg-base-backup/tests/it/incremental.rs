@@ -238,8 +238,8 @@ fn pages_found_by_scan_by_wal_summaries_and_by_decoding_the_wal_agree() {
     assert!(!summaries().is_empty(), "wal-archive push stores summaries");
 
     let pgdata = pg.data_dir.display().to_string();
-    let diff = |picking: &str| {
-        summary(&base_backup(
+    let run_diff = |picking: &str| {
+        base_backup(
             &pg,
             backups.path(),
             &[
@@ -250,8 +250,9 @@ fn pages_found_by_scan_by_wal_summaries_and_by_decoding_the_wal_agree() {
                 "--changed-pages",
                 picking,
             ],
-        ))
+        )
     };
+    let diff = |picking: &str| summary(&run_diff(picking));
     let scan = diff("scan");
     let from_summaries = diff("wal");
     for path in summaries() {
@@ -304,18 +305,7 @@ fn pages_found_by_scan_by_wal_summaries_and_by_decoding_the_wal_agree() {
         std::fs::remove_file(path).unwrap();
     }
     let _ = std::fs::remove_file(pg.data_dir.join("pg_wal").join(&first_name));
-    let out = base_backup(
-        &pg,
-        backups.path(),
-        &[
-            "--type",
-            "diff",
-            "--pgdata",
-            &pgdata,
-            "--changed-pages",
-            "wal",
-        ],
-    );
+    let out = run_diff("wal");
     assert_eq!(
         out.status.code(),
         Some(2),

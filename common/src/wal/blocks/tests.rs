@@ -41,6 +41,46 @@ impl Rec {
         }
     }
 
+    /// `XLOG_SMGR_TRUNCATE` of `rel` at `block`, of the forks `flags` names.
+    fn truncate(rel: u32, block: u32, flags: u32) -> Rec {
+        let mut main = block.to_le_bytes().to_vec();
+        push_node(&mut main, node(rel));
+        main.extend_from_slice(&flags.to_le_bytes());
+        Rec {
+            rmid: RM_SMGR_ID,
+            info: XLOG_SMGR_TRUNCATE,
+            blocks: vec![],
+            main,
+        }
+    }
+
+    /// `XLOG_SMGR_CREATE` of `rel`'s main fork.
+    fn create(rel: u32) -> Rec {
+        let mut main = Vec::new();
+        push_node(&mut main, node(rel));
+        main.extend_from_slice(&0u32.to_le_bytes());
+        Rec {
+            rmid: RM_SMGR_ID,
+            info: XLOG_SMGR_CREATE,
+            blocks: vec![],
+            main,
+        }
+    }
+
+    /// `XLOG_DBASE_CREATE_FILE_COPY` of database `db` in pg_default from template1.
+    fn file_copy(db: u32) -> Rec {
+        let main = [db, 1663, 1, 1663]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        Rec {
+            rmid: RM_DBASE_ID,
+            info: XLOG_DBASE_CREATE_FILE_COPY,
+            blocks: vec![],
+            main,
+        }
+    }
+
     fn bytes(&self) -> Vec<u8> {
         let mut headers = Vec::new();
         let mut data = Vec::new();
@@ -251,44 +291,11 @@ fn block_references_of_records_across_pages_and_segments_are_gathered_by_relatio
 fn created_truncated_and_copied_files_change_from_a_block_on_or_whole() {
     let mut wal = Wal::new();
     let first = wal.append(&Rec::blocks(vec![(node(1), 0, 50, 0)]));
-    let mut truncate = 40u32.to_le_bytes().to_vec();
-    push_node(&mut truncate, node(1));
-    truncate.extend_from_slice(&(SMGR_TRUNCATE_HEAP | 2).to_le_bytes());
-    wal.append(&Rec {
-        rmid: RM_SMGR_ID,
-        info: XLOG_SMGR_TRUNCATE,
-        blocks: vec![],
-        main: truncate,
-    });
+    wal.append(&Rec::truncate(1, 40, SMGR_TRUNCATE_HEAP | 2));
     // A truncation of the visibility map only leaves the main fork.
-    let mut vm_only = 10u32.to_le_bytes().to_vec();
-    push_node(&mut vm_only, node(2));
-    vm_only.extend_from_slice(&2u32.to_le_bytes());
-    wal.append(&Rec {
-        rmid: RM_SMGR_ID,
-        info: XLOG_SMGR_TRUNCATE,
-        blocks: vec![],
-        main: vm_only,
-    });
-    let mut create = Vec::new();
-    push_node(&mut create, node(3));
-    create.extend_from_slice(&0u32.to_le_bytes());
-    wal.append(&Rec {
-        rmid: RM_SMGR_ID,
-        info: XLOG_SMGR_CREATE,
-        blocks: vec![],
-        main: create,
-    });
-    let mut copy = Vec::new();
-    for v in [16400u32, 1663, 1, 1663] {
-        copy.extend_from_slice(&v.to_le_bytes());
-    }
-    wal.append(&Rec {
-        rmid: RM_DBASE_ID,
-        info: XLOG_DBASE_CREATE_FILE_COPY,
-        blocks: vec![],
-        main: copy,
-    });
+    wal.append(&Rec::truncate(2, 10, 2));
+    wal.append(&Rec::create(3));
+    wal.append(&Rec::file_copy(16400));
     let changed = wal.decode(first, wal.pos).unwrap();
     assert_eq!(blocks(&changed, 1), listed(&[50], Some(40)));
     assert_eq!(
@@ -420,25 +427,8 @@ fn segment_summaries_merged_equal_the_decoded_range() {
         (node(9), 0, 100, 2000),
     ]));
     // A truncation and a copied database in the next segment, then more records.
-    let mut truncate = 40u32.to_le_bytes().to_vec();
-    push_node(&mut truncate, node(2));
-    truncate.extend_from_slice(&SMGR_TRUNCATE_HEAP.to_le_bytes());
-    wal.append(&Rec {
-        rmid: RM_SMGR_ID,
-        info: XLOG_SMGR_TRUNCATE,
-        blocks: vec![],
-        main: truncate,
-    });
-    let mut copy = Vec::new();
-    for v in [16400u32, 1663, 1, 1663] {
-        copy.extend_from_slice(&v.to_le_bytes());
-    }
-    wal.append(&Rec {
-        rmid: RM_DBASE_ID,
-        info: XLOG_DBASE_CREATE_FILE_COPY,
-        blocks: vec![],
-        main: copy,
-    });
+    wal.append(&Rec::truncate(2, 40, SMGR_TRUNCATE_HEAP));
+    wal.append(&Rec::file_copy(16400));
     for i in 0..30u32 {
         wal.append(&Rec::blocks(vec![(node(5), 0, i, 6000)]));
     }
