@@ -135,8 +135,10 @@ pub fn capture(
         let receivers = read::spawn(
             scope,
             &found,
-            reference.as_ref(),
-            from_wal.as_ref(),
+            reference.as_ref().map(|reference| read::Against {
+                reference,
+                wal: from_wal.as_ref(),
+            }),
             verify,
             options.read_jobs,
         );

@@ -81,6 +81,14 @@ impl Verify {
     }
 }
 
+/// What a diff or incr compares each file with: its reference's list, and the blocks the
+/// WAL since the reference changed, when they were found from it.
+#[derive(Clone, Copy)]
+pub struct Against<'a> {
+    pub reference: &'a Reference,
+    pub wal: Option<&'a ChangedBlocks>,
+}
+
 /// The tar member of a file and its entry in the list.
 pub struct Member {
     /// The member's name: the file's path, or its incremental member name.
@@ -98,8 +106,7 @@ pub struct Member {
 pub fn spawn<'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     found: &'scope [Found],
-    reference: Option<&'scope Reference>,
-    wal: Option<&'scope ChangedBlocks>,
+    against: Option<Against<'scope>>,
     verify: Option<Verify>,
     jobs: usize,
 ) -> Vec<Option<Receiver<Piece>>> {
@@ -122,7 +129,7 @@ pub fn spawn<'scope>(
                 common::interrupt::checkpoint();
                 let item = &found[index];
                 let verify = verify.filter(|_| item.first_block.is_some());
-                if let Err(e) = read_one(item, reference, wal, verify, jobs, &tx) {
+                if let Err(e) = read_one(item, against, verify, jobs, &tx) {
                     // The writer has stopped listening (it failed): nothing more to do.
                     if tx.send(Piece::Failed(e)).is_err() {
                         return;
@@ -137,8 +144,7 @@ pub fn spawn<'scope>(
 /// Decides and reads one file; a send error means the writer is gone.
 fn read_one(
     item: &Found,
-    reference: Option<&Reference>,
-    wal: Option<&ChangedBlocks>,
+    against: Option<Against<'_>>,
     verify: Option<Verify>,
     jobs: usize,
     tx: &SyncSender<Piece>,
@@ -160,9 +166,16 @@ fn read_one(
         mtime_ns: mtime,
         stored,
     };
-    let before = reference.and_then(|r| r.files.get(&item.rel).map(|f| (r.start_lsn, f)));
+    let before = against.and_then(|a| {
+        let reference = a.reference;
+        reference
+            .files
+            .get(&item.rel)
+            .map(|f| (reference.start_lsn, f))
+    });
     // From the WAL: the file's changed blocks, or that it changed whole.
-    let from_wal = wal
+    let from_wal = against
+        .and_then(|a| a.wal)
         .zip(relation_node(&item.rel))
         .map(|(wal, (node, segment))| {
             wal.in_file(
