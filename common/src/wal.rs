@@ -256,6 +256,27 @@ impl WalArchive {
         Ok(None)
     }
 
+    /// An archived file by name, decrypted (with `BACKUP_ENCRYPTION_IDENTITY_FILE` when it is
+    /// encrypted) and decompressed, and where it is stored (for messages); `None` when it is
+    /// not archived.
+    pub fn open_plain(&self, name: &str) -> anyhow::Result<Option<(Box<dyn Read>, String)>> {
+        let opened = self
+            .open(name)
+            .with_context(|| format!("cannot read the WAL archive {}", self.describe()))?;
+        let Some((stored, key, compression)) = opened else {
+            return Ok(None);
+        };
+        let shown = self.store.describe(&key);
+        let encrypted = crate::encryption::is_encrypted_name(&key);
+        let identities = if encrypted {
+            crate::encryption::Identities::from_env()?
+        } else {
+            None
+        };
+        let plain = crate::encryption::reader(stored, encrypted, identities.as_ref(), &shown)?;
+        Ok(Some((compression.decoder(plain)?, shown)))
+    }
+
     /// Stores the block summary of segment `name` (in clear, like a base set's file list:
     /// relation and block numbers, no content), unless one is there already.
     pub fn put_summary(&self, name: &str, summary: &blocks::SegmentSummary) -> io::Result<()> {

@@ -11,9 +11,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use common::durable::AtomicFile;
-use common::encryption::{self, Identities};
 use common::storage::Location;
-use common::stream::Compression;
 use common::wal::{WalArchive, WalFile, DEFAULT_SEGMENT_SIZE};
 use common::{CodedError, Repository, Status};
 
@@ -50,11 +48,7 @@ pub fn fetch(
     }
     let repo = Repository::open(backup_dir).map_err(broken)?;
     let archive = WalArchive::new(&repo);
-    let opened = archive
-        .open(name)
-        .with_context(|| format!("cannot read the WAL archive {}", archive.describe()))
-        .map_err(broken)?;
-    let Some((stored, key, compression)) = opened else {
+    let Some((plain, shown)) = archive.open_plain(name).map_err(broken)? else {
         if !no_archive_is_empty && !archive.exists().map_err(|e| broken(e.into()))? {
             return Err(broken(anyhow::anyhow!(
                 "WAL archive {} does not exist (check --backup-dir / BACKUP_DIR)",
@@ -63,28 +57,12 @@ pub fn fetch(
         }
         return Err(CodedError::new(1, anyhow::anyhow!("{name} is not in the archive")).into());
     };
-    let shown = archive.store().describe(&key);
-    let encrypted = encryption::is_encrypted_name(&key);
-    let identities = if encrypted {
-        Identities::from_env().map_err(|e| broken(e.into()))?
-    } else {
-        None
-    };
-    let plain = encryption::reader(stored, encrypted, identities.as_ref(), &shown)
-        .map_err(|e| broken(e.into()))?;
-    copy_out(name, plain, &shown, compression, dest)
+    copy_out(name, plain, &shown, dest)
         .map_err(broken)
         .map(|()| Status::Ok)
 }
 
-fn copy_out(
-    name: &str,
-    stored: Box<dyn Read + Send>,
-    shown: &str,
-    compression: Compression,
-    dest: &Path,
-) -> anyhow::Result<()> {
-    let mut reader = compression.decoder(stored)?;
+fn copy_out(name: &str, mut reader: Box<dyn Read>, shown: &str, dest: &Path) -> anyhow::Result<()> {
     let mut out =
         AtomicFile::create(dest).with_context(|| format!("cannot write {}", dest.display()))?;
     let mut first = [0u8; 40];

@@ -4,7 +4,7 @@
 //!
 //! Records are decoded (PostgreSQL 15 and 16's format: page headers, records spanning pages
 //! and segments, CRC-32C checked) and their block references gathered by relation: over a
-//! range of WAL ([`changed_blocks`]), or per segment ([`summarize_segment`]: what
+//! range of WAL ([`changed_blocks`]), or per segment ([`summarize_stream`]: what
 //! `wal-archive push` stores beside each segment it archives, so that a backup reads a few
 //! KiB per segment instead of decoding it). Three kinds of record change relation files beyond their block
 //! references, as in PostgreSQL's summarizer:
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 mod reader;
 mod record;
 
-use reader::{One, Reader, Segments, Streamed};
+use reader::{Reader, Segments, Streamed};
 pub use reader::{SegmentReader, Unavailable, WAL_PAGE};
 use record::{decode, u32_at, Decoded, RECORD_HEADER};
 
@@ -197,7 +197,7 @@ pub fn changed_blocks<'a>(
     Ok(changed.finish())
 }
 
-/// What the records that start in one segment changed: [`summarize_segment`].
+/// What the records that start in one segment changed: [`summarize_stream`].
 #[derive(Debug, Default)]
 pub struct SegmentSummary {
     pub changed: ChangedBlocks,
@@ -206,27 +206,12 @@ pub struct SegmentSummary {
     pub tail: Option<Lsn>,
 }
 
-/// Summarizes the records that start in segment `segno` (`bytes`, whole), up to the one
-/// that starts at `until` when given (the segment being written). The record the segment
-/// starts with the rest of belongs to the previous segment's summary; of the last one,
-/// which may continue in the next segment, the block references are read when they lie in
-/// this segment (they come first), else its start is the summary's `tail`.
-pub fn summarize_segment(
-    bytes: &[u8],
-    segno: u64,
-    segment_size: u64,
-    until: Option<Lsn>,
-) -> anyhow::Result<SegmentSummary> {
-    check_segment_size(segment_size)?;
-    ensure!(
-        bytes.len() as u64 == segment_size,
-        "WAL segment {segno:X} has {} bytes, not {segment_size}",
-        bytes.len()
-    );
-    summarize(One { segno, bytes }, segno, segment_size, until)
-}
-
-/// [`summarize_segment`] of a segment read as a stream (only as far as `until`).
+/// Summarizes the records that start in segment `segno`, read as a stream from its start,
+/// up to the one that starts at `until` when given (the segment being written: it is read
+/// only that far). The record the segment starts with the rest of belongs to the previous
+/// segment's summary; of the last one, which may continue in the next segment, the block
+/// references are read when they lie in this segment (they come first), else its start is
+/// the summary's `tail`.
 pub fn summarize_stream(
     stream: SegmentReader<'_>,
     segno: u64,

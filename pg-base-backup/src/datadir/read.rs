@@ -141,6 +141,55 @@ pub fn spawn<'scope>(
     receivers
 }
 
+/// How one file goes into the set.
+enum Storing {
+    /// As in the reference: listed, no member.
+    Unchanged,
+    /// Its changed pages, found from the WAL (`wal`: the blocks it names, and every block
+    /// from a truncation on) or by a scan.
+    Pages {
+        old_size: u64,
+        since: Lsn,
+        wal: Option<(Vec<u32>, Option<u32>)>,
+    },
+    Whole,
+}
+
+impl Storing {
+    /// For `item` of `size` bytes modified at `mtime` (ns), compared with `against`.
+    fn decide(item: &Found, against: Option<Against<'_>>, size: u64, mtime: i128) -> Storing {
+        let Some(against) = against else {
+            return Storing::Whole;
+        };
+        let Some(old) = against.reference.files.get(&item.rel) else {
+            return Storing::Whole;
+        };
+        if old.size == size && old.mtime_ns == mtime {
+            return Storing::Unchanged;
+        }
+        if item.class != PathClass::RelationMain || !size.is_multiple_of(PAGE_SIZE as u64) {
+            return Storing::Whole;
+        }
+        let from_wal = against
+            .wal
+            .zip(relation_node(&item.rel))
+            .map(|(wal, (node, segment))| {
+                let first_block = segment * page::BLOCKS_PER_SEGMENT;
+                wal.in_file(node, first_block, page::BLOCKS_PER_SEGMENT)
+            });
+        let wal = match from_wal {
+            Some(FileChanges::Whole) => return Storing::Whole,
+            Some(FileChanges::Blocks { blocks, from }) => Some((blocks, from)),
+            None => None,
+        };
+        Storing::Pages {
+            old_size: old.size,
+            since: against.reference.start_lsn,
+            wal,
+        }
+    }
+}
+
 /// Decides and reads one file; a send error means the writer is gone.
 fn read_one(
     item: &Found,
@@ -158,79 +207,40 @@ fn read_one(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return gone(tx),
         Err(e) => return Err(e),
     };
-    let size = meta.len();
-    let mtime = mtime_ns(&meta);
+    let (size, mtime) = (meta.len(), mtime_ns(&meta));
     let listed = |stored| ListedFile {
         path: item.rel.clone(),
         size,
         mtime_ns: mtime,
         stored,
     };
-    let before = against.and_then(|a| {
-        let reference = a.reference;
-        reference
-            .files
-            .get(&item.rel)
-            .map(|f| (reference.start_lsn, f))
-    });
-    // From the WAL: the file's changed blocks, or that it changed whole.
-    let from_wal = against
-        .and_then(|a| a.wal)
-        .zip(relation_node(&item.rel))
-        .map(|(wal, (node, segment))| {
-            wal.in_file(
-                node,
-                segment * page::BLOCKS_PER_SEGMENT,
-                page::BLOCKS_PER_SEGMENT,
-            )
-        });
-    match before {
-        Some((_, old)) if old.size == size && old.mtime_ns == mtime => {
-            send(
-                tx,
-                Piece::Start(Member {
-                    name: item.rel.clone(),
-                    size: 0,
-                    mtime_secs: 0,
-                    listed: listed(Stored::Unchanged),
-                    pages: 0,
-                }),
-            )?;
-            send(
-                tx,
-                Piece::End {
-                    hash: None,
-                    bad_blocks: Vec::new(),
-                },
-            )
-        }
-        Some((since, old))
-            if item.class == PathClass::RelationMain
-                && size.is_multiple_of(PAGE_SIZE as u64)
-                && from_wal != Some(FileChanges::Whole) =>
-        {
-            let Some(file) = open_unless_gone(&item.abs)? else {
-                return gone(tx);
-            };
+    let storing = Storing::decide(item, against, size, mtime);
+    if let Storing::Unchanged = storing {
+        return send_unchanged(tx, item, listed(Stored::Unchanged));
+    }
+    let Some(file) = open_unless_gone(&item.abs)? else {
+        return gone(tx);
+    };
+    match storing {
+        Storing::Pages {
+            old_size,
+            since,
+            wal,
+        } => {
             let pages = Pages {
-                old_size: old.size,
+                old_size,
                 since,
                 verify,
                 first_block: item.first_block,
                 threads: jobs,
             };
-            let picked = match from_wal {
-                Some(FileChanges::Blocks { blocks, from }) => {
-                    pages.pick_from_wal(&file, size, &blocks, from)?
-                }
-                _ => pages.scan(&file, size)?,
+            let picked = match wal {
+                Some((blocks, from)) => pages.pick_from_wal(&file, size, &blocks, from)?,
+                None => pages.scan(&file, size)?,
             };
             send_pages(tx, &file, item, picked, listed(Stored::Pages))
         }
         _ => {
-            let Some(file) = open_unless_gone(&item.abs)? else {
-                return gone(tx);
-            };
             use std::os::unix::fs::MetadataExt;
             send(
                 tx,
@@ -245,6 +255,27 @@ fn read_one(
             send_whole(tx, file, size, verify.zip(item.first_block))
         }
     }
+}
+
+/// A file as in the reference: listed, no member.
+fn send_unchanged(tx: &SyncSender<Piece>, item: &Found, listed: ListedFile) -> io::Result<()> {
+    send(
+        tx,
+        Piece::Start(Member {
+            name: item.rel.clone(),
+            size: 0,
+            mtime_secs: 0,
+            listed,
+            pages: 0,
+        }),
+    )?;
+    send(
+        tx,
+        Piece::End {
+            hash: None,
+            bad_blocks: Vec::new(),
+        },
+    )
 }
 
 fn send(tx: &SyncSender<Piece>, piece: Piece) -> io::Result<()> {

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use common::encryption::{self, Identities};
 use common::lsn::Lsn;
 use common::physical::datadir::PathClass;
 use common::physical::filelist::mtime_ns;
@@ -201,27 +200,15 @@ impl Wal<'_> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", local.display())),
         }
-        let (stored, key, compression) = self
-            .archive
-            .open(&name)
-            .with_context(|| format!("cannot read the WAL archive {}", self.archive.describe()))?
-            .with_context(|| {
-                format!(
-                    "WAL segment {name} is neither in {} nor in the archive {}",
-                    local.display(),
-                    self.archive.describe()
-                )
-            })?;
-        let shown = self.archive.store().describe(&key);
-        let encrypted = encryption::is_encrypted_name(&key);
-        let identities = if encrypted {
-            Identities::from_env()?
-        } else {
-            None
-        };
-        let plain = encryption::reader(stored, encrypted, identities.as_ref(), &shown)?;
+        let (plain, shown) = self.archive.open_plain(&name)?.with_context(|| {
+            format!(
+                "WAL segment {name} is neither in {} nor in the archive {}",
+                local.display(),
+                self.archive.describe()
+            )
+        })?;
         tracing::debug!("WAL segment {name} read from {shown}");
-        Ok(compression.decoder(plain)?)
+        Ok(plain)
     }
 
     /// The data directory's copy of segment `segno`, unless it holds another segment now

@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use anyhow::{ensure, Context};
+use anyhow::ensure;
 
 use super::record::RECORD_HEADER;
 use crate::lsn::Lsn;
@@ -82,24 +82,6 @@ impl<'a, F: FnMut(u64) -> anyhow::Result<SegmentReader<'a>>> Segments for Stream
             self.have = Some(page);
         }
         Ok(&self.buf)
-    }
-}
-
-/// One segment in memory, and no other.
-pub(super) struct One<'a> {
-    pub(super) segno: u64,
-    pub(super) bytes: &'a [u8],
-}
-
-impl Segments for One<'_> {
-    fn page(&mut self, segno: u64, page: u64) -> anyhow::Result<&[u8]> {
-        if segno != self.segno {
-            return Err(Unavailable(segno).into());
-        }
-        let at = (page * WAL_PAGE) as usize;
-        self.bytes
-            .get(at..at + WAL_PAGE as usize)
-            .with_context(|| format!("WAL segment {segno:X} ends early"))
     }
 }
 

@@ -48,7 +48,24 @@ pub(super) fn decode(
 ) -> anyhow::Result<Decoded> {
     let info = byte_at(record, 16)?;
     let rmid = byte_at(record, 17)?;
-    let whole = record.len() == total;
+    let main_len = block_references(record, total, changed)?;
+    if record.len() != total {
+        ensure!(
+            ![RM_XLOG_ID, RM_SMGR_ID, RM_DBASE_ID].contains(&rmid),
+            "the record's main data is in the next segment"
+        );
+        return Ok(Decoded::Other);
+    }
+    file_changes(rmid, info, &record[record.len() - main_len..], changed)
+}
+
+/// Adds the main-fork block references of a record (of `total` bytes, `record` its first
+/// part or all of it) to `changed`; the length of its main data.
+fn block_references(
+    record: &[u8],
+    total: usize,
+    changed: &mut ChangedBlocks,
+) -> anyhow::Result<usize> {
     let mut at = RECORD_HEADER;
     let mut data_total = 0usize;
     let mut main_len = 0usize;
@@ -105,14 +122,17 @@ pub(super) fn decode(
         total.checked_sub(at) == Some(data_total),
         "the record's headers and data do not add up to its length"
     );
-    if !whole {
-        ensure!(
-            ![RM_XLOG_ID, RM_SMGR_ID, RM_DBASE_ID].contains(&rmid),
-            "the record's main data is in the next segment"
-        );
-        return Ok(Decoded::Other);
-    }
-    let main = &record[record.len() - main_len..];
+    Ok(main_len)
+}
+
+/// What a whole record's main data says beyond its block references: a segment switch, a
+/// relation file created or truncated, a database copied or dropped.
+fn file_changes(
+    rmid: u8,
+    info: u8,
+    main: &[u8],
+    changed: &mut ChangedBlocks,
+) -> anyhow::Result<Decoded> {
     match (rmid, info & 0xF0) {
         (RM_XLOG_ID, XLOG_SWITCH) => return Ok(Decoded::Switch),
         (RM_SMGR_ID, XLOG_SMGR_CREATE) => {
